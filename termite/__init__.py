@@ -1,0 +1,99 @@
+"""termite: the Erlang process model, with Termite Scheme's migration, for Python.
+
+    import termite
+    from termite import receive, send, spawn
+
+    async def pong():
+        while True:
+            sender, msg = await receive((termite.Pid, "ping"))
+            send(sender, "pong")
+
+    async def main():
+        server = spawn(pong)
+        send(server, (termite.self(), "ping"))
+        return await receive()
+
+    assert termite.run(main) == "pong"
+"""
+
+from termite._errors import (
+    Crash,
+    DeadProcess,
+    Exited,
+    NameTaken,
+    NoSuchName,
+    NotInProcess,
+    PatternError,
+    TermiteError,
+    Timeout,
+)
+from termite._ids import NodeRef, Pid, Tag, make_tag
+from termite._links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
+from termite._mailbox import call, receive, send, sleep
+from termite._node import Node, current_node, run
+from termite._patterns import ANY, where
+from termite._process import current as _current
+from termite._registry import register, registered, unregister, whereis
+from termite._spawn import spawn
+
+
+def self() -> Pid:
+    """The pid of the calling process (the paper's ``self``)."""
+    return _current().pid
+
+
+__all__ = [
+    # processes and messages
+    "spawn",
+    "self",
+    "send",
+    "receive",
+    "call",
+    "make_tag",
+    "sleep",
+    "ANY",
+    "where",
+    # failure
+    "link",
+    "unlink",
+    "monitor",
+    "demonitor",
+    "exit",
+    "kill",
+    "trap_exit",
+    "Exit",
+    "Down",
+    "Crash",
+    # names
+    "register",
+    "unregister",
+    "whereis",
+    "registered",
+    # nodes
+    "Node",
+    "NodeRef",
+    "run",
+    "current_node",
+    # identities
+    "Pid",
+    "Tag",
+    # errors
+    "TermiteError",
+    "Timeout",
+    "Exited",
+    "DeadProcess",
+    "NotInProcess",
+    "PatternError",
+    "NameTaken",
+    "NoSuchName",
+]
+
+# Public names live at termite.X, whatever private module defines them.
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "termite").startswith("termite."):
+        try:
+            _obj.__module__ = "termite"
+        except (AttributeError, TypeError):
+            pass
+del _name, _obj

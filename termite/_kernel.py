@@ -1,0 +1,272 @@
+"""The kernel: a run queue of coroutines, timers, and a bridge to asyncio.
+
+Design principles (after curio's kernel):
+
+- The kernel knows tasks and traps, nothing else.  Mailboxes, links, monitors,
+  the registry and migration are library code that records what a process
+  waits for and then yields ``PARK`` (termite/_traps.py).
+- It drives coroutines itself with ``coro.send``: a switch costs well under a
+  microsecond, where an asyncio Task switch costs ten.
+- It runs *inside* an asyncio loop, as one callback at a time, so a process
+  may await asyncio awaitables: the future they yield is handed to the loop
+  and the process resumes when it is done.  Termite's own operations never
+  touch asyncio.
+- Don't add features here.  Anything that can live above, does.
+
+A task's ``waiting`` field says where it is: ``None`` while it runs or sits in
+the ready queue; anything else (set by whoever parked it) while parked.  Every
+wake-up goes through the ready queue and sets ``value``, which the task gets
+back from its trap; a ``Signal`` value instead raises in the task, or closes it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+from collections import deque
+from functools import partial
+
+from termite._traps import PARK, RESCHEDULE
+
+__all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
+
+# Which task is running, and which kernel runs on this thread.  Thread-local,
+# because a program may run a node in a background thread (termite.Node).
+_local = threading.local()
+_local.task = None
+_local.kernel = None
+
+
+def current_task():
+    """The task running on this thread, or None outside any task."""
+    return getattr(_local, "task", None)
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<{self.name}>"
+
+
+FOREIGN = _Marker("waiting on an asyncio future")
+TIMED_OUT = _Marker("timed out")
+
+
+class Signal:
+    """A wake-up value that raises ``exc`` in the task instead of resuming it.
+
+    With ``force`` the task's coroutine is closed (its ``finally`` blocks run)
+    and the task ends as if it had raised ``exc``: that is how kill works.
+    """
+
+    __slots__ = ("exc", "force")
+
+    def __init__(self, exc: BaseException, force: bool = False):
+        self.exc = exc
+        self.force = force
+
+
+class Task:
+    """What the kernel runs: a coroutine and the value it resumes with."""
+
+    __slots__ = ("coro", "value", "waiting", "foreign", "kernel")
+
+    def __init__(self, kernel: "Kernel", coro):
+        self.kernel = kernel
+        self.coro = coro
+        self.value = None
+        self.waiting = None
+        self.foreign = None
+
+
+class Kernel:
+    #: How many steps one turn of the asyncio loop may take before the kernel
+    #: lets the loop poll I/O and run its own callbacks.
+    BUDGET = 20_000
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.ready: deque[Task] = deque()
+        self.timers: list = []  # heap of [deadline, seq, task or None, value]
+        self.on_exit = None  # set by the process layer: on_exit(task, value, exc)
+        self.steps = 0  # tasks resumed so far (load meters read it)
+        self.fairness = 64  # countdown of switch-free receives (termite/_mailbox.py)
+        self.table = None  # the process table of the node this kernel runs
+        self._timer_seq = itertools.count()
+        self._stale_timers = 0
+        self._scheduled = False
+        self._timer_handle = None
+        self.thread = None
+
+    # -- entry points ---------------------------------------------------------
+
+    def attach(self) -> None:
+        """Declare the calling thread (the loop's thread) as this kernel's home."""
+        self.thread = threading.get_ident()
+        _local.kernel = self
+        _local.task = None
+
+    def wake(self, task: Task, value=None) -> None:
+        """Make a parked task runnable with ``value``; the caller has cleared its wait."""
+        task.value = value
+        self.ready.append(task)
+
+    def kick(self) -> None:
+        """Make sure the run loop will turn: call after waking from outside it."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._run)
+
+    def call_threadsafe(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the kernel's thread, from any thread."""
+        self.loop.call_soon_threadsafe(self._external, fn, args)
+
+    def _external(self, fn, args):
+        fn(*args)
+        self.kick()
+
+    # -- timers ---------------------------------------------------------------
+
+    def add_timer(self, delay: float, task: Task, value=TIMED_OUT) -> list:
+        """Wake ``task`` with ``value`` after ``delay`` seconds, unless cancelled."""
+        entry = [self.loop.time() + delay, next(self._timer_seq), task, value]
+        heapq.heappush(self.timers, entry)
+        if self._timer_handle is None or entry[0] < self._timer_handle.when():
+            self._arm_timer()
+        return entry
+
+    def cancel_timer(self, entry: list) -> None:
+        if entry[2] is not None:
+            entry[2] = None
+            # Cancelled entries stay in the heap until they reach its top; when
+            # they are most of it (many receives answered before their
+            # timeout), rebuild it so memory does not grow.
+            self._stale_timers += 1
+            if self._stale_timers > 1024 and self._stale_timers * 2 > len(self.timers):
+                self.timers = [e for e in self.timers if e[2] is not None]
+                heapq.heapify(self.timers)
+                self._stale_timers = 0
+
+    def _arm_timer(self):
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        self._timer_handle = self.loop.call_at(self.timers[0][0], self._on_timer)
+
+    def _on_timer(self):
+        self._timer_handle = None
+        self._run()
+
+    # -- the run loop ---------------------------------------------------------
+
+    def _run(self):
+        self._scheduled = False
+        ready = self.ready
+
+        # Phase 1: expire timers.
+        timers = self.timers
+        if timers:
+            now = self.loop.time()
+            while timers and timers[0][0] <= now:
+                entry = heapq.heappop(timers)
+                task = entry[2]
+                if task is None:
+                    self._stale_timers -= 1
+                    continue
+                entry[2] = None
+                task.waiting = None
+                task.value = entry[3]
+                ready.append(task)
+
+        # Phase 2: run ready tasks, at most BUDGET of them.
+        popleft = ready.popleft
+        local = _local
+        budget = self.BUDGET
+        try:
+            while ready and budget:
+                budget -= 1
+                task = popleft()
+                local.task = task
+                value = task.value
+                task.value = None  # don't keep the last message alive
+                try:
+                    if value.__class__ is Signal:
+                        trap = self._signal(task, value)
+                    else:
+                        trap = task.coro.send(value)
+                except StopIteration as stop:
+                    self.on_exit(task, stop.value, None)
+                    continue
+                except (KeyboardInterrupt, SystemExit) as exc:  # these stop the node too
+                    self.on_exit(task, None, exc)
+                    raise
+                except BaseException as exc:
+                    self.on_exit(task, None, exc)
+                    continue
+                if trap is PARK:
+                    continue
+                if trap is RESCHEDULE:
+                    ready.append(task)
+                    continue
+                self._await_foreign(task, trap)
+        finally:
+            local.task = None
+            self.steps += self.BUDGET - budget
+
+        # Phase 3: arrange the next turn.
+        if ready:
+            self.kick()
+        elif timers and self._timer_handle is None:
+            self._arm_timer()
+
+    def _signal(self, task: Task, signal: Signal):
+        if signal.force:
+            try:
+                task.coro.close()
+            except BaseException:  # a finally block that awaited or raised: it ends anyway
+                pass
+            raise signal.exc
+        return task.coro.throw(signal.exc)
+
+    # -- asyncio bridge -------------------------------------------------------
+
+    def _await_foreign(self, task: Task, fut):
+        if getattr(fut, "_asyncio_future_blocking", None) is None:
+            error = TypeError(
+                f"a termite process awaited something that yielded {fut!r}; a process "
+                "may await termite operations and asyncio awaitables only"
+            )
+            self.wake(task, Signal(error))
+            return
+        fut._asyncio_future_blocking = False
+        task.waiting = FOREIGN
+        task.foreign = fut
+        fut.add_done_callback(partial(self._foreign_done, task))
+
+    def _foreign_done(self, task: Task, fut):
+        if task.foreign is fut:
+            task.foreign = None
+            task.waiting = None
+            self.wake(task, None)
+            self.kick()
+
+    def interrupt(self, task: Task, signal: Signal) -> None:
+        """Deliver ``signal`` to a task that is not running now.
+
+        A parked task is woken with it.  A task already in the ready queue keeps
+        its place and gets the signal instead of its wake value; whoever queued
+        a value that must not be lost (a message) takes it back first.
+        """
+        waiting = task.waiting
+        task.value = signal
+        if waiting is None:
+            return  # already in the ready queue
+        if waiting is FOREIGN:
+            fut, task.foreign = task.foreign, None
+            fut.cancel()
+        task.waiting = None
+        self.ready.append(task)

@@ -1,0 +1,101 @@
+"""Processes and the table of a node's live processes.
+
+A process is a kernel task with an identity (its pid), a mailbox, and the
+bookkeeping of links, monitors and its registered name.  The mailbox, links
+and registry each have a module of their own; this one holds the data they
+share and the table that resolves pids to live processes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+
+from termite._errors import NotInProcess
+from termite._ids import NodeRef, Pid
+from termite._kernel import Kernel, Task, _Marker, current_task
+
+__all__ = ["Process", "ProcessTable", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+
+log = logging.getLogger("termite")
+
+# What a parked process waits for (Task.waiting).  None: running or ready.
+ANY_MESSAGE = _Marker("waiting for any message")  # the next message wakes it, as its value
+SCAN = _Marker("waiting for a matching message")  # any new message wakes it to rescan
+REPLY = _Marker("waiting for a reply")  # only (tag, reply) or Down(tag, ...) wakes it
+DELIVERED = _Marker("ready with a delivered message")  # in the ready queue; value is a message
+SLEEPING = _Marker("sleeping")
+DEAD = _Marker("dead")
+
+
+class Process(Task):
+    __slots__ = (
+        "pid",
+        "table",
+        "mailbox",  # deque of messages, made on the first one that must wait
+        "wait_for",  # the tag of a call in progress (waiting is REPLY)
+        "links",  # pids that get an exit signal when this process ends
+        "monitors",  # {ref: watcher pid}: who gets Down when this process ends
+        "trap_exit",
+        "name",
+    )
+
+    def __init__(self, table: "ProcessTable", pid: Pid, coro):
+        Task.__init__(self, table.kernel, coro)
+        self.pid = pid
+        self.table = table
+        self.mailbox = None
+        self.wait_for = None
+        self.links = None
+        self.monitors = None
+        self.trap_exit = False
+        self.name = None
+
+    def __repr__(self):
+        return f"<Process {self.pid}>"
+
+
+class ProcessTable:
+    """A node's live processes by serial, its registered names, and its kernel."""
+
+    def __init__(self, kernel: Kernel, ref: NodeRef):
+        self.kernel = kernel
+        kernel.table = self
+        self.ref = ref
+        self.procs: dict[int, Process] = {}
+        self.names: dict[str, Pid] = {}
+        self.monitored: dict = {}  # monitor ref -> the local process it watches
+        self.serials = itertools.count(1)
+        # serial -> callbacks(value, reason, exc) run when that process ends
+        self.exit_waiters: dict[int, list] = {}
+        # Hook for pids of other nodes; the transport installs one.  Until
+        # then a message to another node is lost, as any send may be.
+        self.remote = None
+        self.dropped = 0
+
+    def resolve(self, pid: Pid) -> Process | None:
+        """The live local process behind ``pid``, or None."""
+        proc = pid._proc
+        if proc is not None:
+            return proc
+        if pid.node == self.ref:
+            return self.procs.get(pid.serial)
+        return None
+
+    def is_local(self, pid: Pid) -> bool:
+        return pid._proc is not None or pid.node == self.ref
+
+    def new_pid(self) -> Pid:
+        return Pid(self.ref, next(self.serials))
+
+
+def current() -> Process:
+    """The running process; a clear error outside one."""
+    proc = current_task()
+    if proc is None:
+        raise NotInProcess(
+            "this operation needs a running termite process; run your code as one "
+            "with termite.run(main) or node.spawn(fn), or use the blocking methods "
+            "of a termite.Node (node.send, node.call, node.receive)"
+        )
+    return proc
