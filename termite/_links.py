@@ -223,6 +223,9 @@ def signal_exit(target: Process, sender: Pid, reason) -> None:
 
 def process_exited(proc: Process, value, exc) -> None:
     """The kernel's on_exit hook: work out the reason and tell everyone who asked."""
+    table = proc.table
+    pid = proc.pid
+    waiters = table.exit_waiters.pop(pid.serial, None)
     if exc is None:
         reason = "normal"
     elif isinstance(exc, Kill):
@@ -230,12 +233,9 @@ def process_exited(proc: Process, value, exc) -> None:
     elif isinstance(exc, Exited):
         reason = exc.reason  # a signal passing through: already reported where it began
     else:
-        reason = Crash.from_exception(exc, where=f"process {proc.pid}")
-    table = proc.table
-    pid = proc.pid
-    waiters = table.exit_waiters.pop(pid.serial, None)
-    if reason.__class__ is Crash and not waiters:
-        log.error("process %s crashed:\n%s", pid, reason.traceback.rstrip())
+        reason = Crash.from_exception(exc, where=f"process {pid}")
+        if not waiters:  # a waiter (termite.run, node.run) raises it instead
+            log.error("process %s crashed:\n%s", pid, reason.traceback.rstrip())
 
     proc.waiting = DEAD
     proc.coro = None

@@ -1,0 +1,72 @@
+"""The kernel: run queue, timers, budget, and its public surface."""
+
+import asyncio
+
+import termite
+from termite._kernel import Kernel, Task
+
+
+def test_cancelled_timers_do_not_pile_up():
+    # Many receives answered before their timeout leave cancelled timers
+    # behind; the heap must be rebuilt rather than grow without bound.
+    async def echo():
+        while True:
+            sender, tag, msg = await termite.receive((termite.Pid, termite.Tag, termite.ANY))
+            termite.send(sender, (tag, msg))
+
+    async def main():
+        server = termite.spawn(echo)
+        for i in range(5000):
+            await termite.call(server, i, timeout=60)
+        return len(termite._process.current().kernel.timers)
+
+    assert termite.run(main) < 3000
+
+
+def test_timers_fire_in_deadline_order():
+    async def sleeper(me, delay, label):
+        await termite.sleep(delay)
+        termite.send(me, label)
+
+    async def main():
+        me = termite.self()
+        for delay, label in ((0.03, "c"), (0.01, "a"), (0.02, "b")):
+            termite.spawn(sleeper, me, delay, label)
+        return [await termite.receive(timeout=1) for _ in range(3)]
+
+    assert termite.run(main) == ["a", "b", "c"]
+
+
+def test_the_kernel_yields_to_the_event_loop_within_its_budget():
+    # A run queue that never empties must not starve asyncio callbacks.
+    loop = asyncio.new_event_loop()
+    try:
+        kernel = Kernel(loop)
+        kernel.attach()
+        exits = []
+        kernel.on_exit = lambda task, value, exc: exits.append(exc)
+
+        async def spin():
+            for _ in range(3 * Kernel.BUDGET):
+                await termite._traps.reschedule()
+
+        kernel.ready.append(Task(kernel, spin()))
+        seen_by_loop = []
+        loop.call_soon(kernel._run)
+        loop.call_soon(lambda: seen_by_loop.append(kernel.steps))
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert seen_by_loop and 0 < seen_by_loop[0] < 3 * Kernel.BUDGET
+        assert exits == [None]
+    finally:
+        termite._kernel._local.kernel = None
+        loop.close()
+
+
+def test_every_public_name_is_exported_once_from_termite():
+    names = termite.__all__
+    assert len(names) == len(set(names))
+    for name in names:
+        obj = getattr(termite, name)
+        module = getattr(obj, "__module__", None)
+        if isinstance(obj, type) or callable(obj):
+            assert module == "termite", f"{name} shows module {module}"
