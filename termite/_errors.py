@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle as _pickle
 import traceback as _traceback
 
 _KERNEL_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_kernel.py")
@@ -111,7 +112,13 @@ class Crash:
 
     def __reduce__(self):
         # The exception object travels only if it pickles; the text always does.
-        return (Crash, (self.exc_type, self.message, self.traceback, None))
+        exception = self.exception
+        if exception is not None:
+            try:
+                _pickle.dumps(exception)
+            except Exception:  # noqa: BLE001 - any failure means: leave it behind
+                exception = None
+        return (Crash, (self.exc_type, self.message, self.traceback, exception))
 
     def __repr__(self):
         return f"Crash({self.exc_type}: {self.message})"

@@ -45,3 +45,26 @@ def test_pid_send_is_send():
         return await termite.receive(timeout=1)
 
     assert termite.run(main) == "hi"
+
+
+def test_a_crash_travels_with_its_exception_when_it_can():
+    import threading
+
+    from termite import Crash
+
+    plain = Crash.from_exception(ValueError("v"))
+    copy = pickle.loads(pickle.dumps(plain))
+    assert copy == plain and isinstance(copy.exception, ValueError)
+
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+
+    try:
+        raise Unpicklable()
+    except Unpicklable as exc:
+        crash = Crash.from_exception(exc)
+    copy = pickle.loads(pickle.dumps(crash))
+    assert copy.exception is None
+    assert "Unpicklable" in copy.traceback and str(copy).endswith("holds a lock")
