@@ -33,14 +33,17 @@ __all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
 
 # Which task is running, and which kernel runs on this thread.  Thread-local,
 # because a program may run a node in a background thread (termite.Node).
-_local = threading.local()
-_local.task = None
-_local.kernel = None
+class _Local(threading.local):
+    task = None
+    kernel = None
+
+
+_local = _Local()
 
 
 def current_task():
     """The task running on this thread, or None outside any task."""
-    return getattr(_local, "task", None)
+    return _local.task
 
 
 class _Marker:

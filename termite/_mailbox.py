@@ -94,7 +94,7 @@ def _send_slow(dest, msg) -> None:
     if dest.__class__ is not Pid:
         dest = _resolve_name(dest)
     proc = dest._proc
-    here = getattr(_local, "kernel", None)
+    here = _local.kernel
     if proc is not None:
         if proc.kernel is here:
             deliver(proc, msg)
@@ -125,7 +125,7 @@ def _deliver_if_alive(pid: Pid, msg):
 
 def _resolve_name(dest) -> Pid:
     if isinstance(dest, str):
-        kernel = getattr(_local, "kernel", None)
+        kernel = _local.kernel
         if kernel is None:
             raise NotInProcess(f"send({dest!r}, ...) outside a process: use node.send(...) on a termite.Node")
         pid = kernel.table.names.get(dest)

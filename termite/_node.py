@@ -99,7 +99,7 @@ def run(main, *args, node: NodeRef | None = None):
             "termite.run() cannot start a node inside a running asyncio event loop "
             "(Jupyter runs one); use node = termite.Node() and node.run(main) instead"
         )
-    if getattr(_local, "kernel", None) is not None:
+    if _local.kernel is not None:
         raise RuntimeError("termite.run() called inside a running node; spawn a process instead")
     loop = asyncio.new_event_loop()
     try:

@@ -149,3 +149,22 @@ def test_sends_between_two_nodes_in_one_os_process(node):
     with termite.Node() as other:
         server = other.spawn(echo)
         assert node.call(server, "across threads", timeout=5) == "across threads"
+
+
+def test_module_level_send_works_from_any_thread_for_live_local_pids(node):
+    pid = node.spawn(echo)
+    tag = termite.make_tag()
+    errors = []
+
+    def from_thread():
+        send(pid, (node.pid, tag, "from a plain thread"))
+        try:
+            send(Pid(pid.node, 10**9), "x")  # a pid this thread cannot place
+        except termite.NotInProcess as exc:
+            errors.append(str(exc))
+
+    worker = threading.Thread(target=from_thread)
+    worker.start()
+    worker.join(5)
+    assert node.receive((tag, termite.ANY), timeout=5) == (tag, "from a plain thread")
+    assert errors and "node.send" in errors[0]
