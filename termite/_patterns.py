@@ -117,6 +117,8 @@ def _compile(p, path: str):
         return p
     if p is None or p is True or p is False:
         return lambda m: m is p
+    if isinstance(p, tuple):  # a Tag, say: a plain tuple with equal items is not it
+        return lambda m: m.__class__ is cls and m == p
     return lambda m: m == p
 
 

@@ -93,3 +93,11 @@ def test_guard_must_be_callable():
     with pytest.raises(PatternError, match="callable"):
         where(int, "not a function")
     assert math.isnan(float("nan"))  # keeps the import honest
+
+
+def test_a_tag_in_a_pattern_matches_only_that_tag_not_an_equal_plain_tuple():
+    from termite import make_tag
+
+    tag = make_tag()
+    assert matches((tag, ANY), (tag, "reply"))
+    assert not matches((tag, ANY), (tuple(tag), "forged"))

@@ -1,0 +1,279 @@
+"""The paper's examples in examples/: each runs as a script and prints what the paper shows.
+
+Each script runs in a subprocess, from the repository root, as a newcomer would
+run it; the import tests then call the examples' functions directly.
+"""
+
+import ast
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import termite
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+
+
+def run_script(name, cwd=ROOT, script_dir=EXAMPLES):
+    """Run examples/NAME.py as `python examples/NAME.py` does; return the finished process."""
+    path = script_dir / f"{name}.py"
+    return subprocess.run(
+        [sys.executable, str(path.relative_to(cwd) if path.is_relative_to(cwd) else path)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def output_of(name):
+    """The stdout lines of a script that must succeed."""
+    done = run_script(name)
+    assert done.returncode == 0, f"examples/{name}.py failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout.splitlines()
+
+
+def load(name):
+    """Import examples/NAME.py as a module (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- every example --------------------------------------------------------------
+
+
+def test_the_examples_are_there():
+    expected = {
+        "hello", "pong_server", "selective", "pattern_pong", "timeouts", "rpc",
+        "cell", "exceptions", "square_server", "futures", "tour",
+    }
+    assert expected <= set(SCRIPTS)
+
+
+@pytest.mark.parametrize("name", [n for n in SCRIPTS if n != "tour"])
+def test_example_says_where_it_comes_from(name):
+    tree = ast.parse((EXAMPLES / f"{name}.py").read_text(encoding="utf-8"))
+    doc = ast.get_docstring(tree)
+    assert doc, f"examples/{name}.py has no module docstring"
+    assert "section" in doc or "slides" in doc, "the docstring names the paper's section or the slides"
+    assert "(" in doc.split("\n\n", 1)[1], "the docstring quotes the Scheme original"
+    mains = [n.name for n in tree.body if isinstance(n, ast.AsyncFunctionDef)]
+    assert "main" in mains, f"examples/{name}.py defines no `async def main()`"
+
+
+def test_the_tour_runs_every_example():
+    tour = load("tour")
+    assert sorted(tour.EXAMPLES) == [n for n in SCRIPTS if n != "tour"]
+
+
+# -- 2.2 hello world --------------------------------------------------------------
+
+
+def test_hello():
+    assert output_of("hello") == ["Hello, world!"]
+
+
+# -- 4.1 and 4.3 pong servers -------------------------------------------------------
+
+
+def test_pong_server():
+    assert output_of("pong_server") == ["pong"]
+
+
+def test_pattern_pong():
+    assert output_of("pattern_pong") == ["pong"]
+
+
+@pytest.mark.parametrize("name, server", [("pong_server", "pong_server"), ("pattern_pong", "better_pong_server")])
+def test_pong_servers_answer_pings_only(name, server):
+    body = getattr(load(name), server)
+    with termite.Node() as node:
+        pid = node.spawn(body)
+        node.send(pid, (node.pid, "ping"))
+        assert node.receive(timeout=5) == "pong"
+        for junk in ["ping", (node.pid, "pong"), (node.pid, "ping", 1), ("not a pid", "ping"), [node.pid, "ping"]]:
+            node.send(pid, junk)
+        node.send(pid, (node.pid, "ping"))
+        assert node.receive(timeout=5) == "pong"
+        # The server handles its messages in order: a reply to any junk would be here by now.
+        assert node.receive(timeout=0, default=None) is None
+
+
+# -- 4.2 selective retrieval -------------------------------------------------------------
+
+
+def test_selective():
+    assert output_of("selective") == [
+        "receive()    => 1",
+        "receive(odd) => 3",
+        "receive()    => 2",
+    ]
+
+
+def test_selective_main_returns_1_3_2(capsys):
+    assert termite.run(load("selective").main) == [1, 3, 2]
+
+
+# -- 4.4 timeouts -------------------------------------------------------------------
+
+
+def test_timeouts():
+    assert output_of("timeouts") == [
+        "receive(timeout=0.1) raised termite.Timeout",
+        "receive(timeout=0.1, default='no reply') => 'no reply'",
+        "after form, server answers => 42",
+        "after form, server silent  => timeout",
+    ]
+
+
+def test_timeouts_after_form_takes_the_answer():
+    timeouts = load("timeouts")
+
+    async def main():
+        return await timeouts.ask(termite.spawn(timeouts.some_server), 5)
+
+    assert termite.run(main) == 10
+
+
+# -- 4.5 RPC --------------------------------------------------------------------------
+
+
+def test_rpc():
+    assert output_of("rpc") == [
+        "make_tag, send, receive((tag, ANY)) => 42",
+        "call(server, ('add', 21, 21))       => 42",
+    ]
+
+
+def test_rpc_server_adds():
+    rpc = load("rpc")
+
+    async def main():
+        server = termite.spawn(rpc.rpc_server)
+        return await rpc.by_hand(server), await termite.call(server, ("add", 2, 3), timeout=5)
+
+    assert termite.run(main) == (42, 5)
+
+
+# -- 4.6 cell -----------------------------------------------------------------------------
+
+
+def test_cell():
+    assert output_of("cell") == [
+        "cell_ref(cell)           => 0",
+        "after cell_set(cell, 42) => 42",
+    ]
+
+
+def test_cells_hold_their_own_values():
+    cell = load("cell")
+
+    async def main():
+        a, b = cell.make_cell("a"), cell.make_cell("b")
+        seen = [await cell.cell_ref(a), await cell.cell_ref(b)]
+        cell.cell_set(a, 1)
+        cell.cell_set(a, 2)
+        seen += [await cell.cell_ref(a), await cell.cell_ref(b)]
+        return seen
+
+    assert termite.run(main) == ["a", "b", 2, "b"]
+
+
+# -- 4.7 exceptions ------------------------------------------------------------------------
+
+
+def test_exceptions():
+    done = run_script("exceptions")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1:4] == [
+        "catch, raise 42                 => 42",
+        "spawn a crash, (? 1 'ok)        => False",
+        "spawn(link=True) a crash        => True",
+    ]
+    last = done.stdout.splitlines()[4]
+    assert last.startswith("trap_exit(True), then receive() => Exit(pid=<Pid ")
+    assert last.endswith("reason=Crash(RuntimeError: error))")
+    assert "RuntimeError: error" in done.stderr  # the crash is logged, not lost
+
+
+def test_catch_form_resumes_where_the_handler_was_installed():
+    assert load("exceptions").catch_42() == 42
+
+
+@pytest.mark.parametrize("link, caught", [(False, False), (True, True)])
+def test_a_crash_reaches_the_parent_only_through_a_link(link, caught):
+    assert termite.run(load("exceptions").catch_crash, link) is caught
+
+
+def test_trap_exit_turns_the_crash_into_a_message():
+    msg = termite.run(load("exceptions").trapped)
+    assert isinstance(msg, termite.Exit)
+    assert isinstance(msg.reason, termite.Crash)
+    assert (msg.reason.exc_type, msg.reason.message) == ("RuntimeError", "error")
+
+
+# -- the slides: square server and futures ---------------------------------------------------
+
+
+def test_square_server():
+    assert output_of("square_server") == [
+        "plain (from, x)       => 25",
+        "with tags, 6 then 5   => 36 25",
+        "call(server, 5)       => 25",
+    ]
+
+
+def test_futures():
+    lines = output_of("futures")
+    # Both futures start before either is done: they run concurrently.
+    assert lines[:4] == ["a: started", "b: started", "a: done", "b: done"]
+    assert lines[4] == "touch(a) + touch(b) => 25"
+
+
+def test_a_future_computes_once_and_answers_every_touch():
+    futures = load("futures")
+    calls = []
+
+    def thunk():
+        calls.append(1)
+        return 6 * 7
+
+    async def main():
+        f = futures.future(thunk)
+        return [await futures.touch(f) for _ in range(3)]
+
+    assert termite.run(main) == [42, 42, 42]
+    assert calls == [1]
+
+
+# -- the tour ----------------------------------------------------------------------------------
+
+
+def test_tour():
+    lines = output_of("tour")
+    tour = load("tour")
+    headers = [line for line in lines if line.startswith("== examples/")]
+    assert [h.split(".py")[0].removeprefix("== examples/") for h in headers] == tour.EXAMPLES
+    for key in ["Hello, world!", "pong", "receive(odd) => 3", "call(server, ('add', 21, 21))       => 42",
+                "spawn(link=True) a crash        => True", "touch(a) + touch(b) => 25"]:
+        assert key in lines
+    assert lines[-1].startswith(f"{len(tour.EXAMPLES)} of {len(tour.EXAMPLES)} examples ran in ")
+
+
+def test_tour_reports_a_failing_example(tmp_path):
+    for path in EXAMPLES.glob("*.py"):
+        shutil.copy(path, tmp_path)
+    (tmp_path / "rpc.py").write_text('raise RuntimeError("broken on purpose")\n', encoding="utf-8")
+    done = run_script("tour", cwd=tmp_path, script_dir=tmp_path)
+    assert done.returncode == 1
+    assert "broken on purpose" in done.stderr
+    assert done.stdout.splitlines()[-1].endswith("Failed: rpc")
+    assert "touch(a) + touch(b) => 25" in done.stdout  # the tour went on after the failure
