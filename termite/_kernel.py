@@ -27,7 +27,7 @@ import threading
 from collections import deque
 from functools import partial
 
-from termite._traps import PARK, RESCHEDULE
+from termite._traps import PARK, RESCHEDULE, Sentinel
 
 __all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
 
@@ -46,18 +46,8 @@ def current_task():
     return _local.task
 
 
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __repr__(self):
-        return f"<{self.name}>"
-
-
-FOREIGN = _Marker("waiting on an asyncio future")
-TIMED_OUT = _Marker("timed out")
+FOREIGN = Sentinel("waiting on an asyncio future")
+TIMED_OUT = Sentinel("timed out")
 
 
 class Signal:

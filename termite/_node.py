@@ -20,17 +20,17 @@ from collections import deque
 
 from termite._errors import Crash, Exited, TermiteError
 from termite._ids import NodeRef, Pid
-from termite._kernel import Kernel, _local, _Marker
+from termite._kernel import Kernel, _local
 from termite._links import Kill, process_exited, signal_exit
 from termite._mailbox import NO_DEFAULT, call, receive, send
 from termite._process import DEAD, ProcessTable, current
 from termite._registry import register_in
 from termite._spawn import spawn_in
-from termite._traps import park
+from termite._traps import Sentinel, park
 
 __all__ = ["Node", "run", "current_node"]
 
-_SHELL_IDLE = _Marker("shell waiting for a request")
+_SHELL_IDLE = Sentinel("shell waiting for a request")
 
 
 #: The collector's first threshold while a node runs.  Python's default (700)

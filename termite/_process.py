@@ -13,19 +13,20 @@ import logging
 
 from termite._errors import NotInProcess
 from termite._ids import NodeRef, Pid
-from termite._kernel import Kernel, Task, _Marker, current_task
+from termite._kernel import Kernel, Task, current_task
+from termite._traps import Sentinel
 
 __all__ = ["Process", "ProcessTable", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
 # What a parked process waits for (Task.waiting).  None: running or ready.
-ANY_MESSAGE = _Marker("waiting for any message")  # the next message wakes it, as its value
-SCAN = _Marker("waiting for a matching message")  # any new message wakes it to rescan
-REPLY = _Marker("waiting for a reply")  # only (tag, reply) or Down(tag, ...) wakes it
-DELIVERED = _Marker("ready with a delivered message")  # in the ready queue; value is a message
-SLEEPING = _Marker("sleeping")
-DEAD = _Marker("dead")
+ANY_MESSAGE = Sentinel("waiting for any message")  # the next message wakes it, as its value
+SCAN = Sentinel("waiting for a matching message")  # any new message wakes it to rescan
+REPLY = Sentinel("waiting for a reply")  # only (tag, reply) or Down(tag, ...) wakes it
+DELIVERED = Sentinel("ready with a delivered message")  # in the ready queue; value is a message
+SLEEPING = Sentinel("sleeping")
+DEAD = Sentinel("dead")
 
 
 class Process(Task):

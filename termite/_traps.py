@@ -17,21 +17,23 @@ because a second generator frame per receive costs a tenth of a message hop.
 
 import types
 
-__all__ = ["PARK", "RESCHEDULE", "park", "reschedule"]
+__all__ = ["PARK", "RESCHEDULE", "park", "reschedule", "Sentinel"]
 
 
-class _Trap:
+class Sentinel:
+    """A named unique value: the traps here, and the wait states of tasks."""
+
     __slots__ = ("name",)
 
     def __init__(self, name):
         self.name = name
 
     def __repr__(self):
-        return f"<trap {self.name}>"
+        return f"<{self.name}>"
 
 
-PARK = _Trap("park")
-RESCHEDULE = _Trap("reschedule")
+PARK = Sentinel("trap: park")
+RESCHEDULE = Sentinel("trap: reschedule")
 
 
 @types.coroutine

@@ -15,6 +15,14 @@ async def echo():
         send(sender, (tag, msg))
 
 
+async def lingering(cleaned: threading.Event):
+    """Waits forever; sets ``cleaned`` when it is ended."""
+    try:
+        await receive()
+    finally:
+        cleaned.set()
+
+
 def test_run_returns_the_value_and_raises_the_exception(crash_log):
     async def boom():
         raise KeyError("missing")
@@ -28,14 +36,8 @@ def test_run_returns_the_value_and_raises_the_exception(crash_log):
 def test_run_ends_the_other_processes_running_their_finally_blocks():
     cleaned = threading.Event()
 
-    async def lingering():
-        try:
-            await receive()
-        finally:
-            cleaned.set()
-
     async def main():
-        spawn(lingering)
+        spawn(lingering, cleaned)
         await termite.sleep(0)
 
     termite.run(main)
@@ -130,14 +132,8 @@ def test_node_facade_sees_linked_failures_as_exit_messages(node):
 def test_node_stop_ends_processes_and_methods_then_say_so():
     cleaned = threading.Event()
 
-    async def lingering():
-        try:
-            await receive()
-        finally:
-            cleaned.set()
-
     node = termite.Node().start()
-    node.spawn(lingering)
+    node.spawn(lingering, cleaned)
     assert node.processes() == 2  # lingering and the shell
     node.stop()
     assert cleaned.wait(5)
