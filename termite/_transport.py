@@ -1,0 +1,301 @@
+"""Transport: frames between nodes over ZeroMQ, authenticated and encrypted.
+
+It knows node addresses and frames (bytes), not processes.
+
+- Each node binds one ROUTER socket.  To reach a peer it connects a DEALER
+  to the peer's ROUTER, on first need; the DEALER's routing id is this node's
+  identity (host:port:incarnation), so the peer's ROUTER knows who is
+  speaking.  One DEALER -> ROUTER connection per pair of nodes, one way each,
+  keeps frames from one node to another in order.
+- Sends happen on the caller's thread (the kernel's) under a lock: no thread
+  hop on the way out.  Frames that are waiting together go as one multipart
+  message.
+- An I/O thread reads the ROUTER, answers ZAP (RFC 27) requests, sends
+  heartbeats to every peer and declares a peer down when it has heard nothing
+  from it for ``heartbeat_timeout`` seconds.  It holds the GIL only briefly,
+  so it keeps its rhythm while a process of the node runs CPU-bound code.
+- With keys, every connection is CURVE: the server (ROUTER) and client
+  (DEALER) use the cluster's key pair, and the ZAP handler admits only clients
+  whose public key is the cluster's, i.e. who hold its secret key.  Without
+  keys (allowed on loopback only, see termite/_keys.py) frames go in clear.
+
+Frames received are handed to ``on_frames(peer, frames)`` on the I/O thread;
+``on_peer_down(peer)`` and ``on_peer_up(peer)`` report membership.  An empty
+frame is a heartbeat and is not handed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import zmq
+
+from termite._ids import NodeRef
+from termite._keys import ClusterKeys
+
+__all__ = ["Transport", "TransportStats"]
+
+log = logging.getLogger("termite.transport")
+
+_ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
+_HEARTBEAT = b""
+
+
+def identity_of(ref: NodeRef) -> bytes:
+    return f"{ref.host}:{ref.port}:{ref.incarnation:x}".encode()
+
+
+def ref_of_identity(identity: bytes) -> NodeRef | None:
+    """The NodeRef a peer's routing id names, or None if it is not one."""
+    try:
+        host, port, incarnation = identity.decode("ascii").rsplit(":", 2)
+        return NodeRef(host, int(port), int(incarnation, 16))
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
+class TransportStats:
+    """Counters the node reports (load meters, dashboard)."""
+
+    __slots__ = ("frames_in", "frames_out", "dropped_in", "dropped_out", "bytes_in", "bytes_out", "refused")
+
+    def __init__(self):
+        self.frames_in = self.frames_out = self.dropped_in = self.dropped_out = self.refused = 0
+        self.bytes_in = self.bytes_out = 0
+
+
+class Transport:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keys: ClusterKeys | None = None,
+        *,
+        on_frames,
+        on_peer_down=None,
+        on_peer_up=None,
+        on_refused=None,
+        heartbeat_interval: float = 0.5,
+        heartbeat_timeout: float = 3.0,
+        max_frame: int = 64 * 1024 * 1024,
+    ):
+        self.host = host
+        self.keys = keys
+        self.on_frames = on_frames
+        self.on_peer_down = on_peer_down or (lambda peer: None)
+        self.on_peer_up = on_peer_up or (lambda peer: None)
+        self.on_refused = on_refused or (lambda address: None)
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout
+        self.max_frame = max_frame
+        self.stats = TransportStats()
+        self.ctx = zmq.Context()
+        self._zap = None
+        if keys is not None:
+            # The ZAP handler must be bound before any CURVE socket binds.
+            self._zap = self.ctx.socket(zmq.REP)
+            self._zap.linger = 0
+            self._zap.bind(_ZAP_ENDPOINT)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.linger = 0
+        self.router.router_handover = 1  # a restarted peer with the same id takes over
+        self.router.rcvhwm = 0
+        if keys is not None:
+            # Server keys before bind.
+            self.router.curve_server = True
+            self.router.curve_publickey = keys.public
+            self.router.curve_secretkey = keys.secret
+            self.router.zap_domain = b"termite"
+        if port:
+            self.router.bind(f"tcp://{host}:{port}")
+            self.port = port
+        else:
+            self.port = self.router.bind_to_random_port(f"tcp://{host}")
+        self.ref = NodeRef(host, self.port)
+        self._identity = identity_of(self.ref)
+        self._lock = threading.Lock()  # guards the DEALERs and the peer table
+        self._dealers: dict[tuple[str, int], zmq.Socket] = {}
+        self._last_seen: dict[NodeRef, float] = {}  # peers we expect heartbeats from
+        self._wake_in = self.ctx.socket(zmq.PAIR)
+        self._wake_in.bind(f"inproc://termite-wake-{id(self)}")
+        self._wake_out = self.ctx.socket(zmq.PAIR)
+        self._wake_out.connect(f"inproc://termite-wake-{id(self)}")
+        self._stopping = False
+        self._thread = threading.Thread(target=self._io, name=f"termite-io-{self.port}", daemon=True)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> "Transport":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        with self._lock:
+            self._wake_out.send(b"stop")
+        self._thread.join(5)
+        with self._lock:
+            for sock in self._dealers.values():
+                sock.close(linger=0)
+            self._dealers.clear()
+            self._wake_out.close(linger=0)
+        self.ctx.term()
+
+    # -- sending (any thread) -------------------------------------------------
+
+    def _dealer(self, peer: NodeRef) -> zmq.Socket:
+        key = (peer.host, peer.port)
+        sock = self._dealers.get(key)
+        if sock is None:
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.routing_id = self._identity
+            sock.sndhwm = 0  # never block or drop on our side; heartbeats bound the damage
+            if self.keys is not None:
+                sock.curve_serverkey = self.keys.public
+                sock.curve_publickey = self.keys.public
+                sock.curve_secretkey = self.keys.secret
+            sock.connect(f"tcp://{peer.host}:{peer.port}")
+            self._dealers[key] = sock
+            self._last_seen.setdefault(peer, time.monotonic())
+        return sock
+
+    def send(self, peer: NodeRef, frames: list[bytes]) -> None:
+        """Send frames to ``peer`` in order, without blocking; lost if the peer is gone."""
+        with self._lock:
+            if self._stopping:
+                return
+            try:
+                self._dealer(peer).send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames[0]) < 4096)
+            except zmq.ZMQError as exc:
+                self.stats.dropped_out += len(frames)
+                log.warning("dropped %d frame(s) to %s: %s", len(frames), peer, exc)
+                return
+        self.stats.frames_out += len(frames)
+
+    def forget(self, peer: NodeRef) -> None:
+        """Close the connection to ``peer``; the next send reconnects."""
+        with self._lock:
+            sock = self._dealers.pop((peer.host, peer.port), None)
+            self._last_seen.pop(peer, None)
+            if sock is not None:
+                sock.close(linger=0)
+
+    def peers(self) -> list[NodeRef]:
+        with self._lock:
+            return list(self._last_seen)
+
+    # -- the I/O thread -------------------------------------------------------
+
+    def _io(self):
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self._wake_in, zmq.POLLIN)
+        if self._zap is not None:
+            poller.register(self._zap, zmq.POLLIN)
+        next_beat = time.monotonic()
+        try:
+            while True:
+                timeout_ms = max(0.0, next_beat - time.monotonic()) * 1000
+                events = dict(poller.poll(timeout_ms))
+                if self._wake_in in events:
+                    break  # stop
+                if self._zap is not None and self._zap in events:
+                    self._answer_zap()
+                if self.router in events:
+                    self._read_router()
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._beat(now)
+                    next_beat = now + self.heartbeat_interval
+        except zmq.ContextTerminated:
+            pass
+        except Exception:  # noqa: BLE001 - the node must hear that its transport died
+            log.exception("transport I/O thread failed")
+        finally:
+            self.router.close(linger=0)
+            self._wake_in.close(linger=0)
+            if self._zap is not None:
+                self._zap.close(linger=0)
+
+    def _answer_zap(self):
+        request = self._zap.recv_multipart()
+        # [version, request id, domain, address, identity, mechanism, credentials...]
+        version, request_id = request[0], request[1]
+        mechanism = request[5] if len(request) > 5 else b""
+        allowed = (
+            self.keys is not None
+            and mechanism == b"CURVE"
+            and len(request) > 6
+            and zmq.utils.z85.encode(request[6]) == self.keys.public
+        )
+        if allowed:
+            self._zap.send_multipart([version, request_id, b"200", b"OK", b"", b""])
+        else:
+            address = request[3].decode(errors="replace") if len(request) > 3 else "?"
+            self.stats.refused += 1
+            log.warning("refused a connection from %s: not a member of this cluster", address)
+            self._zap.send_multipart([version, request_id, b"400", b"not a member of this cluster", b"", b""])
+            self.on_refused(address)
+
+    def _read_router(self):
+        router = self.router
+        max_frame = self.max_frame
+        for _ in range(1000):  # bounded: heartbeats must keep their rhythm
+            try:
+                message = router.recv_multipart(flags=zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            peer = ref_of_identity(message[0])
+            if peer is None or len(message) < 2:
+                self.stats.dropped_in += 1
+                log.warning("dropped a message with a malformed sender id %r", message[0][:64])
+                continue
+            seen = self._last_seen
+            if peer not in seen:
+                with self._lock:
+                    if peer not in self._last_seen:
+                        self._dealer(peer)  # connect back: heartbeats and replies go that way
+                        self._last_seen[peer] = time.monotonic()
+                        new = True
+                    else:
+                        new = False
+                if new:
+                    self.on_peer_up(peer)
+            seen[peer] = time.monotonic()
+            frames = []
+            for frame in message[1:]:
+                if not frame:
+                    continue  # heartbeat
+                if len(frame) > max_frame:
+                    self.stats.dropped_in += 1
+                    log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, max_frame)
+                    continue
+                self.stats.bytes_in += len(frame)
+                frames.append(frame)
+            if frames:
+                self.stats.frames_in += len(frames)
+                self.on_frames(peer, frames)
+
+    def _beat(self, now: float):
+        down = []
+        with self._lock:
+            for (host, port), sock in list(self._dealers.items()):
+                try:
+                    sock.send(_HEARTBEAT, flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
+            for peer, seen in list(self._last_seen.items()):
+                if now - seen > self.heartbeat_timeout:
+                    down.append(peer)
+                    del self._last_seen[peer]
+                    sock = self._dealers.pop((peer.host, peer.port), None)
+                    if sock is not None:
+                        sock.close(linger=0)
+        for peer in down:
+            log.warning("node %s is down: nothing heard for %.1f s", peer, self.heartbeat_timeout)
+            self.on_peer_down(peer)

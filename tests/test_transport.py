@@ -1,0 +1,121 @@
+"""The transport over real ZeroMQ sockets on loopback."""
+
+import threading
+
+import pytest
+import zmq
+
+from termite import _keys
+from termite._transport import Transport
+
+
+class Inbox:
+    """Collects frames; ``wait(n)`` blocks until n have arrived."""
+
+    def __init__(self):
+        self.frames = []
+        self.peers = []
+        self._cond = threading.Condition()
+
+    def __call__(self, peer, frames):
+        with self._cond:
+            self.peers.append(peer)
+            self.frames.extend(frames)
+            self._cond.notify_all()
+
+    def wait(self, n, timeout=10):
+        with self._cond:
+            assert self._cond.wait_for(lambda: len(self.frames) >= n, timeout), self.frames
+        return self.frames
+
+
+@pytest.fixture
+def keys(tmp_path):
+    return _keys.generate(tmp_path / "cluster.key")
+
+
+@pytest.fixture
+def transports():
+    made = []
+
+    def make(**kw):
+        t = Transport(**kw).start()
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.stop()
+
+
+@pytest.mark.parametrize("secure", [False, True])
+def test_frames_arrive_in_order_and_name_their_sender(transports, keys, secure):
+    inbox = Inbox()
+    a = transports(keys=keys if secure else None, on_frames=lambda p, f: None)
+    b = transports(keys=keys if secure else None, on_frames=inbox)
+    for i in range(0, 300, 3):
+        a.send(b.ref, [b"%d" % i, b"%d" % (i + 1), b"%d" % (i + 2)])
+    assert inbox.wait(300) == [b"%d" % i for i in range(300)]
+    assert set(inbox.peers) == {a.ref}
+
+
+def test_a_peer_without_the_cluster_secret_is_refused(transports, keys):
+    inbox = Inbox()
+    refused = threading.Event()
+    b = transports(keys=keys, on_frames=inbox, on_refused=lambda address: refused.set())
+    ctx = zmq.Context()
+    try:
+        rogue = ctx.socket(zmq.DEALER)
+        rogue.linger = 0
+        public, secret = zmq.curve_keypair()  # knows the server's public key, not the secret
+        rogue.curve_serverkey, rogue.curve_publickey, rogue.curve_secretkey = keys.public, public, secret
+        rogue.routing_id = b"127.0.0.1:1:1"
+        rogue.connect(f"tcp://127.0.0.1:{b.port}")
+        rogue.send(b"let me in")
+        assert refused.wait(10)
+        member = transports(keys=keys, on_frames=lambda p, f: None)
+        member.send(b.ref, [b"member"])
+        assert inbox.wait(1) == [b"member"]
+        assert b.stats.refused == 1
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_silent_peer_is_declared_down_within_the_timeout(transports):
+    down = threading.Event()
+    up = threading.Event()
+    a = transports(on_frames=lambda p, f: None, on_peer_down=lambda p: down.set(), on_peer_up=lambda p: up.set(),
+                   heartbeat_interval=0.05, heartbeat_timeout=0.5)
+    b = transports(on_frames=lambda p, f: None, heartbeat_interval=0.05, heartbeat_timeout=0.5)
+    b.send(a.ref, [b"hello"])
+    assert up.wait(5)
+    assert not down.wait(1.0)  # heartbeats keep it up for twice the timeout
+    b.stop()
+    assert down.wait(5)
+    assert a.peers() == []
+
+
+def test_an_oversized_frame_is_dropped_and_counted(transports):
+    inbox = Inbox()
+    a = transports(on_frames=lambda p, f: None)
+    b = transports(on_frames=inbox, max_frame=1000)
+    a.send(b.ref, [b"x" * 2000])
+    a.send(b.ref, [b"small"])
+    assert inbox.wait(1) == [b"small"]
+    assert b.stats.dropped_in == 1
+
+
+def test_key_files_refuse_missing_and_public_only_files(tmp_path, keys):
+    with pytest.raises(_keys.KeyFileError, match="keygen"):
+        _keys.load(tmp_path / "missing.key")
+    public_only = tmp_path / "public.key"
+    public_only.write_text(f'metadata\ncurve\n    public-key = "{keys.public.decode()}"\n')
+    with pytest.raises(_keys.KeyFileError, match="no secret key"):
+        _keys.load(public_only)
+    with pytest.raises(_keys.KeyFileError, match="already exists"):
+        _keys.generate(tmp_path / "cluster.key")
+    with pytest.raises(_keys.KeyFileError, match="only allowed on loopback"):
+        _keys.require_keys(None, "10.1.2.3", insecure=True)
+    with pytest.raises(_keys.KeyFileError, match="needs the cluster's key file"):
+        _keys.require_keys(None, "127.0.0.1", insecure=False)
+    assert _keys.require_keys(None, "127.0.0.1", insecure=True) is None
