@@ -1,0 +1,493 @@
+"""Codec: messages to bytes and back, for messages that cross nodes.
+
+``encode(msg) -> bytes`` and ``decode(data) -> msg``.  The envelope is
+msgpack.  Plain data stays msgpack and comes back with exactly its type: None,
+bool, int (64-bit), float, str, bytes, list, tuple and dict, nested in any way
+(a tuple comes back a tuple and a list a list, since receive patterns tell
+them apart; a tuple used as a dict key comes back a tuple).  ``bytearray`` and
+``memoryview`` travel as msgpack bin and come back as ``bytes``.  Everything
+else is an extension type:
+
+====  ==============  =========================================================
+code  what            payload
+====  ==============  =========================================================
+1     tuple           empty.  A tuple is the msgpack array
+                      ``[ext 1, *items]``: the empty ext 1 marks the array as
+                      a tuple, and the items are plain msgpack (no nested
+                      buffers, no recursion when decoding).
+2     ``Pid``         8 bytes: the serial (unsigned, big-endian), then the
+                      payload of code 4 for its node.
+3     ``Tag``         16 bytes: origin and serial (unsigned 64-bit, big-endian).
+4     ``NodeRef``     msgpack ``[host, port, incarnation]`` (incarnation may be nil).
+5     pickled object  ``pickle.dumps(obj, protocol=5)``.
+6     dilled object   dill, protocol 5, ``recurse=True``.
+====  ==============  =========================================================
+
+Objects that are not plain data go by pickle: namedtuples (``Exit``,
+``Down``, a user's), ``Crash``, exceptions, dataclasses, ints beyond 64 bits,
+subclasses of the plain types (an ``IntEnum``, an ``OrderedDict``), sets.
+Only what pickle cannot do goes by dill: lambdas, closures, nested functions,
+and functions and classes defined in ``__main__`` (pickle would send those by
+name, and the ``__main__`` of another node is a different script).  The
+choice is made per object, so in ``(pid, ("result", crash))`` only ``crash``
+is pickled.  dill costs tens of microseconds where pickle costs one, so it is
+imported on first need and never runs for plain data or picklable objects.
+
+Resources cannot travel: a lock, an open file, a socket.  (dill would send a
+*new* lock, or reopen a file by its name on the other host; neither is the
+resource the sender holds, so termite refuses those too.)  ``encode`` raises
+:class:`UnserializableMessage` naming the object's type and where it sits in
+the message; the fix, as the Termite paper says (section 3.1), is to wrap
+the resource in a process and send that process's pid.
+
+``decode`` raises only :class:`MalformedMessage` for data it cannot decode
+(truncated, garbage, unknown extension codes, trailing bytes, or an object
+that fails to unpickle), so the transport drops such a frame with one log
+line.  ``decode(data, trusted=False)`` refuses pickled and dilled objects
+(unpickling runs arbitrary code, and may allocate without bound on garbage),
+so from an untrusted peer only plain data, tuples, pids, tags and node
+references arrive; frames from cluster peers are trusted, since CURVE
+authenticates them.  ``max_size`` refuses larger inputs before parsing.
+
+A ``msgpack.ExtType`` inside a message is written as it is (msgpack handles
+it before any hook), so it is read back with the codes above: do not send
+one.  A frame that ``encode`` did not make may decode to something odd (an
+ext 1 where ``encode`` never puts one decodes as the ``TUPLE_MARK`` object);
+checking for that would cost every message a scan, and such frames come
+only from a peer that forges them.
+
+Decoded pids are new ``Pid`` objects (``_proc`` is None) equal to the
+originals; a decoded pid's ``NodeRef`` is shared among all pids of that node.
+
+Costs, encode + decode, measured on the development machine (CPython 3.11,
+msgpack 1.2): an int or a short str 0.25 µs; ``("add", 1, 2)`` 0.7 µs;
+``(pid, tag, ("add", 1, 2))`` 2.6 µs (pickle alone takes 4.7 µs for it);
+``Exit(pid, crash)`` by pickle 7 µs; a lambda or closure by dill 140-200 µs.
+``encode`` and ``decode`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import threading
+import types
+
+import msgpack
+from msgpack import ExtType
+
+from termite._errors import TermiteError
+from termite._ids import NodeRef, Pid, Tag
+
+__all__ = ["encode", "decode", "UnserializableMessage", "MalformedMessage"]
+
+
+class UnserializableMessage(TermiteError, TypeError):
+    """``encode`` met an object that can be neither pickled nor dilled (a lock, a socket, ...).
+
+    ``path`` says where it sits in the message (``"message[2]['key']"``) and
+    ``type_name`` what it is.
+    """
+
+    def __init__(self, text: str, path: str = "message", type_name: str = ""):
+        super().__init__(text)
+        self.path = path
+        self.type_name = type_name
+
+
+class MalformedMessage(TermiteError, ValueError):
+    """``decode`` was given bytes that are not a message ``encode`` could have made."""
+
+
+# -- extension codes ----------------------------------------------------------
+
+TUPLE = 1
+PID = 2
+TAG = 3
+NODE = 4
+PICKLED = 5
+DILLED = 6
+
+
+class _TupleMark:
+    """What ext 1 decodes to: the first item of an array that is a tuple."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "TUPLE_MARK"
+
+
+TUPLE_MARK = _TupleMark()
+
+_new_ext = tuple.__new__  # ExtType() checks its arguments in Python: 3x slower
+_TUPLE_EXT = ExtType(TUPLE, b"")
+_U64 = struct.Struct(">Q")
+_U64x2 = struct.Struct(">QQ")
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+
+# NodeRef -> payload and payload -> NodeRef.  A cluster has few nodes; the
+# caches are emptied if they ever grow past _CACHE_LIMIT (say, a peer sending
+# made-up nodes).
+_CACHE_LIMIT = 4096
+_node_payloads: dict[NodeRef, bytes] = {}
+_nodes: dict[bytes, NodeRef] = {}
+
+
+class _CannotSerialize(Exception):
+    """Raised inside the packer's default hook; ``encode`` turns it into UnserializableMessage."""
+
+    def __init__(self, obj, error):
+        super().__init__(obj, error)
+        self.obj = obj
+        self.error = error
+
+
+# -- encode -------------------------------------------------------------------
+
+
+def _node_fields_ok(host, port, incarnation) -> bool:
+    return host.__class__ is str and port.__class__ is int and (incarnation is None or incarnation.__class__ is int)
+
+
+def _node_payload(node: NodeRef) -> bytes | None:
+    data = _node_payloads.get(node)
+    if data is None:
+        host, port, incarnation = node.host, node.port, node.incarnation
+        if not _node_fields_ok(host, port, incarnation):
+            return None
+        try:
+            data = msgpack.packb((host, port, incarnation))
+        except (OverflowError, ValueError):
+            return None  # an incarnation beyond 64 bits: the node goes by pickle
+        if len(_node_payloads) >= _CACHE_LIMIT:
+            _node_payloads.clear()
+        _node_payloads[node] = data
+    return data
+
+
+def _default(obj):
+    """The packer's hook for everything that is not exactly a plain type."""
+    cls = obj.__class__
+    if cls is tuple:
+        return [_TUPLE_EXT, *obj]  # items are packed by the same packer, in line
+    if cls is Pid:
+        node = _node_payloads.get(obj.node) or _node_payload(obj.node)
+        serial = obj.serial
+        if node is not None and serial.__class__ is int and 0 <= serial < 1 << 64:
+            return _new_ext(ExtType, (PID, _U64.pack(serial) + node))
+    elif cls is Tag:
+        if len(obj) == 2:  # (obj[0], obj[1]): star-unpacking a tuple subclass is twice as slow
+            try:
+                return _new_ext(ExtType, (TAG, _U64x2.pack(obj[0], obj[1])))
+            except struct.error:
+                pass  # a Tag that make_tag did not make: pickle it
+    elif cls is NodeRef:
+        node = _node_payload(obj)
+        if node is not None:
+            return _new_ext(ExtType, (NODE, node))
+    return _object_ext(obj)
+
+
+def _object_ext(obj) -> ExtType:
+    """Pickle ``obj``, or dill it if pickle cannot (or could only by naming ``__main__``)."""
+    try:
+        data = _pickle_dumps(obj, 5)
+    except Exception:  # noqa: BLE001 - lambdas, closures, resources: dill decides
+        data = None
+    else:
+        if b"__main__" not in data:
+            return _new_ext(ExtType, (PICKLED, data))
+        # else picklable only by reference to this script's __main__
+    try:
+        return _new_ext(ExtType, (DILLED, _dill_dumps(obj)))
+    except Exception as exc:  # noqa: BLE001
+        if data is not None:
+            return _new_ext(ExtType, (PICKLED, data))  # better than nothing: a forked node shares __main__
+        raise _CannotSerialize(obj, exc) from None  # dill's reason: pickle's may be "a local object"
+
+
+def _new_packer() -> msgpack.Packer:
+    return msgpack.Packer(default=_default, strict_types=True, use_bin_type=True)
+
+
+# A msgpack Packer is neither thread-safe nor re-entrant (its buffer is shared
+# and the default hook runs Python code, so the GIL can pass to another
+# thread mid-message).  Each encode takes a packer from this pool and puts
+# it back: list.pop and list.append are atomic.  A packer keeps a buffer as
+# large as the largest message it made, so one that made a large message is
+# dropped rather than kept.
+_packers = [_new_packer()]
+_KEEP_PACKER_BELOW = 1 << 20
+
+
+def encode(msg) -> bytes:
+    """Serialize a message for another node; raises :class:`UnserializableMessage`."""
+    try:
+        packer = _packers.pop()
+    except IndexError:
+        packer = _new_packer()
+    try:
+        data = packer.pack(msg)
+    except _CannotSerialize as exc:
+        _packers.append(packer)  # pack() emptied its buffer before raising
+        raise _unserializable(msg, exc) from None
+    except (ValueError, OverflowError):
+        # msgpack's own limits: nesting deeper than 511, a str with lone
+        # surrogates, a bytes or str of 4 GiB.  Pickle the whole message.
+        try:
+            data = packer.pack(_object_ext(msg))
+        except _CannotSerialize as exc:
+            _packers.append(packer)
+            raise _unserializable(msg, exc) from None
+    if len(data) < _KEEP_PACKER_BELOW:
+        _packers.append(packer)
+    return data
+
+
+# -- decode -------------------------------------------------------------------
+
+
+def _array(seq: list):
+    """The unpacker's hook for every array: ``[TUPLE_MARK, *items]`` is a tuple."""
+    if seq and seq[0] is TUPLE_MARK:
+        del seq[0]
+        return tuple(seq)
+    return seq
+
+
+def _node(data: bytes) -> NodeRef:
+    node = _nodes.get(data)
+    if node is None:
+        fields = msgpack.unpackb(data, use_list=False)
+        if fields.__class__ is not tuple or len(fields) != 3:
+            raise MalformedMessage("a node reference is not [host, port, incarnation]")
+        host, port, incarnation = fields
+        if not _node_fields_ok(host, port, incarnation):
+            raise MalformedMessage("a node reference is not [host, port, incarnation]")
+        node = NodeRef(host, port, incarnation)
+        if len(_nodes) >= _CACHE_LIMIT:
+            _nodes.clear()
+        _nodes[bytes(data)] = node
+    return node
+
+
+def _ext(code: int, data: bytes):
+    """The unpacker's hook for extension types, for trusted peers."""
+    if code == TUPLE:
+        return TUPLE_MARK
+    if code == PID:
+        node = _nodes.get(data[8:]) or _node(data[8:])
+        return Pid(node, _U64.unpack_from(data)[0])
+    if code == TAG:
+        return Tag(_U64x2.unpack(data))
+    if code == PICKLED:
+        return _pickle_loads(data)
+    if code == DILLED:
+        return _dill_loads(data)
+    if code == NODE:
+        return _node(data)
+    raise MalformedMessage(f"unknown extension code {code}")
+
+
+def _ext_untrusted(code: int, data: bytes):
+    """The unpacker's hook for extension types, for peers that have not authenticated."""
+    if code == PICKLED or code == DILLED:
+        raise MalformedMessage("a pickled object from an untrusted peer (unpickling runs code): refused")
+    return _ext(code, data)
+
+
+_unpackb = msgpack.unpackb
+
+
+def decode(data, *, trusted: bool = True, max_size: int | None = None):
+    """Deserialize a message made by :func:`encode`; raises :class:`MalformedMessage`.
+
+    ``trusted=False`` refuses pickled and dilled objects.  ``max_size``
+    refuses inputs of more bytes before parsing them.
+    """
+    if max_size is not None and len(data) > max_size:
+        raise MalformedMessage(f"a message of {len(data)} bytes, over the limit of {max_size}")
+    try:
+        return _unpackb(
+            data,
+            ext_hook=_ext if trusted else _ext_untrusted,
+            list_hook=_array,
+            strict_map_key=False,
+        )
+    except MalformedMessage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise MalformedMessage(f"cannot decode a message: {reason}") from exc
+
+
+# -- dill, imported on first need ---------------------------------------------
+
+_dill_lock = threading.Lock()
+_DillPickler = None
+
+
+def _dill_pickler():
+    """dill's Pickler, minus the types that dill copies but that are resources."""
+    global _DillPickler
+    with _dill_lock:
+        if _DillPickler is None:
+            import dill
+            from dill._dill import MetaCatchingDict, _import_module
+
+            dispatch = MetaCatchingDict(dill.Pickler.dispatch.copy())
+            for kind in list(dispatch):
+                # locks (a copy is a different lock), open files (dill would
+                # reopen them by name on the other host), capsules (C pointers)
+                if kind.__module__ in ("_thread", "_io", "_pyio") or kind.__name__ == "PyCapsule":
+                    del dispatch[kind]
+
+            def save_module(pickler, module):
+                # By name, always.  dill sends a module installed outside
+                # sys.prefix (an editable install, the user's own package)
+                # by value, with its whole __dict__, which fails on the
+                # first thread-local and would overwrite the receiver's copy.
+                pickler.save_reduce(_import_module, (module.__name__,), obj=module)
+
+            dispatch[types.ModuleType] = save_module
+
+            class _Pickler(dill.Pickler):
+                pass
+
+            _Pickler.dispatch = dispatch
+            _DillPickler = _Pickler
+    return _DillPickler
+
+
+def _dill_dumps(obj) -> bytes:
+    pickler_class = _DillPickler or _dill_pickler()
+    buffer = io.BytesIO()
+    # recurse=True: a function's globals travel by what it uses, not as a
+    # reference to a __main__ the other node does not have.
+    pickler_class(buffer, protocol=5, recurse=True).dump(obj)
+    return buffer.getvalue()
+
+
+def _dill_loads(data: bytes):
+    import dill
+
+    return dill.loads(data)
+
+
+# -- why a message cannot be encoded -------------------------------------------
+
+_HOW_TO_FIX = (
+    "Send plain data instead (None, bool, int, float, str, bytes, list, tuple, dict, pids, "
+    "picklable objects); a resource such as a lock, an open file or a socket cannot travel: "
+    "wrap it in a process and send that process's pid."
+)
+
+
+def _unserializable(msg, exc: _CannotSerialize) -> UnserializableMessage:
+    obj, error = exc.obj, exc.error
+    path = _path_to(msg, obj) or "message"
+    path, obj, error = _innermost(obj, path, error)
+    kind = type(obj)
+    type_name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    text = f"cannot send {path}: a {type_name} object cannot be serialized ({error}). {_HOW_TO_FIX}"
+    return UnserializableMessage(text, path, type_name)
+
+
+def _short(key) -> str:
+    try:
+        text = repr(key)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real error
+        text = f"<{type(key).__name__}>"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _path_to(root, target) -> str | None:
+    """Where ``target`` sits in ``root``, walking the plain containers msgpack walked."""
+    stack = [(root, "message")]
+    seen = set()
+    while stack:
+        obj, path = stack.pop()
+        if obj is target:
+            return path
+        cls = obj.__class__
+        if cls is tuple or cls is list:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            stack.extend((item, f"{path}[{i}]") for i, item in reversed(list(enumerate(obj))))
+        elif cls is dict:
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            for key, value in reversed(list(obj.items())):
+                stack.append((value, f"{path}[{_short(key)}]"))
+                stack.append((key, f"{path} (the key {_short(key)})"))
+    return None
+
+
+def _parts(obj, path: str):
+    """The parts of an object that pickle would serialize, with their paths."""
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
+        yield from ((item, f"{path}.{name}") for name, item in zip(obj._fields, obj))
+    elif isinstance(obj, (tuple, list)):
+        yield from ((item, f"{path}[{i}]") for i, item in enumerate(obj))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield key, f"{path} (the key {_short(key)})"
+            yield value, f"{path}[{_short(key)}]"
+    elif isinstance(obj, (set, frozenset)):
+        yield from ((item, f"{path} (an element)") for item in obj)
+    if isinstance(obj, BaseException):
+        yield from ((item, f"{path}.args[{i}]") for i, item in enumerate(obj.args))
+    if isinstance(obj, types.FunctionType):
+        for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+            try:
+                yield cell.cell_contents, f"{path} (its variable {name!r})"
+            except ValueError:  # a cell not yet filled
+                pass
+        return
+    if isinstance(obj, (type, types.ModuleType)):
+        return  # their __dict__ is code, not data
+    attributes = getattr(obj, "__dict__", None)
+    if isinstance(attributes, dict):
+        yield from ((value, f"{path}.{name}") for name, value in attributes.items())
+    for klass in type(obj).__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            if isinstance(name, str) and name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                yield getattr(obj, name), f"{path}.{name}"
+
+
+def _serialization_error(obj) -> Exception | None:
+    try:
+        _pickle_dumps(obj, 5)
+        return None
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        _dill_dumps(obj)
+        return None
+    except Exception as exc:  # noqa: BLE001
+        return exc
+
+
+def _innermost(obj, path: str, error):
+    """Go down from an unserializable object to the part of it that is to blame."""
+    seen = {id(obj)}
+    try:
+        for _ in range(32):
+            for part, part_path in _parts(obj, path):
+                if id(part) in seen:
+                    continue
+                seen.add(id(part))
+                part_error = _serialization_error(part)
+                if part_error is not None:
+                    obj, path, error = part, part_path, part_error
+                    break
+            else:
+                break
+    except Exception:  # noqa: BLE001 - an object that resists inspection: blame it as a whole
+        pass
+    return path, obj, error
