@@ -30,7 +30,10 @@ from termite._errors import (
 from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
 from termite._mailbox import call, receive, send, sleep
-from termite._node import Node, current_node, run
+from termite._distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes
+from termite._keys import KeyFileError
+from termite._codec import MalformedMessage, UnserializableMessage
+from termite._node import Network, Node, current_node, run
 from termite._patterns import ANY, where
 from termite._process import current as _current
 from termite._registry import register, registered, unregister, whereis
@@ -72,8 +75,15 @@ __all__ = [
     # nodes
     "Node",
     "NodeRef",
+    "Network",
     "run",
     "current_node",
+    "connect",
+    "nodes",
+    "monitor_node",
+    "demonitor_node",
+    "NodeUp",
+    "NodeDown",
     # identities
     "Pid",
     "Tag",
@@ -86,6 +96,9 @@ __all__ = [
     "PatternError",
     "NameTaken",
     "NoSuchName",
+    "KeyFileError",
+    "UnserializableMessage",
+    "MalformedMessage",
 ]
 
 # Public names live at termite.X, whatever private module defines them.

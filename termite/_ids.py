@@ -16,20 +16,25 @@ __all__ = ["NodeRef", "Pid", "Tag", "make_tag"]
 class NodeRef:
     """Where a node lives: host, port and incarnation.
 
-    The incarnation is a random 64-bit number drawn when the node starts, so a
-    node restarted on the same host and port never reuses an old pid.  A node
-    that has no transport (a purely local node) has host ``"local"`` and port 0.
+    The incarnation is a random 63-bit number drawn when the node starts
+    (:meth:`new`), so a node restarted on the same host and port never reuses
+    an old pid.  ``incarnation=None`` means "whichever node answers there": an
+    address to connect to, which cannot appear in a pid.  A node that has no
+    transport (a purely local node) has host ``"local"`` and port 0.
     """
 
     __slots__ = ("host", "port", "incarnation", "_hash")
 
     def __init__(self, host: str, port: int, incarnation: int | None = None):
-        if incarnation is None:
-            incarnation = secrets.randbits(63)
         self.host = host
         self.port = port
         self.incarnation = incarnation
         self._hash = hash((host, port, incarnation))
+
+    @classmethod
+    def new(cls, host: str, port: int) -> "NodeRef":
+        """The reference of a node starting now: a fresh incarnation."""
+        return cls(host, port, secrets.randbits(63))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -51,7 +56,8 @@ class NodeRef:
         return (NodeRef, (self.host, self.port, self.incarnation))
 
     def __repr__(self):
-        return f"NodeRef({self.host!r}, {self.port}, incarnation={self.incarnation:#x})"
+        incarnation = "None" if self.incarnation is None else f"{self.incarnation:#x}"
+        return f"NodeRef({self.host!r}, {self.port}, incarnation={incarnation})"
 
     def __str__(self):
         return f"{self.host}:{self.port}"

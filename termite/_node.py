@@ -14,21 +14,25 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import gc
 import threading
 from collections import deque
 
 from termite._errors import Crash, Exited, TermiteError
-from termite._ids import NodeRef, Pid
+from termite._ids import NodeRef, Pid, Tag
+from termite._distribution import Remote, connect, monitor_node
+from termite._keys import require_keys
 from termite._kernel import Kernel, _local
-from termite._links import Kill, process_exited, signal_exit
+from termite._links import Kill, link, monitor, process_exited, signal_exit
 from termite._mailbox import NO_DEFAULT, call, receive, send
 from termite._process import DEAD, ProcessTable, current
 from termite._registry import register_in
 from termite._spawn import spawn_in
+from termite._transport import Transport
 from termite._traps import Sentinel, park
 
-__all__ = ["Node", "run", "current_node"]
+__all__ = ["Node", "Network", "run", "current_node"]
 
 _SHELL_IDLE = Sentinel("shell waiting for a request")
 
@@ -48,14 +52,51 @@ def _gc_tuned():
         gc.set_threshold(*old)
 
 
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """How a node talks to others: where it listens, and with which keys.
+
+    ``port=0`` picks a free port.  ``keys`` is the cluster's key file (or
+    loaded keys); without it, only ``insecure=True`` on a loopback host runs.
+    """
+
+    port: int = 0
+    host: str = "127.0.0.1"
+    keys: object = None
+    insecure: bool = False
+    heartbeat_interval: float = 0.5
+    heartbeat_timeout: float = 3.0
+    max_frame: int = 64 * 1024 * 1024
+
+
 class _Runtime:
     """The parts of a node, built on the thread that will run them."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, ref: NodeRef | None = None):
+    def __init__(self, loop: asyncio.AbstractEventLoop, ref: NodeRef | None = None, network: Network | None = None):
         self.loop = loop
         self.kernel = Kernel(loop)
         self.kernel.on_exit = process_exited
-        self.table = ProcessTable(self.kernel, ref or NodeRef("local", 0))
+        self.transport = None
+        if network is not None:
+            keys = require_keys(network.keys, network.host, network.insecure)
+            self.transport = Transport(
+                network.host,
+                network.port,
+                keys,
+                on_frames=None,
+                heartbeat_interval=network.heartbeat_interval,
+                heartbeat_timeout=network.heartbeat_timeout,
+                max_frame=network.max_frame,
+            )
+            ref = self.transport.ref
+        self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
+        if self.transport is not None:
+            Remote(self.table, self.transport)
+            self.transport.start()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.stop()
 
     def start(self, fn, args, *, name=None, link_to=None) -> Pid:
         pid = spawn_in(self.table, fn, args, name=name, link_to=link_to)
@@ -83,12 +124,12 @@ def _result(value, reason, exc):
     raise Exited(None, reason)
 
 
-def run(main, *args, node: NodeRef | None = None):
+def run(main, *args, node: NodeRef | None = None, network: Network | None = None):
     """Run a node on this thread, run ``main(*args)`` as a process in it, return its value.
 
     If ``main`` raises, ``run`` raises the same exception.  When ``main`` ends,
     every other process of the node is ended too, as ``asyncio.run`` does with
-    its tasks.
+    its tasks.  With ``network``, the node listens and can reach other nodes.
     """
     try:
         asyncio.get_running_loop()
@@ -104,7 +145,7 @@ def run(main, *args, node: NodeRef | None = None):
     loop = asyncio.new_event_loop()
     try:
         with _gc_tuned():
-            return _run_on(loop, main, args, node)
+            return _run_on(loop, main, args, node, network)
     finally:
         _local.kernel = None
         try:
@@ -114,9 +155,16 @@ def run(main, *args, node: NodeRef | None = None):
             loop.close()
 
 
-def _run_on(loop, main, args, node):
+def _run_on(loop, main, args, node, network):
     asyncio.set_event_loop(loop)
-    runtime = _Runtime(loop, node)
+    runtime = _Runtime(loop, node, network)
+    try:
+        return _run_main(loop, runtime, main, args)
+    finally:
+        runtime.close()
+
+
+def _run_main(loop, runtime, main, args):
     runtime.kernel.attach()
     outcome = loop.create_future()
     pid = runtime.start(main, args)
@@ -145,7 +193,12 @@ class Node:
     Every method may be called from any thread but the node's own.
     """
 
-    def __init__(self, ref: NodeRef | None = None):
+    def __init__(self, network: Network | None = None, *, ref: NodeRef | None = None, **network_options):
+        """A local node; with ``network`` (or its fields as keywords: ``port``,
+        ``host``, ``keys``, ``insecure``, ...) one that talks to other nodes."""
+        if network_options:
+            network = dataclasses.replace(network or Network(), **network_options)
+        self._network = network
         self._ref = ref
         self._runtime: _Runtime | None = None
         self._thread: threading.Thread | None = None
@@ -168,7 +221,7 @@ class Node:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            self._runtime = _Runtime(loop, self._ref)
+            self._runtime = _Runtime(loop, self._ref, self._network)
             self._runtime.kernel.attach()
             self._shell = self._runtime.start(self._serve, ())
             started.set_result(None)
@@ -181,6 +234,8 @@ class Node:
             raise
         finally:
             _local.kernel = None
+            if self._runtime is not None:
+                self._runtime.close()
             loop.close()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -318,6 +373,26 @@ class Node:
         runtime = self._started()
         self._on_node(register_in, runtime.table, name, pid)
 
+    def connect(self, host: str, port: int, timeout: float = 5.0) -> NodeRef:
+        """Reach the node at host:port; return its reference (for ``spawn(node=...)``)."""
+        return self._as_shell(connect, host, port, timeout)
+
+    def spawn_on(self, node: NodeRef, fn, *args, link: bool = False) -> Pid:
+        """Start ``fn(*args)`` as a process of another node."""
+        return self._as_shell(_spawn_remote, node, fn, args, link)
+
+    def link(self, pid: Pid) -> None:
+        """Link ``node.pid`` with ``pid``; its exit arrives as ``Exit`` (the shell traps exits)."""
+        self._as_shell(_call_sync, link, pid)
+
+    def monitor(self, pid: Pid) -> Tag:
+        """Monitor ``pid`` from ``node.pid``; ``node.receive(Down)`` gets its end."""
+        return self._as_shell(_call_sync, monitor, pid)
+
+    def monitor_node(self, node: NodeRef | None = None) -> Tag:
+        """``NodeUp``/``NodeDown`` messages for ``node`` (any node if None) to ``node.pid``."""
+        return self._as_shell(_call_sync, monitor_node, node)
+
     def whereis(self, name: str) -> Pid | None:
         runtime = self._started()
         return self._on_node(runtime.table.names.get, name)
@@ -326,6 +401,16 @@ class Node:
         """How many processes this node runs now (its shell included)."""
         runtime = self._started()
         return self._on_node(len, runtime.table.procs)
+
+
+async def _spawn_remote(node, fn, args, link):
+    from termite._spawn import spawn
+
+    return spawn(fn, *args, node=node, link=link)
+
+
+async def _call_sync(fn, *args):
+    return fn(*args)
 
 
 async def _send_now(dest, msg):

@@ -42,10 +42,13 @@ def _body(fn, args):
     return _run_plain(fn, args)
 
 
-def spawn_in(table: ProcessTable, fn, args, *, link_to: Pid | None = None, name: str | None = None) -> Pid:
-    """Start ``fn(*args)`` as a process of ``table``'s node."""
+def spawn_in(
+    table: ProcessTable, fn, args, *, link_to: Pid | None = None, name: str | None = None, pid: Pid | None = None
+) -> Pid:
+    """Start ``fn(*args)`` as a process of ``table``'s node (under ``pid`` if given: a remote spawn)."""
     coro = _body(fn, args)
-    pid = Pid(table.ref, next(table.serials))
+    if pid is None:
+        pid = Pid(table.ref, next(table.serials))
     proc = Process(table, pid, coro)
     pid._proc = proc
     table.procs[pid.serial] = proc

@@ -113,7 +113,7 @@ class Transport:
             self.port = port
         else:
             self.port = self.router.bind_to_random_port(f"tcp://{host}")
-        self.ref = NodeRef(host, self.port)
+        self.ref = NodeRef.new(host, self.port)
         self._identity = identity_of(self.ref)
         self._lock = threading.Lock()  # guards the DEALERs and the peer table
         self._dealers: dict[tuple[str, int], zmq.Socket] = {}
@@ -161,6 +161,7 @@ class Transport:
                 sock.curve_secretkey = self.keys.secret
             sock.connect(f"tcp://{peer.host}:{peer.port}")
             self._dealers[key] = sock
+        if peer.incarnation is not None:  # an address being probed sends no heartbeats of its own
             self._last_seen.setdefault(peer, time.monotonic())
         return sock
 

@@ -23,7 +23,8 @@ def test_pids_equal_by_node_and_serial_and_drop_the_local_cache_when_pickled():
 
 
 def test_node_refs_differ_by_incarnation():
-    assert NodeRef("h", 1) != NodeRef("h", 1)
+    assert NodeRef.new("h", 1) != NodeRef.new("h", 1)
+    assert NodeRef("h", 1) == NodeRef("h", 1)  # no incarnation: an address, not a node
     assert str(NodeRef("h", 1)) == "h:1"
 
 

@@ -1,0 +1,336 @@
+"""Distribution: processes of other nodes, used as if they were local.
+
+This is the process table's ``remote`` hook.  Local operations on a pid of
+another node (send, link, monitor, exit, spawn) become *control frames* to
+that node; frames from other nodes are decoded and applied on the kernel's
+thread, in the order each peer sent them.
+
+============  ==========================================  ====================
+kind          fields                                      at the receiving node
+============  ==========================================  ====================
+SEND          to pid, message                             deliver
+LINK          from pid, to pid                            to's exit reaches from
+UNLINK        from pid, to pid                            forget that
+EXIT          from pid, to pid, reason                    an exit signal
+MONITOR       watcher pid, target pid, ref                Down(ref, ...) at end
+DEMONITOR     target pid, ref                             forget that
+SPAWN         pid, function, args, link-to pid, name      start the process
+HELLO         reply-to pid, tag                           reply (tag, NodeRef)
+============  ==========================================  ====================
+
+When a peer is lost (heartbeats stop), every link and monitor from a local
+process to a process of that node fires with reason ``"noconnection"``, and
+``monitor_node`` watchers get ``NodeDown``.
+
+A remote ``spawn`` returns at once, without a round trip, as a local one
+does: the caller picks the new pid's serial from a range that node never
+uses for its own processes (high bit set, then 30 bits of the caller's
+incarnation and a 32-bit counter), and the node starts the process under it.
+If the node cannot be reached, the pid names a process that never existed;
+a link or monitor to it fires with ``"noconnection"``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections import deque
+from typing import NamedTuple
+
+from termite._codec import MalformedMessage, UnserializableMessage, decode, encode
+from termite._ids import NodeRef, Pid, Tag, make_tag
+from termite._links import Down, _add_link, signal_exit
+from termite._mailbox import deliver
+from termite._process import ProcessTable, current
+from termite._registry import register_in
+from termite._spawn import spawn_in
+
+__all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect"]
+
+log = logging.getLogger("termite.distribution")
+
+SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO = range(1, 9)
+_REMOTE_SERIAL_BASE = 1 << 63
+
+
+class NodeUp(NamedTuple):
+    """A node monitored with ``monitor_node`` (or any, with ``None``) connected."""
+
+    ref: Tag
+    node: NodeRef
+
+
+class NodeDown(NamedTuple):
+    """A monitored node was lost: its heartbeats stopped."""
+
+    ref: Tag
+    node: NodeRef
+    reason: str
+
+
+class Remote:
+    def __init__(self, table: ProcessTable, transport):
+        self.table = table
+        self.kernel = table.kernel
+        self.transport = transport
+        self.links_to: dict[NodeRef, set[tuple[Pid, Pid]]] = {}  # node -> {(local, remote)}
+        self.monitors_to: dict[NodeRef, dict[Tag, tuple[Pid, Pid]]] = {}  # node -> {ref: (watcher, target)}
+        self.monitor_node_of: dict[Tag, NodeRef] = {}
+        self.node_watchers: dict[Tag, tuple[Pid, NodeRef | None]] = {}  # ref -> (watcher, node or any)
+        self.malformed = 0
+        prefix = (table.ref.incarnation & ((1 << 30) - 1)) << 32
+        self._spawn_serials = (_REMOTE_SERIAL_BASE | prefix | n for n in itertools.count(1))
+        self._inbox: deque = deque()
+        self._inbox_lock = threading.Lock()
+        self._drain_scheduled = False
+        transport.on_frames = self._on_frames
+        transport.on_peer_down = lambda peer: self._from_io(("down", peer))
+        transport.on_peer_up = lambda peer: self._from_io(("up", peer))
+        table.remote = self
+
+    # -- out: what local processes do to remote pids --------------------------
+
+    def _frame(self, node: NodeRef, frame: tuple) -> None:
+        self.transport.send(node, [encode(frame)])
+
+    def send(self, pid: Pid, msg) -> None:
+        try:
+            data = encode((SEND, pid, msg))
+        except UnserializableMessage:
+            raise
+        self.transport.send(pid.node, [data])
+
+    def link(self, me: Pid, pid: Pid, directed: bool) -> None:
+        self.links_to.setdefault(pid.node, set()).add((me, pid))
+        if not directed:
+            proc = self.table.resolve(me)
+            if proc is not None:
+                _add_link(proc, pid)
+        self._frame(pid.node, (LINK, me, pid))
+
+    def unlink(self, me: Pid, pid: Pid) -> None:
+        links = self.links_to.get(pid.node)
+        if links:
+            links.discard((me, pid))
+        self._frame(pid.node, (UNLINK, me, pid))
+
+    def monitor(self, watcher: Pid, pid: Pid, ref: Tag) -> None:
+        self.monitors_to.setdefault(pid.node, {})[ref] = (watcher, pid)
+        self.monitor_node_of[ref] = pid.node
+        self._frame(pid.node, (MONITOR, watcher, pid, ref))
+
+    def demonitor(self, ref: Tag) -> None:
+        node = self.monitor_node_of.pop(ref, None)
+        if node is None:
+            return
+        entry = self.monitors_to.get(node, {}).pop(ref, None)
+        if entry is not None:
+            self._frame(node, (DEMONITOR, entry[1], ref))
+
+    def exit(self, sender: Pid, pid: Pid, reason) -> None:
+        links = self.links_to.get(pid.node)
+        if links:
+            links.discard((sender, pid))
+        try:
+            frame = encode((EXIT, sender, pid, reason))
+        except UnserializableMessage:
+            frame = encode((EXIT, sender, pid, repr(reason)))
+        self.transport.send(pid.node, [frame])
+
+    def spawn(self, fn, args, node: NodeRef, link_to: Pid | None = None, name: str | None = None) -> Pid:
+        if node.incarnation is None:
+            raise ValueError(f"spawn(node=...) needs a node reference from termite.connect() or nodes(), not {node!r}")
+        pid = Pid(node, next(self._spawn_serials))
+        frame = encode((SPAWN, pid, fn, tuple(args), link_to, name))  # may raise UnserializableMessage
+        if link_to is not None:
+            self.links_to.setdefault(node, set()).add((link_to, pid))
+            proc = self.table.resolve(link_to)
+            if proc is not None:
+                _add_link(proc, pid)
+        self.transport.send(node, [frame])
+        return pid
+
+    # -- in: frames from the transport's thread, applied on the kernel's ------
+
+    def _from_io(self, item) -> None:
+        with self._inbox_lock:
+            self._inbox.append(item)
+            if self._drain_scheduled:
+                return
+            self._drain_scheduled = True
+        self.kernel.call_threadsafe(self._drain)
+
+    def _on_frames(self, peer: NodeRef, frames: list) -> None:
+        self._from_io((peer, frames))
+
+    def _drain(self) -> None:
+        with self._inbox_lock:
+            items = list(self._inbox)
+            self._inbox.clear()
+            self._drain_scheduled = False
+        for peer, payload in items:
+            if peer == "down":
+                self._peer_down(payload)
+            elif peer == "up":
+                self._notify_nodes(payload, None)
+            else:
+                for data in payload:
+                    try:
+                        self._apply(peer, decode(data))
+                    except MalformedMessage as exc:
+                        self.malformed += 1
+                        log.warning("dropped a frame from %s: %s", peer, exc)
+                    except Exception:  # noqa: BLE001 - one bad frame must not stop the others
+                        self.malformed += 1
+                        log.exception("dropped a frame from %s that could not be applied", peer)
+
+    def _apply(self, peer: NodeRef, frame) -> None:
+        if frame.__class__ is not tuple or not frame:
+            raise MalformedMessage(f"a frame that is not a control tuple: {type(frame).__name__}")
+        kind = frame[0]
+        table = self.table
+        if kind == SEND:
+            _, pid, msg = frame
+            proc = self._local(pid)
+            if proc is not None:
+                if msg.__class__ is Down:
+                    self._forget_monitor(msg.ref)
+                deliver(proc, msg)
+        elif kind == LINK:
+            _, sender, pid = frame
+            proc = self._local(pid)
+            if proc is None:
+                self._frame(sender.node, (EXIT, pid, sender, "noproc"))
+            else:
+                _add_link(proc, sender)
+        elif kind == UNLINK:
+            _, sender, pid = frame
+            proc = self._local(pid)
+            if proc is not None and proc.links:
+                proc.links.discard(sender)
+        elif kind == EXIT:
+            _, sender, pid, reason = frame
+            links = self.links_to.get(sender.node)
+            if links:
+                links.discard((pid, sender))
+            proc = self._local(pid)
+            if proc is not None:
+                if proc.links:
+                    proc.links.discard(sender)
+                signal_exit(proc, sender, reason)
+        elif kind == MONITOR:
+            _, watcher, pid, ref = frame
+            proc = self._local(pid)
+            if proc is None:
+                self.send(watcher, Down(ref, pid, "noproc"))
+            else:
+                if proc.monitors is None:
+                    proc.monitors = {}
+                proc.monitors[ref] = watcher
+        elif kind == DEMONITOR:
+            _, pid, ref = frame
+            proc = self._local(pid)
+            if proc is not None and proc.monitors:
+                proc.monitors.pop(ref, None)
+        elif kind == SPAWN:
+            _, pid, fn, args, link_to, name = frame
+            self._spawn_here(pid, fn, args, link_to, name)
+        elif kind == HELLO:
+            _, reply_to, tag = frame
+            self.send(reply_to, (tag, table.ref))
+        else:
+            raise MalformedMessage(f"unknown frame kind {kind!r}")
+        self.kernel.kick()
+
+    def _local(self, pid) -> object | None:
+        if pid.__class__ is not Pid:
+            raise MalformedMessage(f"a frame naming {type(pid).__name__} where a pid belongs")
+        if pid.node != self.table.ref:
+            return None  # meant for an earlier incarnation of this node: that process is gone
+        return self.table.procs.get(pid.serial)
+
+    def _spawn_here(self, pid: Pid, fn, args, link_to, name) -> None:
+        table = self.table
+        if pid.node != table.ref or pid.serial in table.procs or pid.serial < _REMOTE_SERIAL_BASE:
+            raise MalformedMessage(f"a spawn request for pid {pid} that this node cannot give")
+        try:
+            spawned = spawn_in(table, fn, args, link_to=link_to, name=name, pid=pid)
+        except Exception as exc:  # noqa: BLE001 - the spawner learns by its link or monitor
+            log.error("could not spawn %r for a remote node: %s", fn, exc)
+            if link_to is not None:
+                self.exit(pid, link_to, "noproc")
+            return
+        if link_to is not None and not table.is_local(link_to):
+            pass  # spawn_in linked the new process to link_to: its exit goes there
+        return spawned
+
+    def _forget_monitor(self, ref: Tag) -> None:
+        node = self.monitor_node_of.pop(ref, None)
+        if node is not None:
+            self.monitors_to.get(node, {}).pop(ref, None)
+
+    def _peer_down(self, peer: NodeRef) -> None:
+        table = self.table
+        for local, remote in self.links_to.pop(peer, ()):
+            proc = table.resolve(local)
+            if proc is not None:
+                if proc.links:
+                    proc.links.discard(remote)
+                signal_exit(proc, remote, "noconnection")
+        for ref, (watcher, target) in self.monitors_to.pop(peer, {}).items():
+            self.monitor_node_of.pop(ref, None)
+            proc = table.resolve(watcher)
+            if proc is not None:
+                deliver(proc, Down(ref, target, "noconnection"))
+        self._notify_nodes(peer, "noconnection")
+
+    def _notify_nodes(self, peer: NodeRef, down_reason) -> None:
+        for ref, (watcher, node) in list(self.node_watchers.items()):
+            if node is not None and (node.host, node.port) != (peer.host, peer.port):
+                continue
+            proc = self.table.resolve(watcher)
+            if proc is None:
+                del self.node_watchers[ref]
+                continue
+            deliver(proc, NodeUp(ref, peer) if down_reason is None else NodeDown(ref, peer, down_reason))
+        self.kernel.kick()
+
+
+def _remote() -> Remote:
+    remote = current().table.remote
+    if remote is None:
+        raise RuntimeError("this node is not connected to other nodes: start it with a port, e.g. termite.Node(port=0, ...)")
+    return remote
+
+
+def monitor_node(node: NodeRef | None = None) -> Tag:
+    """Get ``NodeUp(ref, node)`` / ``NodeDown(ref, node, reason)`` messages for ``node`` (or any node if None)."""
+    me = current()
+    ref = make_tag()
+    _remote().node_watchers[ref] = (me.pid, node)
+    return ref
+
+
+def demonitor_node(ref: Tag) -> None:
+    _remote().node_watchers.pop(ref, None)
+
+
+def nodes() -> list[NodeRef]:
+    """The nodes this one is connected to now."""
+    return [peer for peer in _remote().transport.peers() if peer.incarnation is not None]
+
+
+async def connect(host: str, port: int, timeout: float = 5.0) -> NodeRef:
+    """Reach the node at host:port and return its reference (the paper's ``make-node``)."""
+    from termite._errors import Timeout
+    from termite._mailbox import receive
+
+    remote = _remote()
+    me = current()
+    tag = make_tag()
+    remote._frame(NodeRef(host, port, None), (HELLO, me.pid, tag))
+    _, ref = await receive((tag, NodeRef), timeout=timeout, default=(None, None))
+    if ref is None:
+        raise Timeout(f"no termite node answered at {host}:{port} within {timeout} s (is it running, with the same cluster key?)")
+    return ref

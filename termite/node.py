@@ -1,0 +1,72 @@
+"""Run a termite node from the command line (the launcher starts nodes this way).
+
+    python -m termite.node --port 9000 --keys cluster.key
+    python -m termite.node --port 0 --insecure          # loopback only
+
+Once listening it prints one line, ``termite node HOST:PORT incarnation HEX``,
+flushes it, and runs until SIGTERM or SIGINT.  Processes reach it by remote
+spawn; it runs nothing of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+
+import termite
+from termite._node import Network
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m termite.node", description="Run a termite node.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
+    p.add_argument("--keys", help="the cluster's key file (python -m termite keygen PATH)")
+    p.add_argument("--insecure", action="store_true", help="no encryption; allowed on loopback only")
+    p.add_argument("--heartbeat-timeout", type=float, default=3.0, help="seconds of silence before a peer is down")
+    p.add_argument("--heartbeat-interval", type=float, default=0.5)
+    p.add_argument("--log-level", default="WARNING")
+    return p
+
+
+async def _serve(announce):
+    me = termite.current_node()
+    announce(f"termite node {me.host}:{me.port} incarnation {me.incarnation:x}")
+    await termite.receive(lambda m: False)  # until the node is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    network = Network(
+        port=args.port,
+        host=args.host,
+        keys=args.keys,
+        insecure=args.insecure,
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_timeout=args.heartbeat_timeout,
+    )
+
+    def announce(line):
+        print(line, flush=True)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        termite.run(_serve, announce, network=network)
+    except KeyboardInterrupt:
+        return 0
+    except termite.KeyFileError as exc:
+        print(f"termite node: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

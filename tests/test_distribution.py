@@ -1,0 +1,132 @@
+"""Nodes in separate OS processes over real ZeroMQ sockets on loopback."""
+
+import os
+
+import msgpack
+import pytest
+import zmq
+
+import termite
+from termite import Crash, Down, Exit, NodeDown
+from termite._distribution import SPAWN
+from termite.testing import NodeProcess, burn_cpu, collect, crash_after, echo
+
+
+@pytest.fixture
+def keyfile(tmp_path):
+    path = tmp_path / "cluster.key"
+    termite._keys.generate(path)
+    return str(path)
+
+
+@pytest.fixture
+def cluster(keyfile):
+    """Start remote nodes with the cluster key; a local networked Node talks to them."""
+    started = []
+
+    def start(*extra):
+        node = NodeProcess("--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra)
+        started.append(node)
+        return node
+
+    with termite.Node(port=0, keys=keyfile, heartbeat_timeout=1.0, heartbeat_interval=0.1) as here:
+        yield here, start
+    for node in started:
+        node.stop()
+
+
+def test_remote_spawn_call_and_ordered_sends(cluster):
+    here, start = cluster
+    remote = start()
+    ref = here.connect(remote.ref.host, remote.ref.port)
+    assert ref == remote.ref
+    server = here.spawn_on(ref, echo)
+    assert server.node == ref
+    assert here.call(server, ("tuple", [1, 2], {"k": b"v"}), timeout=10) == ("tuple", [1, 2], {"k": b"v"})
+    sink = here.spawn_on(ref, collect, here.pid, 1000)
+    for i in range(1000):
+        here.send(sink, i)
+    assert here.receive(("collected", list), timeout=10) == ("collected", list(range(1000)))
+
+
+def test_closures_travel_by_value(cluster):
+    here, start = cluster
+    ref = here.connect(*start().ref.address)
+    base = 40
+
+    async def add_base(reply_to):
+        termite.send(reply_to, ("sum", base + 2, termite.current_node()))
+
+    here.spawn_on(ref, add_base, here.pid)
+    assert here.receive(("sum", int, termite.NodeRef), timeout=10) == ("sum", 42, ref)
+
+
+def test_links_and_monitors_across_nodes(cluster):
+    here, start = cluster
+    ref = here.connect(*start().ref.address)
+    doomed = here.spawn_on(ref, crash_after, "remote failure", link=True)
+
+    monitor_ref = here.monitor(doomed)
+    here.send(doomed, "go")
+    exit_msg = here.receive(Exit, timeout=10)
+    down = here.receive(Down, timeout=10)
+    assert exit_msg.pid == doomed and isinstance(exit_msg.reason, Crash)
+    assert exit_msg.reason.message == "remote failure"
+    assert "crash_after" in exit_msg.reason.traceback
+    assert down.ref == monitor_ref and down.reason == exit_msg.reason
+
+
+def test_a_killed_node_fires_links_and_monitors_with_noconnection(cluster):
+    here, start = cluster
+    remote = start()
+    ref = here.connect(*remote.ref.address)
+    server = here.spawn_on(ref, echo, link=True)
+    assert here.call(server, "alive?", timeout=10) == "alive?"
+
+    monitor_ref, node_ref = here.monitor(server), here.monitor_node(ref)
+    remote.kill()
+    exit_msg = here.receive(Exit, timeout=10)
+    down = here.receive(Down, timeout=10)
+    node_down = here.receive(NodeDown, timeout=10)
+    assert (exit_msg.pid, exit_msg.reason) == (server, "noconnection")
+    assert (down.ref, down.reason) == (monitor_ref, "noconnection")
+    assert (node_down.ref, node_down.node) == (node_ref, ref)
+
+
+def test_a_node_busy_with_cpu_bound_work_is_not_declared_down(cluster):
+    here, start = cluster
+    ref = here.connect(*start().ref.address)
+    worker = here.spawn_on(ref, burn_cpu, 5.0, link=True)  # five heartbeat timeouts long
+
+    here.monitor_node(ref)
+    msg = here.receive(timeout=15)
+    assert msg == Exit(worker, "normal"), msg  # it finished; no NodeDown came first
+    assert here.call(here.spawn_on(ref, echo), "still here", timeout=10) == "still here"
+
+
+def test_a_peer_without_keys_gets_nothing_deserialized(cluster, tmp_path):
+    here, start = cluster
+    remote = start()
+    marker = tmp_path / "pwned"
+    import dill
+
+    payload = dill.dumps(lambda: open(marker, "w").close(), recurse=True)  # would create the file
+    frame = msgpack.packb([SPAWN, None, msgpack.ExtType(6, payload), [], None, None])
+    ctx = zmq.Context()
+    try:
+        for keys in (None, zmq.curve_keypair()):
+            rogue = ctx.socket(zmq.DEALER)
+            rogue.linger = 0
+            if keys:
+                rogue.curve_serverkey = termite._keys.load(here._network.keys).public
+                rogue.curve_publickey, rogue.curve_secretkey = keys
+            rogue.routing_id = b"127.0.0.1:1:1"
+            rogue.connect(f"tcp://{remote.ref.host}:{remote.ref.port}")
+            rogue.send(frame)
+        # The node still serves members, in order, after the attempts.
+        ref = here.connect(*remote.ref.address)
+        server = here.spawn_on(ref, echo)
+        assert here.call(server, "member", timeout=10) == "member"
+        assert not os.path.exists(marker)
+    finally:
+        ctx.destroy(linger=0)
