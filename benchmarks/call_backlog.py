@@ -14,18 +14,13 @@ import termite
 from termite import call, receive, send, spawn
 
 from benchmarks._result import Result
+from benchmarks.pingpong import _echo  # the same tagged echo server
 
 CALLS = 20_000
 QUICK_CALLS = 2_000
 BACKLOG = 10_000
 WARMUP = 2_000
 TARGET_RATIO = 2.0
-
-
-async def _echo():
-    while True:
-        sender, tag, msg = await receive()
-        send(sender, (tag, msg))
 
 
 async def _calls(server, count):

@@ -29,7 +29,8 @@ from termite._errors import (
 )
 from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
-from termite._mailbox import call, receive, send, sleep
+from termite._call import call
+from termite._mailbox import receive, send, sleep
 from termite._distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes
 from termite._keys import KeyFileError
 from termite._codec import MalformedMessage, UnserializableMessage

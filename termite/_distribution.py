@@ -43,7 +43,6 @@ from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, _add_link, signal_exit
 from termite._mailbox import deliver
 from termite._process import ProcessTable, current
-from termite._registry import register_in
 from termite._spawn import spawn_in
 
 __all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect"]
@@ -95,11 +94,7 @@ class Remote:
         self.transport.send(node, [encode(frame)])
 
     def send(self, pid: Pid, msg) -> None:
-        try:
-            data = encode((SEND, pid, msg))
-        except UnserializableMessage:
-            raise
-        self.transport.send(pid.node, [data])
+        self.transport.send(pid.node, [encode((SEND, pid, msg))])
 
     def link(self, me: Pid, pid: Pid, directed: bool) -> None:
         self.links_to.setdefault(pid.node, set()).add((me, pid))
@@ -255,15 +250,11 @@ class Remote:
         if pid.node != table.ref or pid.serial in table.procs or pid.serial < _REMOTE_SERIAL_BASE:
             raise MalformedMessage(f"a spawn request for pid {pid} that this node cannot give")
         try:
-            spawned = spawn_in(table, fn, args, link_to=link_to, name=name, pid=pid)
+            spawn_in(table, fn, args, link_to=link_to, name=name, pid=pid)  # links the new process to link_to
         except Exception as exc:  # noqa: BLE001 - the spawner learns by its link or monitor
             log.error("could not spawn %r for a remote node: %s", fn, exc)
             if link_to is not None:
                 self.exit(pid, link_to, "noproc")
-            return
-        if link_to is not None and not table.is_local(link_to):
-            pass  # spawn_in linked the new process to link_to: its exit goes there
-        return spawned
 
     def _forget_monitor(self, ref: Tag) -> None:
         node = self.monitor_node_of.pop(ref, None)

@@ -22,13 +22,11 @@ exit signal it did not handle.
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
-
 from termite._errors import Crash, Exited
 from termite._ids import Pid, Tag, make_tag
 from termite._kernel import Signal
 from termite._mailbox import deliver, interrupt, send
-from termite._process import DEAD, Process, current
+from termite._process import DEAD, Down, Exit, Process, current
 
 __all__ = [
     "Exit",
@@ -44,21 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("termite")
-
-
-class Exit(NamedTuple):
-    """The message a process trapping exits gets when a linked process ends."""
-
-    pid: Pid
-    reason: Any
-
-
-class Down(NamedTuple):
-    """The message a watcher gets when a monitored process ends."""
-
-    ref: Tag
-    pid: Pid
-    reason: Any
 
 
 class Kill(BaseException):

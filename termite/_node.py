@@ -25,7 +25,8 @@ from termite._distribution import Remote, connect, monitor_node
 from termite._keys import require_keys
 from termite._kernel import Kernel, _local
 from termite._links import Kill, link, monitor, process_exited, signal_exit
-from termite._mailbox import NO_DEFAULT, call, receive, send
+from termite._call import call
+from termite._mailbox import NO_DEFAULT, receive, send
 from termite._process import DEAD, ProcessTable, current
 from termite._registry import register_in
 from termite._spawn import spawn_in
@@ -296,11 +297,16 @@ class Node:
             raise TermiteError("this node is not running; start it with node.start() or `with termite.Node() as node:`")
         return self._runtime
 
-    def _on_node(self, fn, *args, timeout=None):
-        """Run ``fn(*args)`` on the node's thread and wait for its result."""
+    def _from_outside(self) -> _Runtime:
+        """The runtime, for a blocking method: refused on the node's own thread, where it would deadlock."""
         runtime = self._started()
         if threading.get_ident() == runtime.kernel.thread:
             raise RuntimeError("a Node's blocking methods cannot be called from its own processes; use the async API")
+        return runtime
+
+    def _on_node(self, fn, *args, timeout=None):
+        """Run ``fn(*args)`` on the node's thread and wait for its result."""
+        runtime = self._from_outside()
         fut = concurrent.futures.Future()
 
         def job():
@@ -314,9 +320,7 @@ class Node:
 
     def _as_shell(self, afn, *args):
         """Await ``afn(*args)`` inside the shell process; block until it is done."""
-        runtime = self._started()
-        if threading.get_ident() == runtime.kernel.thread:
-            raise RuntimeError("a Node's blocking methods cannot be called from its own processes; use the async API")
+        runtime = self._from_outside()
         fut = concurrent.futures.Future()
         self._pending.add(fut)
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+from typing import Any, NamedTuple
 
 from termite._errors import NotInProcess
-from termite._ids import NodeRef, Pid
+from termite._ids import NodeRef, Pid, Tag
 from termite._kernel import Kernel, Task, current_task
 from termite._traps import Sentinel
 
-__all__ = ["Process", "ProcessTable", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+__all__ = ["Process", "ProcessTable", "Exit", "Down", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
@@ -27,6 +28,21 @@ REPLY = Sentinel("waiting for a reply")  # only (tag, reply) or Down(tag, ...) w
 DELIVERED = Sentinel("ready with a delivered message")  # in the ready queue; value is a message
 SLEEPING = Sentinel("sleeping")
 DEAD = Sentinel("dead")
+
+
+class Exit(NamedTuple):
+    """The message a process trapping exits gets when a linked process ends."""
+
+    pid: Pid
+    reason: Any
+
+
+class Down(NamedTuple):
+    """The message a watcher gets when a monitored process ends."""
+
+    ref: Tag
+    pid: Pid
+    reason: Any
 
 
 class Process(Task):

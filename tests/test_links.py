@@ -127,7 +127,6 @@ def test_monitor_and_link_to_a_dead_process_report_noproc():
     async def main():
         pid = spawn(lambda: None)
         await termite.sleep(0.001)
-        down = await receive(Down, timeout=0) if False else None
         ref = monitor(pid)
         down = await receive(Down, timeout=1)
         trap_exit(True)
