@@ -32,6 +32,7 @@ from termite._links import Down, Exit, demonitor, exit, kill, link, monitor, tra
 from termite._call import call
 from termite._mailbox import receive, send, sleep
 from termite._distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes
+from termite._global import register_global, registered_global, sync_global, unregister_global, whereis_global
 from termite._keys import KeyFileError
 from termite._codec import MalformedMessage, UnserializableMessage
 from termite._node import Network, Node, current_node, run
@@ -73,6 +74,11 @@ __all__ = [
     "unregister",
     "whereis",
     "registered",
+    "register_global",
+    "unregister_global",
+    "whereis_global",
+    "registered_global",
+    "sync_global",
     # nodes
     "Node",
     "NodeRef",

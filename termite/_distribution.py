@@ -39,9 +39,10 @@ from collections import deque
 from typing import NamedTuple
 
 from termite._codec import MalformedMessage, UnserializableMessage, decode, encode
+from termite._errors import Timeout
 from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, _add_link, signal_exit
-from termite._mailbox import deliver
+from termite._mailbox import deliver, receive
 from termite._process import ProcessTable, current
 from termite._spawn import spawn_in
 
@@ -314,9 +315,6 @@ def nodes() -> list[NodeRef]:
 
 async def connect(host: str, port: int, timeout: float = 5.0) -> NodeRef:
     """Reach the node at host:port and return its reference (the paper's ``make-node``)."""
-    from termite._errors import Timeout
-    from termite._mailbox import receive
-
     remote = _remote()
     me = current()
     tag = make_tag()

@@ -22,6 +22,7 @@ from collections import deque
 from termite._errors import Crash, Exited, TermiteError
 from termite._ids import NodeRef, Pid, Tag
 from termite._distribution import Remote, connect, monitor_node
+from termite._global import NAME_SERVER_SERIAL, name_server, register_global, whereis_global
 from termite._keys import require_keys
 from termite._kernel import Kernel, _local
 from termite._links import Kill, link, monitor, process_exited, signal_exit
@@ -29,7 +30,7 @@ from termite._call import call
 from termite._mailbox import NO_DEFAULT, receive, send
 from termite._process import DEAD, ProcessTable, current
 from termite._registry import register_in
-from termite._spawn import spawn_in
+from termite._spawn import spawn, spawn_in
 from termite._transport import Transport
 from termite._traps import Sentinel, park
 
@@ -93,6 +94,7 @@ class _Runtime:
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
         if self.transport is not None:
             Remote(self.table, self.transport)
+            spawn_in(self.table, name_server, (), pid=Pid(self.table.ref, NAME_SERVER_SERIAL))
             self.transport.start()
 
     def close(self) -> None:
@@ -397,6 +399,13 @@ class Node:
         """``NodeUp``/``NodeDown`` messages for ``node`` (any node if None) to ``node.pid``."""
         return self._as_shell(_call_sync, monitor_node, node)
 
+    def register_global(self, name: str, pid: Pid, timeout: float = 5.0) -> None:
+        """Give ``pid`` the name ``name`` on every connected node (see ``termite.register_global``)."""
+        self._as_shell(register_global, name, pid, timeout)
+
+    def whereis_global(self, name: str) -> Pid | None:
+        return self._as_shell(_call_sync, whereis_global, name)
+
     def whereis(self, name: str) -> Pid | None:
         runtime = self._started()
         return self._on_node(runtime.table.names.get, name)
@@ -408,8 +417,6 @@ class Node:
 
 
 async def _spawn_remote(node, fn, args, link):
-    from termite._spawn import spawn
-
     return spawn(fn, *args, node=node, link=link)
 
 

@@ -89,6 +89,8 @@ class ProcessTable:
         # then a message to another node is lost, as any send may be.
         self.remote = None
         self.dropped = 0
+        # The cluster's global names, a replica kept by termite._global's name server.
+        self.global_names: dict[str, Pid] = {}
 
     def resolve(self, pid: Pid) -> Process | None:
         """The live local process behind ``pid``, or None."""

@@ -6,6 +6,7 @@ of remote spawn need no code shipped by value.
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import time
 import termite
 from termite import ANY, Pid, Tag, receive, send
 
-__all__ = ["echo", "crash_after", "burn_cpu", "collect", "NodeProcess"]
+__all__ = ["echo", "crash_after", "burn_cpu", "collect", "relay", "watch", "hold_global", "NodeProcess"]
 
 
 async def echo():
@@ -44,6 +45,38 @@ async def collect(reply_to: Pid, count: int):
     """Receive ``count`` messages, then send the list of them to ``reply_to``."""
     got = [await receive() for _ in range(count)]
     send(reply_to, ("collected", got))
+
+
+async def relay(reply_to: Pid, fn, *args):
+    """Run ``fn(*args)`` here (awaiting it if it is async); send ``("relayed", value)`` to ``reply_to``."""
+    value = fn(*args)
+    if inspect.isawaitable(value):
+        value = await value
+    send(reply_to, ("relayed", value))
+
+
+async def watch(pid: Pid, reply_to: Pid, how: str = "monitor"):
+    """Link to (trapping exits) or monitor ``pid``; forward the ``Exit`` or ``Down`` to ``reply_to``."""
+    if how == "link":
+        termite.trap_exit(True)
+        termite.link(pid)
+        send(reply_to, ("watching", pid))
+        send(reply_to, await receive(termite.Exit))
+    else:
+        termite.monitor(pid)
+        send(reply_to, ("watching", pid))
+        send(reply_to, await receive(termite.Down))
+
+
+async def hold_global(name: str, reply_to: Pid):
+    """Register this process globally as ``name``, report how it went, then wait for ``"stop"``."""
+    try:
+        await termite.register_global(name)
+    except termite.NameTaken:
+        send(reply_to, ("taken", name, termite.self()))
+        return
+    send(reply_to, ("registered", name, termite.self()))
+    await receive("stop")
 
 
 class NodeProcess:

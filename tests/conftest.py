@@ -3,6 +3,7 @@ import logging
 import pytest
 
 import termite
+from termite.testing import NodeProcess
 
 
 @pytest.fixture
@@ -17,3 +18,26 @@ def crash_log(caplog):
     """Records termite's crash log lines."""
     caplog.set_level(logging.ERROR, logger="termite")
     return caplog
+
+
+@pytest.fixture
+def keyfile(tmp_path):
+    path = tmp_path / "cluster.key"
+    termite._keys.generate(path)
+    return str(path)
+
+
+@pytest.fixture
+def cluster(keyfile):
+    """Start remote nodes with the cluster key; a local networked Node talks to them."""
+    started = []
+
+    def start(*extra):
+        node = NodeProcess("--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra)
+        started.append(node)
+        return node
+
+    with termite.Node(port=0, keys=keyfile, heartbeat_timeout=1.0, heartbeat_interval=0.1) as here:
+        yield here, start
+    for node in started:
+        node.stop()

@@ -3,36 +3,12 @@
 import os
 
 import msgpack
-import pytest
 import zmq
 
 import termite
 from termite import Crash, Down, Exit, NodeDown
 from termite._distribution import SPAWN
-from termite.testing import NodeProcess, burn_cpu, collect, crash_after, echo
-
-
-@pytest.fixture
-def keyfile(tmp_path):
-    path = tmp_path / "cluster.key"
-    termite._keys.generate(path)
-    return str(path)
-
-
-@pytest.fixture
-def cluster(keyfile):
-    """Start remote nodes with the cluster key; a local networked Node talks to them."""
-    started = []
-
-    def start(*extra):
-        node = NodeProcess("--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra)
-        started.append(node)
-        return node
-
-    with termite.Node(port=0, keys=keyfile, heartbeat_timeout=1.0, heartbeat_interval=0.1) as here:
-        yield here, start
-    for node in started:
-        node.stop()
+from termite.testing import burn_cpu, collect, crash_after, echo
 
 
 def test_remote_spawn_call_and_ordered_sends(cluster):
@@ -96,10 +72,10 @@ def test_a_killed_node_fires_links_and_monitors_with_noconnection(cluster):
 def test_a_node_busy_with_cpu_bound_work_is_not_declared_down(cluster):
     here, start = cluster
     ref = here.connect(*start().ref.address)
-    worker = here.spawn_on(ref, burn_cpu, 5.0, link=True)  # five heartbeat timeouts long
+    worker = here.spawn_on(ref, burn_cpu, 10.0, link=True)  # ten heartbeat timeouts long
 
     here.monitor_node(ref)
-    msg = here.receive(timeout=15)
+    msg = here.receive(timeout=20)
     assert msg == Exit(worker, "normal"), msg  # it finished; no NodeDown came first
     assert here.call(here.spawn_on(ref, echo), "still here", timeout=10) == "still here"
 

@@ -1,0 +1,160 @@
+"""Three nodes (this one and two OS processes): traffic between the remote two,
+and the global registry."""
+
+import pytest
+
+import termite
+from termite import Crash, Down, Exit, NameTaken
+from termite.testing import collect, crash_after, echo, hold_global, relay, watch
+
+
+# Helpers for remote nodes.  They are built inside a function so they travel by
+# value: a node process cannot import this test module.
+
+
+def _helpers():
+    def _stream(to, count):
+        for i in range(count):
+            termite.send(to, i)
+
+    async def _spawn_on_and_call(node):
+        server = termite.spawn(echo, node=node)
+        return await termite.call(server, ("echo", server.node), timeout=10)
+
+    async def _whereis_after_sync(name):
+        await termite.sync_global()
+        return termite.whereis_global(name)
+
+    async def _register_cut_off(name, reply_to):
+        """Hold ``name`` in this node's replica only, as a node cut off from the others would."""
+        me = termite.self()
+        termite.send(termite.Pid(termite.current_node(), 0), ("claim", name, me, me, "t"))
+        await termite.receive(("t", termite.Pid, me))
+        termite.send(reply_to, ("registered", name, me))
+        await termite.receive("stop")
+
+    return _stream, _spawn_on_and_call, _whereis_after_sync, _register_cut_off
+
+
+_stream, _spawn_on_and_call, _whereis_after_sync, _register_cut_off = _helpers()
+
+
+@pytest.fixture
+def three(cluster):
+    """This node connected to two node processes, B and C, which are connected to each other."""
+    here, start = cluster
+    b, c = start(), start()
+    b_ref, c_ref = here.connect(*b.ref.address), here.connect(*c.ref.address)
+    # B reaches C: a process on B connects, so both directions are up.
+    here.spawn_on(b_ref, relay, here.pid, termite.connect, *c.ref.address)
+    assert here.receive(("relayed", termite.NodeRef), timeout=10) == ("relayed", c_ref)
+    return here, b, c, b_ref, c_ref
+
+
+def test_processes_on_two_remote_nodes_talk_send_call_and_spawn(three):
+    here, _, _, b_ref, c_ref = three
+    sink = here.spawn_on(b_ref, collect, here.pid, 500)
+    # A process on C streams to B: pids travel inside messages.
+    here.spawn_on(c_ref, relay, here.pid, _stream, sink, 500)
+    assert here.receive(("collected", list), timeout=10) == ("collected", list(range(500)))
+    here.receive(("relayed", None), timeout=10)
+
+    # A process on B calls a server on C, and spawns on C from B.
+    server = here.spawn_on(c_ref, echo)
+    here.spawn_on(b_ref, relay, here.pid, termite.call, server, ("from B", 1), 10)
+    assert here.receive(("relayed", ...), timeout=10) == ("relayed", ("from B", 1))
+    here.spawn_on(b_ref, relay, here.pid, _spawn_on_and_call, c_ref)
+    assert here.receive(("relayed", ...), timeout=10) == ("relayed", ("echo", c_ref))
+
+
+@pytest.mark.parametrize("how", ["link", "monitor"])
+def test_a_crash_on_one_remote_node_reaches_a_watcher_on_the_other(three, how):
+    here, _, _, b_ref, c_ref = three
+    doomed = here.spawn_on(c_ref, crash_after, "crash on C")
+    here.spawn_on(b_ref, watch, doomed, here.pid, how)
+    here.receive(("watching", doomed), timeout=10)
+    here.send(doomed, "go")
+    msg = here.receive(Exit if how == "link" else Down, timeout=10)
+    assert msg.pid == doomed and isinstance(msg.reason, Crash) and msg.reason.message == "crash on C"
+
+
+def test_a_killed_node_is_noconnection_for_a_watcher_on_another_remote_node(three):
+    here, _, c, b_ref, c_ref = three
+    server = here.spawn_on(c_ref, echo)
+    here.spawn_on(b_ref, watch, server, here.pid, "monitor")
+    here.receive(("watching", server), timeout=10)
+    c.kill()
+    down = here.receive(Down, timeout=10)
+    assert (down.pid, down.reason) == (server, "noconnection")
+
+
+def test_a_global_name_resolves_on_every_node_and_goes_with_its_process(three):
+    here, _, _, b_ref, c_ref = three
+    holder = here.spawn_on(b_ref, hold_global, "db", here.pid)
+    assert here.receive(("registered", "db", termite.Pid), timeout=10) == ("registered", "db", holder)
+    assert here.whereis_global("db") == holder
+    here.spawn_on(c_ref, relay, here.pid, termite.whereis_global, "db")
+    assert here.receive(("relayed", ...), timeout=10) == ("relayed", holder)
+    # Taken everywhere: a claim from C fails, and so does one from here.
+    here.spawn_on(c_ref, hold_global, "db", here.pid)
+    assert here.receive(("taken", "db", termite.Pid), timeout=10)[0] == "taken"
+    with pytest.raises(NameTaken, match="db"):
+        here.register_global("db", here.pid)
+
+    here.monitor(holder)
+    here.send(holder, "stop")
+    here.receive(Down, timeout=10)
+    here.run(termite.sync_global, timeout=10)  # this node's name server has seen the Down too
+    assert here.whereis_global("db") is None
+    here.spawn_on(c_ref, relay, here.pid, _whereis_after_sync, "db")
+    assert here.receive(("relayed", ...), timeout=10) == ("relayed", None)
+
+
+def test_a_global_name_goes_when_its_node_is_lost(three):
+    here, _, c, _, c_ref = three
+    holder = here.spawn_on(c_ref, hold_global, "cache", here.pid)
+    here.receive(("registered", "cache", holder), timeout=10)
+    here.monitor(holder)
+    c.kill()
+    assert here.receive(Down, timeout=10).reason == "noconnection"
+    here.run(termite.sync_global, timeout=10)
+    assert here.whereis_global("cache") is None
+
+
+def test_concurrent_claims_of_one_name_never_both_succeed(three):
+    here, _, _, b_ref, c_ref = three
+    for round_ in range(10):
+        name = f"leader-{round_}"
+        claimants = {here.spawn_on(b_ref, hold_global, name, here.pid), here.spawn_on(c_ref, hold_global, name, here.pid)}
+        outcomes = [here.receive((str, name, termite.Pid), timeout=10) for _ in claimants]
+        assert {pid for _, _, pid in outcomes} == claimants
+        winners = [pid for outcome, _, pid in outcomes if outcome == "registered"]
+        assert len(winners) <= 1, outcomes
+        here.run(termite.sync_global, timeout=10)
+        assert here.whereis_global(name) == (winners[0] if winners else None)
+        for pid in winners:
+            here.send(pid, "stop")
+
+
+def test_names_registered_apart_merge_when_nodes_meet_and_the_lower_pid_keeps_it(cluster):
+    here, start = cluster
+    b, c = start(), start()
+    b_ref, c_ref = here.connect(*b.ref.address), here.connect(*c.ref.address)
+    # B and C are not connected to each other; each gets a process holding "primary".
+    on_b = here.spawn_on(b_ref, hold_global, "primary", here.pid)
+    here.receive(("registered", "primary", on_b), timeout=10)
+    on_c = here.spawn_on(c_ref, _register_cut_off, "primary", here.pid)
+    here.receive(("registered", "primary", on_c), timeout=10)
+    for pid in (on_b, on_c):
+        here.monitor(pid)
+
+    here.spawn_on(c_ref, relay, here.pid, termite.connect, *b.ref.address)  # the partition heals
+    assert here.receive(("relayed", termite.NodeRef), timeout=10) == ("relayed", b_ref)
+    winner, loser = sorted([on_b, on_c], key=lambda p: (p.node.host, p.node.port, p.node.incarnation, p.serial))
+    down = here.receive(Down, timeout=10)
+    assert (down.pid, down.reason) == (loser, ("global_name_conflict", "primary"))
+    for ref in (b_ref, c_ref):
+        here.spawn_on(ref, relay, here.pid, _whereis_after_sync, "primary")
+        assert here.receive(("relayed", ...), timeout=10) == ("relayed", winner)
+    here.run(termite.sync_global, timeout=10)
+    assert here.whereis_global("primary") == winner
