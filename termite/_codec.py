@@ -68,6 +68,7 @@ msgpack 1.2): an int or a short str 0.25 µs; ``("add", 1, 2)`` 0.7 µs;
 
 from __future__ import annotations
 
+import builtins
 import io
 import pickle
 import struct
@@ -353,6 +354,7 @@ def _dill_pickler():
                 pickler.save_reduce(_import_module, (module.__name__,), obj=module)
 
             dispatch[types.ModuleType] = save_module
+            _install_direct_globalvars()
 
             class _Pickler(dill.Pickler):
                 pass
@@ -362,12 +364,49 @@ def _dill_pickler():
     return _DillPickler
 
 
+_dilling = threading.local()
+
+
+def _install_direct_globalvars() -> None:
+    """Make dill's recurse=True gather a function's *own* globals, while termite dills.
+
+    dill's ``globalvars`` also walks every function those globals name, and
+    theirs, with no cycle check: a closure naming any function of a module
+    with mutual recursion (termite's own) overflows the stack.  The walk is
+    needless: each function it finds is pickled in its own turn, by
+    reference if importable, else by value with its own globals.  dill looks
+    ``globalvars`` up in ``dill.detect`` at each call, so the swap is seen;
+    other users of dill (outside ``_dill_dumps``) get the original.
+    """
+    import dill.detect
+
+    original = dill.detect.globalvars
+
+    def globalvars(func, recurse=True, builtin=False):
+        if not getattr(_dilling, "active", False) or not isinstance(func, types.FunctionType):
+            return original(func, recurse, builtin)
+        names = set()
+        codes = [func.__code__]
+        while codes:  # the function's code and the code of functions nested in it
+            code = codes.pop()
+            names.update(code.co_names)
+            codes.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+        scope = {**vars(builtins), **func.__globals__} if builtin else func.__globals__
+        return {name: scope[name] for name in names if name in scope}
+
+    dill.detect.globalvars = globalvars
+
+
 def _dill_dumps(obj) -> bytes:
     pickler_class = _DillPickler or _dill_pickler()
     buffer = io.BytesIO()
     # recurse=True: a function's globals travel by what it uses, not as a
     # reference to a __main__ the other node does not have.
-    pickler_class(buffer, protocol=5, recurse=True).dump(obj)
+    _dilling.active = True
+    try:
+        pickler_class(buffer, protocol=5, recurse=True).dump(obj)
+    finally:
+        _dilling.active = False
     return buffer.getvalue()
 
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import termite
 from termite import Crash, Down, Exit, NodeRef, Pid, Tag, make_tag
+from termite.testing import echo
 from termite._codec import (
     DILLED,
     NODE,
@@ -316,6 +317,17 @@ def test_modules_a_closure_uses_travel_by_name():
     assert fn.__globals__["termite"] is termite
     tag, counter = fn()
     assert type(tag) is Tag and counter == {"a": 1, "b": 1}
+
+
+def test_a_closure_naming_functions_of_a_mutually_recursive_module_travels():
+    # dill's own recursive walk of globals overflows the stack on termite's
+    # functions (they call each other); each travels by reference instead.
+    def serve():
+        return echo, termite.call
+
+    fn = roundtrip(serve)
+    assert fn() == (echo, termite.call)  # by reference: the very same functions
+    assert "roundtrip" not in fn.__globals__  # only what it names travels
 
 
 def test_code_in_main_goes_by_dill_and_dill_is_never_imported_for_plain_messages():
