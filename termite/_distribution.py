@@ -177,15 +177,13 @@ class Remote:
                     except MalformedMessage as exc:
                         self.malformed += 1
                         log.warning("dropped a frame from %s: %s", peer, exc)
-                    except Exception:  # noqa: BLE001 - one bad frame must not stop the others
+                    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
                         self.malformed += 1
-                        log.exception("dropped a frame from %s that could not be applied", peer)
+                        log.warning("dropped a frame from %s that could not be applied: %s: %s", peer, type(exc).__name__, exc)
+                        log.debug("the frame's failure", exc_info=True)
 
     def _apply(self, peer: NodeRef, frame) -> None:
-        if frame.__class__ is not tuple or not frame:
-            raise MalformedMessage(f"a frame that is not a control tuple: {type(frame).__name__}")
-        kind = frame[0]
-        table = self.table
+        kind = _check(frame)
         if kind == SEND:
             _, pid, msg = frame
             proc = self._local(pid)
@@ -232,16 +230,12 @@ class Remote:
         elif kind == SPAWN:
             _, pid, fn, args, link_to, name = frame
             self._spawn_here(pid, fn, args, link_to, name)
-        elif kind == HELLO:
+        else:  # HELLO
             _, reply_to, tag = frame
-            self.send(reply_to, (tag, table.ref))
-        else:
-            raise MalformedMessage(f"unknown frame kind {kind!r}")
+            self.send(reply_to, (tag, self.table.ref))
         self.kernel.kick()
 
-    def _local(self, pid) -> object | None:
-        if pid.__class__ is not Pid:
-            raise MalformedMessage(f"a frame naming {type(pid).__name__} where a pid belongs")
+    def _local(self, pid: Pid) -> object | None:
         if pid.node != self.table.ref:
             return None  # meant for an earlier incarnation of this node: that process is gone
         return self.table.procs.get(pid.serial)
@@ -287,6 +281,66 @@ class Remote:
                 continue
             deliver(proc, NodeUp(ref, peer) if down_reason is None else NodeDown(ref, peer, down_reason))
         self.kernel.kick()
+
+
+# -- what a well-formed frame holds --------------------------------------------
+
+
+def _pid(x) -> bool:
+    return x.__class__ is Pid
+
+
+def _tag(x) -> bool:
+    return x.__class__ is Tag
+
+
+def _any(x) -> bool:
+    return True
+
+
+def _pid_or_none(x) -> bool:
+    return x is None or x.__class__ is Pid
+
+
+def _name_or_none(x) -> bool:
+    return x is None or x.__class__ is str
+
+
+def _tuple(x) -> bool:
+    return x.__class__ is tuple
+
+
+#: kind -> (its name, a check per field).  A frame that fails them is dropped
+#: before it touches any state: a pid where a link is kept must be a pid.
+_FIELDS = {
+    SEND: ("SEND", (_pid, _any)),
+    LINK: ("LINK", (_pid, _pid)),
+    UNLINK: ("UNLINK", (_pid, _pid)),
+    EXIT: ("EXIT", (_pid, _pid, _any)),
+    MONITOR: ("MONITOR", (_pid, _pid, _tag)),
+    DEMONITOR: ("DEMONITOR", (_pid, _tag)),
+    SPAWN: ("SPAWN", (_pid, callable, _tuple, _pid_or_none, _name_or_none)),
+    HELLO: ("HELLO", (_pid, _tag)),
+}
+
+
+def _check(frame):
+    """The frame's kind, if it has that kind's fields; else MalformedMessage."""
+    if frame.__class__ is not tuple or not frame:
+        raise MalformedMessage(f"a frame that is not a control tuple: {type(frame).__name__}")
+    kind = frame[0]
+    if kind == SEND and len(frame) == 3 and frame[1].__class__ is Pid:
+        return SEND  # the common case, checked in full
+    try:
+        name, checks = _FIELDS[kind]
+    except (KeyError, TypeError):
+        raise MalformedMessage(f"unknown frame kind {kind!r:.40}") from None
+    if len(frame) != len(checks) + 1:
+        raise MalformedMessage(f"a {name} frame with {len(frame) - 1} fields instead of {len(checks)}")
+    for i, (check, value) in enumerate(zip(checks, frame[1:]), 1):
+        if not check(value):
+            raise MalformedMessage(f"a {name} frame with a {type(value).__name__} as field {i}")
+    return kind
 
 
 def _remote() -> Remote:

@@ -27,6 +27,7 @@ frame is a heartbeat and is not handed on.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -41,6 +42,7 @@ log = logging.getLogger("termite.transport")
 
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 _HEARTBEAT = b""
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, an IPv4, or [an IPv6]
 
 
 def identity_of(ref: NodeRef) -> bytes:
@@ -51,9 +53,12 @@ def ref_of_identity(identity: bytes) -> NodeRef | None:
     """The NodeRef a peer's routing id names, or None if it is not one."""
     try:
         host, port, incarnation = identity.decode("ascii").rsplit(":", 2)
-        return NodeRef(host, int(port), int(incarnation, 16))
+        port, incarnation = int(port), int(incarnation, 16)
     except (UnicodeDecodeError, ValueError):
         return None
+    if not (0 < port < 65536 and 0 <= incarnation < 1 << 64 and _HOST.fullmatch(host)):
+        return None
+    return NodeRef(host, port, incarnation)
 
 
 class TransportStats:
@@ -159,7 +164,11 @@ class Transport:
                 sock.curve_serverkey = self.keys.public
                 sock.curve_publickey = self.keys.public
                 sock.curve_secretkey = self.keys.secret
-            sock.connect(f"tcp://{peer.host}:{peer.port}")
+            try:
+                sock.connect(f"tcp://{peer.host}:{peer.port}")
+            except zmq.ZMQError:
+                sock.close(linger=0)  # an open socket would keep ctx.term() waiting forever
+                raise
             self._dealers[key] = sock
         if peer.incarnation is not None:  # an address being probed sends no heartbeats of its own
             self._last_seen.setdefault(peer, time.monotonic())
@@ -260,7 +269,12 @@ class Transport:
             if peer not in seen:
                 with self._lock:
                     if peer not in self._last_seen:
-                        self._dealer(peer)  # connect back: heartbeats and replies go that way
+                        try:
+                            self._dealer(peer)  # connect back: heartbeats and replies go that way
+                        except zmq.ZMQError as exc:
+                            self.stats.dropped_in += 1
+                            log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+                            continue
                         self._last_seen[peer] = time.monotonic()
                         new = True
                     else:
