@@ -18,6 +18,7 @@ __all__ = [
     "NameTaken",
     "NoSuchName",
     "Crash",
+    "MigrationError",
 ]
 
 
@@ -43,6 +44,21 @@ class NameTaken(TermiteError, ValueError):
 
 class NoSuchName(TermiteError, LookupError):
     """``send`` was given a name that no process has registered."""
+
+
+class MigrationError(TermiteError):
+    """A process cannot be captured here or restored there (termite/_continuation.py).
+
+    When a value in the process cannot travel, ``function`` and ``variable``
+    name where it sits (``variable`` is None for a value on the stack) and
+    ``type_name`` says what it is.
+    """
+
+    def __init__(self, text: str, *, function=None, variable=None, type_name=None):
+        super().__init__(text)
+        self.function = function
+        self.variable = variable
+        self.type_name = type_name
 
 
 class Exited(TermiteError):
