@@ -84,9 +84,11 @@ class Remote:
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
+        # The transport reads on the kernel's thread: frames and new peers
+        # come here directly; a lost peer comes from its I/O thread.
         transport.on_frames = self._on_frames
         transport.on_peer_down = lambda peer: self._from_io(("down", peer))
-        transport.on_peer_up = lambda peer: self._from_io(("up", peer))
+        transport.on_peer_up = lambda peer: self._notify_nodes(peer, None)
         table.remote = self
 
     # -- out: what local processes do to remote pids --------------------------
@@ -157,30 +159,27 @@ class Remote:
             self._drain_scheduled = True
         self.kernel.call_threadsafe(self._drain)
 
-    def _on_frames(self, peer: NodeRef, frames: list) -> None:
-        self._from_io((peer, frames))
-
     def _drain(self) -> None:
         with self._inbox_lock:
             items = list(self._inbox)
             self._inbox.clear()
             self._drain_scheduled = False
-        for peer, payload in items:
-            if peer == "down":
-                self._peer_down(payload)
-            elif peer == "up":
-                self._notify_nodes(payload, None)
-            else:
-                for data in payload:
-                    try:
-                        self._apply(peer, decode(data))
-                    except MalformedMessage as exc:
-                        self.malformed += 1
-                        log.warning("dropped a frame from %s: %s", peer, exc)
-                    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
-                        self.malformed += 1
-                        log.warning("dropped a frame from %s that could not be applied: %s: %s", peer, type(exc).__name__, exc)
-                        log.debug("the frame's failure", exc_info=True)
+        for kind, peer in items:
+            if kind == "down":
+                self._peer_down(peer)
+
+    def _on_frames(self, peer: NodeRef, frames: list) -> None:
+        for data in frames:
+            try:
+                self._apply(peer, decode(data))
+            except MalformedMessage as exc:
+                self.malformed += 1
+                log.warning("dropped a frame from %s: %s", peer, exc)
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                self.malformed += 1
+                log.warning("dropped a frame from %s that could not be applied: %s: %s", peer, type(exc).__name__, exc)
+                log.debug("the frame's failure", exc_info=True)
+        self.kernel.kick()
 
     def _apply(self, peer: NodeRef, frame) -> None:
         kind = _check(frame)
@@ -233,7 +232,6 @@ class Remote:
         else:  # HELLO
             _, reply_to, tag = frame
             self.send(reply_to, (tag, self.table.ref))
-        self.kernel.kick()
 
     def _local(self, pid: Pid) -> object | None:
         if pid.node != self.table.ref:

@@ -95,7 +95,7 @@ class _Runtime:
         if self.transport is not None:
             Remote(self.table, self.transport)
             spawn_in(self.table, name_server, (), pid=Pid(self.table.ref, NAME_SERVER_SERIAL))
-            self.transport.start()
+            self.transport.start(loop)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -19,8 +19,12 @@ It knows node addresses and frames (bytes), not processes.
   whose public key is the cluster's, i.e. who hold its secret key.  Without
   keys (allowed on loopback only, see termite/_keys.py) frames go in clear.
 
-Frames received are handed to ``on_frames(peer, frames)`` on the I/O thread;
-``on_peer_down(peer)`` and ``on_peer_up(peer)`` report membership.  An empty
+Frames received are handed to ``on_frames(peer, frames)``, and new peers to
+``on_peer_up(peer)``, on the thread that reads the ROUTER: the node's event
+loop thread when started with one (no thread hop on the way in), else the
+I/O thread.  ``on_peer_down(peer)`` comes from the I/O thread, which does
+not declare a peer down while the loop's thread is too busy to read: a
+process running CPU-bound code makes every peer *look* silent.  An empty
 frame is a heartbeat and is not handed on.
 """
 
@@ -129,20 +133,35 @@ class Transport:
         self._wake_out.connect(f"inproc://termite-wake-{id(self)}")
         self._stopping = False
         self._thread = threading.Thread(target=self._io, name=f"termite-io-{self.port}", daemon=True)
+        self._loop = None  # the event loop whose thread reads the ROUTER, if any
+        self._read_at = time.monotonic()  # when that thread last read the ROUTER to the end
+        self._tick_handle = None
 
     # -- life cycle -----------------------------------------------------------
 
-    def start(self) -> "Transport":
+    def start(self, loop=None) -> "Transport":
+        """Start the I/O thread.  With ``loop`` (call from its thread), frames
+        are read and handed on by that loop's thread, saving a thread hop."""
+        if loop is not None:
+            self._loop = loop
+            loop.add_reader(self.router.getsockopt(zmq.FD), self._on_readable)
+            self._tick_handle = loop.call_soon(self._tick)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Close everything; with a loop, call from its thread."""
         if self._stopping:
             return
         self._stopping = True
+        if self._loop is not None:
+            self._tick_handle.cancel()
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self.router.getsockopt(zmq.FD))
         with self._lock:
             self._wake_out.send(b"stop")
         self._thread.join(5)
+        self.router.close(linger=0)
         with self._lock:
             for sock in self._dealers.values():
                 sock.close(linger=0)
@@ -201,9 +220,32 @@ class Transport:
 
     # -- the I/O thread -------------------------------------------------------
 
+    # -- reading on the loop's thread ----------------------------------------------
+
+    def _on_readable(self):
+        # zmq's FD is edge-triggered: read until there is nothing left, or
+        # come back at once if the bound stopped us.
+        if self._read_router():
+            self._loop.call_soon(self._on_readable)
+        else:
+            self._read_at = time.monotonic()
+
+    def _tick(self):
+        """Also read now and then: an idle loop proves it can read (see _beat)."""
+        self._on_readable()
+        self._tick_handle = self._loop.call_later(self.heartbeat_interval / 2, self._tick)
+
+    def _reading_is_late(self, now: float) -> bool:
+        """True while the loop's thread is too busy to read (a process running
+        CPU-bound code): silence from peers then proves nothing."""
+        return self._loop is not None and now - self._read_at > max(2 * self.heartbeat_interval, 0.2)
+
+    # -- the I/O thread -------------------------------------------------------
+
     def _io(self):
         poller = zmq.Poller()
-        poller.register(self.router, zmq.POLLIN)
+        if self._loop is None:
+            poller.register(self.router, zmq.POLLIN)
         poller.register(self._wake_in, zmq.POLLIN)
         if self._zap is not None:
             poller.register(self._zap, zmq.POLLIN)
@@ -227,7 +269,6 @@ class Transport:
         except Exception:  # noqa: BLE001 - the node must hear that its transport died
             log.exception("transport I/O thread failed")
         finally:
-            self.router.close(linger=0)
             self._wake_in.close(linger=0)
             if self._zap is not None:
                 self._zap.close(linger=0)
@@ -252,14 +293,15 @@ class Transport:
             self._zap.send_multipart([version, request_id, b"400", b"not a member of this cluster", b"", b""])
             self.on_refused(address)
 
-    def _read_router(self):
+    def _read_router(self) -> bool:
+        """Hand on what the ROUTER holds; True if stopped by the bound with more to read."""
         router = self.router
         max_frame = self.max_frame
-        for _ in range(1000):  # bounded: heartbeats must keep their rhythm
+        for _ in range(1000):  # bounded: heartbeats and other callbacks keep their rhythm
             try:
                 message = router.recv_multipart(flags=zmq.NOBLOCK, copy=True)
             except zmq.Again:
-                return
+                return False
             peer = ref_of_identity(message[0])
             if peer is None or len(message) < 2:
                 self.stats.dropped_in += 1
@@ -295,6 +337,7 @@ class Transport:
             if frames:
                 self.stats.frames_in += len(frames)
                 self.on_frames(peer, frames)
+        return True
 
     def _beat(self, now: float):
         down = []
@@ -304,8 +347,9 @@ class Transport:
                     sock.send(_HEARTBEAT, flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
+            late = self._reading_is_late(now)
             for peer, seen in list(self._last_seen.items()):
-                if now - seen > self.heartbeat_timeout:
+                if now - seen > self.heartbeat_timeout and not late:
                     down.append(peer)
                     del self._last_seen[peer]
                     sock = self._dealers.pop((peer.host, peer.port), None)
