@@ -321,8 +321,52 @@ def decode(data, *, trusted: bool = True, max_size: int | None = None):
     except MalformedMessage:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        raise MalformedMessage(f"cannot decode a message: {reason}") from exc
+        raise _malformed(exc) from exc
+
+
+def encode_batch(encoded: list[bytes]) -> bytes:
+    """One frame holding several encoded messages: their count, then each of them."""
+    return b"".join([msgpack.packb(len(encoded)), *encoded])
+
+
+def decode_all(data):
+    """The messages of a frame: one message, or a batch made by :func:`encode_batch`.
+
+    A generator: the messages before a bad one are yielded, then
+    :class:`MalformedMessage` is raised and the rest of the frame is lost
+    (msgpack cannot find where the next message would start).
+    """
+    try:
+        yield _unpackb(data, ext_hook=_ext, list_hook=_array, strict_map_key=False)
+        return
+    except msgpack.ExtraData as more:  # a batch: its count, and the messages
+        count, rest = more.unpacked, more.extra
+    except MalformedMessage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
+        raise _malformed(exc) from exc
+    if count.__class__ is not int or count < 2:
+        raise MalformedMessage(f"a frame with trailing bytes after a {type(count).__name__}")
+    unpacker = msgpack.Unpacker(ext_hook=_ext, list_hook=_array, strict_map_key=False, max_buffer_size=len(rest) + 1)
+    unpacker.feed(rest)
+    got = 0
+    try:
+        for msg in unpacker:
+            if got == count:
+                raise MalformedMessage(f"a batch of {count} messages holding more")
+            got += 1
+            yield msg
+    except MalformedMessage:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise _malformed(exc) from exc
+    if got != count:
+        raise MalformedMessage(f"a batch of {count} messages holding {got} whole ones")
+
+
+def _malformed(exc: Exception) -> MalformedMessage:
+    reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return MalformedMessage(f"cannot decode a message: {reason}")
 
 
 # -- dill, imported on first need ---------------------------------------------

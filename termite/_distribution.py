@@ -38,7 +38,7 @@ import threading
 from collections import deque
 from typing import NamedTuple
 
-from termite._codec import MalformedMessage, UnserializableMessage, decode, encode
+from termite._codec import MalformedMessage, UnserializableMessage, decode_all, encode, encode_batch
 from termite._errors import Timeout
 from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, _add_link, signal_exit
@@ -51,6 +51,10 @@ __all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "no
 log = logging.getLogger("termite.distribution")
 
 SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO = range(1, 9)
+#: A batch is sent when it holds this many frames or bytes, else at the end of
+#: the kernel's turn.  A single larger frame goes alone.
+_BATCH_FRAMES = 256
+_BATCH_BYTES = 256 * 1024
 _REMOTE_SERIAL_BASE = 1 << 63
 
 
@@ -81,23 +85,51 @@ class Remote:
         self.malformed = 0
         prefix = (table.ref.incarnation & ((1 << 30) - 1)) << 32
         self._spawn_serials = (_REMOTE_SERIAL_BASE | prefix | n for n in itertools.count(1))
+        self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
         self._inbox: deque = deque()
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
         # The transport reads on the kernel's thread: frames and new peers
         # come here directly; a lost peer comes from its I/O thread.
         transport.on_frames = self._on_frames
+        transport.on_read_done = self.kernel.run_now
         transport.on_peer_down = lambda peer: self._from_io(("down", peer))
         transport.on_peer_up = lambda peer: self._notify_nodes(peer, None)
+        self.kernel.after_turn = self.flush
         table.remote = self
 
     # -- out: what local processes do to remote pids --------------------------
 
     def _frame(self, node: NodeRef, frame: tuple) -> None:
-        self.transport.send(node, [encode(frame)])
+        self._queue(node, encode(frame))
 
     def send(self, pid: Pid, msg) -> None:
-        self.transport.send(pid.node, [encode((SEND, pid, msg))])
+        self._queue(pid.node, encode((SEND, pid, msg)))
+
+    def _queue(self, node: NodeRef, data: bytes) -> None:
+        """Hold a frame for ``node`` until the end of the kernel's turn (or a full batch)."""
+        key = (node.host, node.port)
+        entry = self._out.get(key)
+        if entry is None:
+            self._out[key] = entry = (node, [], [0])
+        elif node.incarnation is not None and entry[0].incarnation is None:
+            self._out[key] = entry = (node, entry[1], entry[2])  # an address becomes a node
+        batch, size = entry[1], entry[2]
+        batch.append(data)
+        size[0] += len(data)
+        if len(batch) >= _BATCH_FRAMES or size[0] >= _BATCH_BYTES:
+            del self._out[key]
+            self._send_batch(entry[0], batch)
+
+    def flush(self) -> None:
+        """Send every held frame: many to one node go as one batch frame."""
+        if self._out:
+            out, self._out = self._out, {}
+            for node, batch, _ in out.values():
+                self._send_batch(node, batch)
+
+    def _send_batch(self, node: NodeRef, batch: list[bytes]) -> None:
+        self.transport.send(node, [batch[0] if len(batch) == 1 else encode_batch(batch)])
 
     def link(self, me: Pid, pid: Pid, directed: bool) -> None:
         self.links_to.setdefault(pid.node, set()).add((me, pid))
@@ -134,7 +166,7 @@ class Remote:
             frame = encode((EXIT, sender, pid, reason))
         except UnserializableMessage:
             frame = encode((EXIT, sender, pid, repr(reason)))
-        self.transport.send(pid.node, [frame])
+        self._queue(pid.node, frame)
 
     def spawn(self, fn, args, node: NodeRef, link_to: Pid | None = None, name: str | None = None) -> Pid:
         if node.incarnation is None:
@@ -146,7 +178,7 @@ class Remote:
             proc = self.table.resolve(link_to)
             if proc is not None:
                 _add_link(proc, pid)
-        self.transport.send(node, [frame])
+        self._queue(node, frame)
         return pid
 
     # -- in: frames from the transport's thread, applied on the kernel's ------
@@ -169,17 +201,27 @@ class Remote:
                 self._peer_down(peer)
 
     def _on_frames(self, peer: NodeRef, frames: list) -> None:
+        """Apply frames read on the kernel's thread; the transport then runs a turn.
+
+        A frame may be a batch: its good messages are applied, and a frame
+        with any bad one counts once in ``malformed``, with one log line.
+        """
         for data in frames:
+            problem = None
             try:
-                self._apply(peer, decode(data))
+                for frame in decode_all(data):
+                    try:
+                        self._apply(peer, frame)
+                    except MalformedMessage as exc:
+                        problem = problem or exc
+                    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                        problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
+                        log.debug("the frame's failure", exc_info=True)
             except MalformedMessage as exc:
+                problem = problem or exc
+            if problem is not None:
                 self.malformed += 1
-                log.warning("dropped a frame from %s: %s", peer, exc)
-            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
-                self.malformed += 1
-                log.warning("dropped a frame from %s that could not be applied: %s: %s", peer, type(exc).__name__, exc)
-                log.debug("the frame's failure", exc_info=True)
-        self.kernel.kick()
+                log.warning("dropped a frame from %s: %s", peer, problem)
 
     def _apply(self, peer: NodeRef, frame) -> None:
         kind = _check(frame)

@@ -90,6 +90,7 @@ class Kernel:
         self.steps = 0  # tasks resumed so far (load meters read it)
         self.fairness = 64  # countdown of switch-free receives (termite/_mailbox.py)
         self.table = None  # the process table of the node this kernel runs
+        self.after_turn = None  # called at the end of every turn (distribution flushes its batches)
         self._timer_seq = itertools.count()
         self._stale_timers = 0
         self._scheduled = False
@@ -114,6 +115,11 @@ class Kernel:
         if not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._run)
+
+    def run_now(self) -> None:
+        """Take a turn at once, from a loop callback (never from inside a turn):
+        frames just read run their processes without another loop iteration."""
+        self._run()
 
     def call_threadsafe(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the kernel's thread, from any thread."""
@@ -209,6 +215,8 @@ class Kernel:
         finally:
             local.task = None
             self.steps += self.BUDGET - budget
+            if self.after_turn is not None:
+                self.after_turn()
 
         # Phase 3: arrange the next turn.
         if ready:

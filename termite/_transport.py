@@ -46,6 +46,8 @@ log = logging.getLogger("termite.transport")
 
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 _HEARTBEAT = b""
+# Plain ints: pyzmq's enum flags cost microseconds per operation on the hot path.
+_EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, an IPv4, or [an IPv6]
 
 
@@ -133,6 +135,8 @@ class Transport:
         self._wake_out.connect(f"inproc://termite-wake-{id(self)}")
         self._stopping = False
         self._thread = threading.Thread(target=self._io, name=f"termite-io-{self.port}", daemon=True)
+        self._peer_ids: dict[bytes, NodeRef] = {}  # routing id -> peer, parsed once
+        self.on_read_done = lambda: None  # after frames were handed on
         self._loop = None  # the event loop whose thread reads the ROUTER, if any
         self._read_at = time.monotonic()  # when that thread last read the ROUTER to the end
         self._tick_handle = None
@@ -199,7 +203,11 @@ class Transport:
             if self._stopping:
                 return
             try:
-                self._dealer(peer).send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames[0]) < 4096)
+                sock = self._dealers.get((peer.host, peer.port)) or self._dealer(peer)
+                if len(frames) == 1:
+                    sock.send(frames[0], _NOBLOCK, copy=len(frames[0]) < 4096)
+                else:
+                    sock.send_multipart(frames, flags=_NOBLOCK, copy=len(frames[0]) < 4096)
             except zmq.ZMQError as exc:
                 self.stats.dropped_out += len(frames)
                 log.warning("dropped %d frame(s) to %s: %s", len(frames), peer, exc)
@@ -296,47 +304,66 @@ class Transport:
     def _read_router(self) -> bool:
         """Hand on what the ROUTER holds; True if stopped by the bound with more to read."""
         router = self.router
+        recv, getsockopt = router.recv, router.getsockopt
         max_frame = self.max_frame
-        for _ in range(1000):  # bounded: heartbeats and other callbacks keep their rhythm
-            try:
-                message = router.recv_multipart(flags=zmq.NOBLOCK, copy=True)
-            except zmq.Again:
-                return False
-            peer = ref_of_identity(message[0])
-            if peer is None or len(message) < 2:
-                self.stats.dropped_in += 1
-                log.warning("dropped a message with a malformed sender id %r", message[0][:64])
-                continue
-            seen = self._last_seen
-            if peer not in seen:
-                with self._lock:
-                    if peer not in self._last_seen:
-                        try:
-                            self._dealer(peer)  # connect back: heartbeats and replies go that way
-                        except zmq.ZMQError as exc:
-                            self.stats.dropped_in += 1
-                            log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
-                            continue
-                        self._last_seen[peer] = time.monotonic()
-                        new = True
-                    else:
-                        new = False
-                if new:
-                    self.on_peer_up(peer)
-            seen[peer] = time.monotonic()
-            frames = []
-            for frame in message[1:]:
-                if not frame:
-                    continue  # heartbeat
-                if len(frame) > max_frame:
+        seen = self._last_seen
+        handed = False
+        try:
+            for _ in range(1000):  # bounded: heartbeats and other callbacks keep their rhythm
+                if not getsockopt(_EVENTS) & _POLLIN:  # cheaper than a recv raising Again
+                    return False
+                identity = recv(_NOBLOCK)
+                parts = []
+                while getsockopt(_RCVMORE):
+                    parts.append(recv(_NOBLOCK))
+                peer = self._peer_ids.get(identity) or self._new_peer_id(identity)
+                if peer is None or not parts:
                     self.stats.dropped_in += 1
-                    log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, max_frame)
+                    log.warning("dropped a message with a malformed sender id %r", identity[:64])
                     continue
-                self.stats.bytes_in += len(frame)
-                frames.append(frame)
-            if frames:
-                self.stats.frames_in += len(frames)
-                self.on_frames(peer, frames)
+                if peer not in seen and not self._greet(peer):
+                    continue
+                seen[peer] = time.monotonic()
+                frames = []
+                for frame in parts:
+                    if not frame:
+                        continue  # heartbeat
+                    if len(frame) > max_frame:
+                        self.stats.dropped_in += 1
+                        log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, max_frame)
+                        continue
+                    self.stats.bytes_in += len(frame)
+                    frames.append(frame)
+                if frames:
+                    self.stats.frames_in += len(frames)
+                    handed = True
+                    self.on_frames(peer, frames)
+            return True
+        finally:
+            if handed:
+                self.on_read_done()
+
+    def _new_peer_id(self, identity: bytes) -> NodeRef | None:
+        peer = ref_of_identity(identity)
+        if peer is not None:
+            if len(self._peer_ids) >= 4096:  # bounded: restarted peers bring new ids
+                self._peer_ids.clear()
+            self._peer_ids[identity] = peer
+        return peer
+
+    def _greet(self, peer: NodeRef) -> bool:
+        """A peer heard for the first time: connect back (heartbeats and replies go that way)."""
+        with self._lock:
+            if peer in self._last_seen:
+                return True
+            try:
+                self._dealer(peer)
+            except zmq.ZMQError as exc:
+                self.stats.dropped_in += 1
+                log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+                return False
+            self._last_seen[peer] = time.monotonic()
+        self.on_peer_up(peer)
         return True
 
     def _beat(self, now: float):
