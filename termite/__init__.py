@@ -19,6 +19,7 @@
 from termite._errors import (
     Crash,
     DeadProcess,
+    MigrationError,
     Exited,
     NameTaken,
     NoSuchName,
@@ -36,6 +37,7 @@ from termite._global import register_global, registered_global, sync_global, unr
 from termite._keys import KeyFileError
 from termite._codec import MalformedMessage, UnserializableMessage
 from termite._node import Network, Node, current_node, run
+from termite._migration import migrate
 from termite._patterns import ANY, where
 from termite._process import current as _current
 from termite._registry import register, registered, unregister, whereis
@@ -85,6 +87,7 @@ __all__ = [
     "Network",
     "run",
     "current_node",
+    "migrate",
     "connect",
     "nodes",
     "monitor_node",
@@ -104,6 +107,7 @@ __all__ = [
     "NameTaken",
     "NoSuchName",
     "KeyFileError",
+    "MigrationError",
     "UnserializableMessage",
     "MalformedMessage",
 ]

@@ -46,7 +46,7 @@ from termite._mailbox import deliver, receive
 from termite._process import ProcessTable, current
 from termite._spawn import spawn_in
 
-__all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect"]
+__all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect", "register_frame"]
 
 log = logging.getLogger("termite.distribution")
 
@@ -83,6 +83,8 @@ class Remote:
         self.monitor_node_of: dict[Tag, NodeRef] = {}
         self.node_watchers: dict[Tag, tuple[Pid, NodeRef | None]] = {}  # ref -> (watcher, node or any)
         self.malformed = 0
+        self.handlers: dict[int, object] = {}  # frame kinds of higher layers: kind -> handler(peer, frame)
+        self.on_peer_down_hooks: list = []  # fn(peer), after links and monitors have fired
         prefix = (table.ref.incarnation & ((1 << 30) - 1)) << 32
         self._spawn_serials = (_REMOTE_SERIAL_BASE | prefix | n for n in itertools.count(1))
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
@@ -104,7 +106,13 @@ class Remote:
         self._queue(node, encode(frame))
 
     def send(self, pid: Pid, msg) -> None:
-        self._queue(pid.node, encode((SEND, pid, msg)))
+        moved = self.table.moved
+        self._queue(moved.get(pid, pid.node) if moved else pid.node, encode((SEND, pid, msg)))
+
+    def route(self, pid: Pid) -> NodeRef:
+        """Where to send for ``pid``: its node, or where it migrated to from here."""
+        moved = self.table.moved
+        return moved.get(pid, pid.node) if moved else pid.node
 
     def _queue(self, node: NodeRef, data: bytes) -> None:
         """Hold a frame for ``node`` until the end of the kernel's turn (or a full batch)."""
@@ -132,23 +140,26 @@ class Remote:
         self.transport.send(node, [batch[0] if len(batch) == 1 else encode_batch(batch)])
 
     def link(self, me: Pid, pid: Pid, directed: bool) -> None:
-        self.links_to.setdefault(pid.node, set()).add((me, pid))
+        node = self.route(pid)
+        self.links_to.setdefault(node, set()).add((me, pid))
         if not directed:
             proc = self.table.resolve(me)
             if proc is not None:
                 _add_link(proc, pid)
-        self._frame(pid.node, (LINK, me, pid))
+        self._frame(node, (LINK, me, pid))
 
     def unlink(self, me: Pid, pid: Pid) -> None:
-        links = self.links_to.get(pid.node)
+        node = self.route(pid)
+        links = self.links_to.get(node)
         if links:
             links.discard((me, pid))
-        self._frame(pid.node, (UNLINK, me, pid))
+        self._frame(node, (UNLINK, me, pid))
 
     def monitor(self, watcher: Pid, pid: Pid, ref: Tag) -> None:
-        self.monitors_to.setdefault(pid.node, {})[ref] = (watcher, pid)
-        self.monitor_node_of[ref] = pid.node
-        self._frame(pid.node, (MONITOR, watcher, pid, ref))
+        node = self.route(pid)
+        self.monitors_to.setdefault(node, {})[ref] = (watcher, pid)
+        self.monitor_node_of[ref] = node
+        self._frame(node, (MONITOR, watcher, pid, ref))
 
     def demonitor(self, ref: Tag) -> None:
         node = self.monitor_node_of.pop(ref, None)
@@ -159,14 +170,15 @@ class Remote:
             self._frame(node, (DEMONITOR, entry[1], ref))
 
     def exit(self, sender: Pid, pid: Pid, reason) -> None:
-        links = self.links_to.get(pid.node)
+        node = self.route(pid)
+        links = self.links_to.get(node)
         if links:
             links.discard((sender, pid))
         try:
             frame = encode((EXIT, sender, pid, reason))
         except UnserializableMessage:
             frame = encode((EXIT, sender, pid, repr(reason)))
-        self._queue(pid.node, frame)
+        self._queue(node, frame)
 
     def spawn(self, fn, args, node: NodeRef, link_to: Pid | None = None, name: str | None = None) -> Pid:
         if node.incarnation is None:
@@ -225,6 +237,12 @@ class Remote:
 
     def _apply(self, peer: NodeRef, frame) -> None:
         kind = _check(frame)
+        moved = self.table.moved
+        if moved and kind in _ADDRESSEE:
+            to = moved.get(frame[_ADDRESSEE[kind]])
+            if to is not None:  # it migrated from here: pass it on, in order
+                self._frame(to, frame)
+                return
         if kind == SEND:
             _, pid, msg = frame
             proc = self._local(pid)
@@ -271,13 +289,15 @@ class Remote:
         elif kind == SPAWN:
             _, pid, fn, args, link_to, name = frame
             self._spawn_here(pid, fn, args, link_to, name)
-        else:  # HELLO
+        elif kind == HELLO:
             _, reply_to, tag = frame
             self.send(reply_to, (tag, self.table.ref))
+        else:
+            self.handlers[kind](peer, frame)
 
     def _local(self, pid: Pid) -> object | None:
-        if pid.node != self.table.ref:
-            return None  # meant for an earlier incarnation of this node: that process is gone
+        if pid.node != self.table.ref:  # a guest, or of an earlier incarnation of this node (gone)
+            return self.table.guests.get(pid) if self.table.guests else None
         return self.table.procs.get(pid.serial)
 
     def _spawn_here(self, pid: Pid, fn, args, link_to, name) -> None:
@@ -310,6 +330,8 @@ class Remote:
             if proc is not None:
                 deliver(proc, Down(ref, target, "noconnection"))
         self._notify_nodes(peer, "noconnection")
+        for hook in self.on_peer_down_hooks:
+            hook(peer)
 
     def _notify_nodes(self, peer: NodeRef, down_reason) -> None:
         for ref, (watcher, node) in list(self.node_watchers.items()):
@@ -362,6 +384,17 @@ _FIELDS = {
     SPAWN: ("SPAWN", (_pid, callable, _tuple, _pid_or_none, _name_or_none)),
     HELLO: ("HELLO", (_pid, _tag)),
 }
+
+
+#: kind -> the field naming the process a frame is for (a migrated one's are passed on)
+_ADDRESSEE = {SEND: 1, LINK: 2, UNLINK: 2, EXIT: 2, MONITOR: 2, DEMONITOR: 1}
+
+
+def register_frame(kind: int, name: str, checks: tuple) -> None:
+    """Declare a frame kind of a higher layer (its handler goes in ``Remote.handlers``)."""
+    if kind in _FIELDS:
+        raise ValueError(f"frame kind {kind} is taken by {_FIELDS[kind][0]}")
+    _FIELDS[kind] = (name, checks)
 
 
 def _check(frame):

@@ -91,6 +91,9 @@ class Kernel:
         self.fairness = 64  # countdown of switch-free receives (termite/_mailbox.py)
         self.table = None  # the process table of the node this kernel runs
         self.after_turn = None  # called at the end of every turn (distribution flushes its batches)
+        # Traps of higher layers: request class -> handler(task, request), run
+        # when a task yields such a request (migration's).  The task stays parked.
+        self.trap_handlers: dict[type, object] = {}
         self._timer_seq = itertools.count()
         self._stale_timers = 0
         self._scheduled = False
@@ -210,6 +213,10 @@ class Kernel:
                     continue
                 if trap is RESCHEDULE:
                     ready.append(task)
+                    continue
+                handler = self.trap_handlers.get(trap.__class__)
+                if handler is not None:
+                    handler(task, trap)
                     continue
                 self._await_foreign(task, trap)
         finally:

@@ -208,7 +208,7 @@ def process_exited(proc: Process, value, exc) -> None:
     """The kernel's on_exit hook: work out the reason and tell everyone who asked."""
     table = proc.table
     pid = proc.pid
-    waiters = table.exit_waiters.pop(pid.serial, None)
+    waiters = table.exit_waiters.pop(pid, None) if table.exit_waiters else None
     if exc is None:
         reason = "normal"
     elif isinstance(exc, Kill):
@@ -224,7 +224,10 @@ def process_exited(proc: Process, value, exc) -> None:
     proc.coro = None
     proc.mailbox = None
     pid._proc = None
-    table.procs.pop(pid.serial, None)
+    if pid.node == table.ref:
+        table.procs.pop(pid.serial, None)
+    else:
+        table.guests.pop(pid, None)
     if proc.name is not None:
         table.names.pop(proc.name, None)
     if proc.links:

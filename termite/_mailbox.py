@@ -105,12 +105,11 @@ def _send_slow(dest, msg) -> None:
             "send() outside a process: use node.send(pid, msg) on a termite.Node, "
             "or run your code as a process"
         )
-    if dest.node == table.ref:
-        target = table.procs.get(dest.serial)
-        if target is not None:
-            deliver(target, msg)
-    elif table.remote is not None:
-        table.remote.send(dest, msg)
+    target = table.resolve(dest)
+    if target is not None:
+        deliver(target, msg)
+    elif table.remote is not None and not table.is_local(dest):
+        table.remote.send(dest, msg)  # another node's, or one that migrated from here
     else:
         table.dropped += 1
 

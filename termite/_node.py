@@ -39,6 +39,10 @@ __all__ = ["Node", "Network", "run", "current_node"]
 _SHELL_IDLE = Sentinel("shell waiting for a request")
 
 
+#: Parts of higher layers every networked node runs: fn(table, remote), called
+#: when the node starts (migration registers itself here when imported).
+RUNTIME_EXTENSIONS: list = []
+
 #: The collector's first threshold while a node runs.  Python's default (700)
 #: makes a node creating 250,000 processes spend half its time collecting.
 GC_THRESHOLD = 50_000
@@ -93,7 +97,9 @@ class _Runtime:
             ref = self.transport.ref
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
         if self.transport is not None:
-            Remote(self.table, self.transport)
+            remote = Remote(self.table, self.transport)
+            for extension in RUNTIME_EXTENSIONS:
+                extension(self.table, remote)
             spawn_in(self.table, name_server, (), pid=Pid(self.table.ref, NAME_SERVER_SERIAL))
             self.transport.start(loop)
 
@@ -108,11 +114,11 @@ class _Runtime:
 
     def when_done(self, pid: Pid, callback) -> None:
         """Run ``callback(value, reason, exc)`` when ``pid`` ends; it then counts as reported."""
-        self.table.exit_waiters.setdefault(pid.serial, []).append(callback)
+        self.table.exit_waiters.setdefault(pid, []).append(callback)
 
     def kill_all(self) -> None:
         """End every process (reason ``"killed"``), running their ``finally`` blocks."""
-        for proc in list(self.table.procs.values()):
+        for proc in [*self.table.procs.values(), *self.table.guests.values()]:
             if proc.waiting is not DEAD:
                 signal_exit(proc, proc.pid, "kill")
         self.kernel.kick()
@@ -175,7 +181,7 @@ def _run_main(loop, runtime, main, args):
     value, reason, exc = loop.run_until_complete(outcome)
     runtime.kill_all()
     for _ in range(100):  # killed processes may run finally blocks; bounded
-        if not runtime.table.procs:
+        if not runtime.table.procs and not runtime.table.guests:
             break
         loop.run_until_complete(asyncio.sleep(0))
     return _result(value, reason, exc)

@@ -79,12 +79,14 @@ class ProcessTable:
         self.kernel = kernel
         kernel.table = self
         self.ref = ref
-        self.procs: dict[int, Process] = {}
+        self.procs: dict[int, Process] = {}  # this node's own processes, by serial
+        self.guests: dict[Pid, Process] = {}  # processes born elsewhere that migrated here
+        self.moved: dict[Pid, NodeRef] = {}  # the migration table: where processes that left went
         self.names: dict[str, Pid] = {}
         self.monitored: dict = {}  # monitor ref -> the local process it watches
         self.serials = itertools.count(1)
-        # serial -> callbacks(value, reason, exc) run when that process ends
-        self.exit_waiters: dict[int, list] = {}
+        # pid -> callbacks(value, reason, exc) run when that process ends
+        self.exit_waiters: dict[Pid, list] = {}
         # Hook for pids of other nodes; the transport installs one.  Until
         # then a message to another node is lost, as any send may be.
         self.remote = None
@@ -99,10 +101,15 @@ class ProcessTable:
             return proc
         if pid.node == self.ref:
             return self.procs.get(pid.serial)
-        return None
+        return self.guests.get(pid) if self.guests else None
 
     def is_local(self, pid: Pid) -> bool:
-        return pid._proc is not None or pid.node == self.ref
+        """Whether ``pid`` is (or was) a process of this node: not one for the network."""
+        if pid._proc is not None:
+            return True
+        if pid.node == self.ref:
+            return not self.moved or pid not in self.moved
+        return bool(self.guests) and pid in self.guests
 
     def new_pid(self) -> Pid:
         return Pid(self.ref, next(self.serials))

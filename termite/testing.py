@@ -82,12 +82,17 @@ async def hold_global(name: str, reply_to: Pid):
 class NodeProcess:
     """A node in a separate OS process (``python -m termite.node``), stopped by its pid."""
 
-    def __init__(self, *args: str, timeout: float = 20.0):
+    def __init__(self, *args: str, timeout: float = 20.0, path: list[str] = ()):
+        """``path``: folders put first on the node's ``sys.path`` (code it must import)."""
+        env = dict(os.environ)
+        if path:
+            env["PYTHONPATH"] = os.pathsep.join([*path, *filter(None, [env.get("PYTHONPATH")])])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "termite.node", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env=env,
         )
         line = self.proc.stdout.readline()  # the node announces itself once listening
         if not line.startswith("termite node "):

@@ -1,9 +1,12 @@
 import logging
+import os
 
 import pytest
 
 import termite
 from termite.testing import NodeProcess
+
+TESTS = os.path.dirname(os.path.abspath(__file__))  # node processes import test modules from here
 
 
 @pytest.fixture
@@ -33,7 +36,9 @@ def cluster(keyfile):
     started = []
 
     def start(*extra):
-        node = NodeProcess("--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra)
+        node = NodeProcess(
+            "--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra, path=[TESTS]
+        )
         started.append(node)
         return node
 
