@@ -26,6 +26,7 @@ EXAMPLES = [
     "exceptions",
     "square_server",
     "futures",
+    "migration",
 ]
 
 

@@ -53,7 +53,7 @@ def load(name):
 def test_the_examples_are_there():
     expected = {
         "hello", "pong_server", "selective", "pattern_pong", "timeouts", "rpc",
-        "cell", "exceptions", "square_server", "futures", "tour",
+        "cell", "exceptions", "square_server", "futures", "migration", "tour",
     }
     assert expected <= set(SCRIPTS)
 
@@ -277,3 +277,14 @@ def test_tour_reports_a_failing_example(tmp_path):
     assert "broken on purpose" in done.stderr
     assert done.stdout.splitlines()[-1].endswith("Failed: rpc")
     assert "touch(a) + touch(b) => 25" in done.stdout  # the tour went on after the failure
+
+
+# -- 4.8 and 4.9 migration ---------------------------------------------------------
+
+
+def test_migration_moves_node1_node2_node1_and_spawns_remotely():
+    assert output_of("migration") == [
+        "(!? migrating 'where) as it moves => node1 -> node2 -> node1",
+        "spawn, migrate, (! me 'boo)        => ('boo', 'node2')",
+        "spawn-link, migrate, raise         => error",
+    ]
