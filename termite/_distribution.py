@@ -34,8 +34,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
-from collections import deque
 from typing import NamedTuple
 
 from termite._codec import MalformedMessage, UnserializableMessage, decode_all, encode, encode_batch
@@ -88,14 +86,11 @@ class Remote:
         prefix = (table.ref.incarnation & ((1 << 30) - 1)) << 32
         self._spawn_serials = (_REMOTE_SERIAL_BASE | prefix | n for n in itertools.count(1))
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
-        self._inbox: deque = deque()
-        self._inbox_lock = threading.Lock()
-        self._drain_scheduled = False
         # The transport reads on the kernel's thread: frames and new peers
         # come here directly; a lost peer comes from its I/O thread.
         transport.on_frames = self._on_frames
         transport.on_read_done = self.kernel.run_now
-        transport.on_peer_down = lambda peer: self._from_io(("down", peer))
+        transport.on_peer_down = lambda peer: self.kernel.call_threadsafe(self._peer_down, peer)
         transport.on_peer_up = lambda peer: self._notify_nodes(peer, None)
         self.kernel.after_turn = self.flush
         table.remote = self
@@ -193,24 +188,7 @@ class Remote:
         self._queue(node, frame)
         return pid
 
-    # -- in: frames from the transport's thread, applied on the kernel's ------
-
-    def _from_io(self, item) -> None:
-        with self._inbox_lock:
-            self._inbox.append(item)
-            if self._drain_scheduled:
-                return
-            self._drain_scheduled = True
-        self.kernel.call_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._inbox_lock:
-            items = list(self._inbox)
-            self._inbox.clear()
-            self._drain_scheduled = False
-        for kind, peer in items:
-            if kind == "down":
-                self._peer_down(peer)
+    # -- in: frames read on the kernel's thread; lost peers from the I/O thread --
 
     def _on_frames(self, peer: NodeRef, frames: list) -> None:
         """Apply frames read on the kernel's thread; the transport then runs a turn.

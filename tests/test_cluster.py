@@ -8,35 +8,31 @@ from termite import Crash, Down, Exit, NameTaken
 from termite.testing import collect, crash_after, echo, hold_global, relay, watch
 
 
-# Helpers for remote nodes.  They are built inside a function so they travel by
-# value: a node process cannot import this test module.
+# Helpers run on the node processes: they import this module (tests/ is on their path).
 
 
-def _helpers():
-    def _stream(to, count):
-        for i in range(count):
-            termite.send(to, i)
-
-    async def _spawn_on_and_call(node):
-        server = termite.spawn(echo, node=node)
-        return await termite.call(server, ("echo", server.node), timeout=10)
-
-    async def _whereis_after_sync(name):
-        await termite.sync_global()
-        return termite.whereis_global(name)
-
-    async def _register_cut_off(name, reply_to):
-        """Hold ``name`` in this node's replica only, as a node cut off from the others would."""
-        me = termite.self()
-        termite.send(termite.Pid(termite.current_node(), 0), ("claim", name, me, me, "t"))
-        await termite.receive(("t", termite.Pid, me))
-        termite.send(reply_to, ("registered", name, me))
-        await termite.receive("stop")
-
-    return _stream, _spawn_on_and_call, _whereis_after_sync, _register_cut_off
+def _stream(to, count):
+    for i in range(count):
+        termite.send(to, i)
 
 
-_stream, _spawn_on_and_call, _whereis_after_sync, _register_cut_off = _helpers()
+async def _spawn_on_and_call(node):
+    server = termite.spawn(echo, node=node)
+    return await termite.call(server, ("echo", server.node), timeout=10)
+
+
+async def _whereis_after_sync(name):
+    await termite.sync_global()
+    return termite.whereis_global(name)
+
+
+async def _register_cut_off(name, reply_to):
+    """Hold ``name`` in this node's replica only, as a node cut off from the others would."""
+    me = termite.self()
+    termite.send(termite.Pid(termite.current_node(), 0), ("claim", name, me, me, "t"))
+    await termite.receive(("t", termite.Pid, me))
+    termite.send(reply_to, ("registered", name, me))
+    await termite.receive("stop")
 
 
 @pytest.fixture
