@@ -83,6 +83,12 @@ class Remote:
         self.malformed = 0
         self.handlers: dict[int, object] = {}  # frame kinds of higher layers: kind -> handler(peer, frame)
         self.on_peer_down_hooks: list = []  # fn(peer), after links and monitors have fired
+        # Processes that migrate get their messages numbered (termite._migration):
+        # pid -> this node's count of messages sent to it, and the hooks that
+        # number a message from here and one that came from a peer unnumbered.
+        self.numbered: dict[Pid, int] = {}
+        self.send_numbered = None  # fn(pid, msg)
+        self.receive_unnumbered = None  # fn(peer, pid, msg)
         prefix = (table.ref.incarnation & ((1 << 30) - 1)) << 32
         self._spawn_serials = (_REMOTE_SERIAL_BASE | prefix | n for n in itertools.count(1))
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
@@ -101,8 +107,9 @@ class Remote:
         self._queue(node, encode(frame))
 
     def send(self, pid: Pid, msg) -> None:
-        moved = self.table.moved
-        self._queue(moved.get(pid, pid.node) if moved else pid.node, encode((SEND, pid, msg)))
+        if self.numbered and pid in self.numbered:
+            return self.send_numbered(pid, msg)
+        self._queue(pid.node, encode((SEND, pid, msg)))
 
     def route(self, pid: Pid) -> NodeRef:
         """Where to send for ``pid``: its node, or where it migrated to from here."""
@@ -219,7 +226,10 @@ class Remote:
         if moved and kind in _ADDRESSEE:
             to = moved.get(frame[_ADDRESSEE[kind]])
             if to is not None:  # it migrated from here: pass it on, in order
-                self._frame(to, frame)
+                if kind == SEND:
+                    self.receive_unnumbered(peer, frame[1], frame[2])
+                else:
+                    self._frame(to, frame)
                 return
         if kind == SEND:
             _, pid, msg = frame
@@ -227,7 +237,10 @@ class Remote:
             if proc is not None:
                 if msg.__class__ is Down:
                     self._forget_monitor(msg.ref)
-                deliver(proc, msg)
+                if proc.order is None:
+                    deliver(proc, msg)
+                else:
+                    self.receive_unnumbered(peer, pid, msg)
         elif kind == LINK:
             _, sender, pid = frame
             proc = self._local(pid)
@@ -368,11 +381,18 @@ _FIELDS = {
 _ADDRESSEE = {SEND: 1, LINK: 2, UNLINK: 2, EXIT: 2, MONITOR: 2, DEMONITOR: 1}
 
 
-def register_frame(kind: int, name: str, checks: tuple) -> None:
+#: kind -> fn(frame) -> bool: one call that passes the common well-formed frames
+#: of a frequent kind (the field checks then explain any other)
+_PASSES: dict[int, object] = {}
+
+
+def register_frame(kind: int, name: str, checks: tuple, passes=None) -> None:
     """Declare a frame kind of a higher layer (its handler goes in ``Remote.handlers``)."""
     if kind in _FIELDS:
         raise ValueError(f"frame kind {kind} is taken by {_FIELDS[kind][0]}")
     _FIELDS[kind] = (name, checks)
+    if passes is not None:
+        _PASSES[kind] = passes
 
 
 def _check(frame):
@@ -382,6 +402,9 @@ def _check(frame):
     kind = frame[0]
     if kind == SEND and len(frame) == 3 and frame[1].__class__ is Pid:
         return SEND  # the common case, checked in full
+    passes = _PASSES.get(kind)
+    if passes is not None and passes(frame):
+        return kind
     try:
         name, checks = _FIELDS[kind]
     except (KeyError, TypeError):

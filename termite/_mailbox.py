@@ -107,7 +107,10 @@ def _send_slow(dest, msg) -> None:
         )
     target = table.resolve(dest)
     if target is not None:
-        deliver(target, msg)
+        if target.order is None:
+            deliver(target, msg)
+        else:
+            table.send_to_migrant(target, msg)
     elif table.remote is not None and not table.is_local(dest):
         table.remote.send(dest, msg)  # another node's, or one that migrated from here
     else:

@@ -8,21 +8,26 @@ the node it leaves (source) and the node it goes to (target):
    continuation and state.  If something cannot travel, ``migrate`` raises
    ``MigrationError`` there and the process goes on where it was.
 2. The source sends MIGRATE(pid, continuation, mailbox, links, monitors,
-   trap_exit, itinerary) and parks the process: messages that arrive now wait
-   in its mailbox.
+   trap_exit, order) and parks the process: what arrives for it now waits.
 3. The target rebuilds the process and answers MIGRATED, or REFUSED(reason)
    (another Python, other code): the source then raises ``MigrationError`` in
    the process, which keeps its messages and runs on.  A target lost before
    it answers counts as a refusal.
 4. On MIGRATED the source drops its copy without running its ``finally``
    blocks (they run on the target), records the target in its migration table
-   (``table.moved``), and passes on, in order, the messages that waited and
-   every later frame for that pid.  Links and monitors between the process
-   and others follow: the target tells the nodes of linked and watching
-   processes where it now is (RELOCATED), so a lost node fires
-   ``noconnection`` for what really was on it.
-5. When the process ends, its last node tells every node it lived on (GONE),
-   and they forget it.
+   (``table.moved``), and passes on what waited and every later frame for
+   that pid.  Links and monitors between the process and others follow: the
+   target tells the nodes of linked and watching processes where it now is
+   (RELOCATED), so a lost node fires ``noconnection`` for what really was on it.
+5. When the process ends, its last node tells every node that keeps an entry
+   for it (GONE), and they forget it.
+
+Messages to a process that has migrated are numbered (SEQ frames), so each
+sender's messages reach it in the order they were sent, whatever path each
+took (termite/_ordering.py).  A node that passed a message on is not the one
+that tells its sender: the process's host, receiving a message that came the
+long way, tells its origin where it is (LOCATED, with the number of moves, so
+older news never overrides newer), and later ones go straight there.
 
 ``migrate(node, fn, *args)`` is the explicit form: the process continues on
 ``node`` by calling ``fn(*args)`` as its new body (same pid, mailbox, links);
@@ -37,11 +42,13 @@ from collections import deque
 
 from termite._codec import UnserializableMessage, decode, encode
 from termite._continuation import abandon, capture, restore
-from termite._distribution import LINK, MONITOR, Remote, register_frame
+from termite._distribution import LINK, MONITOR, SEND, Remote, register_frame
 from termite._errors import MigrationError
 from termite._ids import NodeRef, Pid
 from termite._kernel import Signal
+from termite._mailbox import deliver
 from termite._node import RUNTIME_EXTENSIONS
+from termite._ordering import DIRECT, RELAYED, SWITCH, Order
 from termite._process import DEAD, Process, ProcessTable, current
 from termite._spawn import _body
 from termite._traps import Sentinel
@@ -50,7 +57,7 @@ __all__ = ["migrate", "Migration"]
 
 log = logging.getLogger("termite.migration")
 
-MIGRATE, MIGRATED, REFUSED, GONE, RELOCATED = range(16, 21)
+MIGRATE, MIGRATED, REFUSED, GONE, RELOCATED, SEQ, SWITCHED, LOCATED = range(16, 24)
 MIGRATING = Sentinel("migrating")  # parked while the target rebuilds it
 
 
@@ -62,11 +69,42 @@ def _list(x) -> bool:
     return x.__class__ is list
 
 
+def _node(x) -> bool:
+    return x.__class__ is NodeRef and x.incarnation is not None
+
+
+def _count(x) -> bool:
+    return x.__class__ is int and x >= 0
+
+
 register_frame(MIGRATE, "MIGRATE", (_pid, lambda c: c.__class__ is tuple and len(c) == 2, _list, _list, _list, lambda t: t.__class__ is bool, _list))
 register_frame(MIGRATED, "MIGRATED", (_pid,))
 register_frame(REFUSED, "REFUSED", (_pid, lambda r: r.__class__ is str))
 register_frame(GONE, "GONE", (_pid,))
-register_frame(RELOCATED, "RELOCATED", (_pid, lambda n: n.__class__ is NodeRef and n.incarnation is not None))
+register_frame(RELOCATED, "RELOCATED", (_pid, _node))
+
+
+def _seq_passes(frame) -> bool:
+    return (
+        len(frame) == 6
+        and frame[1].__class__ is Pid
+        and (frame[3] is None or _node(frame[3]))
+        and frame[4] in (DIRECT, RELAYED, SWITCH)
+        and frame[5].__class__ is int
+        and frame[5] > 0
+    )
+
+
+# to pid, message, origin node (None: the peer it came from), via (DIRECT,
+# RELAYED or SWITCH), its number in its stream
+register_frame(
+    SEQ,
+    "SEQ",
+    (_pid, lambda m: True, lambda o: o is None or _node(o), lambda v: v in (DIRECT, RELAYED, SWITCH), lambda n: _count(n) and n > 0),
+    passes=_seq_passes,
+)
+register_frame(SWITCHED, "SWITCHED", (_pid,))  # the sender numbers its own messages to pid from now on
+register_frame(LOCATED, "LOCATED", (_pid, _node, _count))  # pid is on node, after that many moves
 
 
 class _Request:
@@ -96,9 +134,35 @@ def migrate(node: NodeRef, fn=None, *args):
     me = current()
     if node.__class__ is not NodeRef or node.incarnation is None:
         raise TypeError(f"migrate() needs a node reference from termite.connect() or nodes(), not {node!r}")
-    if me.table.remote is None and node != me.table.ref:
-        raise MigrationError(f"cannot migrate to {node}: this node is not connected to other nodes")
+    if me.table.remote is None:  # a node on its own: the only place to go is here
+        if node != me.table.ref:
+            raise MigrationError(f"cannot migrate to {node}: this node is not connected to other nodes")
+        me.kernel.trap_handlers.setdefault(_Request, _stay_here)
     return _trap(_Request(node, fn, args))
+
+
+def _stay_here(proc: Process, request: _Request) -> None:
+    """A move to the node the process is on: it continues here (with ``fn``, as its new body)."""
+    if request.fn is None:
+        proc.kernel.wake(proc, proc.table.ref)
+    else:
+        proc.coro.close()
+        proc.coro = _body(request.fn, request.args)
+        proc.kernel.wake(proc, None)
+
+
+class _Leaving:
+    """A process parked while its target rebuilds it."""
+
+    __slots__ = ("proc", "target", "mailbox", "frames")
+
+    def __init__(self, proc: Process, target: NodeRef, mailbox: list):
+        self.proc, self.target, self.mailbox = proc, target, mailbox
+        self.frames: list[tuple[NodeRef, tuple]] = []  # numbered messages that came meanwhile, with their peer
+
+
+#: How many ended migrants a node remembers, so late news of one does not bring it back.
+_REMEMBER_GONE = 4096
 
 
 class Migration:
@@ -108,10 +172,16 @@ class Migration:
         self.table = table
         self.remote = remote
         self.kernel = table.kernel
-        # pid -> (process, target node, the mailbox it took along)
-        self.leaving: dict[Pid, tuple[Process, NodeRef, list]] = {}
-        self.itineraries: dict[Pid, list[NodeRef]] = {}  # nodes each guest lived on before
+        self.leaving: dict[Pid, _Leaving] = {}
+        self.numbered = remote.numbered  # pid -> how many messages this node has sent it
+        self.relayed: dict[Pid, dict[NodeRef, int]] = {}  # at a migrant's home: the same, for other nodes' plain ones
+        self.gens: dict[Pid, int] = {}  # pid -> the moves behind its entry in table.moved
+        self.holding: set[Process] = set()  # migrants here with messages held back
+        self.gone: dict[Pid, None] = {}  # the last migrants that ended, oldest first
         self.kernel.trap_handlers[_Request] = self._on_request
+        table.send_to_migrant = self._send_here
+        remote.send_numbered = self._send_there
+        remote.receive_unnumbered = self._relay
         remote.handlers.update(
             {
                 MIGRATE: self._on_migrate,
@@ -119,6 +189,9 @@ class Migration:
                 REFUSED: self._on_refused,
                 GONE: self._on_gone,
                 RELOCATED: self._on_relocated,
+                SEQ: self._on_seq,
+                SWITCHED: self._on_switched,
+                LOCATED: self._on_located,
             }
         )
         remote.on_peer_down_hooks.append(self._on_peer_down)
@@ -128,16 +201,14 @@ class Migration:
     def _on_request(self, proc: Process, request: _Request) -> None:
         table = self.table
         if request.node == table.ref:
-            if request.fn is None:
-                self.kernel.wake(proc, table.ref)
-            else:  # continue here with the new body, as on any node
-                proc.coro.close()
-                proc.coro = _body(request.fn, request.args)
-                self.kernel.wake(proc, None)
-            return
+            return _stay_here(proc, request)
+        pid = proc.pid
+        order = proc.order or Order()
+        if table.ref not in order.visited:
+            order.visited.append(table.ref)
         try:
             if proc.name is not None:
-                raise MigrationError(f"{proc.pid} is registered here as {proc.name!r}; unregister it before migrating")
+                raise MigrationError(f"{pid} is registered here as {proc.name!r}; unregister it before migrating")
             if request.fn is None:
                 continuation = ("coro", capture(proc.coro))
             else:
@@ -146,30 +217,37 @@ class Migration:
             frame = encode(
                 (
                     MIGRATE,
-                    proc.pid,
+                    pid,
                     continuation,
                     mailbox,
                     list(proc.links or ()),
                     list((proc.monitors or {}).items()),
                     proc.trap_exit,
-                    [*self.itineraries.get(proc.pid, ()), table.ref],
+                    list(order.state()),
                 )
             )
         except (MigrationError, UnserializableMessage) as exc:
-            error = exc if isinstance(exc, MigrationError) else MigrationError(f"cannot migrate {proc.pid}: {exc}")
+            error = exc if isinstance(exc, MigrationError) else MigrationError(f"cannot migrate {pid}: {exc}")
             self.kernel.wake(proc, Signal(error))
             return
+        if proc.order is None:  # its first move: from now on its messages are numbered
+            proc.order = order
+            self.numbered.setdefault(pid, 0)
+            table.exit_waiters.setdefault(pid, []).append(lambda *_: self._gone(proc))
+        pid._proc = None  # local sends take the numbered path too
         proc.waiting = MIGRATING
-        proc.mailbox = deque()  # what arrives meanwhile
-        self.leaving[proc.pid] = (proc, request.node, mailbox)
+        proc.mailbox = deque()  # what is delivered meanwhile
+        self.leaving[pid] = _Leaving(proc, request.node, mailbox)
         self.remote._queue(request.node, frame)
 
     def _on_migrated(self, peer: NodeRef, frame) -> None:
-        pid = frame[1]
-        entry = self.leaving.pop(pid, None)
-        if entry is None:
-            return
-        proc, target, _ = entry
+        entry = self.leaving.pop(frame[1], None)
+        if entry is not None:
+            self._depart(entry)
+
+    def _depart(self, entry: _Leaving) -> None:
+        """The target has the process: drop this copy and send on what came for it."""
+        proc, target = entry.proc, entry.target
         table, remote = self.table, self.remote
         abandon(proc.coro)
         waiting = proc.mailbox
@@ -178,9 +256,10 @@ class Migration:
             table.procs.pop(pid.serial, None)
         else:
             table.guests.pop(pid, None)
-        self.itineraries.pop(pid, None)
         table.exit_waiters.pop(pid, None)  # it ends elsewhere now
         table.moved[pid] = target
+        self.gens[pid] = proc.order.gen + 1
+        self.holding.discard(proc)
         pid._proc = None
         proc.coro = proc.mailbox = None
         proc.waiting = DEAD
@@ -196,36 +275,39 @@ class Migration:
                 remote.monitors_to.setdefault(target, {})[ref] = (watcher, pid)
                 remote.monitor_node_of[ref] = target
             remote._frame(target, (MONITOR, watcher, pid, ref))
-        for msg in waiting:
+        for _, numbered in entry.frames:
+            remote._frame(target, numbered)
+        for msg in waiting:  # exit signals and Downs delivered meanwhile: numbered now
             remote.send(pid, msg)
 
     def _on_refused(self, peer: NodeRef, frame) -> None:
         _, pid, reason = frame
         self._stay(pid, MigrationError(f"{peer} refused {pid}: {reason}"))
 
-    def _on_peer_down(self, peer: NodeRef) -> None:
-        for pid, (_, target, _) in list(self.leaving.items()):
-            if target == peer:
-                self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))
-
     def _stay(self, pid: Pid, error: MigrationError) -> None:
         entry = self.leaving.pop(pid, None)
         if entry is None:
             return
-        proc, _, mailbox = entry
-        proc.mailbox = deque([*mailbox, *proc.mailbox])
+        proc = entry.proc
+        proc.mailbox = deque([*entry.mailbox, *proc.mailbox])
         proc.waiting = None
+        for peer, frame in entry.frames:
+            self._accept(proc, peer, frame)
         self.kernel.wake(proc, Signal(error))
         self.kernel.kick()
 
     # -- arriving -------------------------------------------------------------
 
     def _on_migrate(self, peer: NodeRef, frame) -> None:
-        _, pid, (how, data), mailbox, links, monitors, trap_exit, itinerary = frame
+        _, pid, (how, data), mailbox, links, monitors, trap_exit, state = frame
         table, remote = self.table, self.remote
         try:
-            if self.table.resolve(pid) is not None:
-                raise MigrationError(f"{pid} already runs here")
+            if table.resolve(pid) is not None:
+                entry = self.leaving.pop(pid, None)
+                if entry is None:
+                    raise MigrationError(f"{pid} already runs here")
+                self._depart(entry)  # it left and came back before its target's MIGRATED did
+            order = Order.from_state(state)
             if how == "coro":
                 coro, value = restore(data), table.ref
             elif how == "call":
@@ -237,19 +319,28 @@ class Migration:
             log.warning("refused %s from %s: %s", pid, peer, exc)
             remote._frame(peer, (REFUSED, pid, f"{type(exc).__name__}: {exc}"))
             return
-        proc = Process(table, pid, coro)
-        pid._proc = proc
+        proc = Process(table, pid, coro)  # pid._proc stays None: sends to it are numbered
+        order.gen += 1
+        if table.ref not in order.visited:
+            order.visited.append(table.ref)
+        proc.order = order
         if pid.node == table.ref:
             table.procs[pid.serial] = proc
-            table.moved.pop(pid, None)  # home again
         else:
             table.guests[pid] = proc
-        self.itineraries[pid] = [node for node in itinerary if node != table.ref]
-        table.exit_waiters.setdefault(pid, []).append(lambda *_: self._gone(pid))
+        table.moved.pop(pid, None)  # it lived here before: here again
+        self.gens.pop(pid, None)
+        if pid not in self.numbered:  # this node learns that pid moves
+            self.numbered[pid] = 0
+            if pid.node != table.ref:
+                remote._frame(pid.node, (SWITCHED, pid))
+        table.exit_waiters.setdefault(pid, []).append(lambda *_: self._gone(proc))
         proc.mailbox = deque(mailbox) if mailbox else None
         proc.trap_exit = trap_exit
         proc.links = set(links) or None
         proc.monitors = {ref: watcher for ref, watcher in monitors} or None
+        if order.held:
+            self.holding.add(proc)
         self._bind(proc, peer)
         self.kernel.wake(proc, value)
         remote._frame(peer, (MIGRATED, pid))
@@ -280,14 +371,6 @@ class Migration:
         for node in partners:
             remote._frame(node, (RELOCATED, pid, table.ref))
 
-    def _gone(self, pid: Pid) -> None:
-        """A guest ended here: the nodes it lived on forget it."""
-        for node in self.itineraries.pop(pid, ()):
-            self.remote._frame(node, (GONE, pid))
-
-    def _on_gone(self, peer: NodeRef, frame) -> None:
-        self.table.moved.pop(frame[1], None)
-
     def _on_relocated(self, peer: NodeRef, frame) -> None:
         """``pid`` now lives on ``node``: links and monitors to it watch that node."""
         _, pid, node = frame
@@ -303,6 +386,142 @@ class Migration:
                 for ref in [ref for ref, (_, target) in watched.items() if target == pid]:
                     remote.monitors_to.setdefault(node, {})[ref] = watched.pop(ref)
                     remote.monitor_node_of[ref] = node
+
+    # -- messages to migrants: numbered, and put back in order where it is ----
+
+    def _send_here(self, proc: Process, msg) -> None:
+        """A local process sends to a migrant that lives here."""
+        pid, here = proc.pid, self.table.ref
+        n = self.numbered.get(pid, 0) + 1
+        self.numbered[pid] = n
+        self._arrive(here, (SEQ, pid, msg, here, DIRECT, n), proc)
+
+    def _send_there(self, pid: Pid, msg) -> None:
+        """A local process sends to a migrant that lives elsewhere."""
+        proc = self.table.resolve(pid)
+        if proc is not None:
+            return self._send_here(proc, msg)
+        n = self.numbered[pid] + 1
+        data = encode((SEQ, pid, msg, None, DIRECT, n))  # may raise: then the number is not used
+        self.numbered[pid] = n
+        self.remote._queue(self.table.moved.get(pid, pid.node), data)
+
+    def _relay(self, peer: NodeRef, pid: Pid, msg, switch: bool = False) -> None:
+        """A plain message (or a SWITCHED) for a migrant, from a node that does not number its own."""
+        table = self.table
+        if pid.node != table.ref:  # not its home: no stream to number it in (a node that knows sends numbered)
+            proc = table.resolve(pid)
+            if proc is not None and not switch:
+                deliver(proc, msg)
+            elif proc is None and pid in table.moved and not switch:
+                self.remote._frame(table.moved[pid], (SEND, pid, msg))
+            return
+        counts = self.relayed.get(pid)
+        if counts is None:
+            counts = self.relayed[pid] = {}
+        n = counts.get(peer, 0) + 1
+        counts[peer] = n
+        self._arrive(peer, (SEQ, pid, msg, peer, SWITCH if switch else RELAYED, n))
+
+    def _on_seq(self, peer: NodeRef, frame) -> None:
+        if frame[3] is None:  # it comes from where it was sent: name the origin, for the next hops
+            frame = (SEQ, frame[1], frame[2], peer, frame[4], frame[5])
+        self._arrive(peer, frame)
+
+    def _arrive(self, peer: NodeRef, frame: tuple, proc: Process | None = None) -> None:
+        """A numbered message: take it in, keep it for the move in progress, or pass it on."""
+        pid = frame[1]
+        if proc is None:
+            proc = self.table.resolve(pid)
+        if proc is not None:
+            if proc.waiting is MIGRATING:
+                self.leaving[pid].frames.append((peer, frame))
+            else:
+                self._accept(proc, peer, frame)
+            return
+        to = self.table.moved.get(pid)
+        if to is not None:
+            self.remote._frame(to, frame)
+        # else it has ended: the message is lost, as any to an ended process
+
+    def _accept(self, proc: Process, peer: NodeRef, frame: tuple) -> None:
+        _, pid, msg, origin, via, n = frame
+        order = proc.order
+        if order is None:  # numbered by a node that expects it to move: it soon will
+            order = proc.order = Order()
+        for ready in order.take(pid.node, origin, via, n, msg):
+            deliver(proc, ready)
+        if order.held:
+            self.holding.add(proc)
+        else:
+            self.holding.discard(proc)
+        here = self.table.ref
+        if origin != peer and origin != here and origin not in order.told:
+            # It came the long way: its origin should send straight here.
+            order.told.add(origin)
+            order.informed.add(origin)
+            self.remote._frame(origin, (LOCATED, pid, here, order.gen))
+        home = pid.node
+        if via != DIRECT and home != peer and home != here and home not in order.told:
+            order.told.add(home)  # the home relays for others: it too should send straight here
+            self.remote._frame(home, (LOCATED, pid, here, order.gen))
+
+    def _on_switched(self, peer: NodeRef, frame) -> None:
+        pid = frame[1]
+        proc = self.table.resolve(pid)
+        if pid in self.table.moved or (proc is not None and proc.order is not None):
+            self._relay(peer, pid, None, switch=True)
+
+    def _on_located(self, peer: NodeRef, frame) -> None:
+        _, pid, node, gen = frame
+        table = self.table
+        if pid in self.gone or table.resolve(pid) is not None or gen <= self.gens.get(pid, -1):
+            return  # old news
+        table.moved[pid] = node
+        self.gens[pid] = gen
+        if pid not in self.numbered:  # from now on this node numbers its messages to pid
+            self.numbered[pid] = 0
+            if pid.node != table.ref:
+                self.remote._frame(pid.node, (SWITCHED, pid))
+
+    # -- the end ----------------------------------------------------------------
+
+    def _gone(self, proc: Process) -> None:
+        """A migrant ended here: every node that keeps an entry for it forgets it."""
+        pid, here = proc.pid, self.table.ref
+        self._forget(pid)
+        for node in {*proc.order.visited, *proc.order.informed}:
+            if node != here:
+                self.remote._frame(node, (GONE, pid))
+
+    def _on_gone(self, peer: NodeRef, frame) -> None:
+        self._forget(frame[1])
+
+    def _forget(self, pid: Pid) -> None:
+        self.table.moved.pop(pid, None)
+        self.gens.pop(pid, None)
+        self.numbered.pop(pid, None)
+        self.relayed.pop(pid, None)
+        self.gone[pid] = None
+        if len(self.gone) > _REMEMBER_GONE:
+            del self.gone[next(iter(self.gone))]
+
+    def _on_peer_down(self, peer: NodeRef) -> None:
+        for pid, entry in list(self.leaving.items()):
+            if entry.target == peer:
+                self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))
+        # Messages passing through that node are lost: stop waiting for them.
+        lost = (peer.host, peer.port)
+        for proc in self.table.guests.values():
+            if proc.order is not None and (proc.pid.node.host, proc.pid.node.port) == lost:
+                proc.order.home_lost = True  # its relayed streams cannot end now
+                self.holding.add(proc)
+        for proc in self.holding:
+            if proc.waiting is not DEAD and proc.order is not None:
+                for msg in proc.order.release():
+                    deliver(proc, msg)
+        self.holding.clear()
+        self.kernel.kick()
 
 
 RUNTIME_EXTENSIONS.append(Migration)  # every networked node speaks the protocol

@@ -55,6 +55,7 @@ class Process(Task):
         "monitors",  # {ref: watcher pid}: who gets Down when this process ends
         "trap_exit",
         "name",
+        "order",  # a process that migrated: how its messages are put back in order (termite._migration)
     )
 
     def __init__(self, table: "ProcessTable", pid: Pid, coro):
@@ -67,6 +68,7 @@ class Process(Task):
         self.monitors = None
         self.trap_exit = False
         self.name = None
+        self.order = None
 
     def __repr__(self):
         return f"<Process {self.pid}>"
@@ -93,6 +95,9 @@ class ProcessTable:
         self.dropped = 0
         # The cluster's global names, a replica kept by termite._global's name server.
         self.global_names: dict[str, Pid] = {}
+        # fn(proc, msg): a local send to a process that has migrated, numbered
+        # so that its order survives the next move (termite._migration installs it).
+        self.send_to_migrant = None
 
     def resolve(self, pid: Pid) -> Process | None:
         """The live local process behind ``pid``, or None."""

@@ -63,3 +63,71 @@ async def move_and_wait(reply_to, node):
     await migrate(node)
     send(reply_to, ("moved", termite.self()))
     await receive("never sent")
+
+
+async def hopper(reply_to, route, senders, every):
+    """Check each sender's numbered stream (once each, in order) while moving along ``route`` every ``every`` messages."""
+    last = [-1] * senders
+    ended = received = moves = 0
+    while ended < senders:
+        kind, sender, i = await receive()
+        if kind == "end":  # the sender's last number: none may be missing
+            if i != last[sender]:
+                send(reply_to, ("wrong", termite.self(), sender, last[sender], i))
+                return
+            ended += 1
+            continue
+        if i != last[sender] + 1:
+            send(reply_to, ("wrong", termite.self(), sender, last[sender], i))
+            return
+        last[sender] = i
+        received += 1
+        if received % every == 0:
+            await migrate(route[moves % len(route)])
+            moves += 1
+    send(reply_to, ("done", termite.self(), received, moves))
+
+
+async def stream(pids, sender, count, reply_to):
+    """Send ("n", sender, i) for i in range(count) to every pid, then ("end", sender, count - 1)."""
+    for i in range(count):
+        for pid in pids:
+            send(pid, ("n", sender, i))
+        await termite.sleep(0)  # let this node serve its other processes and the network
+    for pid in pids:
+        send(pid, ("end", sender, count - 1))
+    send(reply_to, ("sent", sender))
+
+
+async def migration_table(reply_to, pids):
+    """Report where this node would send to each pid: its migration table entry, if any."""
+    table = termite._process.current().table
+    send(reply_to, ("table", termite.current_node(), [table.moved.get(pid) for pid in pids]))
+
+
+async def move_along(reply_to, route):
+    """Move along route, telling reply_to at each stop; answer pings with where it is."""
+    for node in route:
+        await migrate(node)
+        send(reply_to, ("at", termite.current_node()))
+    while True:
+        sender, msg = await receive()
+        if msg == "stop":
+            return
+        send(sender, ("pong", msg, termite.current_node()))
+
+
+async def talk(pid, messages):
+    for msg in messages:
+        send(pid, msg)
+
+
+async def spawn_on(node, fn, *args):
+    termite.spawn(fn, *args, node=node)
+
+
+async def stays(reply_to):
+    """Migrate to the node it is on: a no-op, and with a function, a new body."""
+    where = await migrate(termite.current_node())
+    send(reply_to, ("stayed", where))
+    await migrate(termite.current_node(), _report_there, reply_to)

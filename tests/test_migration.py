@@ -7,7 +7,21 @@ from termite.testing import watch
 
 # Process bodies live in a module pytest does not rewrite: a node refuses a
 # continuation whose code differs from its own, and pytest rewrites asserts.
-from migrants import crash_after_migrating, holds_a_lock, keeps_mailbox, move_and_wait, moves_by_call, wanderer
+from migrants import (
+    crash_after_migrating,
+    holds_a_lock,
+    hopper,
+    keeps_mailbox,
+    migration_table,
+    move_along,
+    spawn_on,
+    stays,
+    talk,
+    move_and_wait,
+    moves_by_call,
+    stream,
+    wanderer,
+)
 
 
 @pytest.fixture
@@ -83,3 +97,63 @@ def test_a_lost_node_fires_noconnection_for_a_process_that_moved_there(cluster):
     b_node.kill()
     down = here.receive(Down, timeout=10)
     assert (down.ref, down.pid, down.reason) == (ref, mover, "noconnection")
+
+
+SENDERS, COUNT, PROCESSES, EVERY = 4, 1000, 200, 400
+
+
+@pytest.mark.timeout(180)
+def test_per_sender_order_holds_for_200_processes_migrating_under_4_streams(abc):
+    """The issue's stress test: every message arrives exactly once, in its sender's order."""
+    here, b, c = abc
+    nodes = [here.ref, b, c]
+    pids = []
+    for k in range(PROCESSES):  # homes on every node, each moving round all three
+        home = nodes[k % 3]
+        route = nodes[k % 3 + 1 :] + nodes[: k % 3 + 1]
+        args = (hopper, here.pid, route, SENDERS, EVERY)
+        pids.append(here.spawn(*args) if home == here.ref else here.spawn_on(home, *args))
+    for sender in range(SENDERS):
+        where = nodes[sender % 3]
+        args = (stream, pids, sender, COUNT, here.pid)
+        here.spawn(*args) if where == here.ref else here.spawn_on(where, *args)
+    done, moves = set(), 0
+    for _ in range(PROCESSES):
+        result = here.receive(("done", ...), ("wrong", ...), timeout=120)
+        assert result[0] == "done", f"{result[1]} got message {result[4]} of sender {result[2]} after {result[3]}"
+        _, pid, received, moved = result
+        assert received == SENDERS * COUNT
+        done.add(pid)
+        moves += moved
+    assert done == set(pids)
+    assert moves == PROCESSES * (SENDERS * COUNT // EVERY)
+
+
+def test_senders_nodes_learn_where_a_process_went_and_forget_it_when_it_ends(abc):
+    here, b, c = abc
+    pid = here.spawn(move_along, here.pid, [b, c])
+    ref = here.monitor(pid)
+    assert [here.receive(("at", ...), timeout=10) for _ in range(2)] == [("at", b), ("at", c)]
+    # A process on B sends to it: the first messages go by the pid's home (here),
+    # which passes them on; C tells B where it is; B's later ones go straight to C.
+    for batch in ([0, 1, 2], [3, 4, 5]):
+        here.spawn_on(b, talk, pid, [(here.pid, i) for i in batch])
+        assert [here.receive(("pong", ...), timeout=10) for _ in batch] == [("pong", i, c) for i in batch]
+    here.spawn_on(b, migration_table, here.pid, [pid])
+    assert here.receive(("table", ...), timeout=10) == ("table", b, [c])
+    here.spawn(migration_table, here.pid, [pid])
+    assert here.receive(("table", ...), timeout=10) == ("table", here.ref, [c])
+    here.send(pid, (here.pid, "stop"))
+    assert here.receive(Down, timeout=10) == Down(ref, pid, "normal")
+    # The Down and C's GONE came in order on one connection; a spawn from C to B follows C's GONE to B.
+    here.spawn(migration_table, here.pid, [pid])
+    assert here.receive(("table", ...), timeout=10) == ("table", here.ref, [None])
+    here.spawn_on(c, spawn_on, b, migration_table, here.pid, [pid])
+    assert here.receive(("table", ...), timeout=10) == ("table", b, [None])
+
+
+def test_on_a_node_of_its_own_a_process_can_migrate_only_to_where_it_is(node):
+    pid = node.spawn(stays, node.pid)
+    assert node.receive(("stayed", ...), timeout=10) == ("stayed", node.ref)
+    node.send(pid, "hello")
+    assert node.receive(("after", ...), timeout=10) == ("after", pid, node.ref, "hello")
