@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 
-from termite._distribution import NodeUp, monitor_node, nodes
+from termite._distribution import NodeDown, NodeUp, monitor_node, nodes
 from termite._errors import NameTaken, Timeout
 from termite._ids import Pid, Tag, make_tag
 from termite._links import Down, demonitor, exit, monitor
@@ -141,6 +141,8 @@ async def name_server():
                 replica.down(msg.ref)
             elif kind is NodeUp:
                 send(_server(msg.node), ("sync", replica.own_entries(), None, None))
+            elif kind is NodeDown:
+                pass  # its names go with the Downs of their processes' monitors
             else:
                 log.warning("the name server dropped a message it does not understand: %.200r", msg)
         except (TypeError, ValueError) as exc:
