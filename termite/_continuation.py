@@ -55,6 +55,7 @@ import io
 import marshal
 import pickle
 import sys
+import threading
 import types
 import weakref
 from typing import NamedTuple
@@ -410,18 +411,42 @@ def restore(data: bytes):
     if data[3:5] != _VERSION:
         raise MigrationError(
             f"this continuation was captured on Python {data[3]}.{data[4]} and this node runs "
-            f"{sys.version_info[0]}.{sys.version_info[1]}: live migration needs the same Python version on both nodes"
+            f"{sys.version_info[0]}.{sys.version_info[1]}: live migration needs the same Python version on both nodes "
+            "(run the same Python on both, or move the process with migrate(node, fn, *args), which calls fn "
+            "there instead of sending the suspended frames)"
         )
     unpickler = _Restore if data[5:6] == _PICKLE else _dill_restore_class()
+    outer, _rebuilding.gens = getattr(_rebuilding, "gens", None), []  # what _new_gen makes: see _forget
     try:
         coro = unpickler(io.BytesIO(data[6:])).load()
+        if coro.__class__ is not _CoroutineType and coro.__class__ is not _GeneratorType:
+            raise MigrationError(f"the continuation holds a {_type_name(coro)}, not a coroutine")
     except MigrationError:
+        _forget(_rebuilding.gens)
         raise
     except Exception as exc:  # noqa: BLE001 - whatever failed, the continuation cannot run here
+        _forget(_rebuilding.gens)
         raise MigrationError(f"cannot restore the continuation here: {type(exc).__name__}: {exc}") from exc
-    if coro.__class__ is not _CoroutineType and coro.__class__ is not _GeneratorType:
-        raise MigrationError(f"the continuation holds a {_type_name(coro)}, not a coroutine")
+    finally:
+        _rebuilding.gens = outer
     return coro
+
+
+# The generators the restore running in this thread has made so far.
+_rebuilding = threading.local()
+
+
+def _forget(gens: list) -> None:
+    """A restore failed halfway: the frames it rebuilt go without running.
+
+    Frames rebuilt before the failure (say, the generator of a for loop, met
+    before the frame with other code) are complete: dropped as they are, they
+    would run their ``finally`` blocks here, on a node the process never
+    reached, outside any process.  They run where the process stays.
+    """
+    for gen in gens:
+        _frames.finish(gen)
+    gens.clear()
 
 
 class _Finding:
@@ -461,8 +486,8 @@ def _new_gen(func, fingerprint):
     code = func.__code__
     if _fingerprint(code) != fingerprint:
         raise MigrationError(
-            f"different code for function {func.__module__}.{func.__qualname__} on this node: "
-            "both nodes must run the same version of it"
+            f"different code for function {func.__module__}.{func.__qualname__} on this node than on the node "
+            "that captured it: both nodes must run the same version of it"
         )
     entry = _starters.get(id(code))
     if entry is None:
@@ -477,6 +502,9 @@ def _new_gen(func, fingerprint):
     starter.__qualname__ = func.__qualname__
     gen = starter()
     _frames.finish(gen)  # inert until _set_frame: if restoring fails, it goes quietly
+    made = getattr(_rebuilding, "gens", None)
+    if made is not None:
+        made.append(gen)  # and once _set_frame ran, _forget makes it inert again
     return gen
 
 
