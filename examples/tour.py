@@ -27,6 +27,7 @@ EXAMPLES = [
     "square_server",
     "futures",
     "migration",
+    "continuations",
 ]
 
 

@@ -38,6 +38,7 @@ from termite._keys import KeyFileError
 from termite._codec import MalformedMessage, UnserializableMessage
 from termite._node import Network, Node, current_node, run
 from termite._migration import migrate
+from termite._callcc import Continuation, become, continuation
 from termite._patterns import ANY, where
 from termite._process import current as _current
 from termite._registry import register, registered, unregister, whereis
@@ -88,6 +89,9 @@ __all__ = [
     "run",
     "current_node",
     "migrate",
+    "continuation",
+    "become",
+    "Continuation",
     "connect",
     "nodes",
     "monitor_node",

@@ -53,7 +53,7 @@ def load(name):
 def test_the_examples_are_there():
     expected = {
         "hello", "pong_server", "selective", "pattern_pong", "timeouts", "rpc",
-        "cell", "exceptions", "square_server", "futures", "migration", "tour",
+        "cell", "exceptions", "square_server", "futures", "migration", "continuations", "tour",
     }
     assert expected <= set(SCRIPTS)
 
@@ -287,4 +287,26 @@ def test_migration_moves_node1_node2_node1_and_spawns_remotely():
         "(!? migrating 'where) as it moves => node1 -> node2 -> node1",
         "spawn, migrate, (! me 'boo)        => ('boo', 'node2')",
         "spawn-link, migrate, raise         => error",
+    ]
+
+
+# -- 4.10 continuations: cloning, code update; the slides' migrate-task -----------------
+
+
+def test_continuations_clone_update_and_migrate_task():
+    assert output_of("continuations") == [
+        "4.10 process cloning",
+        "(!? original 'incr) twice       => 2",
+        "(!? clone 'incr)                => 3 (the original's 2, copied)",
+        "(!? clone 'incr)                => 4",
+        "(!? original 'incr)             => 3 (independent from then on)",
+        "the clone is a new process      => True",
+        "4.10 dynamic code update",
+        "(!? server 'ping)               => gnop",
+        "after ('update, k), ping        => pong",
+        "the server kept its pid         => True",
+        "the slides' migrate-task",
+        "migrate_task(to): from, to      => node1 -> node2 ['node1', 'node2']",
+        "the task ended on node1         => normal",
+        "same pid after migrate_task     => False (migrate(node) keeps it)",
     ]
