@@ -74,6 +74,7 @@ import pickle
 import struct
 import threading
 import types
+import weakref
 
 import msgpack
 from msgpack import ExtType
@@ -194,6 +195,41 @@ def _default(obj):
 
 def _object_ext(obj) -> ExtType:
     """Pickle ``obj``, or dill it if pickle cannot (or could only by naming ``__main__``)."""
+    if obj.__class__ is types.FunctionType:
+        cached = _sent_functions.get(id(obj))
+        if cached is not None and cached[0]() is obj and cached[1] == _cells(obj):
+            return cached[2]
+        ext = _object_ext_uncached(obj)
+        if ext.code == DILLED:
+            if len(_sent_functions) >= _FUNCTION_CACHE:
+                _sent_functions.clear()
+            _sent_functions[id(obj)] = (weakref.ref(obj), _cells(obj), ext)
+        return ext
+    return _object_ext_uncached(obj)
+
+
+# A function sent by value again and again (the thunk of a map, a dispatch
+# loop) is dilled once: id -> (weakref, what it refers to by identity, ext).
+# A function whose closure variables or globals are rebound is dilled again;
+# one whose objects are changed in place is not (as with Dask's cache).
+_sent_functions: dict[int, tuple] = {}
+_received_functions: dict[bytes, object] = {}  # dilled payload -> the function it made
+_FUNCTION_CACHE = 256
+
+
+def _cells(fn) -> tuple:
+    """The identities of what ``fn`` refers to: defaults, closure cells, the globals it names."""
+    get = fn.__globals__.get
+    refs = [id(fn.__defaults__), id(fn.__kwdefaults__), *(id(get(name)) for name in fn.__code__.co_names)]
+    for cell in fn.__closure__ or ():
+        try:
+            refs.append(id(cell.cell_contents))
+        except ValueError:  # an empty cell
+            refs.append(None)
+    return tuple(refs)
+
+
+def _object_ext_uncached(obj) -> ExtType:
     try:
         data = _pickle_dumps(obj, 5)
     except Exception:  # noqa: BLE001 - lambdas, closures, resources: dill decides
@@ -287,7 +323,14 @@ def _ext(code: int, data: bytes):
     if code == PICKLED:
         return _pickle_loads(data)
     if code == DILLED:
-        return _dill_loads(data)
+        fn = _received_functions.get(data)
+        if fn is None:
+            fn = _dill_loads(data)
+            if fn.__class__ is types.FunctionType:
+                if len(_received_functions) >= _FUNCTION_CACHE:
+                    _received_functions.clear()
+                _received_functions[bytes(data)] = fn
+        return fn
     if code == NODE:
         return _node(data)
     raise MalformedMessage(f"unknown extension code {code}")

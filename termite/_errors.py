@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import copy as _copy
 import pickle as _pickle
 import traceback as _traceback
 
@@ -141,3 +142,46 @@ class Crash:
 
     def __str__(self):
         return f"{self.exc_type}: {self.message}" if self.message else self.exc_type
+
+
+class RemoteError(TermiteError):
+    """A call that ran on another node raised an exception that could not travel back: its text."""
+
+    def __init__(self, crash: Crash):
+        super().__init__(crash)
+        self.crash = crash
+
+    def __str__(self):
+        return f"{self.crash.exc_type}: {self.crash.message}"
+
+
+class RemoteTraceback(Exception):
+    """The traceback of a call that failed on another node: the ``__cause__`` of what it raised."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self):
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
+def remote_exception(crash: Crash) -> BaseException:
+    """What to raise for ``crash``, which happened elsewhere: a copy of its exception
+    (``RemoteError`` if it could not travel), its traceback chained as a ``RemoteTraceback``.
+
+    A copy, so an exception object shared by the processes of one node does
+    not gather each raiser's traceback.
+    """
+    exc = crash.exception
+    if exc is None:
+        exc = RemoteError(crash)
+    else:
+        try:
+            exc = _copy.copy(exc)
+        except Exception:  # noqa: BLE001 - an exception that cannot be copied is raised as it is
+            pass
+        exc = exc.with_traceback(None)
+    exc.__cause__ = RemoteTraceback(crash.traceback)
+    exc.__suppress_context__ = True
+    return exc

@@ -249,6 +249,7 @@ class Migration:
         """The target has the process: drop this copy and send on what came for it."""
         proc, target = entry.proc, entry.target
         table, remote = self.table, self.remote
+        table.counters["migrations_out"] += 1
         abandon(proc.coro)
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
@@ -320,6 +321,7 @@ class Migration:
             remote._frame(peer, (REFUSED, pid, f"{type(exc).__name__}: {exc}"))
             return
         proc = Process(table, pid, coro)  # pid._proc stays None: sends to it are numbered
+        table.counters["migrations_in"] += 1
         order.gen += 1
         if table.ref not in order.visited:
             order.visited.append(table.ref)

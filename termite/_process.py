@@ -8,6 +8,7 @@ share and the table that resolves pids to live processes.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 from typing import Any, NamedTuple
@@ -17,7 +18,7 @@ from termite._ids import NodeRef, Pid, Tag
 from termite._kernel import Kernel, Task, current_task
 from termite._traps import Sentinel
 
-__all__ = ["Process", "ProcessTable", "Exit", "Down", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+__all__ = ["SERVICE_SERIALS", "Process", "ProcessTable", "Exit", "Down", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
@@ -43,6 +44,12 @@ class Down(NamedTuple):
     ref: Tag
     pid: Pid
     reason: Any
+
+
+#: Serials below this name a node's own services, the same on every node, so
+#: other nodes address them without asking: 0 the name server (termite._global),
+#: 1 the load meter (termite._meter), 2 the thunk runner (termite._runner).
+SERVICE_SERIALS = 16
 
 
 class Process(Task):
@@ -86,13 +93,14 @@ class ProcessTable:
         self.moved: dict[Pid, NodeRef] = {}  # the migration table: where processes that left went
         self.names: dict[str, Pid] = {}
         self.monitored: dict = {}  # monitor ref -> the local process it watches
-        self.serials = itertools.count(1)
+        self.serials = itertools.count(SERVICE_SERIALS)
         # pid -> callbacks(value, reason, exc) run when that process ends
         self.exit_waiters: dict[Pid, list] = {}
         # Hook for pids of other nodes; the transport installs one.  Until
         # then a message to another node is lost, as any send may be.
         self.remote = None
         self.dropped = 0
+        self.counters: collections.Counter = collections.Counter()  # events other layers count (migrations), for the meter
         # The cluster's global names, a replica kept by termite._global's name server.
         self.global_names: dict[str, Pid] = {}
         # fn(proc, msg): a local send to a process that has migrated, numbered

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-NAMES = ["ring", "pingpong", "memory", "call-backlog", "nodes-pingpong", "nodes-stream", "migration"]
+NAMES = ["ring", "pingpong", "memory", "call-backlog", "nodes-pingpong", "nodes-stream", "migration", "dispatch"]
 
 
 @pytest.mark.timeout(150)

@@ -583,3 +583,19 @@ def test_damaged_encodings_decode_or_raise_malformed_message(data):
     except MalformedMessage:
         pass
 
+
+
+def test_a_function_sent_again_is_dilled_once_unless_what_it_refers_to_is_rebound(monkeypatch):
+    import termite._codec as codec
+
+    dilled = []
+    real = codec._dill_dumps
+    monkeypatch.setattr(codec, "_dill_dumps", lambda obj: dilled.append(obj) or real(obj))
+    offset = 1
+    add = lambda x: x + offset  # noqa: E731
+    first = decode(encode(add))
+    assert decode(encode(add)) is first  # the receiving side reuses what it made from the same bytes
+    assert len(dilled) == 1 and first(1) == 2
+    offset = 10  # rebinding a variable it uses: sent afresh
+    assert decode(encode(add))(1) == 11
+    assert len(dilled) == 2

@@ -1,0 +1,121 @@
+"""Dispatch to the least-loaded node, through termite.Executor and termite.dispatch.
+
+Two node processes (``python -m termite.node``, loopback, no CURVE) run the
+calls; the measuring side is a fresh child process whose Executor runs a node
+of its own that only dispatches.
+
+- trivial calls (``lambda x: x + 1``) through ``Executor.map`` over 2 nodes,
+  one call per message (``chunksize=1``) and 100 per message; Dask's
+  ``Client.map`` on a 2-worker LocalCluster in the same run, if
+  ``dask[distributed]`` is installed (``pip install -e '.[bench]'``);
+- sequential ``await dispatch(...)`` round trips from one process;
+- CPU-bound calls (each burns 50 ms of CPU) on 2 nodes against 1 node.
+
+Ray's figures quoted in the targets (about 1,250 tasks/s and 370 sequential
+round trips/s) were measured on this machine by the issue's author.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+from benchmarks._result import Result, median, run_child
+from benchmarks.nodes import _server
+
+SIZES = {False: (20_000, 1_000, 40, 3), True: (2_000, 200, 10, 1)}  # quick -> (map calls, dispatches, cpu calls, repeats)
+TARGET_MAP = 5_000  # calls/s
+TARGET_SEQUENTIAL = 2_000  # round trips/s
+TARGET_CPU = 1.8  # 2 nodes / 1 node
+CPU_SECONDS = 0.05
+CHILD_TIMEOUT = 300
+
+
+def _spin(seconds):
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+    return seconds
+
+
+def _measure(addresses, count, dispatches, cpu_calls, repeats):
+    import termite
+
+    out = {}
+    with termite.Executor(addresses[:1]) as one:
+        assert list(one.map(_spin, [0.001] * 4)) == [0.001] * 4  # warm
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(one.map(_spin, [CPU_SECONDS] * cpu_calls))
+            runs.append(cpu_calls / (time.perf_counter() - start))
+        out["cpu1"] = median(runs)
+    with termite.Executor(addresses) as pool:
+        assert list(pool.map(lambda x: x + 1, range(100))) == list(range(1, 101))  # warm, both nodes
+        for chunksize in (1, 100):
+            runs = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                results = list(pool.map(lambda x: x + 1, range(count), chunksize=chunksize))
+                runs.append(count / (time.perf_counter() - start))
+                assert results[-1] == count
+            out[f"map{chunksize}"] = median(runs)
+
+        async def sequential(n):
+            inc = lambda x: x + 1  # noqa: E731 - the thunk a user would write
+            start = time.perf_counter()
+            for i in range(n):
+                assert await termite.dispatch(inc, i) == i + 1
+            return n / (time.perf_counter() - start)
+
+        out["sequential"] = median([pool.node.run(sequential, dispatches) for _ in range(repeats)])
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(_spin, [CPU_SECONDS] * cpu_calls))
+            runs.append(cpu_calls / (time.perf_counter() - start))
+        out["cpu2"] = median(runs)
+    return out
+
+
+def _dask(count, repeats):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        return None
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as client:
+        client.gather(client.map(lambda x: x + 1, range(100), pure=False))  # warm
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            results = client.gather(client.map(lambda x: x + 1, range(count), pure=False))
+            runs.append(count / (time.perf_counter() - start))
+            assert results[-1] == count
+        return median(runs)
+
+
+def run(quick: bool = False) -> list[Result]:
+    count, dispatches, cpu_calls, repeats = SIZES[quick]
+    with contextlib.ExitStack() as stack:
+        words = [stack.enter_context(_server("termite.node", ["--port", "0", "--insecure"], "termite node")) for _ in range(2)]
+        addresses = [w[2] for w in words]
+        got = run_child(__name__, "_measure", addresses, count, dispatches, cpu_calls, repeats, timeout=CHILD_TIMEOUT)
+    dask_count = count // 10  # Dask runs a few hundred tasks a second: fewer will do
+    dask = run_child(__name__, "_dask", dask_count, repeats, timeout=CHILD_TIMEOUT)
+    how = f"median of {repeats}"
+    results = [
+        Result("dispatch", f"Executor.map, x + 1, 2 nodes, chunksize 1: calls ({how} × {count:,})", got["map1"], "/s",
+               TARGET_MAP, ">=", details={"dask": "measured" if dask else "not installed: pip install -e '.[bench]'"}),
+        Result("dispatch", f"Executor.map, x + 1, 2 nodes, chunksize 100: calls ({how} × {count:,})", got["map100"], "/s"),
+        Result("dispatch", f"sequential dispatch round trips ({how} × {dispatches:,})", got["sequential"], "/s",
+               TARGET_SEQUENTIAL, ">="),
+        Result("dispatch", f"CPU-bound calls ({CPU_SECONDS * 1000:.0f} ms each), 1 node ({how} × {cpu_calls})", got["cpu1"], "/s"),
+        Result("dispatch", f"CPU-bound calls, 2 nodes ({how} × {cpu_calls})", got["cpu2"], "/s"),
+        Result("dispatch", "CPU-bound: 2 nodes / 1 node", got["cpu2"] / got["cpu1"], "", TARGET_CPU, ">="),
+    ]
+    if dask is not None:
+        results += [
+            Result("dispatch", f"Dask Client.map, x + 1, 2-worker LocalCluster ({how} × {dask_count:,})", dask, "/s"),
+            Result("dispatch", "termite Executor.map (chunksize 1) / Dask Client.map", got["map1"] / dask, ""),
+        ]
+    return results

@@ -1,0 +1,171 @@
+"""``termite.Executor``: a ``concurrent.futures.Executor`` over a termite cluster.
+
+    with termite.Executor(["127.0.0.1:7001", "127.0.0.1:7002"], keys="cluster.key") as pool:
+        print(sum(pool.map(square, range(1000), chunksize=50)))
+
+Each call runs on the least-loaded node (termite._dispatch), on that node's
+worker thread (termite._runner).  The executor runs a node of its own on a
+background thread (or uses the ``node`` it is given), so it works from plain
+scripts and from Jupyter alike.  Functions travel as termite sends them: by
+reference when the nodes can import them, by value (dill) when they are
+lambdas, closures or defined in ``__main__`` or a notebook.
+
+A call whose node is lost is run again on another (at least once: see
+termite/_dispatch.py).  ``map`` sends ``chunksize`` calls per message.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import itertools
+import threading
+import time
+
+from termite._dispatch import start_dispatcher
+from termite._errors import remote_exception
+from termite._ids import NodeRef
+from termite._mailbox import send
+from termite._node import Node
+
+__all__ = ["Executor"]
+
+
+class _ToFuture:
+    """Where a job's results go: a concurrent.futures.Future, set from the node's thread."""
+
+    __slots__ = ("future", "single")
+
+    def __init__(self, future: concurrent.futures.Future, single: bool):
+        self.future, self.single = future, single
+
+    def start(self) -> bool:
+        return self.future.set_running_or_notify_cancel()
+
+    def finish(self, results: list) -> None:
+        if not self.single:
+            self.future.set_result(results)  # map unpacks them, raising the first failure in order
+            return
+        [(ok, value)] = results
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(remote_exception(value))
+
+
+def _address(node) -> tuple[str, int]:
+    if node.__class__ is NodeRef:
+        return node.host, node.port
+    if isinstance(node, str):
+        host, sep, port = node.rpartition(":")
+        if sep and port.isdigit():
+            return host, int(port)
+    elif isinstance(node, tuple) and len(node) == 2:
+        return node[0], int(node[1])
+    raise ValueError(f"a node address is 'host:port', (host, port) or a NodeRef, not {node!r}")
+
+
+class Executor(concurrent.futures.Executor):
+    """Run calls on the nodes of a termite cluster, each on the least-loaded one.
+
+    ``nodes``: the addresses of the cluster's nodes (``"host:port"``,
+    ``(host, port)`` or NodeRefs); nodes that join later are used too.
+    ``keys``: the cluster's key file.  ``node``: a running ``termite.Node``
+    to work from, instead of one of the executor's own.  ``window``: calls
+    that may wait or run on one node at a time; ``include_self``: run calls
+    on the executor's own node as well; ``interval``: seconds between load
+    reports.
+    """
+
+    def __init__(
+        self,
+        nodes=(),
+        *,
+        keys=None,
+        node: Node | None = None,
+        window: int = 16,
+        include_self: bool = False,
+        interval: float = 1.0,
+        connect_timeout: float = 10.0,
+    ):
+        self._own = node is None
+        if node is None:
+            node = Node(port=0, keys=keys, insecure=keys is None).start()
+        self._node = node
+        try:
+            for address in nodes:
+                node.connect(*_address(address), timeout=connect_timeout)
+            self._dispatcher = node.run(start_dispatcher, interval, window, include_self)
+        except BaseException:
+            self._close()
+            raise
+        self._kernel = node._started().kernel
+        self._lock = threading.Lock()
+        self._futures: set[concurrent.futures.Future] = set()
+        self._closed = False
+
+    @property
+    def node(self) -> Node:
+        """The node the executor works from."""
+        return self._node
+
+    def _job(self, fn, calls: list, single: bool) -> concurrent.futures.Future:
+        future = concurrent.futures.Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot submit to an Executor after shutdown()")
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        self._kernel.call_threadsafe(send, self._dispatcher, ("submit", fn, calls, _ToFuture(future, single)))
+        return future
+
+    def _forget(self, future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
+        """Run ``fn(*args, **kwargs)`` on the least-loaded node; a Future of its value."""
+        if kwargs:
+            fn = functools.partial(fn, **kwargs)
+        return self._job(fn, [args], single=True)
+
+    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1):
+        """``fn`` over the iterables' items, ``chunksize`` calls per message; results in order."""
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be at least 1, not {chunksize!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        calls = zip(*iterables)
+        futures = []
+        while chunk := list(itertools.islice(calls, chunksize)):
+            futures.append(self._job(fn, chunk, single=False))
+
+        def results():
+            try:
+                for future in futures:
+                    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    for ok, value in future.result(left):
+                        if not ok:
+                            raise remote_exception(value)
+                        yield value
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return results()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            futures = list(self._futures)
+        if cancel_futures:
+            for future in futures:
+                future.cancel()
+        if wait:
+            concurrent.futures.wait(futures)
+            self._close()
+        elif self._own:  # the node stays up until what was submitted is done
+            threading.Thread(target=lambda: (concurrent.futures.wait(futures), self._close()), daemon=True).start()
+
+    def _close(self) -> None:
+        if self._own and self._node is not None:
+            self._node.stop()

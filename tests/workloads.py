@@ -1,0 +1,33 @@
+"""Thunks for tests/test_dispatch.py, importable on node processes (tests/ is on their path)."""
+
+import os
+import time
+
+import termite
+
+
+def spin(seconds):
+    """Burn ``seconds`` of this thread's CPU time; return (node, wall seconds it took)."""
+    start, wall = time.thread_time(), time.perf_counter()
+    while time.thread_time() - start < seconds:
+        pass
+    return os.getpid(), time.perf_counter() - wall
+
+
+def fail(text):
+    raise ValueError(text)
+
+
+def lock():
+    import threading
+
+    return threading.Lock()
+
+
+def where():
+    return os.getpid()
+
+
+async def async_where(x):
+    await termite.sleep(0)
+    return os.getpid(), x
