@@ -11,31 +11,13 @@
              (loop content))))))
     (define (cell-ref cell) (!? cell 'ref))
     (define (cell-set! cell value) (! cell (list 'set! value)))
+
+termite.make_cell, termite.cell_ref and termite.cell_set are these, in the
+library.
 """
 
 import termite
-from termite import ANY, Pid, Tag, call, receive, send, spawn
-
-
-async def _cell(content):
-    while True:
-        match await receive((Pid, Tag, "ref"), ("set!", ANY)):
-            case (sender, tag, "ref"):
-                send(sender, (tag, content))
-            case ("set!", content):                # rebinding content is the paper's (loop content)
-                pass
-
-
-def make_cell(content):
-    return spawn(_cell, content)
-
-
-async def cell_ref(cell):
-    return await call(cell, "ref")
-
-
-def cell_set(cell, value):
-    send(cell, ("set!", value))
+from termite import cell_ref, cell_set, make_cell
 
 
 async def main():

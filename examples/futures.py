@@ -10,34 +10,17 @@
             (loop)))))
     (define (touch promise) (!? promise 'ref))
 
-A node runs its processes concurrently, not in parallel: the futures below
-overlap while they wait (termite.sleep stands for I/O); CPU-bound thunks would
-run one after the other.
+termite.future and termite.touch are these, in the library; a future whose
+thunk raises makes touch raise the thunk's exception. A node runs its
+processes concurrently, not in parallel: the futures below overlap while they
+wait (termite.sleep stands for I/O); CPU-bound thunks would run one after the
+other.
 """
 
-import inspect
 import time
 
 import termite
-from termite import Pid, Tag, call, receive, send, spawn
-
-
-async def _future(thunk):
-    value = thunk()
-    if inspect.isawaitable(value):                 # the thunk may be async
-        value = await value
-    while True:
-        sender, tag, _ = await receive((Pid, Tag, "ref"))
-        send(sender, (tag, value))
-
-
-def future(thunk):
-    """Start computing thunk() now; return the pid to touch for its value."""
-    return spawn(_future, thunk)
-
-
-async def touch(promise):
-    return await call(promise, "ref")              # (!? promise 'ref)
+from termite import future, touch                 # (future thunk), (touch promise)
 
 
 async def slow_square(name, x, seconds=0.2):

@@ -28,6 +28,8 @@ EXAMPLES = [
     "futures",
     "migration",
     "continuations",
+    "kv_server",
+    "supervisor",
 ]
 
 

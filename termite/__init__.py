@@ -25,6 +25,8 @@ from termite._errors import (
     NoSuchName,
     NotInProcess,
     PatternError,
+    RemoteError,
+    RemoteTraceback,
     TermiteError,
     Timeout,
 )
@@ -40,9 +42,18 @@ from termite._node import Network, Node, current_node, run
 from termite._migration import migrate
 from termite._callcc import Continuation, become, continuation
 from termite._patterns import ANY, where
+from termite._meter import Load, node_load
+from termite._dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, start_dispatcher
+from termite.executor import Executor
 from termite._process import current as _current
 from termite._registry import register, registered, unregister, whereis
 from termite._spawn import spawn
+from termite._future import future, touch
+from termite._cell import cell_ref, cell_set, make_cell
+from termite import gen_server
+from termite.gen_server import GenServer
+from termite import supervisor
+from termite.supervisor import ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
 
 
 def self() -> Pid:
@@ -61,6 +72,18 @@ __all__ = [
     "sleep",
     "ANY",
     "where",
+    # behaviours: generic servers, futures, cells
+    "gen_server",
+    "GenServer",
+    "future",
+    "touch",
+    "make_cell",
+    "cell_ref",
+    "cell_set",
+    # behaviours: supervisors
+    "supervisor",
+    "ChildSpec",
+    "spawn_thunk_supervised",
     # failure
     "link",
     "unlink",
@@ -98,6 +121,16 @@ __all__ = [
     "demonitor_node",
     "NodeUp",
     "NodeDown",
+    # load and dispatch
+    "dispatch",
+    "dispatch_async",
+    "start_dispatcher",
+    "minimum_load",
+    "average_load",
+    "loads",
+    "node_load",
+    "Load",
+    "Executor",
     # identities
     "Pid",
     "Tag",
@@ -114,6 +147,10 @@ __all__ = [
     "MigrationError",
     "UnserializableMessage",
     "MalformedMessage",
+    "SupervisorError",
+    "ChildSpecError",
+    "RemoteError",
+    "RemoteTraceback",
 ]
 
 # Public names live at termite.X, whatever private module defines them.

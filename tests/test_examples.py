@@ -54,6 +54,8 @@ def test_the_examples_are_there():
     expected = {
         "hello", "pong_server", "selective", "pattern_pong", "timeouts", "rpc",
         "cell", "exceptions", "square_server", "futures", "migration", "continuations", "tour",
+        "kv_server",
+        "supervisor",
     }
     assert expected <= set(SCRIPTS)
 
@@ -310,3 +312,61 @@ def test_continuations_clone_update_and_migrate_task():
         "the task ended on node1         => normal",
         "same pid after migrate_task     => False (migrate(node) keeps it)",
     ]
+
+
+# -- 5.2 the generic server: a key/value server ------------------------------------
+
+
+def test_kv_server():
+    assert output_of("kv_server") == [
+        "Key-Value server starting",
+        "kv_store(server, 'apple', 3) => ok",
+        "kv_store(server, 'pear', 5)  => ok",
+        "kv_lookup(server, 'apple')   => 3",
+        "kv_lookup(server, 'pear')    => 5",
+        "Key-Value server terminating",
+        "kv_stop(server), then Down   => normal",
+    ]
+
+
+def test_kv_server_answers_a_plain_thread(node):
+    kv = load("kv_server")
+    server = node.run(lambda: termite.gen_server.start(kv.KeyValue()))
+    assert node.call(server, ("store", "k", [1, 2]), timeout=5) == "ok"
+    assert node.call(server, ("lookup", "k"), timeout=5) == [1, 2]
+    assert node.call(server, ("lookup", "missing"), timeout=5) is None
+
+
+# -- 5.3 fault tolerance: the transparent supervisor ---------------------------------
+
+
+def test_supervisor_prints_the_trace_of_section_5_3():
+    done = run_script("supervisor")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "(info: starting up supervised process)",
+        "pong",
+        "(info: process failed)",
+        "(info: restarting...)",
+        "(info: starting up supervised process)",
+        "crashed",
+        "pong",
+        "(info: had to terminate the process)",
+        "(info: halting supervisor)",
+    ]
+    assert "ZeroDivisionError" in done.stderr  # the worker's crash is logged, not lost
+
+
+def test_the_supervised_pong_server_answers_through_its_supervisor():
+    example = load("supervisor")
+
+    async def main():
+        server = termite.spawn_thunk_supervised(example.start_pong_server, shutdown=0.1)
+        answers = [await example.ping(server), await example.crash(server), await example.ping(server)]
+        watch = termite.monitor(server)
+        example.kill(server)
+        return answers, await termite.receive(termite.Down(watch, server, termite.ANY), timeout=5)
+
+    answers, down = termite.run(main)
+    assert answers == ["pong", "crashed", "pong"]
+    assert down.reason == "normal"
