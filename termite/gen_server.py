@@ -110,6 +110,7 @@ __all__ = [
     "GenServer",
     "From",
     "start",
+    "serve",
     "start_wait",
     "call",
     "cast",
@@ -355,6 +356,18 @@ def start(server: GenServer, *args, name: str | None = None, link: bool = False,
     _check_server(server)
     parent = current().pid if link else None
     return spawn(_serve, server, args, parent, None, name=name, link=link, node=node)
+
+
+async def serve(server: GenServer, *args):
+    """``server``'s loop as a process body: for a supervisor's child spec.
+
+        supervisor.ChildSpec("kv", gen_server.serve, args=(KV(),), name="kv")
+
+    The process that spawns it is not its parent: the supervisor's shutdown
+    exit signal ends it (``terminate`` runs if ``init`` made it trap exits).
+    """
+    _check_server(server)
+    await _serve(server, args, None, None)
 
 
 async def start_wait(

@@ -545,3 +545,22 @@ def test_a_child_on_another_node_is_restarted_there_also_when_its_node_comes_bac
     assert third[3] == back.ref != ref
     assert here.call(third[2], "ping", timeout=10) == ("pong", "r", back.ref)
     assert here.run(supervisor.which_children, sup)[0] == ChildInfo("r", third[2], "worker")
+
+
+def test_a_gen_server_is_supervised_with_gen_server_serve(node):
+    from servers import Counter
+
+    from termite import gen_server
+
+    sup = node.run(supervisor.start, [supervisor.ChildSpec("counter", gen_server.serve, args=(Counter(), 5), name="counter")])
+    first = node.whereis("counter")
+    assert node.call("counter", ("add", 1), timeout=5) == 6
+    node.monitor(first)
+    node.send("counter", (node.pid, termite.make_tag(), "crash"))
+    node.receive(termite.Down, timeout=5)
+    # The supervisor had the exit before this call: it answers after restarting.
+    [child] = node.run(supervisor.which_children, sup)
+    second = node.whereis("counter")
+    assert second == child.pid != first
+    assert node.call(second, "get", timeout=5) == 5  # a fresh state, from init
+    node.run(supervisor.stop, sup)
