@@ -19,12 +19,16 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
+import os
+import socket
 import threading
 import time
 
+from termite._clusterfile import ENVIRONMENT, cluster_nodes
 from termite._dispatch import start_dispatcher
 from termite._errors import remote_exception
 from termite._ids import NodeRef
+from termite._keys import is_loopback
 from termite._mailbox import send
 from termite._node import Node
 
@@ -65,11 +69,22 @@ def _address(node) -> tuple[str, int]:
     raise ValueError(f"a node address is 'host:port', (host, port) or a NodeRef, not {node!r}")
 
 
+def _towards(host: str) -> str:
+    """This machine's address on the way to ``host`` (where its nodes can answer us)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))  # a UDP "connect" only picks the route: nothing is sent
+        return probe.getsockname()[0]
+
+
 class Executor(concurrent.futures.Executor):
     """Run calls on the nodes of a termite cluster, each on the least-loaded one.
 
     ``nodes``: the addresses of the cluster's nodes (``"host:port"``,
     ``(host, port)`` or NodeRefs); nodes that join later are used too.
+    ``cluster``: instead, a cluster started by ``termite-launch``: its
+    cluster.yaml or state file (it names the nodes and the key file).  With
+    neither, a script run by ``termite-launch --run`` uses its cluster.
     ``keys``: the cluster's key file.  ``node``: a running ``termite.Node``
     to work from, instead of one of the executor's own.  ``window``: calls
     that may wait or run on one node at a time; ``include_self``: run calls
@@ -81,6 +96,7 @@ class Executor(concurrent.futures.Executor):
         self,
         nodes=(),
         *,
+        cluster=None,
         keys=None,
         node: Node | None = None,
         window: int = 16,
@@ -88,9 +104,15 @@ class Executor(concurrent.futures.Executor):
         interval: float = 1.0,
         connect_timeout: float = 10.0,
     ):
+        nodes = list(nodes)
+        if cluster is not None or (not nodes and node is None and os.environ.get(ENVIRONMENT)):
+            nodes, cluster_keys = cluster_nodes(cluster)
+            keys = keys or cluster_keys
         self._own = node is None
         if node is None:
-            node = Node(port=0, keys=keys, insecure=keys is None).start()
+            addresses = [_address(address) for address in nodes]
+            host = next((_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
+            node = Node(host=host, port=0, keys=keys, insecure=keys is None).start()
         self._node = node
         try:
             for address in nodes:

@@ -18,6 +18,8 @@ import termite
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
+JOBS = {"pi"}  # jobs for a cluster (termite-launch --run), not the paper's examples
+PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS]
 
 
 def run_script(name, cwd=ROOT, script_dir=EXAMPLES):
@@ -60,7 +62,7 @@ def test_the_examples_are_there():
     assert expected <= set(SCRIPTS)
 
 
-@pytest.mark.parametrize("name", [n for n in SCRIPTS if n != "tour"])
+@pytest.mark.parametrize("name", PAPER)
 def test_example_says_where_it_comes_from(name):
     tree = ast.parse((EXAMPLES / f"{name}.py").read_text(encoding="utf-8"))
     doc = ast.get_docstring(tree)
@@ -73,7 +75,7 @@ def test_example_says_where_it_comes_from(name):
 
 def test_the_tour_runs_every_example():
     tour = load("tour")
-    assert sorted(tour.EXAMPLES) == [n for n in SCRIPTS if n != "tour"]
+    assert sorted(tour.EXAMPLES) == PAPER
 
 
 # -- 2.2 hello world --------------------------------------------------------------
@@ -370,3 +372,15 @@ def test_the_supervised_pong_server_answers_through_its_supervisor():
     answers, down = termite.run(main)
     assert answers == ["pong", "crashed", "pong"]
     assert down.reason == "normal"
+
+
+# -- jobs ---------------------------------------------------------------------------
+
+
+def test_pi_on_two_nodes_of_its_own():
+    done = subprocess.run(
+        [sys.executable, "examples/pi.py", "8"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith("pi is about 3.1") and "8 tasks of 200,000 darts" in line
