@@ -15,7 +15,7 @@ import time
 import termite
 
 TASKS = 64
-DARTS = 200_000  # per task
+DARTS = 1_000_000  # per task
 
 
 def darts_inside(seed: int, darts: int = DARTS) -> int:

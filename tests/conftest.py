@@ -46,3 +46,7 @@ def cluster(keyfile):
         yield here, start
     for node in started:
         node.stop()
+
+
+# Two hosts as network namespaces running sshd, for the SSH multi-host tests (tests/netns_hosts.py).
+from netns_hosts import netns_hosts  # noqa: E402, F401

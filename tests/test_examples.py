@@ -383,4 +383,4 @@ def test_pi_on_two_nodes_of_its_own():
     )
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
-    assert line.startswith("pi is about 3.1") and "8 tasks of 200,000 darts" in line
+    assert line.startswith("pi is about 3.1") and "8 tasks of 1,000,000 darts" in line

@@ -1,0 +1,255 @@
+"""termite-launch: start the cluster a cluster.yaml describes, watch it, run a job on it.
+
+    termite-launch cluster.yaml                     start it, show the dashboard; Ctrl-C stops it all
+    termite-launch cluster.yaml --run job.py ARGS   the same while job.py runs; stops when it ends
+    termite-launch cluster.yaml --detach            start it and leave it running
+    termite-launch cluster.yaml --status            how a running cluster is doing
+    termite-launch cluster.yaml --stop              stop a detached cluster
+
+A script finds the cluster it runs on with ``termite.Executor()`` (under
+``--run``) or ``termite.Executor(cluster="cluster.yaml")``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import termite
+from termite._clusterfile import ENVIRONMENT
+from termite._ids import Pid
+from termite._meter import METER_SERIAL, Load
+from termite.executor import _towards
+
+from termite_launcher.cluster import Cluster, LaunchError, read_state, stop_from_state
+from termite_launcher.config import ClusterConfig, ConfigError, load
+from termite_launcher.dashboard import ClusterView
+
+__all__ = ["main"]
+
+PLAIN_EVERY = 5.0  # seconds between plain status lines when stdout is not a terminal
+REFRESH = 0.25  # seconds between dashboard frames
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="termite-launch",
+        description="Start one termite node per core on every host of a cluster file, and watch them.",
+    )
+    p.add_argument("cluster", nargs="?", default="cluster.yaml", help="the cluster file (default: cluster.yaml)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--run", nargs=argparse.REMAINDER, metavar="SCRIPT", help="run SCRIPT [ARGS...] on the cluster, then stop")
+    what.add_argument("--detach", action="store_true", help="start the cluster and leave it running")
+    what.add_argument("--status", action="store_true", help="report on a running cluster")
+    what.add_argument("--stop", action="store_true", help="stop a cluster started with --detach")
+    p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
+    p.add_argument("--every", type=float, default=PLAIN_EVERY, metavar="SECONDS",
+                   help=f"seconds between plain status lines (default {PLAIN_EVERY:g})")
+    return p
+
+
+def _say(text: str) -> None:
+    print(f"termite-launch: {text}", file=sys.stderr, flush=True)
+
+
+def _launcher_host(config: ClusterConfig) -> str:
+    """Where the launcher's own node listens: loopback, unless a host is remote."""
+    remote = [host for host in config.hosts if not host.local]
+    return _towards(remote[0].address) if remote else "127.0.0.1"
+
+
+async def _watch(nodes, interval, events):
+    """Subscribe to every node's meter; pass reports and node events to the launcher's thread."""
+    me = termite.self()
+    termite.monitor_node(None)
+    for ref in nodes:
+        termite.send(Pid(ref, METER_SERIAL), ("subscribe", me, interval))
+    while True:
+        msg = await termite.receive()
+        if msg.__class__ is tuple and len(msg) == 2 and msg[0] == "load" and msg[1].__class__ is Load:
+            events.put(("load", msg[1]))
+        elif msg.__class__ is termite.NodeDown:
+            events.put(("down", msg.node, msg.reason))
+        elif msg.__class__ is termite.NodeUp:
+            termite.send(Pid(msg.node, METER_SERIAL), ("subscribe", me, interval))
+
+
+def _feed(view: ClusterView, events: queue.SimpleQueue) -> None:
+    now = time.monotonic()
+    while True:
+        try:
+            event = events.get_nowait()
+        except queue.Empty:
+            break
+        if event[0] == "load":
+            view.report(event[1], now)
+        elif event[0] == "down":
+            view.lost(event[1], now, event[2])
+    view.tick(now)
+
+
+def _run_cluster(config: ClusterConfig, args) -> int:
+    cluster = Cluster(config, detached=args.detach)
+    _say(f"starting cluster {config.name!r} ({len(config.hosts)} host{'s' * (len(config.hosts) != 1)}); logs in {cluster.log_dir}")
+    cluster.start(progress=_say)
+    network = dict(
+        host=_launcher_host(config), port=0, keys=str(config.keys),
+        heartbeat_interval=config.heartbeat_interval, heartbeat_timeout=config.heartbeat_timeout,
+    )  # fmt: skip
+    try:
+        with termite.Node(**network) as here:
+            cluster.joined(here, config.join_timeout)
+            _say(f"{len(cluster.nodes)} nodes up: " + ", ".join(node.address for node in cluster.nodes))
+            if args.detach:
+                _say(f"detached; status: termite-launch {config.path} --status; stop: termite-launch {config.path} --stop")
+                return 0
+            return _watch_and_run(config, cluster, here, args)
+    finally:
+        if not args.detach:
+            _say("stopping every node")
+            cluster.stop()
+
+
+def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, args) -> int:
+    view = ClusterView(config.name, suspect_after=2.5 * config.meter_interval, down_after=config.heartbeat_timeout)
+    start = time.monotonic()
+    for node in cluster.nodes:
+        view.expect(node.ref, node.label, node.os_pid, start)
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    here.spawn(_watch, [node.ref for node in cluster.nodes], config.meter_interval, events)
+    live = sys.stdout.isatty() and not args.plain
+    job = None
+    if args.run:
+        env = dict(os.environ, **{ENVIRONMENT: str(cluster.state_file)})
+        job = subprocess.Popen([sys.executable, *args.run], env=env, stdout=subprocess.PIPE if live else None, text=True)
+        view.event(f"running {' '.join(args.run)}", start)
+    try:
+        return _live(view, events, job) if live else _plain(view, events, job, args.every)
+    except KeyboardInterrupt:
+        if job is None:
+            return 0  # Ctrl-C is how a watched cluster is stopped
+        raise
+    finally:
+        if job is not None and job.poll() is None:
+            job.terminate()
+            try:
+                job.wait(10)
+            except subprocess.TimeoutExpired:
+                job.kill()
+                job.wait()
+
+
+def _live(view: ClusterView, events, job) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    if job is not None:  # the job's output, printed above the dashboard
+        threading.Thread(target=lambda: [lines.put(line) for line in job.stdout], daemon=True).start()
+    with Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
+        while True:
+            _feed(view, events)
+            while True:
+                try:
+                    live.console.print(lines.get_nowait(), end="", markup=False, highlight=False)
+                except queue.Empty:
+                    break
+            live.update(view.renderable(time.monotonic()))
+            if job is not None and job.poll() is not None and lines.empty():
+                break
+            time.sleep(REFRESH)  # the screen's frame rate
+    return job.returncode if job is not None else 0
+
+
+def _plain(view: ClusterView, events, job, every: float) -> int:
+    next_print = time.monotonic()
+    while True:
+        _feed(view, events)
+        now = time.monotonic()
+        if now >= next_print:
+            print("\n".join(view.plain_lines(now)), flush=True)
+            next_print = now + every
+        if job is not None and job.poll() is not None:
+            break
+        time.sleep(REFRESH)
+    _feed(view, events)
+    print("\n".join(view.plain_lines(time.monotonic())), flush=True)
+    return job.returncode
+
+
+def _status(config: ClusterConfig, args) -> int:
+    path = config.state_dir / f"{config.name}.json"
+    if not path.exists():
+        _say(f"cluster {config.name!r} is not running (no {path})")
+        return 1
+    state = read_state(path)
+    view = ClusterView(config.name, suspect_after=2.5 * config.meter_interval, down_after=config.heartbeat_timeout)
+    now = time.monotonic()
+    network = dict(host=_launcher_host(config), port=0, keys=str(config.keys))
+    up = 0
+    with termite.Node(**network) as here:
+        for node in state["nodes"]:
+            host, port = node["address"].rsplit(":", 1)
+            try:
+                ref = here.connect(host, int(port), timeout=3)
+            except termite.Timeout:
+                ref = termite.NodeRef(host, int(port), int(node["incarnation"], 16))
+                view.expect(ref, node["label"], node["os_pid"], now)
+                view.lost(ref, now, "does not answer")
+                continue
+            view.expect(ref, node["label"], node["os_pid"], now)
+            try:
+                view.report(here.run(termite.node_load, ref), now)
+                up += 1
+            except termite.Timeout:
+                view.lost(ref, now, "no load report")
+    if sys.stdout.isatty() and not args.plain:
+        from rich.console import Console
+
+        Console().print(view.renderable(now))
+    else:
+        print("\n".join(view.plain_lines(now)))
+    return 0 if up == len(state["nodes"]) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.run == []:
+        _parser().error("--run needs a script: termite-launch cluster.yaml --run job.py [ARGS...]")
+    try:
+        config = load(args.cluster)
+    except ConfigError as exc:
+        print(f"termite-launch: {exc}", file=sys.stderr)
+        return 2
+    if args.stop:
+        stopped = stop_from_state(config, progress=_say)
+        _say(f"stopped {stopped} node{'s' * (stopped != 1)} of {config.name!r}" if stopped else f"{config.name!r} was not running")
+        return 0
+    if args.status:
+        return _status(config, args)
+
+    def terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        return _run_cluster(config, args)
+    except LaunchError as exc:
+        _say(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except termite.KeyFileError as exc:
+        _say(f"the cluster key file: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

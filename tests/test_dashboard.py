@@ -1,0 +1,318 @@
+"""The launcher's dashboard: the model fed with termite.Load reports, rendered to a colourless console."""
+
+import io
+import time
+
+import pytest
+from rich.console import Console
+
+import termite
+from termite import Load, NodeRef
+from termite_launcher.dashboard import ClusterView, format_duration, format_rate, load_bar, sparkline
+
+A = NodeRef("10.0.0.1", 7001, 0xA1)
+B = NodeRef("10.0.0.2", 7002, 0xB2)
+C = NodeRef("10.0.0.2", 7003, 0xC3)
+
+
+def load(node, *, busy=0.0, run_queue=0, processes=5, frames_in=0, frames_out=0, migrations=(0, 0),
+         uptime=10.0, host="box", os_pid=100, at=1.7e9):
+    return Load(node, busy, run_queue, 0.5, processes, frames_in, frames_out, *migrations, uptime, host, os_pid, 4, at)
+
+
+def text(view, at, width=120):
+    console = Console(width=width, record=True, color_system=None, force_terminal=False, file=io.StringIO())
+    console.print(view.renderable(at))
+    return console.export_text()
+
+
+def line_of(rendered, needle):
+    """The words of the one table line that contains ``needle`` (the events pane aside)."""
+    lines = [line for line in rendered.splitlines() if needle in line and not line.startswith(("│", "╭", "╰"))]
+    assert len(lines) == 1, (needle, rendered)
+    return lines[0].split()
+
+
+@pytest.fixture
+def demo():
+    """Three nodes started; two of them have reported twice."""
+    view = ClusterView("demo", suspect_after=2.0, down_after=5.0)
+    view.expect(A, "alpha", 1001, at=100.0)
+    view.expect(B, "beta", 1002, at=100.0)
+    view.expect(C, "beta", 1003, at=100.0)
+    view.report(load(A, busy=0.25, processes=7, frames_in=100, frames_out=40, uptime=60, os_pid=1001), at=101.0)
+    view.report(load(B, busy=0.5, run_queue=1, processes=12, frames_in=1000, frames_out=500, migrations=(2, 1),
+                     uptime=3661, os_pid=1002), at=101.0)
+    view.report(load(A, busy=0.5, run_queue=2, processes=9, frames_in=300, frames_out=90, migrations=(1, 3),
+                     uptime=62, os_pid=1001), at=103.0)
+    view.report(load(B, busy=1.0, processes=10, frames_in=1600, frames_out=2500, migrations=(4, 1),
+                     uptime=3665, os_pid=1002), at=103.0)
+    return view
+
+
+def test_rows_hold_every_figure_with_rates_from_two_reports(demo):
+    a, b, c = demo.rows()
+    assert (a.label, a.node, a.os_pid, a.state) == ("alpha", "10.0.0.1:7001", 1001, "up")
+    assert (a.load, a.cpu, a.processes, a.run_queue) == (2.5, 50.0, 9, 2)
+    assert (a.msgs_in, a.msgs_out) == (100.0, 25.0)  # (300-100)/2 s and (90-40)/2 s
+    assert (a.migrations_in, a.migrations_out, a.uptime_text) == (1, 3, "0:01:02")
+    assert a.history == (0.25, 2.5) and a.sparkline == "▁▅"  # on the cluster's scale: 4
+    assert (b.msgs_in, b.msgs_out, b.cpu, b.uptime_text, b.sparkline) == (150.0, 500.0, 100.0, "1:01:05", "▄▃")
+    assert (c.state, c.os_pid, c.load, c.msgs_in, c.uptime_text, c.sparkline) == ("starting", 1003, None, None, "-", "")
+    totals = demo.totals()
+    assert (totals.up, totals.nodes, totals.processes) == (2, 3, 19)
+    assert (totals.msgs_in, totals.msgs_out, totals.migrations_in, totals.migrations_out) == (250.0, 525.0, 5, 4)
+    assert [(e.kind, e.when, e.text) for e in demo.events()] == [
+        ("joined", "+0:00:01", "10.0.0.1:7001 (alpha): pid 1001, 4 cores"),
+        ("joined", "+0:00:01", "10.0.0.2:7002 (beta): pid 1002, 4 cores"),
+    ]
+
+
+def test_one_report_gives_no_rate_yet():
+    view = ClusterView("x", suspect_after=1, down_after=2)
+    view.report(load(A, frames_in=500), at=0.0)
+    (row,) = view.rows()
+    assert row.state == "up" and row.msgs_in is None and row.msgs_out is None
+
+
+def test_render_at_120_columns(demo):
+    rendered = text(demo, at=103.0)
+    assert rendered.splitlines()[0] == (
+        "termite demo  2/3 up  19 processes  msgs/s in 250 out 525  migrations in 5 out 4  +0:00:03"
+    )
+    header = rendered.splitlines()[2].split()
+    assert header == ["host", "node", "pid", "state", "load", "(0-4)", "history", "%", "procs", "runq",
+                      "in", "out", "in/out", "uptime"]
+    assert line_of(rendered, "10.0.0.1:7001") == [
+        "alpha", "10.0.0.1:7001", "1001", "up", "█████░░░", "2.50", "▁▅", "50", "9", "2", "100", "25", "1/3", "0:01:02"
+    ]
+    assert line_of(rendered, "10.0.0.2:7002") == [
+        "beta", "10.0.0.2:7002", "1002", "up", "██░░░░░░", "1.00", "▄▃", "100", "10", "0", "150", "500", "4/1", "1:01:05"
+    ]
+    assert line_of(rendered, "10.0.0.2:7003") == [
+        "beta", "10.0.0.2:7003", "1003", "starting", "-", "-", "-", "-", "-", "-", "-/-", "-"
+    ]
+    assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "2", "250", "525", "5/4"]
+    assert "│ +0:00:01  joined    10.0.0.1:7001 (alpha): pid 1001, 4 cores" in rendered
+    assert max(len(line) for line in rendered.splitlines()) <= 120
+
+
+def test_render_at_80_columns_keeps_the_essentials(demo):
+    rendered = text(demo, at=103.0, width=80)
+    lines = rendered.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[0] == "demo  2/3 up  19 procs  msgs/s in 250 out 525  mig in 5 out 4  +0:00:03"
+    # pid, run queue and migrations give way; the bar is halved; host and sparkline stay
+    assert lines[2].split() == ["host", "node", "state", "load", "(0-4)", "history", "%", "procs", "in", "out", "uptime"]
+    assert line_of(rendered, "10.0.0.1:7001") == [
+        "alpha", "10.0.0.1:7001", "up", "██▌░", "2.50", "▁▅", "50", "9", "100", "25", "0:01:02"
+    ]
+    assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "250", "525"]
+    at_100 = text(demo, at=103.0, width=100)
+    assert max(len(line) for line in at_100.splitlines()) <= 100
+    assert line_of(at_100, "10.0.0.1:7001")[:4] == ["alpha", "10.0.0.1:7001", "1001", "up"]
+
+
+def test_a_long_history_shows_as_much_as_fits():
+    view = ClusterView("x", suspect_after=1, down_after=2, history=30)
+    values = [i % 9 / 8 for i in range(40)]  # 0, 1/8, ... 1, 0, ...
+    far = NodeRef("192.168.100.200", 40001, 1)  # wide cells, as real ones are
+    for i, value in enumerate(values):
+        view.report(load(far, busy=value, uptime=i + 1.0, host="worker-17.lab", os_pid=4_194_301), at=float(i))
+    (row,) = view.rows()
+    assert len(row.history) == 30 and row.history == tuple(values[-30:])
+    assert sparkline(values[:9], 1.0) == "▁▂▃▄▅▅▆▇█"
+    assert row.sparkline == "▂▃▄▅▅▆▇█" + "▁▂▃▄▅▅▆▇█" * 2 + "▁▂▃▄"  # values 10 to 39
+    wide = text(view, at=40.0, width=160)
+    assert row.sparkline in wide  # all 30
+    for width, column in ((120, 6), (80, 4)):
+        rendered = text(view, at=40.0, width=width)
+        assert max(len(line) for line in rendered.splitlines()) <= width
+        shown = line_of(rendered, "192.168.100.200:40001")[column]
+        assert 7 <= len(shown) < 30 and row.sparkline.endswith(shown), (width, rendered)  # the newest ones
+
+
+def test_bar_sparkline_and_number_formats():
+    assert load_bar(0.5, 1.0, 8) == "████░░░░"
+    assert load_bar(0.3, 1.0, 8) == "██▍░░░░░"  # 2.4 cells: two full and three eighths
+    assert load_bar(9.0, 4.0, 4) == "████" and load_bar(0.0, 1.0, 4) == "░░░░"
+    assert sparkline([0, 0.5, 1, 2], 1.0) == "▁▅██"
+    assert [format_rate(x) for x in (None, 0.0, 7.46, 312.4, 999.6, 12_345, 4_000_000)] == [
+        "-", "0", "7.5", "312", "1.0k", "12.3k", "4.0M"
+    ]
+    assert [format_duration(s) for s in (0, 59.9, 3725.9, 90_000)] == ["0:00:00", "0:00:59", "1:02:05", "25:00:00"]
+
+
+def test_a_silent_node_turns_suspect_then_down_and_back_up():
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view.report(load(A), at=10.0)
+    view.tick(12.0)
+    assert view.rows()[0].state == "up"  # exactly suspect_after: not yet
+    view.tick(12.5)
+    assert view.rows()[0].state == "suspect"
+    view.tick(14.0)
+    view.tick(15.0)
+    assert view.rows()[0].state == "suspect"
+    rendered = text(view, at=15.0)
+    assert line_of(rendered, "10.0.0.1:7001")[3] == "suspect"
+    view.tick(15.5)
+    assert view.rows()[0].state == "down"
+    assert [(e.kind, e.when, e.text) for e in view.events()] == [
+        ("joined", "+0:00:00", "10.0.0.1:7001 (box): pid 100, 4 cores"),
+        ("suspect", "+0:00:02", "10.0.0.1:7001 (box): no report for 2.5 s"),
+        ("down", "+0:00:05", "10.0.0.1:7001 (box): no report for 5.5 s"),
+    ]
+    rendered = text(view, at=16.0)
+    assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "down", "-", "▁", "-", "-", "-",
+                                                   "-", "-", "0/0", "-"]
+    assert "0/1 up" in rendered.splitlines()[0]
+    view.tick(30.0)
+    assert len(view.events()) == 3  # no event without a change
+    view.report(load(A), at=31.0)
+    assert view.rows()[0].state == "up"
+    assert str(view.events()[-1]) == "+0:00:21 up 10.0.0.1:7001 (box): reporting again after being down"
+
+
+def test_a_node_silent_past_down_after_goes_straight_down():
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view.report(load(A), at=0.0)
+    view.report(load(B), at=6.0)
+    view.tick(6.5)
+    assert [row.state for row in view.rows()] == ["down", "up"]
+    assert [e.kind for e in view.events()] == ["joined", "joined", "down"]
+
+
+def test_a_lost_node_and_a_new_one_at_its_address_show_as_restarted():
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view.report(load(A, frames_in=900, uptime=100.0, os_pid=41), at=0.0)
+    view.report(load(A, frames_in=1000, uptime=101.0, os_pid=41), at=1.0)
+    view.lost(A, at=2.0)
+    view.lost(A, at=2.5)  # once is enough
+    assert view.rows()[0].state == "down"
+    again = NodeRef(A.host, A.port, 0xA2)
+    view.report(load(again, frames_in=10, uptime=1.0, os_pid=42), at=3.0)
+    (row,) = view.rows()
+    assert (row.state, row.restarts, row.os_pid, row.ref, row.msgs_in, row.history) == ("up", 1, 42, again, None, (0,))
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("joined", "10.0.0.1:7001 (box): pid 41, 4 cores"),
+        ("down", "10.0.0.1:7001 (box): noconnection"),
+        ("restarted", "10.0.0.1:7001 (box): incarnation a1 -> a2"),
+        ("joined", "10.0.0.1:7001 (box): pid 42, 4 cores"),
+    ]
+    view.report(load(A, frames_in=2000, uptime=102.0, os_pid=41), at=3.5)  # a late report of the old one
+    view.lost(A, at=4.0, reason="heartbeat timeout")  # and late news of its end
+    assert (view.rows()[0].ref, view.rows()[0].state, len(view.events())) == (again, "up", 4)
+    assert line_of(text(view, at=4.0), "10.0.0.1:7001")[3:5] == ["up", "↻1"]
+    assert view.plain_lines(4.0)[0].endswith(" restarts=1")
+
+
+def test_restarted_moves_the_row_and_a_first_report_adds_no_second_event():
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view.expect(B, "beta", 7, at=0.0)
+    view.expect(A, "alpha", 8, at=0.0)
+    view.expect(C, "gamma", 9, at=0.0)
+    new = NodeRef(A.host, 7009, 0xAA)
+    view.restarted(A, new, at=1.0)
+    assert [row.node for row in view.rows()] == ["10.0.0.2:7002", "10.0.0.1:7009", "10.0.0.2:7003"]
+    assert view.rows()[1].label == "alpha" and view.rows()[1].restarts == 1
+    view.report(load(new), at=2.0)
+    view.restarted(A, new, at=2.5)  # told twice: once counted
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("restarted", "10.0.0.1:7001 -> 10.0.0.1:7009 (alpha)"),
+        ("joined", "10.0.0.1:7009 (alpha): pid 100, 4 cores"),
+    ]
+    assert view.rows()[1].state == "up" and view.rows()[1].restarts == 1
+
+
+def test_expected_without_incarnation_then_filled_by_the_first_report():
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view.expect(NodeRef(A.host, A.port), "alpha", 555, at=0.0)
+    assert line_of(text(view, at=0.0), "10.0.0.1:7001")[:4] == ["alpha", "10.0.0.1:7001", "555", "starting"]
+    view.report(load(A, host="alpha.example.org", os_pid=556), at=1.0)
+    view.report(load(B, host="stranger"), at=1.0)  # not expected: joins under the hostname it reports
+    a, b = view.rows()
+    assert (a.label, a.os_pid, a.ref, a.state, a.restarts) == ("alpha", 556, A, "up", 0)
+    assert (b.label, b.state) == ("stranger", "up")
+    assert [e.kind for e in view.events()] == ["joined", "joined"]
+
+
+def test_plain_lines(demo):
+    assert demo.plain_lines(103.0) == [
+        "+0:00:03 alpha 10.0.0.1:7001 up pid=1001 load=2.50 cpu=50% procs=9 runq=2 in=100/s out=25/s"
+        " mig_in=1 mig_out=3 uptime=0:01:02 restarts=0",
+        "+0:00:03 beta 10.0.0.2:7002 up pid=1002 load=1.00 cpu=100% procs=10 runq=0 in=150/s out=500/s"
+        " mig_in=4 mig_out=1 uptime=1:01:05 restarts=0",
+        "+0:00:03 beta 10.0.0.2:7003 starting pid=1003 load=- cpu=- procs=- runq=- in=- out=-"
+        " mig_in=- mig_out=- uptime=- restarts=0",
+        "+0:00:03 total demo up=2/3 procs=19 in=250/s out=525/s mig_in=5 mig_out=4",
+    ]
+
+
+def test_events_keep_the_last_50_and_the_pane_the_newest():
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    for i in range(1, 61):
+        view.event(f"event {i}", at=float(i))
+    kept = view.events()
+    assert len(kept) == 50 and kept[0].n == 11 and kept[-1].text == "event 60"
+    assert [e.text for e in view.events(after=57)] == ["event 58", "event 59", "event 60"]
+    rendered = text(view, at=61.0)
+    assert "+0:00:59  info      event 60" in rendered and "event 53" in rendered and "event 52" not in rendered
+    assert "no nodes yet" in rendered
+
+
+def test_wall_clock_times_show_as_the_time_of_day():
+    at = 1_700_000_000.0
+    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view.event("hello", at=at)
+    assert view.events()[0].when == time.strftime("%H:%M:%S", time.localtime(at))
+    assert view.plain_lines(at + 1) == [f"{time.strftime('%H:%M:%S', time.localtime(at + 1))} total x up=0/0"
+                                        " procs=0 in=0/s out=0/s mig_in=0 mig_out=0"]
+
+
+def test_thresholds_are_checked():
+    with pytest.raises(ValueError, match="suspect_after=5"):
+        ClusterView("x", suspect_after=5, down_after=2)
+    with pytest.raises(ValueError, match="history"):
+        ClusterView("x", suspect_after=1, down_after=2, history=0)
+
+
+def test_reports_from_real_nodes(cluster):
+    here, start = cluster
+    b, c = start(), start()
+    view = ClusterView("real", suspect_after=0.25, down_after=0.5)
+    for node in (b, c):
+        here.connect(*node.ref.address)
+        view.expect(node.ref, "local", node.pid, at=time.monotonic())
+        here.send(termite.Pid(node.ref, 1), ("subscribe", here.pid, 0.1))
+
+    def feed(until):
+        """Feed reports to the view until ``until(counts)``; return the ``at`` of the last one per node."""
+        counts, last = {}, {}
+        deadline = time.monotonic() + 20
+        while not until(counts):
+            assert time.monotonic() < deadline, counts
+            msg = here.receive(("load", Load), timeout=1, default=None)
+            if msg is not None:
+                at = time.monotonic()
+                view.report(msg[1], at)
+                counts[msg[1].node] = counts.get(msg[1].node, 0) + 1
+                last[msg[1].node] = at
+        return last
+
+    feed(lambda counts: all(counts.get(node.ref, 0) >= 3 for node in (b, c)))
+    rows = {row.ref: row for row in view.rows()}
+    for node in (b, c):
+        row = rows[node.ref]
+        assert (row.state, row.os_pid, row.label, row.node) == ("up", node.pid, "local", str(node.ref))
+        assert row.processes >= 1 and row.uptime > 0 and len(row.history) >= 3 and len(row.sparkline) >= 3
+        assert row.msgs_out > 0  # each report it sent us is a frame out
+    rendered = text(view, at=time.monotonic())
+    assert line_of(rendered, str(b.ref))[2:4] == [str(b.pid), "up"]
+    assert "2/2 up" in rendered.splitlines()[0]
+
+    c.kill()
+    last = feed(lambda counts: counts.get(b.ref, 0) >= 8)  # c is silent for at least 0.7 s of b's reports
+    view.tick(last[b.ref])
+    assert {row.ref: row.state for row in view.rows()} == {b.ref: "up", c.ref: "down"}
+    assert [e.text.split()[0] for e in view.events() if e.kind == "down"] == [str(c.ref)]
+    assert line_of(text(view, at=time.monotonic()), str(c.ref))[3] == "down"

@@ -1,0 +1,275 @@
+"""termite-launch, run as a user runs it: a real command, real node processes, checked by pid."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LAUNCH = [sys.executable, "-m", "termite_launcher"]
+
+JOB = textwrap.dedent(
+    """
+    import json, os, sys
+    import termite
+
+    state = json.load(open(os.environ["TERMITE_CLUSTER"]))
+    with termite.Executor() as pool:
+        pids = set(pool.map(lambda _: os.getpid(), range(40)))
+    print("node pids", sorted(node["os_pid"] for node in state["nodes"]))
+    print("ran on", sorted(pids))
+    sys.exit(3)
+    """
+)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _write(tmp_path, text, name="cluster.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def two_local(tmp_path):
+    return _write(
+        tmp_path,
+        """
+        hosts:
+          - address: localhost
+            cores: 2
+        heartbeat_timeout: 1.0
+        heartbeat_interval: 0.1
+        meter_interval: 0.2
+        """,
+    )
+
+
+def _numbers(line):
+    return [int(x) for x in line.split("[", 1)[1].rstrip("]").split(",") if x.strip()]
+
+
+def test_run_a_job_on_a_local_cluster_then_everything_stops(two_local, tmp_path):
+    job = tmp_path / "job.py"
+    job.write_text(JOB)
+    done = subprocess.run([*LAUNCH, str(two_local), "--plain", "--run", str(job)], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 3, done.stderr  # the job's own exit status
+    lines = done.stdout.splitlines()
+    nodes = _numbers(next(line for line in lines if line.startswith("node pids")))
+    ran_on = _numbers(next(line for line in lines if line.startswith("ran on")))
+    assert len(nodes) == 2 and set(ran_on) == set(nodes)
+    assert any("up" in line for line in lines if not line.startswith(("node pids", "ran on")))  # plain status lines
+    assert not any(_alive(pid) for pid in nodes), "a node outlived the launcher"
+    assert not (tmp_path / ".termite" / "cluster.json").exists()
+    assert sorted((tmp_path / ".termite" / "logs" / "cluster").glob("*.log"))  # each node's log, in one place
+
+
+def test_detach_status_a_script_by_the_cluster_file_and_stop(two_local, tmp_path):
+    started = subprocess.run([*LAUNCH, str(two_local), "--detach"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
+    pids = [node["os_pid"] for node in state["nodes"]]
+    try:
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        status = subprocess.run([*LAUNCH, str(two_local), "--status"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert sum(" up " in f" {line} " for line in status.stdout.splitlines()) >= 2, status.stdout
+        script = tmp_path / "uses.py"
+        script.write_text(
+            "import os, sys, termite\n"
+            "with termite.Executor(cluster=sys.argv[1]) as pool:\n"
+            "    print(sorted(set(pool.map(lambda _: os.getpid(), range(20)))))\n"
+        )
+        used = subprocess.run([sys.executable, str(script), str(two_local)], capture_output=True, text=True, timeout=60)
+        assert used.returncode == 0, used.stderr
+        assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) <= set(pids)
+    finally:
+        stopped = subprocess.run([*LAUNCH, str(two_local), "--stop"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert stopped.returncode == 0 and "stopped 2 nodes" in stopped.stderr, stopped.stderr
+    assert not any(_alive(pid) for pid in pids)
+    gone = subprocess.run([*LAUNCH, str(two_local), "--status"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert gone.returncode == 1 and "not running" in gone.stderr
+
+
+def test_sigterm_stops_every_node_and_frees_their_ports(two_local, tmp_path):
+    launcher = subprocess.Popen([*LAUNCH, str(two_local), "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        for line in launcher.stderr:  # it says when every node has joined
+            if "nodes up" in line:
+                break
+        state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) in (0, 130)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        launcher.stdout.close()
+        launcher.stderr.close()
+    assert not any(_alive(node["os_pid"]) for node in state["nodes"])
+    import socket
+
+    for node in state["nodes"]:  # the ports are free again
+        host, port = node["address"].rsplit(":", 1)
+        with socket.socket() as probe:
+            probe.bind((host, int(port)))
+
+
+def test_a_host_that_cannot_start_nodes_is_named_with_its_error_and_nothing_is_left(tmp_path):
+    bad = _write(
+        tmp_path,
+        """
+        hosts:
+          - address: localhost
+            cores: 1
+          - address: 127.0.0.1
+            label: broken
+            cores: 1
+            python: /bin/false
+        """,
+    )
+    done = subprocess.run([*LAUNCH, str(bad), "--plain", "--run", "nothing.py"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "host broken: a node did not start: the node exited with status 1" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / ".termite" / "cluster.json").exists()
+
+
+def test_bad_config_gets_a_clear_error(tmp_path):
+    bad = _write(tmp_path, "hosts:\n  - address: localhost\n    cores: many\n")
+    done = subprocess.run([*LAUNCH, str(bad)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cluster.yaml:3" in done.stderr and "cores" in done.stderr and "many" in done.stderr
+
+
+def _pane(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+
+
+def _until(session: str, test, timeout: float = 30.0) -> str:
+    """Watch the terminal as a person would, until ``test(screen)`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        screen = _pane(session)
+        if test(screen):
+            return screen
+        time.sleep(0.2)  # a terminal gives no event to wait on: look again
+    raise AssertionError(f"the screen never showed what was expected:\n{_pane(session)}")
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+def test_in_a_terminal_the_live_dashboard_shows_the_nodes_and_ctrl_c_stops_them(two_local, tmp_path):
+    session = f"termite-test-{os.getpid()}"
+    command = f"{sys.executable} -m termite_launcher {two_local}; echo EXITED $?; sleep 60"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(tmp_path), command], check=True)
+    try:
+        screen = _until(session, lambda text: text.count(" up ") >= 2 and "cpu" in text)
+        assert "cluster" in screen and "events" in screen
+        state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
+        for node in state["nodes"]:
+            assert node["address"] in screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        screen = _until(session, lambda text: "EXITED" in text)
+        assert "EXITED 0" in screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert not any(_alive(node["os_pid"]) for node in state["nodes"])
+
+
+ACROSS = textwrap.dedent(
+    """
+    import os, sys
+    import termite
+    from termite.testing import echo, relay
+
+    h1, h2 = sys.argv[2], sys.argv[3]
+    with termite.Executor(cluster=sys.argv[1]) as pool:
+        pids = set(pool.map(lambda _: os.getpid(), range(60)))
+        node = pool.node
+        a = next(r for r in node.run(termite.nodes) if r.host == h1)
+        b = next(r for r in node.run(termite.nodes) if r.host == h2)
+        server = node.spawn_on(b, echo)
+        node.spawn_on(a, relay, node.pid, termite.call, server, "across the link", 5)
+        print("relayed", node.receive(("relayed", str), timeout=10)[1])
+    print("ran on", sorted(pids))
+    """
+)
+
+
+@pytest.mark.timeout(120)
+def test_one_cluster_over_two_ssh_hosts_and_a_host_whose_nodes_die_shows_down(netns_hosts, tmp_path):
+    import psutil
+
+    hosts = netns_hosts.hosts
+    lines = ["hosts:"]
+    for host in hosts:
+        lines += [
+            f"  - address: {host.address}",
+            f"    label: {host.name}",
+            "    cores: 2",
+            f"    python: {sys.executable}",
+            "    ssh:",
+            "      user: root",
+            f"      key: {netns_hosts.client_key}",
+            f"      options: [UserKnownHostsFile={netns_hosts.known_hosts}, ConnectTimeout=5]",
+        ]
+    lines += ["heartbeat_timeout: 1.0", "heartbeat_interval: 0.1", "meter_interval: 0.2"]
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("\n".join(lines) + "\n")
+    launcher = subprocess.Popen([*LAUNCH, str(cluster), "--plain", "--every", "0.3"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        said = []
+        for line in launcher.stderr:
+            said.append(line)
+            if "nodes up" in line:
+                break
+        assert "nodes up" in said[-1], "".join(said)
+        state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
+        by_host = {host.address: [n for n in state["nodes"] if n["host"] == host.address] for host in hosts}
+        assert [len(nodes) for nodes in by_host.values()] == [2, 2]
+        job = tmp_path / "across.py"
+        job.write_text(ACROSS)
+        done = subprocess.run([sys.executable, str(job), str(cluster), hosts[0].address, hosts[1].address],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "relayed across the link" in done.stdout  # a process on h1 called one on h2, over the veth link
+        ran_on = set(_numbers(next(line for line in done.stdout.splitlines() if line.startswith("ran on"))))
+        assert ran_on == {n["os_pid"] for n in state["nodes"]}
+        for node in by_host[hosts[1].address]:  # kill h2's nodes
+            os.kill(node["os_pid"], signal.SIGKILL)
+        down = {node["address"] for node in by_host[hosts[1].address]}
+        seen = set()
+        deadline = time.monotonic() + 20
+        for line in launcher.stdout:
+            seen |= {address for address in down if address in line and " down" in line}
+            if seen == down or time.monotonic() > deadline:
+                break
+        assert seen == down, "the dashboard did not show h2's nodes down"
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) in (0, 130)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        launcher.stdout.close()
+        launcher.stderr.close()
+    for host in hosts:  # nothing left but sshd on either host
+        assert host.pids() <= {host.sshd_pid} | {p.pid for p in psutil.process_iter() if p.pid in host.pids() and "sshd" in p.name()}
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0] == "ssh"
+                and any(host.address in part for part in p.info["cmdline"] for host in hosts)]
