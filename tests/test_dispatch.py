@@ -146,3 +146,15 @@ def test_a_late_report_counts_as_busy(two):
         time.sleep(0.5)  # the condition under test is time itself: 2.5 report intervals pass
         pids = [pool.submit(where).result(10) for _ in range(6)]
     assert pids == [b.pid] * 6, "an idle node whose report is late was handed work"
+
+
+def test_the_executor_works_where_an_asyncio_loop_already_runs_as_in_jupyter(two):
+    import asyncio
+
+    here, b, c = two
+
+    async def cell():  # a notebook cell runs inside the kernel's running event loop
+        with termite.Executor(node=here) as pool:
+            return sum(pool.map(abs, range(-100, 0), chunksize=10)), await asyncio.wrap_future(pool.submit(pow, 2, 5))
+
+    assert asyncio.run(cell()) == (5050, 32)
