@@ -50,3 +50,7 @@ def cluster(keyfile):
 
 # Two hosts as network namespaces running sshd, for the SSH multi-host tests (tests/netns_hosts.py).
 from netns_hosts import netns_hosts  # noqa: E402, F401
+
+# tests/sample_suite is a sample project's suite that tests/test_pytest_plugin.py
+# and benchmarks/pytest_plugin.py run on their own; it is not part of termite's suite.
+collect_ignore = ["sample_suite"]

@@ -1,0 +1,276 @@
+"""A worker of ``pytest --termite``: ``python -m termite_launcher.pytest_worker INFO [PYTEST ARGS...]``.
+
+A relay (termite_launcher/pytest_relay.py) starts this as a subprocess of a
+cluster node, in the controller's folder and with the controller's
+arguments, so it collects the same items (same rootdir, ini file, conftests
+and options).  Its run loop is replaced by one that runs the items it is
+sent, by node id, with ``pytest_runtest_protocol(item, nextitem)`` as
+pytest-xdist's worker does, and it streams back every report serialized by
+pytest's own ``pytest_report_to_serializable``.  ``INFO`` is JSON: the
+worker's id, the number of workers, the run's id, its basetemp.
+
+The protocol is one JSON object per line: commands on stdin, events on
+stdout (whatever tests print on fd 1 goes to stderr).  Controller to worker::
+
+    {"cmd": "run", "items": [[index, nodeid], ...], "last": bool, "ask_below": n}
+                                    more work; "last": nothing after it for now; ask again when fewer than n wait
+    {"cmd": "none"}                                                 nothing more for now
+    {"cmd": "steal", "items": [index, ...]}                         give these back if not started
+    {"cmd": "shutdown"}                                             finish the running item, drop the rest, end
+
+Worker to controller (``"i"`` is the controller's index of the item)::
+
+    {"ev": "ready", "collected": n, "errors": [...], "pid": ..., "host": ..., "python": ...}
+    {"ev": "need", "pending": k}          when fewer than 2 (or "ask_below") items wait and nothing is asked yet
+    {"ev": "logstart" | "logfinish", "i", "nodeid", "location"}
+    {"ev": "report", "i", "data"}         a TestReport, serialized
+    {"ev": "missing", "items": [[index, nodeid], ...], "collected": n, "errors": [...]}
+    {"ev": "unscheduled", "items": [index, ...]}   what it gave back of a "steal" (never its next item)
+    {"ev": "warning", ...}                pytest_warning_recorded, serialized
+    {"ev": "finished", "exitstatus": n}
+
+Why a worker needs two items to run one: pytest tears fixtures down by
+looking at the *next* item: a module fixture stays up when the next item is
+in the same module.  So the worker keeps the next item pending, and runs its
+last one with ``nextitem=None`` only when told nothing follows (``"none"``,
+``"last"``).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+
+import pytest
+
+__all__ = ["WorkerPlugin", "main"]
+
+
+def _die_with_parent(parent: int) -> None:
+    """End when the node that started us ends, even by SIGKILL (Linux); at once if it already has."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(70)
+
+
+class WorkerPlugin:
+    """What makes a pytest session a termite worker."""
+
+    def __init__(self, info: dict, out, commands):
+        self.info = info
+        self.out = out
+        self.out_lock = threading.Lock()  # the run loop and the command reader both write events
+        self.commands = commands
+        self.items: dict = {}  # nodeid -> item, everything collected (deselection is the controller's)
+        self.collect_errors: list[str] = []
+        self.index = None  # the controller's index of the item running
+        # What the command reader and the run loop share, under `state`: the reader
+        # applies each command as it comes (a steal, too, while a test runs).
+        self.state = threading.Condition()
+        self.pending: collections.deque = collections.deque()  # (index, item), in the order sent
+        self.asked = False  # a "need" is unanswered
+        self.last = False  # nothing follows the pending items for now: the last may run with nextitem=None
+        self.low_water = 2  # ask for more when fewer items than this wait (the controller may raise it)
+        self.stopping = False
+        self.config = None
+
+    def send(self, event: str, flush: bool = True, **fields) -> None:
+        fields["ev"] = event
+        line = json.dumps(fields, default=repr) + "\n"
+        with self.out_lock:
+            self.out.write(line)
+            if flush:
+                self.out.flush()
+
+    # -- configuration: a worker, as pytest's own plugins understand one ----------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_cmdline_main(self, config):
+        self.config = config
+        option = config.option
+        # cacheprovider, junitxml and stepwise leave their files to the controller
+        # when they see workerinput; xdist-aware fixtures (worker_id) read it too.
+        config.workerinput = {
+            "workerid": self.info["id"],
+            "workercount": self.info["count"],
+            "testrunuid": self.info["testrunuid"],
+            "mainargv": [sys.argv[0]],
+        }
+        config.workeroutput = {}
+        if self.info.get("basetemp"):
+            option.basetemp = self.info["basetemp"]
+        option.usepdb = option.trace = False
+        for name in ("lf", "failedfirst", "newfirst", "stepwise", "stepwise_skip"):
+            if hasattr(option, name):
+                setattr(option, name, False)
+        if hasattr(option, "numprocesses"):  # no pytest-xdist inside a worker (addopts may say -n)
+            option.numprocesses, option.dist, option.tx = None, "no", []
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_configure(self, config):
+        # Nobody reads this session's terminal: the controller reports.  (What tests print,
+        # and faulthandler's dumps, still reach stderr, shown if the worker crashes.)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            writer = type(reporter._tw)  # pytest's TerminalWriter
+            reporter._tw = writer(open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 - as long as the session
+
+    # -- collection: every item, by node id --------------------------------------
+
+    def pytest_itemcollected(self, item) -> None:
+        self.items[item.nodeid] = item
+
+    def pytest_collectreport(self, report) -> None:
+        if report.failed:
+            last = report.longreprtext.strip().splitlines()[-1:] or ["?"]
+            self.collect_errors.append(f"{report.nodeid or '.'}: {last[0]}")
+
+    def pytest_collection_finish(self, session) -> None:
+        for item in session.items:  # what collection kept wins over what it first made
+            self.items[item.nodeid] = item
+        python = f"Python {sys.version.split()[0]} {sys.executable}"
+        self.send("ready", collected=len(self.items), errors=self.collect_errors[:5], pid=os.getpid(),
+                  host=socket.gethostname(), python=python)
+        threading.Thread(target=self._read_commands, name="termite-worker-commands", daemon=True).start()
+
+    # -- the run loop ---------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtestloop(self, session):
+        hook = session.config.hook
+        while True:
+            with self.state:
+                while not self.stopping:
+                    self._ask()
+                    if self.pending and (len(self.pending) >= 2 or self.last):
+                        break
+                    self.state.wait()
+                if self.stopping:
+                    break
+                index, item = self.pending.popleft()
+                self._ask()  # more comes while this one runs
+                nextitem = self.pending[0][1] if self.pending else None  # never stolen: see _command
+            self.index = index
+            hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+            self.index = None
+            if session.shouldfail or session.shouldstop:
+                break  # -x or --maxfail: at once, not after the controller hears of it (it does too)
+        return True
+
+    def _ask(self) -> None:
+        if not self.asked and len(self.pending) < self.low_water and not (self.last and self.pending):
+            self.asked = True
+            self.send("need", pending=len(self.pending))
+
+    def _read_commands(self) -> None:
+        """The command reader's thread (as xdist's channel callback): apply each command at once."""
+        for line in self.commands:
+            if line.strip():
+                cmd = json.loads(line)
+                with self.state:
+                    self._command(cmd)
+                    self.state.notify()
+        with self.state:  # the relay is gone
+            self._command({"cmd": "shutdown"})
+            self.state.notify()
+
+    def _command(self, cmd: dict) -> None:
+        kind = cmd["cmd"]
+        if kind == "run":
+            missing = []
+            for index, nodeid in cmd["items"]:
+                item = self.items.get(nodeid)
+                if item is None:
+                    missing.append([index, nodeid])
+                else:
+                    self.pending.append((index, item))
+            if missing:
+                self.send("missing", items=missing, collected=len(self.items), errors=self.collect_errors[:5])
+            self.asked, self.last = False, bool(cmd.get("last"))
+            self.low_water = max(2, cmd.get("ask_below", 2))
+        elif kind == "none":
+            self.asked, self.last = False, True
+        elif kind == "steal":
+            # Give back what is asked and still waits, but the first waiting item: the test
+            # running (or just run) was given it as its nextitem, and its teardown counts on it.
+            wanted = set(cmd["items"])
+            given = [index for index, _ in list(self.pending)[1:] if index in wanted]
+            if given:
+                gone = set(given)
+                self.pending = collections.deque(e for n, e in enumerate(self.pending) if n == 0 or e[0] not in gone)
+            self.send("unscheduled", items=given)
+        elif kind == "shutdown":
+            self.stopping = True
+            self.pending.clear()
+
+    # -- what happens, to the controller ------------------------------------------------
+
+    def pytest_runtest_logstart(self, nodeid, location) -> None:
+        self.send("logstart", i=self.index, nodeid=nodeid, location=location)
+
+    def pytest_runtest_logfinish(self, nodeid, location) -> None:
+        self.send("logfinish", i=self.index, nodeid=nodeid, location=location)
+
+    def pytest_runtest_logreport(self, report) -> None:
+        data = self.config.hook.pytest_report_to_serializable(config=self.config, report=report)
+        self.send("report", flush=False, i=self.index, data=data)  # with the logfinish: fewer writes
+
+    def pytest_warning_recorded(self, warning_message, when, nodeid, location) -> None:
+        category = warning_message.category or UserWarning
+        self.send(
+            "warning", when=when, nodeid=nodeid, location=location,
+            message=str(warning_message.message), category=[category.__module__, category.__qualname__],
+            filename=warning_message.filename, lineno=warning_message.lineno, line=warning_message.line,
+        )  # fmt: skip
+
+    def pytest_internalerror(self, excrepr) -> None:
+        self.send("internal_error", text=str(excrepr))
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_sessionfinish(self, exitstatus):
+        yield
+        self.send("finished", exitstatus=int(exitstatus))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    info = json.loads(argv[0])
+    parent = os.environ.pop("TERMITE_WORKER_PARENT", None)  # set by the relay; not for the tests' own children
+    if parent:
+        _die_with_parent(int(parent))
+    # The protocol keeps the pipes on fds of its own: pytest's capture points fds 0 and 1
+    # elsewhere while tests run, and what tests print to fd 1 (under -s) goes to stderr.
+    commands = os.fdopen(os.dup(0), "r", encoding="utf-8")
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace")
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    if not info.get("cwd_on_path") and sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # `python -m` put the folder first; the controller (the `pytest` script) had not
+    os.environ.update(
+        PYTEST_XDIST_WORKER=info["id"],
+        PYTEST_XDIST_WORKER_COUNT=str(info["count"]),
+        PYTEST_XDIST_TESTRUNUID=info["testrunuid"],
+    )
+    from termite_launcher import pytest_plugin
+
+    pytest_plugin.IN_WORKER = True  # the --termite among our arguments is the controller's
+    plugin = WorkerPlugin(info, out, commands)
+    try:
+        return int(pytest.main(argv[1:], plugins=[plugin]))
+    finally:
+        out.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""A test that, when SAMPLE_SUITE_GATE names a folder, tells the test driving the
+run which node runs it, then blocks until its node is killed (the crash test of
+tests/test_pytest_plugin.py).  Without the variable it passes at once."""
+
+import os
+
+
+def test_gate():
+    gate = os.environ.get("SAMPLE_SUITE_GATE")
+    if not gate:
+        return
+    with open(os.path.join(gate, "started"), "w") as fifo:  # blocks until the driver reads
+        fifo.write(f"{os.getppid()}\n")  # the worker's parent: its termite node
+    with open(os.path.join(gate, "never")) as fifo:  # no writer ever comes: wait to be killed
+        fifo.read()
