@@ -92,6 +92,8 @@ class Remote:
         prefix = (table.ref.incarnation & ((1 << 30) - 1)) << 32
         self._spawn_serials = (_REMOTE_SERIAL_BASE | prefix | n for n in itertools.count(1))
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
+        self._one: tuple[NodeRef, bytes] | None = None  # or a turn's only frame so far, held alone
+        self._here = table.ref  # the NodeRef object decoded pids of this node last came with
         # The transport reads on the kernel's thread: frames and new peers
         # come here directly; a lost peer comes from its I/O thread.
         transport.on_frames = self._on_frames
@@ -118,6 +120,16 @@ class Remote:
 
     def _queue(self, node: NodeRef, data: bytes) -> None:
         """Hold a frame for ``node`` until the end of the kernel's turn (or a full batch)."""
+        if self._one is None:
+            if not self._out and len(data) < _BATCH_BYTES:
+                self._one = (node, data)  # the first of the turn: no batch until a second comes
+                return
+        else:
+            held, self._one = self._one, None
+            self._batch(*held)
+        self._batch(node, data)
+
+    def _batch(self, node: NodeRef, data: bytes) -> None:
         key = (node.host, node.port)
         entry = self._out.get(key)
         if entry is None:
@@ -133,6 +145,9 @@ class Remote:
 
     def flush(self) -> None:
         """Send every held frame: many to one node go as one batch frame."""
+        if self._one is not None:
+            (node, data), self._one = self._one, None
+            self.transport.send_frame(node, data)
         if self._out:
             out, self._out = self._out, {}
             for node, batch, _ in out.values():
@@ -287,8 +302,11 @@ class Remote:
             self.handlers[kind](peer, frame)
 
     def _local(self, pid: Pid) -> object | None:
-        if pid.node != self.table.ref:  # a guest, or of an earlier incarnation of this node (gone)
-            return self.table.guests.get(pid) if self.table.guests else None
+        node = pid.node
+        if node is not self._here:  # the codec gives the pids it decodes one NodeRef object per node
+            if node != self.table.ref:  # a guest, or of an earlier incarnation of this node (gone)
+                return self.table.guests.get(pid) if self.table.guests else None
+            self._here = node
         return self.table.procs.get(pid.serial)
 
     def _spawn_here(self, pid: Pid, fn, args, link_to, name) -> None:

@@ -21,13 +21,18 @@ back from its trap; a ``Signal`` value instead raises in the task, or closes it.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import threading
+import time
 from collections import deque
 from functools import partial
 
 from termite._traps import PARK, RESCHEDULE, Sentinel
+
+_heappush = heapq.heappush
+_INF = float("inf")
 
 __all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
 
@@ -98,6 +103,10 @@ class Kernel:
         self._stale_timers = 0
         self._scheduled = False
         self._timer_handle = None
+        self._armed_for = _INF  # when _timer_handle fires (inf if none)
+        # loop.time(), or time.monotonic itself when that is what it calls:
+        # a Python call less on every timed receive.
+        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self.thread = None
 
     # -- entry points ---------------------------------------------------------
@@ -119,11 +128,6 @@ class Kernel:
             self._scheduled = True
             self.loop.call_soon(self._run)
 
-    def run_now(self) -> None:
-        """Take a turn at once, from a loop callback (never from inside a turn):
-        frames just read run their processes without another loop iteration."""
-        self._run()
-
     def call_threadsafe(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the kernel's thread, from any thread."""
         self.loop.call_soon_threadsafe(self._external, fn, args)
@@ -136,9 +140,9 @@ class Kernel:
 
     def add_timer(self, delay: float, task: Task, value=TIMED_OUT) -> list:
         """Wake ``task`` with ``value`` after ``delay`` seconds, unless cancelled."""
-        entry = [self.loop.time() + delay, next(self._timer_seq), task, value]
-        heapq.heappush(self.timers, entry)
-        if self._timer_handle is None or entry[0] < self._timer_handle.when():
+        entry = [self._clock() + delay, next(self._timer_seq), task, value]
+        _heappush(self.timers, entry)
+        if entry[0] < self._armed_for:
             self._arm_timer()
         return entry
 
@@ -157,10 +161,31 @@ class Kernel:
     def _arm_timer(self):
         if self._timer_handle is not None:
             self._timer_handle.cancel()
-        self._timer_handle = self.loop.call_at(self.timers[0][0], self._on_timer)
+        self._armed_for = when = self.timers[0][0]
+        self._timer_handle = self.loop.call_at(when, self._on_timer)
 
     def _on_timer(self):
+        """The loop's timer is due: wake the tasks whose timers are, then take a turn.
+
+        Timers expire here only, not in every turn: a turn run for frames
+        just read (run_now) first runs the processes those frames woke, which
+        cancel their own timers, so a reply that arrives as its timeout
+        falls due is not also woken by the timeout.
+        """
         self._timer_handle = None
+        self._armed_for = _INF
+        timers, ready = self.timers, self.ready
+        now = self._clock()
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            task = entry[2]
+            if task is None:
+                self._stale_timers -= 1
+                continue
+            entry[2] = None
+            task.waiting = None
+            task.value = entry[3]
+            ready.append(task)
         self._run()
 
     # -- the run loop ---------------------------------------------------------
@@ -169,25 +194,10 @@ class Kernel:
         self._scheduled = False
         ready = self.ready
 
-        # Phase 1: expire timers.
-        timers = self.timers
-        if timers:
-            now = self.loop.time()
-            while timers and timers[0][0] <= now:
-                entry = heapq.heappop(timers)
-                task = entry[2]
-                if task is None:
-                    self._stale_timers -= 1
-                    continue
-                entry[2] = None
-                task.waiting = None
-                task.value = entry[3]
-                ready.append(task)
-
-        # Phase 2: run ready tasks, at most BUDGET of them.
+        # Phase 1: run ready tasks, at most BUDGET of them.
         popleft = ready.popleft
         local = _local
-        budget = self.BUDGET
+        budget = full = self.BUDGET
         try:
             while ready and budget:
                 budget -= 1
@@ -221,15 +231,19 @@ class Kernel:
                 self._await_foreign(task, trap)
         finally:
             local.task = None
-            self.steps += self.BUDGET - budget
+            self.steps += full - budget
             if self.after_turn is not None:
                 self.after_turn()
 
-        # Phase 3: arrange the next turn.
+        # Phase 2: arrange the next turn.
         if ready:
             self.kick()
-        elif timers and self._timer_handle is None:
+        elif self._timer_handle is None and self.timers:
             self._arm_timer()
+
+    #: Take a turn at once, from a loop callback (never from inside a turn):
+    #: frames just read run their processes without another loop iteration.
+    run_now = _run
 
     def _signal(self, task: Task, signal: Signal):
         if signal.force:

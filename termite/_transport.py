@@ -26,10 +26,18 @@ I/O thread.  ``on_peer_down(peer)`` comes from the I/O thread, which does
 not declare a peer down while the loop's thread is too busy to read: a
 process running CPU-bound code makes every peer *look* silent.  An empty
 frame is a heartbeat and is not handed on.
+
+On the loop's thread, frames handed on are followed by ``on_read_done()``
+(the kernel's turn, which sends the replies).  While the loop has nothing
+else to do, its thread waits for the next message in zmq_poll rather than in
+the loop's own select, and runs a turn after each one (see
+``Transport._idle``): a round trip between nodes then costs no asyncio
+iteration and no ``EVENTS`` check from Python.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -48,6 +56,10 @@ _ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 _HEARTBEAT = b""
 # Plain ints: pyzmq's enum flags cost microseconds per operation on the hot path.
 _EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
+# zmq.Socket.send is a Python wrapper (for DRAFT options termite never uses)
+# around this one.
+_send = zmq.backend.Socket.send
+_monotonic = time.monotonic
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, an IPv4, or [an IPv6]
 
 
@@ -65,6 +77,26 @@ def ref_of_identity(identity: bytes) -> NodeRef | None:
     if not (0 < port < 65536 and 0 <= incarnation < 1 << 64 and _HOST.fullmatch(host)):
         return None
     return NodeRef(host, port, incarnation)
+
+
+def loop_clock(loop):
+    """``loop.time``, or the function it calls when that is asyncio's own."""
+    return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+
+
+def _idle_poll_items(loop, router, router_fd):
+    """What Transport._idle polls: the ROUTER and the loop's self-pipe, for
+    CPython's own selector loop (whose insides _idle reads); None for any
+    other loop, which then does all the waiting."""
+    if not isinstance(loop, asyncio.BaseEventLoop) or not all(
+        hasattr(loop, name) for name in ("_ready", "_scheduled", "_stopping", "_clock_resolution", "_debug")
+    ):
+        return None
+    fds = getattr(getattr(loop, "_selector", None), "_fd_to_key", None)
+    if not isinstance(fds, dict) or len(fds) != 2 or router_fd not in fds:
+        return None
+    (self_pipe,) = (fd for fd in fds if fd != router_fd)
+    return [(router, _POLLIN), (self_pipe, _POLLIN)]
 
 
 class TransportStats:
@@ -113,6 +145,7 @@ class Transport:
         self.router.linger = 0
         self.router.router_handover = 1  # a restarted peer with the same id takes over
         self.router.rcvhwm = 0
+        self._recv = self.router.recv
         if keys is not None:
             # Server keys before bind.
             self.router.curve_server = True
@@ -128,6 +161,7 @@ class Transport:
         self._identity = identity_of(self.ref)
         self._lock = threading.Lock()  # guards the DEALERs and the peer table
         self._dealers: dict[tuple[str, int], zmq.Socket] = {}
+        self._to, self._to_sock = None, None  # send_frame's last peer and its DEALER
         self._last_seen: dict[NodeRef, float] = {}  # peers we expect heartbeats from
         self._wake_in = self.ctx.socket(zmq.PAIR)
         self._wake_in.bind(f"inproc://termite-wake-{id(self)}")
@@ -136,10 +170,18 @@ class Transport:
         self._stopping = False
         self._thread = threading.Thread(target=self._io, name=f"termite-io-{self.port}", daemon=True)
         self._peer_ids: dict[bytes, NodeRef] = {}  # routing id -> peer, parsed once
+        # Routing id -> [peer, when last heard], for the peers in _last_seen:
+        # the reader stamps these (no NodeRef hashing, which runs Python, per
+        # message), and _beat folds them into _last_seen.
+        self._heard: dict[bytes, list] = {}
         self.on_read_done = lambda: None  # after frames were handed on
         self._loop = None  # the event loop whose thread reads the ROUTER, if any
-        self._read_at = time.monotonic()  # when that thread last read the ROUTER to the end
+        self._read_at = time.monotonic()  # when that thread last read a message, or the ROUTER to its end
         self._tick_handle = None
+        self._fd = None  # the ROUTER's FD, which the loop watches
+        self._poll_items = None  # what _idle polls, if it may (see there)
+        self._only_router = None  # what zmq_poll returns when only the ROUTER is ready
+        self._clock = None  # the loop's time()
 
     # -- life cycle -----------------------------------------------------------
 
@@ -148,7 +190,11 @@ class Transport:
         are read and handed on by that loop's thread, saving a thread hop."""
         if loop is not None:
             self._loop = loop
-            loop.add_reader(self.router.getsockopt(zmq.FD), self._on_readable)
+            self._fd = self.router.getsockopt(zmq.FD)
+            loop.add_reader(self._fd, self._on_readable)
+            self._clock = loop_clock(loop)
+            self._poll_items = _idle_poll_items(loop, self.router, self._fd)
+            self._only_router = [(self.router, _POLLIN)]
             self._tick_handle = loop.call_soon(self._tick)
         self._thread.start()
         return self
@@ -161,12 +207,13 @@ class Transport:
         if self._loop is not None:
             self._tick_handle.cancel()
             if not self._loop.is_closed():
-                self._loop.remove_reader(self.router.getsockopt(zmq.FD))
+                self._loop.remove_reader(self._fd)
         with self._lock:
             self._wake_out.send(b"stop")
         self._thread.join(5)
         self.router.close(linger=0)
         with self._lock:
+            self._to = None
             for sock in self._dealers.values():
                 sock.close(linger=0)
             self._dealers.clear()
@@ -205,7 +252,8 @@ class Transport:
             try:
                 sock = self._dealers.get((peer.host, peer.port)) or self._dealer(peer)
                 if len(frames) == 1:
-                    sock.send(frames[0], _NOBLOCK, copy=len(frames[0]) < 4096)
+                    data = frames[0]
+                    _send(sock, data, _NOBLOCK, len(data) < 4096)
                 else:
                     sock.send_multipart(frames, flags=_NOBLOCK, copy=len(frames[0]) < 4096)
             except zmq.ZMQError as exc:
@@ -214,13 +262,42 @@ class Transport:
                 return
         self.stats.frames_out += len(frames)
 
+    def send_frame(self, peer: NodeRef, data: bytes) -> None:
+        """``send(peer, [data])``, with less to do on the way."""
+        with self._lock:
+            if peer is self._to:  # the peer of the last send_frame: its DEALER still open
+                sock = self._to_sock
+            else:
+                sock = self._dealers.get((peer.host, peer.port))
+                if sock is not None:
+                    self._to, self._to_sock = peer, sock
+            if sock is not None:
+                try:
+                    _send(sock, data, _NOBLOCK, len(data) < 4096)
+                except zmq.ZMQError as exc:
+                    self.stats.dropped_out += 1
+                    log.warning("dropped a frame to %s: %s", peer, exc)
+                    return
+                self.stats.frames_out += 1
+                return
+        self.send(peer, [data])
+
     def forget(self, peer: NodeRef) -> None:
         """Close the connection to ``peer``; the next send reconnects."""
         with self._lock:
             sock = self._dealers.pop((peer.host, peer.port), None)
+            self._to = None
             self._last_seen.pop(peer, None)
+            self._forget_heard([peer])
             if sock is not None:
                 sock.close(linger=0)
+
+    def _forget_heard(self, peers: list[NodeRef]) -> None:
+        """Drop the reader's entries of ``peers`` (hold the lock)."""
+        heard = self._heard
+        for identity, (peer, _) in list(heard.items()):
+            if peer in peers:
+                del heard[identity]
 
     def peers(self) -> list[NodeRef]:
         with self._lock:
@@ -231,17 +308,80 @@ class Transport:
     # -- reading on the loop's thread ----------------------------------------------
 
     def _on_readable(self):
-        # zmq's FD is edge-triggered: read until there is nothing left, or
-        # come back at once if the bound stopped us.
-        if self._read_router():
+        # The ROUTER's FD signalled.  zmq's FD is edge-triggered: read until
+        # there is nothing left (or come back at once if the bound stopped
+        # us), then wait for more right here while the loop is idle.
+        if self._read_router(False):
             self._loop.call_soon(self._on_readable)
-        else:
-            self._read_at = time.monotonic()
+            return
+        self._read_at = _monotonic()
+        if self._poll_items is not None:
+            self._idle()
 
     def _tick(self):
         """Also read now and then: an idle loop proves it can read (see _beat)."""
-        self._on_readable()
         self._tick_handle = self._loop.call_later(self.heartbeat_interval / 2, self._tick)
+        if self._read_router():
+            self._loop.call_soon(self._on_readable)
+        else:
+            self._read_at = _monotonic()
+
+    def _idle(self):
+        """Wait for the next message in zmq_poll, and run it at once, for as
+        long as the event loop has nothing else to do.
+
+        An asyncio loop iteration per message, and the ``EVENTS`` checks that
+        reading the ROUTER's edge-triggered FD needs, cost as much Python as
+        the rest of a round trip between nodes.  zmq_poll, given the ROUTER
+        itself, checks for a message in C before it sleeps, so each message
+        is read, handed on and run (and its replies sent) as soon as it is
+        there.  This returns to the loop as soon as anything else wants it: a
+        callback ready (``call_soon``, a kernel kick, a
+        ``call_soon_threadsafe``, whose wake-up byte shows on the loop's
+        self-pipe, polled here too), a timer due (the kernel's, the tick's,
+        an asyncio sleep's), a stop, or another file descriptor registered
+        with the loop (by a process using asyncio streams, say: then the
+        loop's own select waits for everything, as without this).
+        """
+        loop = self._loop
+        if loop._debug:
+            return  # asyncio would report this callback as slow
+        ready, scheduled, resolution = loop._ready, loop._scheduled, loop._clock_resolution
+        fds = loop._selector._fd_to_key  # the ROUTER's FD and the self-pipe's, unless others came
+        items, only_router, clock = self._poll_items, self._only_router, self._clock
+        poll, read_one, run = zmq.zmq_poll, self._read_one, self.on_read_done
+        # Only the turns run here can call_soon, stop the loop, or add or
+        # remove a file descriptor (stop() removes the ROUTER's); other
+        # threads wake the loop through its self-pipe.
+        if ready or loop._stopping or len(fds) != 2:
+            return
+        # Whether the ROUTER may hold messages whose wake-up zmq_poll took
+        # from its FD: the loop's select would not see them, so on leaving,
+        # _on_readable is called back to read them.
+        pending = False
+        while True:
+            if scheduled:
+                timeout = scheduled[0]._when - clock()
+                if timeout <= resolution:
+                    break
+                events = poll(items, min(int(timeout * 1000) + 1, 3_600_000))  # ms, in a C int
+            else:
+                events = poll(items, -1)
+            if events != only_router:
+                if events:  # the self-pipe, with the ROUTER or without
+                    pending = events[0][0] is items[0][0]
+                    break
+                pending = False
+                continue  # timed out: the timer is due
+            if read_one():
+                run()
+                pending = True
+                if ready or loop._stopping or len(fds) != 2:
+                    break
+            else:
+                pending = False
+        if pending and not self._stopping:
+            loop.call_soon(self._on_readable)
 
     def _reading_is_late(self, now: float) -> bool:
         """True while the loop's thread is too busy to read (a process running
@@ -301,47 +441,104 @@ class Transport:
             self._zap.send_multipart([version, request_id, b"400", b"not a member of this cluster", b"", b""])
             self.on_refused(address)
 
-    def _read_router(self) -> bool:
-        """Hand on what the ROUTER holds; True if stopped by the bound with more to read."""
-        router = self.router
-        recv, getsockopt = router.recv, router.getsockopt
-        max_frame = self.max_frame
-        seen = self._last_seen
+    def _read_router(self, check: bool = True) -> bool:
+        """Hand on what the ROUTER holds, then run a kernel turn (``on_read_done``);
+        True if stopped by the bound with more to read.
+
+        ``check=False`` when the ROUTER's FD has just signalled: the first
+        message is then read without asking ``EVENTS`` first (a wake-up with
+        no message behind it is rare, and costs a ``zmq.Again``).
+        """
+        events = self.router.getsockopt
+        read_one = self._read_one
         handed = False
         try:
             for _ in range(1000):  # bounded: heartbeats and other callbacks keep their rhythm
-                if not getsockopt(_EVENTS) & _POLLIN:  # cheaper than a recv raising Again
+                if check and not events(_EVENTS) & _POLLIN:  # cheaper than a recv raising Again
                     return False
-                identity = recv(_NOBLOCK)
-                parts = []
-                while getsockopt(_RCVMORE):
-                    parts.append(recv(_NOBLOCK))
-                peer = self._peer_ids.get(identity) or self._new_peer_id(identity)
-                if peer is None or not parts:
-                    self.stats.dropped_in += 1
-                    log.warning("dropped a message with a malformed sender id %r", identity[:64])
-                    continue
-                if peer not in seen and not self._greet(peer):
-                    continue
-                seen[peer] = time.monotonic()
-                frames = []
-                for frame in parts:
-                    if not frame:
-                        continue  # heartbeat
-                    if len(frame) > max_frame:
-                        self.stats.dropped_in += 1
-                        log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, max_frame)
-                        continue
-                    self.stats.bytes_in += len(frame)
-                    frames.append(frame)
-                if frames:
-                    self.stats.frames_in += len(frames)
-                    handed = True
-                    self.on_frames(peer, frames)
+                check = True
+                if not read_one():
+                    return False
+                handed = True
             return True
         finally:
             if handed:
                 self.on_read_done()
+
+    def _read_one(self) -> bool:
+        """Read one message and hand its frames on; False if there was none."""
+        recv = self._recv
+        try:
+            identity = recv(_NOBLOCK)
+        except zmq.Again:
+            return False
+        # A ROUTER message is the sender's id and at least one part; the first
+        # part comes as a Frame, whose ``more`` tells without a
+        # getsockopt(RCVMORE) whether others follow.
+        first = recv(_NOBLOCK, False)  # copy=False: a Frame
+        entry = self._heard.get(identity)
+        if entry is None or first.more:
+            peer, frames = self._unusual(identity, first)
+            if not frames:
+                return True
+            self.stats.frames_in += len(frames)
+        else:  # what termite nodes send: one part, from a peer already known
+            entry[1] = self._read_at = _monotonic()
+            frame = first.bytes
+            size = len(frame)
+            if not size:
+                return True  # heartbeat
+            peer = entry[0]
+            if size > self.max_frame:
+                self._too_large(peer, frame)
+                return True
+            frames = [frame]
+            stats = self.stats
+            stats.bytes_in += size
+            stats.frames_in += 1
+        self.on_frames(peer, frames)
+        return True
+
+    def _unusual(self, identity: bytes, first) -> tuple[NodeRef | None, list[bytes]]:
+        """A message from a sender not known yet (parse its id, greet it), or
+        of several parts: its sender and the frames to hand on (maybe none)."""
+        parts = [first.bytes]
+        if first.more:  # read them all before anything else, or the next message would be misread
+            router = self.router
+            while router.getsockopt(_RCVMORE):
+                parts.append(router.recv(_NOBLOCK))
+        entry = self._heard.get(identity) or self._admit(identity)
+        if entry is None:
+            return None, []
+        entry[1] = self._read_at = _monotonic()
+        peer = entry[0]
+        frames = []
+        for frame in parts:
+            if not frame:
+                continue  # heartbeat
+            if len(frame) > self.max_frame:
+                self._too_large(peer, frame)
+                continue
+            self.stats.bytes_in += len(frame)
+            frames.append(frame)
+        return peer, frames
+
+    def _admit(self, identity: bytes) -> list | None:
+        """The ``[peer, heard at]`` entry of a sender heard for the first time
+        (or again after it was declared down), or None if it is refused."""
+        peer = self._peer_ids.get(identity) or self._new_peer_id(identity)
+        if peer is None:
+            self.stats.dropped_in += 1
+            log.warning("dropped a message with a malformed sender id %r", identity[:64])
+            return None
+        if peer not in self._last_seen and not self._greet(peer):
+            return None
+        with self._lock:
+            return self._heard.setdefault(identity, [peer, 0.0])
+
+    def _too_large(self, peer: NodeRef, frame: bytes) -> None:
+        self.stats.dropped_in += 1
+        log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, self.max_frame)
 
     def _new_peer_id(self, identity: bytes) -> NodeRef | None:
         peer = ref_of_identity(identity)
@@ -374,14 +571,24 @@ class Transport:
                     sock.send(_HEARTBEAT, flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
                     pass
+            last_seen, heard = self._last_seen, self._heard
+            for identity, (peer, heard_at) in list(heard.items()):  # what the reader heard, by routing id
+                seen = last_seen.get(peer)
+                if seen is None:
+                    del heard[identity]  # declared down or forgotten: greeted again when heard again
+                elif heard_at > seen:
+                    last_seen[peer] = heard_at
             late = self._reading_is_late(now)
-            for peer, seen in list(self._last_seen.items()):
+            for peer, seen in list(last_seen.items()):
                 if now - seen > self.heartbeat_timeout and not late:
                     down.append(peer)
-                    del self._last_seen[peer]
+                    del last_seen[peer]
+                    self._to = None
                     sock = self._dealers.pop((peer.host, peer.port), None)
                     if sock is not None:
                         sock.close(linger=0)
+            if down:
+                self._forget_heard(down)
         for peer in down:
             log.warning("node %s is down: nothing heard for %.1f s", peer, self.heartbeat_timeout)
             self.on_peer_down(peer)

@@ -1,6 +1,8 @@
 """The transport over real ZeroMQ sockets on loopback."""
 
+import asyncio
 import threading
+import time
 
 import pytest
 import zmq
@@ -119,3 +121,51 @@ def test_key_files_refuse_missing_and_public_only_files(tmp_path, keys):
     with pytest.raises(_keys.KeyFileError, match="needs the cluster's key file"):
         _keys.require_keys(None, "127.0.0.1", insecure=False)
     assert _keys.require_keys(None, "127.0.0.1", insecure=True) is None
+
+
+# -- a node's loop thread waiting in zmq_poll (Transport._idle) ------------------------------
+
+
+def test_messages_waiting_when_the_loop_gets_busy_are_read_at_once(transports):
+    # The loop's thread waits in zmq_poll and runs a turn after each message.
+    # When a turn leaves the loop something to do, it goes back to the loop
+    # with messages that came meanwhile still in the ROUTER, whose FD will not
+    # signal them again: they must be read at once, not by the next tick
+    # (every heartbeat_interval / 2, 5 s here).
+    inbox = Inbox()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    turns = []
+
+    def turn():  # what the kernel does after frames were handed on
+        turns.append(len(inbox.frames))
+        if inbox.frames[-1:] == [b"1"]:
+            time.sleep(0.1)  # slow: "2" and "3" come meanwhile
+            loop.call_soon(lambda: None)  # and then the loop has something else to do
+
+    def make_b():
+        b = Transport(on_frames=inbox, heartbeat_interval=10.0, heartbeat_timeout=30.0)
+        b.on_read_done = turn
+        return b.start(loop)
+
+    b = asyncio.run_coroutine_threadsafe(_call(make_b), loop).result(5)
+    try:
+        a = transports(on_frames=lambda p, f: None, heartbeat_interval=10.0, heartbeat_timeout=30.0)
+        a.send(b.ref, [b"0"])
+        inbox.wait(1)
+        time.sleep(0.2)  # b waits in zmq_poll now
+        a.send(b.ref, [b"1"])
+        time.sleep(0.02)
+        a.send(b.ref, [b"2"])
+        a.send(b.ref, [b"3"])
+        assert inbox.wait(4, timeout=2) == [b"0", b"1", b"2", b"3"]
+    finally:
+        asyncio.run_coroutine_threadsafe(_call(b.stop), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+async def _call(fn):
+    return fn()
