@@ -137,10 +137,12 @@ def test_messages_waiting_when_the_loop_gets_busy_are_read_at_once(transports):
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     turns = []
+    slow_turn = threading.Event()
 
     def turn():  # what the kernel does after frames were handed on
         turns.append(len(inbox.frames))
         if inbox.frames[-1:] == [b"1"]:
+            slow_turn.set()
             time.sleep(0.1)  # slow: "2" and "3" come meanwhile
             loop.call_soon(lambda: None)  # and then the loop has something else to do
 
@@ -156,7 +158,7 @@ def test_messages_waiting_when_the_loop_gets_busy_are_read_at_once(transports):
         inbox.wait(1)
         time.sleep(0.2)  # b waits in zmq_poll now
         a.send(b.ref, [b"1"])
-        time.sleep(0.02)
+        assert slow_turn.wait(2)
         a.send(b.ref, [b"2"])
         a.send(b.ref, [b"3"])
         assert inbox.wait(4, timeout=2) == [b"0", b"1", b"2", b"3"]
