@@ -237,8 +237,9 @@ def test_a_node_killed_mid_run(project, tmp_path, local_run):
             proc.communicate()
     run = Run(proc.returncode, output)
     assert run.code == 1, run
-    assert re.search(r"worker tw\d on 127\.0\.0\.1:\d+ crashed while running 'test_gate\.py::test_gate': node 127\.0\.0\.1:\d+ was lost",
-                     output), run
+    # Reported as crashed; why depends on which news of the loss came first (the node's link, its
+    # heartbeats), so any reason will do here.
+    assert re.search(r"worker tw\d on 127\.0\.0\.1:\d+ crashed while running 'test_gate\.py::test_gate': ", output), output
     expected = dict(local_run.counts, failed=local_run.counts["failed"] + 1, passed=local_run.counts["passed"] - 1)
     assert run.counts == expected, run
     assert run.failing == local_run.failing | {("FAILED", "test_gate.py::test_gate")}, run
