@@ -1,5 +1,6 @@
 """termite-launch, run as a user runs it: a real command, real node processes, checked by pid."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,6 +61,26 @@ def two_local(tmp_path):
     )
 
 
+@contextlib.contextmanager
+def _launched(cluster, cwd, *flags):
+    """termite-launch CLUSTER FLAGS, once it says every node has joined; killed at the end if still running."""
+    launcher = subprocess.Popen([*LAUNCH, str(cluster), *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd)
+    try:
+        said = []
+        for line in launcher.stderr:
+            said.append(line)
+            if "nodes up" in line:
+                break
+        assert said and "nodes up" in said[-1], "".join(said)
+        yield launcher
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        launcher.stdout.close()
+        launcher.stderr.close()
+
+
 def _numbers(line):
     return [int(x) for x in line.split("[", 1)[1].rstrip("]").split(",") if x.strip()]
 
@@ -107,20 +128,10 @@ def test_detach_status_a_script_by_the_cluster_file_and_stop(two_local, tmp_path
 
 
 def test_sigterm_stops_every_node_and_frees_their_ports(two_local, tmp_path):
-    launcher = subprocess.Popen([*LAUNCH, str(two_local), "--plain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        for line in launcher.stderr:  # it says when every node has joined
-            if "nodes up" in line:
-                break
+    with _launched(two_local, tmp_path, "--plain") as launcher:
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) in (0, 130)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        launcher.stdout.close()
-        launcher.stderr.close()
     assert not any(_alive(node["os_pid"]) for node in state["nodes"])
     import socket
 
@@ -231,15 +242,7 @@ def test_one_cluster_over_two_ssh_hosts_and_a_host_whose_nodes_die_shows_down(ne
     lines += ["heartbeat_timeout: 1.0", "heartbeat_interval: 0.1", "meter_interval: 0.2"]
     cluster = tmp_path / "cluster.yaml"
     cluster.write_text("\n".join(lines) + "\n")
-    launcher = subprocess.Popen([*LAUNCH, str(cluster), "--plain", "--every", "0.3"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        said = []
-        for line in launcher.stderr:
-            said.append(line)
-            if "nodes up" in line:
-                break
-        assert "nodes up" in said[-1], "".join(said)
+    with _launched(cluster, tmp_path, "--plain", "--every", "0.3") as launcher:
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         by_host = {host.address: [n for n in state["nodes"] if n["host"] == host.address] for host in hosts}
         assert [len(nodes) for nodes in by_host.values()] == [2, 2]
@@ -263,12 +266,6 @@ def test_one_cluster_over_two_ssh_hosts_and_a_host_whose_nodes_die_shows_down(ne
         assert seen == down, "the dashboard did not show h2's nodes down"
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) in (0, 130)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        launcher.stdout.close()
-        launcher.stderr.close()
     for host in hosts:  # nothing left but sshd on either host
         assert host.pids() <= {host.sshd_pid} | {p.pid for p in psutil.process_iter() if p.pid in host.pids() and "sshd" in p.name()}
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0] == "ssh"
