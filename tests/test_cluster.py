@@ -69,7 +69,9 @@ def test_a_crash_on_one_remote_node_reaches_a_watcher_on_the_other(three, how):
     doomed = here.spawn_on(c_ref, crash_after, "crash on C")
     here.spawn_on(b_ref, watch, doomed, here.pid, how)
     here.receive(("watching", doomed), timeout=10)
-    here.send(doomed, "go")
+    # "go" leaves from B, behind the watcher's link or monitor on the one B -> C connection:
+    # sent from here, it could reach C first, and the watcher would rightly see noproc.
+    here.spawn_on(b_ref, relay, here.pid, termite.send, doomed, "go")
     msg = here.receive(Exit if how == "link" else Down, timeout=10)
     assert msg.pid == doomed and isinstance(msg.reason, Crash) and msg.reason.message == "crash on C"
 

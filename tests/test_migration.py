@@ -2,8 +2,9 @@
 
 import pytest
 
+import termite
 from termite import Down, Exit
-from termite.testing import watch
+from termite.testing import relay, watch
 
 # Process bodies live in a module pytest does not rewrite: a node refuses a
 # continuation whose code differs from its own, and pytest rewrites asserts.
@@ -72,7 +73,10 @@ def test_links_and_monitors_follow_a_migrated_process(abc, watcher_on):
     else:
         here.spawn_on(c, watch, pid, here.pid, "link")
         here.receive(("watching", pid), timeout=10)
-    here.send(pid, "crash now")
+    if watcher_on == "here":
+        here.send(pid, "crash now")
+    else:  # behind the watcher's link, or the crash could come first and the link find noproc
+        here.spawn_on(c, relay, here.pid, termite.send, pid, "crash now")
     msg = here.receive(Exit, timeout=10)
     assert msg.pid == pid and msg.reason.message == "crashed after moving"
     if watcher_on == "here":
