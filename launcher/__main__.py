@@ -25,9 +25,8 @@ import termite
 from termite._clusterfile import ENVIRONMENT
 from termite._ids import Pid
 from termite._meter import METER_SERIAL, Load
-from termite.executor import _towards
 
-from termite_launcher.cluster import Cluster, LaunchError, read_state, stop_from_state
+from termite_launcher.cluster import Cluster, LaunchError, launcher_host, read_state, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
 from termite_launcher.dashboard import ClusterView
 
@@ -56,12 +55,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _say(text: str) -> None:
     print(f"termite-launch: {text}", file=sys.stderr, flush=True)
-
-
-def _launcher_host(config: ClusterConfig) -> str:
-    """Where the launcher's own node listens: loopback, unless a host is remote."""
-    remote = [host for host in config.hosts if not host.local]
-    return _towards(remote[0].address) if remote else "127.0.0.1"
 
 
 async def _watch(nodes, interval, events):
@@ -99,7 +92,7 @@ def _run_cluster(config: ClusterConfig, args) -> int:
     _say(f"starting cluster {config.name!r} ({len(config.hosts)} host{'s' * (len(config.hosts) != 1)}); logs in {cluster.log_dir}")
     cluster.start(progress=_say)
     network = dict(
-        host=_launcher_host(config), port=0, keys=str(config.keys),
+        host=launcher_host(config), port=0, keys=str(config.keys),
         heartbeat_interval=config.heartbeat_interval, heartbeat_timeout=config.heartbeat_timeout,
     )  # fmt: skip
     try:
@@ -192,7 +185,7 @@ def _status(config: ClusterConfig, args) -> int:
     state = read_state(path)
     view = ClusterView(config.name, suspect_after=2.5 * config.meter_interval, down_after=config.heartbeat_timeout)
     now = time.monotonic()
-    network = dict(host=_launcher_host(config), port=0, keys=str(config.keys))
+    network = dict(host=launcher_host(config), port=0, keys=str(config.keys))
     up = 0
     with termite.Node(**network) as here:
         for node in state["nodes"]:

@@ -33,11 +33,12 @@ from pathlib import Path
 
 import termite
 from termite._ids import NodeRef
+from termite.executor import _towards
 
 from termite_launcher.config import ClusterConfig, HostConfig
 from termite_launcher.remote import RemoteError, RemoteNode, install_keys, remote_cores, ssh_command
 
-__all__ = ["Cluster", "LaunchError", "NodeInfo", "read_state", "stop_from_state"]
+__all__ = ["Cluster", "LaunchError", "NodeInfo", "launcher_host", "read_state", "stop_from_state"]
 
 _ANNOUNCE = "termite node "
 
@@ -287,12 +288,26 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop every node this launcher started (each by its pid) and forget the cluster."""
-        for node in reversed(self.nodes):
-            with contextlib.suppress(Exception):
-                node.handle.stop()
+        # All at once: each node takes a while to end (and a remote one, an ssh round trip).
+        stoppers = [threading.Thread(target=_stop_quietly, args=(node.handle,), daemon=True) for node in self.nodes]
+        for stopper in stoppers:
+            stopper.start()
+        for stopper in stoppers:
+            stopper.join()
         self.nodes = []
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+
+
+def launcher_host(config: ClusterConfig) -> str:
+    """Where the launcher's own node listens: loopback, unless a host is remote."""
+    remote = [host for host in config.hosts if not host.local]
+    return _towards(remote[0].address) if remote else "127.0.0.1"
+
+
+def _stop_quietly(handle) -> None:
+    with contextlib.suppress(Exception):  # each handle ends its node by pid at worst
+        handle.stop()
 
 
 def _tail(log: Path | None, lines: int = 15) -> str:

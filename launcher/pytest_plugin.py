@@ -226,15 +226,14 @@ class Controller:
             cluster.stop()
 
     def _join_or_start(self):
-        from termite_launcher.__main__ import _launcher_host
-        from termite_launcher.cluster import Cluster, LaunchError, _alive, read_state
+        from termite_launcher.cluster import Cluster, LaunchError, _alive, launcher_host, read_state
 
         import termite
 
         config = self.cluster_config
         hosts = {host.address: host for host in config.hosts}
         network = dict(
-            host=_launcher_host(config), port=0, keys=str(config.keys),
+            host=launcher_host(config), port=0, keys=str(config.keys),
             heartbeat_interval=config.heartbeat_interval, heartbeat_timeout=config.heartbeat_timeout,
         )  # fmt: skip
         state_file = config.state_dir / f"{config.name}.json"

