@@ -306,7 +306,8 @@ class Controller:
             "basetemp": str(self.basetemp / worker.name) if local and self.basetemp is not None else None,
             "cwd_on_path": _CWD_ON_PATH,
         }
-        self.setup.node.send(self.setup.hub, ("spawn", key, ref, ([json.dumps(info), *args], cwd, env)))
+        show_output = self.config.getoption("capture", "fd") == "no"  # -s: what tests print is shown here
+        self.setup.node.send(self.setup.hub, ("spawn", key, ref, ([json.dumps(info), *args], cwd, env, show_output)))
         return worker
 
     # -- the run loop -------------------------------------------------------------------
@@ -436,6 +437,8 @@ class Controller:
                 self._lost(worker, f"its pytest ended with status {status}", tail)
         elif kind == "tw-error":
             self._lost(self.workers[event[1]], event[2])
+        elif kind == "tw-output":
+            self._show_output(self.workers[event[1]], event[2])
         elif isinstance(event, termite.Exit):
             worker = self.by_relay.get(event.pid)
             if worker is not None and worker.alive and event.reason != "normal":
@@ -599,6 +602,12 @@ class Controller:
         if worker.relay is not None:  # a node thought lost may be only slow: its items go elsewhere, so stop it
             self.setup.node.send(worker.relay, ("kill",))
         crashed, worker.running = worker.running, None
+        if crashed is None and was_ready and worker.assigned:
+            # A node killed outright takes along what its relay had read and not yet passed
+            # on, the running test's logstart too.  The worker runs its items in the order
+            # sent: the first not finished is the one it was on (pytest-xdist says the same).
+            # Run again instead, a test that kills its node would kill the next one as well.
+            crashed = next(iter(worker.assigned))
         if crashed is not None:
             nodeid = self.items[crashed].nodeid
             text = f"worker {worker.name} on {worker.label} crashed while running {nodeid!r}: {why}"
@@ -649,6 +658,16 @@ class Controller:
             return
         self.terminal.ensure_newline()
         self.terminal.write_line(f"[termite] {text}", yellow=True)
+
+    def _show_output(self, worker: _Worker, line: str) -> None:
+        """Under -s: a line the tests on a worker printed (pytest-xdist drops these), named by worker."""
+        if self.terminal is None:
+            sys.stdout.write(f"[{worker.name}] {line}")
+            return
+        self.terminal.ensure_newline()
+        self.terminal.write(f"[{worker.name}] {line}")
+        if not line.endswith("\n"):
+            self.terminal.line("")
 
     def _status_line(self) -> None:
         by_node = collections.defaultdict(lambda: [0, 0])
@@ -710,9 +729,9 @@ async def _hub(events: queue.SimpleQueue):
     while True:
         msg = await termite.receive()
         if msg.__class__ is tuple and msg and msg[0] == "spawn":
-            _, key, ref, (args, cwd, env) = msg
+            _, key, ref, relay_args = msg
             try:
-                pid = termite.spawn(relay, me, key, args, cwd, env, node=ref, link=True)
+                pid = termite.spawn(relay, me, key, *relay_args, node=ref, link=True)
             except Exception as exc:  # noqa: BLE001 - said as the worker's failure
                 events.put(("tw-error", key, f"could not spawn its relay: {type(exc).__name__}: {exc}"))
             else:

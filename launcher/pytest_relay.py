@@ -36,12 +36,14 @@ _EOF = ("eof",)  # a pump reached the end of its pipe
 _KILL = ("kill",)  # from the controller: end the worker now
 
 
-async def relay(hub, key: int, args: list, cwd: str, env: dict):
+async def relay(hub, key: int, args: list, cwd: str, env: dict, show_output: bool = False):
     """Run a pytest worker as a subprocess of this node; relay lines between it and ``hub``.
 
     To ``hub``: ``("tw-started", key, node_os_pid)`` first, ``("tw", key,
     [line, ...])`` with the lines the worker printed on its protocol stream
-    (as many as were there to read), and at
+    (as many as were there to read), with ``show_output`` (``-s``)
+    ``("tw-output", key, line)`` for each line of its stderr (where what
+    tests print goes), and at
     the end ``("tw-exit", key, status, stderr_tail)``, or ``("tw-error", key,
     text)`` if it could not start.  To the relay: a str is a line for the
     worker's stdin; ``("kill",)`` ends the worker at once.
@@ -67,7 +69,7 @@ async def relay(hub, key: int, args: list, cwd: str, env: dict):
     try:
         # Two readers, so that neither pipe fills while the relay waits on the other.
         termite.spawn(_pump_out, proc.stdout, hub, key, me, link=True)
-        termite.spawn(_pump_err, proc.stderr, tail, me, link=True)
+        termite.spawn(_pump_err, proc.stderr, tail, me, (hub, key) if show_output else None, link=True)
         open_streams = 2
         while open_streams:
             msg = await termite.receive()
@@ -106,7 +108,11 @@ async def _pump_out(stream, hub, key, relay_pid):
     termite.send(relay_pid, _EOF)
 
 
-async def _pump_err(stream, tail, relay_pid):
+async def _pump_err(stream, tail, relay_pid, show_to):
     while line := await stream.readline():
-        tail.append(line.decode(errors="replace"))
+        text = line.decode(errors="replace")
+        tail.append(text)
+        if show_to is not None:
+            hub, key = show_to
+            termite.send(hub, ("tw-output", key, text))
     termite.send(relay_pid, _EOF)

@@ -186,7 +186,7 @@ def test_exit_with_a_reason_raises_exited_in_a_non_trapping_process():
                 raise
 
         pid = spawn(worker)
-        ref = monitor(pid)
+        monitor(pid)
         await termite.sleep(0)
         exit(pid, "shutdown")
         caught = await receive(("caught", termite.ANY), timeout=1)

@@ -71,7 +71,7 @@ def test_a_process_awaiting_asyncio_can_still_be_killed():
             await asyncio.sleep(30)
 
         pid = spawn(slow)
-        ref = termite.monitor(pid)
+        termite.monitor(pid)
         await termite.sleep(0.001)
         termite.kill(pid)
         down = await receive(termite.Down, timeout=1)

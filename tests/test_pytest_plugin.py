@@ -201,6 +201,15 @@ def test_an_idle_worker_takes_the_tests_waiting_behind_a_long_one(project):
     assert len(slow) <= 2, run
 
 
+@pytest.mark.timeout(120)
+def test_under_s_what_tests_print_is_shown_named_by_worker(project):
+    run = pytest_run(project, *NO_CACHE, *TERMITE, "-s", "-k", "test_prints or test_print_then_fail")
+    assert run.counts == {"passed": 1, "failed": 1, "deselected": 207}, run
+    assert re.search(r"^\[tw[01]\] output of a passing test$", run.output, re.MULTILINE), run
+    # Nothing was captured, so the failure's report has no "Captured stdout" of its own.
+    assert "Captured stdout" not in run.output, run
+
+
 def _read_fifo_line(path: Path, proc: subprocess.Popen, timeout: float) -> str:
     """One line from a FIFO, waiting on it (not polling the file), as long as ``proc`` runs."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
