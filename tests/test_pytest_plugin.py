@@ -323,6 +323,16 @@ def test_on_two_ssh_hosts(netns_hosts, project, local_run):
     assert not (project / ".termite" / "cluster.json").exists()
 
 
+@pytest.mark.timeout(180)
+def test_termites_own_tests_run_on_it(tmp_path):
+    """Tests that start node processes of their own, run by workers on the nodes of a cluster."""
+    (tmp_path / "cluster.yaml").write_text(CLUSTER)
+    repo = SUITE.parent.parent
+    run = pytest_run(repo, *NO_CACHE, "--termite", str(tmp_path / "cluster.yaml"), "-v", "tests/test_cluster.py")
+    assert run.code == 0 and run.counts["passed"] >= 5 and set(run.counts) == {"passed"}, run
+    assert len(set(re.findall(r"^\[(127\.0\.0\.1:\d+)\] \[ *\d+%\] PASSED", run.output, re.MULTILINE))) == 2, run
+
+
 def test_a_bad_cluster_file_is_a_usage_error(project):
     (project / "bad.yaml").write_text("hosts:\n  - address: localhost\n    cores: many\n")
     run = subprocess.run([sys.executable, "-m", "pytest", "--termite", "bad.yaml"], cwd=project, capture_output=True, text=True,
