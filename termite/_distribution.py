@@ -28,6 +28,14 @@ uses for its own processes (high bit set, then 30 bits of the caller's
 incarnation and a 32-bit counter), and the node starts the process under it.
 If the node cannot be reached, the pid names a process that never existed;
 a link or monitor to it fires with ``"noconnection"``.
+
+The pid may travel faster than the request: handed to a third node, which
+sends to it, its message can reach the new process's node first (on another
+connection).  The node tells such a pid from one whose process has ended:
+spawns from one node arrive in the order of their counters.  So a message,
+link or monitor for a process not yet spawned waits for its spawn, up to
+``SPAWN_WAIT`` seconds (then it is handled as for an ended process), as an
+Erlang ``spawn`` on another node returns only once the process exists.
 """
 
 from __future__ import annotations
@@ -54,6 +62,11 @@ SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO = range(1, 9)
 _BATCH_FRAMES = 256
 _BATCH_BYTES = 256 * 1024
 _REMOTE_SERIAL_BASE = 1 << 63
+_SPAWN_COUNTER = (1 << 32) - 1  # a remote-spawned serial's low bits; the rest names its spawner
+#: Seconds a frame for a process whose spawn request has not arrived waits for it.
+SPAWN_WAIT = 5.0
+#: The most frames held for processes not yet spawned; beyond it they are handled at once.
+MAX_HELD = 100_000
 
 
 class NodeUp(NamedTuple):
@@ -94,6 +107,13 @@ class Remote:
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
         self._one: tuple[NodeRef, bytes] | None = None  # or a turn's only frame so far, held alone
         self._here = table.ref  # the NodeRef object decoded pids of this node last came with
+        # Remote spawns here: spawner (a serial's high bits) -> the highest counter spawned;
+        # frames for pids above it, held until their spawn (see the module's docstring).
+        self._spawned: dict[int, int] = {}
+        self._unborn: dict[Pid, list] = {}  # pid -> [(peer, frame), ...]
+        self._held = 0
+        self._released: Pid | None = None  # being handled as ended: its spawn did not come in time
+        self.spawn_wait = SPAWN_WAIT
         # The transport reads on the kernel's thread: frames and new peers
         # come here directly; a lost peer comes from its I/O thread.
         transport.on_frames = self._on_frames
@@ -256,17 +276,22 @@ class Remote:
                     deliver(proc, msg)
                 else:
                     self.receive_unnumbered(peer, pid, msg)
+            elif pid.serial >= _REMOTE_SERIAL_BASE:
+                self._hold(peer, frame, pid)
         elif kind == LINK:
             _, sender, pid = frame
             proc = self._local(pid)
             if proc is None:
-                self._frame(sender.node, (EXIT, pid, sender, "noproc"))
+                if not self._hold(peer, frame, pid):
+                    self._frame(sender.node, (EXIT, pid, sender, "noproc"))
             else:
                 _add_link(proc, sender)
         elif kind == UNLINK:
             _, sender, pid = frame
             proc = self._local(pid)
-            if proc is not None and proc.links:
+            if proc is None:
+                self._hold(peer, frame, pid)
+            elif proc.links:
                 proc.links.discard(sender)
         elif kind == EXIT:
             _, sender, pid, reason = frame
@@ -274,7 +299,9 @@ class Remote:
             if links:
                 links.discard((pid, sender))
             proc = self._local(pid)
-            if proc is not None:
+            if proc is None:
+                self._hold(peer, frame, pid)
+            else:
                 if proc.links:
                     proc.links.discard(sender)
                 signal_exit(proc, sender, reason)
@@ -282,7 +309,8 @@ class Remote:
             _, watcher, pid, ref = frame
             proc = self._local(pid)
             if proc is None:
-                self.send(watcher, Down(ref, pid, "noproc"))
+                if not self._hold(peer, frame, pid):
+                    self.send(watcher, Down(ref, pid, "noproc"))
             else:
                 if proc.monitors is None:
                     proc.monitors = {}
@@ -290,7 +318,9 @@ class Remote:
         elif kind == DEMONITOR:
             _, pid, ref = frame
             proc = self._local(pid)
-            if proc is not None and proc.monitors:
+            if proc is None:
+                self._hold(peer, frame, pid)
+            elif proc.monitors:
                 proc.monitors.pop(ref, None)
         elif kind == SPAWN:
             _, pid, fn, args, link_to, name = frame
@@ -313,12 +343,66 @@ class Remote:
         table = self.table
         if pid.node != table.ref or pid.serial in table.procs or pid.serial < _REMOTE_SERIAL_BASE:
             raise MalformedMessage(f"a spawn request for pid {pid} that this node cannot give")
+        spawner, counter = pid.serial >> 32, pid.serial & _SPAWN_COUNTER
+        if counter > self._spawned.get(spawner, 0):
+            self._spawned[spawner] = counter
         try:
             spawn_in(table, fn, args, link_to=link_to, name=name, pid=pid)  # links the new process to link_to
         except Exception as exc:  # noqa: BLE001 - the spawner learns by its link or monitor
             log.error("could not spawn %r for a remote node: %s", fn, exc)
             if link_to is not None:
                 self.exit(pid, link_to, "noproc")
+        if self._unborn:
+            # What waited for this process, and for any of the same spawner's earlier
+            # counters: those will never come (their requests could not be encoded).
+            for waiting in [p for p in self._unborn if p.serial >> 32 == spawner and p.serial & _SPAWN_COUNTER <= counter]:
+                self._replay(waiting)
+
+    # -- frames for a process whose spawn request has not come yet --------------
+
+    def _hold(self, peer: NodeRef, frame: tuple, pid: Pid) -> bool:
+        """Keep ``frame`` for ``pid`` if a peer chose that pid for a spawn here that has not arrived."""
+        serial = pid.serial
+        if (
+            serial < _REMOTE_SERIAL_BASE
+            or serial & _SPAWN_COUNTER <= self._spawned.get(serial >> 32, 0)  # spawned, and ended since
+            or pid == self._released
+            or pid.node != self.table.ref
+        ):
+            return False
+        held = self._unborn.get(pid)
+        if held is None:
+            if self._held >= MAX_HELD:
+                log.warning("%d frames wait for processes not spawned yet: one for %s is handled as for an ended process",
+                            self._held, pid)
+                return False
+            held = self._unborn[pid] = []
+            self.kernel.loop.call_later(self.spawn_wait, self._spawn_late, pid)
+        held.append((peer, frame))
+        self._held += 1
+        return True
+
+    def _replay(self, pid: Pid) -> None:
+        held = self._unborn.pop(pid, ())
+        self._held -= len(held)
+        for peer, frame in held:
+            try:
+                self._apply(peer, frame)
+            except Exception:  # noqa: BLE001 - checked when held; one failure must not lose the rest
+                log.exception("a frame for %s, held until its spawn, could not be applied", pid)
+
+    def _spawn_late(self, pid: Pid) -> None:
+        """On the loop: ``pid``'s spawn did not come in time; handle what waited as for an ended process."""
+        if pid not in self._unborn:
+            return
+        log.warning("%d frames for %s waited %g s for its spawn request, which did not come; "
+                    "handled as for an ended process", len(self._unborn[pid]), pid, self.spawn_wait)
+        self._released = pid
+        try:
+            self._replay(pid)
+        finally:
+            self._released = None
+        self.kernel.kick()
 
     def _forget_monitor(self, ref: Tag) -> None:
         node = self.monitor_node_of.pop(ref, None)

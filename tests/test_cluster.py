@@ -35,6 +35,19 @@ async def _register_cut_off(name, reply_to):
     await termite.receive("stop")
 
 
+async def _contact_early(target, server, reply_to):
+    """Monitor and message ``target`` (perhaps not spawned yet), make sure its node has read both, then wait."""
+    termite.monitor(target)
+    termite.send(target, "early")
+    await termite.call(server, "behind them on this connection", timeout=10)
+    termite.send(reply_to, ("contacted", target))
+    termite.send(reply_to, await termite.receive(termite.Down))
+
+
+async def _first_message(reply_to):
+    termite.send(reply_to, ("first", await termite.receive()))
+
+
 @pytest.fixture
 def three(cluster):
     """This node connected to two node processes, B and C, which are connected to each other."""
@@ -74,6 +87,32 @@ def test_a_crash_on_one_remote_node_reaches_a_watcher_on_the_other(three, how):
     here.spawn_on(b_ref, relay, here.pid, termite.send, doomed, "go")
     msg = here.receive(Exit if how == "link" else Down, timeout=10)
     assert msg.pid == doomed and isinstance(msg.reason, Crash) and msg.reason.message == "crash on C"
+
+
+def test_a_pid_that_outruns_its_spawn_request_gets_its_messages_links_and_monitors(three):
+    """B reaches a pid this node chose for a spawn on C before C has the request: C waits for it."""
+    here, _, _, b_ref, c_ref = three
+    server = here.spawn_on(c_ref, echo)
+    remote = here._runtime.table.remote
+    upcoming = termite.Pid(c_ref, next(remote._spawn_serials) + 1000)  # a pid this node has yet to give
+    here.spawn_on(b_ref, _contact_early, upcoming, server, here.pid)
+    assert here.receive(("contacted", ...), timeout=10) == ("contacted", upcoming)
+    remote._spawn_serials = iter([upcoming.serial])  # the spawn request comes only now
+    assert here.spawn_on(c_ref, _first_message, here.pid) == upcoming
+    assert here.receive(("first", ...), timeout=10) == ("first", "early")
+    down = here.receive(Down, timeout=10)
+    assert (down.pid, down.reason) == (upcoming, "normal")
+
+
+def test_a_pid_whose_spawn_request_never_comes_is_noproc_after_a_wait(cluster, keyfile):
+    here, _ = cluster
+    with termite.Node(port=0, keys=keyfile) as other:
+        other._runtime.table.remote.spawn_wait = 0.2
+        ref = here.connect(*other.ref.address)
+        never = termite.Pid(ref, next(here._runtime.table.remote._spawn_serials))  # chosen, never requested
+        here.send(never, "lost")
+        monitor = here.monitor(never)
+        assert here.receive(Down, timeout=10) == Down(monitor, never, "noproc")
 
 
 def test_a_killed_node_is_noconnection_for_a_watcher_on_another_remote_node(three):
