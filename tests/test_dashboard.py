@@ -286,10 +286,10 @@ def test_reports_from_real_nodes(cluster):
         here.send(termite.Pid(node.ref, 1), ("subscribe", here.pid, 0.1))
 
     def feed(until):
-        """Feed reports to the view until ``until(counts)``; return the ``at`` of the last one per node."""
+        """Feed reports to the view until ``until(counts, last)``; return ``last``: the ``at`` of the last one per node."""
         counts, last = {}, {}
         deadline = time.monotonic() + 20
-        while not until(counts):
+        while not until(counts, last):
             assert time.monotonic() < deadline, counts
             msg = here.receive(("load", Load), timeout=1, default=None)
             if msg is not None:
@@ -299,7 +299,7 @@ def test_reports_from_real_nodes(cluster):
                 last[msg[1].node] = at
         return last
 
-    feed(lambda counts: all(counts.get(node.ref, 0) >= 3 for node in (b, c)))
+    feed(lambda counts, last: all(counts.get(node.ref, 0) >= 3 for node in (b, c)))
     rows = {row.ref: row for row in view.rows()}
     for node in (b, c):
         row = rows[node.ref]
@@ -311,7 +311,8 @@ def test_reports_from_real_nodes(cluster):
     assert "2/2 up" in rendered.splitlines()[0]
 
     c.kill()
-    last = feed(lambda counts: counts.get(b.ref, 0) >= 8)  # c is silent for at least 0.7 s of b's reports
+    # Until B's reports run 0.7 s past C's last (C's sent before the kill may still be read after it).
+    last = feed(lambda counts, last: counts.get(b.ref, 0) >= 8 and last[b.ref] - last.get(c.ref, 0) >= 0.7)
     view.tick(last[b.ref])
     assert {row.ref: row.state for row in view.rows()} == {b.ref: "up", c.ref: "down"}
     assert [e.text.split()[0] for e in view.events() if e.kind == "down"] == [str(c.ref)]

@@ -139,11 +139,12 @@ async def _subscribe(meter, reply_to):
 
 def test_a_late_report_counts_as_busy(two):
     here, b, c = two
-    with termite.Executor(node=here, interval=0.1) as pool:
+    # Reports every 0.3 s, late after 0.75 s: a margin for B's, on a loaded machine.
+    with termite.Executor(node=here, interval=0.3) as pool:
         while any(load is None for load in here.run(termite.loads).values()):
             here.receive(timeout=0.05, default=None)
-        here.spawn_on(c.ref, burn_cpu, 3.0)  # C's kernel itself is stuck: its meter cannot report
-        time.sleep(0.5)  # the condition under test is time itself: 2.5 report intervals pass
+        here.spawn_on(c.ref, burn_cpu, 4.0)  # C's kernel itself is stuck: its meter cannot report
+        time.sleep(1.0)  # the condition under test is time itself: more than 2.5 report intervals pass
         pids = [pool.submit(where).result(10) for _ in range(6)]
     assert pids == [b.pid] * 6, "an idle node whose report is late was handed work"
 

@@ -143,7 +143,8 @@ def test_senders_nodes_learn_where_a_process_went_and_forget_it_when_it_ends(abc
     for batch in ([0, 1, 2], [3, 4, 5]):
         here.spawn_on(b, talk, pid, [(here.pid, i) for i in batch])
         assert [here.receive(("pong", ...), timeout=10) for _ in batch] == [("pong", i, c) for i in batch]
-    here.spawn_on(b, migration_table, here.pid, [pid])
+    # Asked from C: the spawn then follows C's word to B on the one C -> B connection.
+    here.spawn_on(c, spawn_on, b, migration_table, here.pid, [pid])
     assert here.receive(("table", ...), timeout=10) == ("table", b, [c])
     here.spawn(migration_table, here.pid, [pid])
     assert here.receive(("table", ...), timeout=10) == ("table", here.ref, [c])
