@@ -43,19 +43,32 @@ an exception in a callback                         ``terminate(crash, state)``
 What each callback may return (any other value stops the server with
 :class:`BadReturn`, which carries the value):
 
-- ``init(*args)``: the initial state.  To refuse to start, raise (or return)
-  ``Stop(reason)``: the server ends with ``reason``, without ``terminate``.
-  Default: the single argument given to ``start`` (None without one).
+- ``init(*args)``: the initial state, or ``Init(state, then)`` (below).  To
+  refuse to start, raise (or return) ``Stop(reason)``: the server ends with
+  ``reason``, without ``terminate``.  Default: the single argument given to
+  ``start`` (None without one).
 - ``handle_call``: ``("reply", reply, state)``; ``("noreply", state)``, the
   reply comes later from ``reply(sender, value)``, from this process or any
   other; ``("stop", reason, reply, state)``, replies after ``terminate``;
   ``("stop", reason, state)``, the caller gets ``DeadProcess``.
   Default: raise ``NotImplementedError`` (the server crashes).
-- ``handle_cast``, ``handle_info``: ``("noreply", state)`` or
-  ``("stop", reason, state)``.  Default ``handle_cast``: raise
-  ``NotImplementedError``; default ``handle_info``: log the unexpected
-  message (warning, logger ``"termite"``) and go on.
+- ``handle_cast``, ``handle_info``, ``handle_continue``: ``("noreply",
+  state)`` or ``("stop", reason, state)``.  Default ``handle_cast`` and
+  ``handle_continue``: raise ``NotImplementedError``; default
+  ``handle_info``: log the unexpected message (warning, logger
+  ``"termite"``) and go on.
 - ``terminate(reason, state)``: the return value is ignored.  Default: nothing.
+
+A ``"reply"`` or ``"noreply"`` return may end with one more element, ``then``
+(Erlang's timeout and ``{continue, Arg}``); so may ``init``, as
+``Init(state, then)``:
+
+- a number of seconds: if no message comes within it,
+  ``handle_info("timeout", state)`` runs (an idle timeout: any message
+  cancels it);
+- ``Continue(arg)``: ``handle_continue(arg, state)`` runs at once, before
+  any message.  So ``init`` can return fast (``start_wait`` returns) and
+  leave slow work to ``handle_continue``.
 
 Callbacks may be ``async def`` (so they may ``await call(...)`` others) or
 plain functions.  Any callback may also raise ``Stop(reason)``.
@@ -109,6 +122,8 @@ from termite._spawn import spawn
 __all__ = [
     "GenServer",
     "From",
+    "Continue",
+    "Init",
     "start",
     "serve",
     "start_wait",
@@ -129,6 +144,7 @@ STOP = "$gen_stop"
 _STARTED = "$gen_started"
 
 _Coroutine = types.CoroutineType
+_NUMBERS = (int, float)
 
 
 class From(NamedTuple):
@@ -139,6 +155,19 @@ class From(NamedTuple):
 
     pid: Pid
     tag: Tag
+
+
+class Continue(NamedTuple):
+    """``then`` in a callback's return: run ``handle_continue(arg, state)`` before any message."""
+
+    arg: Any
+
+
+class Init(NamedTuple):
+    """What ``init`` returns for a timeout or a continue: ``Init(state, 5.0)``, ``Init(state, Continue(arg))``."""
+
+    state: Any
+    then: Any
 
 
 class Stop(Exception):
@@ -177,12 +206,14 @@ class BadReturn(TermiteError):
         )
 
 
+_THEN = "a last `then`: seconds (a number >= 0) or Continue(arg)"
 _EXPECTED = {
     "handle_call": "('reply', reply, state), ('noreply', state), "
-    "('stop', reason, reply, state) or ('stop', reason, state)",
-    "handle_cast": "('noreply', state) or ('stop', reason, state)",
-    "handle_info": "('noreply', state) or ('stop', reason, state)",
+    f"('stop', reason, reply, state) or ('stop', reason, state); the first two perhaps with {_THEN}",
+    "handle_cast": f"('noreply', state) or ('stop', reason, state); the first perhaps with {_THEN}",
+    "init": "the state, Init(state, then) with `then` seconds (a number >= 0) or Continue(arg), or Stop(reason)",
 }
+_EXPECTED["handle_info"] = _EXPECTED["handle_continue"] = _EXPECTED["handle_cast"]
 
 
 class StartError(TermiteError):
@@ -226,6 +257,9 @@ class GenServer:
         log.warning("gen_server %s (%s) got an unexpected message: %.200r", current().pid, type(self).__qualname__, msg)
         return ("noreply", state)
 
+    async def handle_continue(self, arg, state):
+        raise NotImplementedError(f"{type(self).__qualname__} returned Continue({arg!r:.200}) but defines no handle_continue")
+
     async def terminate(self, reason, state):
         return None
 
@@ -244,11 +278,31 @@ async def _serve(server: GenServer, args: tuple, parent: Pid | None, ack: From |
             result = await result
         if isinstance(result, Stop):
             raise result
-        state = result
+        then = None  # an idle timeout (seconds) or a Continue, from the last callback's return
+        if result.__class__ is Init:
+            state, then = result
+            if not _is_then(then):
+                raise BadReturn(f"{type(server).__qualname__}.init", result)
+        else:
+            state = result
         if ack is not None:
             send(ack.pid, (ack.tag, _STARTED))
         while True:
-            msg = await receive()
+            if then is None:
+                msg = await receive()
+            elif then.__class__ is Continue:
+                callback, msg, then = "handle_continue", then.arg, None
+                result = server.handle_continue(msg, state)
+                if result.__class__ is _Coroutine:
+                    result = await result
+                state, then = _noreply(server, callback, result)
+                continue
+            else:
+                try:
+                    msg = await receive(timeout=then)
+                except Timeout:
+                    msg = "timeout"  # as Erlang's: nothing came within the idle timeout
+                then = None
             cls = msg.__class__
             if cls is tuple and len(msg) == 3 and msg[0].__class__ is Pid and msg[1].__class__ is Tag:
                 callback, sender = "handle_call", From(msg[0], msg[1])
@@ -257,12 +311,16 @@ async def _serve(server: GenServer, args: tuple, parent: Pid | None, ack: From |
                     result = await result
                 if result.__class__ is tuple and result:
                     kind, n = result[0], len(result)
-                    if kind == "reply" and n == 3:
+                    if kind == "reply" and (n == 3 or (n == 4 and _is_then(result[3]))):
                         send(sender.pid, (sender.tag, result[1]))
                         state = result[2]
+                        if n == 4:
+                            then = result[3]
                         continue
-                    if kind == "noreply" and n == 2:
+                    if kind == "noreply" and (n == 2 or (n == 3 and _is_then(result[2]))):
                         state = result[1]
+                        if n == 3:
+                            then = result[2]
                         continue
                     if kind == "stop" and n == 4:
                         raise Stop._returned(result[1], result[3], sender, result[2])
@@ -285,13 +343,7 @@ async def _serve(server: GenServer, args: tuple, parent: Pid | None, ack: From |
                 result = server.handle_info(msg, state)
             if result.__class__ is _Coroutine:
                 result = await result
-            if result.__class__ is tuple and result:
-                if result[0] == "noreply" and len(result) == 2:
-                    state = result[1]
-                    continue
-                if result[0] == "stop" and len(result) == 3:
-                    raise Stop._returned(result[1], result[2])
-            raise BadReturn(f"{type(server).__qualname__}.{callback}", result)
+            state, then = _noreply(server, callback, result)
     except Exited:
         raise  # an exit signal from a link, not trapped: the server ends at once, as in Erlang
     except Stop as stop:
@@ -325,6 +377,25 @@ async def _serve(server: GenServer, args: tuple, parent: Pid | None, ack: From |
             if result.__class__ is _Coroutine:
                 await result
         raise
+
+
+def _is_then(then) -> bool:
+    """A return's optional last element: seconds of idle timeout, or a Continue."""
+    return then.__class__ is Continue or (then.__class__ in _NUMBERS and then >= 0)
+
+
+def _noreply(server: GenServer, callback: str, result) -> tuple:
+    """``(state, then)`` from a ``handle_cast``/``handle_info``/``handle_continue`` return; raises to stop."""
+    if result.__class__ is tuple and result:
+        kind, n = result[0], len(result)
+        if kind == "noreply":
+            if n == 2:
+                return result[1], None
+            if n == 3 and _is_then(result[2]):
+                return result[1], result[2]
+        elif kind == "stop" and n == 3:
+            raise Stop._returned(result[1], result[2])
+    raise BadReturn(f"{type(server).__qualname__}.{callback}", result)
 
 
 def _is_shutdown(reason) -> bool:

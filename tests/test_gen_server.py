@@ -362,3 +362,83 @@ def test_a_server_on_another_node(cluster):
     here.run(gen_server.stop, waited)
     with pytest.raises(DeadProcess):
         here.call(waited, "get", timeout=10)
+
+
+# -- then: idle timeouts and continues ------------------------------------------------
+
+
+class Idle(gen_server.GenServer):
+    """Reports idle timeouts to ``watcher``; a cast sets the next one (or none)."""
+
+    async def init(self, watcher):
+        return gen_server.Init({"watcher": watcher, "timeouts": 0}, 0.05)
+
+    async def handle_cast(self, then, state):
+        return ("noreply", state) if then is None else ("noreply", state, then)
+
+    async def handle_call(self, request, sender, state):
+        return ("reply", state["timeouts"], state)  # no `then`: no timeout after it
+
+    async def handle_info(self, msg, state):
+        assert msg == "timeout"
+        state["timeouts"] += 1
+        send(state["watcher"], ("timeout", state["timeouts"]))
+        return ("noreply", state)
+
+
+def test_an_idle_timeout_runs_handle_info_unless_a_message_comes_first():
+    async def main():
+        me = termite.self()
+        server = gen_server.start(Idle(), me)
+        first = await receive(("timeout", int), timeout=5)  # from init's Init(state, 0.05)
+        gen_server.cast(server, 0.05)
+        second = await receive(("timeout", int), timeout=5)
+        gen_server.cast(server, 30)  # a long one, cancelled by the call that follows at once
+        count = await gen_server.call(server, "count")
+        gen_server.cast(server, 0)
+        third = await receive(("timeout", int), timeout=5)
+        await gen_server.stop(server)
+        return first, second, count, third
+
+    assert termite.run(main) == (("timeout", 1), ("timeout", 2), 2, ("timeout", 3))
+
+
+class Loader(gen_server.GenServer):
+    """Starts fast; loads in handle_continue, before any call is answered."""
+
+    async def init(self, log_to):
+        send(log_to, "init")
+        return gen_server.Init([log_to], gen_server.Continue("table"))
+
+    async def handle_continue(self, what, state):
+        send(state[0], ("loading", what))
+        if what == "table":
+            return ("noreply", state + ["table"], gen_server.Continue("index"))
+        return ("noreply", state + [what])
+
+    async def handle_call(self, request, sender, state):
+        return ("reply", state[1:], state)
+
+
+def test_continue_runs_after_init_and_before_any_message():
+    async def main():
+        me = termite.self()
+        server = await gen_server.start_wait(Loader(), me)
+        loaded = await gen_server.call(server, "what is loaded")
+        events = [await receive(timeout=5) for _ in range(3)]
+        await gen_server.stop(server)
+        return loaded, events
+
+    assert termite.run(main) == (["table", "index"], ["init", ("loading", "table"), ("loading", "index")])
+
+
+@pytest.mark.parametrize("bad", [-1, "soon", gen_server.Continue])
+def test_a_bad_then_is_a_bad_return_that_names_the_forms(bad, crash_log):
+    async def main():
+        server = gen_server.start(Idle(), termite.self())
+        ref = termite.monitor(server)
+        gen_server.cast(server, bad)
+        return (await receive(down_of(ref), timeout=5)).reason
+
+    reason = termite.run(main)
+    assert reason.exc_type == "termite.gen_server.BadReturn" and "Continue(arg)" in reason.message and "seconds" in reason.message
