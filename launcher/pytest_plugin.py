@@ -88,6 +88,11 @@ def pytest_addoption(parser):
         help=f"restart crashed workers at most N times in all (default {MAX_RESTARTS} per worker)",
     )  # fmt: skip
     group.addoption(
+        "--termite-copy", dest="termite_copy", action="store_true", default=False,
+        help="first copy the rootdir to the workdir: of every remote host (tar over ssh; "
+             "without it remote hosts must see the code already, as on a shared filesystem)",
+    )  # fmt: skip
+    group.addoption(
         "--termite-status", metavar="SECONDS", dest="termite_status", type=float, default=STATUS_EVERY,
         help=f"seconds between per-node progress lines (default {STATUS_EVERY:g}; 0: none; -v names each result's node)",
     )  # fmt: skip
@@ -109,6 +114,13 @@ def pytest_configure(config):
         cluster_config = load(config.getoption("termite"))
     except ConfigError as exc:
         raise pytest.UsageError(f"--termite: {exc}") from None
+    if config.getoption("termite_copy"):
+        for i, host in enumerate(cluster_config.hosts):
+            if not host.local and not host.workdir:
+                raise pytest.UsageError(
+                    f"--termite-copy: {cluster_config.path}: hosts[{i}] ({host.address}) has no workdir:; "
+                    "add one: the folder on that host the code is copied to"
+                )
     workers = config.getoption("termite_workers")
     if workers is not None and workers < 1:
         raise pytest.UsageError(f"--termite-workers must be at least 1, not {workers}")
@@ -232,6 +244,8 @@ class Controller:
 
         config = self.cluster_config
         hosts = {host.address: host for host in config.hosts}
+        if self.config.getoption("termite_copy"):
+            self._copy_code([host for host in config.hosts if not host.local])
         network = dict(
             host=launcher_host(config), port=0, keys=str(config.keys),
             heartbeat_interval=config.heartbeat_interval, heartbeat_timeout=config.heartbeat_timeout,
@@ -268,6 +282,28 @@ class Controller:
             raise
         nodes = [(node.ref, node.address, node.host.local, node.host) for node in cluster.nodes]
         return cluster, here, [self._place(*n) for n in nodes], f"started cluster {config.name!r}"
+
+    def _copy_code(self, hosts) -> None:
+        """``--termite-copy``: the rootdir into each remote host's workdir, all at once, before any node starts."""
+        from termite_launcher.remote import RemoteError, copy_folder
+
+        root = self.config.rootpath
+        errors: list[RemoteError] = []
+
+        def copy(host):
+            try:
+                copy_folder(host, root)
+            except RemoteError as exc:
+                errors.append(exc)
+
+        copiers = [threading.Thread(target=copy, args=(host,), daemon=True) for host in hosts]
+        for copier in copiers:
+            copier.start()
+        for copier in copiers:
+            copier.join()
+        if errors:
+            raise pytest.UsageError(f"--termite-copy: {errors[0]}")
+        self.notes.extend(f"copied {root} to {host.label or host.address}:{host.workdir}" for host in hosts)
 
     def _by_load(self, here, nodes):
         """The nodes of a running cluster, least loaded first (idle nodes take the first workers)."""

@@ -51,7 +51,7 @@ import uuid
 
 import termite
 
-__all__ = ["RemoteError", "RemoteNode", "install_keys", "remote_cores", "ssh_command"]
+__all__ = ["COPY_EXCLUDES", "RemoteError", "RemoteNode", "copy_folder", "install_keys", "remote_cores", "ssh_command"]
 
 #: Options every ssh call gets (after the host's own ``ssh.options``, which win).
 SSH_DEFAULTS = (
@@ -259,6 +259,41 @@ def install_keys(host, key_bytes: bytes, remote_path: str, timeout: float = 15) 
         + 'mkdir -p "$(dirname "$p")" && cat > "$t" && chmod 600 "$t" && mv -f "$t" "$p" || { rm -f "$t"; exit 1; }\n'
     )
     _run(host, ["sh", "-c", script], f"writing the cluster key file {remote_path}", input=key_bytes, timeout=timeout)
+
+
+#: What ``copy_folder`` leaves out: version control, caches, virtual environments, termite's own state.
+COPY_EXCLUDES = (".git", ".hg", ".svn", ".tox", ".nox", ".venv", "venv", "__pycache__", "*.pyc",
+                 ".pytest_cache", ".mypy_cache", ".ruff_cache", ".termite", "node_modules")
+
+
+def copy_folder(host, source, excludes=COPY_EXCLUDES, timeout: float = 300) -> None:
+    """Copy the folder ``source`` (its contents) into ``host``'s workdir, over ssh as a tar stream.
+
+    Files there of the same names are replaced; others (deleted here since
+    an earlier copy, say) stay.  Needs ``tar`` here and there.
+    """
+    workdir = getattr(host, "workdir", None)
+    action = f"copying {source} to its workdir"
+    if not workdir:
+        raise RemoteError(host, action, hint="give this host a workdir: in cluster.yaml, the folder the copy goes to")
+    target = _shell_path(workdir)
+    script = f"mkdir -p {target} && cd {target} && tar -xf -"
+    pack = subprocess.Popen(["tar", "-C", str(source), *(f"--exclude={e}" for e in excludes), "-cf", "-", "."],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        unpack = subprocess.run(ssh_command(host, ["sh", "-c", script]), stdin=pack.stdout, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RemoteError(host, action, hint=f"it took more than {timeout:g} s: is the host reachable, is the folder huge?") from None
+    finally:
+        pack.stdout.close()  # tar ends, by SIGPIPE if ssh stopped reading
+        pack_error = pack.stderr.read().decode("utf-8", "replace")
+        pack.stderr.close()
+        pack.wait()
+    if pack.returncode != 0:
+        raise RemoteError(host, action, pack_error, f"tar could not read {source} here")
+    if unpack.returncode != 0:
+        stderr = unpack.stderr.decode("utf-8", "replace")
+        raise RemoteError(host, action, stderr, _hint(host, stderr, unpack.returncode), unpack.returncode)
 
 
 class RemoteNode:

@@ -301,11 +301,9 @@ def test_joins_a_running_cluster_and_leaves_it_running(project):
         subprocess.run([*launch, "--stop"], cwd=project, capture_output=True, timeout=60, env=_env())
 
 
-@pytest.mark.timeout(180)
-def test_on_two_ssh_hosts(netns_hosts, project, local_run):
-    """Nodes started over SSH on two hosts (network namespaces: the same files, at the same path)."""
+def _ssh_cluster(netns_hosts, workdirs=None) -> str:
     lines = ["hosts:"]
-    for host in netns_hosts.hosts:
+    for i, host in enumerate(netns_hosts.hosts):
         lines += [
             f"  - address: {host.address}",
             "    cores: 1",
@@ -315,7 +313,15 @@ def test_on_two_ssh_hosts(netns_hosts, project, local_run):
             f"      key: {netns_hosts.client_key}",
             f"      options: [UserKnownHostsFile={netns_hosts.known_hosts}, ConnectTimeout=5]",
         ]
-    (project / "cluster.yaml").write_text("\n".join(lines) + "\nheartbeat_interval: 0.2\nheartbeat_timeout: 2.0\n")
+        if workdirs:
+            lines.append(f"    workdir: {workdirs[i]}")
+    return "\n".join(lines) + "\nheartbeat_interval: 0.2\nheartbeat_timeout: 2.0\n"
+
+
+@pytest.mark.timeout(180)
+def test_on_two_ssh_hosts(netns_hosts, project, local_run):
+    """Nodes started over SSH on two hosts (network namespaces: the same files, at the same path)."""
+    (project / "cluster.yaml").write_text(_ssh_cluster(netns_hosts))
     run = pytest_run(project, *NO_CACHE, *TERMITE, "-v")
     assert run.counts == local_run.counts and run.failing == local_run.failing, run
     ran_on = set(re.findall(r"^\[([\d.]+):\d+\] \[ *\d+%\] PASSED", run.output, re.MULTILINE))
@@ -331,6 +337,31 @@ def test_termites_own_tests_run_on_it(tmp_path):
     run = pytest_run(repo, *NO_CACHE, "--termite", str(tmp_path / "cluster.yaml"), "-v", "tests/test_cluster.py")
     assert run.code == 0 and run.counts["passed"] >= 5 and set(run.counts) == {"passed"}, run
     assert len(set(re.findall(r"^\[(127\.0\.0\.1:\d+)\] \[ *\d+%\] PASSED", run.output, re.MULTILINE))) == 2, run
+
+
+@pytest.mark.timeout(180)
+def test_termite_copy_puts_the_code_in_each_remote_workdir_first(netns_hosts, project, local_run, tmp_path):
+    """No shared code: each host's workdir starts missing, and the run is the one made there from the copy."""
+    workdirs = [tmp_path / f"host{i}" / "checkout" for i in range(2)]
+    (project / "cluster.yaml").write_text(_ssh_cluster(netns_hosts, workdirs))
+    (project / "__pycache__").mkdir()
+    (project / "__pycache__" / "stale.pyc").write_bytes(b"left out")
+    run = pytest_run(project, *NO_CACHE, *TERMITE, "--termite-copy", "-v")
+    assert run.counts == local_run.counts and run.failing == local_run.failing, run
+    for host, workdir in zip(netns_hosts.hosts, workdirs):
+        assert f"[termite] copied {project} to {host.address}:{workdir}" in run.output, run
+        assert (workdir / "test_fast.py").read_bytes() == (project / "test_fast.py").read_bytes()
+        assert not (workdir / "__pycache__" / "stale.pyc").exists()
+    ran_on = set(re.findall(r"^\[([\d.]+):\d+\] \[ *\d+%\] PASSED", run.output, re.MULTILINE))
+    assert ran_on == {host.address for host in netns_hosts.hosts}, run
+
+
+def test_termite_copy_without_a_workdir_says_what_to_add(netns_hosts, project):
+    (project / "cluster.yaml").write_text(_ssh_cluster(netns_hosts))
+    run = subprocess.run([sys.executable, "-m", "pytest", *TERMITE, "--termite-copy"], cwd=project, capture_output=True,
+                         text=True, timeout=60, env=_env())
+    assert run.returncode == 4, run.stdout + run.stderr  # pytest's usage error, before anything starts
+    assert f"cluster.yaml: hosts[0] ({netns_hosts.hosts[0].address}) has no workdir:; add one" in run.stderr, run.stderr
 
 
 def test_a_bad_cluster_file_is_a_usage_error(project):
