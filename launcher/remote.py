@@ -63,6 +63,15 @@ SSH_DEFAULTS = (
     "LogLevel=ERROR",  # no "Permanently added ..." warnings mixed into a node's stderr
 )
 
+#: ssh connections to one host that may be logging in at once.  sshd drops new
+#: connections beyond 10 not yet authenticated (MaxStartups 10:30:100, its
+#: default), and a launch opens one per node: the others wait their turn.
+SSH_LOGINS_PER_HOST = 8
+#: Seconds a connection waits for its turn before the launch gives up on the host.
+SSH_TURN_WAIT = 120.0
+_logins: dict[tuple, threading.BoundedSemaphore] = {}
+_logins_lock = threading.Lock()
+
 _PID_LINE = "termite-remote-pid "
 _ANNOUNCE = "termite node "
 _TAIL_LINES = 200  # lines of a node's output kept for error messages
@@ -105,6 +114,18 @@ class _SshDefaults:
 def _ssh(host):
     """The host's ssh settings (ssh's own defaults where it has none)."""
     return getattr(host, "ssh", None) or _SshDefaults
+
+
+def _login_turn(host, action: str) -> threading.BoundedSemaphore:
+    """Wait for a turn to log in to ``host`` (see SSH_LOGINS_PER_HOST); release it once logged in."""
+    ssh = _ssh(host)
+    key = (str(host.address), getattr(ssh, "port", None) or 22)
+    with _logins_lock:
+        turns = _logins.setdefault(key, threading.BoundedSemaphore(SSH_LOGINS_PER_HOST))
+    if not turns.acquire(timeout=SSH_TURN_WAIT):
+        raise RemoteError(host, action, hint=f"{SSH_LOGINS_PER_HOST} ssh logins to this host have been under way "
+                                             f"for {SSH_TURN_WAIT:g} s: is its sshd answering?")
+    return turns
 
 
 def describe(host) -> str:
@@ -213,6 +234,7 @@ def _hint(host, stderr: str, returncode: int | None) -> str:
 def _run(host, remote_argv: list[str], action: str, *, input: bytes | None = None, timeout: float = 15):
     """Run ``remote_argv`` on ``host``; its stdout, or a RemoteError."""
     argv = ssh_command(host, remote_argv)
+    turn = _login_turn(host, action)
     try:
         done = subprocess.run(argv, input=input, capture_output=True, timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
     except FileNotFoundError:
@@ -222,6 +244,8 @@ def _run(host, remote_argv: list[str], action: str, *, input: bytes | None = Non
         raise RemoteError(
             host, action, stderr, f"no answer within {timeout} s: is the host up and reachable? ({_hint(host, stderr, None)})"
         ) from None
+    finally:
+        turn.release()
     stderr = done.stderr.decode("utf-8", "replace")
     if done.returncode != 0:
         raise RemoteError(host, action, stderr, _hint(host, stderr, done.returncode), done.returncode)
@@ -334,6 +358,7 @@ class RemoteNode:
         self._lock = threading.Lock()
         self._stopped = False
         script = self._detached_script() if detached else self._script()
+        self._turn = _login_turn(host, "starting a termite node")  # given back once logged in
         try:
             self._proc = subprocess.Popen(
                 ssh_command(host, ["sh", "-c", script]),
@@ -344,6 +369,7 @@ class RemoteNode:
             )
         except FileNotFoundError:
             self._close_log()
+            self._logged_in()
             raise RemoteError(
                 host, "starting a termite node", hint="there is no ssh client here: install one (apt-get install openssh-client)"
             ) from None
@@ -399,6 +425,7 @@ class RemoteNode:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 if is_stdout and self.remote_pid is None and line.startswith(_PID_LINE):
                     self.remote_pid = int(line[len(_PID_LINE) :])
+                    self._logged_in()
                 else:
                     if is_stdout and self.ref is None and line.startswith(_ANNOUNCE):
                         self.ref = _parse_announce(line)
@@ -412,11 +439,17 @@ class RemoteNode:
             pass
         finally:
             if is_stdout:
+                self._logged_in()  # or failed to
                 self._announced.set()
                 try:
                     self._proc.wait(10)  # reap ssh (it ends with its session) so its pid goes
                 except subprocess.TimeoutExpired:
                     pass
+
+    def _logged_in(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            turn.release()
 
     @property
     def stderr(self) -> str:

@@ -253,8 +253,6 @@ def _sshd_config(directory: str, host: str, address: str, host_key: str, authori
             "StrictModes no\n"  # the key files live under /tmp
             "PrintMotd no\n"
             "PrintLastLog no\n"
-            "MaxStartups 200\n"  # a launch opens one session per node, all at once
-            "MaxSessions 200\n"
             "LogLevel ERROR\n"
         )
     return path

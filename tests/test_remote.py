@@ -170,6 +170,23 @@ def test_nodes_on_two_hosts_talk_across_the_veth_link_a_killed_one_is_down_and_s
     n1.kill()
 
 
+@pytest.mark.timeout(120)
+def test_sixteen_nodes_on_one_host_log_in_by_turns_as_its_sshd_allows(netns_hosts, keyfile):
+    """sshd drops logins beyond 10 at once (MaxStartups 10:30:100, its default here): one per node would."""
+    h1 = netns_hosts.h1
+    nodes = []
+    try:
+        for _ in range(16):
+            nodes.append(_start(h1, keyfile))
+        for node in nodes:
+            node.wait_announced(60)
+        assert len({node.remote_pid for node in nodes}) == 16 and all(node.running() for node in nodes)
+    finally:
+        for node in nodes:
+            node.stop()
+    assert not _only_sshd_left(h1, timeout=10)
+
+
 def test_a_lost_ssh_session_stops_its_node_on_the_host(netns_hosts, keyfile):
     """The launcher died (its ssh went with it): the node stops by itself, no orphan."""
     h1 = netns_hosts.h1
