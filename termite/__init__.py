@@ -34,7 +34,7 @@ from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
 from termite._call import call
 from termite._mailbox import receive, send, sleep
-from termite._distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes
+from termite._distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes, whereis_on
 from termite._global import register_global, registered_global, sync_global, unregister_global, whereis_global
 from termite._keys import KeyFileError
 from termite._codec import MalformedMessage, UnserializableMessage
@@ -103,6 +103,7 @@ __all__ = [
     "register_global",
     "unregister_global",
     "whereis_global",
+    "whereis_on",
     "registered_global",
     "sync_global",
     # nodes

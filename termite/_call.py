@@ -6,10 +6,11 @@ to a process that ends does not wait forever.
 
 from __future__ import annotations
 
+import time
 import types
 
 from termite._errors import DeadProcess, Timeout
-from termite._ids import Pid, Tag, make_tag
+from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._kernel import TIMED_OUT
 from termite._links import _monitor_for_call, demonitor
 from termite._mailbox import NO_DEFAULT, _check_timeout, _is_reply, _resolve_name, send
@@ -48,18 +49,50 @@ def _await_reply(proc: Process, tag: Tag, start: int, timeout):
             kernel.cancel_timer(timer)
 
 
+async def _whereis_named(proc: Process, dest: tuple, timeout) -> Pid | None:
+    """The pid behind ``(name, node)``, or None if nobody is registered so there."""
+    if len(dest) != 2 or dest[0].__class__ is not str or dest[1].__class__ is not NodeRef:
+        raise TypeError(f"call() to a tuple needs (name, node): a registered name (str) and a NodeRef, got {dest!r:.200}")
+    name, node = dest
+    table = proc.table
+    if node == table.ref:
+        return table.names.get(name)
+    if table.remote is None:
+        raise DeadProcess(dest, "noconnection")
+    return await table.remote.whereis(node, name, timeout)
+
+
 async def call(dest, msg, timeout=None, default=NO_DEFAULT):
     """Send ``(self(), tag, msg)`` to ``dest`` and wait for ``(tag, reply)``: the paper's ``!?``.
 
-    Returns ``reply``.  If no reply comes within ``timeout`` seconds, or the
-    called process ends first, returns ``default``; without one, raises
-    ``Timeout`` or ``DeadProcess``.  Only a matching reply is taken: other
-    messages stay in the mailbox, and are not scanned.
+    ``dest`` is a pid, a name registered on this node, or ``(name, node)``
+    (first asked of ``node``: one more round trip).  Returns ``reply``.  If no
+    reply comes within ``timeout`` seconds, or the called process ends first
+    (or is not there), returns ``default``; without one, raises ``Timeout`` or
+    ``DeadProcess``.  Only a matching reply is taken: other messages stay in
+    the mailbox, and are not scanned.
     """
     if timeout is not None:
         _check_timeout(timeout, default)
     proc = current()
-    pid = dest if dest.__class__ is Pid else _resolve_name(dest)
+    if dest.__class__ is Pid:
+        pid = dest
+    elif dest.__class__ is tuple:
+        start = time.monotonic()
+        try:
+            pid = await _whereis_named(proc, dest, timeout)
+        except Timeout:
+            if default is NO_DEFAULT:
+                raise
+            return default
+        if pid is None:
+            if default is NO_DEFAULT:
+                raise DeadProcess(dest, "noproc")
+            return default
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+    else:
+        pid = _resolve_name(dest)
     tag = make_tag()
     box = proc.mailbox
     start = len(box) if box else 0

@@ -16,6 +16,8 @@ MONITOR       watcher pid, target pid, ref                Down(ref, ...) at end
 DEMONITOR     target pid, ref                             forget that
 SPAWN         pid, function, args, link-to pid, name      start the process
 HELLO         reply-to pid, tag                           reply (tag, NodeRef)
+NSEND         name, message                               deliver to the process registered so
+WHEREIS       reply-to pid, tag, name                     reply (tag, its pid or None)
 ============  ==========================================  ====================
 
 When a peer is lost (heartbeats stop), every link and monitor from a local
@@ -52,11 +54,11 @@ from termite._mailbox import deliver, receive
 from termite._process import ProcessTable, current
 from termite._spawn import spawn_in
 
-__all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect", "register_frame"]
+__all__ = ["Remote", "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect", "register_frame", "whereis_on"]
 
 log = logging.getLogger("termite.distribution")
 
-SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO = range(1, 9)
+SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO, NSEND, WHEREIS = range(1, 11)
 #: A batch is sent when it holds this many frames or bytes, else at the end of
 #: the kernel's turn.  A single larger frame goes alone.
 _BATCH_FRAMES = 256
@@ -132,6 +134,21 @@ class Remote:
         if self.numbered and pid in self.numbered:
             return self.send_numbered(pid, msg)
         self._queue(pid.node, encode((SEND, pid, msg)))
+
+    async def whereis(self, node: NodeRef, name: str, timeout: float | None) -> Pid | None:
+        """Ask ``node`` who is registered there as ``name`` (from a process of this node)."""
+        if not _name(name):
+            raise TypeError(f"a registered name is a non-empty str, not {name!r}")
+        tag = make_tag()
+        self._frame(node, (WHEREIS, current().pid, tag, name))
+        answer = await receive(lambda m: m.__class__ is tuple and len(m) == 2 and m[0] == tag, timeout=timeout, default=None)
+        if answer is None:
+            raise Timeout(f"node {node} did not say within {timeout} s who is registered as {name!r} there")
+        return answer[1]
+
+    def send_named(self, name: str, node: NodeRef, msg) -> None:
+        """``msg`` to the process registered as ``name`` on ``node`` (Erlang's ``{Name, Node} ! Msg``)."""
+        self._queue(node, encode((NSEND, name, msg)))
 
     def route(self, pid: Pid) -> NodeRef:
         """Where to send for ``pid``: its node, or where it migrated to from here."""
@@ -328,6 +345,16 @@ class Remote:
         elif kind == HELLO:
             _, reply_to, tag = frame
             self.send(reply_to, (tag, self.table.ref))
+        elif kind == NSEND:
+            _, name, msg = frame
+            pid = self.table.names.get(name)
+            if pid is None:
+                self.table.dropped += 1  # as for an ended process: send and pray
+            else:
+                self._apply(peer, (SEND, pid, msg))
+        elif kind == WHEREIS:
+            _, reply_to, tag, name = frame
+            self.send(reply_to, (tag, self.table.names.get(name)))
         else:
             self.handlers[kind](peer, frame)
 
@@ -457,6 +484,10 @@ def _pid_or_none(x) -> bool:
     return x is None or x.__class__ is Pid
 
 
+def _name(x) -> bool:
+    return x.__class__ is str and x != ""
+
+
 def _name_or_none(x) -> bool:
     return x is None or x.__class__ is str
 
@@ -476,6 +507,8 @@ _FIELDS = {
     DEMONITOR: ("DEMONITOR", (_pid, _tag)),
     SPAWN: ("SPAWN", (_pid, callable, _tuple, _pid_or_none, _name_or_none)),
     HELLO: ("HELLO", (_pid, _tag)),
+    NSEND: ("NSEND", (_name, _any)),
+    WHEREIS: ("WHEREIS", (_pid, _tag, _name)),
 }
 
 
@@ -541,6 +574,17 @@ def demonitor_node(ref: Tag) -> None:
 def nodes() -> list[NodeRef]:
     """The nodes this one is connected to now."""
     return [peer for peer in _remote().transport.peers() if peer.incarnation is not None]
+
+
+async def whereis_on(node: NodeRef, name: str, timeout: float = 5.0) -> Pid | None:
+    """The pid registered as ``name`` on ``node`` (``termite.register``), or None: one round trip.
+
+    Raises ``Timeout`` if ``node`` does not answer within ``timeout`` seconds.
+    """
+    me = current()
+    if node == me.table.ref:
+        return me.table.names.get(name)
+    return await _remote().whereis(node, name, timeout)
 
 
 async def connect(host: str, port: int, timeout: float = 5.0) -> NodeRef:

@@ -21,7 +21,7 @@ import types
 from collections import deque
 
 from termite._errors import NoSuchName, NotInProcess, Timeout
-from termite._ids import Pid, Tag
+from termite._ids import NodeRef, Pid, Tag
 from termite._kernel import TIMED_OUT, _local
 from termite._patterns import compile_patterns
 from termite._process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, current
@@ -74,10 +74,13 @@ def _is_reply(tag, msg) -> bool:
 
 
 def send(dest, msg) -> None:
-    """Send ``msg`` to ``dest`` (a pid, or a registered name): the paper's ``!``.
+    """Send ``msg`` to ``dest``: the paper's ``!``.
 
-    Never blocks, and never fails for a process that has ended or a node that
-    cannot be reached: such a message is lost, as any message may be.
+    ``dest`` is a pid, a name registered on this node, or ``(name, node)``:
+    the process registered as ``name`` on ``node`` (Erlang's ``{Name, Node} !
+    Msg``).  Never blocks, and never fails for a process that has ended, a
+    name another node does not know, or a node that cannot be reached: such a
+    message is lost, as any message may be.
     """
     try:
         proc = dest._proc
@@ -90,6 +93,8 @@ def send(dest, msg) -> None:
 
 def _send_slow(dest, msg) -> None:
     if dest.__class__ is not Pid:
+        if dest.__class__ is tuple:
+            return _send_named(dest, msg)
         dest = _resolve_name(dest)
     proc = dest._proc
     here = _local.kernel
@@ -117,6 +122,25 @@ def _send_slow(dest, msg) -> None:
         table.dropped += 1
 
 
+def _send_named(dest: tuple, msg) -> None:
+    """``send((name, node), msg)``."""
+    if len(dest) != 2 or dest[0].__class__ is not str or dest[1].__class__ is not NodeRef:
+        raise TypeError(
+            f"send() to a tuple needs (name, node): a registered name (str) and a NodeRef, got {dest!r:.200}"
+        )
+    name, node = dest
+    here = _local.kernel
+    if here is None:
+        raise NotInProcess(f"send({dest!r}, ...) outside a process: use node.send(...) on a termite.Node")
+    table = here.table
+    if node == table.ref:
+        return _send_slow(name, msg)
+    if table.remote is not None:
+        table.remote.send_named(name, node, msg)
+    else:
+        table.dropped += 1  # a node without a network reaches no other
+
+
 def _deliver_if_alive(pid: Pid, msg):
     proc = pid._proc
     if proc is not None:
@@ -136,7 +160,7 @@ def _resolve_name(dest) -> Pid:
             )
         return pid
     raise TypeError(
-        f"send() needs a Pid or a registered name (str) as destination, got "
+        f"send() needs a Pid, a registered name (str) or (name, node) as destination, got "
         f"{type(dest).__name__}: {dest!r}"
     )
 

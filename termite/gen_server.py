@@ -96,6 +96,10 @@ The other functions here run from plain Python as a process:
 ``node.run(gen_server.stop, server)``,
 ``node.run(lambda: gen_server.start(KV(), name="kv"))``.
 
+A server is named by its pid, by a name registered on this node (``start(...,
+name="kv")``), or by ``("kv", node)``: the server registered as ``"kv"`` on
+``node``, as Erlang's ``{Name, Node}``.
+
 ``start(..., node=ref)`` starts the server on another node: the callback
 object travels there by reference to its class (which must be importable
 there) or by value (a class defined in ``__main__``).
@@ -110,6 +114,7 @@ import logging
 import types
 from typing import Any, NamedTuple
 
+from termite._call import _whereis_named
 from termite._call import call as _call
 from termite._errors import Crash, DeadProcess, Exited, NoSuchName, TermiteError, Timeout
 from termite._future import reraise
@@ -521,10 +526,15 @@ async def stop(server, reason: Any = "normal", timeout: float | None = None) -> 
     ``"noproc"``) or ended with another reason (its ``terminate`` raised);
     ``Timeout`` after ``timeout`` seconds (None: no limit), having killed it.
     """
-    try:
-        pid = server if server.__class__ is Pid else _resolve_name(server)
-    except NoSuchName:
-        raise DeadProcess(server, "noproc") from None
+    if server.__class__ is tuple:  # (name, node)
+        pid = await _whereis_named(current(), server, 5.0 if timeout is None else timeout)
+        if pid is None:
+            raise DeadProcess(server, "noproc")
+    else:
+        try:
+            pid = server if server.__class__ is Pid else _resolve_name(server)
+        except NoSuchName:
+            raise DeadProcess(server, "noproc") from None
     ref = monitor(pid)
     send(pid, (STOP, reason))
     try:

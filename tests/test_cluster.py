@@ -89,6 +89,26 @@ def test_a_crash_on_one_remote_node_reaches_a_watcher_on_the_other(three, how):
     assert msg.pid == doomed and isinstance(msg.reason, Crash) and msg.reason.message == "crash on C"
 
 
+def test_name_and_node_reach_a_process_registered_on_another_node(three):
+    here, _, _, b_ref, c_ref = three
+    server = here.run(lambda: termite.spawn(echo, name="svc", node=b_ref))
+    assert here.run(termite.whereis_on, b_ref, "svc", 10) == server
+    assert here.run(termite.whereis_on, b_ref, "nobody", 10) is None
+    # From C, by name: a send (one frame, no lookup) and a call.
+    here.spawn_on(c_ref, relay, here.pid, termite.send, ("svc", b_ref), (here.pid, termite.Tag((1, 2)), "by name"))
+    assert here.receive((termite.Tag((1, 2)), ...), timeout=10) == (termite.Tag((1, 2)), "by name")
+    assert here.receive(("relayed", ...), timeout=10) == ("relayed", None)  # the send's own relay
+    here.spawn_on(c_ref, relay, here.pid, termite.call, ("svc", b_ref), "called by name", 10)
+    assert here.receive(("relayed", ...), timeout=10) == ("relayed", "called by name")
+    # A name nobody holds there: a send is lost, as to an ended process; a call says noproc.
+    here.send(("nobody", b_ref), "lost")
+    with pytest.raises(termite.DeadProcess) as info:
+        here.call(("nobody", b_ref), "hello?", timeout=10)
+    assert info.value.reason == "noproc"
+    with pytest.raises(TypeError, match=r"\(name, node\)"):
+        here.send(("svc", "not a node"), "x")
+
+
 def test_a_pid_that_outruns_its_spawn_request_gets_its_messages_links_and_monitors(three):
     """B reaches a pid this node chose for a spawn on C before C has the request: C waits for it."""
     here, _, _, b_ref, c_ref = three

@@ -364,6 +364,21 @@ def test_a_server_on_another_node(cluster):
         here.call(waited, "get", timeout=10)
 
 
+def test_a_server_named_on_another_node_by_name_and_node(cluster):
+    here, start = cluster
+    ref = here.connect(*start().ref.address)
+    server = here.run(lambda: gen_server.start_wait(Counter(), 3, name="kv", node=ref, timeout=10))
+    kv = ("kv", ref)  # Erlang's {kv, Node}
+    assert here.run(gen_server.call, kv, ("add", 2)) == 5
+    here.run(gen_server.cast, kv, ("add", 1))
+    assert here.run(gen_server.call, kv, "get") == 6
+    here.run(gen_server.stop, kv)
+    with pytest.raises(DeadProcess) as info:
+        here.run(gen_server.call, kv, "get")
+    assert info.value.reason == "noproc" and here.run(termite.whereis_on, ref, "kv") is None
+    assert server.node == ref
+
+
 # -- then: idle timeouts and continues ------------------------------------------------
 
 

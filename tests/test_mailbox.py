@@ -193,7 +193,7 @@ def test_send_to_a_registered_name_and_to_nonsense():
         spawn(echo, name="echo")
         reply = await call("echo", "named")
         errors = []
-        for bad in (5, None):
+        for bad in (5, None, ("echo",)):
             try:
                 send(bad, "x")
             except TypeError as exc:
@@ -206,8 +206,9 @@ def test_send_to_a_registered_name_and_to_nonsense():
 
     reply, errors = run(main)
     assert reply == "named"
-    assert "needs a Pid or a registered name" in errors[0]
-    assert "register" in errors[2]
+    assert "needs a Pid, a registered name (str) or (name, node)" in errors[0]
+    assert "needs (name, node)" in errors[2]
+    assert "register" in errors[3]
 
 
 def test_send_to_an_ended_process_is_silently_lost():
