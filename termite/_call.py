@@ -10,10 +10,10 @@ import time
 import types
 
 from termite._errors import DeadProcess, Timeout
-from termite._ids import NodeRef, Pid, Tag, make_tag
+from termite._ids import Pid, Tag, make_tag
 from termite._kernel import TIMED_OUT
 from termite._links import _monitor_for_call, demonitor
-from termite._mailbox import NO_DEFAULT, _check_timeout, _is_reply, _resolve_name, send
+from termite._mailbox import NO_DEFAULT, _check_timeout, _is_reply, _named, _resolve_name, send
 from termite._process import DEAD, REPLY, Down, Process, current
 from termite._traps import PARK
 
@@ -51,9 +51,7 @@ def _await_reply(proc: Process, tag: Tag, start: int, timeout):
 
 async def _whereis_named(proc: Process, dest: tuple, timeout) -> Pid | None:
     """The pid behind ``(name, node)``, or None if nobody is registered so there."""
-    if len(dest) != 2 or dest[0].__class__ is not str or dest[1].__class__ is not NodeRef:
-        raise TypeError(f"call() to a tuple needs (name, node): a registered name (str) and a NodeRef, got {dest!r:.200}")
-    name, node = dest
+    name, node = _named(dest, "call")
     table = proc.table
     if node == table.ref:
         return table.names.get(name)

@@ -122,13 +122,16 @@ def _send_slow(dest, msg) -> None:
         table.dropped += 1
 
 
+def _named(dest: tuple, what: str) -> tuple:
+    """``dest`` as ``(name, node)``: a registered name and a NodeRef; else a TypeError for ``what()``."""
+    if len(dest) != 2 or dest[0].__class__ is not str or dest[1].__class__ is not NodeRef:
+        raise TypeError(f"{what}() to a tuple needs (name, node): a registered name (str) and a NodeRef, got {dest!r:.200}")
+    return dest
+
+
 def _send_named(dest: tuple, msg) -> None:
     """``send((name, node), msg)``."""
-    if len(dest) != 2 or dest[0].__class__ is not str or dest[1].__class__ is not NodeRef:
-        raise TypeError(
-            f"send() to a tuple needs (name, node): a registered name (str) and a NodeRef, got {dest!r:.200}"
-        )
-    name, node = dest
+    name, node = _named(dest, "send")
     here = _local.kernel
     if here is None:
         raise NotInProcess(f"send({dest!r}, ...) outside a process: use node.send(...) on a termite.Node")
