@@ -11,7 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 
 import termite
 from termite import ANY, Pid, Tag, receive, send
@@ -79,6 +81,11 @@ async def hold_global(name: str, reply_to: Pid):
     await receive("stop")
 
 
+def _read_into(stream, lines: deque) -> None:
+    with stream:
+        lines.extend(stream)
+
+
 class NodeProcess:
     """A node in a separate OS process (``python -m termite.node``), stopped by its pid."""
 
@@ -98,6 +105,11 @@ class NodeProcess:
         if not line.startswith("termite node "):
             self.stop()
             raise RuntimeError(f"node did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+        # Read its log as it comes: a full pipe would stop the node at its next
+        # log line.  The last lines are kept for the one who asks (a failed test).
+        self.log_tail: deque[str] = deque(maxlen=200)
+        self._log_reader = threading.Thread(target=_read_into, args=(self.proc.stderr, self.log_tail), daemon=True)
+        self._log_reader.start()
         _, _, address, _, incarnation = line.split()
         host, port = address.rsplit(":", 1)
         self.ref = termite.NodeRef(host, int(port), int(incarnation, 16))
@@ -105,6 +117,12 @@ class NodeProcess:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def logged(self) -> str:
+        """The last 200 lines the node wrote to stderr (its log); all of them once it has ended."""
+        if self.proc.poll() is not None:
+            self._log_reader.join(10)
+        return "".join(self.log_tail)
 
     def kill(self) -> None:
         """SIGKILL: the node gets no chance to say goodbye."""
@@ -119,6 +137,5 @@ class NodeProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
+        if self.proc.stdout:
+            self.proc.stdout.close()

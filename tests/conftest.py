@@ -1,5 +1,6 @@
 import logging
 import os
+import sys
 
 import pytest
 
@@ -46,6 +47,8 @@ def cluster(keyfile):
         yield here, start
     for node in started:
         node.stop()
+        if node.log_tail:  # shown with a failed test's report
+            print(f"--- node {node.ref} logged:", *node.log_tail, sep="\n", end="", file=sys.stderr)
 
 
 # Two hosts as network namespaces running sshd, for the SSH multi-host tests (tests/netns_hosts.py).

@@ -50,7 +50,8 @@ def stop_and_read_log(b: NodeProcess) -> str:
     """Stop B (SIGTERM) and return what it wrote to stderr: its log."""
     assert b.proc.poll() is None, f"node B ended (exit code {b.proc.returncode})"
     b.proc.terminate()
-    _, log = b.proc.communicate(timeout=10)
+    b.proc.wait(10)
+    log = b.logged()
     assert b.proc.returncode == 0, f"node B exited with {b.proc.returncode}:\n{log}"
     return log
 
