@@ -32,6 +32,7 @@ from functools import partial
 from termite._traps import PARK, RESCHEDULE, Sentinel
 
 _heappush = heapq.heappush
+_perf_counter = time.perf_counter
 _INF = float("inf")
 
 __all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
@@ -84,8 +85,11 @@ class Task:
 
 class Kernel:
     #: How many steps one turn of the asyncio loop may take before the kernel
-    #: lets the loop poll I/O and run its own callbacks.
+    #: lets the loop poll I/O and run its own callbacks, and for how long:
+    #: steps that each send hundreds of messages would otherwise keep the
+    #: node deaf for seconds (the clock is read every 16 steps).
     BUDGET = 20_000
+    TURN_SECONDS = 0.02
 
     def __init__(self, loop):
         self.loop = loop
@@ -194,12 +198,15 @@ class Kernel:
         self._scheduled = False
         ready = self.ready
 
-        # Phase 1: run ready tasks, at most BUDGET of them.
+        # Phase 1: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.
         popleft = ready.popleft
         local = _local
         budget = full = self.BUDGET
+        deadline = _perf_counter() + self.TURN_SECONDS
         try:
             while ready and budget:
+                if not budget & 15 and _perf_counter() > deadline:
+                    break
                 budget -= 1
                 task = popleft()
                 local.task = task

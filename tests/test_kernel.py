@@ -1,6 +1,7 @@
 """The kernel: run queue, timers, budget, and its public surface."""
 
 import asyncio
+import time
 
 import termite
 from termite._kernel import Kernel, Task
@@ -57,6 +58,34 @@ def test_the_kernel_yields_to_the_event_loop_within_its_budget():
         loop.run_until_complete(asyncio.sleep(0.05))
         assert seen_by_loop and 0 < seen_by_loop[0] < 3 * Kernel.BUDGET
         assert exits == [None]
+    finally:
+        termite._kernel._local.kernel = None
+        loop.close()
+
+
+def test_a_turn_of_long_steps_ends_in_time_not_after_its_whole_budget():
+    # Steps that each take a millisecond (a process sending hundreds of
+    # messages per step): a turn of BUDGET of them would keep the node from
+    # reading for many seconds.
+    loop = asyncio.new_event_loop()
+    try:
+        kernel = Kernel(loop)
+        kernel.attach()
+        kernel.on_exit = lambda task, value, exc: None
+
+        async def heavy_steps():
+            for _ in range(400):
+                end = time.perf_counter() + 0.001
+                while time.perf_counter() < end:
+                    pass
+                await termite._traps.reschedule()
+
+        kernel.ready.append(Task(kernel, heavy_steps()))
+        seen_by_loop = []
+        loop.call_soon(kernel._run)
+        loop.call_soon(lambda: seen_by_loop.append(kernel.steps))
+        loop.run_until_complete(asyncio.sleep(0.01))
+        assert seen_by_loop and 0 < seen_by_loop[0] <= 100  # 0.02 s of 1 ms steps, checked every 16
     finally:
         termite._kernel._local.kernel = None
         loop.close()
