@@ -24,7 +24,8 @@ Frames received are handed to ``on_frames(peer, frames)``, and new peers to
 loop thread when started with one (no thread hop on the way in), else the
 I/O thread.  ``on_peer_down(peer)`` comes from the I/O thread, which does
 not declare a peer down while the loop's thread is too busy to read: a
-process running CPU-bound code makes every peer *look* silent.  An empty
+process running CPU-bound code makes every peer *look* silent; nor just
+after such a stall, while the reader catches up with what waited.  An empty
 frame is a heartbeat and is not handed on.
 
 On the loop's thread, frames handed on are followed by ``on_read_done()``
@@ -170,6 +171,7 @@ class Transport:
         self._stopping = False
         self._thread = threading.Thread(target=self._io, name=f"termite-io-{self.port}", daemon=True)
         self._peer_ids: dict[bytes, NodeRef] = {}  # routing id -> peer, parsed once
+        self._unnamed: set[bytes] = set()  # routing ids that name no peer, already logged
         # Routing id -> [peer, when last heard], for the peers in _last_seen:
         # the reader stamps these (no NodeRef hashing, which runs Python, per
         # message), and _beat folds them into _last_seen.
@@ -177,6 +179,10 @@ class Transport:
         self.on_read_done = lambda: None  # after frames were handed on
         self._loop = None  # the event loop whose thread reads the ROUTER, if any
         self._read_at = time.monotonic()  # when that thread last read a message, or the ROUTER to its end
+        # Since when that thread has read without a stall: just after one,
+        # what waited meanwhile is still to be read (see _beat).
+        self._attentive_since = self._read_at
+        self._gap = float("inf")  # the longest pause in reading that is not a stall (with a loop: see start)
         self._tick_handle = None
         self._fd = None  # the ROUTER's FD, which the loop watches
         self._poll_items = None  # what _idle polls, if it may (see there)
@@ -196,6 +202,7 @@ class Transport:
             self._poll_items = _idle_poll_items(loop, self.router, self._fd)
             self._only_router = [(self.router, _POLLIN)]
             self._tick_handle = loop.call_soon(self._tick)
+            self._gap = max(2 * self.heartbeat_interval, 0.2)
         self._thread.start()
         return self
 
@@ -314,7 +321,7 @@ class Transport:
         if self._read_router(False):
             self._loop.call_soon(self._on_readable)
             return
-        self._read_at = _monotonic()
+        self._attend(_monotonic())
         if self._poll_items is not None:
             self._idle()
 
@@ -324,7 +331,13 @@ class Transport:
         if self._read_router():
             self._loop.call_soon(self._on_readable)
         else:
-            self._read_at = _monotonic()
+            self._attend(_monotonic())
+
+    def _attend(self, now: float) -> None:
+        """The loop's thread reads (or found nothing to read) at ``now``."""
+        if now - self._read_at > self._gap:
+            self._attentive_since = now
+        self._read_at = now
 
     def _idle(self):
         """Wait for the next message in zmq_poll, and run it at once, for as
@@ -383,10 +396,11 @@ class Transport:
         if pending and not self._stopping:
             loop.call_soon(self._on_readable)
 
-    def _reading_is_late(self, now: float) -> bool:
+    def _deaf(self, now: float) -> bool:
         """True while the loop's thread is too busy to read (a process running
-        CPU-bound code): silence from peers then proves nothing."""
-        return self._loop is not None and now - self._read_at > max(2 * self.heartbeat_interval, 0.2)
+        CPU-bound code), and just after, while it reads what came meanwhile:
+        silence from peers then proves nothing."""
+        return self._loop is not None and (now - self._read_at > self._gap or now - self._attentive_since <= self._gap)
 
     # -- the I/O thread -------------------------------------------------------
 
@@ -483,7 +497,10 @@ class Transport:
                 return True
             self.stats.frames_in += len(frames)
         else:  # what termite nodes send: one part, from a peer already known
-            entry[1] = self._read_at = _monotonic()
+            now = _monotonic()
+            if now - self._read_at > self._gap:  # _attend, inline: this runs per message
+                self._attentive_since = now
+            entry[1] = self._read_at = now
             frame = first.bytes
             size = len(frame)
             if not size:
@@ -510,7 +527,9 @@ class Transport:
         entry = self._heard.get(identity) or self._admit(identity)
         if entry is None:
             return None, []
-        entry[1] = self._read_at = _monotonic()
+        now = _monotonic()
+        self._attend(now)
+        entry[1] = now
         peer = entry[0]
         frames = []
         for frame in parts:
@@ -529,7 +548,16 @@ class Transport:
         peer = self._peer_ids.get(identity) or self._new_peer_id(identity)
         if peer is None:
             self.stats.dropped_in += 1
-            log.warning("dropped a message with a malformed sender id %r", identity[:64])
+            if identity not in self._unnamed:  # one line per sender, a count for all
+                if len(self._unnamed) < 1024:
+                    self._unnamed.add(identity)
+                if len(identity) == 5 and identity[0] == 0:  # zmq's own id for an old connection
+                    log.warning(
+                        "dropping what is left of a connection a peer has replaced (it reconnected "
+                        "after it or this node declared the other down): its sender is not known any more"
+                    )
+                else:
+                    log.warning("dropping messages with a malformed sender id %r", identity[:64])
             return None
         if peer not in self._last_seen and not self._greet(peer):
             return None
@@ -578,9 +606,9 @@ class Transport:
                     del heard[identity]  # declared down or forgotten: greeted again when heard again
                 elif heard_at > seen:
                     last_seen[peer] = heard_at
-            late = self._reading_is_late(now)
+            deaf = self._deaf(now)
             for peer, seen in list(last_seen.items()):
-                if now - seen > self.heartbeat_timeout and not late:
+                if now - seen > self.heartbeat_timeout and not deaf:
                     down.append(peer)
                     del last_seen[peer]
                     self._to = None
