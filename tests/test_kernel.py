@@ -38,57 +38,50 @@ def test_timers_fire_in_deadline_order():
     assert termite.run(main) == ["a", "b", "c"]
 
 
-def test_the_kernel_yields_to_the_event_loop_within_its_budget():
-    # A run queue that never empties must not starve asyncio callbacks.
+def _steps_before_the_loop_runs(body, seconds: float) -> tuple[list, list]:
+    """Run ``body()`` as the kernel's one task for ``seconds``: the steps taken
+    when the loop's next callback ran, and the task's exit exceptions."""
     loop = asyncio.new_event_loop()
     try:
         kernel = Kernel(loop)
         kernel.attach()
         exits = []
         kernel.on_exit = lambda task, value, exc: exits.append(exc)
-
-        async def spin():
-            for _ in range(3 * Kernel.BUDGET):
-                await termite._traps.reschedule()
-
-        kernel.ready.append(Task(kernel, spin()))
+        kernel.ready.append(Task(kernel, body()))
         seen_by_loop = []
         loop.call_soon(kernel._run)
         loop.call_soon(lambda: seen_by_loop.append(kernel.steps))
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert seen_by_loop and 0 < seen_by_loop[0] < 3 * Kernel.BUDGET
-        assert exits == [None]
+        loop.run_until_complete(asyncio.sleep(seconds))
+        return seen_by_loop, exits
     finally:
         termite._kernel._local.kernel = None
         loop.close()
+
+
+def test_the_kernel_yields_to_the_event_loop_within_its_budget():
+    # A run queue that never empties must not starve asyncio callbacks.
+    async def spin():
+        for _ in range(3 * Kernel.BUDGET):
+            await termite._traps.reschedule()
+
+    seen_by_loop, exits = _steps_before_the_loop_runs(spin, 0.05)
+    assert seen_by_loop and 0 < seen_by_loop[0] < 3 * Kernel.BUDGET
+    assert exits == [None]
 
 
 def test_a_turn_of_long_steps_ends_in_time_not_after_its_whole_budget():
     # Steps that each take a millisecond (a process sending hundreds of
     # messages per step): a turn of BUDGET of them would keep the node from
     # reading for many seconds.
-    loop = asyncio.new_event_loop()
-    try:
-        kernel = Kernel(loop)
-        kernel.attach()
-        kernel.on_exit = lambda task, value, exc: None
+    async def heavy_steps():
+        for _ in range(400):
+            end = time.perf_counter() + 0.001
+            while time.perf_counter() < end:
+                pass
+            await termite._traps.reschedule()
 
-        async def heavy_steps():
-            for _ in range(400):
-                end = time.perf_counter() + 0.001
-                while time.perf_counter() < end:
-                    pass
-                await termite._traps.reschedule()
-
-        kernel.ready.append(Task(kernel, heavy_steps()))
-        seen_by_loop = []
-        loop.call_soon(kernel._run)
-        loop.call_soon(lambda: seen_by_loop.append(kernel.steps))
-        loop.run_until_complete(asyncio.sleep(0.01))
-        assert seen_by_loop and 0 < seen_by_loop[0] <= 100  # 0.02 s of 1 ms steps, checked every 16
-    finally:
-        termite._kernel._local.kernel = None
-        loop.close()
+    seen_by_loop, _ = _steps_before_the_loop_runs(heavy_steps, 0.01)
+    assert seen_by_loop and 0 < seen_by_loop[0] <= 100  # 0.02 s of 1 ms steps, checked every 16
 
 
 def test_every_public_name_is_exported_once_from_termite():
