@@ -7,6 +7,7 @@ Where namespaces or sshd are not available these tests skip and say why.
 
 import os
 import pathlib
+import select
 import shlex
 import signal
 import stat
@@ -28,13 +29,16 @@ HEARTBEAT_TIMEOUT = 1.0
 
 
 def _gone(pid: int, timeout: float = 5.0) -> bool:
-    """True once no process ``pid`` exists (the namespaces share this machine's pids)."""
-    deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}"):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+    """True once process ``pid`` has ended (the namespaces share this machine's
+    pids; a pidfd becomes readable when its process exits, child or not)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
 
 
 def _only_sshd_left(host, timeout: float = 5.0) -> set[int]:
