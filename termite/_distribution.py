@@ -255,10 +255,22 @@ class Remote:
         A frame may be a batch: its good messages are applied, and a frame
         with any bad one counts once in ``malformed``, with one log line.
         """
+        table = self.table
+        procs = table.procs
         for data in frames:
             problem = None
             try:
                 for frame in decode_all(data):
+                    # In line, the common frame: a message for a process of
+                    # this node that never migrated (see _apply for the rest).
+                    if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
+                        pid = frame[1]
+                        if pid.__class__ is Pid and pid.node is self._here:
+                            proc = procs.get(pid.serial)
+                            msg = frame[2]
+                            if proc is not None and proc.order is None and msg.__class__ is not Down:
+                                deliver(proc, msg)
+                                continue
                     try:
                         self._apply(peer, frame)
                     except MalformedMessage as exc:

@@ -110,6 +110,9 @@ def _send_slow(dest, msg) -> None:
             "send() outside a process: use node.send(pid, msg) on a termite.Node, "
             "or run your code as a process"
         )
+    remote = table.remote
+    if remote is not None and not table.guests and dest.node is not table.ref and dest.node != table.ref:
+        return remote.send(dest, msg)  # another node's: the common case first
     target = table.resolve(dest)
     if target is not None:
         if target.order is None:
@@ -218,19 +221,39 @@ def receive(*patterns, timeout=None, default=NO_DEFAULT, where=None):
             "receive() can only be awaited inside a termite process; outside one, "
             "use node.receive(...) on a termite.Node"
         ) from None
-    if not patterns and where is None and timeout is None and default is NO_DEFAULT:
-        # The hot path: the paper's (?).
-        if box:
+    if not patterns and where is None and default is NO_DEFAULT:
+        if timeout is None:
+            # The hot path: the paper's (?).
+            if box:
+                kernel = proc.kernel
+                kernel.fairness -= 1
+                if not kernel.fairness:
+                    kernel.fairness = FAIRNESS
+                    yield RESCHEDULE
+                return box.popleft()
+            proc.waiting = ANY_MESSAGE
+            msg = yield PARK
+            proc.waiting = None
+            return msg
+        if (timeout.__class__ is float or timeout.__class__ is int) and timeout > 0 and not box:
+            # The next hottest: (?) with a timeout, as a request awaits its
+            # answer.  Any message is handed over directly (see deliver), so
+            # a wake-up is the message, the timeout, or a signal.
             kernel = proc.kernel
-            kernel.fairness -= 1
-            if not kernel.fairness:
-                kernel.fairness = FAIRNESS
-                yield RESCHEDULE
-            return box.popleft()
-        proc.waiting = ANY_MESSAGE
-        msg = yield PARK
-        proc.waiting = None
-        return msg
+            timer = kernel.add_timer(timeout, proc)
+            proc.waiting = ANY_MESSAGE
+            try:
+                msg = yield PARK
+            except BaseException:
+                if proc.waiting is not DEAD:
+                    proc.waiting = None
+                kernel.cancel_timer(timer)
+                raise
+            proc.waiting = None
+            if msg is TIMED_OUT:
+                raise Timeout(f"no matching message within {timeout} s")
+            kernel.cancel_timer(timer)
+            return msg
     _check_timeout(timeout, default)
     match = compile_patterns(patterns, where)
 
