@@ -33,7 +33,11 @@ On the loop's thread, frames handed on are followed by ``on_read_done()``
 else to do, its thread waits for the next message in zmq_poll rather than in
 the loop's own select, and runs a turn after each one (see
 ``Transport._idle``): a round trip between nodes then costs no asyncio
-iteration and no ``EVENTS`` check from Python.
+iteration and no ``EVENTS`` check from Python.  On that thread, and for
+small frames sent, the calls go straight to pyzmq's own libzmq through
+termite._zmqcalls, which reads a whole message as one tuple of bytes (pyzmq
+makes a Frame per part, and an option call to learn if more follow); where
+that module cannot load, pyzmq makes every call.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ log = logging.getLogger("termite.transport")
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
 _HEARTBEAT = b""
 # Plain ints: pyzmq's enum flags cost microseconds per operation on the hot path.
-_EVENTS, _POLLIN, _RCVMORE, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
+_POLLIN, _RCVMORE, _NOBLOCK = int(zmq.POLLIN), int(zmq.RCVMORE), int(zmq.NOBLOCK)
 # zmq.Socket.send is a Python wrapper (for DRAFT options termite never uses)
 # around this one.
 _send = zmq.backend.Socket.send
@@ -85,8 +89,8 @@ def loop_clock(loop):
     return time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
 
 
-def _idle_poll_items(loop, router, router_fd):
-    """What Transport._idle polls: the ROUTER and the loop's self-pipe, for
+def _idle_self_pipe(loop, router_fd):
+    """The loop's self-pipe, which Transport._idle polls with the ROUTER, for
     CPython's own selector loop (whose insides _idle reads); None for any
     other loop, which then does all the waiting."""
     if not isinstance(loop, asyncio.BaseEventLoop) or not all(
@@ -97,7 +101,52 @@ def _idle_poll_items(loop, router, router_fd):
     if not isinstance(fds, dict) or len(fds) != 2 or router_fd not in fds:
         return None
     (self_pipe,) = (fd for fd in fds if fd != router_fd)
-    return [(router, _POLLIN), (self_pipe, _POLLIN)]
+    return self_pipe
+
+
+def _zmq_error(errno: int) -> zmq.ZMQError:
+    """The exception pyzmq raises for ``errno``."""
+    if errno == zmq.EAGAIN:
+        return zmq.Again(errno)
+    if errno == zmq.ETERM:
+        return zmq.ContextTerminated(errno)
+    return zmq.ZMQError(errno)
+
+
+def _loaded_libzmq() -> str | None:
+    """The path of the libzmq that pyzmq loaded into this process (Linux), if any."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(None, 5)
+                if len(fields) == 6:
+                    path = fields[5].rstrip("\n")
+                    name = path.rsplit("/", 1)[-1]
+                    if name.startswith("libzmq") and ".so" in name:
+                        return path
+    except OSError:
+        pass
+    return None
+
+
+def _native_calls():
+    """termite._zmqcalls on pyzmq's own libzmq, or None: then pyzmq does all the calls."""
+    try:
+        from termite import _zmqcalls
+    except ImportError:
+        return None
+    path = _loaded_libzmq()
+    if path is None:
+        return None
+    try:
+        version = _zmqcalls.init(path, _zmq_error)
+    except OSError as exc:
+        log.debug("libzmq calls through pyzmq only: %s", exc)
+        return None
+    return _zmqcalls if version == zmq.zmq_version_info() else None
+
+
+_native = _native_calls()
 
 
 class TransportStats:
@@ -162,7 +211,7 @@ class Transport:
         self._identity = identity_of(self.ref)
         self._lock = threading.Lock()  # guards the DEALERs and the peer table
         self._dealers: dict[tuple[str, int], zmq.Socket] = {}
-        self._to, self._to_sock = None, None  # send_frame's last peer and its DEALER
+        self._to, self._to_sock, self._to_handle = None, None, None  # send_frame's last peer, its DEALER and its handle
         self._last_seen: dict[NodeRef, float] = {}  # peers we expect heartbeats from
         self._wake_in = self.ctx.socket(zmq.PAIR)
         self._wake_in.bind(f"inproc://termite-wake-{id(self)}")
@@ -185,9 +234,13 @@ class Transport:
         self._gap = float("inf")  # the longest pause in reading that is not a stall (with a loop: see start)
         self._tick_handle = None
         self._fd = None  # the ROUTER's FD, which the loop watches
-        self._poll_items = None  # what _idle polls, if it may (see there)
-        self._only_router = None  # what zmq_poll returns when only the ROUTER is ready
+        self._self_pipe = None  # the loop's, which _idle polls with the ROUTER, if it may (see there)
         self._clock = None  # the loop's time()
+        # How the ROUTER is read: pyzmq, or (on the loop's thread) termite._zmqcalls
+        # with the ROUTER's handle.  Both give a message as (identity, part, ...).
+        self._handle = None
+        self._recv_message = self._recv_pyzmq
+        self._poll = self._poll_pyzmq
 
     # -- life cycle -----------------------------------------------------------
 
@@ -199,8 +252,13 @@ class Transport:
             self._fd = self.router.getsockopt(zmq.FD)
             loop.add_reader(self._fd, self._on_readable)
             self._clock = loop_clock(loop)
-            self._poll_items = _idle_poll_items(loop, self.router, self._fd)
-            self._only_router = [(self.router, _POLLIN)]
+            self._self_pipe = _idle_self_pipe(loop, self._fd)
+            if _native is not None:
+                # Only on the loop's thread, which stop() runs on: no read
+                # can then reach the socket once it is closed.
+                self._handle = self.router.underlying
+                self._recv_message = _native.recv
+                self._poll = _native.poll
             self._tick_handle = loop.call_soon(self._tick)
             self._gap = max(2 * self.heartbeat_interval, 0.2)
         self._thread.start()
@@ -272,15 +330,12 @@ class Transport:
     def send_frame(self, peer: NodeRef, data: bytes) -> None:
         """``send(peer, [data])``, with less to do on the way."""
         with self._lock:
-            if peer is self._to:  # the peer of the last send_frame: its DEALER still open
-                sock = self._to_sock
-            else:
-                sock = self._dealers.get((peer.host, peer.port))
-                if sock is not None:
-                    self._to, self._to_sock = peer, sock
-            if sock is not None:
+            if peer is self._to or self._aim(peer):
                 try:
-                    _send(sock, data, _NOBLOCK, len(data) < 4096)
+                    if _native is not None and len(data) < 4096:
+                        _native.send(self._to_handle, data)
+                    else:
+                        _send(self._to_sock, data, _NOBLOCK, len(data) < 4096)
                 except zmq.ZMQError as exc:
                     self.stats.dropped_out += 1
                     log.warning("dropped a frame to %s: %s", peer, exc)
@@ -288,6 +343,14 @@ class Transport:
                 self.stats.frames_out += 1
                 return
         self.send(peer, [data])
+
+    def _aim(self, peer: NodeRef) -> bool:
+        """Make ``peer`` send_frame's peer, if its DEALER is open (hold the lock)."""
+        sock = self._dealers.get((peer.host, peer.port))
+        if sock is None:
+            return False
+        self._to, self._to_sock, self._to_handle = peer, sock, sock.underlying
+        return True
 
     def forget(self, peer: NodeRef) -> None:
         """Close the connection to ``peer``; the next send reconnects."""
@@ -318,15 +381,19 @@ class Transport:
         # The ROUTER's FD signalled.  zmq's FD is edge-triggered: read until
         # there is nothing left (or come back at once if the bound stopped
         # us), then wait for more right here while the loop is idle.
-        if self._read_router(False):
+        if self._stopping:
+            return  # a call_soon from before stop(): the ROUTER is closed
+        if self._read_router():
             self._loop.call_soon(self._on_readable)
             return
         self._attend(_monotonic())
-        if self._poll_items is not None:
+        if self._self_pipe is not None:
             self._idle()
 
     def _tick(self):
         """Also read now and then: an idle loop proves it can read (see _beat)."""
+        if self._stopping:
+            return
         self._tick_handle = self._loop.call_later(self.heartbeat_interval / 2, self._tick)
         if self._read_router():
             self._loop.call_soon(self._on_readable)
@@ -361,8 +428,8 @@ class Transport:
             return  # asyncio would report this callback as slow
         ready, scheduled, resolution = loop._ready, loop._scheduled, loop._clock_resolution
         fds = loop._selector._fd_to_key  # the ROUTER's FD and the self-pipe's, unless others came
-        items, only_router, clock = self._poll_items, self._only_router, self._clock
-        poll, read_one, run = zmq.zmq_poll, self._read_one, self.on_read_done
+        handle, self_pipe, clock = self._handle, self._self_pipe, self._clock
+        poll, read_one, run = self._poll, self._read_one, self.on_read_done
         # Only the turns run here can call_soon, stop the loop, or add or
         # remove a file descriptor (stop() removes the ROUTER's); other
         # threads wake the loop through its self-pipe.
@@ -377,15 +444,15 @@ class Transport:
                 timeout = scheduled[0]._when - clock()
                 if timeout <= resolution:
                     break
-                events = poll(items, min(int(timeout * 1000) + 1, 3_600_000))  # ms, in a C int
+                ready_bits = poll(handle, self_pipe, min(int(timeout * 1000) + 1, 3_600_000))  # ms, in a C int
             else:
-                events = poll(items, -1)
-            if events != only_router:
-                if events:  # the self-pipe, with the ROUTER or without
-                    pending = events[0][0] is items[0][0]
+                ready_bits = poll(handle, self_pipe, -1)
+            if ready_bits != 1:  # 1: the ROUTER only
+                if ready_bits:  # the self-pipe, with the ROUTER or without
+                    pending = ready_bits == 3
                     break
                 pending = False
-                continue  # timed out: the timer is due
+                continue  # timed out (or a signal came): the timer is due
             if read_one():
                 run()
                 pending = True
@@ -455,22 +522,13 @@ class Transport:
             self._zap.send_multipart([version, request_id, b"400", b"not a member of this cluster", b"", b""])
             self.on_refused(address)
 
-    def _read_router(self, check: bool = True) -> bool:
+    def _read_router(self) -> bool:
         """Hand on what the ROUTER holds, then run a kernel turn (``on_read_done``);
-        True if stopped by the bound with more to read.
-
-        ``check=False`` when the ROUTER's FD has just signalled: the first
-        message is then read without asking ``EVENTS`` first (a wake-up with
-        no message behind it is rare, and costs a ``zmq.Again``).
-        """
-        events = self.router.getsockopt
+        True if stopped by the bound with more to read."""
         read_one = self._read_one
         handed = False
         try:
             for _ in range(1000):  # bounded: heartbeats and other callbacks keep their rhythm
-                if check and not events(_EVENTS) & _POLLIN:  # cheaper than a recv raising Again
-                    return False
-                check = True
                 if not read_one():
                     return False
                 handed = True
@@ -481,18 +539,12 @@ class Transport:
 
     def _read_one(self) -> bool:
         """Read one message and hand its frames on; False if there was none."""
-        recv = self._recv
-        try:
-            identity = recv(_NOBLOCK)
-        except zmq.Again:
+        message = self._recv_message(self._handle)
+        if message is None:
             return False
-        # A ROUTER message is the sender's id and at least one part; the first
-        # part comes as a Frame, whose ``more`` tells without a
-        # getsockopt(RCVMORE) whether others follow.
-        first = recv(_NOBLOCK, False)  # copy=False: a Frame
-        entry = self._heard.get(identity)
-        if entry is None or first.more:
-            peer, frames = self._unusual(identity, first)
+        entry = self._heard.get(message[0])
+        if entry is None or len(message) != 2:
+            peer, frames = self._unusual(message)
             if not frames:
                 return True
             self.stats.frames_in += len(frames)
@@ -501,7 +553,7 @@ class Transport:
             if now - self._read_at > self._gap:  # _attend, inline: this runs per message
                 self._attentive_since = now
             entry[1] = self._read_at = now
-            frame = first.bytes
+            frame = message[1]
             size = len(frame)
             if not size:
                 return True  # heartbeat
@@ -516,14 +568,30 @@ class Transport:
         self.on_frames(peer, frames)
         return True
 
-    def _unusual(self, identity: bytes, first) -> tuple[NodeRef | None, list[bytes]]:
+    def _recv_pyzmq(self, _handle) -> tuple | None:
+        """A message as (identity, part, ...), or None if there is none, by pyzmq."""
+        recv = self._recv
+        try:
+            identity = recv(_NOBLOCK)
+        except zmq.Again:
+            return None
+        message = [identity, recv(_NOBLOCK)]  # a ROUTER message has at least one part after the id
+        more = self.router.getsockopt
+        while more(_RCVMORE):
+            message.append(recv(_NOBLOCK))
+        return tuple(message)
+
+    def _poll_pyzmq(self, _handle, self_pipe: int, timeout_ms: int) -> int:
+        """Wait as termite._zmqcalls.poll does: 1 if the ROUTER has a message, 2 if the self-pipe is readable."""
+        bits = 0
+        for item, _ in zmq.zmq_poll([(self.router, _POLLIN), (self_pipe, _POLLIN)], timeout_ms):
+            bits |= 1 if item is self.router else 2
+        return bits
+
+    def _unusual(self, message: tuple) -> tuple[NodeRef | None, list[bytes]]:
         """A message from a sender not known yet (parse its id, greet it), or
         of several parts: its sender and the frames to hand on (maybe none)."""
-        parts = [first.bytes]
-        if first.more:  # read them all before anything else, or the next message would be misread
-            router = self.router
-            while router.getsockopt(_RCVMORE):
-                parts.append(router.recv(_NOBLOCK))
+        identity = message[0]
         entry = self._heard.get(identity) or self._admit(identity)
         if entry is None:
             return None, []
@@ -532,7 +600,7 @@ class Transport:
         entry[1] = now
         peer = entry[0]
         frames = []
-        for frame in parts:
+        for frame in message[1:]:
             if not frame:
                 continue  # heartbeat
             if len(frame) > self.max_frame:

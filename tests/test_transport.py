@@ -1,13 +1,15 @@
 """The transport over real ZeroMQ sockets on loopback."""
 
 import asyncio
+import os
+import sys
 import threading
 import time
 
 import pytest
 import zmq
 
-from termite import _keys
+from termite import _keys, _transport
 from termite._transport import Transport
 
 
@@ -171,3 +173,79 @@ def test_messages_waiting_when_the_loop_gets_busy_are_read_at_once(transports):
 
 async def _call(fn):
     return fn()
+
+
+# -- termite._zmqcalls: libzmq called without pyzmq's wrapping, and pyzmq when it cannot be --
+
+
+def test_the_libzmq_calls_load_on_linux():
+    # pyzmq's wheels bring libzmq as a shared library; termite finds it in
+    # /proc/self/maps.  Elsewhere (no /proc, a static libzmq) pyzmq does all.
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the libzmq calls are looked up in /proc/self/maps")
+    assert _transport._native is not None, _transport._loaded_libzmq()
+
+
+@pytest.fixture
+def zmqcalls():
+    if _transport._native is None:
+        pytest.skip("termite._zmqcalls did not load here")
+    return _transport._native
+
+
+def test_zmqcalls_read_whole_messages_wait_and_raise_as_pyzmq_does(zmqcalls):
+    ctx = zmq.Context()
+    try:
+        router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        r, w = os.pipe()
+        try:
+            assert zmqcalls.recv(router.underlying) is None  # nothing yet, and no waiting
+            assert zmqcalls.poll(router.underlying, r, 50) == 0  # timed out
+            with pytest.raises(zmq.Again):  # a DEALER connected to no one cannot send
+                zmqcalls.send(dealer.underlying, b"x")
+            dealer.routing_id = b"me"
+            dealer.connect(f"tcp://127.0.0.1:{port}")
+            zmqcalls.send(dealer.underlying, b"one")
+            dealer.send_multipart([b"two", b"", b"three"])
+            assert zmqcalls.poll(router.underlying, r, 5000) == 1
+            assert zmqcalls.recv(router.underlying) == (b"me", b"one")
+            for _ in range(100):  # the second message may still be on its way
+                message = zmqcalls.recv(router.underlying)
+                if message is not None or not zmqcalls.poll(router.underlying, r, 50):
+                    break
+            assert message == (b"me", b"two", b"", b"three")
+            os.write(w, b"!")
+            assert zmqcalls.poll(router.underlying, r, 5000) == 2
+        finally:
+            os.close(r)
+            os.close(w)
+    finally:
+        ctx.destroy(linger=0)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["zmqcalls", "pyzmq"])
+def test_a_loop_s_thread_reads_single_and_multipart_messages_in_order(transports, monkeypatch, native):
+    if native and _transport._native is None:
+        pytest.skip("termite._zmqcalls did not load here")
+    if not native:
+        monkeypatch.setattr(_transport, "_native", None)
+    inbox = Inbox()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    b = asyncio.run_coroutine_threadsafe(_call(lambda: Transport(on_frames=inbox).start(loop)), loop).result(5)
+    try:
+        a = transports(on_frames=lambda p, f: None)
+        a.send_frame(b.ref, b"0")
+        inbox.wait(1)  # b now waits in Transport._idle
+        a.send(b.ref, [b"1", b"", b"2"])  # several parts, one of them a heartbeat
+        for i in range(3, 100):
+            a.send_frame(b.ref, b"%d" % i)
+        assert inbox.wait(99) == [b"%d" % i for i in range(100)]
+        assert set(inbox.peers) == {a.ref}
+    finally:
+        asyncio.run_coroutine_threadsafe(_call(b.stop), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
