@@ -434,6 +434,27 @@ def decode_all(data):
         raise MalformedMessage(f"a batch of {count} messages holding {got} whole ones")
 
 
+def decode_frame(data) -> list:
+    """:func:`decode_all`'s messages as a list.  On a bad message it raises
+    :class:`MalformedMessage` whose ``decoded`` holds the messages before it."""
+    if _fast_decode is not None and data.__class__ is bytes:
+        try:  # the common frame: one message, read in C
+            msg, end = _fast_decode_from(data, 0, len(data))
+        except Exception:  # noqa: BLE001 - decode_all reads it again and says what is wrong
+            pass
+        else:
+            if end == len(data):
+                return [msg]
+    decoded = []
+    try:
+        for msg in decode_all(data):
+            decoded.append(msg)
+    except MalformedMessage as exc:
+        exc.decoded = decoded
+        raise
+    return decoded
+
+
 def _decode_all_py(data):
     """``decode_all`` by msgpack and the hooks above: the reference for termite._fastcodec."""
     try:
@@ -491,8 +512,10 @@ if _fastcodec is not None:
         _ext,
         _ext_untrusted,
         msgpack.Timestamp.from_bytes,  # msgpack decodes ext -1 itself, before any ext_hook
+        _encode_py,
     )
     _fast_encode = _fastcodec.encode
+    encode = _fastcodec.encode_message  # the encode() above, all in C but the fallback
     _fast_decode = _fastcodec.decode
     _fast_decode_from = _fastcodec.decode_from
     _Truncated = _fastcodec.Truncated

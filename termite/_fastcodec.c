@@ -279,20 +279,39 @@ put_int(Enc *e, PyObject *o)
 /* The payload of a node's ext (msgpack [host, port, incarnation]), as
  * _default finds it: the cache, else _node_payload(node), which returns
  * None for a node that goes by pickle.  A new reference, or NULL. */
+/* The nodes encoded last and their payloads, found by identity: messages to
+ * a peer name the same NodeRef objects again and again, and a lookup in
+ * _node_payloads calls NodeRef.__hash__ (Python), and __eq__ for an equal
+ * copy of the key. */
+#define ENC_NODES 8
+static PyObject *enc_nodes[ENC_NODES], *enc_payloads[ENC_NODES];
+static unsigned int next_enc_node;
+
 static PyObject *
 payload_of(PyObject *node)
 {
+    for (int i = 0; i < ENC_NODES && enc_nodes[i] != NULL; i++) {
+        if (enc_nodes[i] == node) {
+            return Py_NewRef(enc_payloads[i]);
+        }
+    }
     PyObject *data = PyDict_GetItemWithError(node_payloads, node); /* may run NodeRef.__hash__ */
     if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
-        return Py_NewRef(data);
+        Py_INCREF(data);
     }
-    if (PyErr_Occurred()) {
+    else if (PyErr_Occurred()) {
         return NULL;
     }
-    data = PyObject_CallOneArg(node_payload_fn, node);
-    if (data != NULL && !PyBytes_CheckExact(data)) {
-        Py_CLEAR(data);
+    else {
+        data = PyObject_CallOneArg(node_payload_fn, node);
+        if (data == NULL || !PyBytes_CheckExact(data)) {
+            Py_XDECREF(data);
+            return NULL;
+        }
     }
+    Py_XSETREF(enc_nodes[next_enc_node], Py_NewRef(node));
+    Py_XSETREF(enc_payloads[next_enc_node], Py_NewRef(data));
+    next_enc_node = (next_enc_node + 1) % ENC_NODES;
     return data;
 }
 
@@ -523,6 +542,21 @@ fast_encode(PyObject *module, PyObject *obj)
         PyMem_Free(e.buf);
     }
     return result;
+}
+
+/* encode(obj), or encode_py(obj) (init's) where that gives None: what
+ * _codec.encode does, without a Python call in between. */
+static PyObject *encode_py;
+
+static PyObject *
+fast_encode_message(PyObject *module, PyObject *obj)
+{
+    PyObject *data = fast_encode(module, obj);
+    if (data != Py_None) {
+        return data;
+    }
+    Py_DECREF(data);
+    return PyObject_CallOneArg(encode_py, obj);
 }
 
 /* -- decode -------------------------------------------------------------- */
@@ -1090,9 +1124,9 @@ member(PyObject *type, const char *name)
 static PyObject *
 fast_init(PyObject *module, PyObject *args)
 {
-    PyObject *pid, *tag, *noderef, *mark, *payloads, *node_dict, *payload_fn, *nfn, *ext, *ext_u, *ts;
-    if (!PyArg_ParseTuple(args, "OOOOO!O!OOOOO:init", &pid, &tag, &noderef, &mark, &PyDict_Type, &payloads,
-                          &PyDict_Type, &node_dict, &payload_fn, &nfn, &ext, &ext_u, &ts)) {
+    PyObject *pid, *tag, *noderef, *mark, *payloads, *node_dict, *payload_fn, *nfn, *ext, *ext_u, *ts, *enc_py;
+    if (!PyArg_ParseTuple(args, "OOOOO!O!OOOOOO:init", &pid, &tag, &noderef, &mark, &PyDict_Type, &payloads,
+                          &PyDict_Type, &node_dict, &payload_fn, &nfn, &ext, &ext_u, &ts, &enc_py)) {
         return NULL;
     }
     if (check_type(pid, "Pid") < 0 || check_type(tag, "Tag") < 0 || check_type(noderef, "NodeRef") < 0) {
@@ -1118,6 +1152,11 @@ fast_init(PyObject *module, PyObject *args)
     ext_hook = Py_NewRef(ext);
     ext_untrusted_hook = Py_NewRef(ext_u);
     timestamp_fn = Py_NewRef(ts);
+    encode_py = Py_NewRef(enc_py);
+    for (int i = 0; i < ENC_NODES; i++) {
+        Py_CLEAR(enc_nodes[i]);
+        Py_CLEAR(enc_payloads[i]);
+    }
     pid_node = member(pid, "node");
     pid_serial = member(pid, "serial");
     pid_proc = member(pid, "_proc");
@@ -1130,8 +1169,9 @@ fast_init(PyObject *module, PyObject *args)
 static PyMethodDef methods[] = {
     {"init", fast_init, METH_VARARGS,
      "init(Pid, Tag, NodeRef, TUPLE_MARK, node_payloads, nodes, node_payload, node, ext, ext_untrusted, "
-     "timestamp)"},
+     "timestamp, encode_py)"},
     {"encode", fast_encode, METH_O, "encode(obj) -> bytes, or None if obj needs the Python path"},
+    {"encode_message", fast_encode_message, METH_O, "encode(obj), or else init's encode_py(obj)"},
     {"decode", (PyCFunction)(void (*)(void))fast_decode, METH_FASTCALL,
      "decode(data, trusted) -> obj: data holds exactly one message"},
     {"decode_from", (PyCFunction)(void (*)(void))fast_decode_from, METH_FASTCALL,
