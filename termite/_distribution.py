@@ -46,7 +46,7 @@ import itertools
 import logging
 from typing import NamedTuple
 
-from termite._codec import MalformedMessage, UnserializableMessage, decode_all, encode, encode_batch
+from termite._codec import MalformedMessage, UnserializableMessage, decode_frame, encode, encode_batch
 from termite._errors import Timeout
 from termite._ids import NodeRef, Pid, Tag, make_tag
 from termite._links import Down, _add_link, signal_exit
@@ -258,28 +258,30 @@ class Remote:
         table = self.table
         procs = table.procs
         for data in frames:
-            problem = None
             try:
-                for frame in decode_all(data):
-                    # In line, the common frame: a message for a process of
-                    # this node that never migrated (see _apply for the rest).
-                    if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
-                        pid = frame[1]
-                        if pid.__class__ is Pid and pid.node is self._here:
-                            proc = procs.get(pid.serial)
-                            msg = frame[2]
-                            if proc is not None and proc.order is None and msg.__class__ is not Down:
-                                deliver(proc, msg)
-                                continue
-                    try:
-                        self._apply(peer, frame)
-                    except MalformedMessage as exc:
-                        problem = problem or exc
-                    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
-                        problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
-                        log.debug("the frame's failure", exc_info=True)
+                messages, unreadable = decode_frame(data), None
             except MalformedMessage as exc:
-                problem = problem or exc
+                messages, unreadable = exc.decoded, exc  # those before the bad one still count
+            problem = None
+            for frame in messages:
+                # In line, the common frame: a message for a process of this
+                # node that never migrated (see _apply for the rest).
+                if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
+                    pid = frame[1]
+                    if pid.__class__ is Pid and pid.node is self._here:
+                        proc = procs.get(pid.serial)
+                        msg = frame[2]
+                        if proc is not None and proc.order is None and msg.__class__ is not Down:
+                            deliver(proc, msg)
+                            continue
+                try:
+                    self._apply(peer, frame)
+                except MalformedMessage as exc:
+                    problem = problem or exc
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                    problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
+                    log.debug("the frame's failure", exc_info=True)
+            problem = problem or unreadable
             if problem is not None:
                 self.malformed += 1
                 log.warning("dropped a frame from %s: %s", peer, problem)

@@ -111,8 +111,10 @@ def _send_slow(dest, msg) -> None:
             "or run your code as a process"
         )
     remote = table.remote
-    if remote is not None and not table.guests and dest.node is not table.ref and dest.node != table.ref:
-        return remote.send(dest, msg)  # another node's: the common case first
+    if remote is not None and not table.guests:
+        node, here = dest.node, table.ref
+        if node.incarnation != here.incarnation or (node is not here and node != here):
+            return remote.send(dest, msg)  # another node's: the common case first
     target = table.resolve(dest)
     if target is not None:
         if target.order is None:

@@ -30,7 +30,9 @@ from termite._codec import (
     MalformedMessage,
     UnserializableMessage,
     decode,
+    decode_frame,
     encode,
+    encode_batch,
 )
 
 NODE_A = NodeRef("10.0.0.1", 5555, incarnation=0x1234_5678_9ABC_DEF0)
@@ -599,3 +601,15 @@ def test_a_function_sent_again_is_dilled_once_unless_what_it_refers_to_is_reboun
     offset = 10  # rebinding a variable it uses: sent afresh
     assert decode(encode(add))(1) == 11
     assert len(dilled) == 2
+
+
+def test_decode_frame_gives_a_frame_s_messages_and_those_before_a_bad_one():
+    one, two = encode(("a", 1)), encode((Pid(NodeRef("h", 1, 2), 3), [4.5]))
+    assert decode_frame(one) == [("a", 1)]
+    assert decode_frame(encode_batch([one, two, one])) == [("a", 1), (Pid(NodeRef("h", 1, 2), 3), [4.5]), ("a", 1)]
+    with pytest.raises(MalformedMessage) as bad:
+        decode_frame(encode_batch([one, two, b"\xc1", one]))
+    assert bad.value.decoded == [("a", 1), (Pid(NodeRef("h", 1, 2), 3), [4.5])]
+    with pytest.raises(MalformedMessage) as bad:
+        decode_frame(one[:-1])
+    assert bad.value.decoded == []
