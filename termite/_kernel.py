@@ -205,8 +205,8 @@ class Kernel:
         deadline = _perf_counter() + self.TURN_SECONDS
         try:
             while ready and budget:
-                if budget & 15 == 1 and budget != full and _perf_counter() > deadline:
-                    break  # (every 16 steps; not before the first, which most turns are)
+                if budget & 15 == 1 and _perf_counter() > deadline:
+                    break  # every 16 steps (BUDGET & 15 is 0: not before the first, which most turns are)
                 budget -= 1
                 task = popleft()
                 local.task = task

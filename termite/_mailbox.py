@@ -253,7 +253,7 @@ def receive(*patterns, timeout=None, default=NO_DEFAULT, where=None):
                 raise
             proc.waiting = None
             if msg is TIMED_OUT:
-                raise Timeout(f"no matching message within {timeout} s")
+                return _timeout_result(timeout, default)
             kernel.cancel_timer(timer)
             return msg
     _check_timeout(timeout, default)
