@@ -48,7 +48,7 @@ async def _traveller(reply_to, home, away, rounds):
 
 def _continuation_size(me, home, away) -> int:
     """Bytes of an equivalent ``_traveller`` captured at its first migrate (driven by hand, never resumed)."""
-    from termite._continuation import abandon, capture
+    from termite._move.continuation import abandon, capture
 
     coro = _traveller(me, home, away, 1)
     coro.send(None)  # runs up to the migrate trap and yields the request

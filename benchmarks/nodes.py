@@ -157,10 +157,10 @@ def _run(name, kind, quick):
     setups = [(side, curve) for curve in (False, True) for side in ("raw", "termite")]
     rates = {setup: [] for setup in setups}
     with tempfile.TemporaryDirectory() as tmp:
-        import termite._keys
+        import termite._net.keys
 
         keyfile = os.path.join(tmp, "cluster.key")
-        termite._keys.generate(keyfile)
+        termite._net.keys.generate(keyfile)
         # Runs take turns, so that a slow spell of the machine (wake-ups across
         # CPUs cost much more than on one CPU here) does not favour one setup.
         for _ in range(runs):

@@ -16,7 +16,7 @@
     assert termite.run(main) == "pong"
 """
 
-from termite._errors import (
+from termite._core.errors import (
     Crash,
     DeadProcess,
     MigrationError,
@@ -30,26 +30,27 @@ from termite._errors import (
     TermiteError,
     Timeout,
 )
-from termite._ids import NodeRef, Pid, Tag, make_tag
-from termite._links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
-from termite._call import call
-from termite._mailbox import receive, send, sleep
-from termite._distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes, whereis_on
-from termite._global import register_global, registered_global, sync_global, unregister_global, whereis_global
-from termite._keys import KeyFileError
-from termite._codec import MalformedMessage, UnserializableMessage
-from termite._node import Network, Node, current_node, run
-from termite._migration import migrate
-from termite._callcc import Continuation, become, continuation
-from termite._patterns import ANY, where
-from termite._meter import Load, node_load
-from termite._dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, start_dispatcher
+from termite._core.ids import NodeRef, Pid, Tag, make_tag
+from termite._core.links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
+from termite._core.call import call
+from termite._core.mailbox import receive, send, sleep
+from termite._net.distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes, whereis_on
+from termite._net.global_names import register_global, registered_global, sync_global, unregister_global, whereis_global
+from termite._net.keys import KeyFileError
+from termite._net.codec import MalformedMessage, UnserializableMessage
+from termite._runtime.node import Network, Node, current_node, run
+from termite._runtime.clusterfile import generate_keys, load_keys
+from termite._move.migration import migrate
+from termite._move.callcc import Continuation, become, continuation
+from termite._core.patterns import ANY, where
+from termite._balance.meter import LOAD_REPORT, Load, node_load, subscribe_load, unsubscribe_load
+from termite._balance.dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, start_dispatcher
 from termite.executor import Executor
-from termite._process import current as _current
-from termite._registry import register, registered, unregister, whereis
-from termite._spawn import spawn
-from termite._future import future, touch
-from termite._cell import cell_ref, cell_set, make_cell
+from termite._core.process import current as _current
+from termite._core.registry import register, registered, unregister, whereis
+from termite._core.spawn import spawn
+from termite._core.future import future, touch
+from termite._core.cell import cell_ref, cell_set, make_cell
 from termite import gen_server
 from termite.gen_server import GenServer
 from termite import supervisor
@@ -122,6 +123,8 @@ __all__ = [
     "demonitor_node",
     "NodeUp",
     "NodeDown",
+    "generate_keys",
+    "load_keys",
     # load and dispatch
     "dispatch",
     "dispatch_async",
@@ -130,6 +133,9 @@ __all__ = [
     "average_load",
     "loads",
     "node_load",
+    "subscribe_load",
+    "unsubscribe_load",
+    "LOAD_REPORT",
     "Load",
     "Executor",
     # identities

@@ -3,7 +3,7 @@
 import argparse
 import sys
 
-from termite import _keys
+from termite._net import keys as _keys
 
 
 def main(argv=None) -> int:

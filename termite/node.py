@@ -17,7 +17,7 @@ import signal
 import sys
 
 import termite
-from termite._node import Network
+from termite._runtime.node import Network
 
 __all__ = ["main"]
 

@@ -1,4 +1,4 @@
-"""First-class continuations (termite/_callcc.py): cloning and code update, paper section 4.10."""
+"""First-class continuations (termite/_move/callcc.py): cloning and code update, paper section 4.10."""
 
 import pickle
 import re
@@ -21,7 +21,8 @@ from clonables import (
 )
 
 import termite
-from termite import Continuation, Down, MigrationError, _continuation, become
+from termite import Continuation, Down, MigrationError, become
+from termite._move.fingerprint import fingerprint as code_fingerprint
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -83,7 +84,7 @@ def test_become_closes_the_replaced_chain_first(node):
 
 
 def _tampered(k: Continuation, function) -> Continuation:
-    fingerprint = _continuation._fingerprint(function.__code__)
+    fingerprint = code_fingerprint(function.__code__)
     assert k.data.count(fingerprint) == 1
     return Continuation(k.data.replace(fingerprint, bytes(16)), k.origin)
 

@@ -1,4 +1,4 @@
-"""The codec: messages to bytes and back (termite/_codec.py)."""
+"""The codec: messages to bytes and back (termite/_net/codec.py)."""
 
 import collections
 import dataclasses
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import termite
 from termite import Crash, Down, Exit, NodeRef, Pid, Tag, make_tag
 from termite.testing import echo
-from termite._codec import (
+from termite._net.codec import (
     DILLED,
     NODE,
     PICKLED,
@@ -336,7 +336,7 @@ def test_code_in_main_goes_by_dill_and_dill_is_never_imported_for_plain_messages
     script = textwrap.dedent(
         """
         import dataclasses, math, sys
-        from termite._codec import encode
+        from termite._net.codec import encode
         from termite import Crash, NodeRef, Pid, make_tag
 
         encode((1, "x", [2.0], {"k": (None, b"")}))
@@ -588,11 +588,11 @@ def test_damaged_encodings_decode_or_raise_malformed_message(data):
 
 
 def test_a_function_sent_again_is_dilled_once_unless_what_it_refers_to_is_rebound(monkeypatch):
-    import termite._codec as codec
+    from termite._net import pickling
 
     dilled = []
-    real = codec._dill_dumps
-    monkeypatch.setattr(codec, "_dill_dumps", lambda obj: dilled.append(obj) or real(obj))
+    real = pickling.dill_dumps
+    monkeypatch.setattr(pickling, "dill_dumps", lambda obj: dilled.append(obj) or real(obj))
     offset = 1
     add = lambda x: x + offset  # noqa: E731
     first = decode(encode(add))

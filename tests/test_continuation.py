@@ -1,4 +1,4 @@
-"""Continuations (termite/_continuation.py): capture a suspended process, restore it, go on.
+"""Continuations (termite/_move/continuation.py): capture a suspended process, restore it, go on.
 
 Processes here are driven by hand, as the kernel drives them: ``send`` until
 the process yields the migration request, capture, restore (in this
@@ -28,11 +28,14 @@ import weakref
 
 import pytest
 
-from termite import _continuation as continuation
-from termite._continuation import NULL, abandon, capture, capture_frames, restore, supported
-from termite._errors import MigrationError
-from termite._ids import NodeRef, Pid, Tag
-from termite._traps import PARK, park
+from termite._move import continuation
+from termite._move.chain import framestate
+from termite._move.continuation import NULL, abandon, capture, capture_frames, restore, supported
+from termite._move.fingerprint import fingerprint
+from termite._move.rebuild import new_gen
+from termite._core.errors import MigrationError
+from termite._core.ids import NodeRef, Pid, Tag
+from termite._core.traps import PARK, park
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -100,7 +103,7 @@ REMOTE = """
 import pickle, sys
 sys.path.insert(0, {tests!r})
 import test_continuation as t
-from termite._continuation import restore
+from termite._move.continuation import restore
 data = sys.stdin.buffer.read()
 notes, outcome = t.drive(restore(data), {value!r})
 sys.stdout.buffer.write(pickle.dumps((notes, outcome, t.EVENTS)))
@@ -434,7 +437,7 @@ def test_restored_cells_are_the_closures_cells():
     coro, _ = start(shared_cell)
     restored = restore(capture(coro))
     frame = capture_frames(restored)[0]
-    _, _, _, localsplus, _, _ = continuation._frames.get_frame(restored, NULL)
+    _, _, _, localsplus, _, _ = framestate.get_frame(restored, NULL)
     cells = [v for v in localsplus if isinstance(v, types.CellType)]
     assert frame.locals["bump"].__closure__[0] is cells[0]
     assert frame.locals["peek"].__closure__[0] is cells[0]
@@ -578,7 +581,7 @@ async def body(scale):
 
 coro = body(10)
 assert coro.send(None) == MIGRATE
-from termite._continuation import capture
+from termite._move.continuation import capture
 sys.stdout.buffer.write(capture(coro))
 """
 
@@ -682,7 +685,7 @@ def test_a_trap_that_is_not_awaited():
 
 
 def test_unsupported_python_says_what_to_do(monkeypatch):
-    monkeypatch.setattr(continuation, "_frames", None)
+    monkeypatch.setattr(continuation, "framestate", None)
     coro = level1()
     with pytest.raises(MigrationError, match=r"live migration needs CPython 3.11 .*migrate\(node, fn, \*args\)"):
         capture(coro)
@@ -705,10 +708,10 @@ def test_a_tampered_fingerprint_is_refused():
     coro, _ = start(level1)
     data = capture(coro)
     abandon(coro)
-    fingerprint = continuation._fingerprint(level2.__code__)
-    assert data.count(fingerprint) == 1
+    code_fingerprint = fingerprint(level2.__code__)
+    assert data.count(code_fingerprint) == 1
     with pytest.raises(MigrationError, match=r"different code for function test_continuation.level2 on this node"):
-        restore(data.replace(fingerprint, bytes(16)))
+        restore(data.replace(code_fingerprint, bytes(16)))
 
 
 def test_different_code_is_refused(monkeypatch):
@@ -753,7 +756,7 @@ def test_truncated_continuations_are_refused():
 
 
 def test_frames_refuses_bad_input():
-    frames = continuation._frames
+    frames = framestate
     coro, _ = start(level1)
     state, func, lasti, localsplus, stack, exc = frames.get_frame(coro, NULL)
     assert state == frames.SUSPENDED
@@ -761,7 +764,7 @@ def test_frames_refuses_bad_input():
         frames.get_frame(object(), NULL)
     with pytest.raises(ValueError, match="never ran"):  # a suspended generator is not fresh
         frames.set_frame(coro, func, state, lasti, localsplus, stack, exc, NULL)
-    fresh = continuation._new_gen(func, continuation._fingerprint(func.__code__))
+    fresh = new_gen(func, fingerprint(func.__code__))
     with pytest.raises(ValueError, match="not a yield"):
         frames.set_frame(fresh, func, state, lasti - 1, localsplus, stack, exc, NULL)
     with pytest.raises(ValueError, match="wrong number of locals"):

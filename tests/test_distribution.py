@@ -3,11 +3,12 @@
 import os
 
 import msgpack
+import pytest
 import zmq
 
 import termite
 from termite import Crash, Down, Exit, NodeDown
-from termite._distribution import SPAWN
+from termite._net.frames import SPAWN
 from termite.testing import burn_cpu, collect, crash_after, echo
 
 
@@ -52,6 +53,19 @@ def test_links_and_monitors_across_nodes(cluster):
     assert down.ref == monitor_ref and down.reason == exit_msg.reason
 
 
+
+def test_unlink_reaches_the_other_node(cluster):
+    here, start = cluster
+    ref = here.connect(*start().ref.address)
+    doomed = here.spawn_on(ref, crash_after, "remote failure", link=True)
+    here.unlink(doomed)
+    monitor_ref = here.monitor(doomed)
+    here.send(doomed, "go")
+    down = here.receive(Down, timeout=10)
+    assert down.ref == monitor_ref and isinstance(down.reason, Crash)
+    # Its exit signal would have left that node before the Down, on the same connection.
+    assert here.receive(Exit, timeout=0, default=None) is None
+
 def test_a_killed_node_fires_links_and_monitors_with_noconnection(cluster):
     here, start = cluster
     remote = start()
@@ -69,6 +83,7 @@ def test_a_killed_node_fires_links_and_monitors_with_noconnection(cluster):
     assert (node_down.ref, node_down.node) == (node_ref, ref)
 
 
+@pytest.mark.slow
 def test_a_node_busy_with_cpu_bound_work_is_not_declared_down(cluster, keyfile):
     _, start = cluster
     # The default heartbeat timeout (3 s) on both sides, as a user runs it; the
@@ -97,7 +112,7 @@ def test_a_peer_without_keys_gets_nothing_deserialized(cluster, tmp_path):
             rogue = ctx.socket(zmq.DEALER)
             rogue.linger = 0
             if keys:
-                rogue.curve_serverkey = termite._keys.load(here._network.keys).public
+                rogue.curve_serverkey = termite._net.keys.load(here._network.keys).public
                 rogue.curve_publickey, rogue.curve_secretkey = keys
             rogue.routing_id = b"127.0.0.1:1:1"
             rogue.connect(f"tcp://{remote.ref.host}:{remote.ref.port}")

@@ -1,5 +1,5 @@
-"""termite._fastcodec: the codec's common cases in C, byte for byte and object
-for object what the msgpack path of termite/_codec.py does."""
+"""termite._net._fastcodec: the codec's common cases in C, byte for byte and object
+for object what the msgpack path of termite/_net/codec.py does."""
 
 import collections
 import enum
@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from termite import NodeRef, Pid, Tag, _codec, _fastcodec, make_tag
-from termite._codec import (
+from termite import NodeRef, Pid, Tag, make_tag
+from termite._net import _fastcodec, codec as _codec
+from termite._net.codec import (
     NODE,
     PID,
     TAG,
@@ -345,8 +346,9 @@ def test_the_python_path_works_without_the_extension():
     script = textwrap.dedent(
         """
         import sys
-        sys.modules["termite._fastcodec"] = None  # as if it was not built
-        from termite import NodeRef, Pid, _codec
+        sys.modules["termite._net._fastcodec"] = None  # as if it was not built
+        from termite import NodeRef, Pid
+        from termite._net import codec as _codec
         assert _codec._fastcodec is None
         msg = (1, Pid(NodeRef("h", 1, 2), 3), {"a": [b"x", 1.5]}, {1, 2})
         assert _codec.decode(_codec.encode(msg)) == msg

@@ -22,7 +22,7 @@ end it is stopped, and its monitor must fire without the kernel raising, so
 a frame that was accepted but left bad state behind is caught too.
 
 What a bad frame is follows the control-frame table in
-termite/_distribution.py: a frame is good when it decodes to a tuple of a known
+termite/_net/distribution.py: a frame is good when it decodes to a tuple of a known
 kind with that kind's fields (a pid where a pid belongs, a tag where a monitor
 reference belongs, a function to spawn); anything else must be dropped,
 counted once in ``Remote.malformed`` (or ``transport.stats.dropped_in`` when
@@ -47,13 +47,13 @@ from hypothesis import strategies as st
 
 import termite
 from termite import ANY, Down, NodeRef, Pid, Tag
-from termite._codec import MalformedMessage, decode, encode
-from termite._distribution import DEMONITOR, EXIT, HELLO, LINK, MONITOR, SEND, SPAWN, UNLINK
-from termite._transport import identity_of
+from termite._net.admission import identity_of
+from termite._net.codec import MalformedMessage, decode, encode
+from termite._net.frames import DEMONITOR, EXIT, HELLO, LINK, MONITOR, SEND, SPAWN, UNLINK
 
 KIND_NAMES = {SEND: "SEND", LINK: "LINK", UNLINK: "UNLINK", EXIT: "EXIT", MONITOR: "MONITOR",
               DEMONITOR: "DEMONITOR", SPAWN: "SPAWN", HELLO: "HELLO"}
-REMOTE_SPAWN_BASE = 1 << 63  # the serials a remote spawn may ask for (termite/_distribution.py)
+REMOTE_SPAWN_BASE = 1 << 63  # the serials a remote spawn may ask for (termite/_net/distribution.py)
 FRAME_LOGGERS = ("termite", "termite.distribution", "termite.transport")
 
 FUZZ = settings(
@@ -338,7 +338,7 @@ class Rig:
 
     def __init__(self, keyfile: str, caplog, **node_options):
         self.caplog = caplog
-        keys = termite._keys.load(keyfile)
+        keys = termite._net.keys.load(keyfile)
         # No heartbeats come from the raw peer: keep the node from declaring it down mid-test.
         self.node = termite.Node(port=0, keys=keyfile, heartbeat_timeout=600, **node_options).start()
         runtime = self.node._runtime
@@ -442,7 +442,7 @@ def _describe(records) -> list[str]:
 def make_rig(tmp_path, caplog):
     caplog.set_level(logging.INFO)
     keyfile = tmp_path / "cluster.key"
-    termite._keys.generate(keyfile)
+    termite._net.keys.generate(keyfile)
     rigs = []
 
     def make(**node_options) -> Rig:

@@ -4,7 +4,7 @@ import asyncio
 import time
 
 import termite
-from termite._kernel import Kernel, Task
+from termite._core.kernel import Kernel, Task
 
 
 def test_cancelled_timers_do_not_pile_up():
@@ -19,7 +19,7 @@ def test_cancelled_timers_do_not_pile_up():
         server = termite.spawn(echo)
         for i in range(5000):
             await termite.call(server, i, timeout=60)
-        return len(termite._process.current().kernel.timers)
+        return len(termite._core.process.current().kernel.timers)
 
     assert termite.run(main) < 3000
 
@@ -54,7 +54,7 @@ def _steps_before_the_loop_runs(body, seconds: float) -> tuple[list, list]:
         loop.run_until_complete(asyncio.sleep(seconds))
         return seen_by_loop, exits
     finally:
-        termite._kernel._local.kernel = None
+        termite._core.kernel._local.kernel = None
         loop.close()
 
 
@@ -62,7 +62,7 @@ def test_the_kernel_yields_to_the_event_loop_within_its_budget():
     # A run queue that never empties must not starve asyncio callbacks.
     async def spin():
         for _ in range(3 * Kernel.BUDGET):
-            await termite._traps.reschedule()
+            await termite._core.traps.reschedule()
 
     seen_by_loop, exits = _steps_before_the_loop_runs(spin, 0.05)
     assert seen_by_loop and 0 < seen_by_loop[0] < 3 * Kernel.BUDGET
@@ -78,7 +78,7 @@ def test_a_turn_of_long_steps_ends_in_time_not_after_its_whole_budget():
             end = time.perf_counter() + 0.001
             while time.perf_counter() < end:
                 pass
-            await termite._traps.reschedule()
+            await termite._core.traps.reschedule()
 
     seen_by_loop, _ = _steps_before_the_loop_runs(heavy_steps, 0.01)
     assert seen_by_loop and 0 < seen_by_loop[0] <= 100  # 0.02 s of 1 ms steps, checked every 16

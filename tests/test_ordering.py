@@ -1,9 +1,9 @@
-"""The order a migrant's host puts numbered messages back in (termite/_ordering.py)."""
+"""The order a migrant's host puts numbered messages back in (termite/_move/ordering.py)."""
 
 import pytest
 
-from termite._ids import NodeRef
-from termite._ordering import DIRECT, RELAYED, SWITCH, Order
+from termite._core.ids import NodeRef
+from termite._move.ordering import DIRECT, RELAYED, SWITCH, Order
 
 HOME, X, Y = (NodeRef("127.0.0.1", port, 7) for port in (1, 2, 3))
 

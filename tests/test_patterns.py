@@ -5,7 +5,7 @@ from collections import namedtuple
 import pytest
 
 from termite import ANY, PatternError, where
-from termite._patterns import compile_patterns
+from termite._core.patterns import compile_patterns
 
 
 def matches(pattern, msg):

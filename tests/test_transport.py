@@ -9,8 +9,8 @@ import time
 import pytest
 import zmq
 
-from termite import _keys, _transport
-from termite._transport import Transport
+from termite._net import keys as _keys, transport as _transport, zmq_native as _zmq_native
+from termite._net.transport import Transport
 
 
 class Inbox:
@@ -125,7 +125,7 @@ def test_key_files_refuse_missing_and_public_only_files(tmp_path, keys):
     assert _keys.require_keys(None, "127.0.0.1", insecure=True) is None
 
 
-# -- a node's loop thread waiting in zmq_poll (Transport._idle) ------------------------------
+# -- a node's loop thread waiting in zmq_poll (termite._net.zmq_native.wait_idle) ------------
 
 
 def test_messages_waiting_when_the_loop_gets_busy_are_read_at_once(transports):
@@ -175,7 +175,7 @@ async def _call(fn):
     return fn()
 
 
-# -- termite._zmqcalls: libzmq called without pyzmq's wrapping, and pyzmq when it cannot be --
+# -- termite._net._zmqcalls: libzmq called without pyzmq's wrapping, and pyzmq when it cannot be --
 
 
 def test_the_libzmq_calls_load_on_linux():
@@ -183,14 +183,14 @@ def test_the_libzmq_calls_load_on_linux():
     # /proc/self/maps.  Elsewhere (no /proc, a static libzmq) pyzmq does all.
     if not sys.platform.startswith("linux"):
         pytest.skip("the libzmq calls are looked up in /proc/self/maps")
-    assert _transport._native is not None, _transport._loaded_libzmq()
+    assert _zmq_native.native is not None, _zmq_native._loaded_libzmq()
 
 
 @pytest.fixture
 def zmqcalls():
-    if _transport._native is None:
-        pytest.skip("termite._zmqcalls did not load here")
-    return _transport._native
+    if _zmq_native.native is None:
+        pytest.skip("termite._net._zmqcalls did not load here")
+    return _zmq_native.native
 
 
 def test_zmqcalls_read_whole_messages_wait_and_raise_as_pyzmq_does(zmqcalls):
@@ -227,7 +227,7 @@ def test_zmqcalls_read_whole_messages_wait_and_raise_as_pyzmq_does(zmqcalls):
 @pytest.mark.parametrize("native", [True, False], ids=["zmqcalls", "pyzmq"])
 def test_a_loop_s_thread_reads_single_and_multipart_messages_in_order(transports, monkeypatch, native):
     if native and _transport._native is None:
-        pytest.skip("termite._zmqcalls did not load here")
+        pytest.skip("termite._net._zmqcalls did not load here")
     if not native:
         monkeypatch.setattr(_transport, "_native", None)
     inbox = Inbox()
@@ -238,11 +238,11 @@ def test_a_loop_s_thread_reads_single_and_multipart_messages_in_order(transports
     try:
         a = transports(on_frames=lambda p, f: None)
         a.send_frame(b.ref, b"0")
-        inbox.wait(1)  # b now waits in Transport._idle
+        inbox.wait(1)  # b now waits in zmq_native.wait_idle
         a.send(b.ref, [b"1", b"", b"2"])  # several parts, one of them a heartbeat
         for i in range(3, 100):
             a.send_frame(b.ref, b"%d" % i)
-        assert inbox.wait(99) == [b"%d" % i for i in range(100)]
+        assert inbox.wait(100) == [b"%d" % i for i in range(100)]  # all of them: the last may still be on its way
         assert set(inbox.peers) == {a.ref}
     finally:
         asyncio.run_coroutine_threadsafe(_call(b.stop), loop).result(5)

@@ -1,0 +1,284 @@
+"""Dispatch: run a thunk on the least-loaded node (the paper's section 5.1).
+
+A node that dispatches runs a dispatcher process, started on first use (or by
+``start_dispatcher`` with other settings).  It is also the paper's meter
+supervisor: it subscribes to the load meter of every node it is connected to
+and of every node that joins, keeps their last reports, and answers
+``minimum_load``, ``average_load`` and ``loads``.
+
+Choosing a node: the one with the least work, counting the calls this
+dispatcher sent it and has not heard back from (or its reported run queue if
+that is longer), then how busy it was, then its host's load average; ties go
+round.  A node whose report is late (older than 2.5 intervals) counts as busy:
+it gets work only when every node is late.  At most ``window`` calls wait or
+run on a node at a time; the rest wait here and go to whichever node has room
+first, so a slow node is not handed a long queue.  The dispatching node itself
+runs thunks only when it is connected to no other node, or with
+``include_self=True``.
+
+At least once: when a node is lost (its heartbeats stop), the calls it had
+not answered are sent to another node.  A call may therefore run twice (on a
+node that was cut off, not dead): give thunks that must not repeat an
+idempotent effect.
+
+A thunk's exception is raised in the caller with the remote traceback as its
+``__cause__`` (as concurrent.futures.ProcessPoolExecutor does); one that
+cannot travel back comes as ``RemoteError``, with its text.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections import deque
+
+from termite._core.call import call
+from termite._net.codec import UnserializableMessage
+from termite._net.distribution import NodeDown, NodeUp, monitor_node, nodes
+from termite._core.errors import Crash, remote_exception
+from termite._core.future import future
+from termite._core.ids import NodeRef, Pid
+from termite._core.mailbox import receive, send
+from termite._balance.meter import Load, meter_of
+from termite._core.process import ProcessTable, current
+from termite._balance.runner import runner_of
+from termite._core.spawn import spawn_in
+
+__all__ = [
+    "average_load",
+    "dispatch",
+    "dispatcher",
+    "loads",
+    "minimum_load",
+    "dispatch_async",
+    "start_dispatcher",
+]
+
+#: A report older than this many intervals is late: the node counts as busy.
+LATE = 2.5
+
+_dispatchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ProcessTable -> Pid
+
+
+class _ToProcess:
+    """Where the results of a ``dispatch`` go: the process awaiting the call."""
+
+    __slots__ = ("pid", "tag")
+
+    def __init__(self, pid: Pid, tag):
+        self.pid, self.tag = pid, tag
+
+    def start(self) -> bool:
+        return True
+
+    def finish(self, results: list) -> None:
+        send(self.pid, (self.tag, results))
+
+
+class _Job:
+    __slots__ = ("id", "fn", "calls", "reply", "started")
+
+    def __init__(self, job_id: int, fn, calls: list, reply):
+        self.id, self.fn, self.calls, self.reply = job_id, fn, calls, reply
+        self.started = False
+
+
+class _Node:
+    """What the dispatcher knows of one node."""
+
+    __slots__ = ("load", "heard", "added", "jobs", "calls", "picked")
+
+    def __init__(self, now: float):
+        self.load: Load | None = None
+        self.heard = self.added = now
+        self.jobs: dict[int, _Job] = {}  # sent, not answered
+        self.calls = 0  # in those jobs
+        self.picked = 0
+
+
+class _Dispatcher:
+    def __init__(self, interval: float, window: int, include_self: bool):
+        self.interval, self.window, self.include_self = interval, window, include_self
+        self.nodes: dict[NodeRef, _Node] = {}
+        self.waiting: deque[_Job] = deque()
+        self.ids = itertools.count(1)
+
+    async def run(self):
+        me = current()
+        self.me, self.here, self.loop = me.pid, me.table.ref, me.kernel.loop
+        monitor_node(None)
+        for node in nodes():
+            self._add(node)
+        if self.include_self or not self.nodes:
+            self._add(self.here)
+        while True:
+            msg = await receive()
+            cls = msg.__class__
+            if cls is tuple and msg:
+                kind = msg[0]
+                if kind == "done":
+                    self._done(*msg[1:])
+                elif kind == "load":
+                    self._heard(msg[1])
+                elif kind == "submit":
+                    _, fn, calls, reply = msg
+                    self._submit(fn, calls, reply)
+                elif kind.__class__ is Pid and len(msg) == 3:
+                    self._request(*msg)
+            elif cls is NodeUp:
+                if msg.node != self.here:
+                    self._add(msg.node)
+                    self._drop_self_if_not_wanted()
+                    self._schedule()
+            elif cls is NodeDown:
+                self._lost(msg.node)
+
+    # -- nodes and their loads -------------------------------------------------
+
+    def _add(self, node: NodeRef) -> None:
+        if node not in self.nodes:
+            self.nodes[node] = _Node(self.loop.time())
+            send(meter_of(node), ("subscribe", self.me, self.interval))
+
+    def _drop_self_if_not_wanted(self) -> None:
+        state = self.nodes.get(self.here)
+        if state is not None and not self.include_self and not state.jobs and len(self.nodes) > 1:
+            del self.nodes[self.here]
+            send(meter_of(self.here), ("unsubscribe", self.me))
+
+    def _heard(self, load) -> None:
+        if load.__class__ is Load:
+            state = self.nodes.get(load.node)
+            if state is not None:
+                state.load, state.heard = load, self.loop.time()
+
+    def _lost(self, node: NodeRef) -> None:
+        state = self.nodes.pop(node, None)
+        if state is None:
+            return
+        self.waiting.extendleft(reversed(state.jobs.values()))  # first again, in their order
+        if not self.nodes:
+            self._add(self.here)  # nowhere else to run them
+        self._schedule()
+
+    def _late(self, state: _Node, now: float) -> bool:
+        return now - state.heard > LATE * self.interval
+
+    def _key(self, state: _Node, now: float) -> tuple:
+        load = state.load
+        work = max(state.calls, load.run_queue) if load is not None else state.calls
+        busy = load.busy if load is not None else 0.0
+        return (self._late(state, now), work + busy, load.host_load if load is not None else 0.0, state.picked)
+
+    def _pick(self, calls: int) -> NodeRef | None:
+        now = self.loop.time()
+        best, best_key = None, None
+        for node, state in self.nodes.items():
+            if state.calls and state.calls + calls > self.window:
+                continue  # full: the job waits for room
+            key = self._key(state, now)
+            if best_key is None or key < best_key:
+                best, best_key = node, key
+        return best
+
+    # -- jobs -------------------------------------------------------------------
+
+    def _submit(self, fn, calls: list, reply) -> None:
+        self.waiting.append(_Job(next(self.ids), fn, calls, reply))
+        self._schedule()
+
+    def _schedule(self) -> None:
+        waiting = self.waiting
+        while waiting:
+            job = waiting[0]
+            node = self._pick(len(job.calls))
+            if node is None:
+                return
+            waiting.popleft()
+            if not job.started:
+                if not job.reply.start():
+                    continue  # cancelled meanwhile
+                job.started = True
+            try:
+                send(runner_of(node), ("run", job.id, job.fn, job.calls, self.me))
+            except UnserializableMessage as exc:
+                job.reply.finish([(False, Crash.from_exception(exc))] * len(job.calls))
+                continue
+            state = self.nodes[node]
+            state.jobs[job.id] = job
+            state.calls += len(job.calls)
+            state.picked += 1
+
+    def _done(self, job_id, node, results) -> None:
+        state = self.nodes.get(node)
+        job = state.jobs.pop(job_id, None) if state is not None else None
+        if job is None:
+            return  # run again elsewhere after its node was thought lost, and answered there
+        state.calls -= len(job.calls)
+        job.reply.finish(results)
+        self._drop_self_if_not_wanted()
+        self._schedule()
+
+    # -- questions --------------------------------------------------------------
+
+    def _request(self, sender: Pid, tag, request) -> None:
+        if request.__class__ is tuple and request and request[0] == "run":
+            _, fn, calls = request
+            return self._submit(fn, calls, _ToProcess(sender, tag))
+        now = self.loop.time()
+        if request == "minimum_load":
+            best = min(self.nodes.items(), key=lambda item: self._key(item[1], now), default=(None, None))[0]
+            send(sender, (tag, best))
+        elif request == "average_load":
+            fresh = [state.load.value for state in self.nodes.values() if state.load is not None and not self._late(state, now)]
+            send(sender, (tag, sum(fresh) / len(fresh) if fresh else None))
+        elif request == "loads":
+            send(sender, (tag, {node: state.load for node, state in self.nodes.items()}))
+
+
+def start_dispatcher(interval: float = 1.0, window: int = 16, include_self: bool = False) -> Pid:
+    """Start this node's dispatcher with these settings (or return the one running)."""
+    table = current().table
+    return _dispatcher_of(table, interval, window, include_self)
+
+
+def _dispatcher_of(table: ProcessTable, interval: float, window: int, include_self: bool) -> Pid:
+    pid = _dispatchers.get(table)
+    if pid is None or table.resolve(pid) is None:
+        if interval <= 0 or window < 1:
+            raise ValueError(f"a dispatcher needs interval > 0 and window >= 1, not interval={interval!r}, window={window!r}")
+        pid = _dispatchers[table] = spawn_in(table, _Dispatcher(interval, window, include_self).run, ())
+    return pid
+
+
+def dispatcher() -> Pid:
+    """This node's dispatcher, started with the default settings if none runs."""
+    return _dispatcher_of(current().table, 1.0, 16, False)
+
+
+async def dispatch(thunk, *args, timeout: float | None = None):
+    """Run ``thunk(*args)`` on the least-loaded node; return its value or raise its exception."""
+    [(ok, value)] = await call(dispatcher(), ("run", thunk, [args]), timeout=timeout)
+    if ok:
+        return value
+    raise remote_exception(value)
+
+
+def dispatch_async(thunk, *args):
+    """Start ``dispatch(thunk, *args)`` and return a future: ``await termite.touch(f)`` for its value."""
+    return future(dispatch, thunk, *args)
+
+
+async def minimum_load(timeout: float = 5.0) -> NodeRef | None:
+    """The least-loaded node (the paper's ``minimum-load``)."""
+    return await call(dispatcher(), "minimum_load", timeout=timeout)
+
+
+async def average_load(timeout: float = 5.0) -> float | None:
+    """The average of the nodes' loads (run queue plus busy cores), from reports not late."""
+    return await call(dispatcher(), "average_load", timeout=timeout)
+
+
+async def loads(timeout: float = 5.0) -> dict:
+    """Every node's last load report (None until its first arrives)."""
+    return await call(dispatcher(), "loads", timeout=timeout)

@@ -1,0 +1,149 @@
+"""The runner: every networked node runs the thunks sent to it, off the kernel's thread.
+
+Each node has a runner process under serial ``RUNNER_SERIAL``.  It takes
+``("run", job, fn, calls, reply_to)``, where ``calls`` is a list of argument
+tuples (one call, or a chunk of a ``map``), and answers
+``("done", job, node, results)``: one ``(True, value)`` or ``(False, Crash)``
+per call, in order.
+
+Plain functions run on the node's worker thread, one call after another: the
+kernel's thread stays free to read the network, answer heartbeats and load
+reports and run the node's processes (the GIL changes hands every few
+milliseconds), so a node busy with a long CPU-bound thunk is neither declared
+down nor silent.  A node is meant to have a core, and one thread is what a
+core runs.  ``async def`` functions run as processes of the node instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import queue
+import threading
+import weakref
+
+from termite._net.codec import UnserializableMessage, encode
+from termite._core.errors import Crash
+from termite._core.ids import Pid
+from termite._core.kernel import Kernel
+from termite._core.mailbox import receive, send
+from termite._core.process import ProcessTable, RUNNER_SERIAL, current
+from termite._core.spawn import spawn, spawn_in
+
+__all__ = ["start_runner", "RUNNER_SERIAL", "pending", "runner_of"]
+
+log = logging.getLogger("termite.runner")
+
+
+_workers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ProcessTable -> _Worker
+
+
+def runner_of(node) -> Pid:
+    """The pid of ``node``'s runner."""
+    return Pid(node, RUNNER_SERIAL)
+
+
+def pending(table: ProcessTable) -> int:
+    """Calls waiting for or running on ``table``'s node's worker thread."""
+    worker = _workers.get(table)
+    return worker.pending if worker is not None else 0
+
+
+class _Worker:
+    """A node's worker thread: calls plain functions in order, and hands the results back."""
+
+    def __init__(self, kernel: Kernel, where: str):
+        self.kernel = kernel
+        self.where = where
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.pending = 0  # counted on the kernel's thread only
+        self.thread: threading.Thread | None = None
+
+    def submit(self, fn, calls: list, done) -> None:
+        """Run ``fn(*args)`` for each of ``calls``; then ``done(results)`` on the kernel's thread."""
+        self.pending += len(calls)
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name=f"termite-runner {self.where}", daemon=True)
+            self.thread.start()
+        self.queue.put((fn, calls, done))
+
+    def _finished(self, calls: int, done, results: list) -> None:
+        self.pending -= calls
+        done(results)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            fn, calls, done = item
+            results = [_call(fn, args, self.where) for args in calls]
+            self.kernel.call_threadsafe(self._finished, len(calls), done, results)
+
+    def stop(self) -> None:
+        if self.thread is not None:
+            self.queue.put(None)
+
+
+def _call(fn, args, where: str) -> tuple:
+    try:
+        return (True, fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - the caller gets it, with its traceback
+        exc = exc.with_traceback(exc.__traceback__.tb_next)  # from the thunk's own frame on
+        return (False, Crash.from_exception(exc, where=f"a thunk on node {where}"))
+
+
+async def _run_async(fn, calls, done):
+    results = []
+    for args in calls:
+        try:
+            results.append((True, await fn(*args)))
+        except Exception as exc:  # noqa: BLE001 - the caller gets it, with its traceback
+            results.append((False, Crash.from_exception(exc, where=f"a thunk on node {current().table.ref}")))
+    done(results)
+
+
+def _reply(reply_to: Pid, job, node, results: list) -> None:
+    try:
+        send(reply_to, ("done", job, node, results))
+    except UnserializableMessage:  # say which results cannot travel, and send the others
+        send(reply_to, ("done", job, node, [_travelling(result) for result in results]))
+
+
+def _travelling(result: tuple) -> tuple:
+    try:
+        encode(result)
+        return result
+    except UnserializableMessage as exc:
+        return (False, Crash("termite.UnserializableMessage", f"the thunk's result cannot be sent back: {exc}", ""))
+
+
+async def runner():
+    """The body of a node's runner process."""
+    me = current()
+    table = me.table
+    worker = _workers[table] = _Worker(me.kernel, str(table.ref))
+    try:
+        while True:
+            msg = await receive()
+            try:
+                kind, job, fn, calls, reply_to = msg
+                if kind != "run" or reply_to.__class__ is not Pid or calls.__class__ not in (list, tuple):
+                    raise ValueError(msg)
+                calls = [tuple(args) for args in calls]
+            except (TypeError, ValueError):
+                log.warning("the runner dropped a request it does not understand: %.200r", msg)
+                continue
+            done = lambda results, reply_to=reply_to, job=job: _reply(reply_to, job, table.ref, results)  # noqa: E731
+            if inspect.iscoroutinefunction(fn):
+                spawn(_run_async, fn, calls, done)
+            else:
+                worker.submit(fn, calls, done)
+    finally:
+        worker.stop()
+
+
+def start_runner(table: ProcessTable, endpoint) -> None:
+    """Start this node's runner (a runtime extension: termite._runtime.node)."""
+    spawn_in(table, runner, (), pid=runner_of(table.ref))
+

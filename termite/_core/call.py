@@ -1,0 +1,111 @@
+"""call: the paper's ``!?``, a request with a tag and a wait for its reply.
+
+It sits above links because a call monitors the process it calls, so a call
+to a process that ends does not wait forever.
+"""
+
+from __future__ import annotations
+
+import time
+import types
+
+from termite._core.errors import DeadProcess, Timeout
+from termite._core.ids import Pid, Tag, make_tag
+from termite._core.kernel import TIMED_OUT
+from termite._core.links import _monitor_for_call, demonitor
+from termite._core.mailbox import NO_DEFAULT, _check_timeout, _is_reply, _named, _resolve_name, send
+from termite._core.process import DEAD, REPLY, Down, Process, current
+from termite._core.traps import PARK
+
+__all__ = ["call"]
+
+
+@types.coroutine
+def _await_reply(proc: Process, tag: Tag, start: int, timeout):
+    """Wait for ``(tag, reply)`` or ``Down(tag, ...)``; return it, or TIMED_OUT."""
+    box = proc.mailbox
+    if box:  # only a call to oneself can have answered already
+        for i in range(start, len(box)):
+            msg = box[i]
+            if _is_reply(tag, msg):
+                del box[i]
+                return msg
+    if timeout == 0:
+        return TIMED_OUT
+    kernel = proc.kernel
+    timer = kernel.add_timer(timeout, proc) if timeout is not None else None
+    proc.wait_for = tag
+    proc.waiting = REPLY
+    try:
+        value = yield PARK
+        if value is TIMED_OUT:
+            timer = None
+        return value
+    finally:
+        proc.wait_for = None
+        if proc.waiting is not DEAD:
+            proc.waiting = None
+        if timer is not None:
+            kernel.cancel_timer(timer)
+
+
+async def _whereis_named(proc: Process, dest: tuple, timeout) -> Pid | None:
+    """The pid behind ``(name, node)``, or None if nobody is registered so there."""
+    name, node = _named(dest, "call")
+    table = proc.table
+    if node == table.ref:
+        return table.names.get(name)
+    if table.remote is None:
+        raise DeadProcess(dest, "noconnection")
+    return await table.remote.whereis(node, name, timeout)
+
+
+async def call(dest, msg, timeout=None, default=NO_DEFAULT):
+    """Send ``(self(), tag, msg)`` to ``dest`` and wait for ``(tag, reply)``: the paper's ``!?``.
+
+    ``dest`` is a pid, a name registered on this node, or ``(name, node)``
+    (first asked of ``node``: one more round trip).  Returns ``reply``.  If no
+    reply comes within ``timeout`` seconds, or the called process ends first
+    (or is not there), returns ``default``; without one, raises ``Timeout`` or
+    ``DeadProcess``.  Only a matching reply is taken: other messages stay in
+    the mailbox, and are not scanned.
+    """
+    if timeout is not None:
+        _check_timeout(timeout, default)
+    proc = current()
+    if dest.__class__ is Pid:
+        pid = dest
+    elif dest.__class__ is tuple:
+        start = time.monotonic()
+        try:
+            pid = await _whereis_named(proc, dest, timeout)
+        except Timeout:
+            if default is NO_DEFAULT:
+                raise
+            return default
+        if pid is None:
+            if default is NO_DEFAULT:
+                raise DeadProcess(dest, "noproc")
+            return default
+        if timeout is not None:
+            timeout = max(0.0, timeout - (time.monotonic() - start))
+    else:
+        pid = _resolve_name(dest)
+    tag = make_tag()
+    box = proc.mailbox
+    start = len(box) if box else 0
+    _monitor_for_call(proc, pid, tag)
+    send(pid, (proc.pid, tag, msg))
+    answer = await _await_reply(proc, tag, start, timeout)
+    if answer.__class__ is tuple:
+        demonitor(tag)
+        return answer[1]
+    if answer is TIMED_OUT:
+        demonitor(tag)
+        if default is NO_DEFAULT:
+            raise Timeout(f"no reply from {pid} within {timeout} s")
+        return default
+    assert answer.__class__ is Down
+    if default is NO_DEFAULT:
+        raise DeadProcess(pid, answer.reason)
+    return default

@@ -1,0 +1,301 @@
+"""The kernel: a run queue of coroutines, timers, and a bridge to asyncio.
+
+Design principles (after curio's kernel):
+
+- The kernel knows tasks and traps, nothing else.  Mailboxes, links, monitors,
+  the registry and migration are library code that records what a process
+  waits for and then yields ``PARK`` (termite/_core/traps.py).
+- It drives coroutines itself with ``coro.send``: a switch costs well under a
+  microsecond, where an asyncio Task switch costs ten.
+- It runs *inside* an asyncio loop, as one callback at a time, so a process
+  may await asyncio awaitables: the future they yield is handed to the loop
+  and the process resumes when it is done.  Termite's own operations never
+  touch asyncio.
+- Don't add features here.  Anything that can live above, does.
+
+A task's ``waiting`` field says where it is: ``None`` while it runs or sits in
+the ready queue; anything else (set by whoever parked it) while parked.  Every
+wake-up goes through the ready queue and sets ``value``, which the task gets
+back from its trap; a ``Signal`` value instead raises in the task, or closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from functools import partial
+
+from termite._core.traps import PARK, RESCHEDULE, Sentinel
+
+_heappush = heapq.heappush
+_perf_counter = time.perf_counter
+_INF = float("inf")
+
+__all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
+
+# Which task is running, and which kernel runs on this thread.  Thread-local,
+# because a program may run a node in a background thread (termite.Node).
+class _Local(threading.local):
+    task = None
+    kernel = None
+
+
+_local = _Local()
+
+
+def current_task():
+    """The task running on this thread, or None outside any task."""
+    return _local.task
+
+
+FOREIGN = Sentinel("waiting on an asyncio future")
+TIMED_OUT = Sentinel("timed out")
+
+
+class Signal:
+    """A wake-up value that raises ``exc`` in the task instead of resuming it.
+
+    With ``force`` the task's coroutine is closed (its ``finally`` blocks run)
+    and the task ends as if it had raised ``exc``: that is how kill works.
+    """
+
+    __slots__ = ("exc", "force")
+
+    def __init__(self, exc: BaseException, force: bool = False):
+        self.exc = exc
+        self.force = force
+
+
+class Task:
+    """What the kernel runs: a coroutine and the value it resumes with."""
+
+    __slots__ = ("coro", "value", "waiting", "foreign", "kernel")
+
+    def __init__(self, kernel: "Kernel", coro):
+        self.kernel = kernel
+        self.coro = coro
+        self.value = None
+        self.waiting = None
+        self.foreign = None
+
+
+class Kernel:
+    #: How many steps one turn of the asyncio loop may take before the kernel
+    #: lets the loop poll I/O and run its own callbacks, and for how long:
+    #: steps that each send hundreds of messages would otherwise keep the
+    #: node deaf for seconds (the clock is read every 16 steps).
+    BUDGET = 20_000
+    TURN_SECONDS = 0.02
+
+    def __init__(self, loop):
+        self.loop = loop
+        self.ready: deque[Task] = deque()
+        self.timers: list = []  # heap of [deadline, seq, task or None, value]
+        self.on_exit = None  # set by the process layer: on_exit(task, value, exc)
+        self.steps = 0  # tasks resumed so far (load meters read it)
+        self.fairness = 64  # countdown of switch-free receives (termite/_core/mailbox.py)
+        self.table = None  # the process table of the node this kernel runs
+        self.after_turn = None  # called at the end of every turn (distribution flushes its batches)
+        # Traps of higher layers: request class -> handler(task, request), run
+        # when a task yields such a request (migration's).  The task stays parked.
+        self.trap_handlers: dict[type, object] = {}
+        self._timer_seq = itertools.count()
+        self._stale_timers = 0
+        self._scheduled = False
+        self._timer_handle = None
+        self._armed_for = _INF  # when _timer_handle fires (inf if none)
+        # loop.time(), or time.monotonic itself when that is what it calls:
+        # a Python call less on every timed receive.
+        self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+        self.thread = None
+
+    # -- entry points ---------------------------------------------------------
+
+    def attach(self) -> None:
+        """Declare the calling thread (the loop's thread) as this kernel's home."""
+        self.thread = threading.get_ident()
+        _local.kernel = self
+        _local.task = None
+
+    def wake(self, task: Task, value=None) -> None:
+        """Make a parked task runnable with ``value``; the caller has cleared its wait."""
+        task.value = value
+        self.ready.append(task)
+
+    def kick(self) -> None:
+        """Make sure the run loop will turn: call after waking from outside it."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self._run)
+
+    def call_threadsafe(self, fn, *args) -> None:
+        """Run ``fn(*args)`` on the kernel's thread, from any thread."""
+        self.loop.call_soon_threadsafe(self._external, fn, args)
+
+    def _external(self, fn, args):
+        fn(*args)
+        self.kick()
+
+    # -- timers ---------------------------------------------------------------
+
+    def add_timer(self, delay: float, task: Task, value=TIMED_OUT) -> list:
+        """Wake ``task`` with ``value`` after ``delay`` seconds, unless cancelled."""
+        entry = [self._clock() + delay, next(self._timer_seq), task, value]
+        _heappush(self.timers, entry)
+        if entry[0] < self._armed_for:
+            self._arm_timer()
+        return entry
+
+    def cancel_timer(self, entry: list) -> None:
+        if entry[2] is not None:
+            entry[2] = None
+            # Cancelled entries stay in the heap until they reach its top; when
+            # they are most of it (many receives answered before their
+            # timeout), rebuild it so memory does not grow.
+            self._stale_timers += 1
+            if self._stale_timers > 1024 and self._stale_timers * 2 > len(self.timers):
+                self.timers = [e for e in self.timers if e[2] is not None]
+                heapq.heapify(self.timers)
+                self._stale_timers = 0
+
+    def _arm_timer(self):
+        if self._timer_handle is not None:
+            self._timer_handle.cancel()
+        self._armed_for = when = self.timers[0][0]
+        self._timer_handle = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self):
+        """The loop's timer is due: wake the tasks whose timers are, then take a turn.
+
+        Timers expire here only, not in every turn: a turn run for frames
+        just read (run_now) first runs the processes those frames woke, which
+        cancel their own timers, so a reply that arrives as its timeout
+        falls due is not also woken by the timeout.
+        """
+        self._timer_handle = None
+        self._armed_for = _INF
+        timers, ready = self.timers, self.ready
+        now = self._clock()
+        while timers and timers[0][0] <= now:
+            entry = heapq.heappop(timers)
+            task = entry[2]
+            if task is None:
+                self._stale_timers -= 1
+                continue
+            entry[2] = None
+            task.waiting = None
+            task.value = entry[3]
+            ready.append(task)
+        self._run()
+
+    # -- the run loop ---------------------------------------------------------
+
+    def _run(self):
+        self._scheduled = False
+        ready = self.ready
+
+        # Phase 1: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.
+        popleft = ready.popleft
+        local = _local
+        budget = full = self.BUDGET
+        deadline = _perf_counter() + self.TURN_SECONDS
+        try:
+            while ready and budget:
+                if budget & 15 == 1 and _perf_counter() > deadline:
+                    break  # every 16 steps (BUDGET & 15 is 0: not before the first, which most turns are)
+                budget -= 1
+                task = popleft()
+                local.task = task
+                value = task.value
+                task.value = None  # don't keep the last message alive
+                try:
+                    if value.__class__ is Signal:
+                        trap = self._signal(task, value)
+                    else:
+                        trap = task.coro.send(value)
+                except StopIteration as stop:
+                    self.on_exit(task, stop.value, None)
+                    continue
+                except (KeyboardInterrupt, SystemExit) as exc:  # these stop the node too
+                    self.on_exit(task, None, exc)
+                    raise
+                except BaseException as exc:
+                    self.on_exit(task, None, exc)
+                    continue
+                if trap is PARK:
+                    continue
+                if trap is RESCHEDULE:
+                    ready.append(task)
+                    continue
+                handler = self.trap_handlers.get(trap.__class__)
+                if handler is not None:
+                    handler(task, trap)
+                    continue
+                self._await_foreign(task, trap)
+        finally:
+            local.task = None
+            self.steps += full - budget
+            if self.after_turn is not None:
+                self.after_turn()
+
+        # Phase 2: arrange the next turn.
+        if ready:
+            self.kick()
+        elif self._timer_handle is None and self.timers:
+            self._arm_timer()
+
+    #: Take a turn at once, from a loop callback (never from inside a turn):
+    #: frames just read run their processes without another loop iteration.
+    run_now = _run
+
+    def _signal(self, task: Task, signal: Signal):
+        if signal.force:
+            try:
+                task.coro.close()
+            except BaseException:  # a finally block that awaited or raised: it ends anyway
+                pass
+            raise signal.exc
+        return task.coro.throw(signal.exc)
+
+    # -- asyncio bridge -------------------------------------------------------
+
+    def _await_foreign(self, task: Task, fut):
+        if getattr(fut, "_asyncio_future_blocking", None) is None:
+            error = TypeError(
+                f"a termite process awaited something that yielded {fut!r}; a process "
+                "may await termite operations and asyncio awaitables only"
+            )
+            self.wake(task, Signal(error))
+            return
+        fut._asyncio_future_blocking = False
+        task.waiting = FOREIGN
+        task.foreign = fut
+        fut.add_done_callback(partial(self._foreign_done, task))
+
+    def _foreign_done(self, task: Task, fut):
+        if task.foreign is fut:
+            task.foreign = None
+            task.waiting = None
+            self.wake(task, None)
+            self.kick()
+
+    def interrupt(self, task: Task, signal: Signal) -> None:
+        """Deliver ``signal`` to a task that is not running now.
+
+        A parked task is woken with it.  A task already in the ready queue keeps
+        its place and gets the signal instead of its wake value; whoever queued
+        a value that must not be lost (a message) takes it back first.
+        """
+        waiting = task.waiting
+        task.value = signal
+        if waiting is None:
+            return  # already in the ready queue
+        if waiting is FOREIGN:
+            fut, task.foreign = task.foreign, None
+            fut.cancel()
+        task.waiting = None
+        self.ready.append(task)

@@ -1,0 +1,248 @@
+"""Links, monitors and exit signals: how the end of a process reaches others.
+
+A process ends with a *reason*: ``"normal"`` when its body returns, a
+:class:`Crash` when it raises, ``"killed"`` when killed, or the reason of an
+exit signal it did not handle.
+
+- A **link** carries exit signals.  ``link(pid)`` is bidirectional (either
+  end's exit reaches the other); ``link(pid, directed=True)`` only brings
+  ``pid``'s exit here (the paper's outbound link from worker to monitor).
+- An **exit signal** with an abnormal reason, at a process that does not trap
+  exits, raises :class:`Exited` in it at its current ``await`` (for a process
+  waiting in ``receive``: at its next message retrieval, as in the paper).
+  Uncaught, it ends that process with the same reason, so a failure travels
+  on along links.  A ``"normal"`` signal is ignored.  With
+  ``trap_exit(True)`` every signal arrives as an ``Exit(pid, reason)``
+  message instead.  ``exit(pid, "kill")`` cannot be trapped: the target ends
+  with reason ``"killed"``.
+- A **monitor** is one-way and never kills: ``monitor(pid)`` returns a
+  reference, and when ``pid`` ends the watcher gets ``Down(ref, pid, reason)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from termite._core.errors import Crash, Exited
+from termite._core.ids import Pid, Tag, make_tag
+from termite._core.kernel import Signal
+from termite._core.mailbox import deliver, interrupt, send
+from termite._core.process import DEAD, Down, Exit, Process, current
+
+__all__ = [
+    "Exit",
+    "Down",
+    "link",
+    "unlink",
+    "monitor",
+    "demonitor",
+    "exit",
+    "kill",
+    "trap_exit",
+    "process_exited",
+]
+
+log = logging.getLogger("termite")
+
+
+class Kill(BaseException):
+    """Raised by the kernel as a killed process's outcome: never seen by user code."""
+
+    def __init__(self, reason="killed"):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _pid_of(target) -> Pid:
+    if target.__class__ is Pid:
+        return target
+    if isinstance(target, str):
+        from termite._core.mailbox import _resolve_name
+
+        return _resolve_name(target)
+    raise TypeError(f"expected a Pid or a registered name, got {type(target).__name__}: {target!r}")
+
+
+# -- links --------------------------------------------------------------------
+
+
+def link(pid: Pid, *, directed: bool = False) -> None:
+    """Link this process with ``pid`` (both ways), or only from ``pid`` to here.
+
+    If ``pid`` has already ended, this process gets an exit signal with reason
+    ``"noproc"`` at once.
+    """
+    me = current()
+    pid = _pid_of(pid)
+    if pid == me.pid:
+        return
+    target = me.table.resolve(pid)
+    if target is None:
+        if me.table.is_local(pid):
+            signal_exit(me, pid, "noproc")
+        elif me.table.remote is not None:
+            me.table.remote.link(me.pid, pid, directed)
+        return
+    add_link(target, me.pid)
+    if not directed:
+        add_link(me, pid)
+
+
+def add_link(proc: Process, to: Pid) -> None:
+    if proc.links is None:
+        proc.links = set()
+    proc.links.add(to)
+
+
+def unlink(pid: Pid) -> None:
+    """Remove any link between this process and ``pid``, in both directions."""
+    me = current()
+    pid = _pid_of(pid)
+    if me.links:
+        me.links.discard(pid)
+    target = me.table.resolve(pid)
+    if target is not None:
+        if target.links:
+            target.links.discard(me.pid)
+    elif me.table.remote is not None and not me.table.is_local(pid):
+        me.table.remote.unlink(me.pid, pid)  # the other node forgets its side too
+
+
+def trap_exit(flag: bool = True) -> bool:
+    """Turn exit signals into ``Exit`` messages for this process; return the old setting."""
+    me = current()
+    old, me.trap_exit = me.trap_exit, bool(flag)
+    return old
+
+
+# -- monitors -----------------------------------------------------------------
+
+
+def monitor(pid: Pid) -> Tag:
+    """Watch ``pid``: when it ends, this process gets ``Down(ref, pid, reason)``.
+
+    Returns ``ref``.  A pid that has already ended gives ``Down`` with reason
+    ``"noproc"`` at once.
+    """
+    me = current()
+    pid = _pid_of(pid)
+    ref = make_tag()
+    _watch(me, pid, ref)
+    return ref
+
+
+def _watch(me: Process, pid: Pid, ref: Tag) -> None:
+    table = me.table
+    target = table.resolve(pid)
+    if target is not None:
+        if target.monitors is None:
+            target.monitors = {}
+        target.monitors[ref] = me.pid
+        table.monitored[ref] = target
+    elif table.is_local(pid):
+        deliver(me, Down(ref, pid, "noproc"))
+    elif table.remote is not None:
+        table.remote.monitor(me.pid, pid, ref)
+    # else: a node this one cannot reach; a transport will report it.
+
+
+def _monitor_for_call(me: Process, pid: Pid, tag: Tag) -> None:
+    """``call``'s monitor: the reply tag doubles as the monitor reference."""
+    _watch(me, pid, tag)
+
+
+def demonitor(ref: Tag) -> None:
+    """Stop a monitor; a ``Down`` it already delivered stays in the mailbox."""
+    me = current()
+    target = me.table.monitored.pop(ref, None)
+    if target is not None:
+        if target.monitors:
+            target.monitors.pop(ref, None)
+    elif me.table.remote is not None:
+        me.table.remote.demonitor(ref)
+
+
+# -- exit signals -------------------------------------------------------------
+
+
+def exit(pid: Pid, reason) -> None:
+    """Send an exit signal with ``reason`` to ``pid``, as if a linked process had ended.
+
+    ``reason="kill"`` ends the target whatever it does (reason ``"killed"``);
+    ``"normal"`` is ignored unless the target traps exits.
+    """
+    me = current()
+    pid = _pid_of(pid)
+    if pid == me.pid:
+        if reason == "kill":
+            raise Kill("killed")
+        if me.trap_exit:
+            deliver(me, Exit(pid, reason))
+        elif reason != "normal":
+            raise Exited(pid, reason)
+        return
+    target = me.table.resolve(pid)
+    if target is not None:
+        signal_exit(target, me.pid, reason)
+    elif not me.table.is_local(pid) and me.table.remote is not None:
+        me.table.remote.exit(me.pid, pid, reason)
+
+
+def kill(pid: Pid) -> None:
+    """End ``pid`` unconditionally: ``exit(pid, "kill")``."""
+    exit(pid, "kill")
+
+
+def signal_exit(target: Process, sender: Pid, reason) -> None:
+    """An exit signal from ``sender`` arrives at the local process ``target``."""
+    if target.waiting is DEAD:
+        return
+    if reason == "kill":
+        interrupt(target, Signal(Kill("killed"), force=True))
+    elif target.trap_exit:
+        deliver(target, Exit(sender, reason))
+    elif reason != "normal":
+        interrupt(target, Signal(Exited(sender, reason)))
+
+
+# -- the end of a process -----------------------------------------------------
+
+
+def process_exited(proc: Process, value, exc) -> None:
+    """The kernel's on_exit hook: work out the reason and tell everyone who asked."""
+    table = proc.table
+    pid = proc.pid
+    waiters = table.exit_waiters.pop(pid, None) if table.exit_waiters else None
+    if exc is None:
+        reason = "normal"
+    elif isinstance(exc, Kill):
+        reason = exc.reason
+    elif isinstance(exc, Exited):
+        reason = exc.reason  # a signal passing through: already reported where it began
+    else:
+        reason = Crash.from_exception(exc, where=f"process {pid}")
+        if not waiters:  # a waiter (termite.run, node.run) raises it instead
+            log.error("process %s crashed:\n%s", pid, reason.traceback.rstrip())
+
+    proc.waiting = DEAD
+    proc.coro = None
+    proc.mailbox = None
+    pid._proc = None
+    table.remove(pid)
+    if proc.name is not None:
+        table.names.pop(proc.name, None)
+    if proc.links:
+        for other in proc.links:
+            target = table.resolve(other)
+            if target is not None:
+                if target.links:
+                    target.links.discard(pid)
+                signal_exit(target, pid, reason)
+            elif table.remote is not None and not table.is_local(other):
+                table.remote.exit(pid, other, reason)
+    if proc.monitors:
+        for ref, watcher in proc.monitors.items():
+            table.monitored.pop(ref, None)
+            send(watcher, Down(ref, pid, reason))
+    if waiters:
+        for callback in waiters:
+            callback(value, reason, exc)

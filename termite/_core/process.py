@@ -1,0 +1,162 @@
+"""Processes and the table of a node's live processes.
+
+A process is a kernel task with an identity (its pid), a mailbox, and the
+bookkeeping of links, monitors and its registered name.  The mailbox, links
+and registry each have a module of their own; this one holds the data they
+share and the table that resolves pids to live processes.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+from typing import Any, NamedTuple
+
+from termite._core.errors import NotInProcess
+from termite._core.ids import NodeRef, Pid, Tag
+from termite._core.kernel import Kernel, Task, current_task
+from termite._core.traps import Sentinel
+
+__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "Process", "ProcessTable", "Exit", "Down", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+
+log = logging.getLogger("termite")
+
+# What a parked process waits for (Task.waiting).  None: running or ready.
+ANY_MESSAGE = Sentinel("waiting for any message")  # the next message wakes it, as its value
+SCAN = Sentinel("waiting for a matching message")  # any new message wakes it to rescan
+REPLY = Sentinel("waiting for a reply")  # only (tag, reply) or Down(tag, ...) wakes it
+DELIVERED = Sentinel("ready with a delivered message")  # in the ready queue; value is a message
+SLEEPING = Sentinel("sleeping")
+DEAD = Sentinel("dead")
+
+
+class Exit(NamedTuple):
+    """The message a process trapping exits gets when a linked process ends."""
+
+    pid: Pid
+    reason: Any
+
+
+class Down(NamedTuple):
+    """The message a watcher gets when a monitored process ends."""
+
+    ref: Tag
+    pid: Pid
+    reason: Any
+
+
+#: Serials below this name a node's own services, the same on every node, so
+#: other nodes address them without asking (Pid(node, METER_SERIAL)).
+SERVICE_SERIALS = 16
+NAME_SERVER_SERIAL = 0  # global names (termite._net.global_names)
+METER_SERIAL = 1  # the load meter (termite._balance.meter)
+RUNNER_SERIAL = 2  # the thunk runner (termite._balance.runner)
+
+
+class Process(Task):
+    __slots__ = (
+        "pid",
+        "table",
+        "mailbox",  # deque of messages, made on the first one that must wait
+        "wait_for",  # the tag of a call in progress (waiting is REPLY)
+        "links",  # pids that get an exit signal when this process ends
+        "monitors",  # {ref: watcher pid}: who gets Down when this process ends
+        "trap_exit",
+        "name",
+        "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
+    )
+
+    def __init__(self, table: "ProcessTable", pid: Pid, coro):
+        Task.__init__(self, table.kernel, coro)
+        self.pid = pid
+        self.table = table
+        self.mailbox = None
+        self.wait_for = None
+        self.links = None
+        self.monitors = None
+        self.trap_exit = False
+        self.name = None
+        self.order = None
+
+    def __repr__(self):
+        return f"<Process {self.pid}>"
+
+
+class ProcessTable:
+    """A node's live processes by serial, its registered names, and its kernel."""
+
+    def __init__(self, kernel: Kernel, ref: NodeRef):
+        self.kernel = kernel
+        kernel.table = self
+        self.ref = ref
+        self.procs: dict[int, Process] = {}  # this node's own processes, by serial
+        self.guests: dict[Pid, Process] = {}  # processes born elsewhere that migrated here
+        self.moved: dict[Pid, NodeRef] = {}  # the migration table: where processes that left went
+        self.names: dict[str, Pid] = {}
+        self.monitored: dict = {}  # monitor ref -> the local process it watches
+        self.serials = itertools.count(SERVICE_SERIALS)
+        # pid -> callbacks(value, reason, exc) run when that process ends
+        self.exit_waiters: dict[Pid, list] = {}
+        # The distribution endpoint (termite._net.endpoint.Endpoint), which
+        # carries operations on pids of other nodes; None on a node without a
+        # network, where a message to another node is lost, as any send may be.
+        self.remote = None
+        self.dropped = 0
+        self.counters: collections.Counter = collections.Counter()  # events other layers count (migrations), for the meter
+        # The cluster's global names, a replica kept by termite._net.global_names's name server.
+        self.global_names: dict[str, Pid] = {}
+        # fn(proc, msg): a local send to a process that has migrated, numbered
+        # so that its order survives the next move (termite._move.forwarding installs it).
+        self.send_to_migrant = None
+
+    def resolve(self, pid: Pid) -> Process | None:
+        """The live local process behind ``pid``, or None."""
+        proc = pid._proc
+        if proc is not None:
+            return proc
+        if pid.node == self.ref:
+            return self.procs.get(pid.serial)
+        return self.guests.get(pid) if self.guests else None
+
+    def is_local(self, pid: Pid) -> bool:
+        """Whether ``pid`` is (or was) a process of this node: not one for the network."""
+        if pid._proc is not None:
+            return True
+        if pid.node == self.ref:
+            return not self.moved or pid not in self.moved
+        return bool(self.guests) and pid in self.guests
+
+    def add(self, proc: Process) -> None:
+        """Count ``proc`` among this node's live processes (born here or a guest)."""
+        pid = proc.pid
+        if pid.node == self.ref:
+            self.procs[pid.serial] = proc
+        else:
+            self.guests[pid] = proc
+
+    def remove(self, pid: Pid) -> None:
+        """``pid`` no longer runs here (it ended, or migrated away)."""
+        if pid.node == self.ref:
+            self.procs.pop(pid.serial, None)
+        else:
+            self.guests.pop(pid, None)
+
+    def when_exits(self, pid: Pid, callback) -> None:
+        """Run ``callback(value, reason, exc)`` when ``pid`` ends here."""
+        self.exit_waiters.setdefault(pid, []).append(callback)
+
+    def new_pid(self) -> Pid:
+        return Pid(self.ref, next(self.serials))
+
+
+def current() -> Process:
+    """The running process; a clear error outside one."""
+    proc = current_task()
+    if proc is None:
+        raise NotInProcess(
+            "this operation needs a running termite process; run your code as one "
+            "with termite.run(main) or node.spawn(fn), or use the blocking methods "
+            "of a termite.Node (node.send, node.call, node.receive)"
+        )
+    return proc

@@ -1,0 +1,332 @@
+"""Migration: ``await migrate(node)`` continues the calling process on another node.
+
+The process keeps its pid, its locals (its continuation, termite/_move/continuation.py),
+its unread messages, its links and the monitors on it.  The protocol, between
+the node it leaves (source) and the node it goes to (target):
+
+1. The process yields a request to the kernel; the source captures its
+   continuation and state.  If something cannot travel, ``migrate`` raises
+   ``MigrationError`` there and the process goes on where it was.
+2. The source sends MIGRATE(pid, continuation, mailbox, links, monitors,
+   trap_exit, order) and parks the process: what arrives for it now waits.
+3. The target rebuilds the process and answers MIGRATED, or REFUSED(reason)
+   (another Python, other code): the source then raises ``MigrationError`` in
+   the process, which keeps its messages and runs on.  A target lost before
+   it answers counts as a refusal.
+4. On MIGRATED the source drops its copy without running its ``finally``
+   blocks (they run on the target), records the target in its migration table
+   (``table.moved``), and passes on what waited and every later frame for
+   that pid.  Links and monitors between the process and others follow: the
+   target tells the nodes of linked and watching processes where it now is
+   (RELOCATED), so a lost node fires ``noconnection`` for what really was on it.
+5. When the process ends, its last node tells every node that keeps an entry
+   for it (GONE), and they forget it.
+
+Messages to a process that has migrated are numbered, so each sender's
+messages reach it in order whatever path each took (termite._move.forwarding).
+
+``migrate(node, fn, *args)`` is the explicit form: the process continues on
+``node`` by calling ``fn(*args)`` as its new body (same pid, mailbox, links);
+it needs no frame capture and works on any Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections import deque
+
+from termite._core.errors import MigrationError
+from termite._core.ids import NodeRef, Pid
+from termite._core.kernel import Signal
+from termite._core.process import DEAD, Process, ProcessTable, current
+from termite._core.spawn import process_body
+from termite._core.traps import Sentinel
+from termite._net.codec import UnserializableMessage, decode, encode
+from termite._net.endpoint import Endpoint
+from termite._net.frames import LINK, MONITOR, is_node, is_pid
+from termite._move.continuation import abandon, capture, restore
+from termite._move.forwarding import Forwarding
+from termite._move.ordering import Order
+
+__all__ = ["migrate", "Migration"]
+
+log = logging.getLogger("termite.migration")
+
+MIGRATE, MIGRATED, REFUSED, GONE, RELOCATED = range(16, 21)  # 21-23: termite._move.forwarding's
+MIGRATING = Sentinel("migrating")  # parked while the target rebuilds it
+
+
+class _Request:
+    """What a migrating process yields to the kernel."""
+
+    __slots__ = ("node", "fn", "args")
+
+    def __init__(self, node: NodeRef, fn, args: tuple):
+        self.node, self.fn, self.args = node, fn, args
+
+
+@types.coroutine
+def _trap(request: _Request):
+    return (yield request)
+
+
+def migrate(node: NodeRef, fn=None, *args):
+    """Continue this process on ``node``: ``await migrate(node)`` returns there, with the new node.
+
+    The process keeps its pid, locals and unread messages.  With ``fn``,
+    the process continues by calling ``fn(*args)`` on ``node`` instead, and
+    ``migrate`` does not return.  Raises ``MigrationError`` (and the process
+    stays where it was) when its state cannot travel or ``node`` refuses it.
+    A plain function returning the awaitable: it adds no frame of its own to
+    the continuation.
+    """
+    me = current()
+    if node.__class__ is not NodeRef or node.incarnation is None:
+        raise TypeError(f"migrate() needs a node reference from termite.connect() or nodes(), not {node!r}")
+    if me.table.remote is None:  # a node on its own: the only place to go is here
+        if node != me.table.ref:
+            raise MigrationError(f"cannot migrate to {node}: this node is not connected to other nodes")
+        me.kernel.trap_handlers.setdefault(_Request, _stay_here)
+    return _trap(_Request(node, fn, args))
+
+
+def _stay_here(proc: Process, request: _Request) -> None:
+    """A move to the node the process is on: it continues here (with ``fn``, as its new body)."""
+    if request.fn is None:
+        proc.kernel.wake(proc, proc.table.ref)
+    else:
+        proc.coro.close()
+        proc.coro = process_body(request.fn, request.args)
+        proc.kernel.wake(proc, None)
+
+
+
+class _Leaving:
+    """A process parked while its target rebuilds it."""
+
+    __slots__ = ("proc", "target", "mailbox", "frames")
+
+    def __init__(self, proc: Process, target: NodeRef, mailbox: list):
+        self.proc, self.target, self.mailbox = proc, target, mailbox
+        self.frames: list[tuple[NodeRef, tuple]] = []  # numbered messages that came meanwhile, with their peer
+
+
+def _is_continuation(c) -> bool:
+    return c.__class__ is tuple and len(c) == 2
+
+
+def _is_list(x) -> bool:
+    return x.__class__ is list
+
+
+class Migration:
+    """A node's side of the handoff: the kernel's migrate trap and the frames."""
+
+    def __init__(self, table: ProcessTable, endpoint: Endpoint):
+        self.table = table
+        self.endpoint = endpoint
+        self.kernel = table.kernel
+        self.forwarding = Forwarding(table, endpoint)
+        self.leaving: dict[Pid, _Leaving] = {}
+        self.kernel.trap_handlers[_Request] = self._on_request
+        kinds = endpoint.kinds
+        kinds.register(MIGRATE, "MIGRATE", (is_pid, _is_continuation, _is_list, _is_list, _is_list,
+                                            lambda t: t.__class__ is bool, _is_list), self._on_migrate)
+        kinds.register(MIGRATED, "MIGRATED", (is_pid,), self._on_migrated)
+        kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
+        kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
+        kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node), self._on_relocated)
+        endpoint.on_peer_down(self._on_peer_down)
+
+    # -- leaving --------------------------------------------------------------
+
+    def _on_request(self, proc: Process, request: _Request) -> None:
+        table = self.table
+        if request.node == table.ref:
+            return _stay_here(proc, request)
+        pid = proc.pid
+        order = proc.order or Order()
+        if table.ref not in order.visited:
+            order.visited.append(table.ref)
+        try:
+            if proc.name is not None:
+                raise MigrationError(f"{pid} is registered here as {proc.name!r}; unregister it before migrating")
+            if request.fn is None:
+                continuation = ("coro", capture(proc.coro))
+            else:
+                continuation = ("call", encode((request.fn, request.args)))
+            mailbox = list(proc.mailbox or ())
+            frame = encode(
+                (
+                    MIGRATE,
+                    pid,
+                    continuation,
+                    mailbox,
+                    list(proc.links or ()),
+                    list((proc.monitors or {}).items()),
+                    proc.trap_exit,
+                    list(order.state()),
+                )
+            )
+        except (MigrationError, UnserializableMessage) as exc:
+            error = exc if isinstance(exc, MigrationError) else MigrationError(f"cannot migrate {pid}: {exc}")
+            self.kernel.wake(proc, Signal(error))
+            return
+        if proc.order is None:  # its first move: from now on its messages are numbered
+            proc.order = order
+            self.forwarding.numbered.setdefault(pid, 0)
+            table.when_exits(pid, lambda *_: self._gone(proc))
+        pid._proc = None  # local sends take the numbered path too
+        proc.waiting = MIGRATING
+        proc.mailbox = deque()  # what is delivered meanwhile
+        entry = self.leaving[pid] = _Leaving(proc, request.node, mailbox)
+        self.forwarding.in_transit[pid] = entry.frames
+        self.endpoint.post_encoded(request.node, frame)
+
+    def _on_migrated(self, peer: NodeRef, frame) -> None:
+        entry = self._unpark(frame[1])
+        if entry is not None:
+            self._depart(entry)
+
+    def _unpark(self, pid: Pid) -> _Leaving | None:
+        self.forwarding.in_transit.pop(pid, None)
+        return self.leaving.pop(pid, None)
+
+    def _depart(self, entry: _Leaving) -> None:
+        """The target has the process: drop this copy and send on what came for it."""
+        proc, target = entry.proc, entry.target
+        table, endpoint = self.table, self.endpoint
+        table.counters["migrations_out"] += 1
+        abandon(proc.coro)
+        waiting = proc.mailbox
+        pid = proc.pid  # the canonical pid, which local senders hold
+        table.remove(pid)
+        table.exit_waiters.pop(pid, None)  # it ends elsewhere now
+        table.moved[pid] = target
+        self.forwarding.gens[pid] = proc.order.gen + 1
+        self.forwarding.holding.discard(proc)
+        pid._proc = None
+        proc.coro = proc.mailbox = None
+        proc.waiting = DEAD
+        # What stays here and was bound to the process now reaches it over the
+        # network.  Links and monitors made while it was in transit are not in
+        # what went: repeat them all (the target adds each once).
+        for other in proc.links or ():
+            if table.is_local(other):
+                endpoint.watches.add_link(target, other, pid)
+            endpoint.post(target, (LINK, other, pid))
+        for ref, watcher in (proc.monitors or {}).items():
+            if table.monitored.pop(ref, None) is not None:
+                endpoint.watches.add_monitor(target, ref, watcher, pid)
+            endpoint.post(target, (MONITOR, watcher, pid, ref))
+        for _, numbered in entry.frames:
+            endpoint.post(target, numbered)
+        for msg in waiting:  # exit signals and Downs delivered meanwhile: numbered now
+            endpoint.send(pid, msg)
+
+    def _on_refused(self, peer: NodeRef, frame) -> None:
+        _, pid, reason = frame
+        self._stay(pid, MigrationError(f"{peer} refused {pid}: {reason}"))
+
+    def _stay(self, pid: Pid, error: MigrationError) -> None:
+        entry = self._unpark(pid)
+        if entry is None:
+            return
+        proc = entry.proc
+        proc.mailbox = deque([*entry.mailbox, *proc.mailbox])
+        proc.waiting = None
+        for peer, frame in entry.frames:
+            self.forwarding.accept(proc, peer, frame)
+        self.kernel.wake(proc, Signal(error))
+        self.kernel.kick()
+
+    # -- arriving -------------------------------------------------------------
+
+    def _on_migrate(self, peer: NodeRef, frame) -> None:
+        _, pid, (how, data), mailbox, links, monitors, trap_exit, state = frame
+        table = self.table
+        try:
+            if table.resolve(pid) is not None:
+                entry = self._unpark(pid)
+                if entry is None:
+                    raise MigrationError(f"{pid} already runs here")
+                self._depart(entry)  # it left and came back before its target's MIGRATED did
+            order = Order.from_state(state)
+            if how == "coro":
+                coro, value = restore(data), table.ref
+            elif how == "call":
+                fn, args = decode(data)
+                coro, value = process_body(fn, args), None
+            else:
+                raise MigrationError(f"an unknown kind of continuation {how!r}")
+        except Exception as exc:  # noqa: BLE001 - the source learns why, and keeps the process
+            log.warning("refused %s from %s: %s", pid, peer, exc)
+            self.endpoint.post(peer, (REFUSED, pid, f"{type(exc).__name__}: {exc}"))
+            return
+        proc = Process(table, pid, coro)  # pid._proc stays None: sends to it are numbered
+        table.counters["migrations_in"] += 1
+        order.gen += 1
+        if table.ref not in order.visited:
+            order.visited.append(table.ref)
+        proc.order = order
+        table.add(proc)
+        table.moved.pop(pid, None)  # it lived here before: here again
+        self.forwarding.gens.pop(pid, None)
+        self.forwarding.start_numbering(pid)
+        table.when_exits(pid, lambda *_: self._gone(proc))
+        proc.mailbox = deque(mailbox) if mailbox else None
+        proc.trap_exit = trap_exit
+        proc.links = set(links) or None
+        proc.monitors = {ref: watcher for ref, watcher in monitors} or None
+        if order.held:
+            self.forwarding.holding.add(proc)
+        self._bind(proc, peer)
+        self.kernel.wake(proc, value)
+        self.endpoint.post(peer, (MIGRATED, pid))
+
+    def _bind(self, proc: Process, source: NodeRef) -> None:
+        """Re-point links and monitors between ``proc`` and others at this node."""
+        table, endpoint = self.table, self.endpoint
+        pid = proc.pid
+        for ref in endpoint.watches.forget_target(pid):  # local partners no longer need the network
+            table.monitored[ref] = proc
+        partners = set()
+        for other in proc.links or ():
+            if not table.is_local(other):
+                node = endpoint.route(other)
+                endpoint.watches.add_link(node, pid, other)
+                partners.add(node)
+        for ref, watcher in (proc.monitors or {}).items():
+            if table.is_local(watcher):
+                table.monitored[ref] = proc
+            else:
+                partners.add(endpoint.route(watcher))
+        partners.discard(source)  # it learns from MIGRATED
+        for node in partners:
+            endpoint.post(node, (RELOCATED, pid, table.ref))
+
+    def _on_relocated(self, peer: NodeRef, frame) -> None:
+        """``pid`` now lives on ``node``: links and monitors to it watch that node."""
+        _, pid, node = frame
+        self.endpoint.watches.move_target(pid, node)
+
+    # -- the end ----------------------------------------------------------------
+
+    def _gone(self, proc: Process) -> None:
+        """A migrant ended here: every node that keeps an entry for it forgets it."""
+        pid, here = proc.pid, self.table.ref
+        self.forwarding.forget(pid)
+        for node in {*proc.order.visited, *proc.order.informed}:
+            if node != here:
+                self.endpoint.post(node, (GONE, pid))
+
+    def _on_gone(self, peer: NodeRef, frame) -> None:
+        self.forwarding.forget(frame[1])
+
+    def _on_peer_down(self, peer: NodeRef) -> None:
+        for pid, entry in list(self.leaving.items()):
+            if entry.target == peer:
+                self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))
+        self.forwarding.release_held(peer)
+        self.kernel.kick()

@@ -1,0 +1,1200 @@
+/* termite._net._fastcodec: the common cases of termite/_net/codec.py, in C.
+ *
+ * _codec.py's docstring specifies the wire format: msgpack, with a tuple as
+ * the array [ext 1, *items], a Pid as ext 2, a Tag as ext 3 and a NodeRef as
+ * ext 4.  The Python path (msgpack with Python hooks called per tuple and
+ * per pid) stays the reference; this module does the same work without the
+ * hooks, byte for byte and object for object:
+ *
+ *   init(Pid, Tag, NodeRef, TUPLE_MARK, node_payloads, nodes, node_payload,
+ *        node, ext, ext_untrusted, timestamp)
+ *       the objects of _codec.py that both directions need; called once.
+ *   encode(obj) -> bytes, or None
+ *       what msgpack.Packer(default=_default, strict_types=True,
+ *       use_bin_type=True) makes of obj, for exact None, bool, int (64-bit),
+ *       float, str, bytes, bytearray, list, dict, tuple, Pid, Tag and
+ *       NodeRef.  None means "not mine": anything else anywhere in obj (a
+ *       subclass, a set, a big int, a str with lone surrogates, nesting
+ *       deeper than ENC_DEPTH), and the caller runs the Python path, which
+ *       pickles what needs pickling.
+ *   decode(data, trusted) -> obj
+ *       what msgpack.unpackb(data, ext_hook=..., list_hook=_array,
+ *       strict_map_key=False) gives; bad data raises ValueError (or
+ *       whatever a Python hook raised), never reads out of bounds.
+ *   decode_from(data, offset, limit) -> (obj, end)
+ *       one object of a batch, as msgpack.Unpacker(max_buffer_size=limit)
+ *       would read it (trusted); Truncated when the data ends inside it.
+ *
+ * Ext codes 1-4 are decoded here; every other code goes to the Python hook
+ * (_ext or _ext_untrusted), and ext -1 to msgpack's Timestamp, as msgpack
+ * does before any hook.  Limits are msgpack's: at most DEC_DEPTH nested
+ * containers, an array of at most `limit` items and a map of `limit / 2`.
+ *
+ * Only the public C API, so it builds on any CPython >= 3.11.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* msgpack's Packer stops at 1024 levels since 1.1 and at 511 before: this
+ * gives up at the lower one, and the Python path does what the installed
+ * msgpack does with deeper messages. */
+#define ENC_DEPTH 511
+/* msgpack's unpacker holds at most 1024 open containers (its stack). */
+#define DEC_DEPTH 1024
+/* msgpack refuses lengths over 2**32 - 1 (its ITEM_LIMIT). */
+#define ITEM_LIMIT 0xffffffffULL
+
+#define EXT_TUPLE 1
+#define EXT_PID 2
+#define EXT_TAG 3
+#define EXT_NODE 4
+#define EXT_TIMESTAMP (-1)
+
+/* -- what init() gets ---------------------------------------------------- */
+
+static PyTypeObject *Pid_type, *Tag_type, *NodeRef_type;
+static PyObject *tuple_mark;
+static PyObject *node_payloads; /* dict: NodeRef -> bytes (msgpack [host, port, incarnation]) */
+static PyObject *nodes;         /* dict: bytes -> NodeRef */
+static PyObject *node_payload_fn, *node_fn, *ext_hook, *ext_untrusted_hook, *timestamp_fn;
+/* Pid's slots as member descriptors, read and written without an attribute
+ * lookup; NULL if Pid is not a plain __slots__ class any more. */
+static PyObject *pid_node, *pid_serial, *pid_proc;
+static int pid_fast; /* Pid() == object.__new__(Pid) plus its three slots set */
+static int tag_fast; /* Tag() == tuple(), in a Tag */
+static PyObject *empty_tuple;
+static PyObject *Truncated; /* ValueError: the data ends inside an object */
+
+static int
+ready(void)
+{
+    if (Pid_type != NULL) {
+        return 1;
+    }
+    PyErr_SetString(PyExc_RuntimeError, "termite._net._fastcodec.init() was not called");
+    return 0;
+}
+
+/* -- encode -------------------------------------------------------------- */
+
+typedef struct {
+    unsigned char *buf;
+    Py_ssize_t len, cap;
+    unsigned char small[512]; /* most messages fit: no malloc */
+} Enc;
+
+static int
+grow(Enc *e, Py_ssize_t more)
+{
+    if (more > PY_SSIZE_T_MAX / 2 - e->len) {
+        return -1;
+    }
+    Py_ssize_t cap = e->cap * 2;
+    if (cap < e->len + more) {
+        cap = e->len + more;
+    }
+    unsigned char *b;
+    if (e->buf == e->small) {
+        b = PyMem_Malloc(cap);
+        if (b != NULL) {
+            memcpy(b, e->small, e->len);
+        }
+    }
+    else {
+        b = PyMem_Realloc(e->buf, cap);
+    }
+    if (b == NULL) {
+        return -1; /* the Python path will say MemoryError if it is one */
+    }
+    e->buf = b;
+    e->cap = cap;
+    return 0;
+}
+
+static inline int
+put(Enc *e, const void *data, Py_ssize_t n)
+{
+    if (e->cap - e->len < n && grow(e, n) < 0) {
+        return -1;
+    }
+    memcpy(e->buf + e->len, data, n);
+    e->len += n;
+    return 0;
+}
+
+static inline int
+put1(Enc *e, unsigned char c)
+{
+    return put(e, &c, 1);
+}
+
+/* A type byte, then the low `n` bytes of v, big-endian. */
+static inline int
+put_be(Enc *e, unsigned char first, uint64_t v, int n)
+{
+    unsigned char b[9];
+    b[0] = first;
+    for (int i = n; i >= 1; i--) {
+        b[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+    return put(e, b, n + 1);
+}
+
+static inline void
+store_be64(unsigned char *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--) {
+        p[i] = (unsigned char)(v & 0xff);
+        v >>= 8;
+    }
+}
+
+/* The choices of msgpack-c's pack_template.h (msgpack_pack_real_uint64 and
+ * _int64): the shortest form, unsigned forms for values >= 0. */
+static int
+put_uint(Enc *e, uint64_t v)
+{
+    if (v < 0x80) {
+        return put1(e, (unsigned char)v);
+    }
+    if (v < 0x100) {
+        return put_be(e, 0xcc, v, 1);
+    }
+    if (v < 0x10000) {
+        return put_be(e, 0xcd, v, 2);
+    }
+    if (v < 0x100000000ULL) {
+        return put_be(e, 0xce, v, 4);
+    }
+    return put_be(e, 0xcf, v, 8);
+}
+
+static int
+put_negative(Enc *e, int64_t v)
+{
+    if (v >= -32) {
+        return put1(e, (unsigned char)(v & 0xff));
+    }
+    if (v >= -128) {
+        return put_be(e, 0xd0, (uint64_t)v, 1);
+    }
+    if (v >= -32768) {
+        return put_be(e, 0xd1, (uint64_t)v, 2);
+    }
+    if (v >= -2147483648LL) {
+        return put_be(e, 0xd2, (uint64_t)v, 4);
+    }
+    return put_be(e, 0xd3, (uint64_t)v, 8);
+}
+
+/* A header whose size form depends on n: `fix` (or'ed with n) below
+ * `fix_limit`, then 8-bit (if `t8`), 16-bit and 32-bit forms. */
+static int
+put_size(Enc *e, uint64_t n, int fix, uint64_t fix_limit, int t8, int t16, int t32)
+{
+    if (n > ITEM_LIMIT) {
+        return -1; /* msgpack raises ValueError, and the Python path pickles */
+    }
+    if (n < fix_limit) {
+        return put1(e, (unsigned char)(fix | n));
+    }
+    if (t8 && n < 0x100) {
+        return put_be(e, (unsigned char)t8, n, 1);
+    }
+    if (n < 0x10000) {
+        return put_be(e, (unsigned char)t16, n, 2);
+    }
+    return put_be(e, (unsigned char)t32, n, 4);
+}
+
+#define put_str_head(e, n) put_size(e, n, 0xa0, 32, 0xd9, 0xda, 0xdb)
+#define put_bin_head(e, n) put_size(e, n, 0, 0, 0xc4, 0xc5, 0xc6)
+#define put_array_head(e, n) put_size(e, n, 0x90, 16, 0, 0xdc, 0xdd)
+#define put_map_head(e, n) put_size(e, n, 0x80, 16, 0, 0xde, 0xdf)
+
+/* msgpack_pack_ext: fixext for 1, 2, 4, 8 and 16 bytes, else ext 8/16/32. */
+static int
+put_ext_head(Enc *e, int code, uint64_t n)
+{
+    unsigned char b[6];
+    int k;
+    switch (n) {
+    case 1: b[0] = 0xd4; k = 1; break;
+    case 2: b[0] = 0xd5; k = 1; break;
+    case 4: b[0] = 0xd6; k = 1; break;
+    case 8: b[0] = 0xd7; k = 1; break;
+    case 16: b[0] = 0xd8; k = 1; break;
+    default:
+        if (n > ITEM_LIMIT) {
+            return -1;
+        }
+        if (n < 0x100) {
+            b[0] = 0xc7;
+            b[1] = (unsigned char)n;
+            k = 2;
+        }
+        else if (n < 0x10000) {
+            b[0] = 0xc8;
+            b[1] = (unsigned char)(n >> 8);
+            b[2] = (unsigned char)n;
+            k = 3;
+        }
+        else {
+            b[0] = 0xc9;
+            b[1] = (unsigned char)(n >> 24);
+            b[2] = (unsigned char)(n >> 16);
+            b[3] = (unsigned char)(n >> 8);
+            b[4] = (unsigned char)n;
+            k = 5;
+        }
+    }
+    b[k] = (unsigned char)code;
+    return put(e, b, k + 1);
+}
+
+static int
+put_int(Enc *e, PyObject *o)
+{
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (overflow == 0) {
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        return v >= 0 ? put_uint(e, (uint64_t)v) : put_negative(e, v);
+    }
+    if (overflow < 0) {
+        return -1; /* below -2**63: pickled */
+    }
+    unsigned long long u = PyLong_AsUnsignedLongLong(o);
+    if (u == (unsigned long long)-1 && PyErr_Occurred()) {
+        return -1; /* 2**64 and beyond: pickled */
+    }
+    return put_uint(e, u);
+}
+
+/* The payload of a node's ext (msgpack [host, port, incarnation]), as
+ * _default finds it: the cache, else _node_payload(node), which returns
+ * None for a node that goes by pickle.  A new reference, or NULL. */
+/* The nodes encoded last and their payloads, found by identity: messages to
+ * a peer name the same NodeRef objects again and again, and a lookup in
+ * _node_payloads calls NodeRef.__hash__ (Python), and __eq__ for an equal
+ * copy of the key. */
+#define ENC_NODES 8
+static PyObject *enc_nodes[ENC_NODES], *enc_payloads[ENC_NODES];
+static unsigned int next_enc_node;
+
+static PyObject *
+payload_of(PyObject *node)
+{
+    for (int i = 0; i < ENC_NODES && enc_nodes[i] != NULL; i++) {
+        if (enc_nodes[i] == node) {
+            return Py_NewRef(enc_payloads[i]);
+        }
+    }
+    PyObject *data = PyDict_GetItemWithError(node_payloads, node); /* may run NodeRef.__hash__ */
+    if (data != NULL && PyBytes_CheckExact(data) && PyBytes_GET_SIZE(data) > 0) {
+        Py_INCREF(data);
+    }
+    else if (PyErr_Occurred()) {
+        return NULL;
+    }
+    else {
+        data = PyObject_CallOneArg(node_payload_fn, node);
+        if (data == NULL || !PyBytes_CheckExact(data)) {
+            Py_XDECREF(data);
+            return NULL;
+        }
+    }
+    Py_XSETREF(enc_nodes[next_enc_node], Py_NewRef(node));
+    Py_XSETREF(enc_payloads[next_enc_node], Py_NewRef(data));
+    next_enc_node = (next_enc_node + 1) % ENC_NODES;
+    return data;
+}
+
+static PyObject *
+get_slot(PyObject *obj, PyObject *descr, const char *name)
+{
+    if (descr != NULL) {
+        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    }
+    return PyObject_GetAttrString(obj, name);
+}
+
+/* An ext of `head` (a pid's serial, or nothing) and a node's payload. */
+static int
+put_ext_node(Enc *e, int code, const unsigned char *head, Py_ssize_t head_len, PyObject *payload)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(payload);
+    if (put_ext_head(e, code, (uint64_t)head_len + (uint64_t)n) < 0 || (head_len && put(e, head, head_len) < 0)) {
+        return -1;
+    }
+    return put(e, PyBytes_AS_STRING(payload), n);
+}
+
+static int
+put_pid(Enc *e, PyObject *pid)
+{
+    PyObject *node = get_slot(pid, pid_node, "node");
+    if (node == NULL) {
+        return -1;
+    }
+    PyObject *payload = payload_of(node);
+    Py_DECREF(node);
+    if (payload == NULL) {
+        return -1;
+    }
+    int r = -1;
+    PyObject *serial = get_slot(pid, pid_serial, "serial");
+    if (serial != NULL && PyLong_CheckExact(serial)) {
+        unsigned long long s = PyLong_AsUnsignedLongLong(serial); /* OverflowError below 0 too */
+        if (!(s == (unsigned long long)-1 && PyErr_Occurred())) {
+            unsigned char head[8];
+            store_be64(head, s);
+            r = put_ext_node(e, EXT_PID, head, 8, payload);
+        }
+    }
+    Py_XDECREF(serial);
+    Py_DECREF(payload);
+    return r;
+}
+
+static int
+put_tag(Enc *e, PyObject *tag)
+{
+    if (PyTuple_GET_SIZE(tag) != 2) {
+        return -1;
+    }
+    unsigned char b[18] = {0xd8, EXT_TAG};
+    for (int i = 0; i < 2; i++) {
+        PyObject *item = PyTuple_GET_ITEM(tag, i);
+        if (!PyLong_CheckExact(item)) {
+            return -1; /* struct.pack would take an __index__: the Python path decides */
+        }
+        unsigned long long v = PyLong_AsUnsignedLongLong(item);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+            return -1;
+        }
+        store_be64(b + 2 + 8 * i, v);
+    }
+    return put(e, b, sizeof b);
+}
+
+static int put_obj(Enc *e, PyObject *o, int depth);
+
+/* Every object put_obj gets is held by a strong reference (the caller's, or
+ * one taken here): Python code (NodeRef.__hash__, _node_payload) may run in
+ * the middle, and another thread may then change a list or a dict.  A
+ * change is seen by a count that no longer fits, and the Python path redoes
+ * the message. */
+static int
+put_items(Enc *e, PyObject *seq, Py_ssize_t n, int is_list, int depth)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (is_list && i >= PyList_GET_SIZE(seq)) {
+            return -1;
+        }
+        PyObject *item = is_list ? PyList_GET_ITEM(seq, i) : PyTuple_GET_ITEM(seq, i);
+        Py_INCREF(item);
+        int r = put_obj(e, item, depth);
+        Py_DECREF(item);
+        if (r < 0) {
+            return -1;
+        }
+    }
+    return is_list && PyList_GET_SIZE(seq) != n ? -1 : 0;
+}
+
+static int
+put_dict(Enc *e, PyObject *dict, int depth)
+{
+    Py_ssize_t n = PyDict_GET_SIZE(dict), pos = 0, done = 0;
+    PyObject *key, *value;
+    if (put_map_head(e, (uint64_t)n) < 0) {
+        return -1;
+    }
+    while (PyDict_Next(dict, &pos, &key, &value)) {
+        if (done == n) {
+            return -1;
+        }
+        Py_INCREF(key);
+        Py_INCREF(value);
+        int r = put_obj(e, key, depth + 1);
+        if (r == 0) {
+            r = put_obj(e, value, depth + 1);
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (r < 0) {
+            return -1;
+        }
+        done++;
+    }
+    return done == n && PyDict_GET_SIZE(dict) == n ? 0 : -1;
+}
+
+/* 0, or -1 for "not mine" (with or without an exception set). */
+static int
+put_obj(Enc *e, PyObject *o, int depth)
+{
+    /* msgpack's Packer._pack: the limit applies to every object, and the
+     * list a tuple turns into is packed at the tuple's level. */
+    if (depth > ENC_DEPTH) {
+        return -1;
+    }
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type) {
+        return put_int(e, o);
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n;
+        const char *s = PyUnicode_AsUTF8AndSize(o, &n); /* lone surrogates: an error */
+        if (s == NULL || put_str_head(e, (uint64_t)n) < 0) {
+            return -1;
+        }
+        return put(e, s, n);
+    }
+    if (t == &PyTuple_Type) {
+        /* [ext 1, *items]: the mark is one level down, like the items */
+        Py_ssize_t n = PyTuple_GET_SIZE(o);
+        static const unsigned char mark[3] = {0xc7, 0x00, EXT_TUPLE};
+        if (depth + 1 > ENC_DEPTH || put_array_head(e, (uint64_t)n + 1) < 0 || put(e, mark, 3) < 0) {
+            return -1;
+        }
+        return put_items(e, o, n, 0, depth + 1);
+    }
+    if (t == Pid_type) {
+        return put_pid(e, o);
+    }
+    if (o == Py_None) {
+        return put1(e, 0xc0);
+    }
+    if (o == Py_True) {
+        return put1(e, 0xc3);
+    }
+    if (o == Py_False) {
+        return put1(e, 0xc2);
+    }
+    if (t == &PyFloat_Type) {
+        unsigned char b[9] = {0xcb};
+        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(o), (char *)b + 1, 0) < 0) { /* as msgpack: NaN bits kept */
+            return -1;
+        }
+        return put(e, b, 9);
+    }
+    if (t == &PyBytes_Type || t == &PyByteArray_Type) {
+        Py_ssize_t n = Py_SIZE(o);
+        if (put_bin_head(e, (uint64_t)n) < 0) {
+            return -1;
+        }
+        return put(e, t == &PyBytes_Type ? PyBytes_AS_STRING(o) : PyByteArray_AS_STRING(o), n);
+    }
+    if (t == &PyList_Type) {
+        Py_ssize_t n = PyList_GET_SIZE(o);
+        if (put_array_head(e, (uint64_t)n) < 0) {
+            return -1;
+        }
+        return put_items(e, o, n, 1, depth + 1);
+    }
+    if (t == &PyDict_Type) {
+        return put_dict(e, o, depth);
+    }
+    if (t == Tag_type) {
+        return put_tag(e, o);
+    }
+    if (t == NodeRef_type) {
+        PyObject *payload = payload_of(o);
+        if (payload == NULL) {
+            return -1;
+        }
+        int r = put_ext_node(e, EXT_NODE, NULL, 0, payload);
+        Py_DECREF(payload);
+        return r;
+    }
+    return -1;
+}
+
+static PyObject *
+fast_encode(PyObject *module, PyObject *obj)
+{
+    if (!ready()) {
+        return NULL;
+    }
+    Enc e;
+    e.buf = e.small;
+    e.len = 0;
+    e.cap = sizeof e.small;
+    PyObject *result;
+    if (put_obj(&e, obj, 0) == 0) {
+        result = PyBytes_FromStringAndSize((const char *)e.buf, e.len);
+    }
+    else if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        result = NULL; /* KeyboardInterrupt and the like: not ours to swallow */
+    }
+    else {
+        PyErr_Clear(); /* the Python path will meet the same problem, and deal with it */
+        result = Py_NewRef(Py_None);
+    }
+    if (e.buf != e.small) {
+        PyMem_Free(e.buf);
+    }
+    return result;
+}
+
+/* encode(obj), or encode_py(obj) (init's) where that gives None: what
+ * _codec.encode does, without a Python call in between. */
+static PyObject *encode_py;
+
+static PyObject *
+fast_encode_message(PyObject *module, PyObject *obj)
+{
+    PyObject *data = fast_encode(module, obj);
+    if (data != Py_None) {
+        return data;
+    }
+    Py_DECREF(data);
+    return PyObject_CallOneArg(encode_py, obj);
+}
+
+/* -- decode -------------------------------------------------------------- */
+
+typedef struct {
+    const unsigned char *p, *end;
+    Py_ssize_t limit; /* max_array_len; max_map_len is limit / 2 */
+    PyObject *hook;   /* _ext or _ext_untrusted */
+} Dec;
+
+static PyObject *
+truncated(void)
+{
+    PyErr_SetString(Truncated, "the data ends inside a message");
+    return NULL;
+}
+
+/* n bytes from the input, or NULL (Truncated) if it has fewer left. */
+static inline const unsigned char *
+take(Dec *d, uint64_t n)
+{
+    if (n > (uint64_t)(d->end - d->p)) {
+        truncated();
+        return NULL;
+    }
+    const unsigned char *s = d->p;
+    d->p += n;
+    return s;
+}
+
+static inline uint64_t
+load_be(const unsigned char *s, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        v = (v << 8) | s[i];
+    }
+    return v;
+}
+
+/* A length of n bytes (1, 2 or 4), big-endian; -1 if truncated. */
+static inline int
+take_size(Dec *d, int n, uint64_t *size)
+{
+    const unsigned char *s = take(d, n);
+    if (s == NULL) {
+        return -1;
+    }
+    *size = load_be(s, n);
+    return 0;
+}
+
+static PyObject *dec_obj(Dec *d, int depth);
+
+static int
+check_container(Dec *d, uint64_t n, int is_map, int depth)
+{
+    if (depth >= DEC_DEPTH) {
+        PyErr_Format(PyExc_ValueError, "containers nested deeper than %d", DEC_DEPTH);
+        return -1;
+    }
+    uint64_t limit = (uint64_t)(is_map ? d->limit / 2 : d->limit);
+    if (n > limit) {
+        PyErr_Format(PyExc_ValueError, "%llu exceeds max_%s_len(%llu)", (unsigned long long)n,
+                     is_map ? "map" : "array", (unsigned long long)limit);
+        return -1;
+    }
+    return 0;
+}
+
+/* An array that cannot hold its n items in what is left: msgpack reads
+ * items (calling the same hooks) until it fails; so does this, without
+ * allocating n slots.  It always fails: each item takes a byte. */
+static PyObject *
+dec_doomed_array(Dec *d, int depth)
+{
+    for (;;) {
+        PyObject *item = dec_obj(d, depth + 1);
+        if (item == NULL) {
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+}
+
+/* An array is a list, or, when its first item is TUPLE_MARK, a tuple of the
+ * others (_codec._array, msgpack's list_hook).  The container is not seen
+ * by the garbage collector until it is full: hooks run Python code in
+ * between, and gc.get_objects() must not hand out a half-made list. */
+static PyObject *
+dec_array(Dec *d, uint64_t n, int depth)
+{
+    if (check_container(d, n, 0, depth) < 0) {
+        return NULL;
+    }
+    if (n == 0) {
+        return PyList_New(0);
+    }
+    if (n > (uint64_t)(d->end - d->p)) {
+        return dec_doomed_array(d, depth);
+    }
+    PyObject *first = dec_obj(d, depth + 1);
+    if (first == NULL) {
+        return NULL;
+    }
+    PyObject *seq;
+    int is_tuple = first == tuple_mark;
+    Py_ssize_t i = 0, size = (Py_ssize_t)n;
+    if (is_tuple) {
+        Py_DECREF(first);
+        if (size == 1) {
+            return PyTuple_New(0);
+        }
+        seq = PyTuple_New(size - 1);
+    }
+    else {
+        seq = PyList_New(size);
+    }
+    if (seq == NULL) {
+        if (!is_tuple) {
+            Py_DECREF(first);
+        }
+        return NULL;
+    }
+    PyObject_GC_UnTrack(seq);
+    if (!is_tuple) {
+        PyList_SET_ITEM(seq, 0, first);
+        i = 1;
+    }
+    for (; i < (is_tuple ? size - 1 : size); i++) {
+        PyObject *item = dec_obj(d, depth + 1);
+        if (item == NULL) {
+            Py_DECREF(seq); /* the empty slots are NULL: dealloc skips them */
+            return NULL;
+        }
+        if (is_tuple) {
+            PyTuple_SET_ITEM(seq, i, item);
+        }
+        else {
+            PyList_SET_ITEM(seq, i, item);
+        }
+    }
+    PyObject_GC_Track(seq);
+    return seq;
+}
+
+static PyObject *
+dec_map(Dec *d, uint64_t n, int depth)
+{
+    if (check_container(d, n, 1, depth) < 0) {
+        return NULL;
+    }
+    PyObject *dict = PyDict_New();
+    if (dict == NULL) {
+        return NULL;
+    }
+    /* No slots to allocate: a map longer than the data fails by itself. */
+    for (uint64_t i = 0; i < n; i++) {
+        PyObject *key = dec_obj(d, depth + 1);
+        if (key == NULL) {
+            goto fail;
+        }
+        PyObject *value = dec_obj(d, depth + 1);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        if (PyUnicode_CheckExact(key)) {
+            PyUnicode_InternInPlace(&key); /* as msgpack does */
+        }
+        int r = PyDict_SetItem(dict, key, value); /* an unhashable key raises TypeError */
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (r < 0) {
+            goto fail;
+        }
+    }
+    return dict;
+fail:
+    Py_DECREF(dict);
+    return NULL;
+}
+
+static PyObject *
+dec_str(Dec *d, uint64_t n)
+{
+    const unsigned char *s = take(d, n);
+    if (s == NULL) {
+        return NULL;
+    }
+    return PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, NULL); /* strict, as msgpack */
+}
+
+static PyObject *
+dec_bin(Dec *d, uint64_t n)
+{
+    const unsigned char *s = take(d, n);
+    if (s == NULL) {
+        return NULL;
+    }
+    return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
+}
+
+/* The payloads of the nodes seen last, as the bytes objects that were
+ * looked up in _nodes: a pid of one of them is looked up with that object,
+ * which needs no new bytes and no hashing (bytes keep their hash).  The
+ * lookup itself still goes to _nodes, so a cleared _nodes is seen. */
+#define NODE_KEYS 8
+static PyObject *node_keys[NODE_KEYS];
+static unsigned int next_node_key;
+
+/* The NodeRef of a payload: _nodes, else _node(payload) (which checks it,
+ * caches it, and may raise MalformedMessage). */
+static PyObject *
+dec_node(const unsigned char *s, Py_ssize_t n)
+{
+    PyObject *key = NULL;
+    for (int i = 0; i < NODE_KEYS && node_keys[i] != NULL; i++) {
+        PyObject *known = node_keys[i];
+        if (PyBytes_GET_SIZE(known) == n && memcmp(PyBytes_AS_STRING(known), s, n) == 0) {
+            key = Py_NewRef(known);
+            break;
+        }
+    }
+    int known = key != NULL;
+    if (!known && (key = PyBytes_FromStringAndSize((const char *)s, n)) == NULL) {
+        return NULL;
+    }
+    PyObject *node = PyDict_GetItemWithError(nodes, key);
+    if (node != NULL) {
+        Py_INCREF(node);
+    }
+    else if (!PyErr_Occurred()) {
+        node = PyObject_CallOneArg(node_fn, key); /* runs Python code: node_keys may change */
+    }
+    if (node != NULL && !known) {
+        /* a real node (garbage raised above): remember its payload */
+        Py_XSETREF(node_keys[next_node_key], Py_NewRef(key));
+        next_node_key = (next_node_key + 1) % NODE_KEYS;
+    }
+    Py_DECREF(key);
+    return node;
+}
+
+static PyObject *
+make_pid(PyObject *node, PyObject *serial)
+{
+    if (!pid_fast) {
+        return PyObject_CallFunctionObjArgs((PyObject *)Pid_type, node, serial, NULL);
+    }
+    /* Pid(node, serial) without running its __init__ in Python (which would
+     * cost more than the rest of a frame's decoding): the same object. */
+    PyObject *pid = Pid_type->tp_new(Pid_type, empty_tuple, NULL);
+    if (pid == NULL) {
+        return NULL;
+    }
+    if (Py_TYPE(pid_node)->tp_descr_set(pid_node, pid, node) < 0 ||
+        Py_TYPE(pid_serial)->tp_descr_set(pid_serial, pid, serial) < 0 ||
+        Py_TYPE(pid_proc)->tp_descr_set(pid_proc, pid, Py_None) < 0) {
+        Py_DECREF(pid);
+        return NULL;
+    }
+    return pid;
+}
+
+static PyObject *
+dec_ext(Dec *d, int code, uint64_t n)
+{
+    const unsigned char *s = take(d, n);
+    if (s == NULL) {
+        return NULL;
+    }
+    Py_ssize_t size = (Py_ssize_t)n;
+    switch (code) {
+    case EXT_TUPLE:
+        return Py_NewRef(tuple_mark);
+    case EXT_PID: {
+        if (size < 8) {
+            PyErr_Format(PyExc_ValueError, "a pid of %zd bytes", size);
+            return NULL;
+        }
+        PyObject *node = dec_node(s + 8, size - 8);
+        if (node == NULL) {
+            return NULL;
+        }
+        PyObject *serial = PyLong_FromUnsignedLongLong(load_be(s, 8));
+        PyObject *pid = serial == NULL ? NULL : make_pid(node, serial);
+        Py_DECREF(node);
+        Py_XDECREF(serial);
+        return pid;
+    }
+    case EXT_TAG: {
+        if (size != 16) {
+            PyErr_Format(PyExc_ValueError, "a tag of %zd bytes", size);
+            return NULL;
+        }
+        PyObject *origin = PyLong_FromUnsignedLongLong(load_be(s, 8));
+        PyObject *serial = origin == NULL ? NULL : PyLong_FromUnsignedLongLong(load_be(s + 8, 8));
+        PyObject *tag = NULL;
+        if (serial != NULL && tag_fast) {
+            /* Tag((origin, serial)) as tuple.__new__ makes it for a subclass */
+            tag = Tag_type->tp_alloc(Tag_type, 2);
+            if (tag != NULL) {
+                PyTuple_SET_ITEM(tag, 0, Py_NewRef(origin));
+                PyTuple_SET_ITEM(tag, 1, Py_NewRef(serial));
+            }
+        }
+        else if (serial != NULL) {
+            PyObject *pair = PyTuple_Pack(2, origin, serial);
+            tag = pair == NULL ? NULL : PyObject_CallOneArg((PyObject *)Tag_type, pair);
+            Py_XDECREF(pair);
+        }
+        Py_XDECREF(origin);
+        Py_XDECREF(serial);
+        return tag;
+    }
+    case EXT_NODE:
+        return dec_node(s, size);
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)s, size);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *result;
+    if (code == EXT_TIMESTAMP) {
+        result = PyObject_CallOneArg(timestamp_fn, data); /* msgpack decodes ext -1 before any hook */
+    }
+    else {
+        PyObject *py_code = PyLong_FromLong(code);
+        if (py_code == NULL) {
+            Py_DECREF(data);
+            return NULL;
+        }
+        PyObject *args[2] = {py_code, data};
+        result = PyObject_Vectorcall(d->hook, args, 2, NULL);
+        Py_DECREF(py_code);
+    }
+    Py_DECREF(data);
+    return result;
+}
+
+static PyObject *
+dec_float32(Dec *d)
+{
+    const unsigned char *s = take(d, 4);
+    if (s == NULL) {
+        return NULL;
+    }
+    uint32_t bits = (uint32_t)load_be(s, 4);
+    float f;
+    memcpy(&f, &bits, 4); /* as msgpack: the C conversion to double */
+    return PyFloat_FromDouble((double)f);
+}
+
+static PyObject *
+dec_float64(Dec *d)
+{
+    const unsigned char *s = take(d, 8);
+    if (s == NULL) {
+        return NULL;
+    }
+    uint64_t bits = load_be(s, 8);
+    double x;
+    memcpy(&x, &bits, 8);
+    return PyFloat_FromDouble(x);
+}
+
+/* One object; depth is the number of containers around it.  Recursion is
+ * bounded by DEC_DEPTH: only containers recurse, and they check it. */
+static PyObject *
+dec_obj(Dec *d, int depth)
+{
+    const unsigned char *s;
+    uint64_t n;
+    if (d->p >= d->end) {
+        return truncated();
+    }
+    unsigned int b = *d->p++;
+    if (b < 0x80) {
+        return PyLong_FromLong((long)b);
+    }
+    if (b >= 0xe0) {
+        return PyLong_FromLong((long)b - 256);
+    }
+    if (b < 0x90) {
+        return dec_map(d, b & 0x0f, depth);
+    }
+    if (b < 0xa0) {
+        return dec_array(d, b & 0x0f, depth);
+    }
+    if (b < 0xc0) {
+        return dec_str(d, b & 0x1f);
+    }
+    switch (b) {
+    case 0xc0:
+        Py_RETURN_NONE;
+    case 0xc2:
+        Py_RETURN_FALSE;
+    case 0xc3:
+        Py_RETURN_TRUE;
+    case 0xc4: case 0xc5: case 0xc6: /* bin 8, 16, 32 */
+        if (take_size(d, 1 << (b - 0xc4), &n) < 0) {
+            return NULL;
+        }
+        return dec_bin(d, n);
+    case 0xc7: case 0xc8: case 0xc9: /* ext 8, 16, 32: length, code, data */
+        if (take_size(d, 1 << (b - 0xc7), &n) < 0 || (s = take(d, 1)) == NULL) {
+            return NULL;
+        }
+        return dec_ext(d, (signed char)s[0], n);
+    case 0xca:
+        return dec_float32(d);
+    case 0xcb:
+        return dec_float64(d);
+    case 0xcc: case 0xcd: case 0xce: case 0xcf: /* uint 8, 16, 32, 64 */
+        if ((s = take(d, 1 << (b - 0xcc))) == NULL) {
+            return NULL;
+        }
+        return PyLong_FromUnsignedLongLong(load_be(s, 1 << (b - 0xcc)));
+    case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8, 16, 32, 64 */
+        int k = 1 << (b - 0xd0);
+        if ((s = take(d, k)) == NULL) {
+            return NULL;
+        }
+        uint64_t v = load_be(s, k);
+        if (k < 8 && (v >> (8 * k - 1))) {
+            v |= ~0ULL << (8 * k); /* sign extension */
+        }
+        return PyLong_FromLongLong((long long)v);
+    }
+    case 0xd4: case 0xd5: case 0xd6: case 0xd7: case 0xd8: /* fixext 1, 2, 4, 8, 16 */
+        if ((s = take(d, 1)) == NULL) {
+            return NULL;
+        }
+        return dec_ext(d, (signed char)s[0], 1u << (b - 0xd4));
+    case 0xd9: case 0xda: case 0xdb: /* str 8, 16, 32 */
+        if (take_size(d, 1 << (b - 0xd9), &n) < 0) {
+            return NULL;
+        }
+        return dec_str(d, n);
+    case 0xdc: case 0xdd: /* array 16, 32 */
+        if (take_size(d, 2 << (b - 0xdc), &n) < 0) {
+            return NULL;
+        }
+        return dec_array(d, n, depth);
+    case 0xde: case 0xdf: /* map 16, 32 */
+        if (take_size(d, 2 << (b - 0xde), &n) < 0) {
+            return NULL;
+        }
+        return dec_map(d, n, depth);
+    default: /* 0xc1 */
+        PyErr_Format(PyExc_ValueError, "0x%02x is not a msgpack type", b);
+        return NULL;
+    }
+}
+
+/* One object from data[offset:]; *end is where it stops, *size the length of data. */
+static PyObject *
+dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_ssize_t *end, Py_ssize_t *size)
+{
+    Py_buffer view;
+    /* The view also keeps a bytearray from being resized by a hook. */
+    if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    PyObject *obj = NULL;
+    if (offset < 0 || offset > view.len) {
+        PyErr_SetString(PyExc_ValueError, "offset out of range");
+    }
+    else {
+        Dec d;
+        d.p = (const unsigned char *)view.buf + offset;
+        d.end = (const unsigned char *)view.buf + view.len;
+        d.limit = limit < 0 ? view.len : limit;
+        d.hook = trusted ? ext_hook : ext_untrusted_hook;
+        obj = dec_obj(&d, 0);
+        *end = d.p - (const unsigned char *)view.buf;
+        *size = view.len;
+    }
+    PyBuffer_Release(&view);
+    return obj;
+}
+
+static PyObject *
+fast_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "decode(data, trusted)");
+        return NULL;
+    }
+    int trusted = PyObject_IsTrue(args[1]);
+    if (trusted < 0 || !ready()) {
+        return NULL;
+    }
+    Py_ssize_t end = 0, size = 0;
+    PyObject *obj = dec_buffer(args[0], 0, -1, trusted, &end, &size);
+    if (obj != NULL && end != size) {
+        Py_DECREF(obj);
+        PyErr_Format(PyExc_ValueError, "%zd bytes after the message", size - end);
+        return NULL;
+    }
+    return obj;
+}
+
+static PyObject *
+fast_decode_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode_from(data, offset, limit)");
+        return NULL;
+    }
+    Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
+    if (offset == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
+    if ((limit == -1 && PyErr_Occurred()) || !ready()) {
+        return NULL;
+    }
+    Py_ssize_t end = 0, size = 0;
+    PyObject *obj = dec_buffer(args[0], offset, limit, 1, &end, &size);
+    if (obj == NULL) {
+        return NULL;
+    }
+    PyObject *py_end = PyLong_FromSsize_t(end);
+    if (py_end == NULL) {
+        Py_DECREF(obj);
+        return NULL;
+    }
+    PyObject *result = PyTuple_Pack(2, obj, py_end);
+    Py_DECREF(obj);
+    Py_DECREF(py_end);
+    return result;
+}
+
+/* -- init ---------------------------------------------------------------- */
+
+static int
+check_type(PyObject *obj, const char *what)
+{
+    if (PyType_Check(obj)) {
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "init(): %s must be a class", what);
+    return -1;
+}
+
+/* Pid's slot `name` as a member descriptor, or NULL (no error) if it is not. */
+static PyObject *
+member(PyObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (descr == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (Py_TYPE(descr) != &PyMemberDescr_Type || Py_TYPE(descr)->tp_descr_get == NULL ||
+        Py_TYPE(descr)->tp_descr_set == NULL) {
+        Py_DECREF(descr);
+        return NULL;
+    }
+    return descr;
+}
+
+static PyObject *
+fast_init(PyObject *module, PyObject *args)
+{
+    PyObject *pid, *tag, *noderef, *mark, *payloads, *node_dict, *payload_fn, *nfn, *ext, *ext_u, *ts, *enc_py;
+    if (!PyArg_ParseTuple(args, "OOOOO!O!OOOOOO:init", &pid, &tag, &noderef, &mark, &PyDict_Type, &payloads,
+                          &PyDict_Type, &node_dict, &payload_fn, &nfn, &ext, &ext_u, &ts, &enc_py)) {
+        return NULL;
+    }
+    if (check_type(pid, "Pid") < 0 || check_type(tag, "Tag") < 0 || check_type(noderef, "NodeRef") < 0) {
+        return NULL;
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)tag, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "init(): Tag must be a tuple subclass");
+        return NULL;
+    }
+    /* A second init (a reload of _codec.py) replaces everything; the old
+     * objects are kept alive, as a call in another thread may be using them. */
+    Py_INCREF(pid);
+    Py_INCREF(tag);
+    Py_INCREF(noderef);
+    Pid_type = (PyTypeObject *)pid;
+    Tag_type = (PyTypeObject *)tag;
+    NodeRef_type = (PyTypeObject *)noderef;
+    tuple_mark = Py_NewRef(mark);
+    node_payloads = Py_NewRef(payloads);
+    nodes = Py_NewRef(node_dict);
+    node_payload_fn = Py_NewRef(payload_fn);
+    node_fn = Py_NewRef(nfn);
+    ext_hook = Py_NewRef(ext);
+    ext_untrusted_hook = Py_NewRef(ext_u);
+    timestamp_fn = Py_NewRef(ts);
+    encode_py = Py_NewRef(enc_py);
+    for (int i = 0; i < ENC_NODES; i++) {
+        Py_CLEAR(enc_nodes[i]);
+        Py_CLEAR(enc_payloads[i]);
+    }
+    pid_node = member(pid, "node");
+    pid_serial = member(pid, "serial");
+    pid_proc = member(pid, "_proc");
+    pid_fast = pid_node != NULL && pid_serial != NULL && pid_proc != NULL &&
+               Pid_type->tp_new == PyBaseObject_Type.tp_new;
+    tag_fast = Tag_type->tp_new == PyTuple_Type.tp_new && Tag_type->tp_init == PyBaseObject_Type.tp_init;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"init", fast_init, METH_VARARGS,
+     "init(Pid, Tag, NodeRef, TUPLE_MARK, node_payloads, nodes, node_payload, node, ext, ext_untrusted, "
+     "timestamp, encode_py)"},
+    {"encode", fast_encode, METH_O, "encode(obj) -> bytes, or None if obj needs the Python path"},
+    {"encode_message", fast_encode_message, METH_O, "encode(obj), or else init's encode_py(obj)"},
+    {"decode", (PyCFunction)(void (*)(void))fast_decode, METH_FASTCALL,
+     "decode(data, trusted) -> obj: data holds exactly one message"},
+    {"decode_from", (PyCFunction)(void (*)(void))fast_decode_from, METH_FASTCALL,
+     "decode_from(data, offset, limit) -> (obj, end): one message of a batch (trusted)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "termite._net._fastcodec", "termite._net.codec's common cases in C.", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fastcodec(void)
+{
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    empty_tuple = PyTuple_New(0);
+    Truncated = PyErr_NewException("termite._net._fastcodec.Truncated", PyExc_ValueError, NULL);
+    if (empty_tuple == NULL || Truncated == NULL || PyModule_AddObjectRef(module, "Truncated", Truncated) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}

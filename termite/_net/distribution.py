@@ -1,0 +1,60 @@
+"""Distribution, as a process sees it: other nodes, their names, their loss.
+
+A process uses pids of other nodes as it uses local ones (send, link,
+monitor, spawn on a node); the distribution endpoint (termite._net.endpoint)
+carries those operations.  This module holds what is about nodes themselves:
+``connect`` (the paper's ``make-node``), ``nodes``, ``monitor_node`` with its
+``NodeUp``/``NodeDown`` messages, and ``whereis_on``.
+"""
+
+from __future__ import annotations
+
+from termite._core.errors import Timeout
+from termite._core.ids import NodeRef, Pid, Tag, make_tag
+from termite._core.process import current
+from termite._net.endpoint import Endpoint, NodeDown, NodeUp
+
+__all__ = ["NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect", "whereis_on"]
+
+
+def _endpoint() -> Endpoint:
+    endpoint = current().table.remote
+    if endpoint is None:
+        raise RuntimeError("this node is not connected to other nodes: start it with a port, e.g. termite.Node(port=0, ...)")
+    return endpoint
+
+
+def monitor_node(node: NodeRef | None = None) -> Tag:
+    """Get ``NodeUp(ref, node)`` / ``NodeDown(ref, node, reason)`` messages for ``node`` (or any node if None)."""
+    me = current()
+    ref = make_tag()
+    _endpoint().node_watchers[ref] = (me.pid, node)
+    return ref
+
+
+def demonitor_node(ref: Tag) -> None:
+    _endpoint().node_watchers.pop(ref, None)
+
+
+def nodes() -> list[NodeRef]:
+    """The nodes this one is connected to now."""
+    return [peer for peer in _endpoint().transport.peers() if peer.incarnation is not None]
+
+
+async def whereis_on(node: NodeRef, name: str, timeout: float = 5.0) -> Pid | None:
+    """The pid registered as ``name`` on ``node`` (``termite.register``), or None: one round trip.
+
+    Raises ``Timeout`` if ``node`` does not answer within ``timeout`` seconds.
+    """
+    me = current()
+    if node == me.table.ref:
+        return me.table.names.get(name)
+    return await _endpoint().whereis(node, name, timeout)
+
+
+async def connect(host: str, port: int, timeout: float = 5.0) -> NodeRef:
+    """Reach the node at host:port and return its reference (the paper's ``make-node``)."""
+    ref = await _endpoint().hello(NodeRef(host, port, None), timeout)
+    if ref is None:
+        raise Timeout(f"no termite node answered at {host}:{port} within {timeout} s (is it running, with the same cluster key?)")
+    return ref

@@ -1,0 +1,435 @@
+"""The distribution endpoint: a node's processes and the processes of other nodes.
+
+The endpoint is the process table's ``remote``: local operations on a pid of
+another node (send, link, monitor, exit, spawn) become control frames to
+that node (termite._net.frames), and frames from other nodes are checked and
+applied on the kernel's thread, in the order each peer sent them.
+
+Its interface to higher layers is small:
+
+- ``post(node, frame)`` / ``post_encoded(node, data)``: a frame to a node, sent
+  with the others of this kernel turn (many to one node go as one batch);
+- ``kinds.register(kind, name, checks, handler, ...)``: a frame kind of a
+  higher layer, in the same table as the endpoint's own;
+- ``on_peer_down(fn)``: ``fn(peer)`` after a lost node's links, monitors and
+  node watchers have fired;
+- ``watches``: links and monitors to processes of other nodes, by node
+  (termite._net.watches), which a migration moves;
+- ``route_migrants(router)``: messages to processes that migrate go through a
+  :class:`MigrantRouter`, which numbers them (termite._move.migration).
+
+When a peer is lost (heartbeats stop), every link and monitor from a local
+process to a process of that node fires with reason ``"noconnection"``, and
+``monitor_node`` watchers get ``NodeDown``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple, Protocol
+
+from termite._core.ids import NodeRef, Pid, Tag, make_tag
+from termite._core.errors import Timeout
+from termite._core.links import add_link, signal_exit
+from termite._core.mailbox import deliver, receive
+from termite._core.process import Down, ProcessTable, current
+from termite._core.spawn import spawn_in
+from termite._net.codec import MalformedMessage, UnserializableMessage, decode_frame, encode, encode_batch
+from termite._net.frames import (
+    BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SPAWN, UNLINK, WHEREIS,
+    FrameKinds, is_name,
+)
+from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
+from termite._net.watches import Watches
+
+__all__ = ["Endpoint", "MigrantRouter", "NodeUp", "NodeDown"]
+
+log = logging.getLogger("termite.distribution")
+
+#: A batch is sent when it holds this many frames or bytes, else at the end of
+#: the kernel's turn.  A single larger frame goes alone.
+_BATCH_FRAMES = 256
+_BATCH_BYTES = 256 * 1024
+
+
+class NodeUp(NamedTuple):
+    """A node monitored with ``monitor_node`` (or any, with ``None``) connected."""
+
+    ref: Tag
+    node: NodeRef
+
+
+class NodeDown(NamedTuple):
+    """A monitored node was lost: its heartbeats stopped."""
+
+    ref: Tag
+    node: NodeRef
+    reason: str
+
+
+class MigrantRouter(Protocol):
+    """How messages to processes that migrate travel (termite._move.migration implements it)."""
+
+    #: pid -> how many messages this node has sent it: the pids whose messages from here are numbered
+    numbered: dict
+
+    def send_numbered(self, pid: Pid, msg) -> None:
+        """A local process sends ``msg`` to ``pid``, one of ``numbered``."""
+
+    def relay(self, peer: NodeRef, pid: Pid, msg) -> None:
+        """A plain SEND from ``peer`` for ``pid``, which migrated (here or from here)."""
+
+
+class Endpoint:
+    def __init__(self, table: ProcessTable, transport):
+        self.table = table
+        self.kernel = table.kernel
+        self.transport = transport
+        self.kinds = FrameKinds()
+        self.watches = Watches()
+        self.node_watchers: dict[Tag, tuple[Pid, NodeRef | None]] = {}  # ref -> (watcher, node or any)
+        self.malformed = 0
+        self._peer_down_hooks: list = []
+        self.numbered: dict[Pid, int] = {}  # the migrant router's, read on every remote send
+        self._router: MigrantRouter | None = None
+        self._spawn_serials = spawn_serials(table.ref)
+        self._unborn = Unborn(table.ref, self.kernel.loop, self._apply, self.kernel.kick)
+        self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
+        self._one: tuple[NodeRef, bytes] | None = None  # or a turn's only frame so far, held alone
+        self._here = table.ref  # the NodeRef object decoded pids of this node last came with
+        for kind, (name, checks) in BUILT_IN_FIELDS.items():
+            self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
+                                passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
+        # The transport reads on the kernel's thread: frames and new peers
+        # come here directly; a lost peer comes from its I/O thread.
+        transport.on_frames = self._on_frames
+        transport.on_read_done = self.kernel.run_now
+        transport.on_peer_down = lambda peer: self.kernel.call_threadsafe(self._peer_down, peer)
+        transport.on_peer_up = lambda peer: self._notify_nodes(peer, None)
+        self.kernel.after_turn = self.flush
+        table.remote = self
+
+    # -- the interface of higher layers ---------------------------------------------
+
+    def post(self, node: NodeRef, frame: tuple) -> None:
+        """Send control frame ``frame`` to ``node`` (raises UnserializableMessage at once)."""
+        self.post_encoded(node, encode(frame))
+
+    def on_peer_down(self, fn) -> None:
+        """Run ``fn(peer)`` when a peer is lost, after its links, monitors and node watchers fired."""
+        self._peer_down_hooks.append(fn)
+
+    def route_migrants(self, router: MigrantRouter) -> None:
+        self._router = router
+        self.numbered = router.numbered
+
+    def route(self, pid: Pid) -> NodeRef:
+        """Where to send for ``pid``: its node, or where it migrated to from here."""
+        moved = self.table.moved
+        return moved.get(pid, pid.node) if moved else pid.node
+
+    @property
+    def spawn_wait(self) -> float:
+        """Seconds a frame for a process whose spawn request has not come waits for it."""
+        return self._unborn.wait
+
+    @spawn_wait.setter
+    def spawn_wait(self, seconds: float) -> None:
+        self._unborn.wait = seconds
+
+    # -- out: what local processes do to remote pids --------------------------------
+
+    def send(self, pid: Pid, msg) -> None:
+        if self.numbered and pid in self.numbered:
+            return self._router.send_numbered(pid, msg)
+        self.post_encoded(pid.node, encode((SEND, pid, msg)))
+
+    def send_named(self, name: str, node: NodeRef, msg) -> None:
+        """``msg`` to the process registered as ``name`` on ``node`` (Erlang's ``{Name, Node} ! Msg``)."""
+        self.post_encoded(node, encode((NSEND, name, msg)))
+
+    async def whereis(self, node: NodeRef, name: str, timeout: float | None) -> Pid | None:
+        """Ask ``node`` who is registered there as ``name`` (from a process of this node)."""
+        if not is_name(name):
+            raise TypeError(f"a registered name is a non-empty str, not {name!r}")
+        tag = make_tag()
+        self.post(node, (WHEREIS, current().pid, tag, name))
+        answer = await receive(lambda m: m.__class__ is tuple and len(m) == 2 and m[0] == tag, timeout=timeout, default=None)
+        if answer is None:
+            raise Timeout(f"node {node} did not say within {timeout} s who is registered as {name!r} there")
+        return answer[1]
+
+    async def hello(self, address: NodeRef, timeout: float) -> NodeRef | None:
+        """Ask whichever node listens at ``address`` for its reference."""
+        tag = make_tag()
+        self.post(address, (HELLO, current().pid, tag))
+        _, ref = await receive((tag, NodeRef), timeout=timeout, default=(None, None))
+        return ref
+
+    def link(self, me: Pid, pid: Pid, directed: bool) -> None:
+        node = self.route(pid)
+        self.watches.add_link(node, me, pid)
+        if not directed:
+            proc = self.table.resolve(me)
+            if proc is not None:
+                add_link(proc, pid)
+        self.post(node, (LINK, me, pid))
+
+    def unlink(self, me: Pid, pid: Pid) -> None:
+        node = self.route(pid)
+        self.watches.drop_link(node, me, pid)
+        self.post(node, (UNLINK, me, pid))
+
+    def monitor(self, watcher: Pid, pid: Pid, ref: Tag) -> None:
+        node = self.route(pid)
+        self.watches.add_monitor(node, ref, watcher, pid)
+        self.post(node, (MONITOR, watcher, pid, ref))
+
+    def demonitor(self, ref: Tag) -> None:
+        entry = self.watches.drop_monitor(ref)
+        if entry is not None:
+            node, target = entry
+            self.post(node, (DEMONITOR, target, ref))
+
+    def exit(self, sender: Pid, pid: Pid, reason) -> None:
+        node = self.route(pid)
+        self.watches.drop_link(node, sender, pid)
+        try:
+            frame = encode((EXIT, sender, pid, reason))
+        except UnserializableMessage:
+            frame = encode((EXIT, sender, pid, repr(reason)))
+        self.post_encoded(node, frame)
+
+    def spawn(self, fn, args, node: NodeRef, link_to: Pid | None = None, name: str | None = None) -> Pid:
+        if node.incarnation is None:
+            raise ValueError(f"spawn(node=...) needs a node reference from termite.connect() or nodes(), not {node!r}")
+        pid = Pid(node, next(self._spawn_serials))
+        frame = encode((SPAWN, pid, fn, tuple(args), link_to, name))  # may raise UnserializableMessage
+        if link_to is not None:
+            self.watches.add_link(node, link_to, pid)
+            proc = self.table.resolve(link_to)
+            if proc is not None:
+                add_link(proc, pid)
+        self.post_encoded(node, frame)
+        return pid
+
+    # -- batching: frames wait for the end of the kernel's turn -----------------------
+
+    def post_encoded(self, node: NodeRef, data: bytes) -> None:
+        """Send an encoded frame to ``node`` with the others of this turn."""
+        if self._one is None:
+            if not self._out and len(data) < _BATCH_BYTES:
+                self._one = (node, data)  # the first of the turn: no batch until a second comes
+                return
+        else:
+            held, self._one = self._one, None
+            self._batch(*held)
+        self._batch(node, data)
+
+    def _batch(self, node: NodeRef, data: bytes) -> None:
+        key = (node.host, node.port)
+        entry = self._out.get(key)
+        if entry is None:
+            self._out[key] = entry = (node, [], [0])
+        elif node.incarnation is not None and entry[0].incarnation is None:
+            self._out[key] = entry = (node, entry[1], entry[2])  # an address becomes a node
+        batch, size = entry[1], entry[2]
+        batch.append(data)
+        size[0] += len(data)
+        if len(batch) >= _BATCH_FRAMES or size[0] >= _BATCH_BYTES:
+            del self._out[key]
+            self._send_batch(entry[0], batch)
+
+    def flush(self) -> None:
+        """Send every held frame: many to one node go as one batch frame."""
+        if self._one is not None:
+            (node, data), self._one = self._one, None
+            self.transport.send_frame(node, data)
+        if self._out:
+            out, self._out = self._out, {}
+            for node, batch, _ in out.values():
+                self._send_batch(node, batch)
+
+    def _send_batch(self, node: NodeRef, batch: list[bytes]) -> None:
+        self.transport.send(node, [batch[0] if len(batch) == 1 else encode_batch(batch)])
+
+    # -- in: frames read on the kernel's thread; lost peers from the I/O thread ----------
+
+    def _on_frames(self, peer: NodeRef, frames: list) -> None:
+        """Apply frames read on the kernel's thread; the transport then runs a turn.
+
+        A frame may be a batch: its good messages are applied, and a frame
+        with any bad one counts once in ``malformed``, with one log line.
+        """
+        table = self.table
+        procs = table.procs
+        for data in frames:
+            try:
+                messages, unreadable = decode_frame(data), None
+            except MalformedMessage as exc:
+                messages, unreadable = exc.decoded, exc  # those before the bad one still count
+            problem = None
+            for frame in messages:
+                # In line, the common frame: a message for a process of this node
+                # that never migrated.  _on_send is the same, for every other case.
+                if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
+                    pid = frame[1]
+                    if pid.__class__ is Pid and pid.node is self._here:
+                        proc = procs.get(pid.serial)
+                        msg = frame[2]
+                        if proc is not None and proc.order is None and msg.__class__ is not Down:
+                            deliver(proc, msg)
+                            continue
+                try:
+                    self._apply(peer, frame)
+                except MalformedMessage as exc:
+                    problem = problem or exc
+                except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                    problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
+                    log.debug("the frame's failure", exc_info=True)
+            problem = problem or unreadable
+            if problem is not None:
+                self.malformed += 1
+                log.warning("dropped a frame from %s: %s", peer, problem)
+
+    def _apply(self, peer: NodeRef, frame) -> None:
+        kind = self.kinds.check(frame)
+        moved = self.table.moved
+        if moved and kind.addressee is not None:
+            to = moved.get(frame[kind.addressee])
+            if to is not None:  # it migrated from here: pass it on, in order
+                if frame[0] == SEND:
+                    self._router.relay(peer, frame[1], frame[2])
+                else:
+                    self.post(to, frame)
+                return
+        kind.handler(peer, frame)
+
+    def _local(self, pid: Pid) -> object | None:
+        node = pid.node
+        if node is not self._here:  # the codec gives the pids it decodes one NodeRef object per node
+            if node != self.table.ref:  # a guest, or of an earlier incarnation of this node (gone)
+                return self.table.guests.get(pid) if self.table.guests else None
+            self._here = node
+        return self.table.procs.get(pid.serial)
+
+    # -- the built-in kinds ---------------------------------------------------------------
+
+    def _on_send(self, peer: NodeRef, frame) -> None:
+        _, pid, msg = frame
+        proc = self._local(pid)
+        if proc is not None:
+            if msg.__class__ is Down:
+                self.watches.drop_monitor(msg.ref)
+            if proc.order is None:
+                deliver(proc, msg)
+            else:
+                self._router.relay(peer, pid, msg)
+        elif pid.serial >= REMOTE_SERIAL_BASE:
+            self._unborn.hold(peer, frame, pid)
+
+    def _on_link(self, peer: NodeRef, frame) -> None:
+        _, sender, pid = frame
+        proc = self._local(pid)
+        if proc is None:
+            if not self._unborn.hold(peer, frame, pid):
+                self.post(sender.node, (EXIT, pid, sender, "noproc"))
+        else:
+            add_link(proc, sender)
+
+    def _on_unlink(self, peer: NodeRef, frame) -> None:
+        _, sender, pid = frame
+        proc = self._local(pid)
+        if proc is None:
+            self._unborn.hold(peer, frame, pid)
+        elif proc.links:
+            proc.links.discard(sender)
+
+    def _on_exit(self, peer: NodeRef, frame) -> None:
+        _, sender, pid, reason = frame
+        self.watches.drop_link(sender.node, pid, sender)
+        proc = self._local(pid)
+        if proc is None:
+            self._unborn.hold(peer, frame, pid)
+        else:
+            if proc.links:
+                proc.links.discard(sender)
+            signal_exit(proc, sender, reason)
+
+    def _on_monitor(self, peer: NodeRef, frame) -> None:
+        _, watcher, pid, ref = frame
+        proc = self._local(pid)
+        if proc is None:
+            if not self._unborn.hold(peer, frame, pid):
+                self.send(watcher, Down(ref, pid, "noproc"))
+        else:
+            if proc.monitors is None:
+                proc.monitors = {}
+            proc.monitors[ref] = watcher
+
+    def _on_demonitor(self, peer: NodeRef, frame) -> None:
+        _, pid, ref = frame
+        proc = self._local(pid)
+        if proc is None:
+            self._unborn.hold(peer, frame, pid)
+        elif proc.monitors:
+            proc.monitors.pop(ref, None)
+
+    def _on_spawn(self, peer: NodeRef, frame) -> None:
+        _, pid, fn, args, link_to, name = frame
+        table = self.table
+        if pid.node != table.ref or pid.serial in table.procs or pid.serial < REMOTE_SERIAL_BASE:
+            raise MalformedMessage(f"a spawn request for pid {pid} that this node cannot give")
+        try:
+            spawn_in(table, fn, args, link_to=link_to, name=name, pid=pid)  # links the new process to link_to
+        except Exception as exc:  # noqa: BLE001 - the spawner learns by its link or monitor
+            log.error("could not spawn %r for a remote node: %s", fn, exc)
+            if link_to is not None:
+                self.exit(pid, link_to, "noproc")
+        self._unborn.born(pid)
+
+    def _on_hello(self, peer: NodeRef, frame) -> None:
+        _, reply_to, tag = frame
+        self.send(reply_to, (tag, self.table.ref))
+
+    def _on_nsend(self, peer: NodeRef, frame) -> None:
+        _, name, msg = frame
+        pid = self.table.names.get(name)
+        if pid is None:
+            self.table.dropped += 1  # as for an ended process: send and pray
+        else:
+            self._apply(peer, (SEND, pid, msg))
+
+    def _on_whereis(self, peer: NodeRef, frame) -> None:
+        _, reply_to, tag, name = frame
+        self.send(reply_to, (tag, self.table.names.get(name)))
+
+    # -- nodes lost and found ---------------------------------------------------------------
+
+    def _peer_down(self, peer: NodeRef) -> None:
+        table = self.table
+        links, monitors = self.watches.take_node(peer)
+        for local, remote in links:
+            proc = table.resolve(local)
+            if proc is not None:
+                if proc.links:
+                    proc.links.discard(remote)
+                signal_exit(proc, remote, "noconnection")
+        for ref, (watcher, target) in monitors.items():
+            proc = table.resolve(watcher)
+            if proc is not None:
+                deliver(proc, Down(ref, target, "noconnection"))
+        self._notify_nodes(peer, "noconnection")
+        for hook in self._peer_down_hooks:
+            hook(peer)
+
+    def _notify_nodes(self, peer: NodeRef, down_reason) -> None:
+        for ref, (watcher, node) in list(self.node_watchers.items()):
+            if node is not None and (node.host, node.port) != (peer.host, peer.port):
+                continue
+            proc = self.table.resolve(watcher)
+            if proc is None:
+                del self.node_watchers[ref]
+                continue
+            deliver(proc, NodeUp(ref, peer) if down_reason is None else NodeDown(ref, peer, down_reason))
+        self.kernel.kick()
