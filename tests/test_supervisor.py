@@ -11,7 +11,9 @@ import time
 import pytest
 
 import termite
-from termite import ANY, ChildSpec, ChildSpecError, Down, Exit, NodeRef, Pid, SupervisorError, receive, send, supervisor
+from termite import (
+    ANY, ChildSpec, ChildSpecError, Down, Exit, NodeRef, Pid, SupervisorError, gen_server, receive, send, supervisor,
+)
 from termite.supervisor import ChildCounts, ChildInfo, nested
 
 from supervised import polite, pong_server, stubborn, tidy, worker  # importable on other nodes too
@@ -171,14 +173,16 @@ def test_too_many_restarts_end_the_supervisor_and_its_children(crash_log):
 
 
 def test_restarts_older_than_the_period_do_not_count(monkeypatch):
+    from termite._behaviours import supervisor as otp_supervisor
+
     now = [1000.0]
-    monkeypatch.setattr(termite.supervisor.time, "monotonic", lambda: now[0])
-    state = termite.supervisor._Supervisor([], "one_for_one", 2, 5.0, ())
+    monkeypatch.setattr(otp_supervisor.time, "monotonic", lambda: now[0])
+    state = otp_supervisor._State([], "one_for_one", 2, 5.0, ())
     assert state.may_restart() and state.may_restart()
     assert not state.may_restart()  # a third within 5 s
     now[0] += 5.1
     assert state.may_restart()  # the others have aged out
-    state = termite.supervisor._Supervisor([], "one_for_one", 0, 5.0, ())
+    state = otp_supervisor._State([], "one_for_one", 0, 5.0, ())
     assert not state.may_restart()  # intensity 0: no restart at all
 
 
@@ -380,7 +384,7 @@ def test_a_child_that_cannot_be_started_fails_start_and_leaves_nothing_behind():
 
     async def main():
         termite.spawn(squatter, name="taken")
-        procs = termite._process.current().table.procs
+        procs = termite._core.process.current().table.procs
         before = set(procs)
         with pytest.raises(SupervisorError, match="could not start child 'b': NameTaken") as info:
             supervisor.start([spec("a"), spec("b", name="taken")], name="sup")
@@ -434,6 +438,21 @@ def test_stopping_the_top_stops_the_whole_tree():
         return [(watches[d.ref], d.reason) for d in ends]
 
     assert run(main) == [("a", "shutdown"), ("y", "killed"), ("x", "shutdown")]
+
+
+def test_the_supervisor_is_a_gen_server():
+    async def main():
+        sup = supervisor.start([spec("a")])
+        a = await started("a")
+        watches = {termite.monitor(a): "a", termite.monitor(sup): "sup"}
+        children = await gen_server.call(sup, ("which_children",))
+        await gen_server.stop(sup, "shutdown")  # its terminate shuts the children down first
+        ends = [await receive(Down, timeout=WAIT) for _ in range(2)]
+        return children, a, [(watches[d.ref], d.reason) for d in ends]
+
+    children, a, ends = run(main)
+    assert children == ("ok", [ChildInfo("a", a, "worker")])
+    assert ends == [("a", "shutdown"), ("sup", "shutdown")]
 
 
 def test_supervise_is_a_process_body_too():
