@@ -22,9 +22,7 @@ import threading
 import time
 
 import termite
-from termite._clusterfile import ENVIRONMENT
-from termite._ids import Pid
-from termite._meter import METER_SERIAL, Load
+from termite.executor import CLUSTER_ENVIRONMENT
 
 from termite_launcher.cluster import Cluster, LaunchError, launcher_host, read_state, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
@@ -59,18 +57,17 @@ def _say(text: str) -> None:
 
 async def _watch(nodes, interval, events):
     """Subscribe to every node's meter; pass reports and node events to the launcher's thread."""
-    me = termite.self()
     termite.monitor_node(None)
     for ref in nodes:
-        termite.send(Pid(ref, METER_SERIAL), ("subscribe", me, interval))
+        termite.subscribe_load(ref, interval)
     while True:
-        msg = await termite.receive()
-        if msg.__class__ is tuple and len(msg) == 2 and msg[0] == "load" and msg[1].__class__ is Load:
-            events.put(("load", msg[1]))
-        elif msg.__class__ is termite.NodeDown:
+        msg = await termite.receive(termite.LOAD_REPORT, termite.NodeDown, termite.NodeUp)
+        if msg.__class__ is termite.NodeDown:
             events.put(("down", msg.node, msg.reason))
         elif msg.__class__ is termite.NodeUp:
-            termite.send(Pid(msg.node, METER_SERIAL), ("subscribe", me, interval))
+            termite.subscribe_load(msg.node, interval)
+        else:
+            events.put(("load", msg[1]))
 
 
 def _feed(view: ClusterView, events: queue.SimpleQueue) -> None:
@@ -119,7 +116,7 @@ def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, 
     live = sys.stdout.isatty() and not args.plain
     job = None
     if args.run:
-        env = dict(os.environ, **{ENVIRONMENT: str(cluster.state_file)})
+        env = dict(os.environ, **{CLUSTER_ENVIRONMENT: str(cluster.state_file)})
         job = subprocess.Popen([sys.executable, *args.run], env=env, stdout=subprocess.PIPE if live else None, text=True)
         view.event(f"running {' '.join(args.run)}", start)
     try:

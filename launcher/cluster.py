@@ -9,7 +9,7 @@ node already started is stopped, and the error names the host and quotes the
 node's stderr.
 
 While the cluster runs, its state file (``<state dir>/<name>.json``, see
-termite/_clusterfile.py) lists the nodes, their OS pids and log files, so
+termite/_runtime/clusterfile.py) lists the nodes, their OS pids and log files, so
 ``--status``, ``--stop`` and scripts (``termite.Executor(cluster=...)``) find
 it.  ``stop()`` ends every node it started, by pid, and removes the file.
 
@@ -32,13 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import termite
-from termite._ids import NodeRef
-from termite.executor import _towards
+from termite import NodeRef
+from termite.executor import local_address_towards
 
 from termite_launcher.config import ClusterConfig, HostConfig
-from termite_launcher.remote import RemoteError, RemoteNode, install_keys, remote_cores, ssh_command
+from termite_launcher.remote import RemoteNode
+from termite_launcher.ssh import RemoteError, install_keys, remote_cores, ssh_command
 
-__all__ = ["Cluster", "LaunchError", "NodeInfo", "launcher_host", "read_state", "stop_from_state"]
+__all__ = ["Cluster", "LaunchError", "NodeInfo", "launcher_host", "pid_alive", "read_state", "stop_from_state"]
 
 _ANNOUNCE = "termite node "
 
@@ -145,14 +146,15 @@ def _end_process(pid: int, proc: subprocess.Popen | None, timeout: float) -> Non
             proc.wait(5)
         return
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)  # not our child: nothing to wait on but its pid
-    if _alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie counts as ended)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -181,8 +183,8 @@ class Cluster:
         path = self.config.keys
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            termite._keys.generate(path)
-        termite._keys.load(path)  # a clear KeyFileError now rather than in every node
+            termite.generate_keys(path)
+        termite.load_keys(path)  # a clear KeyFileError now rather than in every node
         return path
 
     def _node_args(self, host: HostConfig, keys: str) -> list[str]:
@@ -203,7 +205,7 @@ class Cluster:
         config = self.config
         if self.state_file.exists():
             existing = read_state(self.state_file)
-            if any(_alive(node["os_pid"]) for node in existing["nodes"] if not node.get("remote")):
+            if any(pid_alive(node["os_pid"]) for node in existing["nodes"] if not node.get("remote")):
                 raise LaunchError(
                     f"cluster {config.name!r} is already running (see {self.state_file}); "
                     f"stop it first: termite-launch {config.path} --stop"
@@ -302,7 +304,7 @@ class Cluster:
 def launcher_host(config: ClusterConfig) -> str:
     """Where the launcher's own node listens: loopback, unless a host is remote."""
     remote = [host for host in config.hosts if not host.local]
-    return _towards(remote[0].address) if remote else "127.0.0.1"
+    return local_address_towards(remote[0].address) if remote else "127.0.0.1"
 
 
 def _stop_quietly(handle) -> None:
@@ -344,7 +346,7 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
                 stopped += 1
             else:
                 progress(f"{node['label']}: could not stop node pid {pid} on {node['host']}: {done.stderr.strip()}")
-        elif _alive(pid) and _is_node(pid):
+        elif pid_alive(pid) and _is_node(pid):
             _end_process(pid, None, 10.0)
             stopped += 1
     path.unlink(missing_ok=True)

@@ -17,6 +17,10 @@ Three layers, as in rich's ``top`` example:
   renderable (the node table and the events pane, fitted to the console's
   width) or into colourless text lines for a stdout that is not a terminal.
 
+The layers are modules: this one is the model (and the dashboard's public
+face: it exports the others' names too), termite_launcher.dashboard_snapshot
+the data, termite_launcher.dashboard_render the look.
+
 Rows are kept per address (``host:port``), not per incarnation: a node that
 comes back on the same address is the same row, counted as restarted, and a
 row the launcher expected before the node's incarnation was known
@@ -32,17 +36,21 @@ row the launcher expected before the node's incarnation was known
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from collections import deque
 
-from rich import box
-from rich.console import Console, ConsoleOptions, RenderResult
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
-
 from termite import Load, NodeRef
+
+from termite_launcher.dashboard_render import load_bar, plain_lines, render
+from termite_launcher.dashboard_snapshot import (
+    Event,
+    Row,
+    Snapshot,
+    Totals,
+    format_duration,
+    format_rate,
+    format_time,
+    sparkline,
+)
 
 __all__ = [
     "ClusterView",
@@ -58,94 +66,7 @@ __all__ = [
     "sparkline",
 ]
 
-STATES = ("starting", "up", "suspect", "down")
-STATE_STYLES = {"starting": "dim", "up": "bold green", "suspect": "bold yellow", "down": "bold red"}
-EVENT_STYLES = {
-    "joined": "green",
-    "up": "green",
-    "restarted": "cyan",
-    "suspect": "yellow",
-    "down": "red",
-    "info": "",
-}
-SPARKS = "▁▂▃▄▅▆▇█"
-BAR_FULL, BAR_EMPTY = "█", "░"
-BAR_PARTS = " ▏▎▍▌▋▊▉"  # eighths of a cell, for a smooth bar
 EVENTS_KEPT = 50
-EVENTS_SHOWN = 8
-BAR_WIDTH = 8
-EPOCH_LIKE = 1e9  # an ``at`` this large is time.time(): events show the wall clock
-
-
-# -- data: what the dashboard shows ------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One node's line: every figure shown (``None`` where nothing is known yet)."""
-
-    label: str  # the host's name in cluster.yaml (or the hostname the node reported)
-    node: str  # host:port
-    ref: NodeRef  # the current incarnation (incarnation None until the node reports)
-    os_pid: int | None
-    state: str  # starting, up, suspect or down
-    load: float | None  # busy + run queue, as in Load.value
-    history: tuple[float, ...]  # the last ``history`` loads, oldest first
-    sparkline: str  # history drawn with ▁..█ on the cluster's load scale
-    cpu: float | None  # percent of one core
-    processes: int | None
-    run_queue: int | None
-    msgs_in: float | None  # frames per second between the last two reports
-    msgs_out: float | None
-    migrations_in: int | None  # totals since the node started
-    migrations_out: int | None
-    uptime: float | None  # seconds, as last reported
-    last_report: float | None  # the ``at`` of the last report
-    restarts: int  # how many times a new incarnation took this address
-
-    @property
-    def uptime_text(self) -> str:
-        return "-" if self.uptime is None else format_duration(self.uptime)
-
-
-@dataclasses.dataclass(frozen=True)
-class Totals:
-    """Cluster figures: rates and processes of live nodes (up or suspect), migrations of all."""
-
-    up: int
-    nodes: int
-    processes: int
-    msgs_in: float
-    msgs_out: float
-    migrations_in: int
-    migrations_out: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """A line of the events pane; ``str(event)`` is how plain output prints it."""
-
-    n: int  # 1, 2, 3, ...: ``ClusterView.events(after=n)`` gives the ones since
-    at: float
-    when: str  # ``at`` as shown: the wall clock, or the time since the view's first call
-    kind: str  # joined, up, suspect, down, restarted or info
-    text: str
-
-    def __str__(self):
-        return f"{self.when} {self.kind} {self.text}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Snapshot:
-    """Everything one frame of the dashboard shows."""
-
-    name: str
-    at: float
-    origin: float | None  # the first time the view was told about: event times count from it
-    rows: tuple[Row, ...]
-    totals: Totals
-    events: tuple[Event, ...]
-    scale: float  # the load that fills a bar and tops a sparkline
 
 
 # -- the model ----------------------------------------------------------------
@@ -414,12 +335,8 @@ def _row(node: _Node, scale: float) -> Row:
     )
 
 
-def _live(row: Row) -> bool:
-    return row.state in ("up", "suspect")
-
-
 def _totals(rows: list[Row]) -> Totals:
-    live = [row for row in rows if _live(row)]
+    live = [row for row in rows if row.live]
     return Totals(
         up=sum(row.state == "up" for row in rows),
         nodes=len(rows),
@@ -430,262 +347,3 @@ def _totals(rows: list[Row]) -> Totals:
         migrations_out=sum(row.migrations_out or 0 for row in rows),
     )
 
-
-# -- formatting -----------------------------------------------------------------
-
-
-def sparkline(values, scale: float) -> str:
-    """``values`` as blocks ▁..█, where ▁ is 0 and █ is ``scale`` or more."""
-    top = len(SPARKS) - 1
-    return "".join(SPARKS[min(top, max(0, int(value / scale * top + 0.5)))] for value in values)
-
-
-def load_bar(value: float, scale: float, width: int = BAR_WIDTH) -> str:
-    """A bar of ``width`` cells filled to ``value / scale``, in eighths of a cell."""
-    eighths = min(width * 8, max(0, int(value / scale * width * 8 + 0.5)))
-    full, part = divmod(eighths, 8)
-    bar = BAR_FULL * full + (BAR_PARTS[part] if part else "")
-    return bar + BAR_EMPTY * (width - len(bar))
-
-
-def format_duration(seconds: float) -> str:
-    """h:mm:ss (hours grow as needed)."""
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
-
-
-def format_rate(value: float | None) -> str:
-    """A per-second figure in at most five characters: 0, 7.5, 312, 12.3k, 4.0M."""
-    if value is None:
-        return "-"
-    if value < 0.05:
-        return "0"
-    if value < 10:
-        return f"{value:.1f}"
-    if value < 999.5:
-        return f"{value:.0f}"
-    for unit, size in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
-        if value < size * 999.5 or unit == "G":
-            shown = value / size
-            return f"{shown:.1f}{unit}" if shown < 99.95 else f"{shown:.0f}{unit}"
-    raise AssertionError("unreachable")
-
-
-def format_time(at: float, origin: float | None) -> str:
-    """When something happened: the wall clock for time.time() values, else time since the start."""
-    if at >= EPOCH_LIKE:
-        return time.strftime("%H:%M:%S", time.localtime(at))
-    return "+" + format_duration(at - (origin if origin is not None else at))
-
-
-def _number(value) -> str:
-    return "-" if value is None else str(value)
-
-
-def _state_text(row: Row) -> str:
-    return row.state if not row.restarts else f"{row.state} ↻{row.restarts}"
-
-
-def _load_style(value: float) -> str:
-    return "green" if value < 0.75 else "yellow" if value < 1.5 else "red"
-
-
-# -- rich rendering ---------------------------------------------------------------
-
-# The columns, in display order: key, header, options, footer (a function of the snapshot's live rows).
-# Always shown: node, state, load, cpu, procs, in, out, uptime.  The others join, in OPTIONAL's
-# order, while the table still fits the console; then the sparkline grows to use what is left.
-OPTIONAL = ("history", "host", "runq", "mig", "pid")
-MIN_SPARK = 7  # as wide as its header
-
-
-def render(snapshot: Snapshot):
-    """The dashboard for ``snapshot``: a title line with the totals, the node table, the events pane.
-
-    The returned object fits itself to the console's width when rendered: at
-    120 columns every column shows, with as much of each node's sparkline as
-    fits; narrower, the least needed columns go first (:data:`OPTIONAL`, last
-    first).
-    """
-    return _Dashboard(snapshot)
-
-
-class _Dashboard:
-    def __init__(self, snapshot: Snapshot):
-        self.snapshot = snapshot
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        snap = self.snapshot
-        width = options.max_width
-        unbounded = options.update_width(10_000)  # a table wider than the console is squeezed, not measured
-
-        bar = BAR_WIDTH if width >= 100 else BAR_WIDTH // 2
-
-        def needs(shown, spark):
-            return console.measure(_table(snap, shown, spark, bar), options=unbounded).maximum
-
-        history = max((len(row.history) for row in snap.rows), default=0)
-        least = min(MIN_SPARK, history)
-        shown = {"node", "state", "load", "cpu", "procs", "in", "out", "uptime"}
-        for key in OPTIONAL:
-            if key == "history" and not history:
-                continue
-            trial = shown | {key}
-            if needs(trial, least if "history" in trial else 0) <= width:
-                shown = trial
-        spark = 0
-        if "history" in shown:
-            spark = min(history, least + width - needs(shown, least))
-        yield _title(snap, width)
-        yield _table(snap, shown, spark, bar)
-        yield _events_pane(snap, width)
-
-
-def _title(snap: Snapshot, width: int) -> Text:
-    totals = snap.totals
-    rates = format_rate(totals.msgs_in), format_rate(totals.msgs_out)
-    when = f"  {format_time(snap.at, snap.origin)}" if snap.origin is not None else ""
-    for short in (False, True):
-        title = Text()
-        if not short:
-            title.append("termite ", "bold")
-        title.append(snap.name, "bold cyan")
-        title.append("  ")
-        title.append(f"{totals.up}/{totals.nodes} up", "bold green" if totals.up == totals.nodes else "bold yellow")
-        title.append(
-            f"  {totals.processes} {'procs' if short else 'processes'}  msgs/s in {rates[0]} out {rates[1]}"
-            f"  {'mig' if short else 'migrations'} in {totals.migrations_in} out {totals.migrations_out}"
-        )
-        title.append(when, "dim")
-        if title.cell_len <= width:
-            break
-    title.no_wrap, title.overflow = True, "ellipsis"
-    return title
-
-
-def _table(snap: Snapshot, shown: set[str], spark: int, bar: int = BAR_WIDTH) -> Table:
-    live = [row for row in snap.rows if _live(row)]
-    totals = snap.totals
-    footer = "total"
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 0),  # the box's blank separator is the gap: one cell, as in top(1)
-        show_footer=bool(snap.rows),
-        header_style="bold",
-        footer_style="bold",
-    )
-    columns = []  # (key, header, options)
-    if "host" in shown:
-        columns.append(("host", "host", dict(footer=footer, no_wrap=True, overflow="ellipsis", max_width=16)))
-        footer = ""
-    columns += [
-        ("node", "node", dict(footer=footer, no_wrap=True)),
-        ("pid", "os\npid", dict(justify="right")),
-        ("state", "state", dict(no_wrap=True)),
-        ("load", f"load (0-{snap.scale:g})", dict(no_wrap=True, footer=f"{sum(r.load or 0 for r in live):.2f}")),
-        ("history", "history", dict(no_wrap=True)),
-        ("cpu", "cpu\n%", dict(justify="right", footer=f"{sum(r.cpu or 0 for r in live):.0f}")),
-        ("procs", "procs", dict(justify="right", footer=str(totals.processes))),
-        ("runq", "runq", dict(justify="right", footer=str(sum(r.run_queue or 0 for r in live)))),
-        ("in", "msg/s\nin", dict(justify="right", footer=format_rate(totals.msgs_in))),
-        ("out", "msg/s\nout", dict(justify="right", footer=format_rate(totals.msgs_out))),
-        ("mig", "migr\nin/out", dict(justify="right", footer=f"{totals.migrations_in}/{totals.migrations_out}")),
-        ("uptime", "uptime", dict(justify="right")),
-    ]
-    keys = [key for key, _, _ in columns if key in shown and (key != "history" or spark > 0)]
-    for key, header, options in columns:
-        if key in keys:
-            table.add_column(header, **options)
-    for row in snap.rows:
-        cells = _cells(row, snap.scale, spark, bar)
-        table.add_row(*(cells[key] for key in keys), style="dim" if row.state == "down" else None)
-    if not snap.rows:
-        table.caption = "no nodes yet"
-    return table
-
-
-def _cells(row: Row, scale: float, spark: int, bar: int) -> dict:
-    live = _live(row) and row.load is not None
-    if live:
-        load = Text(load_bar(row.load, scale, bar), style=_load_style(row.load))
-        load.append(f" {row.load:5.2f}", style="")
-    else:
-        load = Text("-")
-    return {
-        "host": row.label,
-        "node": row.node,
-        "pid": _number(row.os_pid),
-        "state": Text(_state_text(row), style=STATE_STYLES[row.state]),
-        "load": load,
-        "history": Text(row.sparkline[-spark:] if spark else "", style="cyan"),
-        "cpu": f"{row.cpu:.0f}" if live else "-",
-        "procs": _number(row.processes) if live else "-",
-        "runq": _number(row.run_queue) if live else "-",
-        "in": format_rate(row.msgs_in) if live else "-",
-        "out": format_rate(row.msgs_out) if live else "-",
-        "mig": f"{_number(row.migrations_in)}/{_number(row.migrations_out)}",
-        "uptime": row.uptime_text if live else "-",
-    }
-
-
-def _events_pane(snap: Snapshot, width: int) -> Panel:
-    lines = Text()
-    shown = snap.events[-EVENTS_SHOWN:]
-    for i, event in enumerate(shown):
-        if i:
-            lines.append("\n")
-        lines.append(event.when, style="dim")
-        lines.append("  ")
-        lines.append(f"{event.kind:<9}", style=EVENT_STYLES.get(event.kind, ""))
-        lines.append(" ")
-        lines.append(event.text)
-    if not shown:
-        lines.append("no events yet", style="dim")
-    lines.no_wrap = True
-    lines.overflow = "ellipsis"
-    return Panel(lines, title="events", title_align="left", box=box.ROUNDED, width=min(width, 120))
-
-
-# -- plain text -----------------------------------------------------------------------
-
-
-def plain_lines(snapshot: Snapshot) -> list[str]:
-    """One line per node, then a totals line; fields in a fixed order, ``key=value`` after the first four.
-
-    ``-`` marks a figure not known (no report yet, or one report where a rate needs two).
-    """
-    when = format_time(snapshot.at, snapshot.origin)
-    lines = []
-    for row in snapshot.rows:
-        live = _live(row)
-        fields = [
-            when,
-            row.label,
-            row.node,
-            row.state,
-            f"pid={_number(row.os_pid)}",
-            f"load={row.load:.2f}" if live and row.load is not None else "load=-",
-            f"cpu={row.cpu:.0f}%" if live and row.cpu is not None else "cpu=-",
-            f"procs={_number(row.processes) if live else '-'}",
-            f"runq={_number(row.run_queue) if live else '-'}",
-            _per_second("in", row.msgs_in if live else None),
-            _per_second("out", row.msgs_out if live else None),
-            f"mig_in={_number(row.migrations_in)}",
-            f"mig_out={_number(row.migrations_out)}",
-            f"uptime={row.uptime_text if live else '-'}",
-            f"restarts={row.restarts}",
-        ]
-        lines.append(" ".join(fields))
-    totals = snapshot.totals
-    lines.append(
-        f"{when} total {snapshot.name} up={totals.up}/{totals.nodes} procs={totals.processes}"
-        f" {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
-        f" mig_in={totals.migrations_in} mig_out={totals.migrations_out}"
-    )
-    return lines
-
-
-def _per_second(key: str, value: float | None) -> str:
-    return f"{key}=-" if value is None else f"{key}={format_rate(value)}/s"

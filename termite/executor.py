@@ -3,15 +3,15 @@
     with termite.Executor(["127.0.0.1:7001", "127.0.0.1:7002"], keys="cluster.key") as pool:
         print(sum(pool.map(square, range(1000), chunksize=50)))
 
-Each call runs on the least-loaded node (termite._dispatch), on that node's
-worker thread (termite._runner).  The executor runs a node of its own on a
+Each call runs on the least-loaded node (termite._balance.dispatch), on that node's
+worker thread (termite._balance.runner).  The executor runs a node of its own on a
 background thread (or uses the ``node`` it is given), so it works from plain
 scripts and from Jupyter alike.  Functions travel as termite sends them: by
 reference when the nodes can import them, by value (dill) when they are
 lambdas, closures or defined in ``__main__`` or a notebook.
 
 A call whose node is lost is run again on another (at least once: see
-termite/_dispatch.py).  ``map`` sends ``chunksize`` calls per message.
+termite/_balance/dispatch.py).  ``map`` sends ``chunksize`` calls per message.
 """
 
 from __future__ import annotations
@@ -24,15 +24,20 @@ import socket
 import threading
 import time
 
-from termite._clusterfile import ENVIRONMENT, cluster_nodes
-from termite._dispatch import start_dispatcher
-from termite._errors import remote_exception
-from termite._ids import NodeRef
-from termite._keys import is_loopback
-from termite._mailbox import send
-from termite._node import Node
+from termite._runtime.clusterfile import ENVIRONMENT, cluster_nodes
+from termite._balance.dispatch import start_dispatcher
+from termite._core.errors import remote_exception
+from termite._core.ids import NodeRef
+from termite._net.keys import is_loopback
+from termite._core.mailbox import send
+from termite._runtime.node import Node
 
-__all__ = ["Executor"]
+__all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
+
+#: The environment variable naming a running cluster's state file (or its
+#: cluster.yaml): ``termite-launch --run`` sets it for the script it runs, and
+#: ``Executor()`` given no nodes uses that cluster.
+CLUSTER_ENVIRONMENT = ENVIRONMENT
 
 
 class _ToFuture:
@@ -69,8 +74,11 @@ def _address(node) -> tuple[str, int]:
     raise ValueError(f"a node address is 'host:port', (host, port) or a NodeRef, not {node!r}")
 
 
-def _towards(host: str) -> str:
-    """This machine's address on the way to ``host`` (where its nodes can answer us)."""
+def local_address_towards(host: str) -> str:
+    """This machine's address on the route to ``host``: where nodes there can reach a node here.
+
+    Nothing is sent; the OS only picks the route (and the address) it would use.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         probe.connect((host, 9))  # a UDP "connect" only picks the route: nothing is sent
@@ -105,13 +113,13 @@ class Executor(concurrent.futures.Executor):
         connect_timeout: float = 10.0,
     ):
         nodes = list(nodes)
-        if cluster is not None or (not nodes and node is None and os.environ.get(ENVIRONMENT)):
+        if cluster is not None or (not nodes and node is None and os.environ.get(CLUSTER_ENVIRONMENT)):
             nodes, cluster_keys = cluster_nodes(cluster)
             keys = keys or cluster_keys
         self._own = node is None
         if node is None:
             addresses = [_address(address) for address in nodes]
-            host = next((_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
+            host = next((local_address_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
             node = Node(host=host, port=0, keys=keys, insecure=keys is None).start()
         self._node = node
         try:

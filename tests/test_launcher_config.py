@@ -14,6 +14,7 @@ import pytest
 
 from termite_launcher import config
 from termite_launcher.config import ClusterConfig, ConfigError, HostConfig, SshOptions, load
+from termite_launcher.schema import check_keywords
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -367,7 +368,7 @@ def test_a_keyword_the_checker_does_not_know_is_refused(monkeypatch):
     s = copy.deepcopy(config.schema())
     s["properties"]["name"]["maxLength"] = 10
     with pytest.raises(RuntimeError, match="maxLength"):
-        config._check_keywords(s, "#")
+        check_keywords(s)
 
 
 def test_constructing_by_hand_fills_state_dir(tmp_path):

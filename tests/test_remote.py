@@ -113,7 +113,7 @@ def test_remote_cores_answers_and_arguments_arrive_as_given(netns_hosts):
 def test_install_keys_writes_the_key_file_mode_600_and_never_on_a_command_line(netns_hosts, keyfile, tmp_path, monkeypatch):
     with open(keyfile, "rb") as f:
         key = f.read()
-    secret = termite._keys.load(keyfile).secret.decode()
+    secret = termite.load_keys(keyfile).secret.decode()
     argvs = []
     run = subprocess.run
 
@@ -129,7 +129,7 @@ def test_install_keys_writes_the_key_file_mode_600_and_never_on_a_command_line(n
     for path in (target, tmp_path / "relative" / "cluster.key"):
         assert path.read_bytes() == key
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        assert termite._keys.load(path).secret.decode() == secret
+        assert termite.load_keys(path).secret.decode() == secret
     assert argvs and not any(secret in arg for argv in argvs for arg in argv)
     assert not list((tmp_path / "new" / "folder").glob("*.tmp.*"))
 

@@ -1,0 +1,146 @@
+"""What one frame of the dashboard shows: snapshot dataclasses, and how their figures are written.
+
+The data layer of the dashboard (termite_launcher.dashboard): a
+:class:`Snapshot` holds :class:`Row` values, the :class:`Totals` and the
+:class:`Event` lines, every figure computed once by the model; the render
+functions (termite_launcher.dashboard_render) only lay them out.  The
+``format_*`` functions and :func:`sparkline` write figures as text, for both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from termite import NodeRef
+
+__all__ = [
+    "Event",
+    "Row",
+    "Snapshot",
+    "Totals",
+    "format_duration",
+    "format_rate",
+    "format_time",
+    "sparkline",
+]
+
+STATES = ("starting", "up", "suspect", "down")  # a row's, in the order a node goes through them
+SPARKS = "▁▂▃▄▅▆▇█"
+EPOCH_LIKE = 1e9  # an ``at`` this large is time.time(): events show the wall clock
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One node's line: every figure shown (``None`` where nothing is known yet)."""
+
+    label: str  # the host's name in cluster.yaml (or the hostname the node reported)
+    node: str  # host:port
+    ref: NodeRef  # the current incarnation (incarnation None until the node reports)
+    os_pid: int | None
+    state: str  # starting, up, suspect or down
+    load: float | None  # busy + run queue, as in Load.value
+    history: tuple[float, ...]  # the last ``history`` loads, oldest first
+    sparkline: str  # history drawn with ▁..█ on the cluster's load scale
+    cpu: float | None  # percent of one core
+    processes: int | None
+    run_queue: int | None
+    msgs_in: float | None  # frames per second between the last two reports
+    msgs_out: float | None
+    migrations_in: int | None  # totals since the node started
+    migrations_out: int | None
+    uptime: float | None  # seconds, as last reported
+    last_report: float | None  # the ``at`` of the last report
+    restarts: int  # how many times a new incarnation took this address
+
+    @property
+    def live(self) -> bool:
+        """Up or suspect: its last figures still stand (a down node's do not)."""
+        return self.state in ("up", "suspect")
+
+    @property
+    def uptime_text(self) -> str:
+        return "-" if self.uptime is None else format_duration(self.uptime)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Totals:
+    """Cluster figures: rates and processes of live nodes (up or suspect), migrations of all."""
+
+    up: int
+    nodes: int
+    processes: int
+    msgs_in: float
+    msgs_out: float
+    migrations_in: int
+    migrations_out: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """A line of the events pane; ``str(event)`` is how plain output prints it."""
+
+    n: int  # 1, 2, 3, ...: ``ClusterView.events(after=n)`` gives the ones since
+    at: float
+    when: str  # ``at`` as shown: the wall clock, or the time since the view's first call
+    kind: str  # joined, up, suspect, down, restarted or info
+    text: str
+
+    def __str__(self):
+        return f"{self.when} {self.kind} {self.text}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """Everything one frame of the dashboard shows."""
+
+    name: str
+    at: float
+    origin: float | None  # the first time the view was told about: event times count from it
+    rows: tuple[Row, ...]
+    totals: Totals
+    events: tuple[Event, ...]
+    scale: float  # the load that fills a bar and tops a sparkline
+
+
+# -- figures as text ---------------------------------------------------------
+
+
+def sparkline(values, scale: float) -> str:
+    """``values`` as blocks ▁..█, where ▁ is 0 and █ is ``scale`` or more."""
+    top = len(SPARKS) - 1
+    return "".join(SPARKS[min(top, max(0, int(value / scale * top + 0.5)))] for value in values)
+
+
+
+def format_duration(seconds: float) -> str:
+    """h:mm:ss (hours grow as needed)."""
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def format_rate(value: float | None) -> str:
+    """A per-second figure in at most five characters: 0, 7.5, 312, 12.3k, 4.0M."""
+    if value is None:
+        return "-"
+    if value < 0.05:
+        return "0"
+    if value < 10:
+        return f"{value:.1f}"
+    if value < 999.5:
+        return f"{value:.0f}"
+    for unit, size in (("k", 1e3), ("M", 1e6), ("G", 1e9)):
+        if value < size * 999.5 or unit == "G":
+            shown = value / size
+            return f"{shown:.1f}{unit}" if shown < 99.95 else f"{shown:.0f}{unit}"
+    raise AssertionError("unreachable")
+
+
+def format_time(at: float, origin: float | None) -> str:
+    """When something happened: the wall clock for time.time() values, else time since the start."""
+    if at >= EPOCH_LIKE:
+        return time.strftime("%H:%M:%S", time.localtime(at))
+    return "+" + format_duration(at - (origin if origin is not None else at))
+
