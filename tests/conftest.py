@@ -7,7 +7,13 @@ import pytest
 import termite
 from termite.testing import NodeProcess
 
-TESTS = os.path.dirname(os.path.abspath(__file__))  # node processes import test modules from here
+TESTS = os.path.dirname(os.path.abspath(__file__))
+# Code that processes of the tests run (process bodies, servers, thunks), in
+# modules pytest does not rewrite: the test process and every node it starts
+# import them by name (`from migrants import ...`) from here.
+NODECODE = os.path.join(TESTS, "nodecode")
+sys.path.insert(0, NODECODE)
+NODE_PATH = [NODECODE]
 
 
 @pytest.fixture
@@ -27,7 +33,7 @@ def crash_log(caplog):
 @pytest.fixture
 def keyfile(tmp_path):
     path = tmp_path / "cluster.key"
-    termite._keys.generate(path)
+    termite.generate_keys(path)
     return str(path)
 
 
@@ -38,7 +44,7 @@ def cluster(keyfile):
 
     def start(*extra):
         node = NodeProcess(
-            "--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra, path=[TESTS]
+            "--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", *extra, path=NODE_PATH
         )
         started.append(node)
         return node

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["ring", "pingpong", "memory", "call-backlog", "nodes-pingpong", "nodes-stream", "migration", "dispatch"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_quick_benchmarks_report_every_figure(tmp_path):
     out = tmp_path / "results.json"

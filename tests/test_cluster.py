@@ -6,46 +6,7 @@ import pytest
 import termite
 from termite import Crash, Down, Exit, NameTaken
 from termite.testing import collect, crash_after, echo, hold_global, relay, watch
-
-
-# Helpers run on the node processes: they import this module (tests/ is on their path).
-
-
-def _stream(to, count):
-    for i in range(count):
-        termite.send(to, i)
-
-
-async def _spawn_on_and_call(node):
-    server = termite.spawn(echo, node=node)
-    return await termite.call(server, ("echo", server.node), timeout=10)
-
-
-async def _whereis_after_sync(name):
-    await termite.sync_global()
-    return termite.whereis_global(name)
-
-
-async def _register_cut_off(name, reply_to):
-    """Hold ``name`` in this node's replica only, as a node cut off from the others would."""
-    me = termite.self()
-    termite.send(termite.Pid(termite.current_node(), 0), ("claim", name, me, me, "t"))
-    await termite.receive(("t", termite.Pid, me))
-    termite.send(reply_to, ("registered", name, me))
-    await termite.receive("stop")
-
-
-async def _contact_early(target, server, reply_to):
-    """Monitor and message ``target`` (perhaps not spawned yet), make sure its node has read both, then wait."""
-    termite.monitor(target)
-    termite.send(target, "early")
-    await termite.call(server, "behind them on this connection", timeout=10)
-    termite.send(reply_to, ("contacted", target))
-    termite.send(reply_to, await termite.receive(termite.Down))
-
-
-async def _first_message(reply_to):
-    termite.send(reply_to, ("first", await termite.receive()))
+from cluster_bodies import contact_early, first_message, register_cut_off, spawn_on_and_call, stream, whereis_after_sync
 
 
 @pytest.fixture
@@ -64,7 +25,7 @@ def test_processes_on_two_remote_nodes_talk_send_call_and_spawn(three):
     here, _, _, b_ref, c_ref = three
     sink = here.spawn_on(b_ref, collect, here.pid, 500)
     # A process on C streams to B: pids travel inside messages.
-    here.spawn_on(c_ref, relay, here.pid, _stream, sink, 500)
+    here.spawn_on(c_ref, relay, here.pid, stream, sink, 500)
     assert here.receive(("collected", list), timeout=10) == ("collected", list(range(500)))
     here.receive(("relayed", None), timeout=10)
 
@@ -72,7 +33,7 @@ def test_processes_on_two_remote_nodes_talk_send_call_and_spawn(three):
     server = here.spawn_on(c_ref, echo)
     here.spawn_on(b_ref, relay, here.pid, termite.call, server, ("from B", 1), 10)
     assert here.receive(("relayed", ...), timeout=10) == ("relayed", ("from B", 1))
-    here.spawn_on(b_ref, relay, here.pid, _spawn_on_and_call, c_ref)
+    here.spawn_on(b_ref, relay, here.pid, spawn_on_and_call, c_ref)
     assert here.receive(("relayed", ...), timeout=10) == ("relayed", ("echo", c_ref))
 
 
@@ -115,10 +76,10 @@ def test_a_pid_that_outruns_its_spawn_request_gets_its_messages_links_and_monito
     server = here.spawn_on(c_ref, echo)
     remote = here._runtime.table.remote
     upcoming = termite.Pid(c_ref, next(remote._spawn_serials) + 1000)  # a pid this node has yet to give
-    here.spawn_on(b_ref, _contact_early, upcoming, server, here.pid)
+    here.spawn_on(b_ref, contact_early, upcoming, server, here.pid)
     assert here.receive(("contacted", ...), timeout=10) == ("contacted", upcoming)
     remote._spawn_serials = iter([upcoming.serial])  # the spawn request comes only now
-    assert here.spawn_on(c_ref, _first_message, here.pid) == upcoming
+    assert here.spawn_on(c_ref, first_message, here.pid) == upcoming
     assert here.receive(("first", ...), timeout=10) == ("first", "early")
     down = here.receive(Down, timeout=10)
     assert (down.pid, down.reason) == (upcoming, "normal")
@@ -163,7 +124,7 @@ def test_a_global_name_resolves_on_every_node_and_goes_with_its_process(three):
     here.receive(Down, timeout=10)
     here.run(termite.sync_global, timeout=10)  # this node's name server has seen the Down too
     assert here.whereis_global("db") is None
-    here.spawn_on(c_ref, relay, here.pid, _whereis_after_sync, "db")
+    here.spawn_on(c_ref, relay, here.pid, whereis_after_sync, "db")
     assert here.receive(("relayed", ...), timeout=10) == ("relayed", None)
 
 
@@ -200,7 +161,7 @@ def test_names_registered_apart_merge_when_nodes_meet_and_the_lower_pid_keeps_it
     # B and C are not connected to each other; each gets a process holding "primary".
     on_b = here.spawn_on(b_ref, hold_global, "primary", here.pid)
     here.receive(("registered", "primary", on_b), timeout=10)
-    on_c = here.spawn_on(c_ref, _register_cut_off, "primary", here.pid)
+    on_c = here.spawn_on(c_ref, register_cut_off, "primary", here.pid)
     here.receive(("registered", "primary", on_c), timeout=10)
     for pid in (on_b, on_c):
         here.monitor(pid)
@@ -211,7 +172,7 @@ def test_names_registered_apart_merge_when_nodes_meet_and_the_lower_pid_keeps_it
     down = here.receive(Down, timeout=10)
     assert (down.pid, down.reason) == (loser, ("global_name_conflict", "primary"))
     for ref in (b_ref, c_ref):
-        here.spawn_on(ref, relay, here.pid, _whereis_after_sync, "primary")
+        here.spawn_on(ref, relay, here.pid, whereis_after_sync, "primary")
         assert here.receive(("relayed", ...), timeout=10) == ("relayed", winner)
     here.run(termite.sync_global, timeout=10)
     assert here.whereis_global("primary") == winner

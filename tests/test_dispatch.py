@@ -21,6 +21,7 @@ def two(cluster):
     return here, b, c
 
 
+@pytest.mark.slow
 def test_40_cpu_bound_thunks_land_evenly_and_run_in_parallel(two):
     here, b, c = two
     start = time.perf_counter()
@@ -115,6 +116,7 @@ def test_meters_report_and_dispatch_works_from_a_process(two):
     assert error == ("in a process", "RemoteTraceback")
 
 
+@pytest.mark.slow
 def test_a_long_cpu_bound_thunk_keeps_its_node_up_reporting_and_busy(two):
     here, b, c = two
     here.monitor_node(None)

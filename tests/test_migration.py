@@ -106,6 +106,7 @@ def test_a_lost_node_fires_noconnection_for_a_process_that_moved_there(cluster):
 SENDERS, COUNT, PROCESSES, EVERY = 4, 1000, 200, 400
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_per_sender_order_holds_for_200_processes_migrating_under_4_streams(abc):
     """The issue's stress test: every message arrives exactly once, in its sender's order."""

@@ -1,9 +1,9 @@
 """Migration safety between real node processes: other code, a missing function, another Python.
 
 The test node (this OS process) runs the processes; node B is a node process
-started with tests/other_code first on its path, so that it imports version 2
-of ``versioned`` (tests/other_code/versioned.py) where this node has version 1
-(tests/versioned.py).  Every refusal must reach the process as a clear
+started with tests/nodecode/other_code first on its path, so that it imports
+version 2 of ``versioned`` (tests/nodecode/other_code/versioned.py) where this
+node has version 1 (tests/nodecode/versioned.py).  Every refusal must reach the process as a clear
 ``MigrationError``, leave it running where it was, and leave B healthy: no
 crash, no traceback in either node's log.
 """
@@ -18,12 +18,12 @@ import pytest
 from safety_migrants import falls_back, goes
 from versioned import changed, holds_a_generator, removed
 
-import termite._migration as migration
+import termite._move.migration as migration
 from termite.testing import NodeProcess, echo
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-OTHER_CODE = os.path.join(TESTS, "other_code")  # version 2 of versioned.py, for B
-LOCAL_CODE = os.path.join(TESTS, "local_code")  # local_only.py, for this node only
+NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what every node imports
+OTHER_CODE = os.path.join(NODECODE, "other_code")  # version 2 of versioned.py, for B
+LOCAL_CODE = os.path.join(NODECODE, "local_code")  # local_only.py, for this node only
 
 pytestmark = [
     pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="live migration needs CPython 3.11"),
@@ -36,7 +36,7 @@ def here_and_b(cluster, keyfile, crash_log):
     """This node and node B (a node process with other code), connected; checks that neither logged a crash."""
     here, _ = cluster
     b = NodeProcess(
-        "--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", path=[OTHER_CODE, TESTS]
+        "--keys", keyfile, "--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1", path=[OTHER_CODE, NODECODE]
     )
     try:
         yield here, b, here.connect(*b.ref.address)

@@ -1,4 +1,4 @@
-"""Process bodies for tests/test_supervisor.py, importable on every node (tests/ is on their path).
+"""Process bodies for tests/test_supervisor.py, importable on every node (tests/nodecode is on their path).
 
 Each child reports its start to ``report_to`` as ``("started", tag, pid,
 node)``, so a test waits on messages, never on the clock.

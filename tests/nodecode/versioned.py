@@ -1,7 +1,7 @@
-"""Version 1 of a module that tests/other_code/versioned.py redefines (tests/test_migration_safety.py).
+"""Version 1 of a module that tests/nodecode/other_code/versioned.py redefines (tests/test_migration_safety.py).
 
 The test node imports this version.  A node process started with
-tests/other_code first on its path imports version 2 instead, where
+tests/nodecode/other_code first on its path imports version 2 instead, where
 ``changed`` and ``_inner`` have other bodies and ``removed`` does not exist.
 The other functions are the same in both versions (same code, docstrings
 included: a docstring is one of a function's constants).

@@ -1,4 +1,4 @@
-"""Process bodies for tests/test_migration.py, importable on every node (tests/ is on their path)."""
+"""Process bodies for tests/test_migration.py, importable on every node (tests/nodecode is on their path)."""
 
 import threading
 
@@ -101,7 +101,7 @@ async def stream(pids, sender, count, reply_to):
 
 async def migration_table(reply_to, pids):
     """Report where this node would send to each pid: its migration table entry, if any."""
-    table = termite._process.current().table
+    table = termite._core.process.current().table
     send(reply_to, ("table", termite.current_node(), [table.moved.get(pid) for pid in pids]))
 
 

@@ -1,4 +1,4 @@
-"""Version 2 of tests/versioned.py, for node processes started with this folder first on their path.
+"""Version 2 of tests/nodecode/versioned.py, for node processes started with this folder first on their path.
 
 ``changed`` and ``_inner`` have other bodies than in version 1, and
 ``removed`` is gone; the other functions are the same as in version 1.

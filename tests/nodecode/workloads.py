@@ -1,4 +1,4 @@
-"""Thunks for tests/test_dispatch.py, importable on node processes (tests/ is on their path)."""
+"""Thunks for tests/test_dispatch.py, importable on node processes (tests/nodecode is on their path)."""
 
 import os
 import time

@@ -1,7 +1,7 @@
 """Process bodies for tests/test_migration_safety.py whose code is the same on every node.
 
-Node processes import this module from tests/ (on their path), as the test
-node does; versioned.py and tests/other_code/versioned.py build on it.
+Node processes import this module from tests/nodecode (on their path), as the test
+node does; versioned.py and other_code/versioned.py build on it.
 """
 
 import termite

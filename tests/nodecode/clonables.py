@@ -1,4 +1,4 @@
-"""Process bodies for tests/test_callcc.py, importable on every node (tests/ is on their path).
+"""Process bodies for tests/test_callcc.py, importable on every node (tests/nodecode is on their path).
 
 They live outside the test module because pytest rewrites a test module's
 bytecode, and a node refuses a continuation whose code differs from its own.

@@ -1,4 +1,4 @@
-"""Generic servers for tests/test_gen_server.py, importable on every node (tests/ is on their path).
+"""Generic servers for tests/test_gen_server.py, importable on every node (tests/nodecode is on their path).
 
 They live outside the test module because pytest rewrites test modules, so
 their classes would not be the ones a node process imports.
