@@ -12,6 +12,12 @@ lambdas, closures or defined in ``__main__`` or a notebook.
 
 A call whose node is lost is run again on another (at least once: see
 termite/_balance/dispatch.py).  ``map`` sends ``chunksize`` calls per message.
+
+Calls never run in the calling script's own process unless it asks for that
+(``include_self=True``, or a ``node`` with no network, which has nowhere
+else to send them).  While no node is connected they wait for one to join
+or come back; ``shutdown`` then fails those still waiting with
+``concurrent.futures.BrokenExecutor`` instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -40,16 +46,34 @@ __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
 CLUSTER_ENVIRONMENT = ENVIRONMENT
 
 
+#: What a call waiting for a node gets once its Executor is shut down.
+NO_NODE_AT_SHUTDOWN = (
+    "the Executor was shut down while this call waited for a node, and no node was connected: it did not run "
+    "(or its node was lost); keep a node connected until the calls finish, or pass include_self=True "
+    "to run calls on the executor's own node too"
+)
+
+
 class _ToFuture:
-    """Where a job's results go: a concurrent.futures.Future, set from the node's thread."""
+    """Where a job's results go: a concurrent.futures.Future, set from the node's thread.
 
-    __slots__ = ("future", "single")
+    The dispatcher's reply protocol (termite/_balance/dispatch.py).
+    """
 
-    def __init__(self, future: concurrent.futures.Future, single: bool):
-        self.future, self.single = future, single
+    __slots__ = ("future", "single", "pool")
+
+    def __init__(self, future: concurrent.futures.Future, single: bool, pool: "Executor"):
+        self.future, self.single, self.pool = future, single, pool
 
     def start(self) -> bool:
         return self.future.set_running_or_notify_cancel()
+
+    def abandon(self) -> bool:
+        """No node is connected: wait for one, unless the executor is shut down."""
+        if not self.pool._closed:
+            return False
+        _fail(self.future, NO_NODE_AT_SHUTDOWN)
+        return True
 
     def finish(self, results: list) -> None:
         if not self.single:
@@ -60,6 +84,13 @@ class _ToFuture:
             self.future.set_result(value)
         else:
             self.future.set_exception(remote_exception(value))
+
+
+def _fail(future: concurrent.futures.Future, text: str) -> None:
+    try:
+        future.set_exception(concurrent.futures.BrokenExecutor(text))
+    except concurrent.futures.InvalidStateError:
+        pass  # cancelled or done meanwhile
 
 
 def _address(node) -> tuple[str, int]:
@@ -96,8 +127,12 @@ class Executor(concurrent.futures.Executor):
     ``keys``: the cluster's key file.  ``node``: a running ``termite.Node``
     to work from, instead of one of the executor's own.  ``window``: calls
     that may wait or run on one node at a time; ``include_self``: run calls
-    on the executor's own node as well; ``interval``: seconds between load
-    reports.
+    on the executor's own node as well (otherwise they never run in this
+    process, but for a ``node`` without a network); ``interval``: seconds
+    between load reports.
+
+    With no node connected, calls wait for one to join or come back;
+    ``shutdown`` fails those still waiting then (``BrokenExecutor``).
     """
 
     def __init__(
@@ -146,7 +181,7 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot submit to an Executor after shutdown()")
             self._futures.add(future)
         future.add_done_callback(self._forget)
-        self._kernel.call_threadsafe(send, self._dispatcher, ("submit", fn, calls, _ToFuture(future, single)))
+        self._kernel.call_threadsafe(send, self._dispatcher, ("submit", fn, calls, _ToFuture(future, single, self)))
         return future
 
     def _forget(self, future) -> None:
@@ -184,12 +219,24 @@ class Executor(concurrent.futures.Executor):
         return results()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; with ``wait``, return when the calls submitted are done.
+
+        Calls waiting for a node while none is connected, now or once the
+        last one is lost, fail with ``BrokenExecutor``: shutdown never waits
+        for a node to join.
+        """
         with self._lock:
             self._closed = True
             futures = list(self._futures)
         if cancel_futures:
             for future in futures:
                 future.cancel()
+        if any(not future.done() for future in futures):
+            try:  # the dispatcher asks the waiting calls again: closed now, they give up if no node is there
+                self._kernel.call_threadsafe(send, self._dispatcher, ("reconsider",))
+            except RuntimeError:  # the node has stopped: nothing will answer them
+                for future in futures:
+                    _fail(future, "the Executor's node stopped before this call was answered")
         if wait:
             concurrent.futures.wait(futures)
             self._close()

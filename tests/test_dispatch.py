@@ -2,13 +2,15 @@
 
 import collections
 import concurrent.futures
+import os
+import threading
 import time
 
 import pytest
 
 import termite
 from termite.testing import burn_cpu
-from workloads import async_where, fail, lock, spin, where
+from workloads import async_where, fail, lock, spin, where, where_unless_on
 
 
 @pytest.fixture
@@ -161,3 +163,108 @@ def test_the_executor_works_where_an_asyncio_loop_already_runs_as_in_jupyter(two
             return sum(pool.map(abs, range(-100, 0), chunksize=10)), await asyncio.wrap_future(pool.submit(pow, 2, 5))
 
     assert asyncio.run(cell()) == (5050, 32)
+
+
+# -- dispatch under faults: never in the caller's process, unless asked ----------
+
+
+def _lose(here, node):
+    """Kill ``node`` and return once this node has declared it down."""
+    here.monitor_node(node.ref)
+    node.kill()
+    assert here.receive(termite.NodeDown, timeout=10).node == node.ref
+
+
+async def _dispatch_with_timeout(thunk, timeout):
+    try:
+        return await termite.dispatch(thunk, timeout=timeout)
+    except termite.Timeout:
+        return "timed out"
+
+
+def test_calls_wait_for_a_node_when_their_only_node_is_lost_never_running_in_the_callers_process(cluster):
+    here, start = cluster
+    b = start()
+    here.connect(*b.ref.address)
+    with termite.Executor(node=here, interval=0.2) as pool:
+        assert pool.submit(where).result(10) == b.pid
+        pending = pool.submit(where_unless_on, b.pid)  # still unanswered when B goes
+        _lose(here, b)
+        later = [pool.submit(where) for _ in range(3)] + [pool.submit(async_where, 1)]
+        assert here.run(termite.loads) == {}, "the dispatcher took its own node to run calls on"
+        assert not any(future.done() for future in [pending, *later])
+        assert here.run(_dispatch_with_timeout, where, 0.3) == "timed out"  # a caller's timeout holds
+        c = start()
+        here.connect(*c.ref.address)  # NodeUp: the waiting calls go there
+        assert pending.result(10) == c.pid
+        assert [future.result(10) for future in later] == [c.pid] * 3 + [(c.pid, 1)]
+    assert os.getpid() not in {b.pid, c.pid}
+
+
+def test_a_node_that_comes_back_is_used_again(cluster):
+    # The same NodeRef declared down and up again, as after a false down (the
+    # transport's own part of that is tested with real faults elsewhere).
+    here, start = cluster
+    b = start()
+    here.connect(*b.ref.address)
+    with termite.Executor(node=here, interval=0.2) as pool:
+        assert pool.submit(where).result(10) == b.pid
+        dispatcher = here.run(termite.start_dispatcher)
+        here.send(dispatcher, termite.NodeDown(None, b.ref, "noconnection"))
+        waiting = pool.submit(where)
+        assert here.run(termite.loads) == {}
+        assert not waiting.done()
+        here.send(dispatcher, termite.NodeUp(None, b.ref))
+        assert waiting.result(10) == b.pid
+        deadline = time.monotonic() + 5
+        while here.run(termite.loads).get(b.ref) is None:  # subscribed to its meter again
+            assert time.monotonic() < deadline, "no load report from the node that came back"
+            here.receive(timeout=0.05, default=None)
+        assert [pool.submit(where).result(10) for _ in range(3)] == [b.pid] * 3
+
+
+def test_shutdown_fails_the_calls_that_wait_for_a_node_instead_of_hanging(cluster):
+    here, start = cluster
+    b = start()
+    here.connect(*b.ref.address)
+    pool = termite.Executor(node=here, interval=0.2)
+    running = pool.submit(where_unless_on, b.pid)
+    _lose(here, b)
+    waiting = pool.submit(where)
+    mapped = pool.map(where_unless_on, [0, 0])
+    shutdown = threading.Thread(target=pool.shutdown, daemon=True)
+    shutdown.start()
+    shutdown.join(10)
+    assert not shutdown.is_alive(), "shutdown waited for a node that is not there"
+    for future in (running, waiting):
+        with pytest.raises(concurrent.futures.BrokenExecutor, match="no node was connected"):
+            future.result(0)
+    with pytest.raises(concurrent.futures.BrokenExecutor):
+        list(mapped)
+
+
+def test_shutdown_returns_when_the_last_node_is_lost_while_it_waits(cluster):
+    here, start = cluster
+    b = start()
+    here.connect(*b.ref.address)
+    pool = termite.Executor(node=here, interval=0.2)
+    running = pool.submit(where_unless_on, b.pid)
+    shutdown = threading.Thread(target=pool.shutdown, daemon=True)
+    shutdown.start()  # waits for the call B runs
+    _lose(here, b)
+    shutdown.join(10)
+    assert not shutdown.is_alive(), "shutdown waited for a node that is not there"
+    with pytest.raises(concurrent.futures.BrokenExecutor, match="no node was connected"):
+        running.result(0)
+
+
+def test_a_node_without_a_network_runs_what_it_dispatches_itself():
+    async def main():
+        return await termite.dispatch(where), await termite.dispatch(async_where, 2)
+
+    me = os.getpid()
+    assert termite.run(main) == (me, (me, 2))
+    with termite.Node() as node:
+        assert node.run(main) == (me, (me, 2))
+        with termite.Executor(node=node) as pool:
+            assert list(pool.map(where_unless_on, [0, 0])) == [me, me]

@@ -10,20 +10,53 @@ Choosing a node: the one with the least work, counting the calls this
 dispatcher sent it and has not heard back from (or its reported run queue if
 that is longer), then how busy it was, then its host's load average; ties go
 round.  A node whose report is late (older than 2.5 intervals) counts as busy:
-it gets work only when every node is late.  At most ``window`` calls wait or
-run on a node at a time; the rest wait here and go to whichever node has room
-first, so a slow node is not handed a long queue.  The dispatching node itself
-runs thunks only when it is connected to no other node, or with
-``include_self=True``.
+it gets work only when every node is late, and once its reports come again
+it is judged by them again.  At most ``window`` calls wait or run on a node
+at a time; the rest wait here and go to whichever node has room first, so a
+slow node is not handed a long queue.
 
-At least once: when a node is lost (its heartbeats stop), the calls it had
-not answered are sent to another node.  A call may therefore run twice (on a
-node that was cut off, not dead): give thunks that must not repeat an
-idempotent effect.
+Where thunks never run: in the dispatching node's own OS process, unless
+
+- the caller asked for it (``include_self=True``): the node is then one of
+  the candidates, chosen by its load as any other; or
+- the node has no network at all (``termite.run(main)``, ``termite.Node()``
+  without a port): there is nowhere else, so dispatching means running here,
+  on the node's worker thread (the dispatcher starts the node's runner and
+  meter, which only networked nodes start by themselves).
+
+A networked node connected to no other node keeps its calls here, waiting:
+they go out when a node joins or comes back (``NodeUp``).  A caller that gave
+``dispatch`` a timeout gets ``Timeout`` when it passes, and its call is then
+dropped before it starts.  A job's reply may also give up while no node is
+connected: ``termite.Executor`` does so once it is shut down, failing the
+futures that would otherwise wait for ever.
+
+A node that comes back is used again: every ``NodeUp`` (a node new to this
+dispatcher, or one it saw go down: the same NodeRef) adds it and subscribes
+to its meter again, and the calls waiting here are sent out.
+
+At least once: when a node is lost (``NodeDown``), the calls it had not
+answered are sent to another node, or wait here for one.  A call may
+therefore run twice (on a node that was cut off, not dead): give thunks that
+must not repeat an idempotent effect.  An answer that comes from a node after
+its loss is dropped.
 
 A thunk's exception is raised in the caller with the remote traceback as its
 ``__cause__`` (as concurrent.futures.ProcessPoolExecutor does); one that
 cannot travel back comes as ``RemoteError``, with its text.
+
+The reply protocol: a job's results go to an object (``_ToProcess`` for
+``dispatch``, the Executor's ``_ToFuture``) with three methods, called on
+the node's thread:
+
+| method | when | returns |
+| --- | --- | --- |
+| ``start()`` | before the job is first sent to a node | False: drop the job (cancelled, or its caller stopped waiting) |
+| ``finish(results)`` | its results came: one ``(ok, value or Crash)`` per call | |
+| ``abandon()`` | it waits while no node is connected | True: drop the job (the reply told its caller); False: wait on |
+
+``("reconsider",)`` sent to the dispatcher asks the waiting jobs' replies
+``abandon()`` again (when no node is connected).
 """
 
 from __future__ import annotations
@@ -39,9 +72,9 @@ from termite._core.errors import Crash, remote_exception
 from termite._core.future import future
 from termite._core.ids import NodeRef, Pid
 from termite._core.mailbox import receive, send
-from termite._balance.meter import Load, meter_of
+from termite._balance.meter import Load, meter_of, start_meter
 from termite._core.process import ProcessTable, current
-from termite._balance.runner import runner_of
+from termite._balance.runner import runner_of, start_runner
 from termite._core.spawn import spawn_in
 
 __all__ = [
@@ -61,18 +94,28 @@ _dispatchers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Process
 
 
 class _ToProcess:
-    """Where the results of a ``dispatch`` go: the process awaiting the call."""
+    """Where the results of a ``dispatch`` go: the process awaiting the call.
 
-    __slots__ = ("pid", "tag")
+    ``deadline`` (the node's loop time) is when the caller stops waiting: a
+    call still here then is dropped, never started.
+    """
 
-    def __init__(self, pid: Pid, tag):
-        self.pid, self.tag = pid, tag
+    __slots__ = ("pid", "tag", "deadline", "loop")
+
+    def __init__(self, pid: Pid, tag, deadline: float | None, loop):
+        self.pid, self.tag, self.deadline, self.loop = pid, tag, deadline, loop
+
+    def _expired(self) -> bool:
+        return self.deadline is not None and self.loop.time() >= self.deadline
 
     def start(self) -> bool:
-        return True
+        return not self._expired()
 
     def finish(self, results: list) -> None:
         send(self.pid, (self.tag, results))
+
+    def abandon(self) -> bool:
+        return self._expired()  # a caller without a timeout waits for a node
 
 
 class _Job:
@@ -99,18 +142,24 @@ class _Node:
 class _Dispatcher:
     def __init__(self, interval: float, window: int, include_self: bool):
         self.interval, self.window, self.include_self = interval, window, include_self
-        self.nodes: dict[NodeRef, _Node] = {}
+        self.nodes: dict[NodeRef, _Node] = {}  # where calls may go: never this node unless asked, or local
         self.waiting: deque[_Job] = deque()
         self.ids = itertools.count(1)
 
     async def run(self):
         me = current()
         self.me, self.here, self.loop = me.pid, me.table.ref, me.kernel.loop
-        monitor_node(None)
-        for node in nodes():
-            self._add(node)
-        if self.include_self or not self.nodes:
+        if me.table.remote is None:
+            # A node without a network: running here is the only meaning of
+            # dispatch.  Only networked nodes start a runner and a meter.
+            _start_services(me.table)
             self._add(self.here)
+        else:
+            monitor_node(None)
+            for node in nodes():
+                self._add(node)
+            if self.include_self:
+                self._add(self.here)
         while True:
             msg = await receive()
             cls = msg.__class__
@@ -123,12 +172,13 @@ class _Dispatcher:
                 elif kind == "submit":
                     _, fn, calls, reply = msg
                     self._submit(fn, calls, reply)
+                elif kind == "reconsider":
+                    self._abandon()
                 elif kind.__class__ is Pid and len(msg) == 3:
                     self._request(*msg)
             elif cls is NodeUp:
                 if msg.node != self.here:
                     self._add(msg.node)
-                    self._drop_self_if_not_wanted()
                     self._schedule()
             elif cls is NodeDown:
                 self._lost(msg.node)
@@ -138,18 +188,15 @@ class _Dispatcher:
     def _add(self, node: NodeRef) -> None:
         if node not in self.nodes:
             self.nodes[node] = _Node(self.loop.time())
-            send(meter_of(node), ("subscribe", self.me, self.interval))
-
-    def _drop_self_if_not_wanted(self) -> None:
-        state = self.nodes.get(self.here)
-        if state is not None and not self.include_self and not state.jobs and len(self.nodes) > 1:
-            del self.nodes[self.here]
-            send(meter_of(self.here), ("unsubscribe", self.me))
+        # Also for a node already known (a NodeUp after a down this dispatcher
+        # did not see): its meter may have dropped the subscription when its
+        # side saw this one go.  A second subscribe only brings a report now.
+        send(meter_of(node), ("subscribe", self.me, self.interval))
 
     def _heard(self, load) -> None:
         if load.__class__ is Load:
             state = self.nodes.get(load.node)
-            if state is not None:
+            if state is not None:  # a late node's reports count again as soon as they come
                 state.load, state.heard = load, self.loop.time()
 
     def _lost(self, node: NodeRef) -> None:
@@ -158,7 +205,7 @@ class _Dispatcher:
             return
         self.waiting.extendleft(reversed(state.jobs.values()))  # first again, in their order
         if not self.nodes:
-            self._add(self.here)  # nowhere else to run them
+            self._abandon()  # the rest wait for a node to join or come back
         self._schedule()
 
     def _late(self, state: _Node, now: float) -> bool:
@@ -184,8 +231,16 @@ class _Dispatcher:
     # -- jobs -------------------------------------------------------------------
 
     def _submit(self, fn, calls: list, reply) -> None:
-        self.waiting.append(_Job(next(self.ids), fn, calls, reply))
+        job = _Job(next(self.ids), fn, calls, reply)
+        if not self.nodes and reply.abandon():
+            return  # e.g. an Executor shut down before its job came here
+        self.waiting.append(job)
         self._schedule()
+
+    def _abandon(self) -> None:
+        """With no node connected, drop the waiting jobs whose replies give up."""
+        if not self.nodes and self.waiting:
+            self.waiting = deque(job for job in self.waiting if not job.reply.abandon())
 
     def _schedule(self) -> None:
         waiting = self.waiting
@@ -193,7 +248,7 @@ class _Dispatcher:
             job = waiting[0]
             node = self._pick(len(job.calls))
             if node is None:
-                return
+                return  # no room, or no node: the jobs wait for a "done" or a NodeUp
             waiting.popleft()
             if not job.started:
                 if not job.reply.start():
@@ -216,15 +271,14 @@ class _Dispatcher:
             return  # run again elsewhere after its node was thought lost, and answered there
         state.calls -= len(job.calls)
         job.reply.finish(results)
-        self._drop_self_if_not_wanted()
         self._schedule()
 
     # -- questions --------------------------------------------------------------
 
     def _request(self, sender: Pid, tag, request) -> None:
         if request.__class__ is tuple and request and request[0] == "run":
-            _, fn, calls = request
-            return self._submit(fn, calls, _ToProcess(sender, tag))
+            fn, calls, deadline = request[1], request[2], request[3] if len(request) > 3 else None
+            return self._submit(fn, calls, _ToProcess(sender, tag, deadline, self.loop))
         now = self.loop.time()
         if request == "minimum_load":
             best = min(self.nodes.items(), key=lambda item: self._key(item[1], now), default=(None, None))[0]
@@ -236,8 +290,20 @@ class _Dispatcher:
             send(sender, (tag, {node: state.load for node, state in self.nodes.items()}))
 
 
+def _start_services(table: ProcessTable) -> None:
+    """Start the runner and the meter of a node without a network, unless they run."""
+    if table.resolve(runner_of(table.ref)) is None:
+        start_runner(table, None)
+    if table.resolve(meter_of(table.ref)) is None:
+        start_meter(table, None)
+
+
 def start_dispatcher(interval: float = 1.0, window: int = 16, include_self: bool = False) -> Pid:
-    """Start this node's dispatcher with these settings (or return the one running)."""
+    """Start this node's dispatcher with these settings (or return the one running).
+
+    ``include_self``: this node runs calls too (a node without a network
+    always does: it has no other).
+    """
     table = current().table
     return _dispatcher_of(table, interval, window, include_self)
 
@@ -257,8 +323,15 @@ def dispatcher() -> Pid:
 
 
 async def dispatch(thunk, *args, timeout: float | None = None):
-    """Run ``thunk(*args)`` on the least-loaded node; return its value or raise its exception."""
-    [(ok, value)] = await call(dispatcher(), ("run", thunk, [args]), timeout=timeout)
+    """Run ``thunk(*args)`` on the least-loaded node; return its value or raise its exception.
+
+    With no node connected the call waits for one (never running here unless
+    this node has no network, or its dispatcher has ``include_self``).
+    ``timeout``: raise ``Timeout`` after that many seconds; a call that has
+    not started by then never will.
+    """
+    deadline = None if timeout is None else current().kernel.loop.time() + timeout
+    [(ok, value)] = await call(dispatcher(), ("run", thunk, [args], deadline), timeout=timeout)
     if ok:
         return value
     raise remote_exception(value)

@@ -31,3 +31,13 @@ def where():
 async def async_where(x):
     await termite.sleep(0)
     return os.getpid(), x
+
+
+def where_unless_on(os_pid, seconds=60.0):
+    """This node's OS pid; on the node whose OS pid is ``os_pid``, only after ``seconds``.
+
+    A call a test kills that node under: it is still unanswered when the node goes.
+    """
+    if os.getpid() == os_pid:
+        time.sleep(seconds)
+    return os.getpid()
