@@ -242,7 +242,10 @@ def process_exited(proc: Process, value, exc) -> None:
     if proc.monitors:
         for ref, watcher in proc.monitors.items():
             table.monitored.pop(ref, None)
-            send(watcher, Down(ref, pid, reason))
+            if table.remote is not None and not table.is_local(watcher):
+                table.remote.down(watcher, Down(ref, pid, reason))  # the endpoint forgets the watcher too
+            else:
+                send(watcher, Down(ref, pid, reason))
     if waiters:
         for callback in waiters:
             callback(value, reason, exc)

@@ -9,18 +9,32 @@ the node it leaves (source) and the node it goes to (target):
    ``MigrationError`` there and the process goes on where it was.
 2. The source sends MIGRATE(pid, continuation, mailbox, links, monitors,
    trap_exit, order) and parks the process: what arrives for it now waits.
-3. The target rebuilds the process and answers MIGRATED, or REFUSED(reason)
-   (another Python, other code): the source then raises ``MigrationError`` in
-   the process, which keeps its messages and runs on.  A target lost before
-   it answers counts as a refusal.
-4. On MIGRATED the source drops its copy without running its ``finally``
-   blocks (they run on the target), records the target in its migration table
-   (``table.moved``), and passes on what waited and every later frame for
-   that pid.  Links and monitors between the process and others follow: the
-   target tells the nodes of linked and watching processes where it now is
-   (RELOCATED), so a lost node fires ``noconnection`` for what really was on it.
-5. When the process ends, its last node tells every node that keeps an entry
+3. The target rebuilds the process and holds it, not running, and answers
+   READY; or REFUSED(reason) (another Python, other code): the source then
+   raises ``MigrationError`` in the process, which keeps its messages and runs
+   on.  A target lost before READY counts as a refusal.
+4. On READY the source *commits*: it drops its copy without running its
+   ``finally`` blocks (they run on the target), sends COMMIT, records the
+   target in its migration table (``table.moved``), and passes on what
+   waited and every later frame for that pid.  Links and monitors between
+   the process and others follow: the target tells the nodes of linked and
+   watching processes where it now is (RELOCATED), so a lost node fires
+   ``noconnection`` for what really was on it.
+5. On COMMIT the target runs the process.  A target that loses the source
+   before COMMIT drops the copy it holds.
+6. When the process ends, its last node tells every node that keeps an entry
    for it (GONE), and they forget it.
+
+One copy: the source resumes the process only if it never committed, and the
+target runs it only once committed.  Both decisions are fenced by the
+node-pair session (termite._net.sessions): a READY or COMMIT sent in a
+session that has ended (the other side declared a down) is never delivered,
+and both sides run their node-down, so a source that resumed the process
+after losing the target never meets a target that runs it, and a target that
+dropped its copy never meets a source that committed.  A process can only
+end with no copy when the session ended between COMMIT and its arrival:
+then, as for any process of a lost node, its links and monitors on the
+source fire ``noconnection``.
 
 Messages to a process that has migrated are numbered, so each sender's
 messages reach it in order whatever path each took (termite._move.forwarding).
@@ -53,7 +67,8 @@ __all__ = ["migrate", "Migration"]
 
 log = logging.getLogger("termite.migration")
 
-MIGRATE, MIGRATED, REFUSED, GONE, RELOCATED = range(16, 21)  # 21-23: termite._move.forwarding's
+MIGRATE, READY, REFUSED, GONE, RELOCATED = range(16, 21)  # 21-23: termite._move.forwarding's
+COMMIT = 24
 MIGRATING = Sentinel("migrating")  # parked while the target rebuilds it
 
 
@@ -112,6 +127,15 @@ class _Leaving:
         self.frames: list[tuple[NodeRef, tuple]] = []  # numbered messages that came meanwhile, with their peer
 
 
+class _Arriving:
+    """A process rebuilt here, not running until its source commits."""
+
+    __slots__ = ("proc", "source", "value")
+
+    def __init__(self, proc: Process, source: NodeRef, value):
+        self.proc, self.source, self.value = proc, source, value
+
+
 def _is_continuation(c) -> bool:
     return c.__class__ is tuple and len(c) == 2
 
@@ -129,11 +153,13 @@ class Migration:
         self.kernel = table.kernel
         self.forwarding = Forwarding(table, endpoint)
         self.leaving: dict[Pid, _Leaving] = {}
+        self.arriving: dict[Pid, _Arriving] = {}  # rebuilt here, held until the source commits
         self.kernel.trap_handlers[_Request] = self._on_request
         kinds = endpoint.kinds
         kinds.register(MIGRATE, "MIGRATE", (is_pid, _is_continuation, _is_list, _is_list, _is_list,
                                             lambda t: t.__class__ is bool, _is_list), self._on_migrate)
-        kinds.register(MIGRATED, "MIGRATED", (is_pid,), self._on_migrated)
+        kinds.register(READY, "READY", (is_pid,), self._on_ready)
+        kinds.register(COMMIT, "COMMIT", (is_pid,), self._on_commit)
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
         kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
         kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node), self._on_relocated)
@@ -184,9 +210,10 @@ class Migration:
         self.forwarding.in_transit[pid] = entry.frames
         self.endpoint.post_encoded(request.node, frame)
 
-    def _on_migrated(self, peer: NodeRef, frame) -> None:
-        entry = self._unpark(frame[1])
-        if entry is not None:
+    def _on_ready(self, peer: NodeRef, frame) -> None:
+        entry = self.leaving.get(frame[1])
+        if entry is not None and entry.target == peer:
+            self._unpark(frame[1])
             self._depart(entry)
 
     def _unpark(self, pid: Pid) -> _Leaving | None:
@@ -194,10 +221,11 @@ class Migration:
         return self.leaving.pop(pid, None)
 
     def _depart(self, entry: _Leaving) -> None:
-        """The target has the process: drop this copy and send on what came for it."""
+        """The target holds the process: commit, drop this copy and send on what came for it."""
         proc, target = entry.proc, entry.target
         table, endpoint = self.table, self.endpoint
         table.counters["migrations_out"] += 1
+        endpoint.post(target, (COMMIT, proc.pid))  # first: the frames below are for the running process
         abandon(proc.coro)
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
@@ -212,6 +240,7 @@ class Migration:
         # What stays here and was bound to the process now reaches it over the
         # network.  Links and monitors made while it was in transit are not in
         # what went: repeat them all (the target adds each once).
+        endpoint.watches.forget_local(pid)  # its links and watchers are the target's to keep now
         for other in proc.links or ():
             if table.is_local(other):
                 endpoint.watches.add_link(target, other, pid)
@@ -247,11 +276,8 @@ class Migration:
         _, pid, (how, data), mailbox, links, monitors, trap_exit, state = frame
         table = self.table
         try:
-            if table.resolve(pid) is not None:
-                entry = self._unpark(pid)
-                if entry is None:
-                    raise MigrationError(f"{pid} already runs here")
-                self._depart(entry)  # it left and came back before its target's MIGRATED did
+            if table.resolve(pid) is not None or pid in self.arriving:
+                raise MigrationError(f"{pid} already runs here")
             order = Order.from_state(state)
             if how == "coro":
                 coro, value = restore(data), table.ref
@@ -265,25 +291,36 @@ class Migration:
             self.endpoint.post(peer, (REFUSED, pid, f"{type(exc).__name__}: {exc}"))
             return
         proc = Process(table, pid, coro)  # pid._proc stays None: sends to it are numbered
+        proc.order = order
+        proc.mailbox = deque(mailbox) if mailbox else None
+        proc.trap_exit = trap_exit
+        proc.links = set(links) or None
+        proc.monitors = {ref: watcher for ref, watcher in monitors} or None
+        self.arriving[pid] = _Arriving(proc, peer, value)
+        self.endpoint.post(peer, (READY, pid))
+
+    def _on_commit(self, peer: NodeRef, frame) -> None:
+        """The source has dropped its copy: the process runs here from now on."""
+        entry = self.arriving.get(frame[1])
+        if entry is None or entry.source != peer:
+            log.warning("a commit of %s from %s, which is not held for it here", frame[1], peer)
+            return
+        del self.arriving[frame[1]]
+        table, proc = self.table, entry.proc
+        pid, order = proc.pid, proc.order
         table.counters["migrations_in"] += 1
         order.gen += 1
         if table.ref not in order.visited:
             order.visited.append(table.ref)
-        proc.order = order
         table.add(proc)
         table.moved.pop(pid, None)  # it lived here before: here again
         self.forwarding.gens.pop(pid, None)
         self.forwarding.start_numbering(pid)
         table.when_exits(pid, lambda *_: self._gone(proc))
-        proc.mailbox = deque(mailbox) if mailbox else None
-        proc.trap_exit = trap_exit
-        proc.links = set(links) or None
-        proc.monitors = {ref: watcher for ref, watcher in monitors} or None
         if order.held:
             self.forwarding.holding.add(proc)
         self._bind(proc, peer)
-        self.kernel.wake(proc, value)
-        self.endpoint.post(peer, (MIGRATED, pid))
+        self.kernel.wake(proc, entry.value)
 
     def _bind(self, proc: Process, source: NodeRef) -> None:
         """Re-point links and monitors between ``proc`` and others at this node."""
@@ -301,8 +338,10 @@ class Migration:
             if table.is_local(watcher):
                 table.monitored[ref] = proc
             else:
-                partners.add(endpoint.route(watcher))
-        partners.discard(source)  # it learns from MIGRATED
+                node = endpoint.route(watcher)
+                endpoint.watches.add_watcher(node, ref, pid)
+                partners.add(node)
+        partners.discard(source)  # it knows: it committed
         for node in partners:
             endpoint.post(node, (RELOCATED, pid, table.ref))
 
@@ -325,6 +364,10 @@ class Migration:
         self.forwarding.forget(frame[1])
 
     def _on_peer_down(self, peer: NodeRef) -> None:
+        for pid, entry in list(self.arriving.items()):
+            if entry.source == peer:  # it never committed: the process runs on there, if anywhere
+                del self.arriving[pid]
+                abandon(entry.proc.coro)
         for pid, entry in list(self.leaving.items()):
             if entry.target == peer:
                 self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))

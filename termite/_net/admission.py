@@ -6,8 +6,9 @@
   clients whose public key is the cluster's, i.e. who hold its secret key.
   Set-up order matters: the ZAP handler is bound before any CURVE socket
   binds, and a server's keys are set before it binds.
-- A DEALER's routing id is its node's identity, ``host:port:incarnation``
-  (:func:`identity_of`), so the peer's ROUTER knows who is speaking;
+- A DEALER's routing id is its node's identity and its epoch with the peer,
+  ``host:port:incarnation:epoch`` (:func:`identity_of`), so the peer's ROUTER
+  knows who is speaking, and in which session (termite._net.sessions);
   :class:`RoutingIds` parses each id that reaches the ROUTER once.
 
 None of this runs per message: only for a connection, or for the first
@@ -36,20 +37,25 @@ _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, 
 # -- routing ids ------------------------------------------------------------------
 
 
-def identity_of(ref: NodeRef) -> bytes:
-    return f"{ref.host}:{ref.port}:{ref.incarnation:x}".encode()
+def identity_of(ref: NodeRef, epoch: int | None = 0) -> bytes:
+    """The routing id of a DEALER of node ``ref``: its node, and its epoch with the peer
+    (termite._net.sessions), or ``p`` for a probe of an address, outside any session."""
+    return f"{ref.host}:{ref.port}:{ref.incarnation:x}:{'p' if epoch is None else f'{epoch:x}'}".encode()
 
 
-def ref_of_identity(identity: bytes) -> NodeRef | None:
-    """The NodeRef a peer's routing id names, or None if it is not one."""
+def ref_of_identity(identity: bytes) -> tuple[NodeRef, int | None] | None:
+    """The NodeRef and epoch (None: a probe) a peer's routing id names, or None if it is not one."""
     try:
-        host, port, incarnation = identity.decode("ascii").rsplit(":", 2)
+        host, port, incarnation, epoch = identity.decode("ascii").rsplit(":", 3)
         port, incarnation = int(port), int(incarnation, 16)
+        epoch = None if epoch == "p" else int(epoch, 16)
     except (UnicodeDecodeError, ValueError):
+        return None
+    if epoch is not None and not 0 <= epoch < 1 << 32:
         return None
     if not (0 < port < 65536 and 0 <= incarnation < 1 << 64 and _HOST.fullmatch(host)):
         return None
-    return NodeRef(host, port, incarnation)
+    return NodeRef(host, port, incarnation), epoch
 
 
 class RoutingIds:
@@ -59,11 +65,11 @@ class RoutingIds:
     __slots__ = ("_peers", "_unnamed")
 
     def __init__(self):
-        self._peers: dict[bytes, NodeRef] = {}  # routing id -> peer, parsed once
+        self._peers: dict[bytes, tuple[NodeRef, int]] = {}  # routing id -> (peer, epoch), parsed once
         self._unnamed: set[bytes] = set()  # routing ids that name no peer, already logged
 
-    def peer(self, identity: bytes) -> NodeRef | None:
-        """The node ``identity`` names, or None if it names none."""
+    def peer(self, identity: bytes) -> tuple[NodeRef, int] | None:
+        """The node and epoch ``identity`` names, or None if it names none."""
         peer = self._peers.get(identity)
         if peer is None:
             peer = ref_of_identity(identity)

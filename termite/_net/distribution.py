@@ -14,7 +14,7 @@ from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.process import current
 from termite._net.endpoint import Endpoint, NodeDown, NodeUp
 
-__all__ = ["NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "connect", "whereis_on"]
+__all__ = ["NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "unresponsive_nodes", "connect", "whereis_on"]
 
 
 def _endpoint() -> Endpoint:
@@ -39,6 +39,12 @@ def demonitor_node(ref: Tag) -> None:
 def nodes() -> list[NodeRef]:
     """The nodes this one is connected to now."""
     return [peer for peer in _endpoint().transport.peers() if peer.incarnation is not None]
+
+
+def unresponsive_nodes() -> list[NodeRef]:
+    """Connected nodes whose own heartbeats stopped for ``heartbeat_timeout``: busy (perhaps in a
+    C call holding the GIL), not down; their connections still answer."""
+    return [peer for peer in _endpoint().transport.unresponsive() if peer.incarnation is not None]
 
 
 async def whereis_on(node: NodeRef, name: str, timeout: float = 5.0) -> Pid | None:

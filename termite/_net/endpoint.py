@@ -100,11 +100,11 @@ class Endpoint:
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
-        # The transport reads on the kernel's thread: frames and new peers
-        # come here directly; a lost peer comes from its I/O thread.
+        # The transport reads on the kernel's thread: frames, sessions begun and
+        # ended come here directly, in the order of the streams they end and begin.
         transport.on_frames = self._on_frames
         transport.on_read_done = self.kernel.run_now
-        transport.on_peer_down = lambda peer: self.kernel.call_threadsafe(self._peer_down, peer)
+        transport.on_peer_down = self._peer_down
         transport.on_peer_up = lambda peer: self._notify_nodes(peer, None)
         self.kernel.after_turn = self.flush
         table.remote = self
@@ -176,9 +176,8 @@ class Endpoint:
         self.post(node, (LINK, me, pid))
 
     def unlink(self, me: Pid, pid: Pid) -> None:
-        node = self.route(pid)
-        self.watches.drop_link(node, me, pid)
-        self.post(node, (UNLINK, me, pid))
+        self.watches.drop_link(me, pid)
+        self.post(self.route(pid), (UNLINK, me, pid))
 
     def monitor(self, watcher: Pid, pid: Pid, ref: Tag) -> None:
         node = self.route(pid)
@@ -191,9 +190,14 @@ class Endpoint:
             node, target = entry
             self.post(node, (DEMONITOR, target, ref))
 
+    def down(self, watcher: Pid, down: Down) -> None:
+        """Monitored local process ``down.pid`` ended: ``down`` to its remote ``watcher``."""
+        self.watches.drop_watcher(down.ref)
+        self.send(watcher, down)
+
     def exit(self, sender: Pid, pid: Pid, reason) -> None:
         node = self.route(pid)
-        self.watches.drop_link(node, sender, pid)
+        self.watches.drop_link(sender, pid)
         try:
             frame = encode((EXIT, sender, pid, reason))
         except UnserializableMessage:
@@ -336,18 +340,21 @@ class Endpoint:
                 self.post(sender.node, (EXIT, pid, sender, "noproc"))
         else:
             add_link(proc, sender)
+            self.watches.add_link(self.route(sender), pid, sender)  # so sender's node's loss fires it here too
 
     def _on_unlink(self, peer: NodeRef, frame) -> None:
         _, sender, pid = frame
         proc = self._local(pid)
         if proc is None:
             self._unborn.hold(peer, frame, pid)
-        elif proc.links:
-            proc.links.discard(sender)
+        else:
+            if proc.links:
+                proc.links.discard(sender)
+            self.watches.drop_link(pid, sender)
 
     def _on_exit(self, peer: NodeRef, frame) -> None:
         _, sender, pid, reason = frame
-        self.watches.drop_link(sender.node, pid, sender)
+        self.watches.drop_link(pid, sender)
         proc = self._local(pid)
         if proc is None:
             self._unborn.hold(peer, frame, pid)
@@ -366,14 +373,17 @@ class Endpoint:
             if proc.monitors is None:
                 proc.monitors = {}
             proc.monitors[ref] = watcher
+            self.watches.add_watcher(self.route(watcher), ref, pid)  # forgotten if the watcher's node is lost
 
     def _on_demonitor(self, peer: NodeRef, frame) -> None:
         _, pid, ref = frame
         proc = self._local(pid)
         if proc is None:
             self._unborn.hold(peer, frame, pid)
-        elif proc.monitors:
-            proc.monitors.pop(ref, None)
+        else:
+            if proc.monitors:
+                proc.monitors.pop(ref, None)
+            self.watches.drop_watcher(ref)
 
     def _on_spawn(self, peer: NodeRef, frame) -> None:
         _, pid, fn, args, link_to, name = frame
@@ -386,6 +396,9 @@ class Endpoint:
             log.error("could not spawn %r for a remote node: %s", fn, exc)
             if link_to is not None:
                 self.exit(pid, link_to, "noproc")
+        else:
+            if link_to is not None:
+                self.watches.add_link(self.route(link_to), pid, link_to)
         self._unborn.born(pid)
 
     def _on_hello(self, peer: NodeRef, frame) -> None:
@@ -407,15 +420,20 @@ class Endpoint:
     # -- nodes lost and found ---------------------------------------------------------------
 
     def _peer_down(self, peer: NodeRef) -> None:
+        """The session with ``peer`` ended: every link and monitor with its processes fires, once."""
         table = self.table
-        links, monitors = self.watches.take_node(peer)
-        for local, remote in links:
+        lost = self.watches.take_node(peer)
+        for ref, target in lost.watchers.items():
+            proc = table.resolve(target)
+            if proc is not None and proc.monitors:
+                proc.monitors.pop(ref, None)
+        for local, remote in lost.links:
             proc = table.resolve(local)
             if proc is not None:
                 if proc.links:
                     proc.links.discard(remote)
                 signal_exit(proc, remote, "noconnection")
-        for ref, (watcher, target) in monitors.items():
+        for ref, (watcher, target) in lost.monitors.items():
             proc = table.resolve(watcher)
             if proc is not None:
                 deliver(proc, Down(ref, target, "noconnection"))

@@ -2,41 +2,33 @@
 
 It knows node addresses and frames (bytes), not processes.
 
-- Each node binds one ROUTER socket.  To reach a peer it connects a DEALER
-  to the peer's ROUTER, on first need; the DEALER's routing id is this node's
-  identity (host:port:incarnation), so the peer's ROUTER knows who is
-  speaking.  One DEALER -> ROUTER connection per pair of nodes, one way each,
-  keeps frames from one node to another in order.
-- Sends happen on the caller's thread (the kernel's) under a lock: no thread
-  hop on the way out.  Frames that are waiting together go as one multipart
-  message.
-- An I/O thread reads the ROUTER, answers ZAP (RFC 27) requests, sends
-  heartbeats to every peer and declares a peer down when it has heard nothing
-  from it for ``heartbeat_timeout`` seconds.  It holds the GIL only briefly,
-  so it keeps its rhythm while a process of the node runs CPU-bound code.
-- With keys, every connection is CURVE: the server (ROUTER) and client
-  (DEALER) use the cluster's key pair, and the ZAP handler admits only clients
-  whose public key is the cluster's, i.e. who hold its secret key (see
-  termite/_net/admission.py).  Without keys (allowed on loopback only, see
-  termite/_net/keys.py) frames go in clear.
+- Each node binds one ROUTER.  To reach a peer it connects a DEALER to the
+  peer's ROUTER, on first need (termite._net.connections); one connection
+  each way per pair of nodes keeps frames in order.  Sends happen on the
+  caller's thread (the kernel's) under a lock: no thread hop on the way out.
+- Liveness is the connection's: DEALERs run ZMTP heartbeats, which the peer's
+  libzmq answers without the GIL, and never reconnect; a peer is down when
+  its connection is lost (closed, or heartbeats unanswered for
+  ``heartbeat_timeout``), or not made in that time.  Frames carry the session
+  they belong to, and a down ends it on both sides (termite._net.sessions).
+  A peer whose own heartbeats stopped (its interpreter busy, even holding the
+  GIL) is *unresponsive*, not down.
+- An I/O thread answers ZAP (RFC 27) requests, sends the application's
+  heartbeats, watches the DEALERs' connections, and reads the ROUTER when no
+  loop does.  With keys, every connection is CURVE with the cluster's key
+  pair (termite._net.admission); without (loopback only) frames go in clear.
 
-Frames received are handed to ``on_frames(peer, frames)``, and new peers to
-``on_peer_up(peer)``, on the thread that reads the ROUTER: the node's event
-loop thread when started with one (no thread hop on the way in), else the
-I/O thread.  ``on_peer_down(peer)`` comes from the I/O thread, which does
-not declare a peer down while the loop's thread is too busy to read: a
-process running CPU-bound code makes every peer *look* silent; nor just
-after such a stall, while the reader catches up with what waited.  An empty
-frame is a heartbeat and is not handed on.
+Frames received are handed to ``on_frames(peer, frames)``, new sessions to
+``on_peer_up(peer)`` and ended ones to ``on_peer_down(peer)``, all on the
+thread that reads the ROUTER: the node's event loop thread when started with
+one, else the I/O thread.  A peer's down is handed on after every frame of
+the ended session that is handed on at all, and before any of the next.  An
+empty frame is a heartbeat and is not handed on.
 
 On the loop's thread, frames handed on are followed by ``on_read_done()``
-(the kernel's turn, which sends the replies).  While the loop has nothing
-else to do, its thread waits for the next message in zmq_poll rather than in
-the loop's own select, and runs a turn after each one: a round trip between
-nodes then costs no asyncio iteration and no ``EVENTS`` check from Python.
-On that thread, and for small frames sent, the calls go straight to pyzmq's
-own libzmq through termite._net._zmqcalls; where that module cannot load,
-pyzmq makes every call.  Both, and that wait, are in termite/_net/zmq_native.py.
+(the kernel's turn).  While the loop is idle, its thread waits for the next
+message in zmq_poll and runs a turn after each one; there, and for small
+frames sent, the calls go straight to libzmq (termite._net.zmq_native).
 """
 
 from __future__ import annotations
@@ -49,8 +41,10 @@ import zmq
 
 from termite._core.ids import NodeRef
 from termite._net import zmq_native as _zmq_native
-from termite._net.admission import RoutingIds, ZapHandler, curve_client, curve_server, identity_of
+from termite._net.admission import RoutingIds, ZapHandler, curve_server
+from termite._net.connections import Connections, Monitors
 from termite._net.keys import ClusterKeys
+from termite._net.sessions import Sessions
 from termite._net.zmq_native import (
     idle_self_pipe as _idle_self_pipe,
     loop_clock,
@@ -63,6 +57,8 @@ __all__ = ["Transport", "TransportStats"]
 log = logging.getLogger("termite.transport")
 
 _HEARTBEAT = b""
+#: The least time a connection being made is given before its peer is declared down (seconds).
+CONNECT_TIMEOUT = 5.0
 # A plain int: pyzmq's enum flags cost microseconds per operation on the hot path.
 _NOBLOCK = int(zmq.NOBLOCK)
 # zmq.Socket.send is a Python wrapper (for DRAFT options termite never uses)
@@ -124,11 +120,16 @@ class Transport:
         else:
             self.port = self.router.bind_to_random_port(f"tcp://{host}")
         self.ref = NodeRef.new(host, self.port)
-        self._identity = identity_of(self.ref)
         self._lock = threading.Lock()  # guards the DEALERs and the peer table
-        self._dealers: dict[tuple[str, int], zmq.Socket] = {}
+        self._conns = Connections(self.ctx, self.ref, keys, heartbeat_interval, heartbeat_timeout)
+        self._dealers = self._conns.dealers  # read on every send
+        # A connection refused is a down at once (its monitor says so); one that hangs (a host that
+        # drops packets, a node that cannot admit it: stopped, or its ZAP handler waiting for the GIL)
+        # is given up after this long.
+        self._sessions = Sessions(connect_timeout=max(2 * heartbeat_timeout, CONNECT_TIMEOUT))
+        self._downs: list[NodeRef] = []  # peers declared down, to be handed on by the reading thread
         self._to, self._to_sock, self._to_handle = None, None, None  # send_frame's last peer, its DEALER and its handle
-        self._last_seen: dict[NodeRef, float] = {}  # peers we expect heartbeats from
+        self._last_seen: dict[NodeRef, float] = {}  # peers up or being connected to: when last heard
         self._wake_in = self.ctx.socket(zmq.PAIR)
         self._wake_in.bind(f"inproc://termite-wake-{id(self)}")
         self._wake_out = self.ctx.socket(zmq.PAIR)
@@ -193,33 +194,29 @@ class Transport:
         self.router.close(linger=0)
         with self._lock:
             self._to = None
-            for sock in self._dealers.values():
-                sock.close(linger=0)
-            self._dealers.clear()
+            self._conns.close_all()
             self._wake_out.close(linger=0)
         self.ctx.term()
 
     # -- sending (any thread) -------------------------------------------------
 
-    def _dealer(self, peer: NodeRef) -> zmq.Socket:
-        key = (peer.host, peer.port)
-        sock = self._dealers.get(key)
+    def _dealer(self, peer: NodeRef, by_sender: bool = True) -> zmq.Socket:
+        """The DEALER to ``peer`` in this node's epoch with it, opened if need be (hold the lock)."""
+        if peer.incarnation is None:
+            return self._conns.probe(peer)
+        epoch = self._sessions.epoch(peer)
+        sock = self._conns.current(peer, epoch)
         if sock is None:
-            sock = self.ctx.socket(zmq.DEALER)
-            sock.linger = 0
-            sock.routing_id = self._identity
-            sock.sndhwm = 0  # never block or drop on our side; heartbeats bound the damage
-            if self.keys is not None:
-                curve_client(sock, self.keys)
-            try:
-                sock.connect(f"tcp://{peer.host}:{peer.port}")
-            except zmq.ZMQError:
-                sock.close(linger=0)  # an open socket would keep ctx.term() waiting forever
-                raise
-            self._dealers[key] = sock
-        if peer.incarnation is not None:  # an address being probed sends no heartbeats of its own
+            self._to = None
+            sock = self._conns.open(peer, epoch)
+            self._wake_out.send(b"monitor")  # the I/O thread watches its connection from now on
             self._last_seen.setdefault(peer, time.monotonic())
+        self._sessions.opening(peer, time.monotonic(), by_sender)
         return sock
+
+    def _close_dealer(self, key: tuple[str, int]) -> None:
+        self._conns.close(key)
+        self._to = None
 
     def send(self, peer: NodeRef, frames: list[bytes]) -> None:
         """Send frames to ``peer`` in order, without blocking; lost if the peer is gone."""
@@ -227,7 +224,7 @@ class Transport:
             if self._stopping:
                 return
             try:
-                sock = self._dealers.get((peer.host, peer.port)) or self._dealer(peer)
+                sock = (peer.incarnation is not None and self._dealers.get((peer.host, peer.port))) or self._dealer(peer)
                 if len(frames) == 1:
                     data = frames[0]
                     _send(sock, data, _NOBLOCK, len(data) < 4096)
@@ -258,21 +255,11 @@ class Transport:
 
     def _aim(self, peer: NodeRef) -> bool:
         """Make ``peer`` send_frame's peer, if its DEALER is open (hold the lock)."""
-        sock = self._dealers.get((peer.host, peer.port))
+        sock = self._dealers.get((peer.host, peer.port)) if peer.incarnation is not None else None
         if sock is None:
             return False
         self._to, self._to_sock, self._to_handle = peer, sock, sock.underlying
         return True
-
-    def forget(self, peer: NodeRef) -> None:
-        """Close the connection to ``peer``; the next send reconnects."""
-        with self._lock:
-            sock = self._dealers.pop((peer.host, peer.port), None)
-            self._to = None
-            self._last_seen.pop(peer, None)
-            self._forget_heard([peer])
-            if sock is not None:
-                sock.close(linger=0)
 
     def _forget_heard(self, peers: list[NodeRef]) -> None:
         """Drop the reader's entries of ``peers`` (hold the lock)."""
@@ -282,8 +269,17 @@ class Transport:
                 del heard[identity]
 
     def peers(self) -> list[NodeRef]:
+        """The peers up, or being connected to."""
         with self._lock:
-            return list(self._last_seen)
+            return self._sessions.peers()
+
+    def unresponsive(self) -> list[NodeRef]:
+        """Peers up whose own heartbeats stopped for ``heartbeat_timeout``: busy, perhaps holding the GIL, not down."""
+        now = time.monotonic()
+        if self._deaf(now):
+            return []  # this node's own reader stalled: silence proves nothing
+        with self._lock:
+            return [p for p in self._sessions.up() if now - self._last_seen.get(p, now) > self.heartbeat_timeout]
 
     # -- reading on the loop's thread ----------------------------------------------
 
@@ -335,17 +331,23 @@ class Transport:
         poller.register(self._wake_in, zmq.POLLIN)
         if self._zap is not None:
             poller.register(self._zap.socket, zmq.POLLIN)
+        monitors = Monitors(poller)
         next_beat = time.monotonic()
         try:
             while True:
-                timeout_ms = max(0.0, next_beat - time.monotonic()) * 1000
-                events = dict(poller.poll(timeout_ms))
+                events = dict(poller.poll(max(0.0, next_beat - time.monotonic()) * 1000))
                 if self._wake_in in events:
-                    break  # stop
+                    if self._wake_in.recv() == b"stop":
+                        break
+                    with self._lock:
+                        new, self._conns.new_monitors = self._conns.new_monitors, []
+                    monitors.add(new)
                 if self._zap is not None and self._zap.socket in events:
                     refused = self._zap.answer()
                     if refused is not None:
                         self.on_refused(refused)
+                for peer, sock, event in monitors.read(events):
+                    self._on_connection(peer, sock, event)
                 if self.router in events:
                     self._read_router()
                 now = time.monotonic()
@@ -358,8 +360,19 @@ class Transport:
             log.exception("transport I/O thread failed")
         finally:
             self._wake_in.close(linger=0)
+            monitors.close()
             if self._zap is not None:
                 self._zap.close()
+
+    def _on_connection(self, peer: NodeRef, sock: zmq.Socket, event: int) -> None:
+        """A DEALER's connection was made, or lost (a down, if it is the peer's current one)."""
+        with self._lock:
+            if self._dealers.get((peer.host, peer.port)) is not sock:
+                return  # closed already: its session has ended
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._sessions.connected(peer)
+                return
+        self._lose(peer, "its connection closed" if event == zmq.EVENT_DISCONNECTED else "the connection was refused")
 
     def _read_router(self) -> bool:
         """Hand on what the ROUTER holds, then run a kernel turn (``on_read_done``);
@@ -430,41 +443,89 @@ class Transport:
         return peer, frames
 
     def _admit(self, identity: bytes) -> list | None:
-        """The ``[peer, heard at]`` entry of a sender heard for the first time
-        (or again after it was declared down), or None if it is refused."""
-        peer = self._ids.peer(identity)
-        if peer is None:
+        """The ``[peer, heard at]`` entry of a sender heard for the first time on
+        this connection, or None if what it sends is dropped (refused, or of an
+        ended session)."""
+        named = self._ids.peer(identity)
+        if named is None:
             self.stats.dropped_in += 1
             self._ids.log_unnamed(identity)  # one line per sender, a count for all
             return None
-        if peer not in self._last_seen and not self._greet(peer):
-            return None
+        peer, epoch = named
+        if epoch is None:  # a probe: outside any session
+            with self._lock:
+                return self._heard.setdefault(identity, [peer, 0.0])
         with self._lock:
-            return self._heard.setdefault(identity, [peer, 0.0])
+            accept, down, newly_up = self._sessions.heard(peer, epoch)
+            if not accept:
+                # Of a session this node ended: the peer learns it from a connection in this epoch.
+                self.stats.dropped_in += 1
+                if (peer.host, peer.port) not in self._dealers:
+                    self._tell(peer)
+                return None
+            if down:
+                self._end(peer)  # the peer ended the session: this side ends it too, first
+            if newly_up:
+                try:
+                    self._dealer(peer, by_sender=False)  # connect back: heartbeats and replies go that way
+                except zmq.ZMQError as exc:
+                    self.stats.dropped_in += 1
+                    log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+                    return None
+            entry = self._heard.setdefault(identity, [peer, 0.0])
+            self._last_seen[peer] = time.monotonic()
+        if down:
+            self._report_downs()
+        if newly_up:
+            self.on_peer_up(peer)
+        return entry
+
+    def _tell(self, peer: NodeRef) -> None:
+        """Open a connection to ``peer`` in this epoch, so it learns that its session ended (hold the lock)."""
+        try:
+            self._dealer(peer, by_sender=False).send(_HEARTBEAT, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+
+    def _end(self, peer: NodeRef) -> None:
+        """The session with ``peer`` has ended: close its connection and forget its senders (hold the lock);
+        the down is handed on by _report_downs."""
+        self._close_dealer((peer.host, peer.port))
+        self._last_seen.pop(peer, None)
+        self._forget_heard([peer])
+        self._downs.append(peer)
+
+    def _lose(self, peer: NodeRef, why: str) -> None:
+        """``peer`` is down, seen from here first (any thread): end the session and say so."""
+        with self._lock:
+            if self._sessions.status(peer) is None:
+                return
+            report = self._sessions.lost(peer)
+            self._end(peer)
+            if not report:
+                self._downs.remove(peer)
+        if report:
+            log.warning("node %s is down: %s", peer, why)
+            if self._loop is None:
+                self._report_downs()
+            elif not self._stopping:
+                self._loop.call_soon_threadsafe(self._report_downs)
+
+    def _report_downs(self) -> None:
+        """Hand on the downs declared, on the thread that reads, before anything read after them."""
+        with self._lock:
+            downs, self._downs = self._downs, []
+        for peer in downs:
+            self.on_peer_down(peer)
 
     def _too_large(self, peer: NodeRef, frame: bytes) -> None:
         self.stats.dropped_in += 1
         log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, self.max_frame)
 
-    def _greet(self, peer: NodeRef) -> bool:
-        """A peer heard for the first time: connect back (heartbeats and replies go that way)."""
-        with self._lock:
-            if peer in self._last_seen:
-                return True
-            try:
-                self._dealer(peer)
-            except zmq.ZMQError as exc:
-                self.stats.dropped_in += 1
-                log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
-                return False
-            self._last_seen[peer] = time.monotonic()
-        self.on_peer_up(peer)
-        return True
-
     def _beat(self, now: float):
-        down = []
+        """Heartbeats to every peer; fold what the reader heard; a connection not made in time is a down."""
         with self._lock:
-            for (host, port), sock in list(self._dealers.items()):
+            for sock in list(self._dealers.values()):
                 try:
                     sock.send(_HEARTBEAT, flags=zmq.NOBLOCK)
                 except zmq.ZMQError:
@@ -472,21 +533,8 @@ class Transport:
             last_seen, heard = self._last_seen, self._heard
             for identity, (peer, heard_at) in list(heard.items()):  # what the reader heard, by routing id
                 seen = last_seen.get(peer)
-                if seen is None:
-                    del heard[identity]  # declared down or forgotten: greeted again when heard again
-                elif heard_at > seen:
+                if seen is not None and heard_at > seen:
                     last_seen[peer] = heard_at
-            deaf = self._deaf(now)
-            for peer, seen in list(last_seen.items()):
-                if now - seen > self.heartbeat_timeout and not deaf:
-                    down.append(peer)
-                    del last_seen[peer]
-                    self._to = None
-                    sock = self._dealers.pop((peer.host, peer.port), None)
-                    if sock is not None:
-                        sock.close(linger=0)
-            if down:
-                self._forget_heard(down)
-        for peer in down:
-            log.warning("node %s is down: nothing heard for %.1f s", peer, self.heartbeat_timeout)
-            self.on_peer_down(peer)
+            overdue = self._sessions.overdue(now)
+        for peer in overdue:
+            self._lose(peer, f"no connection made in {self._sessions.connect_timeout:.1f} s")

@@ -1,35 +1,63 @@
 """Links and monitors that cross to another node, kept by node so a lost node fires them.
 
-A link or monitor between a local process and a process of another node is
-recorded here under that node, so that when the node is lost each of them
-fires ``"noconnection"`` (termite._net.endpoint).  Migration moves entries
-when a process changes node (:meth:`Watches.move_target`).
+Every link and monitor between a local process and a process of another node
+is recorded here under that node, whichever side made it, so that when the
+node is lost each fires exactly once (termite._net.endpoint):
+
+- a link (local, remote): the local process gets an exit signal
+  ``"noconnection"`` from the remote one;
+- a monitor a local process holds on a remote one: ``Down(ref, target,
+  "noconnection")``;
+- a monitor a remote process holds on a local one: it is forgotten (its
+  watcher is gone with its node).
+
+Migration moves entries when a process changes node (:meth:`Watches.move_target`).
 """
 
 from __future__ import annotations
 
 from termite._core.ids import NodeRef, Pid, Tag
 
-__all__ = ["Watches"]
+__all__ = ["Watches", "Lost"]
+
+
+class Lost:
+    """What a lost node leaves to fire: its links, monitors, and watchers of local processes."""
+
+    __slots__ = ("links", "monitors", "watchers")
+
+    def __init__(self, links: set, monitors: dict, watchers: dict):
+        self.links = links  # {(local, remote)}
+        self.monitors = monitors  # {ref: (local watcher, remote target)}
+        self.watchers = watchers  # {ref: local target}: monitors the node's processes held here
 
 
 class Watches:
     def __init__(self):
         self._links: dict[NodeRef, set[tuple[Pid, Pid]]] = {}  # node -> {(local, remote)}
+        self._link_node: dict[tuple[Pid, Pid], NodeRef] = {}
         self._monitors: dict[NodeRef, dict[Tag, tuple[Pid, Pid]]] = {}  # node -> {ref: (watcher, target)}
         self._node_of: dict[Tag, NodeRef] = {}  # monitor ref -> the node its target is on
+        self._watchers: dict[NodeRef, dict[Tag, Pid]] = {}  # node -> {ref: local target} for its watchers
+        self._watcher_node: dict[Tag, NodeRef] = {}
 
     # -- links ------------------------------------------------------------------
 
     def add_link(self, node: NodeRef, local: Pid, remote: Pid) -> None:
-        self._links.setdefault(node, set()).add((local, remote))
+        pair = (local, remote)
+        old = self._link_node.get(pair)
+        if old is not None and old != node:
+            self._links[old].discard(pair)
+        self._links.setdefault(node, set()).add(pair)
+        self._link_node[pair] = node
 
-    def drop_link(self, node: NodeRef, local: Pid, remote: Pid) -> None:
-        links = self._links.get(node)
-        if links:
-            links.discard((local, remote))
+    def drop_link(self, local: Pid, remote: Pid) -> None:
+        pair = (local, remote)
+        node = self._link_node.pop(pair, None)
+        if node is not None:
+            self._links[node].discard(pair)
 
-    # -- monitors ---------------------------------------------------------------
+    # -- monitors held here on remote processes ------------------------------------
 
     def add_monitor(self, node: NodeRef, ref: Tag, watcher: Pid, target: Pid) -> None:
         self._monitors.setdefault(node, {})[ref] = (watcher, target)
@@ -43,19 +71,45 @@ class Watches:
         entry = self._monitors.get(node, {}).pop(ref, None)
         return None if entry is None else (node, entry[1])
 
-    # -- a node lost, a process moved ---------------------------------------------
+    # -- monitors remote processes hold on local ones --------------------------------
 
-    def take_node(self, node: NodeRef) -> tuple[set, dict]:
-        """Remove and return the links ``{(local, remote)}`` and monitors ``{ref: (watcher, target)}`` to ``node``."""
+    def add_watcher(self, node: NodeRef, ref: Tag, target: Pid) -> None:
+        self._watchers.setdefault(node, {})[ref] = target
+        self._watcher_node[ref] = node
+
+    def drop_watcher(self, ref: Tag) -> None:
+        node = self._watcher_node.pop(ref, None)
+        if node is not None:
+            self._watchers[node].pop(ref, None)
+
+    # -- a node lost, a process moved or ended ----------------------------------------
+
+    def take_node(self, node: NodeRef) -> Lost:
+        """Remove and return everything that involves ``node``."""
+        links = self._links.pop(node, set())
+        for pair in links:
+            self._link_node.pop(pair, None)
         monitors = self._monitors.pop(node, {})
         for ref in monitors:
             self._node_of.pop(ref, None)
-        return self._links.pop(node, set()), monitors
+        watchers = self._watchers.pop(node, {})
+        for ref in watchers:
+            self._watcher_node.pop(ref, None)
+        return Lost(links, monitors, watchers)
+
+    def forget_local(self, pid: Pid) -> None:
+        """Local process ``pid`` left this node: its own entries go with it."""
+        for pair in [pair for pair in self._link_node if pair[0] == pid]:
+            self.drop_link(*pair)
+        for watched in self._watchers.values():
+            for ref in [ref for ref, target in watched.items() if target == pid]:
+                del watched[ref]
+                self._watcher_node.pop(ref, None)
 
     def forget_target(self, pid: Pid) -> list[Tag]:
         """``pid`` now lives here: drop every entry that watched it on another node; return the monitor refs."""
-        for pairs in self._links.values():
-            pairs.difference_update([pair for pair in pairs if pair[1] == pid])
+        for pair in [pair for pair in self._link_node if pair[1] == pid]:
+            self.drop_link(*pair)
         refs = []
         for watched in self._monitors.values():
             for ref in [ref for ref, (_, target) in watched.items() if target == pid]:
@@ -65,13 +119,9 @@ class Watches:
         return refs
 
     def move_target(self, pid: Pid, node: NodeRef) -> None:
-        """``pid`` now lives on ``node``: links and monitors to it watch that node."""
-        for old, pairs in list(self._links.items()):
-            if old != node:
-                mine = [pair for pair in pairs if pair[1] == pid]
-                if mine:
-                    pairs.difference_update(mine)
-                    self._links.setdefault(node, set()).update(mine)
+        """``pid`` now lives on ``node``: links and monitors to it, and its monitors here, watch that node."""
+        for pair in [pair for pair, old in self._link_node.items() if pair[1] == pid and old != node]:
+            self.add_link(node, *pair)
         for old, watched in list(self._monitors.items()):
             if old != node:
                 for ref in [ref for ref, (_, target) in watched.items() if target == pid]:

@@ -1,0 +1,105 @@
+"""Process bodies for tests/test_node_faults.py: streams, stalls and travellers, run on node processes."""
+
+import time
+
+import termite
+from termite import NodeDown, NodeUp, Pid, receive, send
+
+
+def hold_the_gil(seconds: float) -> int:
+    """One C call that holds the GIL for about ``seconds``: sum() over a range never lets go."""
+    start = time.perf_counter()
+    n = sum(range(2_000_000))  # calibrate: how many a second
+    per_second = 2_000_000 / max(time.perf_counter() - start, 1e-6)
+    return sum(range(int(per_second * seconds)))
+
+
+async def stall(seconds: float, reply_to: Pid):
+    """Say it is ready; on "go", hold the GIL for ``seconds`` in one C call at once, then say it is done."""
+    send(reply_to, ("ready to stall", termite.self()))
+    await receive("go")
+    hold_the_gil(seconds)
+    send(reply_to, ("stalled", termite.self()))
+
+
+async def numbered_sink(reply_to: Pid, sender_node):
+    """Record numbered messages and node news about ``sender_node`` in arrival order; report on ("report", pid)."""
+    termite.monitor_node(sender_node)
+    log = []
+    while True:
+        msg = await receive()
+        if msg.__class__ is tuple and len(msg) == 2 and msg[0] == "report":
+            send(msg[1], ("log", log))
+        elif msg.__class__ is NodeDown:
+            log.append(("down",))
+        elif msg.__class__ is NodeUp:
+            log.append(("up",))
+        elif msg.__class__ is termite.Exit:
+            log.append(("exit", msg.reason))
+        else:
+            log.append(msg)
+
+
+async def stream(to: Pid, count: int, pace: int):
+    """Send ("n", i) for i in 1..count to ``to``, yielding every ``pace`` messages."""
+    for i in range(1, count + 1):
+        send(to, ("n", i))
+        if i % pace == 0:
+            await termite.sleep(0.001)
+    send(to, ("end", count))
+
+
+async def linked_waiter(partner: Pid, reply_to: Pid):
+    """Trap exits, link to ``partner``, and report every Exit it gets (and when it is linked)."""
+    termite.trap_exit(True)
+    termite.link(partner)
+    send(reply_to, ("linked", termite.self()))
+    while True:
+        msg = await receive(termite.Exit)
+        send(reply_to, ("exit", termite.self(), msg.pid, msg.reason))
+
+
+async def forever():
+    """Wait for ever (until an exit signal ends it)."""
+    await receive(lambda msg: False)
+
+
+async def traveller(target, reply_to: Pid):
+    """Report where it runs, try to migrate to ``target``, then report where it runs now, for ever."""
+    send(reply_to, ("at", termite.self(), termite.current_node(), 0))
+    try:
+        await termite.migrate(target)
+    except termite.MigrationError as exc:
+        send(reply_to, ("refused", termite.self(), str(exc)))
+    step = 1
+    while True:
+        send(reply_to, ("at", termite.self(), termite.current_node(), step))
+        step += 1
+        await termite.sleep(0.2)
+
+
+async def orphan(reply_to: Pid):
+    """Say it runs, then wait for ever (until an exit signal ends it)."""
+    send(reply_to, ("alive", termite.self()))
+    await receive(lambda msg: False)
+
+
+async def spawn_linked_from(node, reply_to: Pid):
+    """On the node to be lost: spawn ``orphan`` on ``node`` linked to this process, link and monitor
+    another there, then wait."""
+    child = termite.spawn(orphan, reply_to, node=node, link=True)
+    other = termite.spawn(orphan, reply_to, node=node)
+    termite.link(other)
+    termite.monitor(child)
+    await receive(lambda msg: False)
+
+
+async def meet(node, reply_to: Pid):
+    """Make this node and ``node`` connected (a call there and back), then say so."""
+    await termite.call(termite.spawn(echo_once, node=node), "hello", timeout=10)
+    send(reply_to, ("met", termite.current_node(), node))
+
+
+async def echo_once():
+    sender, tag, msg = await receive((Pid, termite.Tag, object))
+    send(sender, (tag, msg))
