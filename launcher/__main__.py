@@ -107,7 +107,9 @@ def _run_cluster(config: ClusterConfig, args) -> int:
 
 
 def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, args) -> int:
-    view = ClusterView(config.name, suspect_after=2.5 * config.meter_interval, down_after=config.heartbeat_timeout)
+    view = ClusterView(
+        config.name, suspect_after=2.5 * config.meter_interval, unresponsive_after=config.heartbeat_timeout
+    )
     start = time.monotonic()
     for node in cluster.nodes:
         view.expect(node.ref, node.label, node.os_pid, start)
@@ -180,7 +182,9 @@ def _status(config: ClusterConfig, args) -> int:
         _say(f"cluster {config.name!r} is not running (no {path})")
         return 1
     state = read_state(path)
-    view = ClusterView(config.name, suspect_after=2.5 * config.meter_interval, down_after=config.heartbeat_timeout)
+    view = ClusterView(
+        config.name, suspect_after=2.5 * config.meter_interval, unresponsive_after=config.heartbeat_timeout
+    )
     now = time.monotonic()
     network = dict(host=launcher_host(config), port=0, keys=str(config.keys))
     up = 0
@@ -198,8 +202,8 @@ def _status(config: ClusterConfig, args) -> int:
             try:
                 view.report(here.run(termite.node_load, ref), now)
                 up += 1
-            except termite.Timeout:
-                view.lost(ref, now, "no load report")
+            except termite.Timeout:  # connected, but its meter did not answer: busy, not down
+                view.unresponsive(ref, now, "no load report within 5 s (busy, not down)")
     if sys.stdout.isatty() and not args.plain:
         from rich.console import Console
 

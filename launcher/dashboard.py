@@ -4,9 +4,10 @@ Three layers, as in rich's ``top`` example:
 
 * :class:`ClusterView` is the model.  The launcher tells it what happens
   (``expect`` a node it started, ``report`` a meter's :class:`termite.Load`,
-  ``lost`` a node whose heartbeats stopped, ``restarted``, free-text
+  ``lost`` a node termite declared down (``NodeDown``), ``unresponsive`` a
+  node found connected but not answering, ``restarted``, free-text
   ``event``) and calls ``tick`` now and then, so that a node that stops
-  reporting turns suspect and then down.  It holds no clock: every call says
+  reporting turns suspect and then unresponsive.  It holds no clock: every call says
   when (``at``), on one clock the caller picks (``time.time()`` or
   ``time.monotonic()``), which keeps it deterministic under test.  Times
   shown are the time of day when ``at`` is ``time.time()``, else the time
@@ -21,12 +22,19 @@ The layers are modules: this one is the model (and the dashboard's public
 face: it exports the others' names too), termite_launcher.dashboard_snapshot
 the data, termite_launcher.dashboard_render the look.
 
+Silence is never a down (the README's "When nodes fail": busy is not down).
+A node stalled in a long C call, even one holding the GIL, stops reporting
+but keeps its connection: ``tick`` makes it *unresponsive* (a state of its
+own), and it is *up* again at its next report.  Only :meth:`ClusterView.lost`,
+which the launcher calls when termite says the node is down, makes a row
+*down*.
+
 Rows are kept per address (``host:port``), not per incarnation: a node that
 comes back on the same address is the same row, counted as restarted, and a
 row the launcher expected before the node's incarnation was known
 (``NodeRef(host, port)``) is filled in by the node's first report.
 
-    view = ClusterView("demo", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("demo", suspect_after=2.0, unresponsive_after=5.0)
     view.expect(ref, "this-host", os_pid, at=time.monotonic())
     with rich.live.Live(view.renderable(time.monotonic()), auto_refresh=False) as live:
         ...  # on every meter report: view.report(load, at=time.monotonic())
@@ -105,17 +113,17 @@ class _Node:
 class ClusterView:
     """The dashboard's model of a cluster; see the module docstring."""
 
-    def __init__(self, name: str, *, suspect_after: float, down_after: float, history: int = 30):
-        if not 0 < suspect_after <= down_after:
+    def __init__(self, name: str, *, suspect_after: float, unresponsive_after: float, history: int = 30):
+        if not 0 < suspect_after <= unresponsive_after:
             raise ValueError(
-                f"need 0 < suspect_after <= down_after, got suspect_after={suspect_after!r}, "
-                f"down_after={down_after!r}"
+                f"need 0 < suspect_after <= unresponsive_after, got suspect_after={suspect_after!r}, "
+                f"unresponsive_after={unresponsive_after!r}"
             )
         if history < 1:
             raise ValueError(f"history must be at least 1, got {history!r}")
         self.name = name
         self.suspect_after = suspect_after
-        self.down_after = down_after
+        self.unresponsive_after = unresponsive_after
         self.history = history
         self._nodes: dict[tuple[str, int], _Node] = {}  # by address, in the order they appeared
         self._events: deque[Event] = deque(maxlen=EVENTS_KEPT)
@@ -140,7 +148,11 @@ class ClusterView:
             row.ref = node
 
     def report(self, load: Load, at: float) -> None:
-        """A meter report: the node is up (a node not seen before joins)."""
+        """A meter report: the node is up (a node not seen before joins).
+
+        An unresponsive node that reports again is up, with an event that
+        says how long it was silent (since its previous report).
+        """
         self._seen(at)
         node = load.node
         row = self._nodes.get(node.address)
@@ -152,6 +164,7 @@ class ClusterView:
             self._restart(row, node, at)
         elif row.ref.incarnation is None:
             row.ref = node
+        silent = None if row.last_at is None else at - row.last_at
         if row.last is not None:
             row.rates = _rates(row.last, load)
         row.last, row.last_at = load, at
@@ -163,11 +176,13 @@ class ClusterView:
             was, row.state = row.state, "up"
             if was == "starting":
                 self._add(at, "joined", f"{_name(row)}: pid {load.os_pid}, {load.cores} cores")
+            elif was == "unresponsive" and silent is not None:
+                self._add(at, "up", f"{_name(row)}: reporting again after {silent:.1f} s unresponsive")
             else:
                 self._add(at, "up", f"{_name(row)}: reporting again after being {was}")
 
     def lost(self, node: NodeRef, at: float, reason: str = "noconnection") -> None:
-        """The node's heartbeats stopped: it is down."""
+        """termite declared the node down (``NodeDown``: its connection was lost): the only way to "down"."""
         self._seen(at)
         row = self._nodes.get(node.address)
         if row is None:
@@ -177,6 +192,20 @@ class ClusterView:
         if row.state != "down":
             row.state = "down"
             self._add(at, "down", f"{_name(row)}: {reason}")
+
+    def unresponsive(self, node: NodeRef, at: float, reason: str) -> None:
+        """The node is connected but does not answer (busy, perhaps in a C call): unresponsive, not down.
+
+        A row already down stays down (only a report or a restart brings it
+        back); the next report makes the row up again.
+        """
+        self._seen(at)
+        row = self._nodes.get(node.address)
+        if row is None:
+            row = self._nodes[node.address] = _Node(node, node.host, None, "starting", self.history, False)
+        elif node.incarnation in row.retired or _other_incarnation(row.ref, node):
+            return  # an older incarnation: the one at this address now is another
+        self._unresponsive(row, at, reason)
 
     def restarted(self, old: NodeRef, new: NodeRef, at: float) -> None:
         """``new`` replaces ``old`` (usually at the same address): one row, counted as restarted."""
@@ -207,19 +236,21 @@ class ClusterView:
         self._add(at, "info", text)
 
     def tick(self, at: float) -> None:
-        """Judge silence: no report for ``suspect_after`` s is suspect, for ``down_after`` s down.
+        """Judge silence: no report for ``suspect_after`` s is suspect, for ``unresponsive_after`` s unresponsive.
 
-        Only nodes that have reported are judged; one still starting is the
-        launcher's to time out (it says so with ``lost`` or ``event``).
+        Never down: a silent node may be busy (holding the GIL in a C call)
+        and still connected; it is down only when termite says so
+        (``lost``).  Only nodes that have reported are judged; one still
+        starting is the launcher's to time out (it says so with ``lost`` or
+        ``event``).
         """
         self._seen(at)
         for row in self._nodes.values():
             if row.state not in ("up", "suspect") or row.last_at is None:
                 continue
             silent = at - row.last_at
-            if silent > self.down_after:
-                row.state = "down"
-                self._add(at, "down", f"{_name(row)}: no report for {silent:.1f} s")
+            if silent > self.unresponsive_after:
+                self._unresponsive(row, at, f"no report for {silent:.1f} s (busy, not down)")
             elif silent > self.suspect_after and row.state == "up":
                 row.state = "suspect"
                 self._add(at, "suspect", f"{_name(row)}: no report for {silent:.1f} s")
@@ -262,6 +293,11 @@ class ClusterView:
     def _add(self, at: float, kind: str, text: str) -> None:
         self._count += 1
         self._events.append(Event(self._count, at, format_time(at, self._origin), kind, text))
+
+    def _unresponsive(self, row: _Node, at: float, reason: str) -> None:
+        if row.state not in ("down", "unresponsive"):
+            row.state = "unresponsive"
+            self._add(at, "unresponsive", f"{_name(row)}: {reason}")
 
     def _restart(self, row: _Node, new: NodeRef, at: float, was: NodeRef | None = None) -> None:
         old = was or row.ref
@@ -339,6 +375,7 @@ def _totals(rows: list[Row]) -> Totals:
     live = [row for row in rows if row.live]
     return Totals(
         up=sum(row.state == "up" for row in rows),
+        unresponsive=sum(row.state == "unresponsive" for row in rows),
         nodes=len(rows),
         processes=sum(row.processes or 0 for row in live),
         msgs_in=sum(row.msgs_in or 0.0 for row in live),

@@ -20,18 +20,26 @@ from termite_launcher.dashboard_snapshot import Row, Snapshot, format_rate, form
 
 __all__ = ["load_bar", "plain_lines", "render"]
 
-STATE_STYLES = {"starting": "dim", "up": "bold green", "suspect": "bold yellow", "down": "bold red"}
+STATE_STYLES = {
+    "starting": "dim",
+    "up": "bold green",
+    "suspect": "bold yellow",
+    "unresponsive": "bold magenta",  # busy, not down: connected, but silent past unresponsive_after
+    "down": "bold red",
+}
 EVENT_STYLES = {
     "joined": "green",
     "up": "green",
     "restarted": "cyan",
     "suspect": "yellow",
+    "unresponsive": "magenta",
     "down": "red",
     "info": "",
 }
 BAR_FULL, BAR_EMPTY = "█", "░"
 BAR_PARTS = " ▏▎▍▌▋▊▉"  # eighths of a cell, for a smooth bar
 EVENTS_SHOWN = 8
+KIND_WIDTH = max(map(len, EVENT_STYLES))  # the events pane's kind column: "unresponsive"
 BAR_WIDTH = 8
 
 
@@ -117,6 +125,9 @@ def _title(snap: Snapshot, width: int) -> Text:
         title.append(snap.name, "bold cyan")
         title.append("  ")
         title.append(f"{totals.up}/{totals.nodes} up", "bold green" if totals.up == totals.nodes else "bold yellow")
+        if totals.unresponsive:  # connected but silent: not up, not down either
+            title.append(", ")
+            title.append(f"{totals.unresponsive} unresponsive", STATE_STYLES["unresponsive"])
         title.append(
             f"  {totals.processes} {'procs' if short else 'processes'}  msgs/s in {rates[0]} out {rates[1]}"
             f"  {'mig' if short else 'migrations'} in {totals.migrations_in} out {totals.migrations_out}"
@@ -202,7 +213,7 @@ def _events_pane(snap: Snapshot, width: int) -> Panel:
             lines.append("\n")
         lines.append(event.when, style="dim")
         lines.append("  ")
-        lines.append(f"{event.kind:<9}", style=EVENT_STYLES.get(event.kind, ""))
+        lines.append(f"{event.kind:<{KIND_WIDTH}}", style=EVENT_STYLES.get(event.kind, ""))
         lines.append(" ")
         lines.append(event.text)
     if not shown:
@@ -244,7 +255,8 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
         lines.append(" ".join(fields))
     totals = snapshot.totals
     lines.append(
-        f"{when} total {snapshot.name} up={totals.up}/{totals.nodes} procs={totals.processes}"
+        f"{when} total {snapshot.name} up={totals.up}/{totals.nodes} unresponsive={totals.unresponsive}"
+        f" procs={totals.processes}"
         f" {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
         f" mig_in={totals.migrations_in} mig_out={totals.migrations_out}"
     )

@@ -25,7 +25,9 @@ __all__ = [
     "sparkline",
 ]
 
-STATES = ("starting", "up", "suspect", "down")  # a row's, in the order a node goes through them
+# A row's, in the order a node goes through them.  Silence leads to "unresponsive" (connected, busy),
+# never to "down": a row is down only when termite declared the node down (ClusterView.lost).
+STATES = ("starting", "up", "suspect", "unresponsive", "down")
 SPARKS = "▁▂▃▄▅▆▇█"
 EPOCH_LIKE = 1e9  # an ``at`` this large is time.time(): events show the wall clock
 
@@ -38,7 +40,7 @@ class Row:
     node: str  # host:port
     ref: NodeRef  # the current incarnation (incarnation None until the node reports)
     os_pid: int | None
-    state: str  # starting, up, suspect or down
+    state: str  # one of STATES: starting, up, suspect, unresponsive or down
     load: float | None  # busy + run queue, as in Load.value
     history: tuple[float, ...]  # the last ``history`` loads, oldest first
     sparkline: str  # history drawn with ▁..█ on the cluster's load scale
@@ -55,8 +57,12 @@ class Row:
 
     @property
     def live(self) -> bool:
-        """Up or suspect: its last figures still stand (a down node's do not)."""
-        return self.state in ("up", "suspect")
+        """Connected and known: up, suspect or unresponsive.
+
+        Its last figures still stand: an unresponsive node is busy, not gone,
+        and its processes are still there (a down node's figures do not).
+        """
+        return self.state in ("up", "suspect", "unresponsive")
 
     @property
     def uptime_text(self) -> str:
@@ -66,9 +72,15 @@ class Row:
 
 @dataclasses.dataclass(frozen=True)
 class Totals:
-    """Cluster figures: rates and processes of live nodes (up or suspect), migrations of all."""
+    """Cluster figures: rates and processes of live nodes (up, suspect or unresponsive), migrations of all.
+
+    ``up`` counts the rows that are up; ``unresponsive`` those that are
+    connected but silent (busy, not down).  An unresponsive node is not
+    counted as up, nor as down: the header says "3/4 up, 1 unresponsive".
+    """
 
     up: int
+    unresponsive: int
     nodes: int
     processes: int
     msgs_in: float
@@ -84,7 +96,7 @@ class Event:
     n: int  # 1, 2, 3, ...: ``ClusterView.events(after=n)`` gives the ones since
     at: float
     when: str  # ``at`` as shown: the wall clock, or the time since the view's first call
-    kind: str  # joined, up, suspect, down, restarted or info
+    kind: str  # joined, up, suspect, unresponsive, down, restarted or info
     text: str
 
     def __str__(self):

@@ -36,7 +36,7 @@ def line_of(rendered, needle):
 @pytest.fixture
 def demo():
     """Three nodes started; two of them have reported twice."""
-    view = ClusterView("demo", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("demo", suspect_after=2.0, unresponsive_after=5.0)
     view.expect(A, "alpha", 1001, at=100.0)
     view.expect(B, "beta", 1002, at=100.0)
     view.expect(C, "beta", 1003, at=100.0)
@@ -69,7 +69,7 @@ def test_rows_hold_every_figure_with_rates_from_two_reports(demo):
 
 
 def test_one_report_gives_no_rate_yet():
-    view = ClusterView("x", suspect_after=1, down_after=2)
+    view = ClusterView("x", suspect_after=1, unresponsive_after=2)
     view.report(load(A, frames_in=500), at=0.0)
     (row,) = view.rows()
     assert row.state == "up" and row.msgs_in is None and row.msgs_out is None
@@ -93,7 +93,7 @@ def test_render_at_120_columns(demo):
         "beta", "10.0.0.2:7003", "1003", "starting", "-", "-", "-", "-", "-", "-", "-/-", "-"
     ]
     assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "2", "250", "525", "5/4"]
-    assert "│ +0:00:01  joined    10.0.0.1:7001 (alpha): pid 1001, 4 cores" in rendered
+    assert "│ +0:00:01  joined       10.0.0.1:7001 (alpha): pid 1001, 4 cores" in rendered
     assert max(len(line) for line in rendered.splitlines()) <= 120
 
 
@@ -114,7 +114,7 @@ def test_render_at_80_columns_keeps_the_essentials(demo):
 
 
 def test_a_long_history_shows_as_much_as_fits():
-    view = ClusterView("x", suspect_after=1, down_after=2, history=30)
+    view = ClusterView("x", suspect_after=1, unresponsive_after=2, history=30)
     values = [i % 9 / 8 for i in range(40)]  # 0, 1/8, ... 1, 0, ...
     far = NodeRef("192.168.100.200", 40001, 1)  # wide cells, as real ones are
     for i, value in enumerate(values):
@@ -143,8 +143,8 @@ def test_bar_sparkline_and_number_formats():
     assert [format_duration(s) for s in (0, 59.9, 3725.9, 90_000)] == ["0:00:00", "0:00:59", "1:02:05", "25:00:00"]
 
 
-def test_a_silent_node_turns_suspect_then_down_and_back_up():
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+def test_a_silent_node_turns_suspect_then_unresponsive_and_back_up():
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     view.report(load(A), at=10.0)
     view.tick(12.0)
     assert view.rows()[0].state == "up"  # exactly suspect_after: not yet
@@ -156,34 +156,86 @@ def test_a_silent_node_turns_suspect_then_down_and_back_up():
     rendered = text(view, at=15.0)
     assert line_of(rendered, "10.0.0.1:7001")[3] == "suspect"
     view.tick(15.5)
-    assert view.rows()[0].state == "down"
+    assert view.rows()[0].state == "unresponsive"  # silent: busy, not down
     assert [(e.kind, e.when, e.text) for e in view.events()] == [
         ("joined", "+0:00:00", "10.0.0.1:7001 (box): pid 100, 4 cores"),
         ("suspect", "+0:00:02", "10.0.0.1:7001 (box): no report for 2.5 s"),
-        ("down", "+0:00:05", "10.0.0.1:7001 (box): no report for 5.5 s"),
+        ("unresponsive", "+0:00:05", "10.0.0.1:7001 (box): no report for 5.5 s (busy, not down)"),
     ]
     rendered = text(view, at=16.0)
-    assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "down", "-", "▁", "-", "-", "-",
-                                                   "-", "-", "0/0", "-"]
-    assert "0/1 up" in rendered.splitlines()[0]
+    # still connected: its last figures stand
+    assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "unresponsive", "░░░░░░░░", "0.00",
+                                                   "▁", "0", "5", "0", "-", "-", "0/0", "0:00:10"]
+    assert rendered.splitlines()[0].startswith("termite x  0/1 up, 1 unresponsive  5 processes")
+    assert "│ +0:00:05  unresponsive 10.0.0.1:7001 (box): no report for 5.5 s (busy, not down)" in rendered
+    assert view.plain_lines(16.0)[-1].startswith("+0:00:06 total x up=0/1 unresponsive=1 procs=5 ")
     view.tick(30.0)
     assert len(view.events()) == 3  # no event without a change
     view.report(load(A), at=31.0)
     assert view.rows()[0].state == "up"
-    assert str(view.events()[-1]) == "+0:00:21 up 10.0.0.1:7001 (box): reporting again after being down"
+    assert str(view.events()[-1]) == "+0:00:21 up 10.0.0.1:7001 (box): reporting again after 21.0 s unresponsive"
+    assert text(view, at=31.0).splitlines()[0].startswith("termite x  1/1 up  5 processes")
 
 
-def test_a_node_silent_past_down_after_goes_straight_down():
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+def test_a_silent_node_is_unresponsive_not_down_and_only_lost_makes_it_down():
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
+    view.report(load(A), at=0.0)
+    view.report(load(B), at=0.0)
+    for at in (1.0, 3.0, 6.0, 60.0, 600.0):  # a node stalled in a C call, for ten minutes
+        view.report(load(B), at=at)
+        view.tick(at)
+        assert [row.state for row in view.rows()][1] == "up"
+    assert view.rows()[0].state == "unresponsive"
+    assert "down" not in [e.kind for e in view.events()]
+    rendered = text(view, at=600.0)
+    assert line_of(rendered, "10.0.0.1:7001")[3] == "unresponsive"
+    assert "1/2 up, 1 unresponsive" in rendered.splitlines()[0]
+    view.lost(A, at=601.0)  # termite's NodeDown: its connection was lost
+    view.tick(602.0)
+    assert [row.state for row in view.rows()] == ["down", "up"]
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("joined", "10.0.0.1:7001 (box): pid 100, 4 cores"),
+        ("joined", "10.0.0.2:7002 (box): pid 100, 4 cores"),
+        ("suspect", "10.0.0.1:7001 (box): no report for 3.0 s"),
+        ("unresponsive", "10.0.0.1:7001 (box): no report for 6.0 s (busy, not down)"),
+        ("down", "10.0.0.1:7001 (box): noconnection"),
+    ]
+    rendered = text(view, at=602.0)
+    assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "down", "-", "▁", "-", "-", "-",
+                                                   "-", "-", "0/0", "-"]
+    assert rendered.splitlines()[0].startswith("termite x  1/2 up  5 processes")  # down: not counted as unresponsive
+    view.unresponsive(A, at=603.0, reason="no load report")  # a down row stays down until it reports
+    assert view.rows()[0].state == "down" and len(view.events()) == 5
+    view.report(load(A), at=604.0)
+    assert view.rows()[0].state == "up"
+    assert str(view.events()[-1]) == "+0:10:04 up 10.0.0.1:7001 (box): reporting again after being down"
+
+
+def test_unresponsive_is_what_the_launcher_says_of_a_connected_node_that_does_not_answer():
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
+    view.expect(A, "alpha", 7, at=0.0)
+    view.unresponsive(A, at=0.0, reason="no load report within 5 s (busy, not down)")
+    view.unresponsive(A, at=0.5, reason="again")  # once is enough
+    view.unresponsive(NodeRef(A.host, A.port, 0xFF), at=0.5, reason="another incarnation")  # not this row's
+    assert [(row.state, row.label) for row in view.rows()] == [("unresponsive", "alpha")]
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("unresponsive", "10.0.0.1:7001 (alpha): no load report within 5 s (busy, not down)"),
+    ]
+    assert line_of(text(view, at=1.0), "10.0.0.1:7001")[:4] == ["alpha", "10.0.0.1:7001", "7", "unresponsive"]
+    assert view.plain_lines(1.0)[0].startswith("+0:00:01 alpha 10.0.0.1:7001 unresponsive pid=7 load=- ")
+
+
+def test_a_node_silent_past_unresponsive_after_goes_straight_to_unresponsive():
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     view.report(load(A), at=0.0)
     view.report(load(B), at=6.0)
     view.tick(6.5)
-    assert [row.state for row in view.rows()] == ["down", "up"]
-    assert [e.kind for e in view.events()] == ["joined", "joined", "down"]
+    assert [row.state for row in view.rows()] == ["unresponsive", "up"]
+    assert [e.kind for e in view.events()] == ["joined", "joined", "unresponsive"]
 
 
 def test_a_lost_node_and_a_new_one_at_its_address_show_as_restarted():
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     view.report(load(A, frames_in=900, uptime=100.0, os_pid=41), at=0.0)
     view.report(load(A, frames_in=1000, uptime=101.0, os_pid=41), at=1.0)
     view.lost(A, at=2.0)
@@ -207,7 +259,7 @@ def test_a_lost_node_and_a_new_one_at_its_address_show_as_restarted():
 
 
 def test_restarted_moves_the_row_and_a_first_report_adds_no_second_event():
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     view.expect(B, "beta", 7, at=0.0)
     view.expect(A, "alpha", 8, at=0.0)
     view.expect(C, "gamma", 9, at=0.0)
@@ -225,7 +277,7 @@ def test_restarted_moves_the_row_and_a_first_report_adds_no_second_event():
 
 
 def test_expected_without_incarnation_then_filled_by_the_first_report():
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     view.expect(NodeRef(A.host, A.port), "alpha", 555, at=0.0)
     assert line_of(text(view, at=0.0), "10.0.0.1:7001")[:4] == ["alpha", "10.0.0.1:7001", "555", "starting"]
     view.report(load(A, host="alpha.example.org", os_pid=556), at=1.0)
@@ -244,42 +296,42 @@ def test_plain_lines(demo):
         " mig_in=4 mig_out=1 uptime=1:01:05 restarts=0",
         "+0:00:03 beta 10.0.0.2:7003 starting pid=1003 load=- cpu=- procs=- runq=- in=- out=-"
         " mig_in=- mig_out=- uptime=- restarts=0",
-        "+0:00:03 total demo up=2/3 procs=19 in=250/s out=525/s mig_in=5 mig_out=4",
+        "+0:00:03 total demo up=2/3 unresponsive=0 procs=19 in=250/s out=525/s mig_in=5 mig_out=4",
     ]
 
 
 def test_events_keep_the_last_50_and_the_pane_the_newest():
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     for i in range(1, 61):
         view.event(f"event {i}", at=float(i))
     kept = view.events()
     assert len(kept) == 50 and kept[0].n == 11 and kept[-1].text == "event 60"
     assert [e.text for e in view.events(after=57)] == ["event 58", "event 59", "event 60"]
     rendered = text(view, at=61.0)
-    assert "+0:00:59  info      event 60" in rendered and "event 53" in rendered and "event 52" not in rendered
+    assert "+0:00:59  info         event 60" in rendered and "event 53" in rendered and "event 52" not in rendered
     assert "no nodes yet" in rendered
 
 
 def test_wall_clock_times_show_as_the_time_of_day():
     at = 1_700_000_000.0
-    view = ClusterView("x", suspect_after=2.0, down_after=5.0)
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
     view.event("hello", at=at)
     assert view.events()[0].when == time.strftime("%H:%M:%S", time.localtime(at))
     assert view.plain_lines(at + 1) == [f"{time.strftime('%H:%M:%S', time.localtime(at + 1))} total x up=0/0"
-                                        " procs=0 in=0/s out=0/s mig_in=0 mig_out=0"]
+                                        " unresponsive=0 procs=0 in=0/s out=0/s mig_in=0 mig_out=0"]
 
 
 def test_thresholds_are_checked():
-    with pytest.raises(ValueError, match="suspect_after=5"):
-        ClusterView("x", suspect_after=5, down_after=2)
+    with pytest.raises(ValueError, match="suspect_after <= unresponsive_after, got suspect_after=5"):
+        ClusterView("x", suspect_after=5, unresponsive_after=2)
     with pytest.raises(ValueError, match="history"):
-        ClusterView("x", suspect_after=1, down_after=2, history=0)
+        ClusterView("x", suspect_after=1, unresponsive_after=2, history=0)
 
 
 def test_reports_from_real_nodes(cluster):
     here, start = cluster
     b, c = start(), start()
-    view = ClusterView("real", suspect_after=0.25, down_after=0.5)
+    view = ClusterView("real", suspect_after=0.25, unresponsive_after=0.5)
     for node in (b, c):
         here.connect(*node.ref.address)
         view.expect(node.ref, "local", node.pid, at=time.monotonic())
@@ -310,10 +362,17 @@ def test_reports_from_real_nodes(cluster):
     assert line_of(rendered, str(b.ref))[2:4] == [str(b.pid), "up"]
     assert "2/2 up" in rendered.splitlines()[0]
 
+    here.monitor_node(c.ref)
     c.kill()
     # Until B's reports run 0.7 s past C's last (C's sent before the kill may still be read after it).
     last = feed(lambda counts, last: counts.get(b.ref, 0) >= 8 and last[b.ref] - last.get(c.ref, 0) >= 0.7)
     view.tick(last[b.ref])
+    assert {row.ref: row.state for row in view.rows()} == {b.ref: "up", c.ref: "unresponsive"}  # silence alone
+    assert [e.text.split()[0] for e in view.events() if e.kind == "unresponsive"] == [str(c.ref)]
+    # down is termite's word: NodeDown (the killed node's connection closed), passed on as the launcher does
+    down = here.receive(termite.NodeDown, timeout=10)
+    assert down.node == c.ref
+    view.lost(down.node, time.monotonic(), down.reason)
     assert {row.ref: row.state for row in view.rows()} == {b.ref: "up", c.ref: "down"}
     assert [e.text.split()[0] for e in view.events() if e.kind == "down"] == [str(c.ref)]
     assert line_of(text(view, at=time.monotonic()), str(c.ref))[3] == "down"
