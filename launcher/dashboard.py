@@ -183,13 +183,8 @@ class ClusterView:
 
     def lost(self, node: NodeRef, at: float, reason: str = "noconnection") -> None:
         """termite declared the node down (``NodeDown``: its connection was lost): the only way to "down"."""
-        self._seen(at)
-        row = self._nodes.get(node.address)
-        if row is None:
-            row = self._nodes[node.address] = _Node(node, node.host, None, "starting", self.history, False)
-        elif node.incarnation in row.retired or _other_incarnation(row.ref, node):
-            return  # an older incarnation: the one at this address now is another
-        if row.state != "down":
+        row = self._row_of(node, at)
+        if row is not None and row.state != "down":
             row.state = "down"
             self._add(at, "down", f"{_name(row)}: {reason}")
 
@@ -199,13 +194,19 @@ class ClusterView:
         A row already down stays down (only a report or a restart brings it
         back); the next report makes the row up again.
         """
+        row = self._row_of(node, at)
+        if row is not None:
+            self._unresponsive(row, at, reason)
+
+    def _row_of(self, node: NodeRef, at: float) -> "_Node | None":
+        """The row of ``node`` for news that is not a report (made if new); None for an older incarnation's."""
         self._seen(at)
         row = self._nodes.get(node.address)
         if row is None:
             row = self._nodes[node.address] = _Node(node, node.host, None, "starting", self.history, False)
         elif node.incarnation in row.retired or _other_incarnation(row.ref, node):
-            return  # an older incarnation: the one at this address now is another
-        self._unresponsive(row, at, reason)
+            return None  # an older incarnation: the one at this address now is another
+        return row
 
     def restarted(self, old: NodeRef, new: NodeRef, at: float) -> None:
         """``new`` replaces ``old`` (usually at the same address): one row, counted as restarted."""
