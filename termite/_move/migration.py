@@ -53,6 +53,7 @@ from collections import deque
 from termite._core.errors import MigrationError
 from termite._core.ids import NodeRef, Pid
 from termite._core.kernel import Signal
+from termite._core.links import signal_exit
 from termite._core.process import DEAD, Process, ProcessTable, current
 from termite._core.spawn import process_body
 from termite._core.traps import Sentinel
@@ -319,31 +320,42 @@ class Migration:
         table.when_exits(pid, lambda *_: self._gone(proc))
         if order.held:
             self.forwarding.holding.add(proc)
-        self._bind(proc, peer)
+        lost = self._bind(proc, peer)
         self.kernel.wake(proc, entry.value)
+        for other in lost:  # linked to a process of a node lost while this one travelled
+            signal_exit(proc, other, "noconnection")
 
-    def _bind(self, proc: Process, source: NodeRef) -> None:
-        """Re-point links and monitors between ``proc`` and others at this node."""
+    def _bind(self, proc: Process, source: NodeRef) -> list[Pid]:
+        """Re-point links and monitors between ``proc`` and others at this node; return the
+        linked processes whose node this one has lost meanwhile (their links fire)."""
         table, endpoint = self.table, self.endpoint
         pid = proc.pid
         for ref in endpoint.watches.forget_target(pid):  # local partners no longer need the network
             table.monitored[ref] = proc
-        partners = set()
-        for other in proc.links or ():
+        partners, lost = set(), []
+        for other in list(proc.links or ()):
             if not table.is_local(other):
                 node = endpoint.route(other)
+                if endpoint.transport.lost(node):  # its down here came before the process did
+                    proc.links.discard(other)
+                    lost.append(other)
+                    continue
                 endpoint.watches.add_link(node, pid, other)
                 partners.add(node)
-        for ref, watcher in (proc.monitors or {}).items():
+        for ref, watcher in list((proc.monitors or {}).items()):
             if table.is_local(watcher):
                 table.monitored[ref] = proc
             else:
                 node = endpoint.route(watcher)
+                if endpoint.transport.lost(node):  # a watcher gone with its node
+                    del proc.monitors[ref]
+                    continue
                 endpoint.watches.add_watcher(node, ref, pid)
                 partners.add(node)
         partners.discard(source)  # it knows: it committed
         for node in partners:
             endpoint.post(node, (RELOCATED, pid, table.ref))
+        return lost
 
     def _on_relocated(self, peer: NodeRef, frame) -> None:
         """``pid`` now lives on ``node``: links and monitors to it watch that node."""

@@ -72,6 +72,10 @@ class Sessions:
         """Peers not down (up, or being connected to)."""
         return list(self._peers)
 
+    def ended(self, peer: NodeRef) -> bool:
+        """A session with ``peer`` ended and no other has begun since."""
+        return peer not in self._peers and self._epochs.get(peer, 0) > 0
+
     def up(self) -> list[NodeRef]:
         return [peer for peer, entry in self._peers.items() if entry.status == UP]
 

@@ -273,6 +273,11 @@ class Transport:
         with self._lock:
             return self._sessions.peers()
 
+    def lost(self, peer: NodeRef) -> bool:
+        """This node ended its session with ``peer`` (a down) and has not met it again."""
+        with self._lock:
+            return self._sessions.ended(peer)
+
     def unresponsive(self) -> list[NodeRef]:
         """Peers up whose own heartbeats stopped for ``heartbeat_timeout``: busy, perhaps holding the GIL, not down."""
         now = time.monotonic()
@@ -474,7 +479,7 @@ class Transport:
                     return None
             entry = self._heard.setdefault(identity, [peer, 0.0])
             self._last_seen[peer] = time.monotonic()
-        if down:
+        if self._downs:  # decided here, or by the I/O thread and not yet handed on: before any of this sender
             self._report_downs()
         if newly_up:
             self.on_peer_up(peer)
