@@ -18,6 +18,11 @@ def three(cluster):
     # B reaches C: a process on B connects, so both directions are up.
     here.spawn_on(b_ref, relay, here.pid, termite.connect, *c.ref.address)
     assert here.receive(("relayed", termite.NodeRef), timeout=10) == ("relayed", c_ref)
+    # Each has met the other (NodeUp) and exchanged global names, as the README says to wait
+    # for: a claim must not race the names a new connection brings.
+    for ref in (b_ref, c_ref):
+        here.spawn_on(ref, relay, here.pid, termite.sync_global)
+        assert here.receive(("relayed", None), timeout=10)
     return here, b, c, b_ref, c_ref
 
 

@@ -128,6 +128,7 @@ class Transport:
         # is given up after this long.
         self._sessions = Sessions(connect_timeout=max(2 * heartbeat_timeout, CONNECT_TIMEOUT))
         self._downs: list[NodeRef] = []  # peers declared down, to be handed on by the reading thread
+        self._stale: set[bytes] = set()  # routing ids of ended sessions, each logged once
         self._to, self._to_sock, self._to_handle = None, None, None  # send_frame's last peer, its DEALER and its handle
         self._last_seen: dict[NodeRef, float] = {}  # peers up or being connected to: when last heard
         self._wake_in = self.ctx.socket(zmq.PAIR)
@@ -467,6 +468,10 @@ class Transport:
                 self.stats.dropped_in += 1
                 if (peer.host, peer.port) not in self._dealers:
                     self._tell(peer)
+                if identity not in self._stale:
+                    self._stale.add(identity)
+                    log.info("dropping what %s sends in session %d, which this node has ended (now %d)",
+                             peer, epoch, self._sessions.epoch(peer))
                 return None
             if down:
                 self._end(peer)  # the peer ended the session: this side ends it too, first
