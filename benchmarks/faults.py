@@ -9,7 +9,8 @@ to a node (nftables; left out, and said so, where it cannot run).  After
 each schedule the invariants of tests/faults/invariants.py are checked.
 
 The schedules come from one seed, printed first; ``TERMITE_FAULTS_SEED=N``
-runs the same ones again, and with ``TERMITE_FAULTS_FROM=K`` from the Kth on.
+runs the same ones again, and with ``TERMITE_FAULTS_FROM=K`` from the Kth on;
+``TERMITE_FAULTS_SECONDS=S`` sets the time budget.
 A schedule that breaks an invariant prints its report (what was done,
 when, and each violation with its data).  ``--quick`` runs for about 30 s;
 the full run stops after 200 schedules or about 10 minutes, whichever comes
@@ -70,7 +71,7 @@ def _soak(quick: bool, seed: int, no_cut: str | None, rng: random.Random, first:
     from invariants import summary
     from nemesis import KINDS
 
-    budget, limit = BUDGET[quick], MAX_SCHEDULES[quick]
+    budget, limit = float(os.environ.get("TERMITE_FAULTS_SECONDS") or BUDGET[quick]), MAX_SCHEDULES[quick]
     start = time.monotonic()
     ran, failed_to_run, with_violation = 0, [], 0
     kinds: Counter = Counter()
