@@ -121,11 +121,13 @@ def _stay_here(proc: Process, request: _Request) -> None:
 class _Leaving:
     """A process parked while its target rebuilds it."""
 
-    __slots__ = ("proc", "target", "mailbox", "frames")
+    __slots__ = ("proc", "target", "mailbox", "frames", "links", "monitors")
 
     def __init__(self, proc: Process, target: NodeRef, mailbox: list):
         self.proc, self.target, self.mailbox = proc, target, mailbox
         self.frames: list[tuple[NodeRef, tuple]] = []  # numbered messages that came meanwhile, with their peer
+        # The links and monitors that went with it: those gone by the commit (a node lost, an unlink) go there too.
+        self.links, self.monitors = set(proc.links or ()), set(proc.monitors or ())
 
 
 class _Arriving:
@@ -160,7 +162,7 @@ class Migration:
         kinds.register(MIGRATE, "MIGRATE", (is_pid, _is_continuation, _is_list, _is_list, _is_list,
                                             lambda t: t.__class__ is bool, _is_list), self._on_migrate)
         kinds.register(READY, "READY", (is_pid,), self._on_ready)
-        kinds.register(COMMIT, "COMMIT", (is_pid,), self._on_commit)
+        kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list), self._on_commit)
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
         kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
         kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node), self._on_relocated)
@@ -226,7 +228,11 @@ class Migration:
         proc, target = entry.proc, entry.target
         table, endpoint = self.table, self.endpoint
         table.counters["migrations_out"] += 1
-        endpoint.post(target, (COMMIT, proc.pid))  # first: the frames below are for the running process
+        # First: the frames below are for the running process.  With it, what went and is gone since:
+        # a link or monitor of a node lost meanwhile (it fired here), or undone.
+        gone_links = [other for other in entry.links if other not in (proc.links or ())]
+        gone_monitors = [ref for ref in entry.monitors if ref not in (proc.monitors or {})]
+        endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors))
         abandon(proc.coro)
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
@@ -308,6 +314,13 @@ class Migration:
             return
         del self.arriving[frame[1]]
         table, proc = self.table, entry.proc
+        _, _, gone_links, gone_monitors = frame
+        for other in gone_links:
+            if proc.links:
+                proc.links.discard(other)
+        for ref in gone_monitors:
+            if proc.monitors:
+                proc.monitors.pop(ref, None)
         pid, order = proc.pid, proc.order
         table.counters["migrations_in"] += 1
         order.gen += 1
