@@ -498,11 +498,10 @@ class Transport:
             pass
 
     def _end(self, peer: NodeRef) -> None:
-        """The session with ``peer`` has ended: close its connection and forget its senders (hold the lock);
-        the down is handed on by _report_downs."""
+        """The session with ``peer`` has ended: close its connection (hold the lock); its senders are
+        forgotten, and the down handed on, by _report_downs."""
         self._close_dealer((peer.host, peer.port))
         self._last_seen.pop(peer, None)
-        self._forget_heard([peer])
         self._downs.append(peer)
 
     def _lose(self, peer: NodeRef, why: str) -> None:
@@ -514,17 +513,28 @@ class Transport:
             self._end(peer)
             if not report:
                 self._downs.remove(peer)
+                self._forget_heard([peer])
         if report:
             log.warning("node %s is down: %s", peer, why)
             if self._loop is None:
                 self._report_downs()
             elif not self._stopping:
-                self._loop.call_soon_threadsafe(self._report_downs)
+                self._loop.call_soon_threadsafe(self._report_downs_after_reading)
+
+    def _report_downs_after_reading(self) -> None:
+        """On the loop: what the lost peers sent and this node has received is handed on first (as
+        Erlang delivers what came before a nodedown), then their downs."""
+        for _ in range(10):  # bounded: a peer that was only stopped may go on sending its ended session
+            if self._stopping or not self._read_router():
+                break
+        self._report_downs()
 
     def _report_downs(self) -> None:
-        """Hand on the downs declared, on the thread that reads, before anything read after them."""
+        """Hand on the downs declared, on the thread that reads, before anything of the next sessions;
+        what the lost peers send from now on is dropped."""
         with self._lock:
             downs, self._downs = self._downs, []
+            self._forget_heard(downs)
         for peer in downs:
             self.on_peer_down(peer)
 
