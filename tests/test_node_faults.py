@@ -15,7 +15,9 @@ import termite
 from termite import Down, Exit, NodeDown, NodeUp
 from termite.testing import echo
 
-from stalls import forever, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stream, traveller
+from stalls import (
+    forever, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream, traveller,
+)
 
 STOPPED = 2.5  # seconds a node is stopped: well past the 1 s heartbeat timeout
 
@@ -143,6 +145,42 @@ def test_a_migration_to_a_node_holding_the_gil_leaves_one_copy(cluster):
     seen = _steps(here, 5)
     assert seen[0] == (s_ref, 0) and seen[-1][0] == t_ref, seen
     assert here.receive(("refused", termite.Pid, str), timeout=0.1, default=None) is None
+
+
+def test_a_migrant_lost_between_commit_and_arrival_is_reported_to_its_other_nodes(cluster):
+    """Issue 14, 4: the source commits, then loses the target before the commit arrives: the
+    process is gone, and a third node's link and monitor on it fire noconnection, once each."""
+    here, start = cluster
+    s = start("--heartbeat-timeout", "5.0")  # S notices T stopped long after its own stall ends
+    t = start()
+    s_ref, t_ref = here.connect(*s.ref.address), here.connect(*t.ref.address)
+    here.spawn_on(s_ref, meet, t_ref, here.pid)
+    here.receive(("met", s_ref, t_ref), timeout=10)
+    here.spawn_on(t_ref, stall, 0.5, here.pid)
+    t_staller = here.receive(("ready to stall", termite.Pid), timeout=10)[1]
+    here.spawn_on(s_ref, stall, 2.0, here.pid, 0.05)
+    s_staller = here.receive(("ready to stall", termite.Pid), timeout=10)[1]
+    here.spawn_on(s_ref, stalled_handoff, t_ref, s_staller, here.pid)
+    migrant = here.receive(("ready to travel", termite.Pid), timeout=10)[1]
+    watch = here.monitor(migrant)
+    here.spawn(linked_waiter, migrant, here.pid)
+    waiter = here.receive(("linked", termite.Pid), timeout=10)[1]
+    # The timeline, in seconds: T holds its GIL from 0 to 0.5 and answers READY after it; S sends
+    # MIGRATE at 0.1 and holds its GIL from 0.15 to 2.15; T is stopped at 1; S reads READY and
+    # commits at 2.15, into a stopped T, then declares T lost (5 s after T last answered).
+    here.send(t_staller, "go")
+    time.sleep(0.1)
+    here.send(migrant, "go")
+    time.sleep(0.9)
+    with Stopped(t):  # S reads READY and commits into a stopped T, then declares T lost
+        down = here.receive(Down, timeout=10)
+        assert (down.ref, down.pid, down.reason) == (watch, migrant, "noconnection"), down
+        assert here.receive(("exit", waiter, termite.Pid, object), timeout=10)[2:] == (migrant, "noconnection")
+        assert here.receive(("refused", termite.Pid, str), timeout=0.1, default=None) is None  # it was committed
+    here.call(here.spawn_on(t_ref, echo), "back", timeout=10)  # T, continued, has run its side of the down
+    assert here.receive(("at", migrant, termite.NodeRef), timeout=1.0, default=None) is None  # no copy runs
+    assert here.receive(Down, timeout=0.1, default=None) is None
+    assert here.receive(("exit", waiter, termite.Pid, object), timeout=0.1, default=None) is None
 
 
 def test_a_node_holding_the_gil_for_seconds_is_not_declared_down(cluster):

@@ -20,8 +20,9 @@ the node it leaves (source) and the node it goes to (target):
    the process and others follow: the target tells the nodes of linked and
    watching processes where it now is (RELOCATED), so a lost node fires
    ``noconnection`` for what really was on it.
-5. On COMMIT the target runs the process.  A target that loses the source
-   before COMMIT drops the copy it holds.
+5. On COMMIT the target runs the process, and answers ARRIVED if the source
+   asked (it does when other nodes link to or watch the process).  A target
+   that loses the source before COMMIT drops the copy it holds.
 6. When the process ends, its last node tells every node that keeps an entry
    for it (GONE), and they forget it.
 
@@ -34,7 +35,10 @@ after losing the target never meets a target that runs it, and a target that
 dropped its copy never meets a source that committed.  A process can only
 end with no copy when the session ended between COMMIT and its arrival:
 then, as for any process of a lost node, its links and monitors on the
-source fire ``noconnection``.
+source fire ``noconnection``, and the source tells the other nodes that
+still watch it there (LOST_IN_HANDOFF), which fire theirs.  If the commit
+did arrive, the target's RELOCATED has moved those to the target, or the
+process's own end notice finds them fired and is dropped: once either way.
 
 Messages to a process that has migrated are numbered, so each sender's
 messages reach it in order whatever path each took (termite._move.forwarding).
@@ -69,7 +73,7 @@ __all__ = ["migrate", "Migration"]
 log = logging.getLogger("termite.migration")
 
 MIGRATE, READY, REFUSED, GONE, RELOCATED = range(16, 21)  # 21-23: termite._move.forwarding's
-COMMIT = 24
+COMMIT, ARRIVED, LOST_IN_HANDOFF = 24, 25, 26
 MIGRATING = Sentinel("migrating")  # parked while the target rebuilds it
 
 
@@ -157,12 +161,16 @@ class Migration:
         self.forwarding = Forwarding(table, endpoint)
         self.leaving: dict[Pid, _Leaving] = {}
         self.arriving: dict[Pid, _Arriving] = {}  # rebuilt here, held until the source commits
+        # Committed, not yet known to run there: pid -> (target, the other nodes that watch it here)
+        self.handed: dict[Pid, tuple[NodeRef, set[NodeRef]]] = {}
         self.kernel.trap_handlers[_Request] = self._on_request
         kinds = endpoint.kinds
         kinds.register(MIGRATE, "MIGRATE", (is_pid, _is_continuation, _is_list, _is_list, _is_list,
                                             lambda t: t.__class__ is bool, _is_list), self._on_migrate)
         kinds.register(READY, "READY", (is_pid,), self._on_ready)
-        kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list), self._on_commit)
+        kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list, lambda a: a.__class__ is bool), self._on_commit)
+        kinds.register(ARRIVED, "ARRIVED", (is_pid,), self._on_arrived)
+        kinds.register(LOST_IN_HANDOFF, "LOST_IN_HANDOFF", (is_pid,), self._on_lost_in_handoff)
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
         kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
         kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node), self._on_relocated)
@@ -232,7 +240,10 @@ class Migration:
         # a link or monitor of a node lost meanwhile (it fired here), or undone.
         gone_links = [other for other in entry.links if other not in (proc.links or ())]
         gone_monitors = [ref for ref in entry.monitors if ref not in (proc.monitors or {})]
-        endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors))
+        watchers = self._other_nodes(proc, target)
+        if watchers:  # they must hear of it if the commit never arrives
+            self.handed[proc.pid] = (target, watchers)
+        endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors, bool(watchers)))
         abandon(proc.coro)
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
@@ -260,6 +271,24 @@ class Migration:
             endpoint.post(target, numbered)
         for msg in waiting:  # exit signals and Downs delivered meanwhile: numbered now
             endpoint.send(pid, msg)
+
+    def _other_nodes(self, proc: Process, target: NodeRef) -> set[NodeRef]:
+        """The nodes, besides this one and ``target``, of processes linked to or watching ``proc``."""
+        table, route = self.table, self.endpoint.route
+        nodes = {route(other) for other in proc.links or () if not table.is_local(other)}
+        nodes.update(route(watcher) for watcher in (proc.monitors or {}).values() if not table.is_local(watcher))
+        nodes.discard(target)
+        return nodes
+
+    def _on_arrived(self, peer: NodeRef, frame) -> None:
+        handed = self.handed.get(frame[1])
+        if handed is not None and handed[0] == peer:
+            del self.handed[frame[1]]
+
+    def _on_lost_in_handoff(self, peer: NodeRef, frame) -> None:
+        """``pid`` left ``peer`` for a node ``peer`` then lost: what watches it there fires now."""
+        self.endpoint.fire(self.endpoint.watches.take_target(frame[1], peer))
+        self.kernel.kick()
 
     def _on_refused(self, peer: NodeRef, frame) -> None:
         _, pid, reason = frame
@@ -314,7 +343,7 @@ class Migration:
             return
         del self.arriving[frame[1]]
         table, proc = self.table, entry.proc
-        _, _, gone_links, gone_monitors = frame
+        _, _, gone_links, gone_monitors, answer = frame
         for other in gone_links:
             if proc.links:
                 proc.links.discard(other)
@@ -334,6 +363,8 @@ class Migration:
         if order.held:
             self.forwarding.holding.add(proc)
         lost = self._bind(proc, peer)
+        if answer:  # after the RELOCATEDs: the source need not tell the other nodes any more
+            self.endpoint.post(peer, (ARRIVED, pid))
         self.kernel.wake(proc, entry.value)
         for other in lost:  # linked to a process of a node lost while this one travelled
             signal_exit(proc, other, "noconnection")
@@ -393,6 +424,11 @@ class Migration:
             if entry.source == peer:  # it never committed: the process runs on there, if anywhere
                 del self.arriving[pid]
                 abandon(entry.proc.coro)
+        for pid, (target, watchers) in list(self.handed.items()):
+            if target == peer:  # committed, and the commit may never have arrived
+                del self.handed[pid]
+                for node in watchers:
+                    self.endpoint.post(node, (LOST_IN_HANDOFF, pid))
         for pid, entry in list(self.leaving.items()):
             if entry.target == peer:
                 self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))

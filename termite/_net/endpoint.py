@@ -40,7 +40,7 @@ from termite._net.frames import (
     FrameKinds, is_name,
 )
 from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
-from termite._net.watches import Watches
+from termite._net.watches import Lost, Watches
 
 __all__ = ["Endpoint", "MigrantRouter", "NodeUp", "NodeDown"]
 
@@ -323,8 +323,8 @@ class Endpoint:
         _, pid, msg = frame
         proc = self._local(pid)
         if proc is not None:
-            if msg.__class__ is Down:
-                self.watches.drop_monitor(msg.ref)
+            if msg.__class__ is Down and self.watches.drop_monitor(msg.ref) is None and self.watches.settled(msg.ref):
+                return  # it fired already, when its process was lost in a handoff
             if proc.order is None:
                 deliver(proc, msg)
             else:
@@ -354,6 +354,8 @@ class Endpoint:
 
     def _on_exit(self, peer: NodeRef, frame) -> None:
         _, sender, pid, reason = frame
+        if self.watches.settled((pid, sender)):
+            return  # the link fired already, when sender was lost in a handoff
         self.watches.drop_link(pid, sender)
         proc = self._local(pid)
         if proc is None:
@@ -421,8 +423,14 @@ class Endpoint:
 
     def _peer_down(self, peer: NodeRef) -> None:
         """The session with ``peer`` ended: every link and monitor with its processes fires, once."""
+        self.fire(self.watches.take_node(peer))
+        self._notify_nodes(peer, "noconnection")
+        for hook in self._peer_down_hooks:
+            hook(peer)
+
+    def fire(self, lost: Lost) -> None:
+        """Links and monitors with processes out of reach: each fires ``noconnection``, once."""
         table = self.table
-        lost = self.watches.take_node(peer)
         for ref, target in lost.watchers.items():
             proc = table.resolve(target)
             if proc is not None and proc.monitors:
@@ -437,9 +445,6 @@ class Endpoint:
             proc = table.resolve(watcher)
             if proc is not None:
                 deliver(proc, Down(ref, target, "noconnection"))
-        self._notify_nodes(peer, "noconnection")
-        for hook in self._peer_down_hooks:
-            hook(peer)
 
     def _notify_nodes(self, peer: NodeRef, down_reason) -> None:
         for ref, (watcher, node) in list(self.node_watchers.items()):

@@ -12,11 +12,17 @@ node is lost each fires exactly once (termite._net.endpoint):
   watcher is gone with its node).
 
 Migration moves entries when a process changes node (:meth:`Watches.move_target`).
+A migrant lost in its handoff fires its entries here early (:meth:`Watches.take_target`);
+its own end may still be told later, by a copy that did arrive: that notice is
+dropped, so each link and monitor fires once (:meth:`Watches.settled`).
 """
 
 from __future__ import annotations
 
 from termite._core.ids import NodeRef, Pid, Tag
+
+#: How many links and monitors fired ahead of their process's own end a node remembers.
+_REMEMBER_SETTLED = 4096
 
 __all__ = ["Watches", "Lost"]
 
@@ -40,6 +46,7 @@ class Watches:
         self._node_of: dict[Tag, NodeRef] = {}  # monitor ref -> the node its target is on
         self._watchers: dict[NodeRef, dict[Tag, Pid]] = {}  # node -> {ref: local target} for its watchers
         self._watcher_node: dict[Tag, NodeRef] = {}
+        self._settled: dict[object, None] = {}  # monitor refs and (local, remote) links, oldest first
 
     # -- links ------------------------------------------------------------------
 
@@ -117,6 +124,28 @@ class Watches:
                 self._node_of.pop(ref, None)
                 refs.append(ref)
         return refs
+
+    def take_target(self, pid: Pid, node: NodeRef) -> Lost:
+        """Remove and return the links and monitors to ``pid`` that watch it on ``node``, and
+        remember them as settled: they fire now, and a later end notice of ``pid`` is not theirs."""
+        links = {pair for pair in self._links.get(node, ()) if pair[1] == pid}
+        for pair in links:
+            self.drop_link(*pair)
+        watched = self._monitors.get(node, {})
+        monitors = {ref: entry for ref, entry in watched.items() if entry[1] == pid}
+        for ref in monitors:
+            del watched[ref]
+            self._node_of.pop(ref, None)
+        settled = self._settled
+        settled.update(dict.fromkeys(links))
+        settled.update(dict.fromkeys(monitors))
+        while len(settled) > _REMEMBER_SETTLED:
+            del settled[next(iter(settled))]
+        return Lost(links, monitors, {})
+
+    def settled(self, key) -> bool:
+        """Whether a Down (by its ref) or a link's exit (local, remote) already fired here; forgets it."""
+        return bool(self._settled) and self._settled.pop(key, 0) is None
 
     def move_target(self, pid: Pid, node: NodeRef) -> None:
         """``pid`` now lives on ``node``: links and monitors to it, and its monitors here, watch that node."""

@@ -14,10 +14,12 @@ def hold_the_gil(seconds: float) -> int:
     return sum(range(int(per_second * seconds)))
 
 
-async def stall(seconds: float, reply_to: Pid):
-    """Say it is ready; on "go", hold the GIL for ``seconds`` in one C call at once, then say it is done."""
+async def stall(seconds: float, reply_to: Pid, after: float = 0.0):
+    """Say it is ready; on "go", wait ``after`` s, then hold the GIL for ``seconds`` in one C call, then say it is done."""
     send(reply_to, ("ready to stall", termite.self()))
     await receive("go")
+    if after:
+        await termite.sleep(after)
     hold_the_gil(seconds)
     send(reply_to, ("stalled", termite.self()))
 
@@ -75,6 +77,24 @@ async def traveller(target, reply_to: Pid):
     while True:
         send(reply_to, ("at", termite.self(), termite.current_node(), step))
         step += 1
+        await termite.sleep(0.2)
+
+
+async def stalled_handoff(target, staller: Pid, reply_to: Pid):
+    """On "go": set ``staller`` (on this node) going, migrate to ``target``, and report where it runs from then on.
+
+    The staller holds this node's GIL while the target's READY waits unread, so the commit
+    is sent late, into whatever has become of the target meanwhile.
+    """
+    send(reply_to, ("ready to travel", termite.self()))
+    await receive("go")
+    send(staller, "go")
+    try:
+        await termite.migrate(target)
+    except termite.MigrationError as exc:
+        send(reply_to, ("refused", termite.self(), str(exc)))
+    while True:
+        send(reply_to, ("at", termite.self(), termite.current_node()))
         await termite.sleep(0.2)
 
 
