@@ -606,6 +606,21 @@ def test_a_function_of_no_importable_module_travels_by_value(finish):
     assert finish(data, 2)[1] == ("returned", [0, 2, 4])
 
 
+async def imports_locally():
+    import json as codec  # a module in a local, as a function that imports inside itself has
+
+    await migrate()
+    return codec.dumps([1])
+
+
+def test_a_module_in_a_local_travels_by_name_without_dill():
+    coro, _ = start(imports_locally)
+    data = capture(coro)
+    assert data[5:6] == b"p"
+    abandon(coro)
+    assert finish_here(data)[1] == ("returned", "[1]")
+
+
 def test_closures_of_importable_modules_need_no_dill():
     coro, _ = start(shared_cell)
     assert capture(coro)[5:6] == b"p"

@@ -181,6 +181,14 @@ def finished(is_coroutine):
     return gen
 
 
+def module_named(name):
+    """A module a frame held in a local (``import x`` inside a function), imported here."""
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:  # noqa: BLE001
+        raise MigrationError(f"cannot restore here: module {name} cannot be imported on this node ({exc})") from exc
+
+
 def module_function(module_name, code, name, qualname, defaults, kwdefaults, closure):
     """A function of module ``module_name`` from its marshalled ``code``, over that module's globals here."""
     try:
