@@ -117,6 +117,13 @@ runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
 @contextlib.contextmanager
 def _server(module, args, announce):
     """``python -m module *args`` in the background until it printed ``announce ...``; yields that line's words."""
+    with _server_process(module, args, announce) as (words, _):
+        yield words
+
+
+@contextlib.contextmanager
+def _server_process(module, args, announce):
+    """As :func:`_server`, yielding the line's words and the server's ``Popen``."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     with tempfile.TemporaryFile("w+") as errors:  # a file, not a pipe: a chatty child never blocks
         proc = subprocess.Popen([sys.executable, "-c", _BOUNDED, str(SERVER_LIFETIME), module, *args], cwd=ROOT,
@@ -127,7 +134,7 @@ def _server(module, args, announce):
             if not line.startswith(announce):
                 errors.seek(0)
                 raise RuntimeError(f"{module} {' '.join(args)} did not start: {line!r}\n{errors.read()[-2000:]}")
-            yield line.split()
+            yield line.split(), proc
         finally:
             proc.terminate()
             try:
@@ -196,4 +203,6 @@ def run_pingpong(quick: bool = False) -> list[Result]:
 
 
 def run_stream(quick: bool = False) -> list[Result]:
-    return _run("nodes-stream", "stream", quick)
+    from benchmarks.slow_receiver import run as slow_receiver
+
+    return _run("nodes-stream", "stream", quick) + slow_receiver(quick)

@@ -34,7 +34,10 @@ from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
 from termite._core.call import call
 from termite._core.mailbox import receive, send, sleep
-from termite._net.distribution import NodeDown, NodeUp, connect, demonitor_node, monitor_node, nodes, unresponsive_nodes, whereis_on
+from termite._net.distribution import (
+    NodeDown, NodeUp, busy_nodes, busy_processes, connect, demonitor_node, monitor_node, nodes, unresponsive_nodes,
+    whereis_on,
+)
 from termite._net.global_names import register_global, registered_global, sync_global, unregister_global, whereis_global
 from termite._net.keys import KeyFileError
 from termite._net.codec import MalformedMessage, UnserializableMessage
@@ -120,6 +123,8 @@ __all__ = [
     "connect",
     "nodes",
     "unresponsive_nodes",
+    "busy_nodes",
+    "busy_processes",
     "monitor_node",
     "demonitor_node",
     "NodeUp",

@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="no encryption; allowed on loopback only")
     p.add_argument("--heartbeat-timeout", type=float, default=3.0, help="seconds of silence before a peer is down")
     p.add_argument("--heartbeat-interval", type=float, default=0.5)
+    p.add_argument("--mailbox-limit", type=int, default=Network.mailbox_limit,
+                   help="messages a process may have waiting before remote senders to it wait (default %(default)s)")
+    p.add_argument("--buffer-limit", type=int, default=Network.buffer_limit,
+                   help="bytes sent to a node and not yet read there before senders to it wait (default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         insecure=args.insecure,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_timeout=args.heartbeat_timeout,
+        mailbox_limit=args.mailbox_limit,
+        buffer_limit=args.buffer_limit,
     )
 
     def announce(line):

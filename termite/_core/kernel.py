@@ -73,7 +73,7 @@ class Signal:
 class Task:
     """What the kernel runs: a coroutine and the value it resumes with."""
 
-    __slots__ = ("coro", "value", "waiting", "foreign", "kernel")
+    __slots__ = ("coro", "value", "waiting", "foreign", "kernel", "held")
 
     def __init__(self, kernel: "Kernel", coro):
         self.kernel = kernel
@@ -81,6 +81,7 @@ class Task:
         self.value = None
         self.waiting = None
         self.foreign = None
+        self.held = None  # what it waits for before its next step (Kernel.hold), if anything
 
 
 class Kernel:
@@ -103,6 +104,8 @@ class Kernel:
         # Traps of higher layers: request class -> handler(task, request), run
         # when a task yields such a request (migration's).  The task stays parked.
         self.trap_handlers: dict[type, object] = {}
+        self._holding: dict[object, list[Task]] = {}  # key -> tasks held until release(key)
+        self._stashed: set[Task] = set()  # held tasks that were due to run, out of the ready queue
         self._timer_seq = itertools.count()
         self._stale_timers = 0
         self._scheduled = False
@@ -209,6 +212,9 @@ class Kernel:
                     break  # every 16 steps (BUDGET & 15 is 0: not before the first, which most turns are)
                 budget -= 1
                 task = popleft()
+                if task.held is not None:  # flow control: it runs again on release
+                    self._stashed.add(task)
+                    continue
                 local.task = task
                 value = task.value
                 task.value = None  # don't keep the last message alive
@@ -283,6 +289,32 @@ class Kernel:
             self.wake(task, None)
             self.kick()
 
+    # -- flow control -----------------------------------------------------------
+
+    def hold(self, key) -> None:
+        """Hold the running task back before its next step, until ``release(key)``.
+
+        It finishes its current step (a send that made it wait does not block);
+        a signal (an exit, a kill) still reaches it at once.
+        """
+        task = _local.task
+        if task is not None and task.held is None:
+            task.held = key
+            self._holding.setdefault(key, []).append(task)
+
+    def release(self, key) -> None:
+        """Let the tasks held for ``key`` run again."""
+        for task in self._holding.pop(key, ()):
+            if task.held is key or task.held == key:
+                self._unhold(task)
+        self.kick()
+
+    def _unhold(self, task: Task) -> None:
+        task.held = None
+        if task in self._stashed:
+            self._stashed.discard(task)
+            self.ready.append(task)
+
     def interrupt(self, task: Task, signal: Signal) -> None:
         """Deliver ``signal`` to a task that is not running now.
 
@@ -290,6 +322,11 @@ class Kernel:
         its place and gets the signal instead of its wake value; whoever queued
         a value that must not be lost (a message) takes it back first.
         """
+        if task.held is not None:  # a held task meets its signal now
+            held = self._holding.get(task.held)
+            if held is not None and task in held:
+                held.remove(task)
+            self._unhold(task)
         waiting = task.waiting
         task.value = signal
         if waiting is None:

@@ -14,7 +14,10 @@ from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.process import current
 from termite._net.endpoint import Endpoint, NodeDown, NodeUp
 
-__all__ = ["NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "unresponsive_nodes", "connect", "whereis_on"]
+__all__ = [
+    "NodeUp", "NodeDown", "monitor_node", "demonitor_node", "nodes", "unresponsive_nodes", "busy_nodes", "busy_processes",
+    "connect", "whereis_on",
+]
 
 
 def _endpoint() -> Endpoint:
@@ -45,6 +48,18 @@ def unresponsive_nodes() -> list[NodeRef]:
     """Connected nodes whose own heartbeats stopped for ``heartbeat_timeout``: busy (perhaps in a
     C call holding the GIL), not down; their connections still answer."""
     return [peer for peer in _endpoint().transport.unresponsive() if peer.incarnation is not None]
+
+
+def busy_nodes() -> dict[NodeRef, int]:
+    """Nodes this one has sent more than its buffer limit that they have not read yet: node -> bytes
+    unread.  Processes that send to them wait until half is read (flow control, termite._net.flow)."""
+    return _endpoint().flow.busy_peers()
+
+
+def busy_processes() -> dict[Pid, int]:
+    """Processes of this node with more than the mailbox limit waiting: pid -> messages waiting.
+    Processes of other nodes that send to them wait until half is read (termite._net.flow)."""
+    return _endpoint().flow.busy_here()
 
 
 async def whereis_on(node: NodeRef, name: str, timeout: float = 5.0) -> Pid | None:

@@ -39,6 +39,7 @@ from termite._net.frames import (
     BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SPAWN, UNLINK, WHEREIS,
     FrameKinds, is_name,
 )
+from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT, FlowControl
 from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
 from termite._net.watches import Lost, Watches
 
@@ -81,7 +82,8 @@ class MigrantRouter(Protocol):
 
 
 class Endpoint:
-    def __init__(self, table: ProcessTable, transport):
+    def __init__(self, table: ProcessTable, transport, mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
+                 buffer_limit: int = DEFAULT_BUFFER_LIMIT):
         self.table = table
         self.kernel = table.kernel
         self.transport = transport
@@ -100,12 +102,15 @@ class Endpoint:
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
+        self.flow = FlowControl(table, self.kinds, self.post, mailbox_limit, buffer_limit)
+        self._limit = mailbox_limit  # read per message delivered from another node
         # The transport reads on the kernel's thread: frames, sessions begun and
         # ended come here directly, in the order of the streams they end and begin.
         transport.on_frames = self._on_frames
         transport.on_read_done = self.kernel.run_now
         transport.on_peer_down = self._peer_down
-        transport.on_peer_up = lambda peer: self._notify_nodes(peer, None)
+        transport.on_peer_up = self._peer_up
+        transport.on_skipped = self.flow.got  # a frame too large to read was read all the same
         self.kernel.after_turn = self.flush
         table.remote = self
 
@@ -140,6 +145,9 @@ class Endpoint:
     # -- out: what local processes do to remote pids --------------------------------
 
     def send(self, pid: Pid, msg) -> None:
+        flow = self.flow
+        if flow.pids or flow.peers:
+            flow.sending(pid)  # a full mailbox or socket there: this sender waits before its next step
         if self.numbered and pid in self.numbered:
             return self._router.send_numbered(pid, msg)
         self.post_encoded(pid.node, encode((SEND, pid, msg)))
@@ -248,6 +256,7 @@ class Endpoint:
         """Send every held frame: many to one node go as one batch frame."""
         if self._one is not None:
             (node, data), self._one = self._one, None
+            self.flow.wrote(node, len(data))
             self.transport.send_frame(node, data)
         if self._out:
             out, self._out = self._out, {}
@@ -255,7 +264,9 @@ class Endpoint:
                 self._send_batch(node, batch)
 
     def _send_batch(self, node: NodeRef, batch: list[bytes]) -> None:
-        self.transport.send(node, [batch[0] if len(batch) == 1 else encode_batch(batch)])
+        data = batch[0] if len(batch) == 1 else encode_batch(batch)
+        self.flow.wrote(node, len(data))
+        self.transport.send(node, [data])
 
     # -- in: frames read on the kernel's thread; lost peers from the I/O thread ----------
 
@@ -267,7 +278,9 @@ class Endpoint:
         """
         table = self.table
         procs = table.procs
+        got = self.flow.got
         for data in frames:
+            got(peer, len(data))
             try:
                 messages, unreadable = decode_frame(data), None
             except MalformedMessage as exc:
@@ -283,6 +296,9 @@ class Endpoint:
                         msg = frame[2]
                         if proc is not None and proc.order is None and msg.__class__ is not Down:
                             deliver(proc, msg)
+                            box = proc.mailbox
+                            if box is not None and len(box) > self._limit:
+                                self.flow.full(proc, peer)
                             continue
                 try:
                     self._apply(peer, frame)
@@ -327,6 +343,8 @@ class Endpoint:
                 return  # it fired already, when its process was lost in a handoff
             if proc.order is None:
                 deliver(proc, msg)
+                if proc.mailbox is not None and len(proc.mailbox) > self._limit:
+                    self.flow.full(proc, peer)
             else:
                 self._router.relay(peer, pid, msg)
         elif pid.serial >= REMOTE_SERIAL_BASE:
@@ -424,6 +442,7 @@ class Endpoint:
     def _peer_down(self, peer: NodeRef) -> None:
         """The session with ``peer`` ended: every link and monitor with its processes fires, once."""
         self.fire(self.watches.take_node(peer))
+        self.flow.new_session(peer)
         self._notify_nodes(peer, "noconnection")
         for hook in self._peer_down_hooks:
             hook(peer)
@@ -445,6 +464,10 @@ class Endpoint:
             proc = table.resolve(watcher)
             if proc is not None:
                 deliver(proc, Down(ref, target, "noconnection"))
+
+    def _peer_up(self, peer: NodeRef) -> None:
+        self.flow.new_session(peer)
+        self._notify_nodes(peer, None)
 
     def _notify_nodes(self, peer: NodeRef, down_reason) -> None:
         for ref, (watcher, node) in list(self.node_watchers.items()):

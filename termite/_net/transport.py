@@ -100,6 +100,7 @@ class Transport:
         self.on_frames = on_frames
         self.on_peer_down = on_peer_down or (lambda peer: None)
         self.on_peer_up = on_peer_up or (lambda peer: None)
+        self.on_skipped = None  # on_skipped(peer, size): a frame over max_frame, dropped unread
         self.on_refused = on_refused or (lambda address: None)
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
@@ -540,6 +541,8 @@ class Transport:
 
     def _too_large(self, peer: NodeRef, frame: bytes) -> None:
         self.stats.dropped_in += 1
+        if self.on_skipped is not None:
+            self.on_skipped(peer, len(frame))
         log.warning("dropped a %d-byte frame from %s: over the %d-byte limit", len(frame), peer, self.max_frame)
 
     def _beat(self, now: float):

@@ -30,6 +30,7 @@ from termite._core.registry import register_in
 from termite._core.spawn import spawn, spawn_in
 from termite._core.traps import Sentinel, park
 from termite._net.distribution import connect, monitor_node
+from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT
 from termite._net.endpoint import Endpoint
 from termite._net.global_names import register_global, start_name_server, whereis_global
 from termite._net.keys import require_keys
@@ -82,6 +83,11 @@ class Network:
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 3.0
     max_frame: int = 64 * 1024 * 1024
+    #: Flow control (termite._net.flow): messages a process may have waiting, and bytes a node may
+    #: have sent another and not yet seen read, before processes that send there are held back
+    #: until half is read.  Local sends never wait.
+    mailbox_limit: int = DEFAULT_MAILBOX_LIMIT
+    buffer_limit: int = DEFAULT_BUFFER_LIMIT
 
 
 class _Runtime:
@@ -106,7 +112,7 @@ class _Runtime:
             ref = self.transport.ref
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
         if self.transport is not None:
-            endpoint = Endpoint(self.table, self.transport)
+            endpoint = Endpoint(self.table, self.transport, network.mailbox_limit, network.buffer_limit)
             for extension in EXTENSIONS:
                 extension(self.table, endpoint)
             self.transport.start(loop)

@@ -1,0 +1,152 @@
+"""Flow control: a fast sender runs at its remote receiver's pace instead of filling memory.
+
+Two bounds, each of which holds back a process that sends across them
+(``Kernel.hold``: it finishes its current step, since a send never blocks or
+fails, and does not run again until the bound clears or the peer is lost):
+
+- **A busy peer** (Erlang's distribution buffer busy limit): the bytes sent
+  to a node and not yet read by it.  The reader acknowledges what it has
+  read (ACK, each ``_ACK_EVERY`` bytes); above ``buffer_limit`` unread bytes
+  (1 MB by default) the peer is busy for every process sending to it, until
+  it has read down to half that.  This bounds what waits in the sockets when
+  a node reads slowly (a stalled node, a slow network).
+- **A busy process**: a node reads its peers as fast as they send, so a
+  process that falls behind would see its mailbox grow without end (about
+  300 bytes a message).  When a message from a peer leaves a local process
+  with more than ``mailbox_limit`` messages, that peer is told BUSY(pid),
+  once, and its processes that send to ``pid`` wait until the mailbox is
+  read down to half the limit (UNBUSY).
+
+Local sends never wait, as in Erlang; what a held sender sent before it was
+held still arrives, in order.  A process that sends without ever awaiting
+anything cannot be held (nothing can run meanwhile anyway).  Both sides
+count bytes per session: a down or a new session starts them again.
+"""
+
+from __future__ import annotations
+
+from termite._core.ids import NodeRef, Pid
+from termite._core.kernel import Kernel
+from termite._core.process import ProcessTable
+from termite._net.frames import FrameKinds, is_count, is_pid
+
+__all__ = ["FlowControl", "BUSY", "UNBUSY", "ACK", "DEFAULT_MAILBOX_LIMIT", "DEFAULT_BUFFER_LIMIT"]
+
+BUSY, UNBUSY, ACK = 30, 31, 32
+
+#: Messages a process may have waiting before remote senders to it are held back.
+DEFAULT_MAILBOX_LIMIT = 20_000
+#: Bytes sent to a node and not yet read by it before its senders are held back (Erlang's default).
+DEFAULT_BUFFER_LIMIT = 1024 * 1024
+_ACK_EVERY = 64 * 1024  # bytes read from a peer between two ACKs
+_DRAIN_CHECK = 0.01  # seconds between looks at busy mailboxes: they have limit/2 to read meanwhile
+
+
+class FlowControl:
+    def __init__(self, table: ProcessTable, kinds: FrameKinds, post,
+                 mailbox_limit: int = DEFAULT_MAILBOX_LIMIT, buffer_limit: int = DEFAULT_BUFFER_LIMIT):
+        if mailbox_limit.__class__ is not int or mailbox_limit < 2:
+            raise ValueError(f"mailbox_limit is a number of messages, at least 2, not {mailbox_limit!r}")
+        if buffer_limit.__class__ is not int or buffer_limit < 2 * _ACK_EVERY:
+            raise ValueError(f"buffer_limit is a number of bytes, at least {2 * _ACK_EVERY}, not {buffer_limit!r}")
+        self.table, self.kernel, self.post = table, table.kernel, post
+        self.mailbox_limit, self.buffer_limit = mailbox_limit, buffer_limit
+        # Busy processes, here: pid -> (process, peers told); there: pids that said so
+        self.told: dict[Pid, tuple[object, set[NodeRef]]] = {}
+        self.pids: dict[Pid, None] = {}
+        # Busy peers: bytes sent and acknowledged per peer; bytes read and acknowledged per peer
+        self.sent: dict[NodeRef, int] = {}
+        self.acked: dict[NodeRef, int] = {}
+        self.peers: dict[NodeRef, None] = {}  # those with more than buffer_limit unread
+        self.read: dict[NodeRef, int] = {}
+        self.read_acked: dict[NodeRef, int] = {}
+        self._checking = None
+        kinds.register(BUSY, "BUSY", (is_pid,), self._on_busy)
+        kinds.register(UNBUSY, "UNBUSY", (is_pid,), self._on_unbusy)
+        kinds.register(ACK, "ACK", (is_count,), self._on_ack)
+
+    # -- the sender's side ------------------------------------------------------------
+
+    def sending(self, pid: Pid) -> None:
+        """The running process sends to ``pid``: hold it back if ``pid`` or its node is busy."""
+        if pid in self.pids:
+            self.kernel.hold(pid)
+        elif pid.node in self.peers:
+            self.kernel.hold(pid.node)
+
+    def wrote(self, node: NodeRef, size: int) -> None:
+        """``size`` bytes went to ``node``'s socket."""
+        if node.incarnation is None:
+            return  # an address not yet met: no session to count in
+        sent = self.sent[node] = self.sent.get(node, 0) + size
+        if sent - self.acked.get(node, 0) > self.buffer_limit:
+            self.peers[node] = None
+
+    def _on_ack(self, peer: NodeRef, frame) -> None:
+        self.acked[peer] = frame[1]
+        if peer in self.peers and self.sent.get(peer, 0) - frame[1] <= self.buffer_limit // 2:
+            del self.peers[peer]
+            self.kernel.release(peer)
+
+    def _on_busy(self, peer: NodeRef, frame) -> None:
+        self.pids[frame[1]] = None
+
+    def _on_unbusy(self, peer: NodeRef, frame) -> None:
+        if self.pids.pop(frame[1], 0) is None:
+            self.kernel.release(frame[1])
+
+    # -- the reader's side --------------------------------------------------------------
+
+    def got(self, peer: NodeRef, size: int) -> None:
+        """``size`` bytes were read from ``peer``: acknowledge them now and then."""
+        read = self.read[peer] = self.read.get(peer, 0) + size
+        if read - self.read_acked.get(peer, 0) >= _ACK_EVERY:
+            self.read_acked[peer] = read
+            self.post(peer, (ACK, read))
+
+    def full(self, proc, peer: NodeRef) -> None:
+        """``proc``'s mailbox passed the limit with a message from ``peer``: tell it, once."""
+        entry = self.told.get(proc.pid)
+        if entry is None:
+            entry = self.told[proc.pid] = (proc, set())
+            if self._checking is None:
+                self._checking = self.kernel.loop.call_later(_DRAIN_CHECK, self._check)
+        if peer not in entry[1]:
+            entry[1].add(peer)
+            self.post(peer, (BUSY, proc.pid))
+
+    def _check(self) -> None:
+        """Tell the peers of each busy process that has read down to half the limit (or ended)."""
+        self._checking = None
+        low = self.mailbox_limit // 2
+        for pid, (proc, peers) in list(self.told.items()):
+            box = proc.mailbox
+            if box is None or len(box) <= low or self.table.resolve(pid) is not proc:
+                del self.told[pid]
+                for peer in peers:
+                    self.post(peer, (UNBUSY, pid))
+        if self.told:
+            self._checking = self.kernel.loop.call_later(_DRAIN_CHECK, self._check)
+        self.kernel.kick()  # the UNBUSYs go out with the turn's flush
+
+    # -- what it looks like, and sessions -------------------------------------------------
+
+    def busy_here(self) -> dict[Pid, int]:
+        """Local processes whose remote senders are held back: pid -> messages in its mailbox."""
+        return {pid: len(proc.mailbox or ()) for pid, (proc, _) in self.told.items()}
+
+    def busy_peers(self) -> dict[NodeRef, int]:
+        """Peers whose senders here are held back: node -> bytes sent and not yet read."""
+        return {node: self.sent.get(node, 0) - self.acked.get(node, 0) for node in self.peers}
+
+    def new_session(self, peer: NodeRef) -> None:
+        """A session with ``peer`` ended or began: count afresh, and let its senders go on."""
+        for counts in (self.sent, self.acked, self.read, self.read_acked):
+            counts.pop(peer, None)
+        if self.peers.pop(peer, 0) is None:
+            self.kernel.release(peer)
+        for pid in [pid for pid in self.pids if pid.node == peer]:
+            del self.pids[pid]
+            self.kernel.release(pid)
+        for _, peers in self.told.values():
+            peers.discard(peer)
