@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import termite
 from termite_launcher.schema import Checker, ConfigError, check_keywords, check_yaml
 
 __all__ = [
@@ -173,8 +174,7 @@ def _build(data: dict, checker: Checker, file: Path) -> ClusterConfig:
     folder = file.parent
     error, line_of = checker.error, checker.line_of
 
-    name = data.get("name") or file.stem
-    state_dir = _local_path(data["state_dir"], folder) if "state_dir" in data else folder / ".termite"
+    name, state_dir, _ = termite.cluster_state(file, data)  # as scripts find it (termite.Executor(cluster=...))
     if state_dir.exists() and not state_dir.is_dir():
         given = data.get("state_dir", str(state_dir))
         raise error(line_of("state_dir"), "state_dir", given,

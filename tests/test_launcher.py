@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import termite
+
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
 
@@ -100,10 +102,15 @@ def test_run_a_job_on_a_local_cluster_then_everything_stops(two_local, tmp_path)
     assert sorted((tmp_path / ".termite" / "logs" / "cluster").glob("*.log"))  # each node's log, in one place
 
 
-def test_detach_status_a_script_by_the_cluster_file_and_stop(two_local, tmp_path):
+@pytest.mark.parametrize("placed", ["", "name: jobs\nstate_dir: run/state\n"])
+def test_detach_status_a_script_by_the_cluster_file_and_stop(two_local, tmp_path, placed):
+    """A script finds the cluster by its yaml file, wherever the file's name: and state_dir: put its state."""
+    two_local.write_text(two_local.read_text() + placed)
     started = subprocess.run([*LAUNCH, str(two_local), "--detach"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert started.returncode == 0, started.stderr
-    state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
+    state_file = tmp_path / ("run/state/jobs.json" if placed else ".termite/cluster.json")
+    assert termite.cluster_state(two_local).state_file == state_file
+    state = json.loads(state_file.read_text())
     pids = [node["os_pid"] for node in state["nodes"]]
     try:
         assert len(pids) == 2 and all(_alive(pid) for pid in pids)

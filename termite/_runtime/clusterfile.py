@@ -2,10 +2,11 @@
 
 While a cluster runs, the launcher keeps ``<state dir>/<name>.json``: the
 cluster's name, its key file and its nodes (``{"address": "host:port", ...}``).
-By default the state dir is ``.termite`` next to ``cluster.yaml`` and the name
-is the file's stem, so a script finds the cluster from the yaml file it was
-launched with; ``termite-launch --run`` also tells it by the environment
-variable ``TERMITE_CLUSTER``.  The library reads the file; it never imports
+The state dir is the yaml's ``state_dir:`` (default ``.termite`` next to the
+file) and the name its ``name:`` (default the file's stem): ``cluster_state``
+says where, for the launcher and for scripts alike, so a script finds the
+cluster from the yaml file it was launched with; ``termite-launch --run`` also
+tells it by the environment variable ``TERMITE_CLUSTER``.  The library reads the file; it never imports
 the launcher.
 
 The key file is what every node of the cluster holds (termite/_net/keys.py);
@@ -18,19 +19,51 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from termite._net import keys as _keys
 
-__all__ = ["ENVIRONMENT", "cluster_nodes", "generate_keys", "load_keys", "state_path"]
+__all__ = ["ENVIRONMENT", "ClusterState", "cluster_state", "cluster_nodes", "generate_keys", "load_keys", "state_path"]
 
 ENVIRONMENT = "TERMITE_CLUSTER"
 
 
+class ClusterState(NamedTuple):
+    """Where a cluster described by a yaml file keeps its state while it runs."""
+
+    name: str
+    state_dir: Path
+    state_file: Path
+
+
+def cluster_state(path: str | os.PathLike, data: dict | None = None) -> ClusterState:
+    """Where the cluster of the yaml file ``path`` keeps its state: its ``name:`` (default the
+    file's stem) and ``state_dir:`` (default ``.termite`` next to it; relative to the file's
+    folder).  ``data``: the file's contents, if already read (the launcher checks them first)."""
+    path = Path(path)
+    if data is None:
+        import yaml  # only for a yaml file: reading a state file needs none
+
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no cluster file {path}") from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"cannot read the cluster file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a cluster file: it holds a {type(data).__name__}, not a mapping")
+    name = data.get("name") or path.stem
+    state_dir = Path(str(data["state_dir"])).expanduser() if data.get("state_dir") else Path(".termite")
+    if not state_dir.is_absolute():
+        state_dir = path.parent / state_dir
+    return ClusterState(str(name), state_dir, state_dir / f"{name}.json")
+
+
 def state_path(path: str | os.PathLike) -> Path:
-    """The state file for ``path``: a cluster.yaml (its default state file) or the state file itself."""
+    """The state file for ``path``: a cluster.yaml (its state file) or the state file itself."""
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):
-        return path.parent / ".termite" / f"{path.stem}.json"
+        return cluster_state(path).state_file
     return path
 
 
