@@ -39,7 +39,7 @@ from termite._net.global_names import register_global, registered_global, sync_g
 from termite._net.keys import KeyFileError
 from termite._net.codec import MalformedMessage, UnserializableMessage
 from termite._runtime.node import Network, Node, current_node, run
-from termite._runtime.clusterfile import generate_keys, load_keys
+from termite._runtime.clusterfile import generate_keys, load_keys, session_keys
 from termite._move.migration import migrate
 from termite._move.callcc import Continuation, become, continuation
 from termite._core.patterns import ANY, where
@@ -126,6 +126,7 @@ __all__ = [
     "NodeDown",
     "generate_keys",
     "load_keys",
+    "session_keys",
     # load and dispatch
     "dispatch",
     "dispatch_async",
