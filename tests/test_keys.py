@@ -128,7 +128,7 @@ def test_session_keys_are_private_and_the_same_for_the_whole_process():
     assert termite.load_keys(path).secret
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620], ids=lambda mode: f"{mode:04o}")
 def test_a_key_file_open_to_others_is_refused_as_ssh_does(tmp_path, mode):
     path = tmp_path / "cluster.key"
     termite.generate_keys(path)
@@ -143,3 +143,14 @@ def test_a_key_file_open_to_others_is_refused_as_ssh_does(tmp_path, mode):
     assert node.returncode == 2 and f"chmod 600 {path}" in node.stderr, node.stderr
     os.chmod(path, 0o600)
     assert termite.load_keys(path).secret
+
+
+@pytest.mark.timeout(20)
+def test_a_keyless_executor_says_which_key_a_node_it_cannot_join_lacks(keyfile):
+    other = NodeProcess("--keys", keyfile, path=NODE_PATH)  # a cluster key, not this process's session key
+    try:
+        with pytest.raises(termite.Timeout) as failed:
+            termite.Executor([other.ref], connect_timeout=1.0)
+    finally:
+        other.stop()
+    assert termite.session_keys() in str(failed.value) and "keys=" in str(failed.value)
