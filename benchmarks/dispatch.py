@@ -38,11 +38,11 @@ def _spin(seconds):
     return seconds
 
 
-def _measure(addresses, count, dispatches, cpu_calls, repeats):
+def _measure(addresses, count, dispatches, cpu_calls, repeats, keyfile):
     import termite
 
     out = {}
-    with termite.Executor(addresses[:1]) as one:
+    with termite.Executor(addresses[:1], keys=keyfile) as one:
         assert list(one.map(_spin, [0.001] * 4)) == [0.001] * 4  # warm
         runs = []
         for _ in range(repeats):
@@ -50,7 +50,7 @@ def _measure(addresses, count, dispatches, cpu_calls, repeats):
             list(one.map(_spin, [CPU_SECONDS] * cpu_calls))
             runs.append(cpu_calls / (time.perf_counter() - start))
         out["cpu1"] = median(runs)
-    with termite.Executor(addresses) as pool:
+    with termite.Executor(addresses, keys=keyfile) as pool:
         assert list(pool.map(lambda x: x + 1, range(100))) == list(range(1, 101))  # warm, both nodes
         for chunksize in (1, 100):
             runs = []
@@ -96,10 +96,15 @@ def _dask(count, repeats):
 
 def run(quick: bool = False) -> list[Result]:
     count, dispatches, cpu_calls, repeats = SIZES[quick]
+    import termite
+
+    keyfile = termite.session_keys()  # CURVE, as a user's Executor runs; the measuring child gets the file
     with contextlib.ExitStack() as stack:
-        words = [stack.enter_context(_server("termite.node", ["--port", "0", "--insecure"], "termite node")) for _ in range(2)]
+        words = [stack.enter_context(_server("termite.node", ["--port", "0", "--keys", keyfile], "termite node"))
+                 for _ in range(2)]
         addresses = [w[2] for w in words]
-        got = run_child(__name__, "_measure", addresses, count, dispatches, cpu_calls, repeats, timeout=CHILD_TIMEOUT)
+        got = run_child(__name__, "_measure", addresses, count, dispatches, cpu_calls, repeats, keyfile,
+                        timeout=CHILD_TIMEOUT)
     dask_count = count // 10  # Dask runs a few hundred tasks a second: fewer will do
     dask = run_child(__name__, "_dask", dask_count, repeats, timeout=CHILD_TIMEOUT)
     how = f"median of {repeats}"

@@ -65,8 +65,10 @@ async def main(node2_address):
 
 
 if __name__ == "__main__":
-    node2 = NodeProcess("--insecure")  # a second node: python -m termite.node --insecure
+    # A second node (python -m termite.node --keys KEY) holding this script's session key:
+    # the two admit each other and no one else.
+    node2 = NodeProcess("--keys", termite.session_keys())
     try:
-        termite.run(main, node2.ref.address, network=termite.Network(insecure=True))
+        termite.run(main, node2.ref.address, network=termite.Network(keys=termite.session_keys()))
     finally:
         node2.stop()

@@ -42,7 +42,8 @@ def main() -> None:
     else:  # no cluster: start two local nodes for the example
         from termite.testing import NodeProcess
 
-        nodes = [NodeProcess("--insecure") for _ in range(2)]
+        # The nodes hold this script's session key, as the Executor's own node does.
+        nodes = [NodeProcess("--keys", termite.session_keys()) for _ in range(2)]
         pool = termite.Executor([node.ref for node in nodes])
     try:
         with pool:

@@ -42,7 +42,7 @@ from termite._net.global_names import register_global, registered_global, sync_g
 from termite._net.keys import KeyFileError
 from termite._net.codec import MalformedMessage, UnserializableMessage
 from termite._runtime.node import Network, Node, current_node, run
-from termite._runtime.clusterfile import ClusterState, cluster_state, generate_keys, load_keys
+from termite._runtime.clusterfile import ClusterState, cluster_state, generate_keys, load_keys, session_keys
 from termite._move.migration import migrate
 from termite._move.callcc import Continuation, become, continuation
 from termite._core.patterns import ANY, where
@@ -133,6 +133,7 @@ __all__ = [
     "cluster_state",
     "ClusterState",
     "load_keys",
+    "session_keys",
     # load and dispatch
     "dispatch",
     "dispatch_async",

@@ -34,7 +34,7 @@ from termite._runtime.clusterfile import ENVIRONMENT, cluster_nodes
 from termite._balance.dispatch import start_dispatcher
 from termite._core.errors import remote_exception
 from termite._core.ids import NodeRef
-from termite._net.keys import is_loopback
+from termite._net.keys import is_loopback, session_keys
 from termite._core.mailbox import send
 from termite._runtime.node import Node
 
@@ -124,7 +124,10 @@ class Executor(concurrent.futures.Executor):
     ``cluster``: instead, a cluster started by ``termite-launch``: its
     cluster.yaml or state file (it names the nodes and the key file).  With
     neither, a script run by ``termite-launch --run`` uses its cluster.
-    ``keys``: the cluster's key file.  ``node``: a running ``termite.Node``
+    ``keys``: the cluster's key file; without one, the executor's node uses
+    this process's :func:`termite.session_keys` (see :attr:`keys`), so it
+    admits only nodes started with that file (``--keys``), never a stranger.
+    ``node``: a running ``termite.Node``
     to work from, instead of one of the executor's own.  ``window``: calls
     that may wait or run on one node at a time; ``include_self``: run calls
     on the executor's own node as well (otherwise they never run in this
@@ -152,14 +155,27 @@ class Executor(concurrent.futures.Executor):
             nodes, cluster_keys = cluster_nodes(cluster)
             keys = keys or cluster_keys
         self._own = node is None
+        self._keys = None
+        session = node is None and keys is None
         if node is None:
+            # No key named: one made for this process, never an open node (any local user could run code in it).
+            self._keys = keys = session_keys() if session else keys
             addresses = [_address(address) for address in nodes]
             host = next((local_address_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
-            node = Node(host=host, port=0, keys=keys, insecure=keys is None).start()
+            node = Node(host=host, port=0, keys=keys).start()
         self._node = node
         try:
             for address in nodes:
-                node.connect(*_address(address), timeout=connect_timeout)
+                try:
+                    node.connect(*_address(address), timeout=connect_timeout)
+                except TimeoutError as exc:
+                    if not session:
+                        raise
+                    raise type(exc)(
+                        f"{exc}; no keys= was given, so this executor's node holds this process's session key "
+                        f"({self._keys}), which a node admits only if it was started with it (--keys): pass the "
+                        "cluster's key file as keys=PATH, or start the nodes with --keys termite.session_keys()"
+                    ) from None
             self._dispatcher = node.run(start_dispatcher, interval, window, include_self)
         except BaseException:
             self._close()
@@ -173,6 +189,12 @@ class Executor(concurrent.futures.Executor):
     def node(self) -> Node:
         """The node the executor works from."""
         return self._node
+
+    @property
+    def keys(self):
+        """The key file (or keys) the executor's own node holds: the one given, or the
+        session's; None for a ``node`` given.  Nodes started for it need this (``--keys``)."""
+        return self._keys
 
     def _job(self, fn, calls: list, single: bool) -> concurrent.futures.Future:
         future = concurrent.futures.Future()

@@ -1,7 +1,12 @@
 """Run a termite node from the command line (the launcher starts nodes this way).
 
     python -m termite.node --port 9000 --keys cluster.key
-    python -m termite.node --port 0 --insecure          # loopback only
+    python -m termite.node --port 0 --insecure          # loopback only; see below
+
+A node needs a key file: without ``--keys`` it refuses to start.  ``--insecure``
+runs it with no authentication at all, on loopback only, and says so on
+stderr: any local user (and any host that can reach the port) can then run
+code in it.
 
 Once listening it prints one line, ``termite node HOST:PORT incarnation HEX``,
 flushes it, and runs until SIGTERM or SIGINT.  Processes reach it by remote
@@ -27,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port to listen on (default: any free port)")
     p.add_argument("--keys", help="the cluster's key file (python -m termite keygen PATH)")
-    p.add_argument("--insecure", action="store_true", help="no encryption; allowed on loopback only")
+    p.add_argument("--insecure", action="store_true", help="no authentication or encryption (loopback only): any local user can run code in this node")
     p.add_argument("--heartbeat-timeout", type=float, default=3.0, help="seconds of silence before a peer is down")
     p.add_argument("--heartbeat-interval", type=float, default=0.5)
     p.add_argument("--mailbox-limit", type=int, default=Network.mailbox_limit,

@@ -90,7 +90,11 @@ class NodeProcess:
     """A node in a separate OS process (``python -m termite.node``), stopped by its pid."""
 
     def __init__(self, *args: str, timeout: float = 20.0, path: list[str] = ()):
-        """``path``: folders put first on the node's ``sys.path`` (code it must import)."""
+        """``path``: folders put first on the node's ``sys.path`` (code it must import).
+        Without ``--keys`` or ``--insecure`` the node holds this process's session key
+        (termite.session_keys(): what an Executor given no keys uses)."""
+        if "--keys" not in args and "--insecure" not in args:
+            args = ("--keys", termite.session_keys(), *args)
         env = dict(os.environ)
         if path:
             env["PYTHONPATH"] = os.pathsep.join([*path, *filter(None, [env.get("PYTHONPATH")])])

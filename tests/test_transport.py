@@ -1,6 +1,7 @@
 """The transport over real ZeroMQ sockets on loopback."""
 
 import asyncio
+import logging
 import os
 import sys
 import threading
@@ -8,6 +9,7 @@ import time
 
 import pytest
 import zmq
+import zmq.utils.monitor
 
 from termite._net import keys as _keys, transport as _transport, zmq_native as _zmq_native
 from termite._net.transport import Transport
@@ -83,6 +85,67 @@ def test_a_peer_without_the_cluster_secret_is_refused(transports, keys):
         assert b.stats.refused == 1
     finally:
         ctx.destroy(linger=0)
+
+
+class _Lines(logging.Handler):
+    """The termite.transport log, as lines; ``wait_for(pred)`` blocks until pred(lines)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+        self._cond = threading.Condition()
+
+    def emit(self, record):
+        with self._cond:
+            self.lines.append(record.getMessage())
+            self._cond.notify_all()
+
+    def wait_for(self, pred, timeout):
+        with self._cond:
+            return self._cond.wait_for(lambda: pred(self.lines), timeout)
+
+
+def _more(lines) -> int:
+    return sum(int(line.split()[0]) for line in lines if " more refusals from 127.0.0.1 " in line)
+
+
+@pytest.mark.timeout(20)
+def test_a_stranger_reconnecting_in_a_loop_is_logged_once_then_counted(keys):
+    logger = logging.getLogger("termite.transport")
+    lines = _Lines()
+    logger.addHandler(lines)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    node = Transport(keys=keys, on_frames=lambda peer, frames: None, refusal_period=1.0).start()
+    ctx = zmq.Context()
+    try:
+        # A stranger with a key of its own, retrying as fast as zmq lets it.
+        public, secret = zmq.curve_keypair()
+        failures = 0
+        while failures < 60:
+            rogue = ctx.socket(zmq.DEALER)
+            rogue.linger = 0
+            rogue.curve_serverkey, rogue.curve_publickey, rogue.curve_secretkey = keys.public, public, secret
+            monitor = rogue.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+            rogue.connect(f"tcp://127.0.0.1:{node.port}")
+            assert monitor.poll(5000), "the node neither admitted nor refused the stranger"
+            zmq.utils.monitor.recv_monitor_message(monitor)
+            failures += 1
+            rogue.disable_monitor()
+            monitor.close(linger=0)
+            rogue.close(linger=0)
+        # Once it stops, the count of the last period comes within a period or two.
+        assert lines.wait_for(lambda ls: 1 + _more(ls) >= node.stats.refused >= failures, 5), lines.lines
+        refusals = [line for line in lines.lines if "refused a connection from 127.0.0.1" in line]
+        counts = [line for line in lines.lines if " more refusals from 127.0.0.1 " in line]
+        assert len(refusals) == 1, lines.lines
+        assert 1 <= len(counts) <= 6, lines.lines
+        assert 1 + _more(lines.lines) == node.stats.refused
+    finally:
+        ctx.destroy(linger=0)
+        node.stop()
+        logger.removeHandler(lines)
+        logger.setLevel(old_level)
 
 
 def test_a_silent_peer_is_declared_down_within_the_timeout(transports):

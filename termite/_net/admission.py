@@ -6,6 +6,9 @@
   clients whose public key is the cluster's, i.e. who hold its secret key.
   Set-up order matters: the ZAP handler is bound before any CURVE socket
   binds, and a server's keys are set before it binds.
+- A refusal is logged once per address, then counted: a stranger retrying in
+  a loop gets one line, and every ``period`` seconds a count
+  (:class:`Refusals`), not a line per attempt.
 - A DEALER's routing id is its node's identity and its epoch with the peer,
   ``host:port:incarnation:epoch`` (:func:`identity_of`), so the peer's ROUTER
   knows who is speaking, and in which session (termite._net.sessions);
@@ -20,17 +23,21 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import zmq
 
 from termite._core.ids import NodeRef
 from termite._net.keys import ClusterKeys
 
-__all__ = ["identity_of", "ref_of_identity", "RoutingIds", "curve_server", "curve_client", "ZapHandler"]
+__all__ = ["identity_of", "ref_of_identity", "RoutingIds", "curve_server", "curve_client", "Refusals", "ZapHandler",
+           "REFUSAL_PERIOD"]
 
 log = logging.getLogger("termite.transport")
 
 _ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by RFC 27
+#: Seconds between the counts of refusals from an address after its first (logged at once).
+REFUSAL_PERIOD = 10.0
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, an IPv4, or [an IPv6]
 
 
@@ -112,14 +119,64 @@ def curve_client(sock: zmq.Socket, keys: ClusterKeys) -> None:
     sock.curve_secretkey = keys.secret
 
 
+class Refusals:
+    """The log of connections refused: an address's first refusal at once, then
+    every ``period`` seconds how many more came from it, while it keeps trying.
+
+    A stranger retrying in a loop would otherwise write thousands of lines a
+    second.  :meth:`refused` for each refusal; :meth:`tick` now and then (the
+    I/O thread's heartbeat), which reports the counts due.  ``clock``: seconds.
+    """
+
+    __slots__ = ("period", "_clock", "_since")
+
+    _OTHERS = "other addresses"  # where refusals are counted once too many addresses are
+    _MAX_ADDRESSES = 1024
+
+    def __init__(self, period: float = REFUSAL_PERIOD, clock=time.monotonic):
+        self.period = period
+        self._clock = clock
+        self._since: dict[str, list] = {}  # address -> [start of its period, refusals since]
+
+    def refused(self, address: str) -> None:
+        entry = self._since.get(address)
+        if entry is None and len(self._since) >= self._MAX_ADDRESSES:  # bounded: count the rest together
+            address, entry = self._OTHERS, self._since.get(self._OTHERS)
+        if entry is not None:
+            entry[1] += 1
+            return
+        self._since[address] = [self._clock(), 0]
+        log.warning(
+            "refused a connection from %s: not a member of this cluster (it does not hold the cluster's key); "
+            "further refusals from it are counted every %g s",
+            address, self.period,
+        )
+
+    def tick(self) -> None:
+        """Report the counts of the periods that ended; forget addresses gone quiet."""
+        if not self._since:
+            return
+        now = self._clock()
+        for address, entry in list(self._since.items()):
+            start, count = entry
+            if now - start < self.period:
+                continue
+            if count:
+                log.warning("%d more refusals from %s in the last %.0f s", count, address, now - start)
+                entry[0], entry[1] = now, 0
+            else:  # a whole period quiet: its next refusal is news again
+                del self._since[address]
+
+
 class ZapHandler:
     """Answers ZAP requests for the CURVE sockets of ``ctx``: admits a client
     whose public key is the cluster's.  Make it before any CURVE socket binds;
     :meth:`answer` on the I/O thread when :attr:`socket` is readable."""
 
-    def __init__(self, ctx: zmq.Context, keys: ClusterKeys, stats):
+    def __init__(self, ctx: zmq.Context, keys: ClusterKeys, stats, refusal_period: float = REFUSAL_PERIOD):
         self.keys = keys
         self.stats = stats  # counts the refused in stats.refused
+        self.refusals = Refusals(refusal_period)  # what the log says of them; tick() it now and then
         self.socket = ctx.socket(zmq.REP)
         self.socket.linger = 0
         self.socket.bind(_ZAP_ENDPOINT)
@@ -141,7 +198,7 @@ class ZapHandler:
             return None
         address = request[3].decode(errors="replace") if len(request) > 3 else "?"
         self.stats.refused += 1
-        log.warning("refused a connection from %s: not a member of this cluster", address)
+        self.refusals.refused(address)
         self.socket.send_multipart([version, request_id, b"400", b"not a member of this cluster", b"", b""])
         return address
 

@@ -41,7 +41,7 @@ import zmq
 
 from termite._core.ids import NodeRef
 from termite._net import zmq_native as _zmq_native
-from termite._net.admission import RoutingIds, ZapHandler, curve_server
+from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server
 from termite._net.connections import Connections, Monitors
 from termite._net.keys import ClusterKeys
 from termite._net.sessions import Sessions
@@ -94,6 +94,7 @@ class Transport:
         heartbeat_interval: float = 0.5,
         heartbeat_timeout: float = 3.0,
         max_frame: int = 64 * 1024 * 1024,
+        refusal_period: float = REFUSAL_PERIOD,
     ):
         self.host = host
         self.keys = keys
@@ -108,7 +109,7 @@ class Transport:
         self.stats = TransportStats()
         self.ctx = zmq.Context()
         # The ZAP handler must be bound before any CURVE socket binds.
-        self._zap = ZapHandler(self.ctx, keys, self.stats) if keys is not None else None
+        self._zap = ZapHandler(self.ctx, keys, self.stats, refusal_period) if keys is not None else None
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.linger = 0
         self.router.router_handover = 1  # a restarted peer with the same id takes over
@@ -360,6 +361,8 @@ class Transport:
                 now = time.monotonic()
                 if now >= next_beat:
                     self._beat(now)
+                    if self._zap is not None:
+                        self._zap.refusals.tick()  # the counts of refusals due
                     next_beat = now + self.heartbeat_interval
         except zmq.ContextTerminated:
             pass

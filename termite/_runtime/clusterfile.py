@@ -11,7 +11,8 @@ the launcher.
 
 The key file is what every node of the cluster holds (termite/_net/keys.py);
 ``generate_keys`` and ``load_keys`` (public as termite.generate_keys and
-termite.load_keys) make one and check one.
+termite.load_keys) make one and check one; ``session_keys`` is one made for
+this process (what an Executor given no keys uses).
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from typing import NamedTuple
 
 from termite._net import keys as _keys
 
-__all__ = ["ENVIRONMENT", "ClusterState", "cluster_state", "cluster_nodes", "generate_keys", "load_keys", "state_path"]
+__all__ = [
+    "ENVIRONMENT", "ClusterState", "cluster_state", "cluster_nodes", "generate_keys", "load_keys", "session_keys",
+    "state_path",
+]
 
 ENVIRONMENT = "TERMITE_CLUSTER"
 
@@ -103,3 +107,15 @@ def generate_keys(path: str | os.PathLike) -> _keys.ClusterKeys:
 def load_keys(path: str | os.PathLike) -> _keys.ClusterKeys:
     """Read the cluster key file at ``path``; KeyFileError saying how to make one if it is not one."""
     return _keys.load(path)
+
+
+def session_keys() -> str:
+    """The path of a key file made for this process (the same on every call).
+
+    It sits in a private temporary folder (700; the file 600) removed when the
+    process exits.  An Executor given no keys uses it; give it to the nodes
+    the program starts (``python -m termite.node --keys PATH``) and they admit
+    each other and no one else.  For nodes on other hosts, use a cluster key
+    file (``generate_keys``).
+    """
+    return _keys.session_keys()

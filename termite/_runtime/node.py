@@ -73,7 +73,9 @@ class Network:
     """How a node talks to others: where it listens, and with which keys.
 
     ``port=0`` picks a free port.  ``keys`` is the cluster's key file (or
-    loaded keys); without it, only ``insecure=True`` on a loopback host runs.
+    loaded keys; ``termite.session_keys()`` for the nodes of one program);
+    without it, only ``insecure=True`` on a loopback host runs, with a warning
+    on stderr: any local user could then run code in the node.
     """
 
     port: int = 0
