@@ -66,14 +66,15 @@ import weakref
 from collections import deque
 
 from termite._core.call import call
-from termite._net.codec import UnserializableMessage
+from termite._net.codec import Unreadable, UnserializableMessage
 from termite._net.distribution import NodeDown, NodeUp, monitor_node, nodes
-from termite._core.errors import Crash, remote_exception
+from termite._net.shipping import ShippedModules, collect
+from termite._core.errors import Crash, UnreadableMessage, remote_exception
 from termite._core.future import future
-from termite._core.ids import NodeRef, Pid
+from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.mailbox import receive, send
 from termite._balance.meter import Load, meter_of, start_meter
-from termite._core.process import ProcessTable, current
+from termite._core.process import ProcessTable, Refused, current
 from termite._balance.runner import runner_of, start_runner
 from termite._core.spawn import spawn_in
 
@@ -85,6 +86,7 @@ __all__ = [
     "minimum_load",
     "dispatch_async",
     "start_dispatcher",
+    "ship",
 ]
 
 #: A report older than this many intervals is late: the node counts as busy.
@@ -119,11 +121,12 @@ class _ToProcess:
 
 
 class _Job:
-    __slots__ = ("id", "fn", "calls", "reply", "started")
+    __slots__ = ("id", "fn", "calls", "reply", "started", "tag")
 
     def __init__(self, job_id: int, fn, calls: list, reply):
         self.id, self.fn, self.calls, self.reply = job_id, fn, calls, reply
         self.started = False
+        self.tag: Tag | None = None  # of the request to the node it was last sent to
 
 
 class _Node:
@@ -145,6 +148,8 @@ class _Dispatcher:
         self.nodes: dict[NodeRef, _Node] = {}  # where calls may go: never this node unless asked, or local
         self.waiting: deque[_Job] = deque()
         self.ids = itertools.count(1)
+        self.sent: dict[Tag, tuple[NodeRef, int]] = {}  # a request's tag -> (node, job id)
+        self.shipped: dict = {}  # modules sent by value to every node, before its first job
 
     async def run(self):
         me = current()
@@ -174,8 +179,12 @@ class _Dispatcher:
                     self._submit(fn, calls, reply)
                 elif kind == "reconsider":
                     self._abandon()
+                elif kind == "ship":
+                    self._ship(msg[1])
                 elif kind.__class__ is Pid and len(msg) == 3:
                     self._request(*msg)
+            elif cls is Refused:
+                self._refused(msg)
             elif cls is NodeUp:
                 if msg.node != self.here:
                     self._add(msg.node)
@@ -188,10 +197,18 @@ class _Dispatcher:
     def _add(self, node: NodeRef) -> None:
         if node not in self.nodes:
             self.nodes[node] = _Node(self.loop.time())
+        if self.shipped and node != self.here:  # before any job: from here to its runner, in order
+            send(runner_of(node), ("shipped", ShippedModules(self.shipped)))
         # Also for a node already known (a NodeUp after a down this dispatcher
         # did not see): its meter may have dropped the subscription when its
         # side saw this one go.  A second subscribe only brings a report now.
         send(meter_of(node), ("subscribe", self.me, self.interval))
+
+    def _ship(self, shipped: ShippedModules) -> None:
+        self.shipped.update(shipped.modules)
+        for node in self.nodes:
+            if node != self.here:
+                send(runner_of(node), ("shipped", shipped))
 
     def _heard(self, load) -> None:
         if load.__class__ is Load:
@@ -203,6 +220,8 @@ class _Dispatcher:
         state = self.nodes.pop(node, None)
         if state is None:
             return
+        for job in state.jobs.values():
+            self.sent.pop(job.tag, None)
         self.waiting.extendleft(reversed(state.jobs.values()))  # first again, in their order
         if not self.nodes:
             self._abandon()  # the rest wait for a node to join or come back
@@ -254,11 +273,14 @@ class _Dispatcher:
                 if not job.reply.start():
                     continue  # cancelled meanwhile
                 job.started = True
+            tag = make_tag()
             try:
-                send(runner_of(node), ("run", job.id, job.fn, job.calls, self.me))
+                send(runner_of(node), (self.me, tag, ("run", job.id, job.fn, job.calls)))
             except UnserializableMessage as exc:
                 job.reply.finish([(False, Crash.from_exception(exc))] * len(job.calls))
                 continue
+            job.tag = tag
+            self.sent[tag] = (node, job.id)
             state = self.nodes[node]
             state.jobs[job.id] = job
             state.calls += len(job.calls)
@@ -269,8 +291,23 @@ class _Dispatcher:
         job = state.jobs.pop(job_id, None) if state is not None else None
         if job is None:
             return  # run again elsewhere after its node was thought lost, and answered there
+        self.sent.pop(job.tag, None)
         state.calls -= len(job.calls)
+        for i, result in enumerate(results):
+            if result[1].__class__ is Unreadable:  # a value this node cannot unpickle: its error, not a stand-in
+                results[i] = (False, _unreadable_crash(result[1].reason))
         job.reply.finish(results)
+        self._schedule()
+
+    def _refused(self, refused: Refused) -> None:
+        """A node could not unpickle a job (its function, an argument): the job fails with why."""
+        node, job_id = self.sent.pop(refused.ref, (None, None))
+        state = self.nodes.get(node)
+        job = state.jobs.pop(job_id, None) if state is not None else None
+        if job is None:
+            return
+        state.calls -= len(job.calls)
+        job.reply.finish([(False, _unreadable_crash(refused.reason))] * len(job.calls))
         self._schedule()
 
     # -- questions --------------------------------------------------------------
@@ -288,6 +325,10 @@ class _Dispatcher:
             send(sender, (tag, sum(fresh) / len(fresh) if fresh else None))
         elif request == "loads":
             send(sender, (tag, {node: state.load for node, state in self.nodes.items()}))
+
+
+def _unreadable_crash(reason: str) -> Crash:
+    return Crash("termite.UnreadableMessage", reason, "", UnreadableMessage(reason))
 
 
 def _start_services(table: ProcessTable) -> None:
@@ -335,6 +376,17 @@ async def dispatch(thunk, *args, timeout: float | None = None):
     if ok:
         return value
     raise remote_exception(value)
+
+
+def ship(*modules) -> None:
+    """Send the source of ``modules`` (names; a package goes with its submodules) to every node
+    this node dispatches to, now and as they join, before the thunks dispatched after this call.
+
+    For the caller's own modules, which the nodes do not have installed
+    (termite/_net/shipping.py).  Raises ``ValueError`` for a module that is
+    not Python source.
+    """
+    send(dispatcher(), ("ship", collect(modules)))
 
 
 def dispatch_async(thunk, *args):

@@ -1,10 +1,12 @@
 """The runner: every networked node runs the thunks sent to it, off the kernel's thread.
 
 Each node has a runner process under serial ``RUNNER_SERIAL``.  It takes
-``("run", job, fn, calls, reply_to)``, where ``calls`` is a list of argument
-tuples (one call, or a chunk of a ``map``), and answers
+``(reply_to, tag, ("run", job, fn, calls))``, where ``calls`` is a list of
+argument tuples (one call, or a chunk of a ``map``), and answers
 ``("done", job, node, results)``: one ``(True, value)`` or ``(False, Crash)``
-per call, in order.
+per call, in order.  The request has the shape of a call's so that a node
+that cannot unpickle it (a function of a module it cannot import) answers
+``Refused(tag, runner, reason)`` in its place (termite/_net/endpoint.py).
 
 Plain functions run on the node's worker thread, one call after another: the
 kernel's thread stays free to read the network, answer heartbeats and load
@@ -126,8 +128,10 @@ async def runner():
     try:
         while True:
             msg = await receive()
+            if msg.__class__ is tuple and len(msg) == 2 and msg[0] == "shipped":
+                continue  # modules sent by value: installed as the message was read (termite/_net/shipping.py)
             try:
-                kind, job, fn, calls, reply_to = msg
+                reply_to, _, (kind, job, fn, calls) = msg
                 if kind != "run" or reply_to.__class__ is not Pid or calls.__class__ not in (list, tuple):
                     raise ValueError(msg)
                 calls = [tuple(args) for args in calls]
