@@ -71,10 +71,10 @@ from termite._net.distribution import NodeDown, NodeUp, monitor_node, nodes
 from termite._net.shipping import ShippedModules, collect
 from termite._core.errors import Crash, UnreadableMessage, remote_exception
 from termite._core.future import future
-from termite._core.ids import NodeRef, Pid, Tag, make_tag
+from termite._core.ids import NodeRef, Pid
 from termite._core.mailbox import receive, send
 from termite._balance.meter import Load, meter_of, start_meter
-from termite._core.process import ProcessTable, Refused, current
+from termite._core.process import ProcessTable, current
 from termite._balance.runner import runner_of, start_runner
 from termite._core.spawn import spawn_in
 
@@ -121,12 +121,11 @@ class _ToProcess:
 
 
 class _Job:
-    __slots__ = ("id", "fn", "calls", "reply", "started", "tag")
+    __slots__ = ("id", "fn", "calls", "reply", "started")
 
     def __init__(self, job_id: int, fn, calls: list, reply):
         self.id, self.fn, self.calls, self.reply = job_id, fn, calls, reply
         self.started = False
-        self.tag: Tag | None = None  # of the request to the node it was last sent to
 
 
 class _Node:
@@ -148,7 +147,6 @@ class _Dispatcher:
         self.nodes: dict[NodeRef, _Node] = {}  # where calls may go: never this node unless asked, or local
         self.waiting: deque[_Job] = deque()
         self.ids = itertools.count(1)
-        self.sent: dict[Tag, tuple[NodeRef, int]] = {}  # a request's tag -> (node, job id)
         self.shipped: dict = {}  # modules sent by value to every node, before its first job
 
     async def run(self):
@@ -183,8 +181,6 @@ class _Dispatcher:
                     self._ship(msg[1])
                 elif kind.__class__ is Pid and len(msg) == 3:
                     self._request(*msg)
-            elif cls is Refused:
-                self._refused(msg)
             elif cls is NodeUp:
                 if msg.node != self.here:
                     self._add(msg.node)
@@ -220,8 +216,6 @@ class _Dispatcher:
         state = self.nodes.pop(node, None)
         if state is None:
             return
-        for job in state.jobs.values():
-            self.sent.pop(job.tag, None)
         self.waiting.extendleft(reversed(state.jobs.values()))  # first again, in their order
         if not self.nodes:
             self._abandon()  # the rest wait for a node to join or come back
@@ -273,14 +267,11 @@ class _Dispatcher:
                 if not job.reply.start():
                     continue  # cancelled meanwhile
                 job.started = True
-            tag = make_tag()
             try:
-                send(runner_of(node), (self.me, tag, ("run", job.id, job.fn, job.calls)))
+                send(runner_of(node), ("run", job.id, job.fn, job.calls, self.me))
             except UnserializableMessage as exc:
                 job.reply.finish([(False, Crash.from_exception(exc))] * len(job.calls))
                 continue
-            job.tag = tag
-            self.sent[tag] = (node, job.id)
             state = self.nodes[node]
             state.jobs[job.id] = job
             state.calls += len(job.calls)
@@ -291,23 +282,11 @@ class _Dispatcher:
         job = state.jobs.pop(job_id, None) if state is not None else None
         if job is None:
             return  # run again elsewhere after its node was thought lost, and answered there
-        self.sent.pop(job.tag, None)
         state.calls -= len(job.calls)
         for i, result in enumerate(results):
             if result[1].__class__ is Unreadable:  # a value this node cannot unpickle: its error, not a stand-in
                 results[i] = (False, _unreadable_crash(result[1].reason))
         job.reply.finish(results)
-        self._schedule()
-
-    def _refused(self, refused: Refused) -> None:
-        """A node could not unpickle a job (its function, an argument): the job fails with why."""
-        node, job_id = self.sent.pop(refused.ref, (None, None))
-        state = self.nodes.get(node)
-        job = state.jobs.pop(job_id, None) if state is not None else None
-        if job is None:
-            return
-        state.calls -= len(job.calls)
-        job.reply.finish([(False, _unreadable_crash(refused.reason))] * len(job.calls))
         self._schedule()
 
     # -- questions --------------------------------------------------------------
