@@ -28,6 +28,7 @@ from termite._core.errors import (
     RemoteError,
     RemoteTraceback,
     TermiteError,
+    UnreadableMessage,
     Timeout,
 )
 from termite._core.ids import NodeRef, Pid, Tag, make_tag
@@ -47,7 +48,7 @@ from termite._move.migration import migrate
 from termite._move.callcc import Continuation, become, continuation
 from termite._core.patterns import ANY, where
 from termite._balance.meter import LOAD_REPORT, Load, node_load, subscribe_load, unsubscribe_load
-from termite._balance.dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, start_dispatcher
+from termite._balance.dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, ship, start_dispatcher
 from termite.executor import Executor
 from termite._core.process import current as _current
 from termite._core.registry import register, registered, unregister, whereis
@@ -137,6 +138,7 @@ __all__ = [
     # load and dispatch
     "dispatch",
     "dispatch_async",
+    "ship",
     "start_dispatcher",
     "minimum_load",
     "average_load",
@@ -162,6 +164,7 @@ __all__ = [
     "KeyFileError",
     "MigrationError",
     "UnserializableMessage",
+    "UnreadableMessage",
     "MalformedMessage",
     "SupervisorError",
     "ChildSpecError",

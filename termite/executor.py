@@ -29,13 +29,16 @@ import os
 import socket
 import threading
 import time
+import weakref
 
 from termite._runtime.clusterfile import ENVIRONMENT, cluster_nodes
 from termite._balance.dispatch import start_dispatcher
 from termite._core.errors import remote_exception
 from termite._core.ids import NodeRef
 from termite._net.keys import is_loopback, session_keys
-from termite._core.mailbox import send
+from termite._net.shipping import collect
+from termite._core.links import Down, monitor
+from termite._core.mailbox import receive, send
 from termite._runtime.node import Node
 
 __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
@@ -45,6 +48,14 @@ __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
 #: ``Executor()`` given no nodes uses that cluster.
 CLUSTER_ENVIRONMENT = ENVIRONMENT
 
+
+#: Why ``Executor()`` with nothing to work on raises.
+NO_CLUSTER = (
+    "termite.Executor() found no cluster to run calls on. Start one and run this script on it: "
+    "termite-launch cluster.yaml --run script.py (Executor() then finds it); or give the nodes: "
+    "Executor(['host:port', ...], keys='cluster.key') or Executor(cluster='cluster.yaml'); "
+    "or pass include_self=True to run the calls in this process"
+)
 
 #: What a call waiting for a node gets once its Executor is shut down.
 NO_NODE_AT_SHUTDOWN = (
@@ -84,6 +95,25 @@ class _ToFuture:
             self.future.set_result(value)
         else:
             self.future.set_exception(remote_exception(value))
+
+
+_DONE = object()  # the executor is closed: its watcher ends
+
+
+async def _watch(dispatcher, pool_ref) -> None:
+    """A process of the executor's node: when the dispatcher or the node ends, no
+    pending call can be answered any more, so the executor fails them."""
+    ref = monitor(dispatcher)
+    why = "its node stopped"
+    try:
+        down = await receive(lambda msg: msg is _DONE or (msg.__class__ is Down and msg.ref == ref))
+        if down is _DONE:
+            return
+        why = f"its dispatcher ended ({down.reason})"
+    finally:
+        pool = pool_ref()
+        if pool is not None:
+            pool._broken(why)
 
 
 def _fail(future: concurrent.futures.Future, text: str) -> None:
@@ -132,9 +162,13 @@ class Executor(concurrent.futures.Executor):
     that may wait or run on one node at a time; ``include_self``: run calls
     on the executor's own node as well (otherwise they never run in this
     process, but for a ``node`` without a network); ``interval``: seconds
-    between load reports.
+    between load reports.  ``ship``: names of this script's own modules
+    (a package goes with its submodules) whose source is sent to every node
+    before any call, for code the nodes do not have installed, as a helper
+    module next to the script.
 
-    With no node connected, calls wait for one to join or come back;
+    With no nodes, no cluster and no ``include_self``, it raises
+    ``ValueError`` saying how to start a cluster.  With no node connected, calls wait for one to join or come back;
     ``shutdown`` fails those still waiting then (``BrokenExecutor``).
     """
 
@@ -149,13 +183,21 @@ class Executor(concurrent.futures.Executor):
         include_self: bool = False,
         interval: float = 1.0,
         connect_timeout: float = 10.0,
+        ship=(),
     ):
         nodes = list(nodes)
         if cluster is not None or (not nodes and node is None and os.environ.get(CLUSTER_ENVIRONMENT)):
             nodes, cluster_keys = cluster_nodes(cluster)
             keys = keys or cluster_keys
+        if not nodes and node is None and not include_self:
+            raise ValueError(NO_CLUSTER)  # never run the calls somewhere the user did not ask for
+        shipped = collect(ship) if ship else None  # before any node starts: a bad name fails here
         self._own = node is None
         self._keys = None
+        self._lock = threading.Lock()  # before anything can fail: _close() takes it
+        self._futures: set[concurrent.futures.Future] = set()
+        self._closed = False
+        self._finished = False
         session = node is None and keys is None
         if node is None:
             # No key named: one made for this process, never an open node (any local user could run code in it).
@@ -181,9 +223,9 @@ class Executor(concurrent.futures.Executor):
             self._close()
             raise
         self._kernel = node._started().kernel
-        self._lock = threading.Lock()
-        self._futures: set[concurrent.futures.Future] = set()
-        self._closed = False
+        if shipped is not None:  # reaches each node's runner before the calls submitted after it
+            self._kernel.call_threadsafe(send, self._dispatcher, ("ship", shipped))
+        self._watcher = node.spawn(_watch, self._dispatcher, weakref.ref(self))
 
     @property
     def node(self) -> Node:
@@ -205,6 +247,16 @@ class Executor(concurrent.futures.Executor):
         future.add_done_callback(self._forget)
         self._kernel.call_threadsafe(send, self._dispatcher, ("submit", fn, calls, _ToFuture(future, single, self)))
         return future
+
+    def _broken(self, why: str) -> None:
+        """No call can be answered any more: fail those pending (on the node's thread)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._closed = True
+            futures = list(self._futures)
+        for future in futures:
+            _fail(future, f"the Executor can no longer run calls: {why}; this call was not answered")
 
     def _forget(self, future) -> None:
         with self._lock:
@@ -260,11 +312,18 @@ class Executor(concurrent.futures.Executor):
                 for future in futures:
                     _fail(future, "the Executor's node stopped before this call was answered")
         if wait:
-            concurrent.futures.wait(futures)
+            concurrent.futures.wait(futures)  # bounded: a call that can no longer be answered is failed (_watch)
             self._close()
         elif self._own:  # the node stays up until what was submitted is done
             threading.Thread(target=lambda: (concurrent.futures.wait(futures), self._close()), daemon=True).start()
 
     def _close(self) -> None:
+        with self._lock:
+            self._finished = True
         if self._own and self._node is not None:
             self._node.stop()
+        elif getattr(self, "_watcher", None) is not None:
+            try:  # a node that outlives this executor keeps no watcher of it
+                self._kernel.call_threadsafe(send, self._watcher, _DONE)
+            except RuntimeError:
+                pass  # the node has stopped: so has the watcher

@@ -87,7 +87,7 @@ def test_a_keyless_executor_admits_no_other_local_user(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("becoming another user (uid 65534) in a forked child needs root")
     ran = tmp_path / "the stranger's pickle ran"
-    with termite.Executor() as pool:  # no keys, no cluster: the default a script gets
+    with termite.Executor(include_self=True) as pool:  # no keys, no cluster: its node has the session key
         ref = pool.node.ref
         frame = encode((SEND, Pid(ref, NAME_SERVER_SERIAL), Touch(ran)))
         outcome = _as_nobody(ref.port, identity_of(NodeRef("127.0.0.1", 1, 1), 0), frame)

@@ -66,9 +66,10 @@ import weakref
 from collections import deque
 
 from termite._core.call import call
-from termite._net.codec import UnserializableMessage
+from termite._net.codec import Unreadable, UnserializableMessage
 from termite._net.distribution import NodeDown, NodeUp, monitor_node, nodes
-from termite._core.errors import Crash, remote_exception
+from termite._net.shipping import ShippedModules, collect
+from termite._core.errors import Crash, UnreadableMessage, remote_exception
 from termite._core.future import future
 from termite._core.ids import NodeRef, Pid
 from termite._core.mailbox import receive, send
@@ -85,6 +86,7 @@ __all__ = [
     "minimum_load",
     "dispatch_async",
     "start_dispatcher",
+    "ship",
 ]
 
 #: A report older than this many intervals is late: the node counts as busy.
@@ -145,6 +147,7 @@ class _Dispatcher:
         self.nodes: dict[NodeRef, _Node] = {}  # where calls may go: never this node unless asked, or local
         self.waiting: deque[_Job] = deque()
         self.ids = itertools.count(1)
+        self.shipped: dict = {}  # modules sent by value to every node, before its first job
 
     async def run(self):
         me = current()
@@ -174,6 +177,8 @@ class _Dispatcher:
                     self._submit(fn, calls, reply)
                 elif kind == "reconsider":
                     self._abandon()
+                elif kind == "ship":
+                    self._ship(msg[1])
                 elif kind.__class__ is Pid and len(msg) == 3:
                     self._request(*msg)
             elif cls is NodeUp:
@@ -188,10 +193,18 @@ class _Dispatcher:
     def _add(self, node: NodeRef) -> None:
         if node not in self.nodes:
             self.nodes[node] = _Node(self.loop.time())
+        if self.shipped and node != self.here:  # before any job: from here to its runner, in order
+            send(runner_of(node), ("shipped", ShippedModules(self.shipped)))
         # Also for a node already known (a NodeUp after a down this dispatcher
         # did not see): its meter may have dropped the subscription when its
         # side saw this one go.  A second subscribe only brings a report now.
         send(meter_of(node), ("subscribe", self.me, self.interval))
+
+    def _ship(self, shipped: ShippedModules) -> None:
+        self.shipped.update(shipped.modules)
+        for node in self.nodes:
+            if node != self.here:
+                send(runner_of(node), ("shipped", shipped))
 
     def _heard(self, load) -> None:
         if load.__class__ is Load:
@@ -270,6 +283,9 @@ class _Dispatcher:
         if job is None:
             return  # run again elsewhere after its node was thought lost, and answered there
         state.calls -= len(job.calls)
+        for i, result in enumerate(results):
+            if result[1].__class__ is Unreadable:  # a value this node cannot unpickle: its error, not a stand-in
+                results[i] = (False, _unreadable_crash(result[1].reason))
         job.reply.finish(results)
         self._schedule()
 
@@ -288,6 +304,10 @@ class _Dispatcher:
             send(sender, (tag, sum(fresh) / len(fresh) if fresh else None))
         elif request == "loads":
             send(sender, (tag, {node: state.load for node, state in self.nodes.items()}))
+
+
+def _unreadable_crash(reason: str) -> Crash:
+    return Crash("termite.UnreadableMessage", reason, "", UnreadableMessage(reason))
 
 
 def _start_services(table: ProcessTable) -> None:
@@ -335,6 +355,17 @@ async def dispatch(thunk, *args, timeout: float | None = None):
     if ok:
         return value
     raise remote_exception(value)
+
+
+def ship(*modules) -> None:
+    """Send the source of ``modules`` (names; a package goes with its submodules) to every node
+    this node dispatches to, now and as they join, before the thunks dispatched after this call.
+
+    For the caller's own modules, which the nodes do not have installed
+    (termite/_net/shipping.py).  Raises ``ValueError`` for a module that is
+    not Python source.
+    """
+    send(dispatcher(), ("ship", collect(modules)))
 
 
 def dispatch_async(thunk, *args):

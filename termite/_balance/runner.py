@@ -4,7 +4,9 @@ Each node has a runner process under serial ``RUNNER_SERIAL``.  It takes
 ``("run", job, fn, calls, reply_to)``, where ``calls`` is a list of argument
 tuples (one call, or a chunk of a ``map``), and answers
 ``("done", job, node, results)``: one ``(True, value)`` or ``(False, Crash)``
-per call, in order.
+per call, in order.  A function or argument this node could not unpickle (a
+module it cannot import) arrives as an ``Unreadable`` (termite/_net/endpoint.py):
+the call fails with its ``UnreadableMessage``, which names what and why.
 
 Plain functions run on the node's worker thread, one call after another: the
 kernel's thread stays free to read the network, answer heartbeats and load
@@ -22,7 +24,7 @@ import queue
 import threading
 import weakref
 
-from termite._net.codec import UnserializableMessage, encode
+from termite._net.codec import Unreadable, UnserializableMessage, encode
 from termite._core.errors import Crash
 from termite._core.ids import Pid
 from termite._core.kernel import Kernel
@@ -87,6 +89,9 @@ class _Worker:
 
 def _call(fn, args, where: str) -> tuple:
     try:
+        for arg in args:
+            if arg.__class__ is Unreadable:
+                arg()  # raises the UnreadableMessage that says what could not be unpickled here
         return (True, fn(*args))
     except BaseException as exc:  # noqa: BLE001 - the caller gets it, with its traceback
         exc = exc.with_traceback(exc.__traceback__.tb_next)  # from the thunk's own frame on
@@ -97,6 +102,9 @@ async def _run_async(fn, calls, done):
     results = []
     for args in calls:
         try:
+            for arg in args:
+                if arg.__class__ is Unreadable:
+                    arg()
             results.append((True, await fn(*args)))
         except Exception as exc:  # noqa: BLE001 - the caller gets it, with its traceback
             results.append((False, Crash.from_exception(exc, where=f"a thunk on node {current().table.ref}")))
@@ -126,6 +134,8 @@ async def runner():
     try:
         while True:
             msg = await receive()
+            if msg.__class__ is tuple and len(msg) == 2 and msg[0] == "shipped":
+                continue  # modules sent by value: installed as the message was read (termite/_net/shipping.py)
             try:
                 kind, job, fn, calls, reply_to = msg
                 if kind != "run" or reply_to.__class__ is not Pid or calls.__class__ not in (list, tuple):

@@ -9,12 +9,12 @@ from __future__ import annotations
 import time
 import types
 
-from termite._core.errors import DeadProcess, Timeout
+from termite._core.errors import DeadProcess, Timeout, UnreadableMessage
 from termite._core.ids import Pid, Tag, make_tag
 from termite._core.kernel import TIMED_OUT
 from termite._core.links import _monitor_for_call, demonitor
 from termite._core.mailbox import NO_DEFAULT, _check_timeout, _is_reply, _named, _resolve_name, send
-from termite._core.process import DEAD, REPLY, Down, Process, current
+from termite._core.process import DEAD, REPLY, Down, Process, Refused, current
 from termite._core.traps import PARK
 
 __all__ = ["call"]
@@ -22,7 +22,7 @@ __all__ = ["call"]
 
 @types.coroutine
 def _await_reply(proc: Process, tag: Tag, start: int, timeout):
-    """Wait for ``(tag, reply)`` or ``Down(tag, ...)``; return it, or TIMED_OUT."""
+    """Wait for ``(tag, reply)``, ``Down(tag, ...)`` or ``Refused(tag, ...)``; return it, or TIMED_OUT."""
     box = proc.mailbox
     if box:  # only a call to oneself can have answered already
         for i in range(start, len(box)):
@@ -67,7 +67,9 @@ async def call(dest, msg, timeout=None, default=NO_DEFAULT):
     (first asked of ``node``: one more round trip).  Returns ``reply``.  If no
     reply comes within ``timeout`` seconds, or the called process ends first
     (or is not there), returns ``default``; without one, raises ``Timeout`` or
-    ``DeadProcess``.  Only a matching reply is taken: other messages stay in
+    ``DeadProcess``.  A request the called node could not read (it could not
+    unpickle a function or class in it) raises ``UnreadableMessage`` at once,
+    default or not: it is a mistake to fix, not a reply.  Only a matching reply is taken: other messages stay in
     the mailbox, and are not scanned.
     """
     if timeout is not None:
@@ -105,6 +107,9 @@ async def call(dest, msg, timeout=None, default=NO_DEFAULT):
         if default is NO_DEFAULT:
             raise Timeout(f"no reply from {pid} within {timeout} s")
         return default
+    if answer.__class__ is Refused:
+        demonitor(tag)
+        raise UnreadableMessage(answer.reason)
     assert answer.__class__ is Down
     if default is NO_DEFAULT:
         raise DeadProcess(pid, answer.reason)

@@ -20,6 +20,7 @@ __all__ = [
     "NoSuchName",
     "Crash",
     "MigrationError",
+    "UnreadableMessage",
 ]
 
 
@@ -60,6 +61,15 @@ class MigrationError(TermiteError):
         self.function = function
         self.variable = variable
         self.type_name = type_name
+
+
+class UnreadableMessage(TermiteError):
+    """A node could not unpickle what was sent to it: code or a class it cannot import.
+
+    Raised where the sender waits (a ``call``, a thunk's future) and given as
+    the exit reason of a remote ``spawn`` that could not start.  The text
+    names the module and the object, and says how to make the node find them.
+    """
 
 
 class Exited(TermiteError):

@@ -24,7 +24,7 @@ from termite._core.errors import NoSuchName, NotInProcess, Timeout
 from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import TIMED_OUT, _local
 from termite._core.patterns import compile_patterns
-from termite._core.process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, current
+from termite._core.process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, current
 from termite._core.traps import PARK, RESCHEDULE
 
 __all__ = ["send", "deliver", "receive", "sleep", "NO_DEFAULT"]
@@ -70,7 +70,7 @@ def _is_reply(tag, msg) -> bool:
     cls = msg.__class__
     if cls is tuple:
         return len(msg) == 2 and msg[0].__class__ is Tag and msg[0] == tag
-    return cls is Down and msg.ref == tag
+    return (cls is Down or cls is Refused) and msg.ref == tag
 
 
 def send(dest, msg) -> None:

@@ -18,14 +18,14 @@ from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import Kernel, Task, current_task
 from termite._core.traps import Sentinel
 
-__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "Process", "ProcessTable", "Exit", "Down", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
 # What a parked process waits for (Task.waiting).  None: running or ready.
 ANY_MESSAGE = Sentinel("waiting for any message")  # the next message wakes it, as its value
 SCAN = Sentinel("waiting for a matching message")  # any new message wakes it to rescan
-REPLY = Sentinel("waiting for a reply")  # only (tag, reply) or Down(tag, ...) wakes it
+REPLY = Sentinel("waiting for a reply")  # only (tag, reply), Down(tag, ...) or Refused(tag, ...) wakes it
 DELIVERED = Sentinel("ready with a delivered message")  # in the ready queue; value is a message
 SLEEPING = Sentinel("sleeping")
 DEAD = Sentinel("dead")
@@ -44,6 +44,19 @@ class Down(NamedTuple):
     ref: Tag
     pid: Pid
     reason: Any
+
+
+class Refused(NamedTuple):
+    """The answer to a call whose request the called node could not read (it could not unpickle it).
+
+    ``ref`` is the call's tag, ``pid`` the process called, ``reason`` why (a
+    text naming what could not be unpickled): ``call`` raises
+    ``UnreadableMessage(reason)``.
+    """
+
+    ref: Tag
+    pid: Pid
+    reason: str
 
 
 #: Serials below this name a node's own services, the same on every node, so

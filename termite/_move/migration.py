@@ -61,7 +61,7 @@ from termite._core.links import signal_exit
 from termite._core.process import DEAD, Process, ProcessTable, current
 from termite._core.spawn import process_body
 from termite._core.traps import Sentinel
-from termite._net.codec import UnserializableMessage, decode, encode
+from termite._net.codec import MalformedMessage, UnserializableMessage, decode, decode_frame_lenient, encode, first_unreadable
 from termite._net.endpoint import Endpoint
 from termite._net.frames import LINK, MONITOR, is_node, is_pid
 from termite._move.continuation import abandon, capture, restore
@@ -149,6 +149,20 @@ def _is_continuation(c) -> bool:
 
 def _is_list(x) -> bool:
     return x.__class__ is list
+
+
+def _decode_call(data: bytes, here: NodeRef):
+    """``migrate(node, fn, *args)``'s function and arguments; a MigrationError naming what cannot be unpickled."""
+    try:
+        return decode(data)
+    except MalformedMessage:
+        try:
+            bad = first_unreadable(decode_frame_lenient(data, f"node {here}"))
+        except MalformedMessage:
+            bad = None
+        if bad is None:
+            raise
+        raise MigrationError(bad.reason) from None
 
 
 class Migration:
@@ -318,7 +332,7 @@ class Migration:
             if how == "coro":
                 coro, value = restore(data), table.ref
             elif how == "call":
-                fn, args = decode(data)
+                fn, args = _decode_call(data, table.ref)
                 coro, value = process_body(fn, args), None
             else:
                 raise MigrationError(f"an unknown kind of continuation {how!r}")

@@ -35,7 +35,9 @@ resource in a process and send that process's pid.
 ``decode`` raises only :class:`MalformedMessage` for data it cannot decode
 (truncated, garbage, unknown extension codes, trailing bytes, or an object
 that fails to unpickle), so the transport drops such a frame with one log
-line.  ``decode(data, trusted=False)`` refuses pickled and dilled objects
+line; the endpoint then reads it again with :func:`decode_frame_lenient`,
+which puts an ``Unreadable`` where an object fails to unpickle, so that who
+waits for the message can be told why.  ``decode(data, trusted=False)`` refuses pickled and dilled objects
 (unpickling runs arbitrary code, and may allocate without bound on garbage),
 so from an untrusted peer only plain data, tuples, pids, tags and node
 references arrive; frames from cluster peers are trusted, since CURVE
@@ -83,9 +85,11 @@ from termite._net.pickling import (
     object_ext as _object_ext,
     object_from_dill as _object_from_dill,
     pickle_loads as _pickle_loads,
+    Unreadable,
+    unreadable as _unreadable,
 )
 
-__all__ = ["encode", "decode", "UnserializableMessage", "MalformedMessage"]
+__all__ = ["encode", "decode", "decode_frame_lenient", "first_unreadable", "UnserializableMessage", "MalformedMessage", "Unreadable"]
 
 
 class MalformedMessage(TermiteError, ValueError):
@@ -372,7 +376,54 @@ def decode_frame(data) -> list:
     return decoded
 
 
-def _decode_all_py(data):
+def decode_frame_lenient(data, where: str) -> list:
+    """A frame's messages, with an :class:`Unreadable` for each object that fails to unpickle.
+
+    For a frame :func:`decode_frame` refused: the node can then still read
+    who waits for an answer (a spawner, a caller's pid and tag) and tell
+    them why.  Raises :class:`MalformedMessage` for bytes that are not a
+    frame at all.  ``where`` names this node in the reasons.
+    """
+
+    def ext(code: int, data: bytes):
+        if code == PICKLED or code == DILLED:
+            try:
+                return _ext(code, data)
+            except Exception as exc:  # noqa: BLE001 - any failure to unpickle: say which object
+                return _unreadable(data, exc, where)
+        return _ext(code, data)
+
+    decoded = []
+    try:
+        for msg in _decode_all_py(data, ext):
+            decoded.append(msg)
+    except MalformedMessage as exc:
+        exc.decoded = decoded
+        raise
+    return decoded
+
+
+def first_unreadable(msg, depth: int = 0) -> Unreadable | None:
+    """The first :class:`Unreadable` a decoded message holds (only asked of frames that had one)."""
+    cls = msg.__class__
+    if cls is Unreadable:
+        return msg
+    if depth > 32:
+        return None
+    if cls is dict:
+        items = [*msg.keys(), *msg.values()]
+    elif cls is tuple or cls is list:
+        items = msg
+    else:
+        return None
+    for item in items:
+        found = first_unreadable(item, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _decode_all_py(data, _ext=_ext):
     """``decode_all`` by msgpack and the hooks above: the reference for termite._net._fastcodec."""
     try:
         yield _unpackb(data, ext_hook=_ext, list_hook=_array, strict_map_key=False)

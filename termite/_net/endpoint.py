@@ -21,6 +21,14 @@ Its interface to higher layers is small:
 When a peer is lost (heartbeats stop), every link and monitor from a local
 process to a process of that node fires with reason ``"noconnection"``, and
 ``monitor_node`` watchers get ``NodeDown``.
+
+A frame holding an object this node cannot unpickle (a function or class of
+a module it cannot import) is not dropped: whoever waits is told why.  A
+SPAWN fails, and the spawner's link or monitor fires with an
+``UnreadableMessage`` crash as reason; a call (a SEND of ``(pid, tag, ...)``)
+is answered ``Refused(tag, pid, reason)``, which ``call`` raises; any other
+message is delivered with an ``Unreadable`` in place of what could not be
+read (calling it raises the error).
 """
 
 from __future__ import annotations
@@ -29,12 +37,14 @@ import logging
 from typing import NamedTuple, Protocol
 
 from termite._core.ids import NodeRef, Pid, Tag, make_tag
-from termite._core.errors import Timeout
+from termite._core.errors import Crash, Timeout, UnreadableMessage
 from termite._core.links import add_link, signal_exit
 from termite._core.mailbox import deliver, receive
-from termite._core.process import Down, ProcessTable, current
+from termite._core.process import Down, ProcessTable, Refused, current
 from termite._core.spawn import spawn_in
-from termite._net.codec import MalformedMessage, UnserializableMessage, decode_frame, encode, encode_batch
+from termite._net.codec import (
+    MalformedMessage, UnserializableMessage, decode_frame, decode_frame_lenient, encode, encode_batch, first_unreadable,
+)
 from termite._net.frames import (
     BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SPAWN, UNLINK, WHEREIS,
     FrameKinds, is_name,
@@ -46,6 +56,10 @@ from termite._net.watches import Lost, Watches
 __all__ = ["Endpoint", "MigrantRouter", "NodeUp", "NodeDown"]
 
 log = logging.getLogger("termite.distribution")
+
+#: Remote spawns that failed, remembered (this many, the latest) so that a
+#: link or monitor that comes after the spawn fires with the reason.
+_FAILED_SPAWNS = 1024
 
 #: A batch is sent when it holds this many frames or bytes, else at the end of
 #: the kernel's turn.  A single larger frame goes alone.
@@ -99,6 +113,7 @@ class Endpoint:
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
         self._one: tuple[NodeRef, bytes] | None = None  # or a turn's only frame so far, held alone
         self._here = table.ref  # the NodeRef object decoded pids of this node last came with
+        self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
@@ -281,12 +296,24 @@ class Endpoint:
         got = self.flow.got
         for data in frames:
             got(peer, len(data))
+            lenient = False
             try:
                 messages, unreadable = decode_frame(data), None
-            except MalformedMessage as exc:
-                messages, unreadable = exc.decoded, exc  # those before the bad one still count
+            except MalformedMessage:
+                # Read again, with what fails to unpickle in place: who waits gets an answer.
+                lenient = True
+                try:
+                    messages, unreadable = decode_frame_lenient(data, f"node {table.ref}"), None
+                except MalformedMessage as exc:
+                    messages, unreadable = exc.decoded, exc  # those before the bad one still count
             problem = None
             for frame in messages:
+                if lenient and first_unreadable(frame) is not None:
+                    try:
+                        self._unreadable(peer, frame)
+                    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                        problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
+                    continue
                 # In line, the common frame: a message for a process of this node
                 # that never migrated.  _on_send is the same, for every other case.
                 if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
@@ -355,7 +382,7 @@ class Endpoint:
         proc = self._local(pid)
         if proc is None:
             if not self._unborn.hold(peer, frame, pid):
-                self.post(sender.node, (EXIT, pid, sender, "noproc"))
+                self.post(sender.node, (EXIT, pid, sender, self._failed_spawns.get(pid, "noproc")))
         else:
             add_link(proc, sender)
             self.watches.add_link(self.route(sender), pid, sender)  # so sender's node's loss fires it here too
@@ -388,7 +415,7 @@ class Endpoint:
         proc = self._local(pid)
         if proc is None:
             if not self._unborn.hold(peer, frame, pid):
-                self.send(watcher, Down(ref, pid, "noproc"))
+                self.send(watcher, Down(ref, pid, self._failed_spawns.get(pid, "noproc")))
         else:
             if proc.monitors is None:
                 proc.monitors = {}
@@ -407,19 +434,59 @@ class Endpoint:
 
     def _on_spawn(self, peer: NodeRef, frame) -> None:
         _, pid, fn, args, link_to, name = frame
-        table = self.table
-        if pid.node != table.ref or pid.serial in table.procs or pid.serial < REMOTE_SERIAL_BASE:
-            raise MalformedMessage(f"a spawn request for pid {pid} that this node cannot give")
+        self._check_spawn(pid)
         try:
-            spawn_in(table, fn, args, link_to=link_to, name=name, pid=pid)  # links the new process to link_to
+            spawn_in(self.table, fn, args, link_to=link_to, name=name, pid=pid)  # links the new process to link_to
         except Exception as exc:  # noqa: BLE001 - the spawner learns by its link or monitor
             log.error("could not spawn %r for a remote node: %s", fn, exc)
-            if link_to is not None:
-                self.exit(pid, link_to, "noproc")
+            self._spawn_failed(pid, link_to, Crash.from_exception(exc, where=f"spawning {pid} on node {self.table.ref}"))
         else:
             if link_to is not None:
                 self.watches.add_link(self.route(link_to), pid, link_to)
         self._unborn.born(pid)
+
+    def _check_spawn(self, pid) -> None:
+        table = self.table
+        if pid.__class__ is not Pid or pid.node != table.ref or pid.serial in table.procs or pid.serial < REMOTE_SERIAL_BASE:
+            raise MalformedMessage(f"a spawn request for pid {pid} that this node cannot give")
+
+    def _spawn_failed(self, pid: Pid, link_to, reason) -> None:
+        """The process ``pid`` could not start: its link fires now, a later link or monitor with ``reason``."""
+        if len(self._failed_spawns) >= _FAILED_SPAWNS:
+            del self._failed_spawns[next(iter(self._failed_spawns))]
+        self._failed_spawns[pid] = reason
+        if link_to.__class__ is Pid:
+            self.exit(pid, link_to, reason)
+
+    # -- what this node cannot unpickle ------------------------------------------------
+
+    def _unreadable(self, peer: NodeRef, frame) -> None:
+        """A frame holding an :class:`Unreadable`: answer whoever waits for it (see the module's doc)."""
+        reason = first_unreadable(frame).reason
+        log.warning("a frame from %s holds what this node cannot unpickle: %s", peer, reason)
+        kind = frame[0] if frame.__class__ is tuple and frame else None
+        if kind == SPAWN and len(frame) == 6:
+            _, pid, _, _, link_to, _ = frame
+            self._check_spawn(pid)
+            self._spawn_failed(pid, link_to, Crash("termite.UnreadableMessage", reason, "", UnreadableMessage(reason)))
+            self._unborn.born(pid)
+            return
+        if (kind == SEND or kind == NSEND) and len(frame) == 3:
+            msg = frame[2]
+            to = frame[1] if kind == SEND else self.table.names.get(frame[1]) if is_name(frame[1]) else None
+            if msg.__class__ is tuple and len(msg) == 3 and msg[0].__class__ is Pid and msg[1].__class__ is Tag and to.__class__ is Pid:
+                self._tell(msg[0], Refused(msg[1], to, reason))  # a call: its caller is answered, not the callee
+                return
+        self._apply(peer, frame)  # delivered with the Unreadable in place
+
+    def _tell(self, pid: Pid, msg) -> None:
+        """``msg`` to ``pid``, a process of this node or of another."""
+        if pid.node == self.table.ref:
+            proc = self._local(pid)
+            if proc is not None:
+                deliver(proc, msg)
+        else:
+            self.send(pid, msg)
 
     def _on_hello(self, peer: NodeRef, frame) -> None:
         _, reply_to, tag = frame

@@ -29,8 +29,10 @@ Imports nothing of the codec: the codec imports this.
 from __future__ import annotations
 
 import builtins
+import importlib
 import io
 import pickle
+import pickletools
 import threading
 import types
 import weakref
@@ -49,6 +51,8 @@ __all__ = [
     "dill_pickler",
     "dilling",
     "dill_dumps",
+    "Unreadable",
+    "unreadable",
 ]
 
 # Extension codes, in the codec's table.
@@ -144,6 +148,86 @@ def object_from_dill(data: bytes):
                 received_functions.clear()
             received_functions[bytes(data)] = fn
     return fn
+
+
+# -- what a node cannot unpickle ------------------------------------------------
+
+
+class Unreadable:
+    """Stands in a received message for an object this node could not unpickle.
+
+    The endpoint answers whoever waits for such a message with ``reason``
+    (termite/_net/endpoint.py); where a message holding one is delivered
+    anyway, calling it raises ``UnreadableMessage(reason)``, as calling a
+    function of a module that is not loaded raises ``undef`` in Erlang.
+    """
+
+    __slots__ = ("reason", "module", "name")
+
+    def __init__(self, reason: str, module: str | None, name: str | None):
+        self.reason, self.module, self.name = reason, module, name
+
+    def __call__(self, *args, **kwargs):
+        from termite._core.errors import UnreadableMessage
+
+        raise UnreadableMessage(self.reason)
+
+    def __reduce__(self):  # passed on as it came, so the next node says the same
+        return (Unreadable, (self.reason, self.module, self.name))
+
+    def __repr__(self):
+        return f"<unreadable {self.name or self.module or 'object'}: {self.reason}>"
+
+
+def _globals_named(data: bytes) -> list[tuple[str, str]]:
+    """The (module, name) pairs a pickle imports, in order."""
+    found, strings, memo = [], [], {}
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            name = op.name
+            if name == "GLOBAL":
+                module, _, attr = arg.partition(" ")
+                found.append((module, attr))
+            elif isinstance(arg, str) and "UNICODE" in name:
+                strings.append(arg)
+            elif name == "MEMOIZE" and strings:
+                memo[len(memo)] = strings[-1]
+            elif name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
+                strings.append(memo[arg])
+            elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append((strings[-2], strings[-1]))
+    except Exception:  # noqa: BLE001 - a pickle cut short: what was read so far
+        pass
+    return found
+
+
+def _missing(data: bytes) -> tuple[str | None, str | None]:
+    """The first (module, qualname) the pickle names that this node cannot import."""
+    for module, qualname in _globals_named(data):
+        try:
+            obj = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except Exception:  # noqa: BLE001 - that is the one
+            return module, qualname
+    return None, None
+
+
+def unreadable(data: bytes, exc: BaseException, where: str = "this node") -> Unreadable:
+    """What stands for ``data`` that failed to unpickle with ``exc``: a reason that says what to do."""
+    module, qualname = _missing(data)
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        module = exc.name if module is None or not module.startswith(exc.name) else module
+    what = f"{module}.{qualname}" if module and qualname else (f"an object of module {module}" if module else "an object")
+    reason = f"{where} cannot unpickle {what}: {type(exc).__name__}: {exc}"
+    if module is not None:
+        top = module.partition(".")[0]
+        reason += (
+            f". The nodes must be able to import module {module!r}: install it on every node "
+            f"(the same version as here), or send its code with the work: "
+            f"termite.Executor(..., ship=[{top!r}]) or termite.ship({top!r})"
+        )
+    return Unreadable(reason, module, qualname)
 
 
 # -- dill, imported on first need ---------------------------------------------
