@@ -252,6 +252,13 @@ def run_schedule(schedule: Schedule, workdir: str, log=lambda text: None) -> Out
         if collected is None:
             missing.append(("collector", "the test's node"))
         log(f"all reported ({time.monotonic() - started:.1f} s)")
+        whereabouts = None
+        if collected is not None:  # a migrant whose end nobody reported: where does each node think it is?
+            ended = {e[1] for e in collected["events"] if e[0] == "down"}
+            unended = [p for p in migrants if fw.pid_text(p) not in ended]
+            if unended:
+                whereabouts = controller.run(fw.whereabouts_everywhere, {n: refs[n] for n in live}, unended, 5.0,
+                                             timeout=30)
 
         # The Executor: every future resolved (value or error) within the bound?
         executor_data = None
@@ -302,7 +309,7 @@ def run_schedule(schedule: Schedule, workdir: str, log=lambda text: None) -> Out
                         for k, w in enumerate(layout["watches"])],
             "migrants": None if collected is None else {
                 "steps": collected["steps"], "refused": collected["refused"], "events": collected["events"],
-                "pids": [fw.pid_text(p) for p in migrants]},
+                "pids": [fw.pid_text(p) for p in migrants], "whereabouts": whereabouts},
             "executor": executor_data,
             "missing": missing,
         }

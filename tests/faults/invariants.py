@@ -369,7 +369,11 @@ def check_run(data: dict) -> list[Violation]:
                            w["from"] in killed, w["to"] in killed, origin)
     if data.get("migrants") is not None:
         m = data["migrants"]
-        out += check_migrants(m["steps"], m["events"], m["pids"], origin)
+        found = check_migrants(m["steps"], m["events"], m["pids"], origin)
+        if found and m.get("whereabouts"):  # where each node thinks an unended migrant is
+            found = [Violation(v.invariant, v.subject, f"{v.detail}; whereabouts: {m['whereabouts']}")
+                     if v.invariant == "migrant.end" else v for v in found]
+        out += found
     if data.get("executor") is not None:
         e = data["executor"]
         out += check_executor(e["submitted"], e["unresolved"], e["wrong"], [tuple(r) for r in e["runs"]],

@@ -45,7 +45,7 @@ __all__ = [
     "node_text", "pid_text", "reason_text",
     "stream_sender", "stream_receiver", "link_target", "watcher", "witness",
     "migrant", "collector", "observer", "gil_stall", "start_stall", "job",
-    "deploy", "go", "finish", "gather",
+    "deploy", "go", "finish", "gather", "whereabouts", "whereabouts_everywhere",
 ]
 
 REPORT = "report"
@@ -459,3 +459,50 @@ async def gather(pids: list, timeout: float) -> dict:
         if i is not None:
             got[i] = msg[1]
     return got
+
+
+# -- where a process is, as each node sees it (a report on a vanished migrant) -------------
+
+
+async def whereabouts(pids: list) -> dict:
+    """What this node knows of each of ``pids``: running here, moved on, leaving, arriving; and
+    where its links and monitors here watch it.  Reads the node's internals: a diagnosis only."""
+    from termite._core.process import current
+    from termite._move.migration import _Request
+
+    table = current().table
+    endpoint = table.remote
+    migration = table.kernel.trap_handlers[_Request].__self__
+    watches = endpoint.watches
+    out = {}
+    for pid in pids:
+        proc = table.resolve(pid)
+        seen = {
+            "here": None if proc is None else repr(proc.waiting),
+            "moved_to": node_text(table.moved[pid]) if pid in table.moved else None,
+            "leaving_to": node_text(migration.leaving[pid].target) if pid in migration.leaving else None,
+            "arriving_from": node_text(migration.arriving[pid].source) if pid in migration.arriving else None,
+            "handed": None if pid not in migration.handed else node_text(migration.handed[pid][0]),
+            "watched_on": sorted({node_text(node) for node, refs in watches._monitors.items()
+                                  for _, target in refs.values() if target == pid}),
+        }
+        out[pid_text(pid)] = {k: v for k, v in seen.items() if v}
+    return out
+
+
+async def _tell_whereabouts(pids: list, reply_to: Pid, name: str):
+    send(reply_to, ("whereabouts", name, await whereabouts(pids)))
+
+
+async def whereabouts_everywhere(refs: dict, pids: list, timeout: float) -> dict:
+    """:func:`whereabouts` on this node ("X") and on each node of ``refs`` (name -> ref) that answers."""
+    out = {"X": await whereabouts(pids)}
+    for name, ref in refs.items():
+        spawn(_tell_whereabouts, pids, termite.self(), name, node=ref)
+    deadline = time.monotonic() + timeout
+    while len(out) <= len(refs) and time.monotonic() < deadline:
+        msg = await receive(("whereabouts", str, dict), timeout=max(0.0, deadline - time.monotonic()), default=None)
+        if msg is None:
+            break
+        out[msg[1]] = msg[2]
+    return out
