@@ -116,6 +116,7 @@ from termite._behaviours.childspec import (
     SupervisorError,
     child_spec,
 )
+from termite._behaviours.placement import LEAST_LOADED, SPREAD
 from termite._behaviours.supervisor import (
     RECONNECT_TIMEOUT,
     count_children,
@@ -148,9 +149,12 @@ __all__ = [
     "delete_child",
     "stop",
     "spawn_thunk_supervised",
+    "LEAST_LOADED",
+    "SPREAD",
 ]
 
 # Shown (in reprs, crash reports, pickles by reference) under this public path.
 for _name in [*__all__, "child_spec"]:
-    globals()[_name].__module__ = __name__
+    if callable(globals()[_name]):  # not the placements: they are strs
+        globals()[_name].__module__ = __name__
 del _name
