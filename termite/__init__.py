@@ -58,7 +58,7 @@ from termite._core.cell import cell_ref, cell_set, make_cell
 from termite import gen_server
 from termite.gen_server import GenServer
 from termite import supervisor
-from termite.supervisor import ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
+from termite.supervisor import LEAST_LOADED, SPREAD, ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
 
 
 def self() -> Pid:
@@ -89,6 +89,8 @@ __all__ = [
     "supervisor",
     "ChildSpec",
     "spawn_thunk_supervised",
+    "LEAST_LOADED",
+    "SPREAD",
     # failure
     "link",
     "unlink",

@@ -38,8 +38,9 @@ ends); ``shutdown``: seconds to wait for the child to end after the exit
 signal ``"shutdown"`` before killing it, ``"brutal_kill"`` to kill at once, or
 ``"infinity"`` (the default for a supervisor; 5 s for a worker); ``type``:
 ``"worker"`` or ``"supervisor"``; ``name``: registered for the child, so
-clients find the new process after a restart; ``node``: a ``NodeRef`` to run
-the child on another node.
+clients find the new process after a restart (``"db"`` on the node it runs
+on, ``("global", "db")`` on every node); ``node``: a ``NodeRef`` to pin the
+child to another node, or a placement (below).
 
 Strategies, when a child ends and must be restarted:
 
@@ -66,14 +67,28 @@ that called ``start(..., link=True)``, or the supervisor above it) shuts it
 down with the parent's reason, whatever that reason is, as in OTP; exits of
 other linked processes are ignored.
 
-Children on other nodes: ``ChildSpec(..., node=ref)`` starts the child by a
-remote spawn, linked to the supervisor.  A lost node ends the child with
-reason ``"noconnection"``, a crash like any other.  It is restarted on that
-node: if the node is no longer connected, the supervisor first reaches the
-same host and port again (``connect``, 1 s), so a node restarted there (a new
-incarnation) gets the child back; if nothing answers, the start fails, which
-counts as a further restart, so a node that stays away soon makes the
-supervisor give up.
+Children on other nodes, pinned: ``ChildSpec(..., node=ref)`` starts the
+child by a remote spawn, linked to the supervisor.  A lost node ends the
+child with reason ``"noconnection"``, a crash like any other.  It is
+restarted on that node: if the node is no longer connected, the supervisor
+first reaches the same host and port again (``connect``, 1 s), so a node
+restarted there (a new incarnation) gets the child back; if nothing answers,
+the start fails, which counts as a further restart, so a node that stays
+away soon makes the supervisor give up (as Erlang's does).
+
+Children placed by load: ``ChildSpec(..., node=LEAST_LOADED)`` (or
+``SPREAD``, or a function from ``{node: Load}`` to a node), or
+``start(children, placement="least_loaded")`` for every child without a
+``node``.  The node is chosen at every start and restart, by the same
+choice ``dispatch`` makes (``termite._behaviours.placement`` says which
+nodes are candidates).  So a placed child whose node is lost fails over:
+its ``"noconnection"`` restart (counted against the intensity as any
+restart) goes to a node still connected, and its name follows it (a global
+name is freed from the lost process and given to the new one before the
+restart is done).  Placed children, and children with a global name, wait
+for answers to start: ``start`` spawns the children before the first of them
+itself, and the supervisor starts that one and the rest, in order, before
+it answers any call.
 
 A supervisor below another: ``nested(id, children, strategy=...)``, which is
 ``ChildSpec(id, supervise, args=(children, strategy, intensity, period),
@@ -116,6 +131,7 @@ from termite._behaviours.childspec import (
     SupervisorError,
     child_spec,
 )
+from termite._behaviours.placement import LEAST_LOADED, SPREAD
 from termite._behaviours.supervisor import (
     RECONNECT_TIMEOUT,
     count_children,
@@ -148,9 +164,12 @@ __all__ = [
     "delete_child",
     "stop",
     "spawn_thunk_supervised",
+    "LEAST_LOADED",
+    "SPREAD",
 ]
 
 # Shown (in reprs, crash reports, pickles by reference) under this public path.
 for _name in [*__all__, "child_spec"]:
-    globals()[_name].__module__ = __name__
+    if callable(globals()[_name]):  # not the placements: they are strs
+        globals()[_name].__module__ = __name__
 del _name

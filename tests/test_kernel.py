@@ -38,6 +38,35 @@ def test_timers_fire_in_deadline_order():
     assert termite.run(main) == ["a", "b", "c"]
 
 
+def test_timers_fire_while_other_processes_never_park():
+    # CPU-bound processes that yield between slices keep the run queue full:
+    # a process waiting on a timeout (a meter's next report) must still wake.
+    async def spinner(seconds):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            start = time.thread_time()
+            while time.thread_time() - start < 0.001:
+                pass
+            await termite.sleep(0)
+
+    async def waiter(me, delay):
+        start = time.monotonic()
+        await termite.receive(timeout=delay, default=None)
+        termite.send(me, time.monotonic() - start)
+
+    async def main():
+        me = termite.self()
+        for _ in range(2):
+            termite.spawn(spinner, 4.0)
+        for delay in (0.1, 0.2, 0.3):
+            termite.spawn(waiter, me, delay)
+        # No timeout here: a timed receive would arm the kernel's timer itself.
+        return [await termite.receive() for _ in range(3)]
+
+    waited = termite.run(main)
+    assert max(waited) < 1.5, f"timeouts of 0.1-0.3 s took {waited} s"
+
+
 def _steps_before_the_loop_runs(body, seconds: float) -> tuple[list, list]:
     """Run ``body()`` as the kernel's one task for ``seconds``: the steps taken
     when the loop's next callback ran, and the task's exit exceptions."""

@@ -6,10 +6,12 @@ supervisor: it subscribes to the load meter of every node it is connected to
 and of every node that joins, keeps their last reports, and answers
 ``minimum_load``, ``average_load`` and ``loads``.
 
-Choosing a node: the one with the least work, counting the calls this
-dispatcher sent it and has not heard back from (or its reported run queue if
-that is longer), then how busy it was, then its host's load average; ties go
-round.  A node whose report is late (older than 2.5 intervals) counts as busy:
+Choosing a node: the one with the least load (``Load.value``, the meter's
+one definition: run queue plus busy cores), its run queue counted as at
+least the calls this dispatcher sent it and has not heard back from; then
+its host's load average; ties go round.  Supervisors ask the same question
+to place a child (``place``), so one code path says which node is least
+loaded.  A node whose report is late (older than 2.5 intervals) counts as busy:
 it gets work only when every node is late, and once its reports come again
 it is judged by them again.  At most ``window`` calls wait or run on a node
 at a time; the rest wait here and go to whichever node has room first, so a
@@ -84,6 +86,7 @@ __all__ = [
     "dispatcher",
     "loads",
     "minimum_load",
+    "place",
     "dispatch_async",
     "start_dispatcher",
     "ship",
@@ -226,9 +229,14 @@ class _Dispatcher:
 
     def _key(self, state: _Node, now: float) -> tuple:
         load = state.load
-        work = max(state.calls, load.run_queue) if load is not None else state.calls
-        busy = load.busy if load is not None else 0.0
-        return (self._late(state, now), work + busy, load.host_load if load is not None else 0.0, state.picked)
+        if load is None:  # no report yet: only what this dispatcher sent it
+            return (self._late(state, now), state.calls, 0.0, state.picked)
+        # Calls sent and unanswered are work there even before its meter counts them.
+        value = load.value + max(0, state.calls - load.run_queue)
+        return (self._late(state, now), value, load.host_load, state.picked)
+
+    def _least(self, now: float) -> NodeRef | None:
+        return min(self.nodes.items(), key=lambda item: self._key(item[1], now), default=(None, None))[0]
 
     def _pick(self, calls: int) -> NodeRef | None:
         now = self.loop.time()
@@ -297,7 +305,11 @@ class _Dispatcher:
             return self._submit(fn, calls, _ToProcess(sender, tag, deadline, self.loop))
         now = self.loop.time()
         if request == "minimum_load":
-            best = min(self.nodes.items(), key=lambda item: self._key(item[1], now), default=(None, None))[0]
+            send(sender, (tag, self._least(now)))
+        elif request == "place":
+            best = self._least(now)
+            if best is not None:
+                self.nodes[best].picked += 1  # the next tie goes to another node
             send(sender, (tag, best))
         elif request == "average_load":
             fresh = [state.load.value for state in self.nodes.values() if state.load is not None and not self._late(state, now)]
@@ -376,6 +388,14 @@ def dispatch_async(thunk, *args):
 async def minimum_load(timeout: float = 5.0) -> NodeRef | None:
     """The least-loaded node (the paper's ``minimum-load``)."""
     return await call(dispatcher(), "minimum_load", timeout=timeout)
+
+
+async def place(timeout: float = 5.0) -> NodeRef | None:
+    """Where a new long-lived process should go: ``minimum_load``'s choice, the next tie going to another node.
+
+    None when the dispatcher has no node (see the module for which nodes it has).
+    """
+    return await call(dispatcher(), "place", timeout=timeout)
 
 
 async def average_load(timeout: float = 5.0) -> float | None:

@@ -8,11 +8,19 @@ monitors it).  ``("load?", pid, tag)`` gets ``(tag, Load)`` once.
 
 A :class:`Load` holds the node's own figures, which decide between nodes of
 one host, and the host's, which they share: ``busy`` is the node's CPU use
-since the last report in cores (a node is meant to have one), ``run_queue``
-the processes ready to run plus the thunks its runner holds, ``host_load``
-the host's one-minute load average per core.  The rest feeds dashboards.
-The meter runs as a process, so a node whose kernel is stuck reports late;
-a late report counts as busy (termite._balance.dispatch).
+since the last report in cores (its OS process's CPU times, from
+``psutil.Process``; a node is meant to have one core), ``run_queue`` the
+processes ready to run plus the thunks its runner holds, ``host_load`` the
+host's one-minute load average per core (``psutil.getloadavg()``).  The rest
+feeds dashboards.
+
+The load of a node, one definition for dispatch, placement and the
+dashboard alike, is ``Load.value = run_queue + busy``: the work waiting on
+it plus the cores it kept busy.  ``host_load`` only breaks ties between
+nodes of equal value: it moves slowly, counts other programs, and is the
+same for every node of a host.  The meter runs as a process, so a node
+whose kernel is stuck reports late; a late report counts as busy, whatever
+it said (termite._balance.dispatch).
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ class Load(NamedTuple):
 
     @property
     def value(self) -> float:
-        """One figure to compare nodes by: work waiting, plus how busy it has been."""
+        """The node's load (the one definition: see the module): work waiting, plus cores kept busy."""
         return self.run_queue + self.busy
 
 
@@ -109,7 +117,7 @@ class _Sampler:
             table.ref,
             round(self.busy, 3),
             len(table.kernel.ready) + pending(table),
-            os.getloadavg()[0] / self.cores,
+            psutil.getloadavg()[0] / self.cores,
             len(table.procs) + len(table.guests),
             stats.frames_in if stats else 0,
             stats.frames_out if stats else 0,

@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from termite._behaviours.placement import PLACEMENTS, is_placement
 from termite._core.errors import TermiteError
 from termite._core.ids import NodeRef, Pid
 
@@ -80,6 +81,29 @@ def _check_shutdown(spec_id, shutdown):
     raise _bad(spec_id, "shutdown", shutdown, 'is not a number of seconds >= 0, "brutal_kill" or "infinity"')
 
 
+def _check_name(spec_id, name) -> None:
+    if name is None or (isinstance(name, str) and name):
+        return
+    if name.__class__ is tuple and len(name) == 2 and name[0] in ("local", "global") \
+            and isinstance(name[1], str) and name[1]:
+        return
+    raise _bad(spec_id, "name", name, 'is not a non-empty str (registered on the child\'s node) '
+                                     'nor ("global", str) (registered on every node)')
+
+
+_PLACEMENTS_TEXT = f"{' or '.join(map(repr, PLACEMENTS))} or a function of the loads"
+
+
+def _check_node(spec_id, node) -> None:
+    if node is None or is_placement(node):
+        return
+    if not isinstance(node, NodeRef):
+        raise _bad(spec_id, "node", node, f"is not a NodeRef (from termite.connect() or nodes()) "
+                                          f"nor a placement ({_PLACEMENTS_TEXT})")
+    if node.incarnation is None:
+        raise _bad(spec_id, "node", node, "is an address, not a node: get its NodeRef from termite.connect()")
+
+
 @dataclasses.dataclass(frozen=True)
 class ChildSpec:
     """What a supervisor needs to start, restart and stop one child (Erlang's child spec).
@@ -88,7 +112,12 @@ class ChildSpec:
     shutdown=5.0, type="worker", name="db", node=None)``.  Every field is
     checked when the spec is made; a bad one raises :class:`ChildSpecError`
     naming the child, the field and the value.  ``shutdown=None`` means 5 s
-    for a worker and ``"infinity"`` for a supervisor.
+    for a worker and ``"infinity"`` for a supervisor.  ``name``: ``"db"``
+    (or ``("local", "db")``) registers the child on the node it runs on,
+    ``("global", "db")`` on every node.  ``node``: None (the supervisor's
+    node, or its ``placement``), a NodeRef (pinned there), or a placement
+    (``LEAST_LOADED``, ``SPREAD``, a function of the loads:
+    ``termite._behaviours.placement``).
     """
 
     id: Any
@@ -97,8 +126,8 @@ class ChildSpec:
     restart: str = "permanent"
     shutdown: float | str | None = None
     type: str = "worker"
-    name: str | None = None
-    node: NodeRef | None = None
+    name: str | tuple | None = None
+    node: NodeRef | str | Callable | None = None
 
     def __post_init__(self):
         spec_id = self.id
@@ -123,17 +152,24 @@ class ChildSpec:
         if shutdown is None:
             shutdown = "infinity" if self.type == "supervisor" else WORKER_SHUTDOWN
         object.__setattr__(self, "shutdown", _check_shutdown(spec_id, shutdown))
-        if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise _bad(spec_id, "name", self.name, "is not a non-empty str (the name to register the child under)")
-        if self.node is not None:
-            if not isinstance(self.node, NodeRef):
-                raise _bad(spec_id, "node", self.node, "is not a NodeRef (from termite.connect() or nodes())")
-            if self.node.incarnation is None:
-                raise _bad(spec_id, "node", self.node,
-                           "is an address, not a node: get its NodeRef from termite.connect()")
+        _check_name(spec_id, self.name)
+        _check_node(spec_id, self.node)
         check_child_args = getattr(self.start, "check_child_args", None)
         if check_child_args is not None:
             check_child_args(spec_id, self.args)
+
+
+    @property
+    def local_name(self) -> str | None:
+        """The name to register the child under on its own node, if any."""
+        name = self.name
+        return name if name.__class__ is str else name[1] if name is not None and name[0] == "local" else None
+
+    @property
+    def global_name(self) -> str | None:
+        """The name to register the child under on every node, if any."""
+        name = self.name
+        return name[1] if name.__class__ is tuple and name[0] == "global" else None
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ChildSpec))
@@ -162,8 +198,8 @@ def child_spec(spec) -> ChildSpec:
     )
 
 
-def supervisor_flags(children, strategy="one_for_one", intensity=3, period=5.0):
-    """The checked arguments of a supervisor: (specs, strategy, intensity, period)."""
+def supervisor_flags(children, strategy="one_for_one", intensity=3, period=5.0, placement=None):
+    """The checked arguments of a supervisor: (specs, strategy, intensity, period, placement)."""
     if isinstance(children, (str, bytes, dict)) or not hasattr(children, "__iter__"):
         raise TypeError(f"children must be a list of child specs, got {type(children).__name__}: {children!r}")
     specs = [child_spec(spec) for spec in children]
@@ -181,7 +217,9 @@ def supervisor_flags(children, strategy="one_for_one", intensity=3, period=5.0):
         raise ValueError(f"intensity={intensity!r} is not a whole number of restarts >= 0")
     if not isinstance(period, (int, float)) or isinstance(period, bool) or not period > 0:
         raise ValueError(f"period={period!r} is not a number of seconds > 0")
-    return specs, strategy, intensity, float(period)
+    if placement is not None and not is_placement(placement):
+        raise ValueError(f"placement={placement!r} is not None (the supervisor's node) nor {_PLACEMENTS_TEXT}")
+    return specs, strategy, intensity, float(period), placement
 
 
 def check_supervisor_args(spec_id, args) -> None:
@@ -189,7 +227,7 @@ def check_supervisor_args(spec_id, args) -> None:
     try:
         supervisor_flags(*args)
     except TypeError as exc:
-        fit = "supervise(children, strategy, intensity, period)"
+        fit = "supervise(children, strategy, intensity, period, placement)"
         raise _bad(spec_id, "args", args, f"do not fit {fit}: {exc}") from None
     except ChildSpecError as exc:
         raise ChildSpecError(f"child {spec_id!r}: {exc}", child=exc.child, field=exc.field, value=exc.value) from None

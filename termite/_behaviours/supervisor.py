@@ -42,6 +42,7 @@ from termite._behaviours.childspec import (
     supervisor_flags,
 )
 from termite._behaviours.gen_server_loop import CAST, GenServer, Stop, serve
+from termite._behaviours.placement import Placer, is_placement
 from termite._core.call import call
 from termite._core.errors import Crash, Exited
 from termite._core.ids import NodeRef, Pid
@@ -53,6 +54,7 @@ from termite._core.process import ProcessTable, current
 from termite._core.registry import unregister
 from termite._core.spawn import spawn_in
 from termite._net.distribution import connect, nodes
+from termite._net.global_names import register_global, release_global
 
 log = logging.getLogger("termite.supervisor")
 
@@ -75,12 +77,20 @@ class _StartFailed(NamedTuple):
 
 
 class _Child:
-    __slots__ = ("spec", "pid", "node")
+    __slots__ = ("spec", "pid", "node", "placement", "last_pid")
 
-    def __init__(self, spec: ChildSpec):
+    def __init__(self, spec: ChildSpec, placement=None):
         self.spec = spec
         self.pid: Pid | None = None
-        self.node = spec.node  # where it runs: a node restarted at that address is a new NodeRef
+        self.last_pid: Pid | None = None  # its process before this one: the holder of its global name
+        # How its node is chosen at every start (None: pinned or local), and
+        # where it runs: a node restarted at a pinned address is a new NodeRef.
+        self.placement = spec.node if is_placement(spec.node) else placement if spec.node is None else None
+        self.node = None if self.placement is not None else spec.node
+
+    def waits(self) -> bool:
+        """Starting it waits for answers (its dispatcher's, the name servers'): only a process can."""
+        return self.placement is not None or self.spec.global_name is not None
 
 
 # -- starting a tree: the one place a supervisor's children are spawned ---------------
@@ -94,21 +104,29 @@ def _spawn_child(table: ProcessTable, sup: Pid, child: _Child) -> Pid:
     if spec.start is supervise and node is None:
         # A supervisor below: started here and now, children included, so a
         # whole tree is up (and its names registered) when start() returns.
-        return _start_tree(table, *supervisor_flags(*spec.args), parents=(sup,), name=spec.name)
+        return _start_tree(table, *supervisor_flags(*spec.args), parents=(sup,), name=spec.local_name)
     if node is None:
-        return spawn_in(table, spec.start, spec.args, link_to=sup, name=spec.name)
+        return spawn_in(table, spec.start, spec.args, link_to=sup, name=spec.local_name)
     if table.remote is None:
         raise SupervisorError(f"child {spec.id!r} is for node {node}, but this node is not connected to other nodes")
-    return table.remote.spawn(spec.start, spec.args, node, link_to=sup, name=spec.name)
+    return table.remote.spawn(spec.start, spec.args, node, link_to=sup, name=spec.local_name)
 
 
-def _start_tree(table, specs, strategy, intensity, period, *, parents=(), name=None) -> Pid:
-    """Spawn a supervisor and its children (linked to it) from the calling process; its pid."""
-    state = _State(specs, strategy, intensity, period, parents)
+def _start_tree(table, specs, strategy, intensity, period, placement=None, *, parents=(), name=None) -> Pid:
+    """Spawn a supervisor and its children (linked to it) from the calling process; its pid.
+
+    Children are spawned here in order up to the first that must wait for
+    answers (a placed child, a global name): the supervisor starts that one
+    and the rest, in order, as its first act.
+    """
+    state = _State(specs, strategy, intensity, period, parents, placement)
     parent = parents[0] if parents else None
     # The gen_server gets no parent: the supervisor handles its parents' Exit itself (see handle_info).
     state.pid = pid = spawn_in(table, serve, (Supervisor(), state), link_to=parent, name=name)
     for child in state.children:
+        if child.waits():
+            break
+        state.started += 1
         try:
             child.pid = _spawn_child(table, pid, child)
         except Exception as exc:
@@ -123,23 +141,28 @@ def _start_tree(table, specs, strategy, intensity, period, *, parents=(), name=N
     return pid
 
 
-def start(children, strategy: str = "one_for_one", intensity: int = 3, period: float = 5.0, *,
+def start(children, strategy: str = "one_for_one", intensity: int = 3, period: float = 5.0, placement=None, *,
           name: str | None = None, link: bool = False) -> Pid:
     """Start a supervisor of ``children`` (child specs, started in order) and return its pid.
 
-    Every child has been spawned when it returns.  More than ``intensity``
+    Every child has been spawned when it returns, up to the first placed
+    child or child with a global name: the supervisor starts that one and
+    the rest, in order, before it answers any call.  ``placement`` places
+    the children whose spec has no ``node`` (``"least_loaded"``,
+    ``"spread"``, or a function of the loads).  More than ``intensity``
     restarts within ``period`` seconds make the supervisor give up (see the
     module's docstring).  ``name`` registers the supervisor; ``link=True``
     links it to the caller, whose end (for any reason) then shuts it down.
     Bad specs raise :class:`ChildSpecError`; a child that cannot be spawned,
     :class:`SupervisorError`.
     """
-    specs, strategy, intensity, period = supervisor_flags(children, strategy, intensity, period)
+    flags = supervisor_flags(children, strategy, intensity, period, placement)
     me = current()
-    return _start_tree(me.table, specs, strategy, intensity, period, parents=(me.pid,) if link else (), name=name)
+    return _start_tree(me.table, *flags, parents=(me.pid,) if link else (), name=name)
 
 
-async def supervise(children, strategy: str = "one_for_one", intensity: int = 3, period: float = 5.0):
+async def supervise(children, strategy: str = "one_for_one", intensity: int = 3, period: float = 5.0,
+                    placement=None):
     """Be a supervisor of ``children``: a process body, for ``spawn`` or a child spec.
 
     ``spawn(supervise, children, "one_for_all", link=True)``, or on another
@@ -148,22 +171,21 @@ async def supervise(children, strategy: str = "one_for_one", intensity: int = 3,
     ``ChildSpec(id, supervise, args=(children, strategy, ...), type="supervisor")``
     (see :func:`nested`).
     """
-    specs, strategy, intensity, period = supervisor_flags(children, strategy, intensity, period)
+    specs, strategy, intensity, period, placement = supervisor_flags(children, strategy, intensity, period, placement)
     me = current()
-    state = _State(specs, strategy, intensity, period, tuple(me.links or ()))
+    state = _State(specs, strategy, intensity, period, tuple(me.links or ()), placement)
     state.pid = me.pid
-    state.started = False
     await serve(Supervisor(), state)
 
 
 supervise.check_child_args = check_supervisor_args  # a ChildSpec of supervise checks the tree below at once
 
 
-def nested(id, children, strategy: str = "one_for_one", intensity: int = 3, period: float = 5.0, *,
-           restart: str = "permanent", shutdown="infinity", name: str | None = None,
-           node: NodeRef | None = None) -> ChildSpec:
+def nested(id, children, strategy: str = "one_for_one", intensity: int = 3, period: float = 5.0,
+           placement=None, *, restart: str = "permanent", shutdown="infinity", name: str | tuple | None = None,
+           node=None) -> ChildSpec:
     """The child spec of a supervisor below this one: ``ChildSpec(id, supervise, ..., type="supervisor")``."""
-    return ChildSpec(id, supervise, args=(list(children), strategy, intensity, period), restart=restart,
+    return ChildSpec(id, supervise, args=(list(children), strategy, intensity, period, placement), restart=restart,
                      shutdown=shutdown, type="supervisor", name=name, node=node)
 
 
@@ -173,15 +195,17 @@ def nested(id, children, strategy: str = "one_for_one", intensity: int = 3, peri
 class _State:
     """A supervisor's children (in start order), its flags and its recent restarts."""
 
-    def __init__(self, specs, strategy, intensity, period, parents):
-        self.children = [_Child(spec) for spec in specs]  # in start order
+    def __init__(self, specs, strategy, intensity, period, parents, placement=None):
+        self.placement = placement
+        self.placer = Placer()
+        self.children = [_Child(spec, placement) for spec in specs]  # in start order
         self.strategy = strategy
         self.intensity = intensity
         self.period = period
         self.parents = tuple(parents)
         self.restarts: deque[float] = deque()
         self.pid: Pid | None = None
-        self.started = True  # children spawned by _start_tree; supervise() starts its own
+        self.started = 0  # how many children _start_tree spawned: init starts the others
         self.failed = False  # _start_tree could not start them all
 
     def __repr__(self):
@@ -206,10 +230,26 @@ class _State:
     async def spawn(self, child: _Child) -> Pid:
         table = current().table
         node = child.node
-        if node is not None and node != table.ref and node not in nodes():
-            # Lost: reach its address again; a node restarted there is a new incarnation.
+        if child.placement is not None:
+            child.node = await self.placer.node_for(child.placement)  # asked anew: its last node may be lost
+        elif node is not None and node != table.ref and node not in nodes():
+            # Pinned and lost: reach its address again; a node restarted there is a new incarnation.
             child.node = await connect(node.host, node.port, timeout=RECONNECT_TIMEOUT)
-        return _spawn_child(table, self.pid, child)
+        pid = _spawn_child(table, self.pid, child)
+        name = child.spec.global_name
+        if name is not None:
+            try:
+                if child.last_pid is not None:
+                    # Its last process has ended (or was cut off with its node): free the
+                    # name now on every node that still holds it, instead of waiting for
+                    # each to learn of that end, so the claim below is not refused.
+                    release_global(name, child.last_pid)
+                await register_global(name, pid)
+            except Exception:
+                exit_signal(pid, "kill")  # not our child yet: its Exit is ignored
+                raise
+        child.last_pid = pid
+        return pid
 
     async def terminate(self, child: _Child):
         """Shut ``child`` down (exit signal "shutdown", then kill); return its exit reason."""
@@ -317,14 +357,14 @@ class Supervisor(GenServer):
                 unlink(parent)
             await state.terminate_all()
             raise Stop("normal")
-        if not state.started:
-            for child in state.children:
+        if state.started < len(state.children):
+            for child in state.children[state.started:]:
                 if not await state.start(child):
                     failed = await receive(_StartFailed)
                     log.error("%s: giving up: child %r could not start", state, failed.id)
                     await state.terminate_all()
                     raise Exited(state.pid, ("failed_to_start_child", failed.id, failed.reason))
-            state.started = True
+            state.started = len(state.children)
         return state
 
     async def handle_call(self, request, sender, state: _State):
@@ -343,7 +383,7 @@ class Supervisor(GenServer):
                     where = "running" if existing.pid is not None else "present (not running)"
                     text = f"child id {spec.id!r} is already {where} in {state}; each child needs its own id"
                     return _refused(kind, text, state)
-                child = _Child(spec)
+                child = _Child(spec, state.placement)
                 try:
                     child.pid = await state.spawn(child)
                 except Exception as exc:  # noqa: BLE001 - refused to the caller

@@ -248,10 +248,12 @@ class Kernel:
             if self.after_turn is not None:
                 self.after_turn()
 
-        # Phase 2: arrange the next turn.
+        # Phase 2: arrange the next turn, and the timer even when tasks are
+        # ready: processes that never park (CPU-bound ones that yield) must
+        # not starve those waiting on a timeout (a meter's next report).
         if ready:
             self.kick()
-        elif self._timer_handle is None and self.timers:
+        if self._timer_handle is None and self.timers:
             self._arm_timer()
 
     #: Take a turn at once, from a loop callback (never from inside a turn):

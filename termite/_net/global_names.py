@@ -30,7 +30,7 @@ from termite._core.process import NAME_SERVER_SERIAL, ProcessTable, current
 from termite._core.spawn import spawn_in
 from termite._core.registry import _check_name
 
-__all__ = ["start_name_server", "register_global", "unregister_global", "whereis_global", "registered_global", "sync_global", "name_server"]
+__all__ = ["start_name_server", "register_global", "release_global", "unregister_global", "whereis_global", "registered_global", "sync_global", "name_server"]
 
 log = logging.getLogger("termite.global")
 
@@ -211,6 +211,16 @@ async def register_global(name: str, pid: Pid | None = None, timeout: float = 5.
 def _release(servers, name: str, pid: Pid) -> None:
     for server in servers:
         send(server, ("release", name, pid))
+
+
+def release_global(name: str, pid: Pid) -> None:
+    """Free ``name`` on every connected node where ``pid`` holds it.
+
+    For one who knows that ``pid`` has ended or was cut off (its
+    supervisor): a claim for its replacement sent next is not refused by a
+    node that has not yet learnt of that end.
+    """
+    _release(_servers(), name, pid)
 
 
 def unregister_global(name: str) -> None:

@@ -41,3 +41,17 @@ def where_unless_on(os_pid, seconds=60.0):
     if os.getpid() == os_pid:
         time.sleep(seconds)
     return os.getpid()
+
+
+async def hog(seconds):
+    """A CPU-bound process: burns ``seconds`` in 2 ms slices, yielding between them.
+
+    Its node stays responsive (its meter reports it: run queue and busy
+    core), unlike a process that never yields.
+    """
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        start = time.thread_time()
+        while time.thread_time() - start < 0.002:
+            pass
+        await termite.sleep(0)
