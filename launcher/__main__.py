@@ -24,7 +24,7 @@ import time
 import termite
 from termite.executor import CLUSTER_ENVIRONMENT
 
-from termite_launcher.cluster import Cluster, LaunchError, launcher_host, read_state, stop_from_state
+from termite_launcher.cluster import Cluster, LaunchError, NodeNews, launcher_host, read_state, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
 from termite_launcher.dashboard import ClusterView
 
@@ -81,6 +81,10 @@ def _feed(view: ClusterView, events: queue.SimpleQueue) -> None:
             view.report(event[1], now)
         elif event[0] == "down":
             view.lost(event[1], now, event[2])
+        elif event[0] == "news":  # from the supervisor: an exit, a restart, or giving up
+            news: NodeNews = event[1]
+            news.show(view, now)
+            _say(news.text)
     view.tick(now)
 
 
@@ -115,6 +119,7 @@ def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, 
         view.expect(node.ref, node.label, node.os_pid, start)
     events: queue.SimpleQueue = queue.SimpleQueue()
     here.spawn(_watch, [node.ref for node in cluster.nodes], config.meter_interval, events)
+    cluster.supervise(here, lambda news: events.put(("news", news)))
     live = sys.stdout.isatty() and not args.plain
     job = None
     if args.run:
