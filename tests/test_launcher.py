@@ -445,3 +445,51 @@ def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_i
             assert (tmp_path / "flaky.sh.count").read_text().strip() == "3"  # and it was not tried again
     finally:
         cluster.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_node_killed_with_sigkill_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
+    h1 = netns_hosts.hosts[0]
+    cluster = _write(tmp_path, f"""
+        hosts:
+          - address: {h1.address}
+            label: {h1.name}
+            cores: 2
+            python: {sys.executable}
+            ssh:
+              user: root
+              key: {netns_hosts.client_key}
+              options: [UserKnownHostsFile={netns_hosts.known_hosts}, ConnectTimeout=5]
+        heartbeat_timeout: 1.0
+        heartbeat_interval: 0.1
+        meter_interval: 0.2
+        restart: {{intensity: 1, period: 60, backoff: 0.2}}
+        """)
+    state_file = tmp_path / ".termite" / "cluster.json"
+    with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
+        victim, other = json.loads(state_file.read_text())["nodes"]
+        assert victim["remote"] and victim["os_pid"] in h1.pids()  # the hosts share this machine's pids
+        os.kill(victim["os_pid"], signal.SIGKILL)
+        line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
+        assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line  # told by the ssh session's end
+        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
+        again = next(n for n in state["nodes"] if n["restarts"] == 1)
+        assert again["remote"] and again["host"] == h1.address and again["os_pid"] in h1.pids()
+        assert again["os_pid"] != victim["os_pid"] and not _alive(victim["os_pid"])
+        _plain_until(launcher, lambda line: again["address"] in line and " up " in line and "restarts=1" in line)
+        script = tmp_path / "uses.py"
+        script.write_text(USES)
+        used = subprocess.run([sys.executable, str(script), str(cluster)], capture_output=True, text=True, timeout=60)
+        assert used.returncode == 0, used.stderr
+        assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) == {again["os_pid"], other["os_pid"]}
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) in (0, 130)
+    assert not _alive(again["os_pid"]) and not _alive(other["os_pid"])
+    assert not [pid for pid in h1.pids() if "termite.node" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:  # it ended meanwhile
+        return ""
