@@ -70,7 +70,7 @@ async def _watch(nodes, interval, events):
             events.put(("load", msg[1]))
 
 
-def _feed(view: ClusterView, events: queue.SimpleQueue) -> None:
+def _feed(view: ClusterView, events: queue.SimpleQueue, cluster: Cluster | None = None) -> None:
     now = time.monotonic()
     while True:
         try:
@@ -81,6 +81,8 @@ def _feed(view: ClusterView, events: queue.SimpleQueue) -> None:
             view.report(event[1], now)
         elif event[0] == "down":
             view.lost(event[1], now, event[2])
+            if cluster is not None and cluster.lost(event[1], event[2]):
+                _say(f"node {event[1].host}:{event[1].port} lost its connection ({event[2]}): ending its ssh session to restart it")
         elif event[0] == "news":  # from the supervisor: an exit, a restart, or giving up
             news: NodeNews = event[1]
             news.show(view, now)
@@ -127,7 +129,7 @@ def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, 
         job = subprocess.Popen([sys.executable, *args.run], env=env, stdout=subprocess.PIPE if live else None, text=True)
         view.event(f"running {' '.join(args.run)}", start)
     try:
-        return _live(view, events, job) if live else _plain(view, events, job, args.every)
+        return _live(view, events, job, cluster) if live else _plain(view, events, job, args.every, cluster)
     except KeyboardInterrupt:
         if job is None:
             return 0  # Ctrl-C is how a watched cluster is stopped
@@ -142,7 +144,7 @@ def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, 
                 job.wait()
 
 
-def _live(view: ClusterView, events, job) -> int:
+def _live(view: ClusterView, events, job, cluster: Cluster) -> int:
     from rich.console import Console
     from rich.live import Live
 
@@ -152,7 +154,7 @@ def _live(view: ClusterView, events, job) -> int:
         threading.Thread(target=lambda: [lines.put(line) for line in job.stdout], daemon=True).start()
     with Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
         while True:
-            _feed(view, events)
+            _feed(view, events, cluster)
             while True:
                 try:
                     live.console.print(lines.get_nowait(), end="", markup=False, highlight=False)
@@ -165,10 +167,10 @@ def _live(view: ClusterView, events, job) -> int:
     return job.returncode if job is not None else 0
 
 
-def _plain(view: ClusterView, events, job, every: float) -> int:
+def _plain(view: ClusterView, events, job, every: float, cluster: Cluster) -> int:
     next_print = time.monotonic()
     while True:
-        _feed(view, events)
+        _feed(view, events, cluster)
         now = time.monotonic()
         if now >= next_print:
             print("\n".join(view.plain_lines(now)), flush=True)
@@ -176,7 +178,7 @@ def _plain(view: ClusterView, events, job, every: float) -> int:
         if job is not None and job.poll() is not None:
             break
         time.sleep(REFRESH)
-    _feed(view, events)
+    _feed(view, events, cluster)
     print("\n".join(view.plain_lines(time.monotonic())), flush=True)
     return job.returncode
 

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 _ANNOUNCE = "termite node "
+LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
 
 
 class LaunchError(Exception):
@@ -79,6 +80,7 @@ class NodeInfo:
     running: bool = True  # False from its exit until it is restarted (or for good)
     restarts: int = 0
     reason: str | None = None  # why it is down (while not running)
+    ended_because: str | None = None  # why the launcher itself ended it (``lost``), the reason its exit is shown with
 
     @property
     def address(self) -> str:
@@ -263,6 +265,7 @@ class Cluster:
         # Held while a node's handle or state changes: the supervisor's threads and stop() both do.
         self._lock = threading.RLock()
         self._stopping = threading.Event()  # set by stop(): an exit from now on is not restarted
+        self._supervised = False
 
     # -- starting ---------------------------------------------------------------
 
@@ -361,6 +364,7 @@ class Cluster:
         """
         if self.detached:
             raise LaunchError("a detached cluster has no launcher left to supervise it")
+        self._supervised = True
         for node in list(self.nodes):
             threading.Thread(
                 target=self._supervise, args=(node, here, tell), daemon=True, name=f"termite-supervise-{node.address}"
@@ -407,12 +411,33 @@ class Cluster:
             tell(NodeNews("restarted", node.label, old, new=node.ref, os_pid=node.os_pid))
             reason = self._wait_exit(node)
 
+    def lost(self, ref: NodeRef, reason: str) -> bool:
+        """termite declared ``ref`` down (``NodeDown``): end a remote node whose ssh session still lasts.
+
+        Its session's end then restarts it, as any exit does.  The session
+        may outlive the node's connection (the node stopped, its port
+        blocked).  A local node is left alone: its process is this
+        launcher's child, so its exit, not its connection, decides (and a
+        busy node is not down).  Whether the node was ended.
+        """
+        with self._lock:
+            node = next((n for n in self.nodes if n.ref == ref and n.running and not n.host.local), None)
+            if node is None or not self._supervised or self._stopping.is_set():
+                return False
+            node.ended_because = f"lost its connection ({reason}) while its ssh session lasted, so the launcher ended it"
+            handle = node.handle
+        # A short grace: a node that lost its connection is stopped or stuck, and a SIGTERM may wait forever.
+        threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
+        return True
+
     def _wait_exit(self, node: NodeInfo) -> str | None:
         """Block until the node's process ends; why it did, or None if the cluster is being stopped."""
         status = node.handle.wait()
         if self._stopping.is_set():
             return None
-        return exit_reason(status, over_ssh=not node.host.local)
+        with self._lock:
+            because, node.ended_because = node.ended_because, None
+        return because or exit_reason(status, over_ssh=not node.host.local)
 
     def _set_down(self, node: NodeInfo, reason: str) -> None:
         with self._lock:
@@ -523,9 +548,9 @@ def launcher_host(config: ClusterConfig) -> str:
     return local_address_towards(remote[0].address) if remote else "127.0.0.1"
 
 
-def _stop_quietly(handle) -> None:
+def _stop_quietly(handle, timeout: float = 10.0) -> None:
     with contextlib.suppress(Exception):  # each handle ends its node by pid at worst
-        handle.stop()
+        handle.stop(timeout)
 
 
 def _tail(log: Path | None, lines: int = 15) -> str:

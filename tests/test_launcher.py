@@ -448,7 +448,7 @@ def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_i
 
 
 @pytest.mark.timeout(120)
-def test_a_remote_node_killed_with_sigkill_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
+def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
     h1 = netns_hosts.hosts[0]
     cluster = _write(tmp_path, f"""
         hosts:
@@ -482,9 +482,19 @@ def test_a_remote_node_killed_with_sigkill_is_restarted_over_ssh_and_used(netns_
         used = subprocess.run([sys.executable, str(script), str(cluster)], capture_output=True, text=True, timeout=60)
         assert used.returncode == 0, used.stderr
         assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) == {again["os_pid"], other["os_pid"]}
+
+        # A node that stops answering while its ssh session lasts is lost by its connection: the launcher
+        # ends the session (a stopped process ignores SIGTERM: SIGKILL by pid, 2 s later) and restarts it.
+        os.kill(other["os_pid"], signal.SIGSTOP)
+        line = _plain_until(launcher, lambda line: other["address"] in line and "why=lost its connection" in line)
+        assert "while its ssh session lasted, so the launcher ended it; restarting in 0.2 s" in line, line
+        state = _state_until(state_file, lambda s: all(n["restarts"] == 1 for n in s["nodes"]) and len(s["nodes"]) == 2,
+                             timeout=40)
+        renewed = next(n for n in state["nodes"] if n["os_pid"] != again["os_pid"])
+        assert renewed["os_pid"] != other["os_pid"] and not _alive(other["os_pid"])
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) in (0, 130)
-    assert not _alive(again["os_pid"]) and not _alive(other["os_pid"])
+    assert not any(_alive(pid) for pid in (again["os_pid"], renewed["os_pid"], other["os_pid"]))
     assert not [pid for pid in h1.pids() if "termite.node" in _cmdline(pid)]
 
 
