@@ -202,22 +202,27 @@ def _status(config: ClusterConfig, args) -> int:
                 ref = here.connect(host, int(port), timeout=3)
             except termite.Timeout:
                 ref = termite.NodeRef(host, int(port), int(node["incarnation"], 16))
-                view.expect(ref, node["label"], node["os_pid"], now)
+                view.expect(ref, node["label"], node["os_pid"], now, restarts=node.get("restarts", 0))
                 view.lost(ref, now, "does not answer")
                 continue
-            view.expect(ref, node["label"], node["os_pid"], now)
+            view.expect(ref, node["label"], node["os_pid"], now, restarts=node.get("restarts", 0))
             try:
                 view.report(here.run(termite.node_load, ref), now)
                 up += 1
             except termite.Timeout:  # connected, but its meter did not answer: busy, not down
                 view.unresponsive(ref, now, "no load report within 5 s (busy, not down)")
+        for node in state.get("down", ()):  # ended, and waiting to be restarted or given up on: why
+            host, port = node["address"].rsplit(":", 1)
+            ref = termite.NodeRef(host, int(port), int(node["incarnation"], 16))
+            view.expect(ref, node["label"], node["os_pid"], now, restarts=node.get("restarts", 0))
+            (view.gave_up if node.get("state") == "failed" else view.exited)(ref, now, node["reason"])
     if sys.stdout.isatty() and not args.plain:
         from rich.console import Console
 
         Console().print(view.renderable(now))
     else:
         print("\n".join(view.plain_lines(now)))
-    return 0 if up == len(state["nodes"]) else 1
+    return 0 if up == len(state["nodes"]) and not state.get("down") else 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,6 +80,7 @@ class NodeInfo:
     running: bool = True  # False from its exit until it is restarted (or for good)
     restarts: int = 0
     reason: str | None = None  # why it is down (while not running)
+    given_up: bool = False  # past the restart intensity: down for good
     ended_because: str | None = None  # why the launcher itself ended it (``lost``), the reason its exit is shown with
 
     @property
@@ -388,6 +389,7 @@ class Cluster:
                     + f" (see its log {node.log}; raise restart: intensity or period in {self.config.path.name} "
                     "to allow more)"
                 )
+                node.given_up = True
                 self._set_down(node, why)
                 tell(NodeNews("gave_up", node.label, old, why, log_tail=tail))
                 return
@@ -513,6 +515,7 @@ class Cluster:
                     "host": node.host.address,
                     "log": str(node.log),
                     "restarts": node.restarts,
+                    "state": "failed" if node.given_up else "restarting",
                     "reason": node.reason,
                 }
                 for node in self.nodes

@@ -142,12 +142,16 @@ class ClusterView:
 
     # -- what the launcher tells it ------------------------------------------
 
-    def expect(self, node: NodeRef, label: str, os_pid: int | None, at: float) -> None:
-        """The launcher started ``node`` (its incarnation may still be None): a "starting" row."""
+    def expect(self, node: NodeRef, label: str, os_pid: int | None, at: float, restarts: int = 0) -> None:
+        """The launcher started ``node`` (its incarnation may still be None): a "starting" row.
+
+        ``restarts``: how often it was restarted before (``--status`` reads it from the state file).
+        """
         self._seen(at)
         row = self._nodes.get(node.address)
         if row is None:
-            self._nodes[node.address] = _Node(node, label, os_pid, "starting", self.history, labelled=True)
+            row = self._nodes[node.address] = _Node(node, label, os_pid, "starting", self.history, labelled=True)
+            row.restarts = restarts
             return
         row.label, row.labelled = label, True
         if os_pid is not None:

@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -357,6 +358,11 @@ def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensit
         total = _plain_until(launcher, lambda line: " total " in line)
         assert "up=1/2" in total and total.rstrip().endswith("failed=1"), total
         assert len([p for p in _children(launcher.pid) if "termite.node" in " ".join(p.cmdline())]) == 1
+        status = subprocess.run([*LAUNCH, str(cluster), "--status"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        assert status.returncode == 1, status.stdout + status.stderr  # not every node runs
+        assert re.search(rf"{other['address']} up .* restarts=0$", status.stdout, re.M), status.stdout
+        assert re.search(rf"{again['address']} failed pid={again['os_pid']} .* restarts=1 why=killed by signal 9 "
+                         r"\(SIGKILL\); gave up: 2 exits within 60 s", status.stdout, re.M), status.stdout
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) in (0, 130)
         stderr = launcher.stderr.read()
