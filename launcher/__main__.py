@@ -82,7 +82,8 @@ def _feed(view: ClusterView, events: queue.SimpleQueue, cluster: Cluster | None 
         elif event[0] == "down":
             view.lost(event[1], now, event[2])
             if cluster is not None and cluster.lost(event[1], event[2]):
-                _say(f"node {event[1].host}:{event[1].port} lost its connection ({event[2]}): ending its ssh session to restart it")
+                _say(f"node {event[1].host}:{event[1].port} lost its connection ({event[2]}): "
+                     "ending its ssh session to restart it")
         elif event[0] == "news":  # from the supervisor: an exit, a restart, or giving up
             news: NodeNews = event[1]
             news.show(view, now)

@@ -426,7 +426,9 @@ class Cluster:
             node = next((n for n in self.nodes if n.ref == ref and n.running and not n.host.local), None)
             if node is None or not self._supervised or self._stopping.is_set():
                 return False
-            node.ended_because = f"lost its connection ({reason}) while its ssh session lasted, so the launcher ended it"
+            node.ended_because = (
+                f"lost its connection ({reason}) while its ssh session lasted, so the launcher ended it"
+            )
             handle = node.handle
         # A short grace: a node that lost its connection is stopped or stuck, and a SIGTERM may wait forever.
         threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()

@@ -28,7 +28,8 @@ def text(view, at, width=120):
 
 def line_of(rendered, needle):
     """The words of the one table line that contains ``needle`` (the events pane and the ↳ reasons aside)."""
-    lines = [line for line in rendered.splitlines() if needle in line and not line.startswith(("│", "╭", "╰", "↳"))]
+    notes = ("│", "╭", "╰", "↳")
+    lines = [line for line in rendered.splitlines() if needle in line and not line.startswith(notes)]
     assert len(lines) == 1, (needle, rendered)
     return lines[0].split()
 
@@ -263,7 +264,8 @@ def test_an_exit_the_launcher_saw_shows_its_reason_and_the_restart_counts():
     view.expect(A, "alpha", 41, at=0.0)
     view.report(load(A, os_pid=41), at=0.5)
     view.exited(A, at=1.0, reason="killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")
-    assert (view.rows()[0].state, view.rows()[0].reason) == ("down", "killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")
+    row = view.rows()[0]
+    assert (row.state, row.reason) == ("down", "killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")
     rendered = text(view, at=1.0)
     assert "↳ 10.0.0.1:7001 (alpha) down: killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s" in rendered
     assert view.plain_lines(1.0)[0].endswith(" restarts=0 why=killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")

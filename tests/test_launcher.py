@@ -358,7 +358,8 @@ def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensit
         total = _plain_until(launcher, lambda line: " total " in line)
         assert "up=1/2" in total and total.rstrip().endswith("failed=1"), total
         assert len([p for p in _children(launcher.pid) if "termite.node" in " ".join(p.cmdline())]) == 1
-        status = subprocess.run([*LAUNCH, str(cluster), "--status"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        status = subprocess.run([*LAUNCH, str(cluster), "--status"], capture_output=True, text=True, timeout=30,
+                                cwd=tmp_path)
         assert status.returncode == 1, status.stdout + status.stderr  # not every node runs
         assert re.search(rf"{other['address']} up .* restarts=0$", status.stdout, re.M), status.stdout
         assert re.search(rf"{again['address']} failed pid={again['os_pid']} .* restarts=1 why=killed by signal 9 "
@@ -426,7 +427,8 @@ def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_i
 
             os.kill(first_pid, signal.SIGKILL)
             _, screen = next_news("exited")
-            assert f"↳ {first.host}:{first.port} (localhost) down: killed by signal 9 (SIGKILL); restarting in 0.2 s" in screen
+            said = f"↳ {first.host}:{first.port} (localhost) down: killed by signal 9 (SIGKILL); restarting in 0.2 s"
+            assert said in screen, screen
 
             item, screen = next_news("restarted")
             assert (item.node, item.new, item.os_pid) == (first, node.ref, node.os_pid) and node.os_pid != first_pid
