@@ -17,8 +17,9 @@ most ``restart.intensity`` times within ``restart.period`` seconds (cluster.yaml
 termite_launcher.config.RestartPolicy).  One exit more and it gives up: the
 node stays down.  It tells the dashboard each step as :class:`NodeNews`.
 A restarted node has a new port and incarnation; the state file is rewritten
-so that scripts started since use it.  A ``--detach``-ed cluster has no
-launcher left to supervise it.
+so that scripts started since use it.  (``termite-launch --detach`` leaves a
+launcher in the background to supervise; ``Cluster(detached=True)`` starts
+nodes that outlive this process, and nothing supervises them.)
 
 While the cluster runs, its state file (``<state dir>/<name>.json``, see
 termite/_runtime/clusterfile.py) lists the nodes that run, their OS pids, restarts and log files (and, under
@@ -60,6 +61,7 @@ __all__ = [
 
 _ANNOUNCE = "termite node "
 LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
+LAUNCHER_GRACE = 40.0  # seconds a launcher gets to stop its nodes (each gets 10 s, all at once; ssh is slow)
 
 
 class LaunchError(Exception):
@@ -587,11 +589,22 @@ def read_state(path: Path) -> dict:
 
 
 def stop_from_state(config: ClusterConfig, progress=print) -> int:
-    """``--stop``: end the nodes of a cluster started with ``--detach``; how many were running."""
+    """``--stop``: end the nodes of a running cluster; how many were running.
+
+    The launcher that supervises them (``--detach``'s, in the background, or
+    one in another terminal) is asked first (SIGTERM): it stops every node
+    and would restart one ended under it.  Nodes it left (it was killed) are
+    ended by pid.
+    """
     path = config.state_dir / f"{config.name}.json"
     if not path.exists():
         return 0
     state = read_state(path)
+    launcher = state.get("launcher_pid")
+    if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
+        _end_process(launcher, None, LAUNCHER_GRACE)
+        if not path.exists():  # it stopped its nodes and forgot the cluster
+            return len(state["nodes"])
     stopped = 0
     hosts = {host.address: host for host in config.hosts}
     for node in state["nodes"]:
@@ -611,6 +624,15 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
             stopped += 1
     path.unlink(missing_ok=True)
     return stopped
+
+
+def _is_launcher(pid: int) -> bool:
+    """Whether ``pid`` still is a termite launcher (and not a process that reused its pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return sys.platform != "linux"
+    return b"termite_launcher" in cmdline or b"termite-launch" in cmdline
 
 
 def _is_node(pid: int) -> bool:

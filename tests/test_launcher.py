@@ -511,3 +511,30 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
     except OSError:  # it ended meanwhile
         return ""
+
+
+def test_a_detached_cluster_is_supervised_in_the_background_and_stop_ends_that_launcher_first(two_local, tmp_path):
+    two_local.write_text(two_local.read_text() + "restart: {intensity: 2, period: 60, backoff: 0.1}\n")
+    started = subprocess.run([*LAUNCH, str(two_local), "--detach"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    state_file = tmp_path / ".termite" / "cluster.json"
+    state = json.loads(state_file.read_text())
+    launcher, (victim, other) = state["launcher_pid"], state["nodes"]
+    try:
+        assert _alive(launcher) and f"launcher pid {launcher} supervises it" in started.stderr, started.stderr
+        os.kill(victim["os_pid"], signal.SIGKILL)
+        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
+        again = next(n for n in state["nodes"] if n["restarts"] == 1)
+        assert again["os_pid"] != victim["os_pid"] and _alive(again["os_pid"])
+        script = tmp_path / "uses.py"
+        script.write_text(USES)
+        used = subprocess.run([sys.executable, str(script), str(two_local)], capture_output=True, text=True, timeout=30)
+        assert used.returncode == 0, used.stderr
+        assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) == {again["os_pid"], other["os_pid"]}
+    finally:
+        stopped = subprocess.run([*LAUNCH, str(two_local), "--stop"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert stopped.returncode == 0 and "stopped 2 nodes" in stopped.stderr, stopped.stderr
+    assert not any(_alive(pid) for pid in (launcher, again["os_pid"], other["os_pid"])) and not state_file.exists()
+    log = (tmp_path / ".termite" / "logs" / "cluster" / "launcher.log").read_text()
+    assert f"node {victim['address']} killed by signal 9 (SIGKILL); restarting in 0.1 s" in log, log
+    assert f"restarted as {again['address']} (pid {again['os_pid']})" in log and "stopping every node" in log, log
