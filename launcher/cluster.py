@@ -374,6 +374,15 @@ class Cluster:
             ).start()
 
     def _supervise(self, node: NodeInfo, here: termite.Node | None, tell) -> None:
+        try:
+            self._supervise_node(node, here, tell)
+        except Exception as exc:  # noqa: BLE001 - a thread's error is seen by no one: say it where the node's state is
+            why = f"the launcher stopped supervising it: {type(exc).__name__}: {exc}"
+            node.given_up = True
+            self._set_down(node, why)
+            tell(NodeNews("gave_up", node.label, node.ref, why))
+
+    def _supervise_node(self, node: NodeInfo, here: termite.Node | None, tell) -> None:
         policy: RestartPolicy = self.config.restart
         restarted: collections.deque[float] = collections.deque()  # when, within the period (monotonic)
         reason = self._wait_exit(node)
