@@ -8,8 +8,22 @@ with the cluster's keys.  A node that fails to start stops the launch: every
 node already started is stopped, and the error names the host and quotes the
 node's stderr.
 
+While the cluster runs, the launcher supervises its nodes (``supervise``),
+as an Erlang supervisor does its children: it is the parent of every local
+node (and holds the ssh session of every remote one), so it sees a node's
+process end at once, with the true reason (``killed by signal 9``,
+``exited with status 1``), and starts the node again after a back-off, at
+most ``restart.intensity`` times within ``restart.period`` seconds (cluster.yaml;
+termite_launcher.config.RestartPolicy).  One exit more and it gives up: the
+node stays down.  It tells the dashboard each step as :class:`NodeNews`.
+A restarted node has a new port and incarnation; the state file is rewritten
+so that scripts started since use it.  (``termite-launch --detach`` leaves a
+launcher in the background to supervise; ``Cluster(detached=True)`` starts
+nodes that outlive this process, and nothing supervises them.)
+
 While the cluster runs, its state file (``<state dir>/<name>.json``, see
-termite/_runtime/clusterfile.py) lists the nodes, their OS pids and log files, so
+termite/_runtime/clusterfile.py) lists the nodes that run, their OS pids, restarts and log files (and, under
+``"down"``, those waiting to be restarted or given up on, and why), so
 ``--status``, ``--stop`` and scripts (``termite.Executor(cluster=...)``) find
 it.  ``stop()`` ends every node it started, by pid, and removes the file.
 
@@ -18,6 +32,7 @@ Each node's output goes to its own log file under ``<state dir>/logs/<name>/``.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import json
@@ -35,13 +50,18 @@ import termite
 from termite import NodeRef
 from termite.executor import local_address_towards
 
-from termite_launcher.config import ClusterConfig, HostConfig
+from termite_launcher.config import ClusterConfig, HostConfig, RestartPolicy
 from termite_launcher.remote import RemoteNode
 from termite_launcher.ssh import RemoteError, install_keys, remote_cores, ssh_command
 
-__all__ = ["Cluster", "LaunchError", "NodeInfo", "launcher_host", "pid_alive", "read_state", "stop_from_state"]
+__all__ = [
+    "Cluster", "LaunchError", "NodeInfo", "NodeNews", "exit_reason", "launcher_host", "pid_alive", "read_state",
+    "stop_from_state",
+]
 
 _ANNOUNCE = "termite node "
+LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
+LAUNCHER_GRACE = 40.0  # seconds a launcher gets to stop its nodes (each gets 10 s, all at once; ssh is slow)
 
 
 class LaunchError(Exception):
@@ -57,11 +77,75 @@ class NodeInfo:
     ref: NodeRef | None = None
     os_pid: int | None = None
     log: Path | None = None
-    handle: object = None  # subprocess.Popen or RemoteNode
+    handle: object = None  # _LocalNode or RemoteNode
+    argv: tuple[str, ...] = ()  # python -m termite.node's arguments: a restart uses them again
+    running: bool = True  # False from its exit until it is restarted (or for good)
+    restarts: int = 0
+    reason: str | None = None  # why it is down (while not running)
+    given_up: bool = False  # past the restart intensity: down for good
+    ended_because: str | None = None  # why the launcher itself ended it (``lost``), the reason its exit is shown with
 
     @property
     def address(self) -> str:
         return f"{self.ref.host}:{self.ref.port}"
+
+
+@dataclass(frozen=True)
+class NodeNews:
+    """What the supervisor tells whoever watches (the dashboard): a node exited, was restarted, or is given up on.
+
+    ``show(view, at)`` passes it to a ClusterView (termite_launcher.dashboard);
+    ``text`` is the line the launcher prints.
+    """
+
+    kind: str  # "exited", "restarted" or "gave_up"
+    label: str  # the host's name on the dashboard
+    node: NodeRef  # the node that ended (for "restarted": the one replaced)
+    reason: str | None = None  # exited, gave_up: why (and what happens next)
+    new: NodeRef | None = None  # restarted: the node that replaces it
+    os_pid: int | None = None  # restarted: the new node's pid
+    log_tail: tuple[str, ...] = ()  # exited, gave_up: the node's last log lines
+
+    def show(self, view, at: float) -> None:
+        if self.kind == "restarted":
+            view.restarted(self.node, self.new, at, os_pid=self.os_pid)
+        elif self.kind == "exited":
+            view.exited(self.node, at, self.reason)
+        else:
+            view.gave_up(self.node, at, self.reason)
+
+    @property
+    def text(self) -> str:
+        where = f"host {self.label}: node {self.node.host}:{self.node.port}"
+        if self.kind == "restarted":
+            return f"{where} restarted as {self.new.host}:{self.new.port} (pid {self.os_pid})"
+        said = ("; its log ends:\n    " + "\n    ".join(self.log_tail)) if self.log_tail else "; its log is empty"
+        return f"{where} {self.reason}{said}"
+
+
+def exit_reason(status: int | None, over_ssh: bool = False) -> str:
+    """Why a node's process ended, from its exit status (a Popen returncode; over ssh, the ssh process's)."""
+    if status is None:
+        return "ended"
+    if not over_ssh:
+        if status < 0:
+            return f"killed by signal {-status} ({_signal_name(-status)})"
+        return f"exited with status {status}"
+    # Over ssh the remote wrapper's `wait` gives the node's status, 128 + N for signal N.
+    if status == 255:
+        return "its ssh session ended (ssh exit status 255: the connection or the host was lost)"
+    if status < 0:
+        return f"its ssh process was killed by signal {-status} ({_signal_name(-status)}), so the node was stopped"
+    if status > 128:
+        return f"killed by signal {status - 128} ({_signal_name(status - 128)})"
+    return f"exited with status {status}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown signal"
 
 
 def _die_with_parent() -> None:
@@ -120,8 +204,13 @@ class _LocalNode:
             for line in self.proc.stdout:
                 self.log.write(line)
 
+    def wait(self) -> int:
+        """Block until the node's process ends; its returncode (negative: the signal that killed it)."""
+        return self.proc.wait()
+
     def stop(self, timeout: float = 10.0) -> None:
-        _end_process(self.proc.pid, self.proc, timeout)
+        if self.proc.poll() is None:  # an ended one's pid may be another process's by now
+            _end_process(self.proc.pid, self.proc, timeout)
         with contextlib.suppress(OSError):
             self.proc.stdout.close()
         self.log.close()
@@ -176,6 +265,10 @@ class Cluster:
         self.nodes: list[NodeInfo] = []
         self.log_dir = config.state_dir / "logs" / config.name
         self.state_file = config.state_dir / f"{config.name}.json"
+        # Held while a node's handle or state changes: the supervisor's threads and stop() both do.
+        self._lock = threading.RLock()
+        self._stopping = threading.Event()  # set by stop(): an exit from now on is not restarted
+        self._supervised = False
 
     # -- starting ---------------------------------------------------------------
 
@@ -235,7 +328,7 @@ class Cluster:
                             handle = RemoteNode(host, argv, log_path=log, detached=self.detached)
                     except (OSError, RemoteError) as exc:
                         raise LaunchError(f"host {label}: cannot start a node with {host.python}: {exc}") from None
-                    self.nodes.append(NodeInfo(label, host, None, None, log, handle))
+                    self.nodes.append(NodeInfo(label, host, None, None, log, handle, tuple(argv)))
             deadline = time.monotonic() + config.join_timeout
             for node in self.nodes:
                 try:
@@ -261,6 +354,149 @@ class Cluster:
                     f"(a firewall, or a bind address the others cannot reach?)\n{_tail(node.log)}"
                 ) from None
 
+    # -- supervising ------------------------------------------------------------
+
+    def supervise(self, here: termite.Node | None, tell=lambda news: None) -> None:
+        """Restart each node whose process ends, within ``config.restart``; ``tell(NodeNews)`` each step.
+
+        One thread per node waits on its process (a local node is this
+        process's child; a remote one ends its ssh session), so an exit is
+        seen at once.  ``here``: the launcher's node, which connects to a
+        restarted node (the dashboard's meters then reach it).  Until
+        ``stop()``.
+        """
+        if self.detached:
+            raise LaunchError("a detached cluster has no launcher left to supervise it")
+        self._supervised = True
+        for node in list(self.nodes):
+            threading.Thread(
+                target=self._supervise, args=(node, here, tell), daemon=True, name=f"termite-supervise-{node.address}"
+            ).start()
+
+    def _supervise(self, node: NodeInfo, here: termite.Node | None, tell) -> None:
+        try:
+            self._supervise_node(node, here, tell)
+        except Exception as exc:  # noqa: BLE001 - a thread's error is seen by no one: say it where the node's state is
+            why = f"the launcher stopped supervising it: {type(exc).__name__}: {exc}"
+            node.given_up = True
+            self._set_down(node, why)
+            tell(NodeNews("gave_up", node.label, node.ref, why))
+
+    def _supervise_node(self, node: NodeInfo, here: termite.Node | None, tell) -> None:
+        policy: RestartPolicy = self.config.restart
+        restarted: collections.deque[float] = collections.deque()  # when, within the period (monotonic)
+        reason = self._wait_exit(node)
+        while reason is not None:
+            old = node.ref
+            now = time.monotonic()
+            while restarted and now - restarted[0] > policy.period:
+                restarted.popleft()
+            tail = _log_tail(node.log)
+            if len(restarted) >= policy.intensity:  # as Erlang's supervisor: more would be a restart loop
+                why = (
+                    f"{reason}; gave up: "
+                    + (f"{len(restarted) + 1} exits within {policy.period:g} s, more than restart.intensity "
+                       f"{policy.intensity} allows" if policy.intensity else "restart.intensity is 0")
+                    + f" (see its log {node.log}; raise restart: intensity or period in {self.config.path.name} "
+                    "to allow more)"
+                )
+                node.given_up = True
+                self._set_down(node, why)
+                tell(NodeNews("gave_up", node.label, old, why, log_tail=tail))
+                return
+            delay = policy.delay(len(restarted))
+            self._set_down(node, reason)
+            tell(NodeNews(
+                "exited", node.label, old,
+                f"{reason}; restarting in {delay:g} s (restart {len(restarted) + 1} of at most {policy.intensity} "
+                f"within {policy.period:g} s)",
+                log_tail=tail,
+            ))
+            if self._stopping.wait(delay):
+                return
+            restarted.append(time.monotonic())
+            try:
+                if not self._start_again(node, here):
+                    return  # stopping
+            except LaunchError as exc:
+                reason = f"did not start again: {exc}"
+                continue
+            tell(NodeNews("restarted", node.label, old, new=node.ref, os_pid=node.os_pid))
+            reason = self._wait_exit(node)
+
+    def lost(self, ref: NodeRef, reason: str) -> bool:
+        """termite declared ``ref`` down (``NodeDown``): end a remote node whose ssh session still lasts.
+
+        Its session's end then restarts it, as any exit does.  The session
+        may outlive the node's connection (the node stopped, its port
+        blocked).  A local node is left alone: its process is this
+        launcher's child, so its exit, not its connection, decides (and a
+        busy node is not down).  Whether the node was ended.
+        """
+        with self._lock:
+            node = next((n for n in self.nodes if n.ref == ref and n.running and not n.host.local), None)
+            if node is None or not self._supervised or self._stopping.is_set():
+                return False
+            node.ended_because = (
+                f"lost its connection ({reason}) while its ssh session lasted, so the launcher ended it"
+            )
+            handle = node.handle
+        # A short grace: a node that lost its connection is stopped or stuck, and a SIGTERM may wait forever.
+        threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
+        return True
+
+    def _wait_exit(self, node: NodeInfo) -> str | None:
+        """Block until the node's process ends; why it did, or None if the cluster is being stopped."""
+        status = node.handle.wait()
+        if self._stopping.is_set():
+            return None
+        with self._lock:
+            because, node.ended_because = node.ended_because, None
+        return because or exit_reason(status, over_ssh=not node.host.local)
+
+    def _set_down(self, node: NodeInfo, reason: str) -> None:
+        with self._lock:
+            node.running, node.reason = False, reason
+            if not self._stopping.is_set():
+                self._write_state()
+
+    def _start_again(self, node: NodeInfo, here: termite.Node | None) -> bool:
+        """Start ``node`` anew, as it was started; False if the cluster is being stopped; LaunchError if it fails."""
+        host, timeout = node.host, self.config.join_timeout
+        node.handle.stop()  # the old one's pipes and log (its process has ended; a remote one is made sure of)
+        if self._stopping.is_set():
+            return False
+        try:
+            if host.local:
+                handle = _LocalNode(host, list(node.argv), node.log, self.detached)
+            else:
+                handle = RemoteNode(host, list(node.argv), log_path=node.log, detached=False)
+        except (OSError, RemoteError) as exc:
+            raise LaunchError(f"cannot start a node with {host.python}: {exc}") from None
+        with self._lock:
+            if not self._stopping.is_set():
+                node.handle = handle  # from now on stop() stops it
+        if node.handle is not handle:
+            handle.stop()
+            return False
+        try:
+            ref = handle.wait_announced(timeout)
+            if here is not None:  # so that its meter reports to the dashboard
+                here.connect(ref.host, ref.port, timeout=timeout)
+        except Exception as exc:  # noqa: BLE001 - whatever it was, it is the reason shown, and counts as an exit
+            if self._stopping.is_set():
+                return False
+            handle.stop()
+            raise LaunchError(str(exc).splitlines()[0]) from None
+        with self._lock:
+            if self._stopping.is_set():
+                return False
+            node.ref, node.os_pid = ref, handle.remote_pid
+            node.running, node.reason = True, None
+            node.restarts += 1
+            self._write_state()
+        return True
+
     def _write_state(self) -> None:
         state = {
             "name": self.config.name,
@@ -277,8 +513,26 @@ class Cluster:
                     "remote": not node.host.local,
                     "host": node.host.address,
                     "log": str(node.log),
+                    "restarts": node.restarts,
                 }
                 for node in self.nodes
+                if node.running  # what scripts connect to: only nodes that run
+            ],
+            "down": [
+                {
+                    "label": node.label,
+                    "address": node.address,
+                    "incarnation": f"{node.ref.incarnation:x}",
+                    "os_pid": node.os_pid,
+                    "remote": not node.host.local,
+                    "host": node.host.address,
+                    "log": str(node.log),
+                    "restarts": node.restarts,
+                    "state": "failed" if node.given_up else "restarting",
+                    "reason": node.reason,
+                }
+                for node in self.nodes
+                if not node.running
             ],
         }
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -290,8 +544,11 @@ class Cluster:
 
     def stop(self) -> None:
         """Stop every node this launcher started (each by its pid) and forget the cluster."""
+        with self._lock:  # no restart begins after this; one under way is stopped with the rest
+            self._stopping.set()
+            handles = [node.handle for node in self.nodes]
         # All at once: each node takes a while to end (and a remote one, an ssh round trip).
-        stoppers = [threading.Thread(target=_stop_quietly, args=(node.handle,), daemon=True) for node in self.nodes]
+        stoppers = [threading.Thread(target=_stop_quietly, args=(handle,), daemon=True) for handle in handles]
         for stopper in stoppers:
             stopper.start()
         for stopper in stoppers:
@@ -307,9 +564,9 @@ def launcher_host(config: ClusterConfig) -> str:
     return local_address_towards(remote[0].address) if remote else "127.0.0.1"
 
 
-def _stop_quietly(handle) -> None:
+def _stop_quietly(handle, timeout: float = 10.0) -> None:
     with contextlib.suppress(Exception):  # each handle ends its node by pid at worst
-        handle.stop()
+        handle.stop(timeout)
 
 
 def _tail(log: Path | None, lines: int = 15) -> str:
@@ -322,16 +579,41 @@ def _tail(log: Path | None, lines: int = 15) -> str:
     return "its log says:\n    " + "\n    ".join(text) if text else "its log is empty"
 
 
+def _log_tail(log: Path | None, lines: int = 5) -> tuple[str, ...]:
+    """The last non-empty lines of a node's log."""
+    if log is None:
+        return ()
+    try:
+        with open(log, "rb") as file:
+            file.seek(0, os.SEEK_END)
+            file.seek(max(0, file.tell() - 8192))
+            text = file.read().decode(errors="replace")
+    except OSError:
+        return ()
+    return tuple(line for line in text.splitlines() if line.strip())[-lines:]
+
+
 def read_state(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 def stop_from_state(config: ClusterConfig, progress=print) -> int:
-    """``--stop``: end the nodes of a cluster started with ``--detach``; how many were running."""
+    """``--stop``: end the nodes of a running cluster; how many were running.
+
+    The launcher that supervises them (``--detach``'s, in the background, or
+    one in another terminal) is asked first (SIGTERM): it stops every node
+    and would restart one ended under it.  Nodes it left (it was killed) are
+    ended by pid.
+    """
     path = config.state_dir / f"{config.name}.json"
     if not path.exists():
         return 0
     state = read_state(path)
+    launcher = state.get("launcher_pid")
+    if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
+        _end_process(launcher, None, LAUNCHER_GRACE)
+        if not path.exists():  # it stopped its nodes and forgot the cluster
+            return len(state["nodes"])
     stopped = 0
     hosts = {host.address: host for host in config.hosts}
     for node in state["nodes"]:
@@ -351,6 +633,15 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
             stopped += 1
     path.unlink(missing_ok=True)
     return stopped
+
+
+def _is_launcher(pid: int) -> bool:
+    """Whether ``pid`` still is a termite launcher (and not a process that reused its pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return sys.platform != "linux"
+    return b"termite_launcher" in cmdline or b"termite-launch" in cmdline
 
 
 def _is_node(pid: int) -> bool:

@@ -10,7 +10,8 @@ The pipeline (after ray's cluster config):
    must be, and ``x-example``, the fix shown): a new key, range or default
    is an edit of the schema, not of code;
 3. *cross-field rules*, here (`_build`): local or remote, duplicate
-   addresses and labels, heartbeat_timeout > heartbeat_interval, and the
+   addresses and labels, heartbeat_timeout > heartbeat_interval,
+   restart.max_backoff >= restart.backoff, and the
    paths that must exist on this machine;
 4. *build* the frozen `ClusterConfig`.
 
@@ -42,6 +43,7 @@ __all__ = [
     "ConfigError",
     "SshOptions",
     "HostConfig",
+    "RestartPolicy",
     "ClusterConfig",
     "load",
     "schema",
@@ -84,6 +86,26 @@ class HostConfig:
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    """How the launcher restarts a node whose process ends (cluster.yaml's ``restart:``).
+
+    As an Erlang supervisor's intensity and period, counted per node: at most
+    ``intensity`` restarts of one node within ``period`` seconds; at the next
+    exit the node stays down.  The n-th restart within the period waits
+    ``backoff * 2 ** (n - 1)`` seconds, at most ``max_backoff``.
+    """
+
+    intensity: int = 5
+    period: float = 60.0
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+
+    def delay(self, restarts_in_period: int) -> float:
+        """Seconds to wait before the next restart, after ``restarts_in_period`` restarts already."""
+        return min(self.max_backoff, self.backoff * 2 ** min(restarts_in_period, 30))
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A checked cluster.yaml, with every default filled in."""
 
@@ -95,6 +117,7 @@ class ClusterConfig:
     heartbeat_timeout: float = 3.0
     meter_interval: float = 1.0
     join_timeout: float = 30.0
+    restart: RestartPolicy = RestartPolicy()
     # Always a Path once built: None (only when constructing by hand) means
     # <folder of the yaml>/.termite.
     state_dir: Path = None  # type: ignore[assignment]
@@ -199,6 +222,16 @@ def _build(data: dict, checker: Checker, file: Path) -> ClusterConfig:
                     f"make it a fraction of the timeout, e.g. heartbeat_interval: {_nice(timeout / 6)}, "
                     f"or set heartbeat_timeout: {_nice(interval * 6)}")
 
+    restart = data["restart"]
+    if restart["max_backoff"] < restart["backoff"]:
+        key = "restart.max_backoff" if "restart.max_backoff" in checker.lines else "restart.backoff"
+        raise error(line_of(key), key, restart[key.split(".")[1]],
+                    f"max_backoff ({restart['max_backoff']}{'' if key.endswith('max_backoff') else ', the default'}) "
+                    f"is less than backoff ({restart['backoff']}), "
+                    "so restarts would wait less the more often a node fails",
+                    f"make max_backoff at least backoff, e.g. restart: {{backoff: {_nice(restart['backoff'])}, "
+                    f"max_backoff: {_nice(max(10, restart['backoff'] * 20))}}}")
+
     hosts = tuple(_host(i, h, checker, folder) for i, h in enumerate(data["hosts"]))
 
     # Each address once: more nodes on a host is cores:, not a second entry.
@@ -242,6 +275,10 @@ def _build(data: dict, checker: Checker, file: Path) -> ClusterConfig:
         heartbeat_timeout=float(timeout),
         meter_interval=float(data["meter_interval"]),
         join_timeout=float(data["join_timeout"]),
+        restart=RestartPolicy(
+            intensity=restart["intensity"], period=float(restart["period"]),
+            backoff=float(restart["backoff"]), max_backoff=float(restart["max_backoff"]),
+        ),
         state_dir=state_dir,
     )
 

@@ -4,7 +4,9 @@ Three layers, as in rich's ``top`` example:
 
 * :class:`ClusterView` is the model.  The launcher tells it what happens
   (``expect`` a node it started, ``report`` a meter's :class:`termite.Load`,
-  ``lost`` a node termite declared down (``NodeDown``), ``unresponsive`` a
+  ``lost`` a node termite declared down (``NodeDown``), ``exited`` a node
+  whose process the launcher saw end (with the reason: ``killed by signal
+  9``), ``gave_up`` on a node it will not restart again, ``unresponsive`` a
   node found connected but not answering, ``restarted``, free-text
   ``event``) and calls ``tick`` now and then, so that a node that stops
   reporting turns suspect and then unresponsive.  It holds no clock: every call says
@@ -26,8 +28,11 @@ Silence is never a down (the README's "When nodes fail": busy is not down).
 A node stalled in a long C call, even one holding the GIL, stops reporting
 but keeps its connection: ``tick`` makes it *unresponsive* (a state of its
 own), and it is *up* again at its next report.  Only :meth:`ClusterView.lost`,
-which the launcher calls when termite says the node is down, makes a row
-*down*.
+which the launcher calls when termite says the node is down, and
+:meth:`ClusterView.exited`, when the launcher saw the node's process end,
+make a row *down*; :meth:`ClusterView.gave_up` makes it *failed* (down for
+good, as an Erlang supervisor past its restart intensity).  A row down or
+failed keeps the reason, which the dashboard shows under the table.
 
 Rows are kept per address (``host:port``), not per incarnation: a node that
 comes back on the same address is the same row, counted as restarted, and a
@@ -85,6 +90,7 @@ class _Node:
 
     __slots__ = (
         "ref", "label", "os_pid", "state", "last", "last_at", "rates", "history", "restarts", "labelled", "retired",
+        "reason",
     )
 
     def __init__(self, ref: NodeRef, label: str, os_pid: int | None, state: str, history: int, labelled: bool):
@@ -99,13 +105,14 @@ class _Node:
         self.history: deque[float] = deque(maxlen=history)
         self.restarts = 0
         self.retired: set[int] = set()  # incarnations this row had: their late news is ignored
+        self.reason: str | None = None  # why it is down or failed (None while it lives)
 
     def renew(self, ref: NodeRef) -> None:
         """A new incarnation at this address: what the old one measured no longer applies."""
         if self.ref.incarnation is not None:
             self.retired.add(self.ref.incarnation)
         self.ref = ref
-        self.last = self.last_at = self.rates = None
+        self.last = self.last_at = self.rates = self.reason = None
         self.history.clear()
         self.restarts += 1
 
@@ -129,15 +136,22 @@ class ClusterView:
         self._events: deque[Event] = deque(maxlen=EVENTS_KEPT)
         self._origin: float | None = None
         self._count = 0  # events so far
+        # Nodes replaced by a restart (at any address): their late news (a NodeDown
+        # seconds after the launcher saw the exit) must not make a row of its own.
+        self._replaced: set[NodeRef] = set()
 
     # -- what the launcher tells it ------------------------------------------
 
-    def expect(self, node: NodeRef, label: str, os_pid: int | None, at: float) -> None:
-        """The launcher started ``node`` (its incarnation may still be None): a "starting" row."""
+    def expect(self, node: NodeRef, label: str, os_pid: int | None, at: float, restarts: int = 0) -> None:
+        """The launcher started ``node`` (its incarnation may still be None): a "starting" row.
+
+        ``restarts``: how often it was restarted before (``--status`` reads it from the state file).
+        """
         self._seen(at)
         row = self._nodes.get(node.address)
         if row is None:
-            self._nodes[node.address] = _Node(node, label, os_pid, "starting", self.history, labelled=True)
+            row = self._nodes[node.address] = _Node(node, label, os_pid, "starting", self.history, labelled=True)
+            row.restarts = restarts
             return
         row.label, row.labelled = label, True
         if os_pid is not None:
@@ -155,6 +169,8 @@ class ClusterView:
         """
         self._seen(at)
         node = load.node
+        if node in self._replaced:
+            return  # a late report of a node since restarted elsewhere
         row = self._nodes.get(node.address)
         if row is None:
             row = self._nodes[node.address] = _Node(node, load.host, load.os_pid, "starting", self.history, False)
@@ -172,6 +188,7 @@ class ClusterView:
         if not row.labelled:
             row.label = load.host
         row.history.append(load.value)
+        row.reason = None
         if row.state != "up":
             was, row.state = row.state, "up"
             if was == "starting":
@@ -184,9 +201,27 @@ class ClusterView:
     def lost(self, node: NodeRef, at: float, reason: str = "noconnection") -> None:
         """termite declared the node down (``NodeDown``: its connection was lost): the only way to "down"."""
         row = self._row_of(node, at)
-        if row is not None and row.state != "down":
-            row.state = "down"
+        if row is not None and row.state not in ("down", "failed"):
+            row.state, row.reason = "down", reason
             self._add(at, "down", f"{_name(row)}: {reason}")
+
+    def exited(self, node: NodeRef, at: float, reason: str) -> None:
+        """The launcher saw the node's process end (``killed by signal 9``): down, with that reason.
+
+        It knows better than the network: the reason replaces a ``lost``'s
+        ``noconnection`` (which may come first for a node over SSH).
+        """
+        row = self._row_of(node, at)
+        if row is not None and row.state != "failed" and row.reason != reason:
+            row.state, row.reason = "down", reason
+            self._add(at, "down", f"{_name(row)}: {reason}")
+
+    def gave_up(self, node: NodeRef, at: float, reason: str) -> None:
+        """The launcher will not restart the node again (past its restart intensity): failed, and why."""
+        row = self._row_of(node, at)
+        if row is not None and row.state != "failed":
+            row.state, row.reason = "failed", reason
+            self._add(at, "failed", f"{_name(row)}: {reason}")
 
     def unresponsive(self, node: NodeRef, at: float, reason: str) -> None:
         """The node is connected but does not answer (busy, perhaps in a C call): unresponsive, not down.
@@ -201,6 +236,8 @@ class ClusterView:
     def _row_of(self, node: NodeRef, at: float) -> "_Node | None":
         """The row of ``node`` for news that is not a report (made if new); None for an older incarnation's."""
         self._seen(at)
+        if node in self._replaced:
+            return None
         row = self._nodes.get(node.address)
         if row is None:
             row = self._nodes[node.address] = _Node(node, node.host, None, "starting", self.history, False)
@@ -208,9 +245,22 @@ class ClusterView:
             return None  # an older incarnation: the one at this address now is another
         return row
 
-    def restarted(self, old: NodeRef, new: NodeRef, at: float) -> None:
-        """``new`` replaces ``old`` (usually at the same address): one row, counted as restarted."""
+    def restarted(self, old: NodeRef, new: NodeRef, at: float, os_pid: int | None = None) -> None:
+        """``new`` replaces ``old`` (at the same address or another): one row, counted as restarted.
+
+        ``os_pid``: the new node's, if known before its first report.
+        """
         self._seen(at)
+        if old.incarnation is not None and old != new:
+            self._replaced.add(old)
+        try:
+            self._restarted(old, new, at)
+        finally:
+            row = self._nodes.get(new.address)
+            if os_pid is not None and row is not None and row.ref == new:
+                row.os_pid = os_pid
+
+    def _restarted(self, old: NodeRef, new: NodeRef, at: float) -> None:
         row = self._nodes.get(old.address)
         other = self._nodes.get(new.address) if new.address != old.address else None
         if (row is not None and row.ref == new) or (row is None and other is not None and other.ref == new):
@@ -221,6 +271,7 @@ class ClusterView:
                 if row.labelled and not other.labelled:
                     other.label, other.labelled = row.label, True
             other.restarts += 1
+            other.reason = None
             self._add(at, "restarted", f"{old} -> {_name(other)}")
         elif row is None:
             row = self._nodes[new.address] = _Node(new, new.host, None, "starting", self.history, False)
@@ -369,6 +420,7 @@ def _row(node: _Node, scale: float) -> Row:
         uptime=None if load is None else load.uptime,
         last_report=node.last_at,
         restarts=node.restarts,
+        reason=node.reason,
     )
 
 
@@ -377,6 +429,7 @@ def _totals(rows: list[Row]) -> Totals:
     return Totals(
         up=sum(row.state == "up" for row in rows),
         unresponsive=sum(row.state == "unresponsive" for row in rows),
+        failed=sum(row.state == "failed" for row in rows),
         nodes=len(rows),
         processes=sum(row.processes or 0 for row in live),
         msgs_in=sum(row.msgs_in or 0.0 for row in live),

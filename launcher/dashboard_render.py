@@ -2,7 +2,8 @@
 
 The render layer of the dashboard (termite_launcher.dashboard): :func:`render`
 lays a :class:`~termite_launcher.dashboard_snapshot.Snapshot` out as a title
-line with the totals, the node table and the events pane, fitted to the
+line with the totals, the node table, a line for each node down or failed
+saying why, and the events pane, fitted to the
 console's width when drawn; :func:`plain_lines` writes it as colourless
 lines, for a stdout that is not a terminal.  Nothing here keeps state or
 reads a clock.
@@ -26,6 +27,7 @@ STATE_STYLES = {
     "suspect": "bold yellow",
     "unresponsive": "bold magenta",  # busy, not down: connected, but silent past unresponsive_after
     "down": "bold red",
+    "failed": "bold white on red",  # down for good: the launcher gave up restarting it
 }
 EVENT_STYLES = {
     "joined": "green",
@@ -34,6 +36,7 @@ EVENT_STYLES = {
     "suspect": "yellow",
     "unresponsive": "magenta",
     "down": "red",
+    "failed": "bold red",
     "info": "",
 }
 BAR_FULL, BAR_EMPTY = "█", "░"
@@ -111,6 +114,7 @@ class _Dashboard:
             spark = min(history, least + width - needs(shown, least))
         yield _title(snap, width)
         yield _table(snap, shown, spark, bar)
+        yield from _reasons(snap)
         yield _events_pane(snap, width)
 
 
@@ -128,6 +132,9 @@ def _title(snap: Snapshot, width: int) -> Text:
         if totals.unresponsive:  # connected but silent: not up, not down either
             title.append(", ")
             title.append(f"{totals.unresponsive} unresponsive", STATE_STYLES["unresponsive"])
+        if totals.failed:  # given up on: they stay down until the cluster is started again
+            title.append(", ")
+            title.append(f"{totals.failed} failed", "bold red")
         title.append(
             f"  {totals.processes} {'procs' if short else 'processes'}  msgs/s in {rates[0]} out {rates[1]}"
             f"  {'mig' if short else 'migrations'} in {totals.migrations_in} out {totals.migrations_out}"
@@ -175,7 +182,7 @@ def _table(snap: Snapshot, shown: set[str], spark: int, bar: int = BAR_WIDTH) ->
             table.add_column(header, **options)
     for row in snap.rows:
         cells = _cells(row, snap.scale, spark, bar)
-        table.add_row(*(cells[key] for key in keys), style="dim" if row.state == "down" else None)
+        table.add_row(*(cells[key] for key in keys), style="dim" if row.state in ("down", "failed") else None)
     if not snap.rows:
         table.caption = "no nodes yet"
     return table
@@ -203,6 +210,18 @@ def _cells(row: Row, scale: float, spark: int, bar: int) -> dict:
         "mig": f"{_number(row.migrations_in)}/{_number(row.migrations_out)}",
         "uptime": row.uptime_text if live else "-",
     }
+
+
+def _reasons(snap: Snapshot):
+    """Under the table: why each node that is down or failed is, in full (a cell would cut it)."""
+    for row in snap.rows:
+        if row.reason and row.state in ("down", "failed"):
+            line = Text("↳ ", style="dim")  # marks it as a note on the row above, not a row
+            line.append(f"{row.node} ({row.label}) ")
+            line.append(row.state, style=STATE_STYLES[row.state])
+            line.append(f": {row.reason}")
+            line.no_wrap, line.overflow = True, "ellipsis"
+            yield line
 
 
 def _events_pane(snap: Snapshot, width: int) -> Panel:
@@ -252,6 +271,8 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
             f"uptime={row.uptime_text if live else '-'}",
             f"restarts={row.restarts}",
         ]
+        if row.reason and row.state in ("down", "failed"):
+            fields.append(f"why={row.reason}")  # last: it has spaces
         lines.append(" ".join(fields))
     totals = snapshot.totals
     lines.append(
@@ -259,6 +280,7 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
         f" procs={totals.processes}"
         f" {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
         f" mig_in={totals.migrations_in} mig_out={totals.migrations_out}"
+        + (f" failed={totals.failed}" if totals.failed else "")
     )
     return lines
 

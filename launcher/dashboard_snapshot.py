@@ -26,8 +26,10 @@ __all__ = [
 ]
 
 # A row's, in the order a node goes through them.  Silence leads to "unresponsive" (connected, busy),
-# never to "down": a row is down only when termite declared the node down (ClusterView.lost).
-STATES = ("starting", "up", "suspect", "unresponsive", "down")
+# never to "down": a row is down only when termite declared the node down (ClusterView.lost) or the
+# launcher saw its process end (ClusterView.exited); "failed" is down for good: the launcher gave up
+# restarting it (ClusterView.gave_up).
+STATES = ("starting", "up", "suspect", "unresponsive", "down", "failed")
 SPARKS = "▁▂▃▄▅▆▇█"
 EPOCH_LIKE = 1e9  # an ``at`` this large is time.time(): events show the wall clock
 
@@ -54,6 +56,7 @@ class Row:
     uptime: float | None  # seconds, as last reported
     last_report: float | None  # the ``at`` of the last report
     restarts: int  # how many times a new incarnation took this address
+    reason: str | None = None  # why it is down or failed: "killed by signal 9 (SIGKILL)"; None while it lives
 
     @property
     def live(self) -> bool:
@@ -87,6 +90,7 @@ class Totals:
     msgs_out: float
     migrations_in: int
     migrations_out: int
+    failed: int = 0  # rows the launcher gave up restarting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +100,7 @@ class Event:
     n: int  # 1, 2, 3, ...: ``ClusterView.events(after=n)`` gives the ones since
     at: float
     when: str  # ``at`` as shown: the wall clock, or the time since the view's first call
-    kind: str  # joined, up, suspect, unresponsive, down, restarted or info
+    kind: str  # joined, up, suspect, unresponsive, down, failed, restarted or info
     text: str
 
     def __str__(self):

@@ -205,6 +205,14 @@ class RemoteNode:
         """The ssh process's exit status (the node's, or 255 if ssh failed); None while it runs."""
         return self._proc.poll()
 
+    def wait(self) -> int:
+        """Block until the ssh session ends (attached: when the node does); its exit status.
+
+        The node's own status, 128 + N if signal N killed it; 255 if ssh lost
+        the connection; negative if the ssh process here was killed.
+        """
+        return self._proc.wait()
+
     def running(self) -> bool:
         """Whether the node runs, as far as this side knows without asking the host.
 

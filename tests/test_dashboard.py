@@ -27,8 +27,9 @@ def text(view, at, width=120):
 
 
 def line_of(rendered, needle):
-    """The words of the one table line that contains ``needle`` (the events pane aside)."""
-    lines = [line for line in rendered.splitlines() if needle in line and not line.startswith(("│", "╭", "╰"))]
+    """The words of the one table line that contains ``needle`` (the events pane and the ↳ reasons aside)."""
+    notes = ("│", "╭", "╰", "↳")
+    lines = [line for line in rendered.splitlines() if needle in line and not line.startswith(notes)]
     assert len(lines) == 1, (needle, rendered)
     return lines[0].split()
 
@@ -256,6 +257,56 @@ def test_a_lost_node_and_a_new_one_at_its_address_show_as_restarted():
     assert (view.rows()[0].ref, view.rows()[0].state, len(view.events())) == (again, "up", 4)
     assert line_of(text(view, at=4.0), "10.0.0.1:7001")[3:5] == ["up", "↻1"]
     assert view.plain_lines(4.0)[0].endswith(" restarts=1")
+
+
+def test_an_exit_the_launcher_saw_shows_its_reason_and_the_restart_counts():
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
+    view.expect(A, "alpha", 41, at=0.0)
+    view.report(load(A, os_pid=41), at=0.5)
+    view.exited(A, at=1.0, reason="killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")
+    row = view.rows()[0]
+    assert (row.state, row.reason) == ("down", "killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")
+    rendered = text(view, at=1.0)
+    assert "↳ 10.0.0.1:7001 (alpha) down: killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s" in rendered
+    assert view.plain_lines(1.0)[0].endswith(" restarts=0 why=killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s")
+    view.lost(A, at=2.0)  # termite's noconnection, later: the launcher's reason stands
+    new = NodeRef(A.host, 7009, 0xA2)
+    view.restarted(A, new, at=2.0, os_pid=42)
+    view.lost(A, at=2.5)  # late news of the old node, at its old address: no row of its own
+    (row,) = view.rows()
+    assert (row.node, row.state, row.os_pid, row.restarts, row.reason) == ("10.0.0.1:7009", "starting", 42, 1, None)
+    view.report(load(new, os_pid=42), at=3.0)
+    rendered = text(view, at=3.0)
+    assert line_of(rendered, "10.0.0.1:7009")[:5] == ["alpha", "10.0.0.1:7009", "42", "up", "↻1"]
+    assert "down:" not in rendered
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("joined", "10.0.0.1:7001 (alpha): pid 41, 4 cores"),
+        ("down", "10.0.0.1:7001 (alpha): killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s"),
+        ("restarted", "10.0.0.1:7001 -> 10.0.0.1:7009 (alpha)"),
+        ("joined", "10.0.0.1:7009 (alpha): pid 42, 4 cores"),
+    ]
+
+
+def test_a_node_given_up_on_is_failed_with_the_reason_and_stays_so():
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
+    view.report(load(A, os_pid=41), at=0.0)
+    view.report(load(B, os_pid=51), at=0.0)
+    view.exited(A, at=1.0, reason="exited with status 1")
+    why = "exited with status 1; gave up: 2 exits within 60 s (restart: intensity 1, period 60)"
+    view.gave_up(A, at=1.0, reason=why)
+    view.lost(A, at=2.0)  # stays failed
+    view.exited(A, at=2.0, reason="noconnection")
+    a, b = view.rows()
+    assert (a.state, a.reason, b.state) == ("failed", why, "up")
+    assert view.totals().failed == 1
+    rendered = text(view, at=2.0)
+    assert rendered.splitlines()[0].startswith("termite x  1/2 up, 1 failed  ")
+    assert f"↳ 10.0.0.1:7001 (box) failed: {why}" in rendered
+    assert line_of(rendered, "10.0.0.1:7001")[3] == "failed"
+    assert "│ +0:00:01  failed       10.0.0.1:7001 (box): exited with status 1; gave up" in rendered  # events
+    lines = view.plain_lines(2.0)
+    assert lines[0].split()[3] == "failed" and lines[0].endswith(f"why={why}")
+    assert lines[-1].endswith(" failed=1")
 
 
 def test_restarted_moves_the_row_and_a_first_report_adds_no_second_event():

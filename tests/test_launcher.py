@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -277,3 +278,263 @@ def test_one_cluster_over_two_ssh_hosts_and_a_host_whose_nodes_die_shows_down(ne
         assert host.pids() <= {host.sshd_pid} | {p.pid for p in psutil.process_iter() if p.pid in host.pids() and "sshd" in p.name()}
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and p.info["cmdline"][0] == "ssh"
                 and any(host.address in part for part in p.info["cmdline"] for host in hosts)]
+
+
+# -- the launcher supervises its nodes (issue 16) ------------------------------------
+
+SUPERVISED = """
+hosts:
+  - address: localhost
+    cores: 2
+    python: {python}
+heartbeat_timeout: 1.0
+heartbeat_interval: 0.1
+meter_interval: 0.2
+restart: {{intensity: 1, period: 60, backoff: 0.2}}
+"""
+
+USES = (
+    "import os, sys, termite\n"
+    "with termite.Executor(cluster=sys.argv[1]) as pool:\n"
+    "    print(sorted(set(pool.map(lambda _: os.getpid(), range(40)))))\n"
+)
+
+
+def _state_until(path: Path, test, timeout: float = 20.0) -> dict:
+    """The cluster's state file once ``test(state)`` holds; the launcher rewrites it on each change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):  # between writes (it is replaced, never half written)
+            state = None
+        if state is not None and test(state):
+            return state
+        assert time.monotonic() < deadline, f"the state file never showed what was expected:\n{state}"
+        time.sleep(0.05)  # a file gives no event to wait on: look again
+
+
+def _plain_until(launcher, test, timeout: float = 20.0) -> str:
+    """The first plain status line of the launcher for which ``test(line)`` holds."""
+    deadline = time.monotonic() + timeout
+    for line in launcher.stdout:  # a line every --every seconds, so the deadline is checked often
+        if test(line):
+            return line
+        assert time.monotonic() < deadline, "the dashboard never showed what was expected"
+    raise AssertionError("the launcher ended")
+
+
+def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensity_it_stays_down(tmp_path):
+    cluster = _write(tmp_path, SUPERVISED.format(python=sys.executable))
+    state_file = tmp_path / ".termite" / "cluster.json"
+    with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
+        first = json.loads(state_file.read_text())
+        victim, other = first["nodes"]
+        os.kill(victim["os_pid"], signal.SIGKILL)
+
+        line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
+        assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line  # at once, not noconnection
+        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
+        again = next(n for n in state["nodes"] if n["restarts"] == 1)
+        assert again["os_pid"] != victim["os_pid"] and _alive(again["os_pid"]) and not _alive(victim["os_pid"])
+        assert again["label"] == "localhost" and again["address"] != victim["address"]  # a new port
+        assert {n["os_pid"] for n in state["nodes"]} == {again["os_pid"], other["os_pid"]} and state["down"] == []
+        line = _plain_until(launcher, lambda line: again["address"] in line and " up " in line)
+        assert f"pid={again['os_pid']}" in line and "restarts=1" in line, line
+
+        script = tmp_path / "uses.py"
+        script.write_text(USES)
+        used = subprocess.run([sys.executable, str(script), str(cluster)], capture_output=True, text=True, timeout=30)
+        assert used.returncode == 0, used.stderr
+        assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) == {again["os_pid"], other["os_pid"]}
+
+        os.kill(again["os_pid"], signal.SIGKILL)  # a second exit within the period: past intensity 1
+        line = _plain_until(launcher, lambda line: again["address"] in line and " failed " in line)
+        assert "restarts=1 why=killed by signal 9 (SIGKILL); gave up: 2 exits within 60 s" in line, line
+        state = _state_until(state_file, lambda s: s["down"])
+        assert [n["os_pid"] for n in state["nodes"]] == [other["os_pid"]]  # scripts use only the one that runs
+        (down,) = state["down"]
+        assert down["address"] == again["address"] and "gave up" in down["reason"]
+        total = _plain_until(launcher, lambda line: " total " in line)
+        assert "up=1/2" in total and total.rstrip().endswith("failed=1"), total
+        assert len([p for p in _children(launcher.pid) if "termite.node" in " ".join(p.cmdline())]) == 1
+        status = subprocess.run([*LAUNCH, str(cluster), "--status"], capture_output=True, text=True, timeout=30,
+                                cwd=tmp_path)
+        assert status.returncode == 1, status.stdout + status.stderr  # not every node runs
+        assert re.search(rf"{other['address']} up .* restarts=0$", status.stdout, re.M), status.stdout
+        assert re.search(rf"{again['address']} failed pid={again['os_pid']} .* restarts=1 why=killed by signal 9 "
+                         r"\(SIGKILL\); gave up: 2 exits within 60 s", status.stdout, re.M), status.stdout
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) in (0, 130)
+        stderr = launcher.stderr.read()
+    assert f"node {victim['address']} killed by signal 9 (SIGKILL); restarting in 0.2 s" in stderr, stderr
+    assert f"node {victim['address']} restarted as {again['address']} (pid {again['os_pid']})" in stderr, stderr
+    assert not _alive(other["os_pid"]) and not state_file.exists()
+
+
+def _children(pid):
+    import psutil
+
+    return psutil.Process(pid).children()
+
+
+FLAKY = """#!/bin/sh
+# A node's python that starts it twice, then cannot (as a host whose disk filled up).
+n=$(cat "$0.count" 2>/dev/null || echo 0)
+echo $((n + 1)) > "$0.count"
+echo "flaky: start $((n + 1))" >&2
+if [ "$n" -ge 2 ]; then echo "flaky: cannot start: no space left on device" >&2; exit 1; fi
+exec {python} "$@"
+"""
+
+
+def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_it_gave_up(tmp_path):
+    """The launcher's own parts, in this process: real nodes, the supervisor, the view rendered as in test_dashboard."""
+    import io
+    import queue
+
+    from rich.console import Console
+
+    from termite_launcher.cluster import Cluster, launcher_host
+    from termite_launcher.config import load
+    from termite_launcher.dashboard import ClusterView
+
+    flaky = tmp_path / "flaky.sh"
+    flaky.write_text(FLAKY.format(python=sys.executable))
+    flaky.chmod(0o755)
+    text = SUPERVISED.format(python=flaky).replace("cores: 2", "cores: 1").replace("intensity: 1,", "intensity: 2,")
+    config = load(_write(tmp_path, text))
+    cluster = Cluster(config)
+    view = ClusterView(config.name, suspect_after=1.0, unresponsive_after=2.0)
+    news: queue.SimpleQueue = queue.SimpleQueue()
+
+    def next_news(kind):
+        item = news.get(timeout=20)  # the supervisor tells at once: no polling
+        assert item.kind == kind, item
+        item.show(view, time.monotonic())
+        console = Console(width=160, record=True, color_system=None, force_terminal=False, file=io.StringIO())
+        console.print(view.renderable(time.monotonic()))
+        return item, console.export_text()
+
+    cluster.start()
+    try:
+        with termite.Node(host=launcher_host(config), port=0, keys=str(config.keys)) as here:
+            cluster.joined(here, 10)
+            (node,) = cluster.nodes
+            first, first_pid = node.ref, node.os_pid
+            view.expect(first, node.label, first_pid, time.monotonic())
+            cluster.supervise(here, news.put)
+
+            os.kill(first_pid, signal.SIGKILL)
+            _, screen = next_news("exited")
+            said = f"↳ {first.host}:{first.port} (localhost) down: killed by signal 9 (SIGKILL); restarting in 0.2 s"
+            assert said in screen, screen
+
+            item, screen = next_news("restarted")
+            assert (item.node, item.new, item.os_pid) == (first, node.ref, node.os_pid) and node.os_pid != first_pid
+            row = next(line for line in screen.splitlines() if f"{node.ref.host}:{node.ref.port}" in line and "↻" in line)
+            assert row.split()[2:5] == [str(node.os_pid), "starting", "↻1"], screen
+            assert "down:" not in screen
+
+            second = node.ref
+            here.spawn_on(second, os._exit, 1)  # the node's interpreter exits with status 1
+            item, screen = next_news("exited")
+            assert f"↳ {second.host}:{second.port} (localhost) down: exited with status 1; restarting in 0.4 s" in screen
+            assert item.log_tail[-1] == "flaky: start 2"  # the node's last log lines come with the news
+
+            item, screen = next_news("gave_up")  # the third start fails: two restarts in 60 s were the most
+            assert item.log_tail[-2:] == ("flaky: start 3", "flaky: cannot start: no space left on device")
+            assert "no space left on device" in item.text
+            row = next(line for line in screen.splitlines() if f"{second.host}:{second.port}" in line and "↻" in line)
+            assert row.split()[2:5] == [str(node.os_pid), "failed", "↻1"], screen
+            assert (f"↳ {second.host}:{second.port} (localhost) failed: did not start again: "
+                    "the node exited with status 1; gave up: 3 exits within 60 s") in screen, screen
+            assert screen.splitlines()[0].startswith("termite cluster  0/1 up, 1 failed")
+            assert (tmp_path / "flaky.sh.count").read_text().strip() == "3"  # and it was not tried again
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
+    h1 = netns_hosts.hosts[0]
+    cluster = _write(tmp_path, f"""
+        hosts:
+          - address: {h1.address}
+            label: {h1.name}
+            cores: 2
+            python: {sys.executable}
+            ssh:
+              user: root
+              key: {netns_hosts.client_key}
+              options: [UserKnownHostsFile={netns_hosts.known_hosts}, ConnectTimeout=5]
+        heartbeat_timeout: 1.0
+        heartbeat_interval: 0.1
+        meter_interval: 0.2
+        restart: {{intensity: 1, period: 60, backoff: 0.2}}
+        """)
+    state_file = tmp_path / ".termite" / "cluster.json"
+    with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
+        victim, other = json.loads(state_file.read_text())["nodes"]
+        assert victim["remote"] and victim["os_pid"] in h1.pids()  # the hosts share this machine's pids
+        os.kill(victim["os_pid"], signal.SIGKILL)
+        line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
+        assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line  # told by the ssh session's end
+        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
+        again = next(n for n in state["nodes"] if n["restarts"] == 1)
+        assert again["remote"] and again["host"] == h1.address and again["os_pid"] in h1.pids()
+        assert again["os_pid"] != victim["os_pid"] and not _alive(victim["os_pid"])
+        _plain_until(launcher, lambda line: again["address"] in line and " up " in line and "restarts=1" in line)
+        script = tmp_path / "uses.py"
+        script.write_text(USES)
+        used = subprocess.run([sys.executable, str(script), str(cluster)], capture_output=True, text=True, timeout=60)
+        assert used.returncode == 0, used.stderr
+        assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) == {again["os_pid"], other["os_pid"]}
+
+        # A node that stops answering while its ssh session lasts is lost by its connection: the launcher
+        # ends the session (a stopped process ignores SIGTERM: SIGKILL by pid, 2 s later) and restarts it.
+        os.kill(other["os_pid"], signal.SIGSTOP)
+        line = _plain_until(launcher, lambda line: other["address"] in line and "why=lost its connection" in line)
+        assert "while its ssh session lasted, so the launcher ended it; restarting in 0.2 s" in line, line
+        state = _state_until(state_file, lambda s: all(n["restarts"] == 1 for n in s["nodes"]) and len(s["nodes"]) == 2,
+                             timeout=40)
+        renewed = next(n for n in state["nodes"] if n["os_pid"] != again["os_pid"])
+        assert renewed["os_pid"] != other["os_pid"] and not _alive(other["os_pid"])
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) in (0, 130)
+    assert not any(_alive(pid) for pid in (again["os_pid"], renewed["os_pid"], other["os_pid"]))
+    assert not [pid for pid in h1.pids() if "termite.node" in _cmdline(pid)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:  # it ended meanwhile
+        return ""
+
+
+def test_a_detached_cluster_is_supervised_in_the_background_and_stop_ends_that_launcher_first(two_local, tmp_path):
+    two_local.write_text(two_local.read_text() + "restart: {intensity: 2, period: 60, backoff: 0.1}\n")
+    started = subprocess.run([*LAUNCH, str(two_local), "--detach"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    state_file = tmp_path / ".termite" / "cluster.json"
+    state = json.loads(state_file.read_text())
+    launcher, (victim, other) = state["launcher_pid"], state["nodes"]
+    try:
+        assert _alive(launcher) and f"launcher pid {launcher} supervises it" in started.stderr, started.stderr
+        os.kill(victim["os_pid"], signal.SIGKILL)
+        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
+        again = next(n for n in state["nodes"] if n["restarts"] == 1)
+        assert again["os_pid"] != victim["os_pid"] and _alive(again["os_pid"])
+        script = tmp_path / "uses.py"
+        script.write_text(USES)
+        used = subprocess.run([sys.executable, str(script), str(two_local)], capture_output=True, text=True, timeout=30)
+        assert used.returncode == 0, used.stderr
+        assert set(_numbers(used.stdout.strip().replace("[", "x[", 1))) == {again["os_pid"], other["os_pid"]}
+    finally:
+        stopped = subprocess.run([*LAUNCH, str(two_local), "--stop"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert stopped.returncode == 0 and "stopped 2 nodes" in stopped.stderr, stopped.stderr
+    assert not any(_alive(pid) for pid in (launcher, again["os_pid"], other["os_pid"])) and not state_file.exists()
+    log = (tmp_path / ".termite" / "logs" / "cluster" / "launcher.log").read_text()
+    assert f"node {victim['address']} killed by signal 9 (SIGKILL); restarting in 0.1 s" in log, log
+    assert f"restarted as {again['address']} (pid {again['os_pid']})" in log and "stopping every node" in log, log

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from termite_launcher import config
-from termite_launcher.config import ClusterConfig, ConfigError, HostConfig, SshOptions, load
+from termite_launcher.config import ClusterConfig, ConfigError, HostConfig, RestartPolicy, SshOptions, load
 from termite_launcher.schema import check_keywords
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +40,7 @@ def test_default_cluster_yaml_is_this_machine_one_node_per_core():
     assert c.state_dir == ROOT / ".termite"
     assert c.keys == ROOT / ".termite" / "cluster.key"
     assert (c.heartbeat_interval, c.heartbeat_timeout, c.meter_interval, c.join_timeout) == (0.5, 3.0, 1.0, 30.0)
+    assert c.restart == RestartPolicy(intensity=5, period=60.0, backoff=0.5, max_backoff=10.0)
 
 
 def test_the_commented_example_in_the_default_file_is_valid(tmp_path):
@@ -62,6 +63,7 @@ def test_the_commented_example_in_the_default_file_is_valid(tmp_path):
     assert remote.python == "/home/me/venv/bin/python" and remote.workdir == "~/termite" and remote.cores == 8
     assert here.local and here.bind == "192.168.1.10" and here.cores is None
     assert c.keys == tmp_path / ".termite" / "cluster.key"
+    assert c.restart == RestartPolicy()  # the commented line shows the defaults
 
 
 # -- a full example ---------------------------------------------------------
@@ -80,6 +82,7 @@ heartbeat_interval: 0.25
 heartbeat_timeout: 2
 meter_interval: 0.5
 join_timeout: 60
+restart: {{intensity: 3, period: 30, backoff: 1}}
 hosts:
   - address: 10.0.0.5
     local: true
@@ -121,6 +124,7 @@ hosts:
         heartbeat_timeout=2.0,
         meter_interval=0.5,
         join_timeout=60.0,
+        restart=RestartPolicy(intensity=3, period=30.0, backoff=1.0, max_backoff=10.0),
         state_dir=tmp_path / "state",
     )
 
@@ -215,6 +219,20 @@ BAD = [
      2, "meter_interval", "0", "meter_interval: 1.0"),
     ("timeout is text", "hosts: [{address: localhost}]\nheartbeat_timeout: soon\n",
      2, "heartbeat_timeout", "'soon'", "heartbeat_timeout: 3.0"),
+    ("restart intensity negative", "hosts: [{address: localhost}]\nrestart: {intensity: -1}\n",
+     2, "restart.intensity", "-1", "intensity: 5"),
+    ("restart intensity a fraction", "hosts: [{address: localhost}]\nrestart:\n  intensity: 2.5\n",
+     3, "restart.intensity", "2.5", "intensity: 5"),
+    ("restart period zero", "hosts: [{address: localhost}]\nrestart:\n  period: 0\n",
+     3, "restart.period", "0", "period: 60"),
+    ("restart as a number", "hosts: [{address: localhost}]\nrestart: 5\n",
+     2, "restart", "5", "restart: {intensity: 5, period: 60}"),
+    ("restart with Erlang's name", "hosts: [{address: localhost}]\nrestart:\n  max_restarts: 3\n",
+     3, "restart.max_restarts", "max_restarts", "did you mean intensity?"),
+    ("restart backoff above its maximum", "hosts: [{address: localhost}]\nrestart:\n  backoff: 5\n  max_backoff: 1\n",
+     4, "restart.max_backoff", "less than backoff (5)", "make max_backoff at least backoff"),
+    ("restart backoff above the default maximum", "hosts: [{address: localhost}]\nrestart:\n  backoff: 20\n",
+     3, "restart.backoff", "the default", "make max_backoff at least backoff"),
     ("remote host without ssh", "hosts:\n  - address: localhost\n    cores: 2\n  - address: node1.example\n",
      4, "hosts[1].address", "'node1.example'", "add ssh: true"),
     ("local: false without ssh", "hosts:\n  - address: localhost\n    local: false\n",
@@ -352,6 +370,9 @@ def test_schema_defaults_match_the_dataclasses():
     for key in ("heartbeat_interval", "heartbeat_timeout", "meter_interval", "join_timeout"):
         assert s["properties"][key]["default"] == fields[key]
     assert s["$defs"]["ssh"]["properties"]["port"]["default"] == SshOptions().port
+    policy = {f.name: f.default for f in dataclasses.fields(RestartPolicy)}
+    assert s["properties"]["restart"]["default"] == policy == fields["restart"].__dict__
+    assert {k: sub["default"] for k, sub in s["properties"]["restart"]["properties"].items()} == policy
     assert s["$defs"]["host"]["properties"]["cores"]["default"] == "auto"
 
 
