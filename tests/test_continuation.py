@@ -841,6 +841,48 @@ def test_a_generator_rebuilt_from_its_frame_resumes_with_the_value_sent():
     frames.finish(outer), frames.finish(inner)
 
 
+@contextlib.contextmanager
+def _tracing():
+    def trace(frame, event, arg):
+        return trace  # local tracing too: from 3.12 it rewrites the code (INSTRUMENTED_LINE)
+
+    sys.settrace(trace)
+    try:
+        yield
+    finally:
+        sys.settrace(None)
+
+
+@contextlib.contextmanager
+def _every_instruction_monitored():
+    # sys.monitoring's INSTRUCTION events put INSTRUMENTED_INSTRUCTION over
+    # every instruction, the YIELD_VALUE and RESUME of a suspended frame too.
+    monitoring = sys.monitoring
+    tool = monitoring.DEBUGGER_ID
+    monitoring.use_tool_id(tool, "termite test")
+    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, lambda code, offset: None)
+    monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+    try:
+        yield
+    finally:
+        monitoring.set_events(tool, 0)
+        monitoring.free_tool_id(tool)
+
+
+@pytest.mark.parametrize("watch", [
+    _tracing,
+    pytest.param(_every_instruction_monitored, marks=pytest.mark.skipif(
+        sys.version_info < (3, 12), reason="sys.monitoring is new in 3.12")),
+])
+def test_migration_under_a_tracer_or_a_monitor(watch):
+    # A debugger or a coverage tool rewrites the code the frames run: a
+    # capture and a restore made under one still find the yield they are at.
+    with watch():
+        data, _ = move_out(level1)
+        notes, outcome, _ = finish_here(data, "v")
+    assert outcome == ("returned", "v:22:11:top")
+
+
 # -- cost ----------------------------------------------------------------------------
 
 

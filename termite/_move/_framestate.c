@@ -42,12 +42,14 @@
  * FRAME_FUNC(f), FRAME_FUNC_SLOT(f)  the frame's function, and where it holds it
  *                       (3.11: f_func; then f_funcobj)
  * GEN_CODE_SLOT(g)      3.11 only: the generator's own gi_code, kept equal to the frame's
+ * base_opcode(code, i)  the opcode at code unit i, under what sys.monitoring (and
+ *                       from 3.12 sys.settrace) put over it: INSTRUMENTED_LINE, _INSTRUCTION
  * IS_YIELD(op), IS_RESUME(op)  the opcodes a suspended frame sits between, in the
  *                       forms specializing and sys.monitoring give them
  * YIELD_OFFSET(lasti)   where the YIELD_VALUE is, given a suspended frame's lasti
  * SET_LASTI(f, code, lasti)  make a suspended frame go on after its YIELD_VALUE
  * IS_SUSPENDED(state)   a suspended state (3.13 has two)
- * STATE_FITS(state, yield)  3.13: SUSPENDED_YIELD_FROM exactly when the YIELD_VALUE's
+ * STATE_FITS(state, code, at)  3.13: SUSPENDED_YIELD_FROM exactly when the YIELD_VALUE's
  *                       oparg says so (gi_yieldfrom and throw() rely on it)
  */
 #define CODEUNITS(code) _PyCode_CODE(code)
@@ -66,7 +68,7 @@
 #define SET_LASTI(f, code, lasti) ((f)->prev_instr = CODEUNITS(code) + (lasti))
 #define FRAME_SUSPENDED_YIELD_FROM FRAME_SUSPENDED
 #define IS_SUSPENDED(state) ((state) == FRAME_SUSPENDED)
-#define STATE_FITS(state, unit) 1
+#define STATE_FITS(state, code, at) 1
 
 #elif PY_VERSION_HEX < 0x030D0000                       /* 3.12 */
 #define FRAME_CODE(f) ((f)->f_code)
@@ -82,7 +84,8 @@
 #define SET_LASTI(f, code, lasti) ((f)->prev_instr = CODEUNITS(code) + (lasti))
 #define FRAME_SUSPENDED_YIELD_FROM FRAME_SUSPENDED
 #define IS_SUSPENDED(state) ((state) == FRAME_SUSPENDED)
-#define STATE_FITS(state, unit) 1
+#define STATE_FITS(state, code, at) 1
+#define MONITORED_CODE 1
 
 #else                                                   /* 3.13 */
 #define FRAME_CODE(f) ((PyCodeObject *)(f)->f_executable)
@@ -99,8 +102,29 @@
 #define SET_LASTI(f, code, lasti) ((f)->instr_ptr = CODEUNITS(code) + (lasti))
 #define IS_SUSPENDED(state) FRAME_STATE_SUSPENDED(state)
 /* YIELD_VALUE sets gi_frame_state = FRAME_SUSPENDED + oparg. */
-#define STATE_FITS(state, unit) ((state) == FRAME_SUSPENDED + OPARG(unit))
+#define STATE_FITS(state, code, at) ((state) == FRAME_SUSPENDED + OPARG(CODEUNITS(code)[at]))
+#define MONITORED_CODE 1
 #endif
+
+/* As CPython's _Py_GetBaseOpcode (not exported): a line event's instruction
+ * keeps the one it covers in lines[i], an instruction event's in
+ * per_instruction_opcodes[i], in that order.  (3.11 traces without
+ * rewriting the code.) */
+static int
+base_opcode(PyCodeObject *code, Py_ssize_t i)
+{
+    int op = OPCODE(CODEUNITS(code)[i]);
+#ifdef MONITORED_CODE
+    _PyCoMonitoringData *monitoring = code->_co_monitoring;
+    if (op == INSTRUMENTED_LINE && monitoring != NULL && monitoring->lines != NULL) {
+        op = monitoring->lines[i].original_opcode;
+    }
+    if (op == INSTRUMENTED_INSTRUCTION && monitoring != NULL && monitoring->per_instruction_opcodes != NULL) {
+        op = monitoring->per_instruction_opcodes[i];
+    }
+#endif
+    return op;
+}
 
 /* -- Reading and writing frames (the same on every version) ----------------------- */
 
@@ -214,18 +238,17 @@ set_frame(PyObject *module, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "wrong number of locals, or a stack deeper than the code allows");
         return NULL;
     }
-    _Py_CODEUNIT *instructions = CODEUNITS(code);
     Py_ssize_t ninstructions = Py_SIZE(code);  /* in code units */
     if (IS_SUSPENDED(state)) {
         /* Suspended means: at a YIELD_VALUE, followed by its RESUME. */
         int at = YIELD_OFFSET(lasti);
         if (at < 0 || at + 1 >= ninstructions
-            || !IS_YIELD(OPCODE(instructions[at])) || !IS_RESUME(OPCODE(instructions[at + 1]))) {
+            || !IS_YIELD(base_opcode(code, at)) || !IS_RESUME(base_opcode(code, at + 1))) {
             PyErr_Format(PyExc_ValueError, "instruction offset %d is not a yield in %U", lasti,
                          code->co_qualname);
             return NULL;
         }
-        if (!STATE_FITS(state, instructions[at])) {
+        if (!STATE_FITS(state, code, at)) {
             PyErr_Format(PyExc_ValueError, "state %d does not fit the yield at %d in %U", state, lasti,
                          code->co_qualname);
             return NULL;
