@@ -703,7 +703,8 @@ def test_a_trap_that_is_not_awaited():
 def test_unsupported_python_says_what_to_do(monkeypatch):
     monkeypatch.setattr(continuation, "framestate", None)
     coro = level1()
-    with pytest.raises(MigrationError, match=r"needs CPython 3.11, 3.12, 3.13 .*migrate\(node, fn, \*args\)"):
+    with pytest.raises(MigrationError, match=r"needs CPython 3.11, 3.12, 3.13 .*not built: reinstall .*"
+                                              r"migrate\(node, fn, \*args\)"):
         capture(coro)
     coro.close()
 

@@ -85,7 +85,10 @@ def supported() -> bool:
 def _require() -> None:
     if not supported():
         if framestate is None:
-            why = "termite._move._framestate is not built"
+            # pyproject.toml builds it optionally: an install without a C
+            # compiler runs termite in pure Python, without live migration.
+            why = ("its C extension termite._move._framestate was not built: reinstall termite where a C compiler "
+                   "and Python's headers are found")
         else:
             why = f"this is Python {sys.version.split()[0]}"
         versions = ", ".join(f"{major}.{minor}" for major, minor in PYTHONS)
