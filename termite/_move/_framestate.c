@@ -161,9 +161,13 @@ get_frame(PyObject *module, PyObject *args)
     }
     _PyInterpreterFrame *frame = frame_of(gen);
     PyCodeObject *code = FRAME_CODE(frame);
+    if (FRAME_FUNC(frame) == NULL || code == NULL || !PyCode_Check(code)) {  /* 3.13: f_executable may be None */
+        PyErr_SetString(PyExc_RuntimeError, "generator frame in an unexpected state");
+        return NULL;
+    }
     int nlocals = code->co_nlocalsplus;
     int depth = frame->stacktop - nlocals;
-    if (FRAME_FUNC(frame) == NULL || !PyCode_Check(code) || depth < 0 || depth > code->co_stacksize) {
+    if (depth < 0 || depth > code->co_stacksize) {
         PyErr_SetString(PyExc_RuntimeError, "generator frame in an unexpected state");
         return NULL;
     }
