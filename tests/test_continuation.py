@@ -29,7 +29,7 @@ import weakref
 import pytest
 
 from termite._move import continuation
-from termite._move.chain import framestate
+from termite._move.chain import PYTHONS, framestate
 from termite._move.continuation import NULL, abandon, capture, capture_frames, restore, supported
 from termite._move.fingerprint import fingerprint
 from termite._move.rebuild import new_gen
@@ -39,7 +39,7 @@ from termite._core.traps import PARK, park
 
 pytestmark = [
     pytest.mark.timeout(30),
-    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="live migration needs CPython 3.11"),
+    pytest.mark.skipif(sys.version_info[:2] not in PYTHONS, reason="live migration needs CPython 3.11 to 3.13"),
 ]
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -260,8 +260,8 @@ def combine(a, b, c):
 
 
 async def on_the_stack():
-    # Under the await: NULL and combine (a call of a global), "x", parts,
-    # then list.append and parts (a method call).
+    # Under the await: NULL and combine (a call of a global; 3.13 pushes
+    # combine then NULL), "x", parts, then list.append and parts (a method call).
     parts = ["a"]
     return combine("x", parts, parts.append(await migrate()))
 
@@ -472,7 +472,8 @@ def test_capture_inside_except_keeps_raise_working(finish):
 def test_nulls_and_methods_on_the_stack(finish):
     coro, _ = start(on_the_stack)
     stack = capture_frames(coro)[0].stack
-    assert stack[0] is NULL and stack[1] is combine and stack[4] is list.append
+    call = (combine, NULL) if sys.version_info >= (3, 13) else (NULL, combine)
+    assert stack[:2] == call and stack[4] is list.append
     abandon(coro)
     data, _ = move_out(on_the_stack)
     assert finish(data, "b")[1] == ("returned", ("x", ["a", "b"], None))
@@ -702,7 +703,8 @@ def test_a_trap_that_is_not_awaited():
 def test_unsupported_python_says_what_to_do(monkeypatch):
     monkeypatch.setattr(continuation, "framestate", None)
     coro = level1()
-    with pytest.raises(MigrationError, match=r"live migration needs CPython 3.11 .*migrate\(node, fn, \*args\)"):
+    with pytest.raises(MigrationError, match=r"needs CPython 3.11, 3.12, 3.13 .*not built: reinstall .*"
+                                              r"migrate\(node, fn, \*args\)"):
         capture(coro)
     coro.close()
 
@@ -714,8 +716,10 @@ def test_another_python_version_is_refused():
     coro, _ = start(level1)
     data = bytearray(capture(coro))
     abandon(coro)
-    data[4] += 1
-    with pytest.raises(MigrationError, match=r"captured on Python 3\.12 .* same Python version"):
+    data[4] += 1  # a continuation of the next minor version
+    mine = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    theirs = f"{sys.version_info[0]}.{sys.version_info[1] + 1}"
+    with pytest.raises(MigrationError, match=rf"captured on Python {theirs} and this node runs {mine}: .* same Python"):
         restore(bytes(data))
 
 
@@ -774,7 +778,8 @@ def test_frames_refuses_bad_input():
     frames = framestate
     coro, _ = start(level1)
     state, func, lasti, localsplus, stack, exc = frames.get_frame(coro, NULL)
-    assert state == frames.SUSPENDED
+    assert state == frames.SUSPENDED_YIELD_FROM  # in an await (the same as SUSPENDED before 3.13)
+    assert lasti == coro.cr_frame.f_lasti // 2
     with pytest.raises(TypeError):
         frames.get_frame(object(), NULL)
     with pytest.raises(ValueError, match="never ran"):  # a suspended generator is not fresh
@@ -788,10 +793,95 @@ def test_frames_refuses_bad_input():
         frames.set_frame(fresh, level2, state, lasti, localsplus, stack, exc, NULL)
     with pytest.raises(ValueError, match="state"):
         frames.set_frame(fresh, func, 3, lasti, localsplus, stack, exc, NULL)
+    if frames.SUSPENDED != frames.SUSPENDED_YIELD_FROM:  # 3.13: an await's yield is a yield from
+        with pytest.raises(ValueError, match="does not fit the yield"):
+            frames.set_frame(fresh, func, frames.SUSPENDED, lasti, localsplus, stack, exc, NULL)
     frames.set_frame(fresh, func, state, lasti, localsplus, stack, exc, NULL)
     assert frames.get_frame(fresh, NULL)[2:5] == (lasti, localsplus, stack)
     assert frames.finish(fresh) and not frames.finish(fresh)
     abandon(coro)
+
+
+def running_total(start):
+    total = start
+    while True:
+        total += yield total
+
+
+def delegating_total():
+    got = yield from running_total(10)
+    return got
+
+
+def test_a_generator_rebuilt_from_its_frame_resumes_with_the_value_sent():
+    # Each version resumes a frame at another place (3.11 and 3.12: after
+    # prev_instr, the YIELD_VALUE; 3.13: at instr_ptr, the RESUME): a rebuilt
+    # generator must go on right after its yield, with the value sent in.
+    frames = framestate
+    gen = running_total(1)
+    assert next(gen) == 1 and gen.send(5) == 6
+    state, func, lasti, localsplus, stack, exc = frames.get_frame(gen, NULL)
+    assert state == frames.SUSPENDED and lasti == gen.gi_frame.f_lasti // 2
+    fresh = new_gen(func, fingerprint(func.__code__))
+    frames.set_frame(fresh, func, state, lasti, localsplus, stack, exc, NULL)
+    assert fresh.send(10) == 16 and fresh.send(100) == 116
+    assert gen.send(1) == 7  # the source goes on by itself
+    # In a yield from: the outer frame is rebuilt over the inner one's copy.
+    outer = delegating_total()
+    assert next(outer) == 10 and outer.send(2) == 12
+    inner = outer.gi_yieldfrom
+    state, func, lasti, localsplus, stack, exc = frames.get_frame(outer, NULL)
+    assert state == frames.SUSPENDED_YIELD_FROM and stack[-1] is inner
+    inner_state, _, inner_lasti, inner_locals, inner_stack, inner_exc = frames.get_frame(inner, NULL)
+    inner_copy = new_gen(running_total, fingerprint(running_total.__code__))
+    frames.set_frame(inner_copy, running_total, inner_state, inner_lasti, inner_locals, inner_stack, inner_exc, NULL)
+    outer_copy = new_gen(func, fingerprint(func.__code__))
+    frames.set_frame(outer_copy, func, state, lasti, localsplus, stack[:-1] + (inner_copy,), exc, NULL)
+    assert outer_copy.gi_yieldfrom is inner_copy
+    assert outer_copy.send(3) == 15 and outer.send(4) == 16
+    frames.finish(outer), frames.finish(inner)
+
+
+@contextlib.contextmanager
+def _tracing():
+    def trace(frame, event, arg):
+        return trace  # local tracing too: from 3.12 it rewrites the code (INSTRUMENTED_LINE)
+
+    sys.settrace(trace)
+    try:
+        yield
+    finally:
+        sys.settrace(None)
+
+
+@contextlib.contextmanager
+def _every_instruction_monitored():
+    # sys.monitoring's INSTRUCTION events put INSTRUMENTED_INSTRUCTION over
+    # every instruction, the YIELD_VALUE and RESUME of a suspended frame too.
+    monitoring = sys.monitoring
+    tool = monitoring.DEBUGGER_ID
+    monitoring.use_tool_id(tool, "termite test")
+    monitoring.register_callback(tool, monitoring.events.INSTRUCTION, lambda code, offset: None)
+    monitoring.set_events(tool, monitoring.events.INSTRUCTION)
+    try:
+        yield
+    finally:
+        monitoring.set_events(tool, 0)
+        monitoring.free_tool_id(tool)
+
+
+@pytest.mark.parametrize("watch", [
+    _tracing,
+    pytest.param(_every_instruction_monitored, marks=pytest.mark.skipif(
+        sys.version_info < (3, 12), reason="sys.monitoring is new in 3.12")),
+])
+def test_migration_under_a_tracer_or_a_monitor(watch):
+    # A debugger or a coverage tool rewrites the code the frames run: a
+    # capture and a restore made under one still find the yield they are at.
+    with watch():
+        data, _ = move_out(level1)
+        notes, outcome, _ = finish_here(data, "v")
+    assert outcome == ("returned", "v:22:11:top")
 
 
 # -- cost ----------------------------------------------------------------------------

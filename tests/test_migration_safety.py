@@ -19,6 +19,7 @@ from safety_migrants import falls_back, goes
 from versioned import changed, holds_a_generator, removed
 
 import termite._move.migration as migration
+from termite._move.chain import PYTHONS
 from termite.testing import NodeProcess, echo
 
 NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what every node imports
@@ -26,7 +27,7 @@ OTHER_CODE = os.path.join(NODECODE, "other_code")  # version 2 of versioned.py, 
 LOCAL_CODE = os.path.join(NODECODE, "local_code")  # local_only.py, for this node only
 
 pytestmark = [
-    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="live migration needs CPython 3.11"),
+    pytest.mark.skipif(sys.version_info[:2] not in PYTHONS, reason="live migration needs CPython 3.11 to 3.13"),
     pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning"),  # "Exception ignored" here
 ]
 
@@ -133,23 +134,26 @@ def test_a_function_the_target_cannot_find_is_refused_and_the_process_stays(here
 
 
 def test_a_continuation_from_another_python_version_is_refused_and_the_fallback_works(here_and_b, monkeypatch):
-    # There is one Python here: this node's capture() says 3.12 in the
-    # continuation it sends, as a 3.12 node would; B is a real 3.11 node.
+    # There is one Python here: this node's capture() says another version
+    # in the continuation it sends, as a node of that version would; B runs
+    # this Python.
     here, b_node, b = here_and_b
     real_capture = migration.capture
     captured = []
+    mine = "{}.{}".format(*sys.version_info[:2])
+    other = (3, 12) if sys.version_info[:2] != (3, 12) else (3, 13)
 
-    def capture_as_if_on_3_12(coro, trap=None):
+    def capture_as_if_on_other(coro, trap=None):
         data = real_capture(coro, trap)
         assert data[:5] == b"TMC" + bytes(sys.version_info[:2])
         captured.append(data)
-        return data[:3] + bytes((3, 12)) + data[5:]
+        return data[:3] + bytes(other) + data[5:]
 
-    monkeypatch.setattr(migration, "capture", capture_as_if_on_3_12)
+    monkeypatch.setattr(migration, "capture", capture_as_if_on_other)
     pid = here.spawn(falls_back, here.pid, b)
     reason = refusal(here, pid, b)
     assert len(captured) == 1
-    assert reason.startswith("this continuation was captured on Python 3.12 and this node runs 3.11"), reason
+    assert reason.startswith(f"this continuation was captured on Python 3.{other[1]} and this node runs {mine}"), reason
     assert "same Python version on both nodes" in reason
     assert "migrate(node, fn, *args)" in reason  # what to do instead
     check_stays_and_answers(here, pid, times=1)
@@ -158,8 +162,8 @@ def test_a_continuation_from_another_python_version_is_refused_and_the_fallback_
     here.send(pid, (here.pid, "where"))
     assert here.receive(("here", pid, ...), timeout=10) == ("here", pid, b, 1)
     assert len(captured) == 1
-    monkeypatch.undo()  # B takes a true 3.11 continuation
+    monkeypatch.undo()  # B takes a true continuation of this Python
     check_b_is_healthy(here, b_node, b)
     log = stop_and_read_log(b_node)
-    assert "captured on Python 3.12" in log
+    assert f"captured on Python 3.{other[1]}" in log
     assert_no_traceback(log)

@@ -16,6 +16,18 @@ coroutine, which awaits another, ..., which awaits the trap.  Here:
     or None where it is not built.
 ``NULL``
     What stands for an empty slot in that state, both ways.
+``PYTHONS``
+    The CPython versions whose frames ``framestate`` reads and writes.
+
+The frame layout differs between those versions; the differences are all in
+one section of termite/_move/_framestate.c.  What this side sees is the same
+on each (the order of a frame's slots, the value stack with its NULLs, the
+handled exception), except the frame states: 3.13 tells a frame suspended in
+an ``await`` (``SUSPENDED_YIELD_FROM``) from one at a plain ``yield``
+(``SUSPENDED``); on 3.11 and 3.12 both names are the same state.  A frame's
+``lasti`` is CPython's own (``frame.f_lasti // 2``), so it means what that
+version's bytecode says: the ``YIELD_VALUE`` a frame is suspended at on 3.11
+and 3.12, the ``RESUME`` after it on 3.13.
 """
 
 from __future__ import annotations
@@ -30,7 +42,9 @@ try:
 except ImportError:  # not built: continuation.supported() says so
     framestate = None
 
-__all__ = ["NULL", "Frame", "chain_of", "trap_of", "frame_of", "framestate", "name_of", "type_name"]
+__all__ = ["NULL", "PYTHONS", "Frame", "chain_of", "trap_of", "frame_of", "framestate", "name_of", "type_name"]
+
+PYTHONS = ((3, 11), (3, 12), (3, 13))  # as termite/_move/_framestate.c builds its functions for
 
 _CoroutineType = types.CoroutineType
 _GeneratorType = types.GeneratorType
@@ -56,7 +70,7 @@ class Frame(NamedTuple):
 
     gen: object  # the generator or coroutine
     function: types.FunctionType
-    lasti: int  # instruction offset, in code units
+    lasti: int  # instruction offset, in code units: frame.f_lasti // 2 (see the module doc)
     locals: dict  # name -> value; cell and free variables by their contents; unbound names left out
     stack: tuple  # the value stack, bottom first; NULL for a NULL slot
     exc: object  # the exception being handled, or None

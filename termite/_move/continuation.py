@@ -25,7 +25,7 @@ and rebuilds it elsewhere:
 ``capture_frames(coro, trap=None) -> [Frame]``
     The chain as Python data, outermost first (tests, error messages).
 ``supported()``
-    Whether live migration works on this interpreter (CPython 3.11).
+    Whether live migration works on this interpreter (CPython 3.11, 3.12, 3.13).
 
 Encoding: ``b"TMC"``, Python major and minor, ``b"p"`` or ``b"d"``, then a
 pickle (protocol 5) of the top coroutine.  A generator pickles as "call this
@@ -65,7 +65,7 @@ import weakref
 
 from termite._core.errors import MigrationError
 from termite._move.capture import pickle_chain
-from termite._move.chain import NULL, Frame, chain_of, frame_of, framestate, trap_of
+from termite._move.chain import NULL, PYTHONS, Frame, chain_of, frame_of, framestate, trap_of
 from termite._move.rebuild import unpickle_chain
 
 __all__ = ["capture", "restore", "abandon", "capture_frames", "supported", "Frame", "NULL"]
@@ -85,10 +85,14 @@ def supported() -> bool:
 def _require() -> None:
     if not supported():
         if framestate is None:
-            why = "termite._move._framestate is not built"
+            # pyproject.toml builds it optionally: an install without a C
+            # compiler runs termite in pure Python, without live migration.
+            why = ("its C extension termite._move._framestate was not built: reinstall termite where a C compiler "
+                   "and Python's headers are found")
         else:
             why = f"this is Python {sys.version.split()[0]}"
-        raise MigrationError(f"live migration needs CPython 3.11 ({why}); use migrate(node, fn, *args)")
+        versions = ", ".join(f"{major}.{minor}" for major, minor in PYTHONS)
+        raise MigrationError(f"live migration needs CPython {versions} ({why}); use migrate(node, fn, *args)")
 
 
 def capture_frames(coro, trap=None) -> list[Frame]:
