@@ -16,7 +16,8 @@ from termite import Down, Exit, NodeDown, NodeUp
 from termite.testing import echo
 
 from stalls import (
-    forever, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream, traveller,
+    forever, hold_until, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream,
+    traveller,
 )
 
 STOPPED = 2.5  # seconds a node is stopped: well past the 1 s heartbeat timeout
@@ -147,33 +148,42 @@ def test_a_migration_to_a_node_holding_the_gil_leaves_one_copy(cluster):
     assert here.receive(("refused", termite.Pid, str), timeout=0.1, default=None) is None
 
 
-def test_a_migrant_lost_between_commit_and_arrival_is_reported_to_its_other_nodes(cluster):
+def _wait_for_file(path, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, f"{path} did not appear within {timeout} s"
+        time.sleep(0.01)
+
+
+def test_a_migrant_lost_between_commit_and_arrival_is_reported_to_its_other_nodes(cluster, tmp_path):
     """Issue 14, 4: the source commits, then loses the target before the commit arrives: the
-    process is gone, and a third node's link and monitor on it fire noconnection, once each."""
+    process is gone, and a third node's link and monitor on it fire noconnection, once each.
+
+    The steps are made to happen in this order by holding each node's loop busy until the test
+    says: T reads MIGRATE only once S is busy; S reads T's READY only once T is stopped."""
     here, start = cluster
-    s = start("--heartbeat-timeout", "5.0")  # S notices T stopped long after its own stall ends
-    t = start()
+    s, t = start(), start()
     s_ref, t_ref = here.connect(*s.ref.address), here.connect(*t.ref.address)
     here.spawn_on(s_ref, meet, t_ref, here.pid)
     here.receive(("met", s_ref, t_ref), timeout=10)
-    here.spawn_on(t_ref, stall, 0.5, here.pid)
-    t_staller = here.receive(("ready to stall", termite.Pid), timeout=10)[1]
-    here.spawn_on(s_ref, stall, 2.0, here.pid, 0.05)
-    s_staller = here.receive(("ready to stall", termite.Pid), timeout=10)[1]
-    here.spawn_on(s_ref, stalled_handoff, t_ref, s_staller, here.pid)
+    t_busy, s_busy = str(tmp_path / "t-busy"), str(tmp_path / "s-busy")
+    t_go, s_go = str(tmp_path / "t-go"), str(tmp_path / "s-go")
+    t_holder = here.spawn_on(t_ref, hold_until, t_go, t_busy)
+    s_holder = here.spawn_on(s_ref, hold_until, s_go, s_busy, 0.05)  # after MIGRATE has gone out
+    here.spawn_on(s_ref, stalled_handoff, t_ref, s_holder, here.pid)
     migrant = here.receive(("ready to travel", termite.Pid), timeout=10)[1]
     watch = here.monitor(migrant)
     here.spawn(linked_waiter, migrant, here.pid)
     waiter = here.receive(("linked", termite.Pid), timeout=10)[1]
-    # The timeline, in seconds: T holds its GIL from 0 to 0.5 and answers READY after it; S sends
-    # MIGRATE at 0.1 and holds its GIL from 0.15 to 2.15; T is stopped at 1; S reads READY and
-    # commits at 2.15, into a stopped T, then declares T lost (5 s after T last answered).
-    here.send(t_staller, "go")
-    time.sleep(0.1)
-    here.send(migrant, "go")
-    time.sleep(0.9)
-    with Stopped(t):  # S reads READY and commits into a stopped T, then declares T lost
-        down = here.receive(Down, timeout=10)
+    here.send(t_holder, "go")
+    _wait_for_file(t_busy)  # T reads nothing now
+    here.send(migrant, "go")  # S sends MIGRATE (T holds it unread), then S reads nothing
+    _wait_for_file(s_busy)
+    open(t_go, "w").close()  # T reads MIGRATE and answers READY, which S leaves unread
+    _wait_for_file(t_busy + ".done")
+    with Stopped(t):
+        open(s_go, "w").close()  # S reads READY and commits into a stopped T, then declares T lost
+        down = here.receive(Down, timeout=15)
         assert (down.ref, down.pid, down.reason) == (watch, migrant, "noconnection"), down
         assert here.receive(("exit", waiter, termite.Pid, object), timeout=10)[2:] == (migrant, "noconnection")
         assert here.receive(("refused", termite.Pid, str), timeout=0.1, default=None) is None  # it was committed

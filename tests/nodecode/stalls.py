@@ -1,5 +1,6 @@
 """Process bodies for tests/test_node_faults.py: streams, stalls and travellers, run on node processes."""
 
+import os
 import time
 
 import termite
@@ -59,6 +60,21 @@ async def linked_waiter(partner: Pid, reply_to: Pid):
     while True:
         msg = await receive(termite.Exit)
         send(reply_to, ("exit", termite.self(), msg.pid, msg.reason))
+
+
+async def hold_until(flag: str, started: str, after: float = 0.0):
+    """On "go": wait ``after`` s, write ``started``, then keep this node's loop busy (a Python loop:
+    no timer, no socket read, no other process runs here) until ``flag`` exists (30 s at most);
+    0.1 s later, with what was read meanwhile handled and answered, write ``started + ".done"``."""
+    await receive("go")
+    if after:
+        await termite.sleep(after)
+    open(started, "w").close()
+    deadline = time.monotonic() + 30
+    while not os.path.exists(flag) and time.monotonic() < deadline:
+        pass
+    await termite.sleep(0.1)
+    open(started + ".done", "w").close()
 
 
 async def forever():
