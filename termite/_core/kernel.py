@@ -130,7 +130,14 @@ class Kernel:
         """Make sure the run loop will turn: call after waking from outside it."""
         if not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self._run)
+            self.loop.call_soon(self._scheduled_run)
+
+    def _scheduled_run(self):
+        # Only this callback clears _scheduled: turns taken directly (run_now,
+        # _on_timer) must not, or every one of them would queue one more
+        # callback and the loop's iterations would grow without bound.
+        self._scheduled = False
+        self._run()
 
     def call_threadsafe(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the kernel's thread, from any thread."""
@@ -195,7 +202,6 @@ class Kernel:
     # -- the run loop ---------------------------------------------------------
 
     def _run(self):
-        self._scheduled = False
         ready = self.ready
 
         # Phase 1: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.

@@ -41,3 +41,11 @@ def where_unless_on(os_pid, seconds=60.0):
     if os.getpid() == os_pid:
         time.sleep(seconds)
     return os.getpid()
+
+
+async def yielding_spin(seconds):
+    """Loop on CPU work for ``seconds``, yielding only with ``sleep(0)``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(2000))
+        await termite.sleep(0)
