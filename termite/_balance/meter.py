@@ -108,7 +108,7 @@ class _Sampler:
         return Load(
             table.ref,
             round(self.busy, 3),
-            len(table.kernel.ready) + pending(table),
+            table.kernel.runnable() + pending(table),
             os.getloadavg()[0] / self.cores,
             len(table.procs) + len(table.guests),
             stats.frames_in if stats else 0,
