@@ -25,7 +25,8 @@ _YIELDS = {"termite.sleep(0)": lambda: termite.sleep(0), "asyncio.sleep(0)": lam
 @pytest.mark.parametrize("how", list(_YIELDS))
 def test_timers_keep_their_rate_while_a_process_spins_yielding_with_sleep_0(how):
     # Was: 3 ticks in 2 s on a node, 9 on a bare one: every turn taken for a
-    # timer queued one more turn callback, so each loop iteration grew longer.
+    # timer queued one more turn callback, so each loop iteration grew longer;
+    # then each tick was late by the spinner's whole 20 ms turn.
     async def main():
         termite.spawn(_spin_yielding, _YIELDS[how], 1.5)
         ticks = 0
@@ -35,7 +36,7 @@ def test_timers_keep_their_rate_while_a_process_spins_yielding_with_sleep_0(how)
             ticks += 1
         return ticks
 
-    assert termite.run(main) >= 15  # 20 if each tick is on time
+    assert termite.run(main) >= 12  # 20 if each tick is on time; the margin is for a loaded machine
 
 
 def _steps_before_the_loop_runs(body) -> int:
