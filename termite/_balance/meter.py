@@ -116,7 +116,7 @@ class _Sampler:
         return Load(
             table.ref,
             round(self.busy, 3),
-            len(table.kernel.ready) + pending(table),
+            table.kernel.runnable() + pending(table),
             psutil.getloadavg()[0] / self.cores,
             len(table.procs) + len(table.guests),
             stats.frames_in if stats else 0,

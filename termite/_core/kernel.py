@@ -11,12 +11,17 @@ Design principles (after curio's kernel):
   may await asyncio awaitables: the future they yield is handed to the loop
   and the process resumes when it is done.  Termite's own operations never
   touch asyncio.
+- A turn is bounded, and the loop's timers and I/O get their chance between
+  turns: a task that yields its turn (``sleep(0)``, asyncio's bare ``yield``)
+  runs again in the next turn, not in this one, and a turn ends after
+  ``BUDGET`` steps or ``TURN_SECONDS``.  Messages still pass within a turn.
 - Don't add features here.  Anything that can live above, does.
 
 A task's ``waiting`` field says where it is: ``None`` while it runs or sits in
-the ready queue; anything else (set by whoever parked it) while parked.  Every
-wake-up goes through the ready queue and sets ``value``, which the task gets
-back from its trap; a ``Signal`` value instead raises in the task, or closes it.
+the ready queue (or waits there for the next turn); anything else (set by
+whoever parked it) while parked.  Every wake-up goes through the ready queue
+and sets ``value``, which the task gets back from its trap; a ``Signal`` value
+instead raises in the task, or closes it.
 """
 
 from __future__ import annotations
@@ -95,6 +100,7 @@ class Kernel:
     def __init__(self, loop):
         self.loop = loop
         self.ready: deque[Task] = deque()
+        self.yielded: deque[Task] = deque()  # tasks that yielded their turn: ready in the next one
         self.timers: list = []  # heap of [deadline, seq, task or None, value]
         self.on_exit = None  # set by the process layer: on_exit(task, value, exc)
         self.steps = 0  # tasks resumed so far (load meters read it)
@@ -129,11 +135,22 @@ class Kernel:
         task.value = value
         self.ready.append(task)
 
+    def runnable(self) -> int:
+        """How many tasks wait to run (the ready queue and those that yielded their turn)."""
+        return len(self.ready) + len(self.yielded)
+
     def kick(self) -> None:
         """Make sure the run loop will turn: call after waking from outside it."""
         if not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self._run)
+            self.loop.call_soon(self._scheduled_run)
+
+    def _scheduled_run(self):
+        # Only this callback clears _scheduled: turns taken directly (run_now,
+        # _on_timer) must not, or every one of them would queue one more
+        # callback and the loop's iterations would grow without bound.
+        self._scheduled = False
+        self._run()
 
     def call_threadsafe(self, fn, *args) -> None:
         """Run ``fn(*args)`` on the kernel's thread, from any thread."""
@@ -198,10 +215,14 @@ class Kernel:
     # -- the run loop ---------------------------------------------------------
 
     def _run(self):
-        self._scheduled = False
         ready = self.ready
+        yielded = self.yielded
+        if yielded:  # they yielded in an earlier turn: the loop has run since
+            ready.extend(yielded)
+            yielded.clear()
 
-        # Phase 1: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.
+        # Phase 1: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most;
+        # tasks that yield their turn wait for the next.
         popleft = ready.popleft
         local = _local
         budget = full = self.BUDGET
@@ -237,6 +258,9 @@ class Kernel:
                 if trap is RESCHEDULE:
                     ready.append(task)
                     continue
+                if trap is None:  # NEXT_TURN: sleep(0), asyncio.sleep(0)
+                    yielded.append(task)
+                    continue
                 handler = self.trap_handlers.get(trap.__class__)
                 if handler is not None:
                     handler(task, trap)
@@ -251,7 +275,7 @@ class Kernel:
         # Phase 2: arrange the next turn, and the timer even when tasks are
         # ready: processes that never park (CPU-bound ones that yield) must
         # not starve those waiting on a timeout (a meter's next report).
-        if ready:
+        if ready or yielded:
             self.kick()
         if self._timer_handle is None and self.timers:
             self._arm_timer()
@@ -332,7 +356,7 @@ class Kernel:
         waiting = task.waiting
         task.value = signal
         if waiting is None:
-            return  # already in the ready queue
+            return  # already in the ready queue, or waiting for the next turn
         if waiting is FOREIGN:
             fut, task.foreign = task.foreign, None
             fut.cancel()

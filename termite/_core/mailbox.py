@@ -25,7 +25,7 @@ from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import TIMED_OUT, _local
 from termite._core.patterns import compile_patterns
 from termite._core.process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, current
-from termite._core.traps import PARK, RESCHEDULE
+from termite._core.traps import NEXT_TURN, PARK, RESCHEDULE
 
 __all__ = ["send", "deliver", "receive", "sleep", "NO_DEFAULT"]
 
@@ -309,10 +309,14 @@ def receive(*patterns, timeout=None, default=NO_DEFAULT, where=None):
 
 @types.coroutine
 def sleep(seconds: float):
-    """Suspend this process for ``seconds`` (its mailbox keeps filling)."""
+    """Suspend this process for ``seconds`` (its mailbox keeps filling).
+
+    ``sleep(0)`` yields the turn: the process runs again after the node's
+    timers, its I/O and every other runnable process have had their turn.
+    """
     proc = current()
     if seconds <= 0:
-        yield RESCHEDULE
+        yield NEXT_TURN
         return
     kernel = proc.kernel
     timer = kernel.add_timer(seconds, proc, None)

@@ -6,6 +6,9 @@ sleep) is library code that records what it waits for and then parks.
 
 ``PARK``        suspend; whoever records the wait will wake the process.
 ``RESCHEDULE``  stay runnable, but let every other ready process run first.
+``NEXT_TURN``   stay runnable, but only from the kernel's next turn, after the
+                event loop has run its timers and I/O.  It is ``None``: what
+                asyncio's ``sleep(0)`` yields means the same there.
 
 Any other yielded value must be an asyncio future (what awaiting an asyncio
 awaitable yields); the kernel resumes the process when the future is done.
@@ -17,7 +20,7 @@ because a second generator frame per receive costs a tenth of a message hop.
 
 import types
 
-__all__ = ["PARK", "RESCHEDULE", "park", "reschedule", "Sentinel"]
+__all__ = ["PARK", "RESCHEDULE", "NEXT_TURN", "park", "reschedule", "next_turn", "Sentinel"]
 
 
 class Sentinel:
@@ -34,6 +37,7 @@ class Sentinel:
 
 PARK = Sentinel("trap: park")
 RESCHEDULE = Sentinel("trap: reschedule")
+NEXT_TURN = None
 
 
 @types.coroutine
@@ -46,3 +50,9 @@ def park():
 def reschedule():
     """Let every other ready process run, then continue."""
     return (yield RESCHEDULE)
+
+
+@types.coroutine
+def next_turn():
+    """Let timers, I/O and every other process run, then continue."""
+    return (yield NEXT_TURN)

@@ -55,3 +55,11 @@ async def hog(seconds):
         while time.thread_time() - start < 0.002:
             pass
         await termite.sleep(0)
+
+
+async def yielding_spin(seconds):
+    """Loop on CPU work for ``seconds``, yielding only with ``sleep(0)``."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sum(range(2000))
+        await termite.sleep(0)
