@@ -42,6 +42,16 @@ _ACK_EVERY = 64 * 1024  # bytes read from a peer between two ACKs
 _DRAIN_CHECK = 0.01  # seconds between looks at busy mailboxes: they have limit/2 to read meanwhile
 
 
+class _PeerFlow:
+    """Bytes sent to a peer and acknowledged by it; bytes read from it and acknowledged to it."""
+
+    __slots__ = ("node", "names", "sent", "acked", "read", "read_acked")
+
+    def __init__(self, node: NodeRef):
+        self.node, self.names = node, []
+        self.sent = self.acked = self.read = self.read_acked = 0
+
+
 class FlowControl:
     def __init__(self, table: ProcessTable, kinds: FrameKinds, post,
                  mailbox_limit: int = DEFAULT_MAILBOX_LIMIT, buffer_limit: int = DEFAULT_BUFFER_LIMIT):
@@ -54,12 +64,10 @@ class FlowControl:
         # Busy processes, here: pid -> (process, peers told); there: pids that said so
         self.told: dict[Pid, tuple[object, set[NodeRef]]] = {}
         self.pids: dict[Pid, None] = {}
-        # Busy peers: bytes sent and acknowledged per peer; bytes read and acknowledged per peer
-        self.sent: dict[NodeRef, int] = {}
-        self.acked: dict[NodeRef, int] = {}
+        # Busy peers: the byte counts of each peer's session, found by the NodeRef object's id on
+        # every frame (a NodeRef hashes in Python: too slow for that)
+        self._flows: dict[int, _PeerFlow] = {}
         self.peers: dict[NodeRef, None] = {}  # those with more than buffer_limit unread
-        self.read: dict[NodeRef, int] = {}
-        self.read_acked: dict[NodeRef, int] = {}
         self._checking = None
         kinds.register(BUSY, "BUSY", (is_pid,), self._on_busy)
         kinds.register(UNBUSY, "UNBUSY", (is_pid,), self._on_unbusy)
@@ -74,19 +82,32 @@ class FlowControl:
         elif pid.node in self.peers:
             self.kernel.hold(pid.node)
 
+    def _flow(self, node: NodeRef) -> _PeerFlow:
+        """The counts of ``node``'s session (the slow path: this NodeRef object not seen before)."""
+        flow = next((f for f in self._flows.values() if f.node == node), None)
+        if flow is None:
+            flow = _PeerFlow(node)
+        self._flows[id(node)] = flow  # the same counts for every object naming that node
+        flow.names.append(node)  # held, so that its id stays its own
+        return flow
+
     def wrote(self, node: NodeRef, size: int) -> None:
         """``size`` bytes went to ``node``'s socket."""
-        if node.incarnation is None:
-            return  # an address not yet met: no session to count in
-        sent = self.sent[node] = self.sent.get(node, 0) + size
-        if sent - self.acked.get(node, 0) > self.buffer_limit:
-            self.peers[node] = None
+        flow = self._flows.get(id(node))
+        if flow is None:
+            if node.incarnation is None:
+                return  # an address not yet met: no session to count in
+            flow = self._flow(node)
+        flow.sent += size
+        if flow.sent - flow.acked > self.buffer_limit:
+            self.peers[flow.node] = None
 
     def _on_ack(self, peer: NodeRef, frame) -> None:
-        self.acked[peer] = frame[1]
-        if peer in self.peers and self.sent.get(peer, 0) - frame[1] <= self.buffer_limit // 2:
-            del self.peers[peer]
-            self.kernel.release(peer)
+        flow = self._flows.get(id(peer)) or self._flow(peer)
+        flow.acked = frame[1]
+        if flow.node in self.peers and flow.sent - flow.acked <= self.buffer_limit // 2:
+            del self.peers[flow.node]
+            self.kernel.release(flow.node)
 
     def _on_busy(self, peer: NodeRef, frame) -> None:
         self.pids[frame[1]] = None
@@ -99,10 +120,11 @@ class FlowControl:
 
     def got(self, peer: NodeRef, size: int) -> None:
         """``size`` bytes were read from ``peer``: acknowledge them now and then."""
-        read = self.read[peer] = self.read.get(peer, 0) + size
-        if read - self.read_acked.get(peer, 0) >= _ACK_EVERY:
-            self.read_acked[peer] = read
-            self.post(peer, (ACK, read))
+        flow = self._flows.get(id(peer)) or self._flow(peer)
+        flow.read += size
+        if flow.read - flow.read_acked >= _ACK_EVERY:
+            flow.read_acked = flow.read
+            self.post(peer, (ACK, flow.read))
 
     def full(self, proc, peer: NodeRef) -> None:
         """``proc``'s mailbox passed the limit with a message from ``peer``: tell it, once."""
@@ -137,12 +159,14 @@ class FlowControl:
 
     def busy_peers(self) -> dict[NodeRef, int]:
         """Peers whose senders here are held back: node -> bytes sent and not yet read."""
-        return {node: self.sent.get(node, 0) - self.acked.get(node, 0) for node in self.peers}
+        flows = {flow.node: flow for flow in self._flows.values()}
+        return {node: flows[node].sent - flows[node].acked for node in self.peers if node in flows}
 
     def new_session(self, peer: NodeRef) -> None:
         """A session with ``peer`` ended or began: count afresh, and let its senders go on."""
-        for counts in (self.sent, self.acked, self.read, self.read_acked):
-            counts.pop(peer, None)
+        for key, flow in list(self._flows.items()):
+            if flow.node == peer:
+                del self._flows[key]
         if self.peers.pop(peer, 0) is None:
             self.kernel.release(peer)
         for pid in [pid for pid in self.pids if pid.node == peer]:
