@@ -30,6 +30,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--insecure", action="store_true", help="no encryption; allowed on loopback only")
     p.add_argument("--heartbeat-timeout", type=float, default=3.0, help="seconds of silence before a peer is down")
     p.add_argument("--heartbeat-interval", type=float, default=0.5)
+    p.add_argument("--max-frame", type=int, default=Network.max_frame,
+                   help="bytes: a larger frame from a peer is dropped unread (default %(default)s)")
+    p.add_argument("--max-decoded", type=int, default=Network.max_decoded,
+                   help="bytes of objects a frame may decode to, at most (default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         insecure=args.insecure,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_timeout=args.heartbeat_timeout,
+        max_frame=args.max_frame,
+        max_decoded=args.max_decoded,
     )
 
     def announce(line):

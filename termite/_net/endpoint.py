@@ -34,7 +34,7 @@ from termite._core.links import add_link, signal_exit
 from termite._core.mailbox import deliver, receive
 from termite._core.process import Down, ProcessTable, current
 from termite._core.spawn import spawn_in
-from termite._net.codec import MalformedMessage, UnserializableMessage, decode_frame, encode, encode_batch
+from termite._net.codec import MAX_DECODED, MalformedMessage, UnserializableMessage, decode_frame, encode, encode_batch
 from termite._net.frames import (
     BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SPAWN, UNLINK, WHEREIS,
     FrameKinds, is_name,
@@ -81,8 +81,9 @@ class MigrantRouter(Protocol):
 
 
 class Endpoint:
-    def __init__(self, table: ProcessTable, transport):
+    def __init__(self, table: ProcessTable, transport, *, max_decoded: int | None = MAX_DECODED):
         self.table = table
+        self.max_decoded = max_decoded  # what a frame may decode to, at most (codec's docstring)
         self.kernel = table.kernel
         self.transport = transport
         self.kinds = FrameKinds()
@@ -267,9 +268,10 @@ class Endpoint:
         """
         table = self.table
         procs = table.procs
+        max_decoded = self.max_decoded
         for data in frames:
             try:
-                messages, unreadable = decode_frame(data), None
+                messages, unreadable = decode_frame(data, max_decoded), None
             except MalformedMessage as exc:
                 messages, unreadable = exc.decoded, exc  # those before the bad one still count
             problem = None

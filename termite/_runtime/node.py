@@ -29,6 +29,7 @@ from termite._core.process import DEAD, ProcessTable, current
 from termite._core.registry import register_in
 from termite._core.spawn import spawn, spawn_in
 from termite._core.traps import Sentinel, park
+from termite._net.codec import MAX_DECODED
 from termite._net.distribution import connect, monitor_node
 from termite._net.endpoint import Endpoint
 from termite._net.global_names import register_global, start_name_server, whereis_global
@@ -73,6 +74,10 @@ class Network:
 
     ``port=0`` picks a free port.  ``keys`` is the cluster's key file (or
     loaded keys); without it, only ``insecure=True`` on a loopback host runs.
+    A frame from a peer of more than ``max_frame`` bytes is dropped unread;
+    one that would decode to more than ``max_decoded`` bytes of objects (or
+    32 per byte of it, plus 1 MiB) is dropped when decoding reaches that: see
+    termite/_net/codec.py.  Both are counted and logged.
     """
 
     port: int = 0
@@ -82,6 +87,7 @@ class Network:
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 3.0
     max_frame: int = 64 * 1024 * 1024
+    max_decoded: int = MAX_DECODED
 
 
 class _Runtime:
@@ -106,7 +112,7 @@ class _Runtime:
             ref = self.transport.ref
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
         if self.transport is not None:
-            endpoint = Endpoint(self.table, self.transport)
+            endpoint = Endpoint(self.table, self.transport, max_decoded=network.max_decoded)
             for extension in EXTENSIONS:
                 extension(self.table, endpoint)
             self.transport.start(loop)
