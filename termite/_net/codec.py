@@ -139,8 +139,8 @@ def decode_budget(size: int, max_decoded: int | None = MAX_DECODED) -> int | Non
 def _over_budget(size: int, budget: int) -> MalformedMessage:
     return MalformedMessage(
         f"a frame of {size} bytes would decode to more than {budget} bytes of objects (the limit is "
-        f"{EXPANSION} per byte of frame plus {EXPANSION_FLOOR}, at most the node's max_decoded): refused "
-        "unread; send such data in smaller messages, or give the receiving node a larger max_decoded"
+        f"{EXPANSION} per byte of frame plus {EXPANSION_FLOOR}, at most the node's max_decoded): refused; "
+        "send such data in smaller messages, or give the receiving node a larger max_decoded"
     )
 
 
