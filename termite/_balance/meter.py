@@ -10,7 +10,10 @@ A :class:`Load` holds the node's own figures, which decide between nodes of
 one host, and the host's, which they share: ``busy`` is the node's CPU use
 since the last report in cores (a node is meant to have one), ``run_queue``
 the processes ready to run plus the thunks its runner holds, ``host_load``
-the host's one-minute load average per core.  The rest feeds dashboards.
+the host's one-minute load average per core.  The rest feeds dashboards,
+among it ``queued``, the messages waiting in all the node's mailboxes, and
+its largest mailbox and whose it is (a process falling behind its senders
+shows there first; ``termite.process_info`` tells of one process).
 The meter runs as a process, so a node whose kernel is stuck reports late;
 a late report counts as busy (termite._balance.dispatch).
 """
@@ -25,6 +28,7 @@ from typing import NamedTuple
 import psutil
 
 from termite._core.errors import Timeout
+from termite._core.info import mailbox_totals
 from termite._core.ids import NodeRef, Pid, make_tag
 from termite._core.links import demonitor, monitor
 from termite._core.mailbox import receive, send
@@ -54,6 +58,9 @@ class Load(NamedTuple):
     os_pid: int
     cores: int  # the host's
     time: float  # when it was measured (time.time() on that node)
+    queued: int = 0  # messages waiting in all the node's mailboxes
+    largest_mailbox: int = 0  # the messages waiting in its largest mailbox,
+    largest_mailbox_pid: Pid | None = None  # and whose it is (None if every mailbox is empty)
 
     @property
     def value(self) -> float:
@@ -105,6 +112,7 @@ class _Sampler:
         table = self.table
         stats = table.remote.transport.stats if table.remote is not None else None
         counters = table.counters
+        queued, largest, owner = mailbox_totals(table)
         return Load(
             table.ref,
             round(self.busy, 3),
@@ -120,6 +128,9 @@ class _Sampler:
             os.getpid(),
             self.cores,
             time.time(),
+            queued,
+            largest,
+            owner,
         )
 
 

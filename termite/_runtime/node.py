@@ -22,6 +22,7 @@ from collections import deque
 from termite._core.call import call
 from termite._core.errors import Crash, Exited, TermiteError
 from termite._core.ids import NodeRef, Pid, Tag
+from termite._core.info import ProcessInfo, info_in
 from termite._core.kernel import Kernel, _local
 from termite._core.links import Kill, link, monitor, process_exited, signal_exit, unlink
 from termite._core.mailbox import NO_DEFAULT, receive, send
@@ -438,6 +439,11 @@ class Node:
         """How many processes this node runs now (its shell included)."""
         runtime = self._started()
         return self._on_node(len, runtime.table.procs)
+
+    def process_info(self, pid: Pid) -> ProcessInfo | None:
+        """``termite.process_info(pid)`` from outside: a live process of this node (its mailbox size...), or None."""
+        runtime = self._started()
+        return self._on_node(info_in, runtime.table, pid)
 
 
 async def _spawn_remote(node, fn, args, link):
