@@ -17,19 +17,23 @@
  *       subclass, a set, a big int, a str with lone surrogates, nesting
  *       deeper than ENC_DEPTH), and the caller runs the Python path, which
  *       pickles what needs pickling.
- *   decode(data, trusted, budget=no limit) -> obj
+ *   decode(data, trusted, max_decoded=None) -> obj
  *       what msgpack.unpackb(data, ext_hook=..., list_hook=_array,
  *       strict_map_key=False) gives; bad data raises ValueError (or
  *       whatever a Python hook raised), never reads out of bounds.
- *   decode_from(data, offset, limit, budget) -> (obj, end, budget left)
+ *   decode_from(data, offset, limit, max_decoded[, left]) -> (obj, end[, left])
  *       one object of a batch, as msgpack.Unpacker(max_buffer_size=limit)
  *       would read it (trusted); Truncated when the data ends inside it.
+ *       `left` is the frame's budget not spent by the objects before (None
+ *       for the first), given back for the next.
  *
  * The budget bounds what decoding may allocate: each object is charged an
  * estimate of its CPython size (the COST_ table below; codec.py's _Budget
  * charges the msgpack path the same), and OverBudget is raised as soon as
- * the charges pass it.  A container is charged before it is allocated, so a
- * header claiming 60 million items costs nothing but the refusal.
+ * the charges pass the budget: EXPANSION bytes per byte of data plus
+ * EXPANSION_FLOOR, at most max_decoded (None: no budget).  A container is
+ * charged before it is allocated, so a header claiming 60 million items
+ * costs nothing but the refusal.
  *
  * Ext codes 1-4 are decoded here; every other code goes to the Python hook
  * (_ext or _ext_untrusted), and ext -1 to msgpack's Timestamp, as msgpack
@@ -68,6 +72,8 @@
 #define COST_BYTES 40     /* of 2 or more bytes */
 #define COST_PID 88       /* the Pid and its serial */
 #define COST_TAG 120      /* the Tag and its two ints */
+#define EXPANSION 32
+#define EXPANSION_FLOOR (1 << 20)
 
 #define EXT_TUPLE 1
 #define EXT_PID 2
@@ -594,16 +600,25 @@ typedef struct {
 
 #define NO_BUDGET PY_SSIZE_T_MAX
 
+#if defined(__GNUC__)
+#define COLD __attribute__((cold, noinline))
+#else
+#define COLD
+#endif
+
+static COLD int
+over_budget(void)
+{
+    PyErr_SetString(OverBudget, "the decoded objects pass the budget");
+    return -1;
+}
+
 /* Spend `cost` of the budget; -1 (OverBudget) once it is passed. */
 static inline int
 charge(Dec *d, Py_ssize_t cost)
 {
     d->left -= cost;
-    if (d->left >= 0) {
-        return 0;
-    }
-    PyErr_SetString(OverBudget, "the decoded objects pass the budget");
-    return -1;
+    return d->left >= 0 ? 0 : over_budget();
 }
 
 static inline int
@@ -1114,11 +1129,38 @@ dec_obj(Dec *d, int depth)
     }
 }
 
+/* What is left of the budget of `size` bytes of data: EXPANSION per byte
+ * plus EXPANSION_FLOOR, at most max_decoded (an int >= 0, or None: no budget). */
+static int
+budget_of(Py_ssize_t size, PyObject *max_decoded, Py_ssize_t *budget)
+{
+    if (max_decoded == Py_None) {
+        *budget = NO_BUDGET;
+        return 0;
+    }
+    Py_ssize_t most = PyLong_AsSsize_t(max_decoded);
+    if (most == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (most < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_decoded below 0");
+        return -1;
+    }
+    *budget = most < EXPANSION_FLOOR || size > (most - EXPANSION_FLOOR) / EXPANSION ? most : size * EXPANSION + EXPANSION_FLOOR;
+    return 0;
+}
+
+/* Decoding makes no garbage, let alone cycles: a collection in the middle of
+ * a large frame only walks what is being built (a frame of 4 million small
+ * lists decoded 7x slower with the collector on).  Small frames leave it be. */
+#define PAUSE_GC_ABOVE (64 * 1024)
+
 /* One object from data[offset:]; *end is where it stops, *size the length
- * of data, *left the budget not spent (it comes in as the budget). */
+ * of data.  *left is the budget not spent: it comes in as what is left, or,
+ * if max_decoded is not NULL, the budget of data by budget_of(). */
 static PyObject *
 dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_ssize_t *end, Py_ssize_t *size,
-           Py_ssize_t *left)
+           PyObject *max_decoded, Py_ssize_t *left)
 {
     Py_buffer view;
     /* The view also keeps a bytearray from being resized by a hook. */
@@ -1129,19 +1171,16 @@ dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_
     if (offset < 0 || offset > view.len) {
         PyErr_SetString(PyExc_ValueError, "offset out of range");
     }
-    else {
+    else if (max_decoded == NULL || budget_of(view.len, max_decoded, left) == 0) {
         Dec d;
         d.p = (const unsigned char *)view.buf + offset;
         d.end = (const unsigned char *)view.buf + view.len;
         d.limit = limit < 0 ? view.len : limit;
         d.hook = trusted ? ext_hook : ext_untrusted_hook;
         d.left = *left;
-        /* Decoding makes no garbage, let alone cycles: a collection in the
-         * middle would only walk what is being built (a frame of 4 million
-         * small lists decoded 7x slower with the collector on). */
-        int gc_was = PyGC_Disable();
+        int paused = view.len - offset > PAUSE_GC_ABOVE && PyGC_Disable();
         obj = dec_obj(&d, 0);
-        if (gc_was) {
+        if (paused) {
             PyGC_Enable();
         }
         *end = d.p - (const unsigned char *)view.buf;
@@ -1152,39 +1191,19 @@ dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_
     return obj;
 }
 
-/* A budget argument: a non-negative int, or None for no limit. */
-static int
-budget_arg(PyObject *arg, Py_ssize_t *budget)
-{
-    if (arg == Py_None) {
-        *budget = NO_BUDGET;
-        return 0;
-    }
-    *budget = PyLong_AsSsize_t(arg);
-    if (*budget == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (*budget < 0) {
-        PyErr_SetString(PyExc_ValueError, "a budget below 0");
-        return -1;
-    }
-    return 0;
-}
-
 static PyObject *
 fast_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 && nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "decode(data, trusted, budget=None)");
+        PyErr_SetString(PyExc_TypeError, "decode(data, trusted, max_decoded=None)");
         return NULL;
     }
     int trusted = PyObject_IsTrue(args[1]);
-    Py_ssize_t left = NO_BUDGET;
-    if (trusted < 0 || (nargs == 3 && budget_arg(args[2], &left) < 0) || !ready()) {
+    Py_ssize_t left = NO_BUDGET, size = 0, end = 0;
+    if (trusted < 0 || !ready()) {
         return NULL;
     }
-    Py_ssize_t end = 0, size = 0;
-    PyObject *obj = dec_buffer(args[0], 0, -1, trusted, &end, &size, &left);
+    PyObject *obj = dec_buffer(args[0], 0, -1, trusted, &end, &size, nargs == 3 ? args[2] : NULL, &left);
     if (obj != NULL && end != size) {
         Py_DECREF(obj);
         PyErr_Format(PyExc_ValueError, "%zd bytes after the message", size - end);
@@ -1196,8 +1215,8 @@ fast_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 fast_decode_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "decode_from(data, offset, limit, budget)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "decode_from(data, offset, limit, max_decoded[, left])");
         return NULL;
     }
     Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
@@ -1205,18 +1224,28 @@ fast_decode_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     Py_ssize_t limit = PyLong_AsSsize_t(args[2]);
-    Py_ssize_t left;
-    if ((limit == -1 && PyErr_Occurred()) || budget_arg(args[3], &left) < 0 || !ready()) {
+    if ((limit == -1 && PyErr_Occurred()) || !ready()) {
         return NULL;
     }
-    Py_ssize_t end = 0, size = 0;
-    PyObject *obj = dec_buffer(args[0], offset, limit, 1, &end, &size, &left);
+    Py_ssize_t left = 0, end = 0, size = 0;
+    PyObject *max_decoded = args[3];
+    if (nargs == 5 && args[4] != Py_None) {
+        max_decoded = NULL; /* the budget is what the messages before left */
+        if ((left = PyLong_AsSsize_t(args[4])) == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    PyObject *obj = dec_buffer(args[0], offset, limit, 1, &end, &size, max_decoded, &left);
     if (obj == NULL) {
         return NULL;
     }
     PyObject *py_end = PyLong_FromSsize_t(end);
-    PyObject *py_left = PyLong_FromSsize_t(left);
-    PyObject *result = py_end == NULL || py_left == NULL ? NULL : PyTuple_Pack(3, obj, py_end, py_left);
+    /* (obj, end), or with a fifth argument (obj, end, left): the one-message frame needs no left */
+    PyObject *py_left = nargs == 4 ? NULL : PyLong_FromSsize_t(left);
+    PyObject *result = NULL;
+    if (py_end != NULL && (nargs == 4 || py_left != NULL)) {
+        result = nargs == 4 ? PyTuple_Pack(2, obj, py_end) : PyTuple_Pack(3, obj, py_end, py_left);
+    }
     Py_DECREF(obj);
     Py_XDECREF(py_end);
     Py_XDECREF(py_left);
@@ -1304,9 +1333,10 @@ static PyMethodDef methods[] = {
     {"encode", fast_encode, METH_O, "encode(obj) -> bytes, or None if obj needs the Python path"},
     {"encode_message", fast_encode_message, METH_O, "encode(obj), or else init's encode_py(obj)"},
     {"decode", (PyCFunction)(void (*)(void))fast_decode, METH_FASTCALL,
-     "decode(data, trusted, budget=None) -> obj: data holds exactly one message"},
+     "decode(data, trusted, max_decoded=None) -> obj: data holds exactly one message"},
     {"decode_from", (PyCFunction)(void (*)(void))fast_decode_from, METH_FASTCALL,
-     "decode_from(data, offset, limit, budget) -> (obj, end, budget left): one message of a batch (trusted)"},
+     "decode_from(data, offset, limit, max_decoded[, left]) -> (obj, end[, left]): one message of a batch "
+     "(trusted)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1335,7 +1365,8 @@ PyInit__fastcodec(void)
         {"COST_ARRAY", COST_ARRAY}, {"COST_SLOT", COST_SLOT}, {"COST_MAP", COST_MAP},
         {"COST_MAP_TABLE", COST_MAP_TABLE}, {"COST_ENTRY", COST_ENTRY}, {"COST_INT", COST_INT},
         {"COST_FLOAT", COST_FLOAT}, {"COST_STR", COST_STR}, {"COST_BYTES", COST_BYTES},
-        {"COST_PID", COST_PID}, {"COST_TAG", COST_TAG},
+        {"COST_PID", COST_PID}, {"COST_TAG", COST_TAG}, {"EXPANSION", EXPANSION},
+        {"EXPANSION_FLOOR", EXPANSION_FLOOR},
     };
     for (size_t i = 0; i < sizeof costs / sizeof costs[0]; i++) {
         if (PyModule_AddIntConstant(module, costs[i].name, costs[i].value) < 0) {

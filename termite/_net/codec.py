@@ -50,8 +50,9 @@ EXPANSION_FLOOR`` bytes of objects, and never more than ``max_decoded`` (a
 node's ``Network.max_decoded``, :data:`MAX_DECODED` unless set).  Past that,
 decoding stops with :class:`MalformedMessage`; a container is charged before
 it is allocated, so a header claiming 60 million items is refused at once.
-Ordinary messages are far below it: a list of a million ints costs 9 bytes
-of objects per byte, a bytes payload almost nothing.  (A frame's own size is
+Ordinary messages stay below it: per byte of frame, a list of ints costs 8
+bytes of objects, of floats 4, of 2-letter strs 21, of pairs as lists
+([1, 2]) 27, and a bytes payload almost nothing.  (A frame's own size is
 bounded by the transport: ``Network.max_frame``.)
 
 A ``msgpack.ExtType`` inside a message is written as it is (msgpack handles
@@ -313,8 +314,9 @@ class _Budget:
     complete, for itself and for the scalars in it, and a message for itself
     when it is a scalar: the same total as _fastcodec.c charges as it goes.
     (The C path stops as soon as the total passes the budget, this one when a
-    container completes; they differ only on a map with a repeated key, where
-    C charges the values replaced too.)
+    container completes, so a frame cut short may fail differently; a whole
+    frame is refused by both or neither, but for a map with a repeated key,
+    where C charges the values replaced too.)
     """
 
     __slots__ = ("left", "size", "budget")
@@ -414,25 +416,24 @@ def decode(data, *, trusted: bool = True, max_size: int | None = None, max_decod
     """
     if max_size is not None and len(data) > max_size:
         raise MalformedMessage(f"a message of {len(data)} bytes, over the limit of {max_size}")
-    budget = decode_budget(len(data), max_decoded)
     try:
         if _fast_decode is not None and (data.__class__ is bytes or data.__class__ is bytearray):
-            return _fast_decode(data, trusted, budget)
-        return _decode_py(data, trusted, budget)
+            return _fast_decode(data, trusted, max_decoded)
+        return _decode_py(data, trusted, max_decoded)
     except MalformedMessage:
         raise
     except _OverBudget:
-        raise _over_budget(len(data), budget) from None
+        raise _over_budget(len(data), decode_budget(len(data), max_decoded)) from None
     except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
         raise _malformed(exc) from exc
 
 
-def _decode_py(data, trusted: bool = True, budget: int | None = None):
+def _decode_py(data, trusted: bool = True, max_decoded: int | None = None):
     """``decode`` by msgpack and the hooks above, errors as they come: the reference for termite._net._fastcodec."""
     ext_hook = _ext if trusted else _ext_untrusted
-    if budget is None:
+    if max_decoded is None:
         return _unpackb(data, ext_hook=ext_hook, list_hook=_array, strict_map_key=False)
-    account = _Budget(len(data), budget)
+    account = _Budget(len(data), decode_budget(len(data), max_decoded))
     try:
         msg = _paused(len(data), _unpackb, data, ext_hook=ext_hook, list_hook=account.array, object_hook=account.map,
                       strict_map_key=False, max_array_len=account.max_array_len(len(data)))
@@ -471,20 +472,19 @@ def decode_all(data, max_decoded: int | None = MAX_DECODED):
     whole frame decodes to is bounded by ``max_decoded`` (see the module's
     docstring).
     """
-    budget = decode_budget(len(data), max_decoded)
     if _fast_decode is None or (data.__class__ is not bytes and data.__class__ is not bytearray):
-        yield from _decode_all_py(data, budget)
+        yield from _decode_all_py(data, max_decoded)
         return
     # termite._net._fastcodec, step by step as _decode_all_py goes
     if data.__class__ is bytearray:
         data = bytes(data)  # as msgpack copies the rest: what the caller changes later is not read
     size = len(data)
     try:
-        msg, end, left = _fast_decode_from(data, 0, size, budget)
+        msg, end, left = _fast_decode_from(data, 0, size, max_decoded, None)
     except MalformedMessage:
         raise
     except _OverBudget:
-        raise _over_budget(size, budget) from None
+        raise _over_budget(size, decode_budget(size, max_decoded)) from None
     except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
         raise _malformed(exc) from exc
     if end == size:
@@ -497,13 +497,13 @@ def decode_all(data, max_decoded: int | None = MAX_DECODED):
     got = 0
     while end < size:
         try:
-            msg, end, left = _fast_decode_from(data, end, limit, left)
+            msg, end, left = _fast_decode_from(data, end, limit, max_decoded, left)
         except _Truncated:
             break  # the Unpacker waits for more data: the batch ends there
         except MalformedMessage:
             raise
         except _OverBudget:
-            raise _over_budget(size, budget) from None
+            raise _over_budget(size, decode_budget(size, max_decoded)) from None
         except Exception as exc:  # noqa: BLE001
             raise _malformed(exc) from exc
         if got == count:
@@ -519,11 +519,10 @@ def decode_frame(data, max_decoded: int | None = MAX_DECODED) -> list:
     :class:`MalformedMessage` whose ``decoded`` holds the messages before it."""
     if _fast_decode is not None and data.__class__ is bytes:
         size = len(data)
-        budget = decode_budget(size, max_decoded)
         try:  # the common frame: one message, read in C
-            msg, end, _ = _fast_decode_from(data, 0, size, budget)
+            msg, end = _fast_decode_from(data, 0, size, max_decoded)
         except _OverBudget:
-            exc = _over_budget(size, budget)  # not read twice: the limit is the point
+            exc = _over_budget(size, decode_budget(size, max_decoded))  # not read twice: the limit is the point
             exc.decoded = []
             raise exc from None
         except Exception:  # noqa: BLE001 - decode_all reads it again and says what is wrong
@@ -541,12 +540,12 @@ def decode_frame(data, max_decoded: int | None = MAX_DECODED) -> list:
     return decoded
 
 
-def _decode_all_py(data, budget: int | None = None):
+def _decode_all_py(data, max_decoded: int | None = None):
     """``decode_all`` by msgpack and the hooks above: the reference for termite._net._fastcodec."""
-    if budget is None:
+    if max_decoded is None:
         account, list_hook, object_hook, first_len = None, _array, None, -1
     else:
-        account = _Budget(len(data), budget)
+        account = _Budget(len(data), decode_budget(len(data), max_decoded))
         list_hook, object_hook, first_len = account.array, account.map, account.max_array_len(len(data))
     try:
         msg = _paused(len(data), _unpackb, data, ext_hook=_ext, list_hook=list_hook, object_hook=object_hook,
