@@ -17,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from termite_launcher.dashboard_snapshot import Row, Snapshot, format_rate, format_time
+from termite_launcher.dashboard_snapshot import Row, Snapshot, format_count, format_rate, format_time
 
 __all__ = ["load_bar", "plain_lines", "render"]
 
@@ -71,7 +71,7 @@ def _load_style(value: float) -> str:
 # The columns, in display order: key, header, options, footer (a function of the snapshot's live rows).
 # Always shown: node, state, load, cpu, procs, in, out, uptime.  The others join, in OPTIONAL's
 # order, while the table still fits the console; then the sparkline grows to use what is left.
-OPTIONAL = ("history", "host", "runq", "mig", "pid")
+OPTIONAL = ("history", "host", "mbox", "runq", "mig", "pid")
 MIN_SPARK = 7  # as wide as its header
 
 
@@ -171,6 +171,9 @@ def _table(snap: Snapshot, shown: set[str], spark: int, bar: int = BAR_WIDTH) ->
         ("cpu", "cpu\n%", dict(justify="right", footer=f"{sum(r.cpu or 0 for r in live):.0f}")),
         ("procs", "procs", dict(justify="right", footer=str(totals.processes))),
         ("runq", "runq", dict(justify="right", footer=str(sum(r.run_queue or 0 for r in live)))),
+        # messages waiting in all the node's mailboxes / in its largest: a process behind its senders
+        ("mbox", "mbox\nall/max", dict(justify="right", no_wrap=True,
+                                        footer=f"{format_count(totals.queued)}/{format_count(totals.largest_mailbox)}")),
         ("in", "msg/s\nin", dict(justify="right", footer=format_rate(totals.msgs_in))),
         ("out", "msg/s\nout", dict(justify="right", footer=format_rate(totals.msgs_out))),
         ("mig", "migr\nin/out", dict(justify="right", footer=f"{totals.migrations_in}/{totals.migrations_out}")),
@@ -205,6 +208,7 @@ def _cells(row: Row, scale: float, spark: int, bar: int) -> dict:
         "cpu": f"{row.cpu:.0f}" if live else "-",
         "procs": _number(row.processes) if live else "-",
         "runq": _number(row.run_queue) if live else "-",
+        "mbox": f"{format_count(row.queued)}/{format_count(row.largest_mailbox)}" if live else "-",
         "in": format_rate(row.msgs_in) if live else "-",
         "out": format_rate(row.msgs_out) if live else "-",
         "mig": f"{_number(row.migrations_in)}/{_number(row.migrations_out)}",
@@ -264,6 +268,8 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
             f"cpu={row.cpu:.0f}%" if live and row.cpu is not None else "cpu=-",
             f"procs={_number(row.processes) if live else '-'}",
             f"runq={_number(row.run_queue) if live else '-'}",
+            f"queued={_number(row.queued) if live else '-'}",
+            f"mbox_max={_number(row.largest_mailbox) if live else '-'}",
             _per_second("in", row.msgs_in if live else None),
             _per_second("out", row.msgs_out if live else None),
             f"mig_in={_number(row.migrations_in)}",
@@ -277,7 +283,7 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
     totals = snapshot.totals
     lines.append(
         f"{when} total {snapshot.name} up={totals.up}/{totals.nodes} unresponsive={totals.unresponsive}"
-        f" procs={totals.processes}"
+        f" procs={totals.processes} queued={totals.queued} mbox_max={totals.largest_mailbox}"
         f" {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
         f" mig_in={totals.migrations_in} mig_out={totals.migrations_out}"
         + (f" failed={totals.failed}" if totals.failed else "")

@@ -19,6 +19,7 @@ __all__ = [
     "Row",
     "Snapshot",
     "Totals",
+    "format_count",
     "format_duration",
     "format_rate",
     "format_time",
@@ -49,6 +50,8 @@ class Row:
     cpu: float | None  # percent of one core
     processes: int | None
     run_queue: int | None
+    queued: int | None  # messages waiting in all the node's mailboxes
+    largest_mailbox: int | None  # the messages waiting in its largest one
     msgs_in: float | None  # frames per second between the last two reports
     msgs_out: float | None
     migrations_in: int | None  # totals since the node started
@@ -86,6 +89,8 @@ class Totals:
     unresponsive: int
     nodes: int
     processes: int
+    queued: int  # messages waiting in the mailboxes of live nodes
+    largest_mailbox: int  # the largest mailbox of a live node
     msgs_in: float
     msgs_out: float
     migrations_in: int
@@ -135,6 +140,15 @@ def format_duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def format_count(value: int | None) -> str:
+    """A count in at most five characters: 0, 9999, 12.3k, 4.0M."""
+    if value is None:
+        return "-"
+    if value < 10_000:
+        return str(value)
+    return format_rate(value)
 
 
 def format_rate(value: float | None) -> str:

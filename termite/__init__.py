@@ -52,6 +52,7 @@ from termite._balance.dispatch import average_load, dispatch, dispatch_async, lo
 from termite.executor import Executor
 from termite._core.process import current as _current
 from termite._core.registry import register, registered, unregister, whereis
+from termite._core.info import ProcessInfo, process_info
 from termite._core.spawn import spawn
 from termite._core.future import future, touch
 from termite._core.cell import cell_ref, cell_set, make_cell
@@ -75,6 +76,8 @@ __all__ = [
     "call",
     "make_tag",
     "sleep",
+    "process_info",
+    "ProcessInfo",
     "ANY",
     "where",
     # behaviours: generic servers, futures, cells

@@ -39,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="messages a process may have waiting before remote senders to it wait (default %(default)s)")
     p.add_argument("--buffer-limit", type=int, default=Network.buffer_limit,
                    help="bytes sent to a node and not yet read there before senders to it wait (default %(default)s)")
+    p.add_argument("--max-frame", type=int, default=Network.max_frame,
+                   help="bytes: a larger frame from a peer is dropped unread (default %(default)s)")
+    p.add_argument("--max-decoded", type=int, default=Network.max_decoded,
+                   help="bytes of objects a frame may decode to, at most (default %(default)s)")
     p.add_argument("--log-level", default="WARNING")
     return p
 
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         heartbeat_timeout=args.heartbeat_timeout,
         mailbox_limit=args.mailbox_limit,
         buffer_limit=args.buffer_limit,
+        max_frame=args.max_frame,
+        max_decoded=args.max_decoded,
     )
 
     def announce(line):

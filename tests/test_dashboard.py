@@ -16,8 +16,10 @@ C = NodeRef("10.0.0.2", 7003, 0xC3)
 
 
 def load(node, *, busy=0.0, run_queue=0, processes=5, frames_in=0, frames_out=0, migrations=(0, 0),
-         uptime=10.0, host="box", os_pid=100, at=1.7e9):
-    return Load(node, busy, run_queue, 0.5, processes, frames_in, frames_out, *migrations, uptime, host, os_pid, 4, at)
+         uptime=10.0, host="box", os_pid=100, at=1.7e9, queued=0, largest_mailbox=0):
+    owner = termite.Pid(node, 99) if largest_mailbox else None
+    return Load(node, busy, run_queue, 0.5, processes, frames_in, frames_out, *migrations, uptime, host, os_pid, 4, at,
+                queued, largest_mailbox, owner)
 
 
 def text(view, at, width=120):
@@ -45,9 +47,9 @@ def demo():
     view.report(load(B, busy=0.5, run_queue=1, processes=12, frames_in=1000, frames_out=500, migrations=(2, 1),
                      uptime=3661, os_pid=1002), at=101.0)
     view.report(load(A, busy=0.5, run_queue=2, processes=9, frames_in=300, frames_out=90, migrations=(1, 3),
-                     uptime=62, os_pid=1001), at=103.0)
+                     uptime=62, os_pid=1001, queued=1234, largest_mailbox=1200), at=103.0)
     view.report(load(B, busy=1.0, processes=10, frames_in=1600, frames_out=2500, migrations=(4, 1),
-                     uptime=3665, os_pid=1002), at=103.0)
+                     uptime=3665, os_pid=1002, queued=25_000, largest_mailbox=24_000), at=103.0)
     return view
 
 
@@ -55,6 +57,7 @@ def test_rows_hold_every_figure_with_rates_from_two_reports(demo):
     a, b, c = demo.rows()
     assert (a.label, a.node, a.os_pid, a.state) == ("alpha", "10.0.0.1:7001", 1001, "up")
     assert (a.load, a.cpu, a.processes, a.run_queue) == (2.5, 50.0, 9, 2)
+    assert (a.queued, a.largest_mailbox, b.queued, b.largest_mailbox) == (1234, 1200, 25_000, 24_000)
     assert (a.msgs_in, a.msgs_out) == (100.0, 25.0)  # (300-100)/2 s and (90-40)/2 s
     assert (a.migrations_in, a.migrations_out, a.uptime_text) == (1, 3, "0:01:02")
     assert a.history == (0.25, 2.5) and a.sparkline == "▁▅"  # on the cluster's scale: 4
@@ -62,6 +65,7 @@ def test_rows_hold_every_figure_with_rates_from_two_reports(demo):
     assert (c.state, c.os_pid, c.load, c.msgs_in, c.uptime_text, c.sparkline) == ("starting", 1003, None, None, "-", "")
     totals = demo.totals()
     assert (totals.up, totals.nodes, totals.processes) == (2, 3, 19)
+    assert (totals.queued, totals.largest_mailbox) == (26_234, 24_000)
     assert (totals.msgs_in, totals.msgs_out, totals.migrations_in, totals.migrations_out) == (250.0, 525.0, 5, 4)
     assert [(e.kind, e.when, e.text) for e in demo.events()] == [
         ("joined", "+0:00:01", "10.0.0.1:7001 (alpha): pid 1001, 4 cores"),
@@ -83,17 +87,20 @@ def test_render_at_120_columns(demo):
     )
     header = rendered.splitlines()[2].split()
     assert header == ["host", "node", "pid", "state", "load", "(0-4)", "history", "%", "procs", "runq",
-                      "in", "out", "in/out", "uptime"]
+                      "all/max", "in", "out", "in/out", "uptime"]
+    assert rendered.splitlines()[1].split() == ["os", "cpu", "mbox", "msg/s", "msg/s", "migr"]
     assert line_of(rendered, "10.0.0.1:7001") == [
-        "alpha", "10.0.0.1:7001", "1001", "up", "█████░░░", "2.50", "▁▅", "50", "9", "2", "100", "25", "1/3", "0:01:02"
+        "alpha", "10.0.0.1:7001", "1001", "up", "█████░░░", "2.50", "▁▅", "50", "9", "2", "1234/1200", "100", "25", "1/3",
+        "0:01:02"
     ]
     assert line_of(rendered, "10.0.0.2:7002") == [
-        "beta", "10.0.0.2:7002", "1002", "up", "██░░░░░░", "1.00", "▄▃", "100", "10", "0", "150", "500", "4/1", "1:01:05"
+        "beta", "10.0.0.2:7002", "1002", "up", "██░░░░░░", "1.00", "▄▃", "100", "10", "0", "25.0k/24.0k", "150", "500",
+        "4/1", "1:01:05"
     ]
     assert line_of(rendered, "10.0.0.2:7003") == [
-        "beta", "10.0.0.2:7003", "1003", "starting", "-", "-", "-", "-", "-", "-", "-/-", "-"
+        "beta", "10.0.0.2:7003", "1003", "starting", "-", "-", "-", "-", "-", "-", "-", "-/-", "-"
     ]
-    assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "2", "250", "525", "5/4"]
+    assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "2", "26.2k/24.0k", "250", "525", "5/4"]
     assert "│ +0:00:01  joined       10.0.0.1:7001 (alpha): pid 1001, 4 cores" in rendered
     assert max(len(line) for line in rendered.splitlines()) <= 120
 
@@ -111,7 +118,10 @@ def test_render_at_80_columns_keeps_the_essentials(demo):
     assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "250", "525"]
     at_100 = text(demo, at=103.0, width=100)
     assert max(len(line) for line in at_100.splitlines()) <= 100
-    assert line_of(at_100, "10.0.0.1:7001")[:4] == ["alpha", "10.0.0.1:7001", "1001", "up"]
+    # at 100 the mailboxes show, before the run queue; migrations and the os pid give way
+    assert at_100.splitlines()[2].split()[8:10] == ["runq", "all/max"]
+    assert line_of(at_100, "10.0.0.2:7002")[:3] + line_of(at_100, "10.0.0.2:7002")[8:10] == [
+        "beta", "10.0.0.2:7002", "up", "0", "25.0k/24.0k"]
 
 
 def test_a_long_history_shows_as_much_as_fits():
@@ -126,7 +136,7 @@ def test_a_long_history_shows_as_much_as_fits():
     assert row.sparkline == "▂▃▄▅▅▆▇█" + "▁▂▃▄▅▅▆▇█" * 2 + "▁▂▃▄"  # values 10 to 39
     wide = text(view, at=40.0, width=160)
     assert row.sparkline in wide  # all 30
-    for width, column in ((120, 6), (80, 4)):
+    for width, column in ((120, 5), (80, 4)):  # at 120 the mailbox column takes the os pid's place
         rendered = text(view, at=40.0, width=width)
         assert max(len(line) for line in rendered.splitlines()) <= width
         shown = line_of(rendered, "192.168.100.200:40001")[column]
@@ -166,7 +176,7 @@ def test_a_silent_node_turns_suspect_then_unresponsive_and_back_up():
     rendered = text(view, at=16.0)
     # still connected: its last figures stand
     assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "unresponsive", "░░░░░░░░", "0.00",
-                                                   "▁", "0", "5", "0", "-", "-", "0/0", "0:00:10"]
+                                                   "▁", "0", "5", "0", "0/0", "-", "-", "0/0", "0:00:10"]
     assert rendered.splitlines()[0].startswith("termite x  0/1 up, 1 unresponsive  5 processes")
     assert "│ +0:00:05  unresponsive 10.0.0.1:7001 (box): no report for 5.5 s (busy, not down)" in rendered
     assert view.plain_lines(16.0)[-1].startswith("+0:00:06 total x up=0/1 unresponsive=1 procs=5 ")
@@ -203,7 +213,7 @@ def test_a_silent_node_is_unresponsive_not_down_and_only_lost_makes_it_down():
     ]
     rendered = text(view, at=602.0)
     assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "down", "-", "▁", "-", "-", "-",
-                                                   "-", "-", "0/0", "-"]
+                                                   "-", "-", "-", "0/0", "-"]
     assert rendered.splitlines()[0].startswith("termite x  1/2 up  5 processes")  # down: not counted as unresponsive
     view.unresponsive(A, at=603.0, reason="no load report")  # a down row stays down until it reports
     assert view.rows()[0].state == "down" and len(view.events()) == 5
@@ -341,13 +351,14 @@ def test_expected_without_incarnation_then_filled_by_the_first_report():
 
 def test_plain_lines(demo):
     assert demo.plain_lines(103.0) == [
-        "+0:00:03 alpha 10.0.0.1:7001 up pid=1001 load=2.50 cpu=50% procs=9 runq=2 in=100/s out=25/s"
-        " mig_in=1 mig_out=3 uptime=0:01:02 restarts=0",
-        "+0:00:03 beta 10.0.0.2:7002 up pid=1002 load=1.00 cpu=100% procs=10 runq=0 in=150/s out=500/s"
-        " mig_in=4 mig_out=1 uptime=1:01:05 restarts=0",
-        "+0:00:03 beta 10.0.0.2:7003 starting pid=1003 load=- cpu=- procs=- runq=- in=- out=-"
+        "+0:00:03 alpha 10.0.0.1:7001 up pid=1001 load=2.50 cpu=50% procs=9 runq=2 queued=1234 mbox_max=1200"
+        " in=100/s out=25/s mig_in=1 mig_out=3 uptime=0:01:02 restarts=0",
+        "+0:00:03 beta 10.0.0.2:7002 up pid=1002 load=1.00 cpu=100% procs=10 runq=0 queued=25000 mbox_max=24000"
+        " in=150/s out=500/s mig_in=4 mig_out=1 uptime=1:01:05 restarts=0",
+        "+0:00:03 beta 10.0.0.2:7003 starting pid=1003 load=- cpu=- procs=- runq=- queued=- mbox_max=- in=- out=-"
         " mig_in=- mig_out=- uptime=- restarts=0",
-        "+0:00:03 total demo up=2/3 unresponsive=0 procs=19 in=250/s out=525/s mig_in=5 mig_out=4",
+        "+0:00:03 total demo up=2/3 unresponsive=0 procs=19 queued=26234 mbox_max=24000 in=250/s out=525/s mig_in=5"
+        " mig_out=4",
     ]
 
 
@@ -369,7 +380,7 @@ def test_wall_clock_times_show_as_the_time_of_day():
     view.event("hello", at=at)
     assert view.events()[0].when == time.strftime("%H:%M:%S", time.localtime(at))
     assert view.plain_lines(at + 1) == [f"{time.strftime('%H:%M:%S', time.localtime(at + 1))} total x up=0/0"
-                                        " unresponsive=0 procs=0 in=0/s out=0/s mig_in=0 mig_out=0"]
+                                        " unresponsive=0 procs=0 queued=0 mbox_max=0 in=0/s out=0/s mig_in=0 mig_out=0"]
 
 
 def test_thresholds_are_checked():

@@ -12,7 +12,9 @@ since the last report in cores (its OS process's CPU times, from
 ``psutil.Process``; a node is meant to have one core), ``run_queue`` the
 processes ready to run plus the thunks its runner holds, ``host_load`` the
 host's one-minute load average per core (``psutil.getloadavg()``).  The rest
-feeds dashboards.
+feeds dashboards, among it ``queued``, the messages waiting in all the node's
+mailboxes, and its largest mailbox and whose it is (a process falling behind
+its senders shows there first; ``termite.process_info`` tells of one process).
 
 The load of a node, one definition for dispatch, placement and the
 dashboard alike, is ``Load.value = run_queue + busy``: the work waiting on
@@ -33,6 +35,7 @@ from typing import NamedTuple
 import psutil
 
 from termite._core.errors import Timeout
+from termite._core.info import mailbox_totals
 from termite._core.ids import NodeRef, Pid, make_tag
 from termite._core.links import demonitor, monitor
 from termite._core.mailbox import receive, send
@@ -62,6 +65,9 @@ class Load(NamedTuple):
     os_pid: int
     cores: int  # the host's
     time: float  # when it was measured (time.time() on that node)
+    queued: int = 0  # messages waiting in all the node's mailboxes
+    largest_mailbox: int = 0  # the messages waiting in its largest mailbox,
+    largest_mailbox_pid: Pid | None = None  # and whose it is (None if every mailbox is empty)
 
     @property
     def value(self) -> float:
@@ -113,6 +119,7 @@ class _Sampler:
         table = self.table
         stats = table.remote.transport.stats if table.remote is not None else None
         counters = table.counters
+        queued, largest, owner = mailbox_totals(table)
         return Load(
             table.ref,
             round(self.busy, 3),
@@ -128,6 +135,9 @@ class _Sampler:
             os.getpid(),
             self.cores,
             time.time(),
+            queued,
+            largest,
+            owner,
         )
 
 

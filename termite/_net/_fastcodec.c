@@ -17,13 +17,23 @@
  *       subclass, a set, a big int, a str with lone surrogates, nesting
  *       deeper than ENC_DEPTH), and the caller runs the Python path, which
  *       pickles what needs pickling.
- *   decode(data, trusted) -> obj
+ *   decode(data, trusted, max_decoded=None) -> obj
  *       what msgpack.unpackb(data, ext_hook=..., list_hook=_array,
  *       strict_map_key=False) gives; bad data raises ValueError (or
  *       whatever a Python hook raised), never reads out of bounds.
- *   decode_from(data, offset, limit) -> (obj, end)
+ *   decode_from(data, offset, limit, max_decoded[, left]) -> (obj, end[, left])
  *       one object of a batch, as msgpack.Unpacker(max_buffer_size=limit)
  *       would read it (trusted); Truncated when the data ends inside it.
+ *       `left` is the frame's budget not spent by the objects before (None
+ *       for the first), given back for the next.
+ *
+ * The budget bounds what decoding may allocate: each object is charged an
+ * estimate of its CPython size (the COST_ table below; codec.py's _Budget
+ * charges the msgpack path the same), and OverBudget is raised as soon as
+ * the charges pass the budget: EXPANSION bytes per byte of data plus
+ * EXPANSION_FLOOR, at most max_decoded (None: no budget).  A container is
+ * charged before it is allocated, so a header claiming 60 million items
+ * costs nothing but the refusal.
  *
  * Ext codes 1-4 are decoded here; every other code goes to the Python hook
  * (_ext or _ext_untrusted), and ext -1 to msgpack's Timestamp, as msgpack
@@ -46,6 +56,25 @@
 /* msgpack refuses lengths over 2**32 - 1 (its ITEM_LIMIT). */
 #define ITEM_LIMIT 0xffffffffULL
 
+/* What a decoded object is charged: about its CPython 3.11 size in bytes.
+ * Objects CPython shares (small ints, 0- and 1-byte str and bytes, None,
+ * True, False, the nodes of the codec's cache) cost nothing; the length of a
+ * str or bytes is not charged (it is never more than its bytes on the wire).
+ * Keep in step with codec.py's COST_* (tests/test_codec_limits.py checks). */
+#define COST_ARRAY 56     /* a list or a tuple, */
+#define COST_SLOT 8       /* and per item declared */
+#define COST_MAP 64       /* a dict, */
+#define COST_MAP_TABLE 112 /* its first key table, with its first entry, */
+#define COST_ENTRY 48     /* and per entry */
+#define COST_INT 32       /* outside -5..256 */
+#define COST_FLOAT 24
+#define COST_STR 56       /* of 2 or more bytes of UTF-8 */
+#define COST_BYTES 40     /* of 2 or more bytes */
+#define COST_PID 88       /* the Pid and its serial */
+#define COST_TAG 120      /* the Tag and its two ints */
+#define EXPANSION 32
+#define EXPANSION_FLOOR (1 << 20)
+
 #define EXT_TUPLE 1
 #define EXT_PID 2
 #define EXT_TAG 3
@@ -66,6 +95,7 @@ static int pid_fast; /* Pid() == object.__new__(Pid) plus its three slots set */
 static int tag_fast; /* Tag() == tuple(), in a Tag */
 static PyObject *empty_tuple;
 static PyObject *Truncated; /* ValueError: the data ends inside an object */
+static PyObject *OverBudget; /* ValueError: what is decoded would pass the budget */
 
 static int
 ready(void)
@@ -565,7 +595,66 @@ typedef struct {
     const unsigned char *p, *end;
     Py_ssize_t limit; /* max_array_len; max_map_len is limit / 2 */
     PyObject *hook;   /* _ext or _ext_untrusted */
+    Py_ssize_t left;  /* the budget not spent yet; below 0: over it */
 } Dec;
+
+#define NO_BUDGET PY_SSIZE_T_MAX
+
+#if defined(__GNUC__)
+#define COLD __attribute__((cold, noinline))
+#else
+#define COLD
+#endif
+
+static COLD int
+over_budget(void)
+{
+    PyErr_SetString(OverBudget, "the decoded objects pass the budget");
+    return -1;
+}
+
+/* Spend `cost` of the budget; -1 (OverBudget) once it is passed. */
+static inline int
+charge(Dec *d, Py_ssize_t cost)
+{
+    d->left -= cost;
+    return d->left >= 0 ? 0 : over_budget();
+}
+
+static inline int
+charge_int(Dec *d, long long v)
+{
+    return v < -5 || v > 256 ? charge(d, COST_INT) : 0;
+}
+
+/* What a Python hook's result is charged: codec.py's _cost_of, for one object. */
+static Py_ssize_t
+cost_of(PyObject *o)
+{
+    PyTypeObject *t = Py_TYPE(o);
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        return overflow || v < -5 || v > 256 ? COST_INT : 0;
+    }
+    if (t == &PyFloat_Type) {
+        return COST_FLOAT;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t n = PyUnicode_GET_LENGTH(o);
+        return n > 1 || (n == 1 && PyUnicode_READ_CHAR(o, 0) > 127) ? COST_STR : 0;
+    }
+    if (t == &PyBytes_Type) {
+        return PyBytes_GET_SIZE(o) > 1 ? COST_BYTES : 0;
+    }
+    if (t == Pid_type) {
+        return COST_PID;
+    }
+    if (t == Tag_type) {
+        return COST_TAG;
+    }
+    return 0;
+}
 
 static PyObject *
 truncated(void)
@@ -649,7 +738,8 @@ dec_doomed_array(Dec *d, int depth)
 static PyObject *
 dec_array(Dec *d, uint64_t n, int depth)
 {
-    if (check_container(d, n, 0, depth) < 0) {
+    /* charged before anything is allocated: n <= limit, no overflow */
+    if (check_container(d, n, 0, depth) < 0 || charge(d, COST_ARRAY + COST_SLOT * (Py_ssize_t)n) < 0) {
         return NULL;
     }
     if (n == 0) {
@@ -706,13 +796,14 @@ dec_array(Dec *d, uint64_t n, int depth)
 static PyObject *
 dec_map(Dec *d, uint64_t n, int depth)
 {
-    if (check_container(d, n, 1, depth) < 0) {
+    if (check_container(d, n, 1, depth) < 0 || charge(d, COST_MAP) < 0) {
         return NULL;
     }
     PyObject *dict = PyDict_New();
     if (dict == NULL) {
         return NULL;
     }
+    Py_ssize_t entries = 0; /* charged for: a repeated key makes none */
     /* No slots to allocate: a map longer than the data fails by itself. */
     for (uint64_t i = 0; i < n; i++) {
         PyObject *key = dec_obj(d, depth + 1);
@@ -733,6 +824,12 @@ dec_map(Dec *d, uint64_t n, int depth)
         if (r < 0) {
             goto fail;
         }
+        if (PyDict_GET_SIZE(dict) > entries) {
+            entries++;
+            if (charge(d, COST_ENTRY + (entries == 1 ? COST_MAP_TABLE : 0)) < 0) {
+                goto fail;
+            }
+        }
     }
     return dict;
 fail:
@@ -744,7 +841,7 @@ static PyObject *
 dec_str(Dec *d, uint64_t n)
 {
     const unsigned char *s = take(d, n);
-    if (s == NULL) {
+    if (s == NULL || (n > 1 && charge(d, COST_STR) < 0)) {
         return NULL;
     }
     return PyUnicode_DecodeUTF8((const char *)s, (Py_ssize_t)n, NULL); /* strict, as msgpack */
@@ -754,7 +851,7 @@ static PyObject *
 dec_bin(Dec *d, uint64_t n)
 {
     const unsigned char *s = take(d, n);
-    if (s == NULL) {
+    if (s == NULL || (n > 1 && charge(d, COST_BYTES) < 0)) {
         return NULL;
     }
     return PyBytes_FromStringAndSize((const char *)s, (Py_ssize_t)n);
@@ -838,6 +935,9 @@ dec_ext(Dec *d, int code, uint64_t n)
             PyErr_Format(PyExc_ValueError, "a pid of %zd bytes", size);
             return NULL;
         }
+        if (charge(d, COST_PID) < 0) {
+            return NULL;
+        }
         PyObject *node = dec_node(s + 8, size - 8);
         if (node == NULL) {
             return NULL;
@@ -851,6 +951,9 @@ dec_ext(Dec *d, int code, uint64_t n)
     case EXT_TAG: {
         if (size != 16) {
             PyErr_Format(PyExc_ValueError, "a tag of %zd bytes", size);
+            return NULL;
+        }
+        if (charge(d, COST_TAG) < 0) {
             return NULL;
         }
         PyObject *origin = PyLong_FromUnsignedLongLong(load_be(s, 8));
@@ -895,6 +998,9 @@ dec_ext(Dec *d, int code, uint64_t n)
         Py_DECREF(py_code);
     }
     Py_DECREF(data);
+    if (result != NULL && charge(d, cost_of(result)) < 0) {
+        Py_CLEAR(result);
+    }
     return result;
 }
 
@@ -902,7 +1008,7 @@ static PyObject *
 dec_float32(Dec *d)
 {
     const unsigned char *s = take(d, 4);
-    if (s == NULL) {
+    if (s == NULL || charge(d, COST_FLOAT) < 0) {
         return NULL;
     }
     uint32_t bits = (uint32_t)load_be(s, 4);
@@ -915,7 +1021,7 @@ static PyObject *
 dec_float64(Dec *d)
 {
     const unsigned char *s = take(d, 8);
-    if (s == NULL) {
+    if (s == NULL || charge(d, COST_FLOAT) < 0) {
         return NULL;
     }
     uint64_t bits = load_be(s, 8);
@@ -939,6 +1045,9 @@ dec_obj(Dec *d, int depth)
         return PyLong_FromLong((long)b);
     }
     if (b >= 0xe0) {
+        if (charge_int(d, (long long)b - 256) < 0) {
+            return NULL;
+        }
         return PyLong_FromLong((long)b - 256);
     }
     if (b < 0x90) {
@@ -975,7 +1084,11 @@ dec_obj(Dec *d, int depth)
         if ((s = take(d, 1 << (b - 0xcc))) == NULL) {
             return NULL;
         }
-        return PyLong_FromUnsignedLongLong(load_be(s, 1 << (b - 0xcc)));
+        n = load_be(s, 1 << (b - 0xcc));
+        if (n > 256 && charge(d, COST_INT) < 0) {
+            return NULL;
+        }
+        return PyLong_FromUnsignedLongLong(n);
     case 0xd0: case 0xd1: case 0xd2: case 0xd3: { /* int 8, 16, 32, 64 */
         int k = 1 << (b - 0xd0);
         if ((s = take(d, k)) == NULL) {
@@ -984,6 +1097,9 @@ dec_obj(Dec *d, int depth)
         uint64_t v = load_be(s, k);
         if (k < 8 && (v >> (8 * k - 1))) {
             v |= ~0ULL << (8 * k); /* sign extension */
+        }
+        if (charge_int(d, (long long)v) < 0) {
+            return NULL;
         }
         return PyLong_FromLongLong((long long)v);
     }
@@ -1013,9 +1129,38 @@ dec_obj(Dec *d, int depth)
     }
 }
 
-/* One object from data[offset:]; *end is where it stops, *size the length of data. */
+/* What is left of the budget of `size` bytes of data: EXPANSION per byte
+ * plus EXPANSION_FLOOR, at most max_decoded (an int >= 0, or None: no budget). */
+static int
+budget_of(Py_ssize_t size, PyObject *max_decoded, Py_ssize_t *budget)
+{
+    if (max_decoded == Py_None) {
+        *budget = NO_BUDGET;
+        return 0;
+    }
+    Py_ssize_t most = PyLong_AsSsize_t(max_decoded);
+    if (most == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (most < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_decoded below 0");
+        return -1;
+    }
+    *budget = most < EXPANSION_FLOOR || size > (most - EXPANSION_FLOOR) / EXPANSION ? most : size * EXPANSION + EXPANSION_FLOOR;
+    return 0;
+}
+
+/* Decoding makes no garbage, let alone cycles: a collection in the middle of
+ * a large frame only walks what is being built (a frame of 4 million small
+ * lists decoded 7x slower with the collector on).  Small frames leave it be. */
+#define PAUSE_GC_ABOVE (64 * 1024)
+
+/* One object from data[offset:]; *end is where it stops, *size the length
+ * of data.  *left is the budget not spent: it comes in as what is left, or,
+ * if max_decoded is not NULL, the budget of data by budget_of(). */
 static PyObject *
-dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_ssize_t *end, Py_ssize_t *size)
+dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_ssize_t *end, Py_ssize_t *size,
+           PyObject *max_decoded, Py_ssize_t *left)
 {
     Py_buffer view;
     /* The view also keeps a bytearray from being resized by a hook. */
@@ -1026,15 +1171,21 @@ dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_
     if (offset < 0 || offset > view.len) {
         PyErr_SetString(PyExc_ValueError, "offset out of range");
     }
-    else {
+    else if (max_decoded == NULL || budget_of(view.len, max_decoded, left) == 0) {
         Dec d;
         d.p = (const unsigned char *)view.buf + offset;
         d.end = (const unsigned char *)view.buf + view.len;
         d.limit = limit < 0 ? view.len : limit;
         d.hook = trusted ? ext_hook : ext_untrusted_hook;
+        d.left = *left;
+        int paused = view.len - offset > PAUSE_GC_ABOVE && PyGC_Disable();
         obj = dec_obj(&d, 0);
+        if (paused) {
+            PyGC_Enable();
+        }
         *end = d.p - (const unsigned char *)view.buf;
         *size = view.len;
+        *left = d.left;
     }
     PyBuffer_Release(&view);
     return obj;
@@ -1043,16 +1194,16 @@ dec_buffer(PyObject *data, Py_ssize_t offset, Py_ssize_t limit, int trusted, Py_
 static PyObject *
 fast_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "decode(data, trusted)");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode(data, trusted, max_decoded=None)");
         return NULL;
     }
     int trusted = PyObject_IsTrue(args[1]);
+    Py_ssize_t left = NO_BUDGET, size = 0, end = 0;
     if (trusted < 0 || !ready()) {
         return NULL;
     }
-    Py_ssize_t end = 0, size = 0;
-    PyObject *obj = dec_buffer(args[0], 0, -1, trusted, &end, &size);
+    PyObject *obj = dec_buffer(args[0], 0, -1, trusted, &end, &size, nargs == 3 ? args[2] : NULL, &left);
     if (obj != NULL && end != size) {
         Py_DECREF(obj);
         PyErr_Format(PyExc_ValueError, "%zd bytes after the message", size - end);
@@ -1064,8 +1215,8 @@ fast_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 fast_decode_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "decode_from(data, offset, limit)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "decode_from(data, offset, limit, max_decoded[, left])");
         return NULL;
     }
     Py_ssize_t offset = PyLong_AsSsize_t(args[1]);
@@ -1076,19 +1227,28 @@ fast_decode_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if ((limit == -1 && PyErr_Occurred()) || !ready()) {
         return NULL;
     }
-    Py_ssize_t end = 0, size = 0;
-    PyObject *obj = dec_buffer(args[0], offset, limit, 1, &end, &size);
+    Py_ssize_t left = 0, end = 0, size = 0;
+    PyObject *max_decoded = args[3];
+    if (nargs == 5 && args[4] != Py_None) {
+        max_decoded = NULL; /* the budget is what the messages before left */
+        if ((left = PyLong_AsSsize_t(args[4])) == -1 && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    PyObject *obj = dec_buffer(args[0], offset, limit, 1, &end, &size, max_decoded, &left);
     if (obj == NULL) {
         return NULL;
     }
     PyObject *py_end = PyLong_FromSsize_t(end);
-    if (py_end == NULL) {
-        Py_DECREF(obj);
-        return NULL;
+    /* (obj, end), or with a fifth argument (obj, end, left): the one-message frame needs no left */
+    PyObject *py_left = nargs == 4 ? NULL : PyLong_FromSsize_t(left);
+    PyObject *result = NULL;
+    if (py_end != NULL && (nargs == 4 || py_left != NULL)) {
+        result = nargs == 4 ? PyTuple_Pack(2, obj, py_end) : PyTuple_Pack(3, obj, py_end, py_left);
     }
-    PyObject *result = PyTuple_Pack(2, obj, py_end);
     Py_DECREF(obj);
-    Py_DECREF(py_end);
+    Py_XDECREF(py_end);
+    Py_XDECREF(py_left);
     return result;
 }
 
@@ -1173,9 +1333,10 @@ static PyMethodDef methods[] = {
     {"encode", fast_encode, METH_O, "encode(obj) -> bytes, or None if obj needs the Python path"},
     {"encode_message", fast_encode_message, METH_O, "encode(obj), or else init's encode_py(obj)"},
     {"decode", (PyCFunction)(void (*)(void))fast_decode, METH_FASTCALL,
-     "decode(data, trusted) -> obj: data holds exactly one message"},
+     "decode(data, trusted, max_decoded=None) -> obj: data holds exactly one message"},
     {"decode_from", (PyCFunction)(void (*)(void))fast_decode_from, METH_FASTCALL,
-     "decode_from(data, offset, limit) -> (obj, end): one message of a batch (trusted)"},
+     "decode_from(data, offset, limit, max_decoded[, left]) -> (obj, end[, left]): one message of a batch "
+     "(trusted)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1192,9 +1353,26 @@ PyInit__fastcodec(void)
     }
     empty_tuple = PyTuple_New(0);
     Truncated = PyErr_NewException("termite._net._fastcodec.Truncated", PyExc_ValueError, NULL);
-    if (empty_tuple == NULL || Truncated == NULL || PyModule_AddObjectRef(module, "Truncated", Truncated) < 0) {
+    OverBudget = PyErr_NewException("termite._net._fastcodec.OverBudget", PyExc_ValueError, NULL);
+    if (empty_tuple == NULL || Truncated == NULL || OverBudget == NULL ||
+        PyModule_AddObjectRef(module, "Truncated", Truncated) < 0 ||
+        PyModule_AddObjectRef(module, "OverBudget", OverBudget) < 0) {
         Py_DECREF(module);
         return NULL;
+    }
+    /* the costs, for codec.py's test that its own are the same */
+    static const struct { const char *name; long value; } costs[] = {
+        {"COST_ARRAY", COST_ARRAY}, {"COST_SLOT", COST_SLOT}, {"COST_MAP", COST_MAP},
+        {"COST_MAP_TABLE", COST_MAP_TABLE}, {"COST_ENTRY", COST_ENTRY}, {"COST_INT", COST_INT},
+        {"COST_FLOAT", COST_FLOAT}, {"COST_STR", COST_STR}, {"COST_BYTES", COST_BYTES},
+        {"COST_PID", COST_PID}, {"COST_TAG", COST_TAG}, {"EXPANSION", EXPANSION},
+        {"EXPANSION_FLOOR", EXPANSION_FLOOR},
+    };
+    for (size_t i = 0; i < sizeof costs / sizeof costs[0]; i++) {
+        if (PyModule_AddIntConstant(module, costs[i].name, costs[i].value) < 0) {
+            Py_DECREF(module);
+            return NULL;
+        }
     }
     return module;
 }

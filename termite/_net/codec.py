@@ -43,6 +43,20 @@ so from an untrusted peer only plain data, tuples, pids, tags and node
 references arrive; frames from cluster peers are trusted, since CURVE
 authenticates them.  ``max_size`` refuses larger inputs before parsing.
 
+What a frame decodes to is bounded (issue 15: a 60 MB frame of empty lists,
+one byte each on the wire and 56 in memory, took a node to 4.4 GB and
+stalled it for 23 s).  Each decoded object is charged about its CPython size
+(the ``COST_*`` table below; small ints and other shared objects are free),
+and a frame of n bytes may decode to at most ``EXPANSION * n +
+EXPANSION_FLOOR`` bytes of objects, and never more than ``max_decoded`` (a
+node's ``Network.max_decoded``, :data:`MAX_DECODED` unless set).  Past that,
+decoding stops with :class:`MalformedMessage`; a container is charged before
+it is allocated, so a header claiming 60 million items is refused at once.
+Ordinary messages stay below it: per byte of frame, a list of ints costs 8
+bytes of objects, of floats 4, of 2-letter strs 21, of pairs as lists
+([1, 2]) 27, and a bytes payload almost nothing.  (A frame's own size is
+bounded by the transport: ``Network.max_frame``.)
+
 A ``msgpack.ExtType`` inside a message is written as it is (msgpack handles
 it before any hook), so it is read back with the codes above: do not send
 one.  A frame that ``encode`` did not make may decode to something odd (an
@@ -69,6 +83,7 @@ thread.
 
 from __future__ import annotations
 
+import gc
 import struct
 
 import msgpack
@@ -94,6 +109,46 @@ __all__ = ["encode", "decode", "decode_frame_lenient", "first_unreadable", "Unse
 
 class MalformedMessage(TermiteError, ValueError):
     """``decode`` was given bytes that are not a message ``encode`` could have made."""
+
+
+# -- what a frame may decode to ------------------------------------------------
+
+EXPANSION = 32  # bytes of decoded objects a frame may take per byte of it,
+EXPANSION_FLOOR = 1 << 20  # plus this, so that small frames never meet the limit,
+MAX_DECODED = 256 << 20  # and never more than this (a node's Network.max_decoded)
+
+# What a decoded object is charged: about its CPython 3.11 size in bytes, as
+# termite/_net/_fastcodec.c's COST_ table (tests/test_codec_limits.py checks
+# they are the same).  A str or bytes is charged its object, not its length:
+# that is never more than its bytes on the wire.
+COST_ARRAY = 56  # a list or a tuple,
+COST_SLOT = 8  # and per item
+COST_MAP = 64  # a dict,
+COST_MAP_TABLE = 112  # its first key table, once it has an entry,
+COST_ENTRY = 48  # and per entry
+COST_INT = 32  # outside -5..256 (CPython shares those)
+COST_FLOAT = 24
+COST_STR = 56  # of 2 or more bytes of UTF-8 (shorter ones are shared)
+COST_BYTES = 40  # of 2 or more bytes
+COST_PID = 88  # the Pid and its serial
+COST_TAG = 120  # the Tag and its two ints
+
+
+def decode_budget(size: int, max_decoded: int | None = MAX_DECODED) -> int | None:
+    """How many bytes of objects a frame of ``size`` bytes may decode to; None: no limit."""
+    if max_decoded is None:
+        return None
+    return min(size * EXPANSION + EXPANSION_FLOOR, max_decoded)
+
+
+def _over_budget(size: int, budget: int) -> MalformedMessage:
+    refused = MalformedMessage(
+        f"a frame of {size} bytes would decode to more than {budget} bytes of objects (the limit is "
+        f"{EXPANSION} per byte of frame plus {EXPANSION_FLOOR}, at most the node's max_decoded): refused; "
+        "send such data in smaller messages, or give the receiving node a larger max_decoded"
+    )
+    refused.over_budget = True  # not worth reading again (decode_frame_lenient): it would be refused again
+    return refused
 
 
 # -- extension codes ----------------------------------------------------------
@@ -235,6 +290,82 @@ def _array(seq: list):
     return seq
 
 
+def _cost_of(objects) -> int:
+    """What ``objects`` are charged, containers aside (they are charged by their hooks)."""
+    cost = 0
+    for x in objects:
+        cls = x.__class__
+        if cls is int:
+            if x > 256 or x < -5:
+                cost += COST_INT
+        elif cls is str:
+            if len(x) > 1 or (x and ord(x) > 127):
+                cost += COST_STR
+        elif cls is float:
+            cost += COST_FLOAT
+        elif cls is bytes:
+            if len(x) > 1:
+                cost += COST_BYTES
+        elif cls is Pid:
+            cost += COST_PID
+        elif cls is Tag:
+            cost += COST_TAG
+    return cost
+
+
+class _Budget:
+    """The msgpack path's account of a frame's budget, charged by its hooks.
+
+    msgpack calls no hook per scalar, so a container is charged when it is
+    complete, for itself and for the scalars in it, and a message for itself
+    when it is a scalar: the same total as _fastcodec.c charges as it goes.
+    (The C path stops as soon as the total passes the budget, this one when a
+    container completes, so a frame cut short may fail differently; a whole
+    frame is refused by both or neither, but for a map with a repeated key,
+    where C charges the values replaced too.)
+    """
+
+    __slots__ = ("left", "size", "budget")
+
+    def __init__(self, size: int, budget: int):
+        self.left = budget
+        self.size = size
+        self.budget = budget
+
+    def charge(self, cost: int) -> None:
+        self.left -= cost
+        if self.left < 0:
+            raise _over_budget(self.size, self.budget)
+
+    def array(self, seq: list):
+        """The list hook: the array and its scalars, then ``_array``."""
+        self.charge(COST_ARRAY + COST_SLOT * len(seq) + _cost_of(seq))
+        if seq and seq[0] is TUPLE_MARK:
+            del seq[0]
+            return tuple(seq)
+        return seq
+
+    def map(self, d: dict) -> dict:
+        """The object hook: the dict and its scalars."""
+        n = len(d)
+        self.charge(COST_MAP + (COST_MAP_TABLE + COST_ENTRY * n if n else 0) + _cost_of(d) + _cost_of(d.values()))
+        return d
+
+    def message(self, msg) -> None:
+        """A whole message: charged here if it is a scalar."""
+        self.charge(_cost_of((msg,)))
+
+    def max_array_len(self, default: int) -> int:
+        """msgpack allocates an array's slots when it reads its header: one over the budget is refused then."""
+        return min(default, max(0, (self.budget - COST_ARRAY) // COST_SLOT))
+
+    def refused_header(self, exc: Exception, default: int) -> MalformedMessage | None:
+        """The error for msgpack's refusal of an array longer than max_array_len allowed for the budget."""
+        if self.max_array_len(default) < default and "exceeds max_array_len" in str(exc):
+            return _over_budget(self.size, self.budget)
+        return None
+
+
 def _node(data: bytes) -> NodeRef:
     node = _nodes.get(data)
     if node is None:
@@ -282,27 +413,55 @@ def _ext_untrusted(code: int, data: bytes):
 _unpackb = msgpack.unpackb
 
 
-def decode(data, *, trusted: bool = True, max_size: int | None = None):
+def decode(data, *, trusted: bool = True, max_size: int | None = None, max_decoded: int | None = MAX_DECODED):
     """Deserialize a message made by :func:`encode`; raises :class:`MalformedMessage`.
 
     ``trusted=False`` refuses pickled and dilled objects.  ``max_size``
-    refuses inputs of more bytes before parsing them.
+    refuses inputs of more bytes before parsing them; ``max_decoded`` bounds
+    what they decode to (see the module's docstring; None: no bound).
     """
     if max_size is not None and len(data) > max_size:
         raise MalformedMessage(f"a message of {len(data)} bytes, over the limit of {max_size}")
     try:
         if _fast_decode is not None and (data.__class__ is bytes or data.__class__ is bytearray):
-            return _fast_decode(data, trusted)
-        return _decode_py(data, trusted)
+            return _fast_decode(data, trusted, max_decoded)
+        return _decode_py(data, trusted, max_decoded)
     except MalformedMessage:
         raise
+    except _OverBudget:
+        raise _over_budget(len(data), decode_budget(len(data), max_decoded)) from None
     except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
         raise _malformed(exc) from exc
 
 
-def _decode_py(data, trusted: bool = True):
+def _decode_py(data, trusted: bool = True, max_decoded: int | None = None):
     """``decode`` by msgpack and the hooks above, errors as they come: the reference for termite._net._fastcodec."""
-    return _unpackb(data, ext_hook=_ext if trusted else _ext_untrusted, list_hook=_array, strict_map_key=False)
+    ext_hook = _ext if trusted else _ext_untrusted
+    if max_decoded is None:
+        return _unpackb(data, ext_hook=ext_hook, list_hook=_array, strict_map_key=False)
+    account = _Budget(len(data), decode_budget(len(data), max_decoded))
+    try:
+        msg = _paused(len(data), _unpackb, data, ext_hook=ext_hook, list_hook=account.array, object_hook=account.map,
+                      strict_map_key=False, max_array_len=account.max_array_len(len(data)))
+    except ValueError as exc:
+        raise account.refused_header(exc, len(data)) or exc
+    account.message(msg)
+    return msg
+
+
+_PAUSE_GC_ABOVE = 1 << 16
+
+
+def _paused(size: int, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the garbage collector paused if ``size`` is large, as _fastcodec.c
+    decodes: decoding makes no garbage, and a collection in the middle would walk what is being built."""
+    if size <= _PAUSE_GC_ABOVE or not gc.isenabled():
+        return fn(*args, **kwargs)
+    gc.disable()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        gc.enable()
 
 
 def encode_batch(encoded: list[bytes]) -> bytes:
@@ -310,24 +469,28 @@ def encode_batch(encoded: list[bytes]) -> bytes:
     return b"".join([msgpack.packb(len(encoded)), *encoded])
 
 
-def decode_all(data):
+def decode_all(data, max_decoded: int | None = MAX_DECODED):
     """The messages of a frame: one message, or a batch made by :func:`encode_batch`.
 
     A generator: the messages before a bad one are yielded, then
     :class:`MalformedMessage` is raised and the rest of the frame is lost
-    (msgpack cannot find where the next message would start).
+    (msgpack cannot find where the next message would start).  What the
+    whole frame decodes to is bounded by ``max_decoded`` (see the module's
+    docstring).
     """
     if _fast_decode is None or (data.__class__ is not bytes and data.__class__ is not bytearray):
-        yield from _decode_all_py(data)
+        yield from _decode_all_py(data, max_decoded)
         return
     # termite._net._fastcodec, step by step as _decode_all_py goes
     if data.__class__ is bytearray:
         data = bytes(data)  # as msgpack copies the rest: what the caller changes later is not read
     size = len(data)
     try:
-        msg, end = _fast_decode_from(data, 0, size)
+        msg, end, left = _fast_decode_from(data, 0, size, max_decoded, None)
     except MalformedMessage:
         raise
+    except _OverBudget:
+        raise _over_budget(size, decode_budget(size, max_decoded)) from None
     except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
         raise _malformed(exc) from exc
     if end == size:
@@ -340,11 +503,13 @@ def decode_all(data):
     got = 0
     while end < size:
         try:
-            msg, end = _fast_decode_from(data, end, limit)
+            msg, end, left = _fast_decode_from(data, end, limit, max_decoded, left)
         except _Truncated:
             break  # the Unpacker waits for more data: the batch ends there
         except MalformedMessage:
             raise
+        except _OverBudget:
+            raise _over_budget(size, decode_budget(size, max_decoded)) from None
         except Exception as exc:  # noqa: BLE001
             raise _malformed(exc) from exc
         if got == count:
@@ -355,20 +520,25 @@ def decode_all(data):
         raise MalformedMessage(f"a batch of {count} messages holding {got} whole ones")
 
 
-def decode_frame(data) -> list:
+def decode_frame(data, max_decoded: int | None = MAX_DECODED) -> list:
     """:func:`decode_all`'s messages as a list.  On a bad message it raises
     :class:`MalformedMessage` whose ``decoded`` holds the messages before it."""
     if _fast_decode is not None and data.__class__ is bytes:
+        size = len(data)
         try:  # the common frame: one message, read in C
-            msg, end = _fast_decode_from(data, 0, len(data))
+            msg, end = _fast_decode_from(data, 0, size, max_decoded)
+        except _OverBudget:
+            exc = _over_budget(size, decode_budget(size, max_decoded))  # not read twice: the limit is the point
+            exc.decoded = []
+            raise exc from None
         except Exception:  # noqa: BLE001 - decode_all reads it again and says what is wrong
             pass
         else:
-            if end == len(data):
+            if end == size:
                 return [msg]
     decoded = []
     try:
-        for msg in decode_all(data):
+        for msg in decode_all(data, max_decoded):
             decoded.append(msg)
     except MalformedMessage as exc:
         exc.decoded = decoded
@@ -376,7 +546,7 @@ def decode_frame(data) -> list:
     return decoded
 
 
-def decode_frame_lenient(data, where: str) -> list:
+def decode_frame_lenient(data, where: str, max_decoded: int | None = None) -> list:
     """A frame's messages, with an :class:`Unreadable` for each object that fails to unpickle.
 
     For a frame :func:`decode_frame` refused: the node can then still read
@@ -395,7 +565,7 @@ def decode_frame_lenient(data, where: str) -> list:
 
     decoded = []
     try:
-        for msg in _decode_all_py(data, ext):
+        for msg in _decode_all_py(data, max_decoded, ext):
             decoded.append(msg)
     except MalformedMessage as exc:
         exc.decoded = decoded
@@ -423,24 +593,47 @@ def first_unreadable(msg, depth: int = 0) -> Unreadable | None:
     return None
 
 
-def _decode_all_py(data, _ext=_ext):
+def _decode_all_py(data, max_decoded: int | None = None, _ext=_ext):
     """``decode_all`` by msgpack and the hooks above: the reference for termite._net._fastcodec."""
+    if max_decoded is None:
+        account, list_hook, object_hook, first_len = None, _array, None, -1
+    else:
+        account = _Budget(len(data), decode_budget(len(data), max_decoded))
+        list_hook, object_hook, first_len = account.array, account.map, account.max_array_len(len(data))
     try:
-        yield _unpackb(data, ext_hook=_ext, list_hook=_array, strict_map_key=False)
-        return
+        msg = _paused(len(data), _unpackb, data, ext_hook=_ext, list_hook=list_hook, object_hook=object_hook,
+                      strict_map_key=False, max_array_len=first_len)
     except msgpack.ExtraData as more:  # a batch: its count, and the messages
         count, rest = more.unpacked, more.extra
     except MalformedMessage:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the bytes did, the frame is bad
+        if account is not None and account.refused_header(exc, len(data)):
+            raise account.refused_header(exc, len(data)) from None
         raise _malformed(exc) from exc
+    else:
+        if account is not None:
+            account.message(msg)
+        yield msg
+        return
+    if account is not None:
+        account.message(count)
     if count.__class__ is not int or count < 2:
         raise MalformedMessage(f"a frame with trailing bytes after a {type(count).__name__}")
-    unpacker = msgpack.Unpacker(ext_hook=_ext, list_hook=_array, strict_map_key=False, max_buffer_size=len(rest) + 1)
+    rest_len = len(rest) + 1
+    unpacker = msgpack.Unpacker(ext_hook=_ext, list_hook=list_hook, object_hook=object_hook, strict_map_key=False,
+                                max_buffer_size=rest_len,
+                                max_array_len=rest_len if account is None else account.max_array_len(rest_len))
     unpacker.feed(rest)
     got = 0
     try:
-        for msg in unpacker:
+        while True:
+            try:
+                msg = _paused(rest_len, next, unpacker)
+            except StopIteration:
+                break
+            if account is not None:
+                account.message(msg)
             if got == count:
                 raise MalformedMessage(f"a batch of {count} messages holding more")
             got += 1
@@ -448,6 +641,8 @@ def _decode_all_py(data, _ext=_ext):
     except MalformedMessage:
         raise
     except Exception as exc:  # noqa: BLE001
+        if account is not None and account.refused_header(exc, rest_len):
+            raise account.refused_header(exc, rest_len) from None
         raise _malformed(exc) from exc
     if got != count:
         raise MalformedMessage(f"a batch of {count} messages holding {got} whole ones")
@@ -487,6 +682,10 @@ if _fastcodec is not None:
     _fast_decode = _fastcodec.decode
     _fast_decode_from = _fastcodec.decode_from
     _Truncated = _fastcodec.Truncated
+    _OverBudget = _fastcodec.OverBudget
 else:
     _fast_encode = lambda msg: None  # noqa: E731
     _fast_decode = _fast_decode_from = _Truncated = None
+
+    class _OverBudget(Exception):
+        """Raised only by the C extension, which is not there."""

@@ -43,7 +43,8 @@ from termite._core.mailbox import deliver, receive
 from termite._core.process import Down, ProcessTable, Refused, current
 from termite._core.spawn import spawn_in
 from termite._net.codec import (
-    MalformedMessage, UnserializableMessage, decode_frame, decode_frame_lenient, encode, encode_batch, first_unreadable,
+    MAX_DECODED, MalformedMessage, UnserializableMessage, decode_frame, decode_frame_lenient, encode, encode_batch,
+    first_unreadable,
 )
 from termite._net.frames import (
     BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SPAWN, UNLINK, WHEREIS,
@@ -97,8 +98,9 @@ class MigrantRouter(Protocol):
 
 class Endpoint:
     def __init__(self, table: ProcessTable, transport, mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
-                 buffer_limit: int = DEFAULT_BUFFER_LIMIT):
+                 buffer_limit: int = DEFAULT_BUFFER_LIMIT, *, max_decoded: int | None = MAX_DECODED):
         self.table = table
+        self.max_decoded = max_decoded  # what a frame may decode to, at most (codec's docstring)
         self.kernel = table.kernel
         self.transport = transport
         self.kinds = FrameKinds()
@@ -294,18 +296,21 @@ class Endpoint:
         table = self.table
         procs = table.procs
         got = self.flow.got
+        max_decoded = self.max_decoded
         for data in frames:
             got(peer, len(data))
             lenient = False
             try:
-                messages, unreadable = decode_frame(data), None
-            except MalformedMessage:
-                # Read again, with what fails to unpickle in place: who waits gets an answer.
-                lenient = True
-                try:
-                    messages, unreadable = decode_frame_lenient(data, f"node {table.ref}"), None
-                except MalformedMessage as exc:
-                    messages, unreadable = exc.decoded, exc  # those before the bad one still count
+                messages, unreadable = decode_frame(data, max_decoded), None
+            except MalformedMessage as refused:
+                messages, unreadable = refused.decoded, refused  # those before the bad one still count
+                if not getattr(refused, "over_budget", False):
+                    # Read again, with what fails to unpickle in place: who waits gets an answer.
+                    lenient = True
+                    try:
+                        messages, unreadable = decode_frame_lenient(data, f"node {table.ref}", max_decoded), None
+                    except MalformedMessage as exc:
+                        messages, unreadable = exc.decoded, exc
             problem = None
             for frame in messages:
                 if lenient and first_unreadable(frame) is not None:

@@ -22,6 +22,7 @@ from collections import deque
 from termite._core.call import call
 from termite._core.errors import Crash, Exited, TermiteError
 from termite._core.ids import NodeRef, Pid, Tag
+from termite._core.info import ProcessInfo, info_in
 from termite._core.kernel import Kernel, _local
 from termite._core.links import Kill, link, monitor, process_exited, signal_exit, unlink
 from termite._core.mailbox import NO_DEFAULT, receive, send
@@ -29,6 +30,7 @@ from termite._core.process import DEAD, ProcessTable, current
 from termite._core.registry import register_in
 from termite._core.spawn import spawn, spawn_in
 from termite._core.traps import Sentinel, park
+from termite._net.codec import MAX_DECODED
 from termite._net.distribution import connect, monitor_node
 from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT
 from termite._net.endpoint import Endpoint
@@ -76,6 +78,10 @@ class Network:
     loaded keys; ``termite.session_keys()`` for the nodes of one program);
     without it, only ``insecure=True`` on a loopback host runs, with a warning
     on stderr: any local user could then run code in the node.
+    A frame from a peer of more than ``max_frame`` bytes is dropped unread;
+    one that would decode to more than ``max_decoded`` bytes of objects (or
+    32 per byte of it, plus 1 MiB) is dropped when decoding reaches that: see
+    termite/_net/codec.py.  Both are counted and logged.
     """
 
     port: int = 0
@@ -90,6 +96,7 @@ class Network:
     #: until half is read.  Local sends never wait.
     mailbox_limit: int = DEFAULT_MAILBOX_LIMIT
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
+    max_decoded: int = MAX_DECODED
 
 
 class _Runtime:
@@ -114,7 +121,8 @@ class _Runtime:
             ref = self.transport.ref
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
         if self.transport is not None:
-            endpoint = Endpoint(self.table, self.transport, network.mailbox_limit, network.buffer_limit)
+            endpoint = Endpoint(self.table, self.transport, network.mailbox_limit, network.buffer_limit,
+                                max_decoded=network.max_decoded)
             for extension in EXTENSIONS:
                 extension(self.table, endpoint)
             self.transport.start(loop)
@@ -440,6 +448,11 @@ class Node:
         """How many processes this node runs now (its shell included)."""
         runtime = self._started()
         return self._on_node(len, runtime.table.procs)
+
+    def process_info(self, pid: Pid) -> ProcessInfo | None:
+        """``termite.process_info(pid)`` from outside: a live process of this node (its mailbox size...), or None."""
+        runtime = self._started()
+        return self._on_node(info_in, runtime.table, pid)
 
 
 async def _spawn_remote(node, fn, args, link):
