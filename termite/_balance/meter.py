@@ -39,6 +39,7 @@ from termite._core.mailbox import receive, send
 from termite._core.patterns import ANY
 from termite._core.process import Down, METER_SERIAL, ProcessTable, current
 from termite._balance.runner import pending
+from termite._balance.safepoint import opted_in
 from termite._core.spawn import spawn_in
 
 __all__ = ["start_meter", "METER_SERIAL", "Load", "meter_of", "node_load", "LOAD_REPORT", "subscribe_load", "unsubscribe_load"]
@@ -62,6 +63,8 @@ class Load(NamedTuple):
     os_pid: int
     cores: int  # the host's
     time: float  # when it was measured (time.time() on that node)
+    balanceable: int = 0  # processes here the balancer may ask to move (termite._balance.safepoint)
+    balanced_in: int = 0  # moves to this node made at the balancer's request, since it started
 
     @property
     def value(self) -> float:
@@ -128,6 +131,8 @@ class _Sampler:
             os.getpid(),
             self.cores,
             time.time(),
+            opted_in(table),
+            counters["balanced_in"],
         )
 
 
