@@ -14,7 +14,8 @@ hears every node's meter; the same reports, the same ``Load.value``, the
 same choice of least-loaded node (``minimum_load``), so one code path says
 where work goes, whether it is dispatched, placed or moved.
 
-Every ``interval`` seconds it looks at the loads:
+Twice every ``interval`` seconds it looks at the loads (only new reports
+count, so a report is acted on within half an interval):
 
 1. A node is *over* when its load is above the mean of the fresh reports by
    more than ``margin``.  Only new reports count: a node must be over in
@@ -125,11 +126,13 @@ class _Balancer:
         monitor_node(None)
         log.info("balancer %s: interval %s s, margin %s, window %d reports, cooldown %s s",
                  self.me, self.interval, self.margin, self.window, self.cooldown)
-        due = self.loop.time() + self.interval
+        # It looks twice an interval: only new reports count, so looking often costs nothing
+        # but a call to a local process, and a report is acted on within half an interval.
+        due = self.loop.time()
         while True:
             msg = await receive(timeout=max(0.0, due - self.loop.time()), default=None)
             if msg is None:
-                due = self.loop.time() + self.interval
+                due = self.loop.time() + self.interval / 2
                 await self._look()
                 continue
             match msg:
