@@ -54,6 +54,7 @@ class Row:
     uptime: float | None  # seconds, as last reported
     last_report: float | None  # the ``at`` of the last report
     restarts: int  # how many times a new incarnation took this address
+    balanced_in: int | None = None  # migrations to it at the balancer's request (termite.balanceable)
 
     @property
     def live(self) -> bool:
@@ -87,6 +88,7 @@ class Totals:
     msgs_out: float
     migrations_in: int
     migrations_out: int
+    balanced: int = 0  # of those migrations, the ones the balancer asked for
 
 
 @dataclasses.dataclass(frozen=True)
