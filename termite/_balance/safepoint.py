@@ -69,20 +69,18 @@ class _Opted:
     def __init__(self, table: ProcessTable):
         self.table = table
         self.procs: dict[Pid, None] = {}  # in the order they opted in or arrived: the longest here first
-        self.watched: set[Pid] = set()  # those whose end here is watched (table.when_exits)
         self.asked: dict[Pid, _Ask] = {}
 
     def add(self, pid: Pid) -> None:
-        self.procs[pid] = None
-        if pid not in self.watched:
-            self.watched.add(pid)
-            self.table.when_exits(pid, lambda *_: self.forget(pid, ended=True))
+        if pid not in self.procs:
+            self.procs[pid] = None
+            # Its end here forgets it (a second watch, after an opt-out and in again, forgets it twice:
+            # harmless).  A process that migrates away takes no watch along: the table drops it.
+            self.table.when_exits(pid, lambda *_: self.forget(pid))
 
-    def forget(self, pid: Pid, ended: bool = False) -> None:
+    def forget(self, pid: Pid) -> None:
         self.procs.pop(pid, None)
         self.asked.pop(pid, None)
-        if ended:
-            self.watched.discard(pid)
 
     def movable(self) -> list[Pid]:
         """The opted-in processes that run here now and may migrate (no local name); stale entries go."""
@@ -90,20 +88,20 @@ class _Opted:
         for pid in list(self.procs):
             proc = table.resolve(pid)
             if proc is None:  # left by a migrate of its own: no longer here
-                self.procs.pop(pid, None)
-                self.watched.discard(pid)
+                del self.procs[pid]
             elif proc.name is None:
                 found.append(pid)
         return found
 
     def shed(self, count: int, target: NodeRef, ttl: float, balancer: Pid | None) -> int:
         now = self.table.kernel.loop.time()
+        for pid in [pid for pid, ask in self.asked.items() if ask.deadline <= now]:
+            del self.asked[pid]  # never reached a checkpoint in time
         marked = 0
         for pid in self.movable():
             if marked >= count:
                 break
-            ask = self.asked.get(pid)
-            if ask is not None and ask.deadline > now:
+            if pid in self.asked:
                 continue  # asked already, not yet at a checkpoint
             self.asked[pid] = _Ask(target, now + ttl, balancer)
             marked += 1
@@ -169,7 +167,7 @@ def _take_ask() -> tuple[NodeRef, Pid | None] | None:
     ask = opted.asked.pop(me.pid, None)
     if ask is None or ask.deadline < me.kernel.loop.time():
         return None
-    opted.procs.pop(me.pid, None)  # it leaves; its end here stays watched should it not
+    opted.procs.pop(me.pid, None)  # it leaves; should it not, _stayed puts it back (its end is still watched)
     return ask.target, ask.balancer
 
 
