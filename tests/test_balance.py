@@ -127,15 +127,16 @@ def test_crunchers_started_on_one_node_are_spread_evenly_and_then_left_alone(pai
 def test_a_process_that_did_not_opt_in_never_moves_and_a_monitor_and_global_name_follow_one_that_did(pair):
     here, b, c, _ = pair
     placement = Placement(here)
-    stay = placement.start(b, 4, opt_in=False, tag="stay")
-    go = placement.start(b, 3, tag="go")
+    # The named one opts in first: a node's mover asks those there longest first, so it is in any move.
     named = here.spawn_on(b.ref, cruncher, here.pid, "named", True, "balance-named")
     here.receive(("started", "named", Pid, NodeRef), timeout=WAIT)
+    stay = placement.start(b, 4, opt_in=False, tag="stay")
+    go = placement.start(b, 3, tag="go")
     assert here.whereis_global("balance-named") == named
     watch = here.monitor(named)
     start_balancer(here)
 
-    # The 4 opted-in ones are all that can go, and half the difference (8 + a busy core vs 0) is 4.
+    # Only the 4 opted-in ones can go; half the difference (8 ready + a busy core vs 0) is 4.
     _, _, _, node = here.receive(("moved", "named", named, NodeRef), timeout=WAIT)
     assert node == c.ref
     placement.listen(2.0)  # the others' moves, and any other
