@@ -9,7 +9,7 @@ below: the command line, the table and the JSON file pick it up from there.
 
 from __future__ import annotations
 
-from benchmarks import call_backlog, dispatch, faults, memory, migration, nodes, pingpong, pytest_plugin, ring
+from benchmarks import balance, call_backlog, dispatch, faults, memory, migration, nodes, pingpong, pytest_plugin, ring
 from benchmarks._result import Result
 
 #: name -> function(quick) -> list[Result]; the order is the default run order.
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "nodes-stream": nodes.run_stream,
     "migration": migration.run,
     "dispatch": dispatch.run,
+    "balance": balance.run,
     "pytest-plugin": pytest_plugin.run,
     "faults": faults.run,
 }

@@ -423,6 +423,7 @@ def _row(node: _Node, scale: float) -> Row:
         last_report=node.last_at,
         restarts=node.restarts,
         reason=node.reason,
+        balanced_in=None if load is None else load.balanced_in,
     )
 
 
@@ -440,5 +441,6 @@ def _totals(rows: list[Row]) -> Totals:
         msgs_out=sum(row.msgs_out or 0.0 for row in live),
         migrations_in=sum(row.migrations_in or 0 for row in rows),
         migrations_out=sum(row.migrations_out or 0 for row in rows),
+        balanced=sum(row.balanced_in or 0 for row in rows),
     )
 

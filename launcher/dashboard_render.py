@@ -139,6 +139,8 @@ def _title(snap: Snapshot, width: int) -> Text:
             f"  {totals.processes} {'procs' if short else 'processes'}  msgs/s in {rates[0]} out {rates[1]}"
             f"  {'mig' if short else 'migrations'} in {totals.migrations_in} out {totals.migrations_out}"
         )
+        if totals.balanced:  # moves the balancer asked for: its work shows only when it did some
+            title.append(f" ({totals.balanced} {'bal' if short else 'by the balancer'})")
         title.append(when, "dim")
         if title.cell_len <= width:
             break
@@ -287,6 +289,7 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
         f" {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
         f" mig_in={totals.migrations_in} mig_out={totals.migrations_out}"
         + (f" failed={totals.failed}" if totals.failed else "")
+        + (f" balanced={totals.balanced}" if totals.balanced else "")
     )
     return lines
 

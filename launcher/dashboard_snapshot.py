@@ -60,6 +60,7 @@ class Row:
     last_report: float | None  # the ``at`` of the last report
     restarts: int  # how many times a new incarnation took this address
     reason: str | None = None  # why it is down or failed: "killed by signal 9 (SIGKILL)"; None while it lives
+    balanced_in: int | None = None  # migrations to it at the balancer's request (termite.balanceable)
 
     @property
     def live(self) -> bool:
@@ -96,6 +97,7 @@ class Totals:
     migrations_in: int
     migrations_out: int
     failed: int = 0  # rows the launcher gave up restarting
+    balanced: int = 0  # of those migrations, the ones the balancer asked for
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,6 +48,8 @@ from termite._move.migration import migrate
 from termite._move.callcc import Continuation, become, continuation
 from termite._core.patterns import ANY, where
 from termite._balance.meter import LOAD_REPORT, Load, node_load, subscribe_load, unsubscribe_load
+from termite._balance.safepoint import balanceable, checkpoint
+from termite._balance.balancer import BalancerStatistics, balancer_statistics
 from termite._balance.dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, ship, start_dispatcher
 from termite.executor import Executor
 from termite._core.process import current as _current
@@ -59,6 +61,7 @@ from termite._core.cell import cell_ref, cell_set, make_cell
 from termite import gen_server
 from termite.gen_server import GenServer
 from termite import supervisor
+from termite._behaviours.balancing import balancer_spec, start_balancer
 from termite.supervisor import LEAST_LOADED, SPREAD, ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
 
 
@@ -154,6 +157,13 @@ __all__ = [
     "LOAD_REPORT",
     "Load",
     "Executor",
+    # rebalancing by migration
+    "balanceable",
+    "checkpoint",
+    "start_balancer",
+    "balancer_spec",
+    "balancer_statistics",
+    "BalancerStatistics",
     # identities
     "Pid",
     "Tag",

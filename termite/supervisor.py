@@ -40,7 +40,9 @@ signal ``"shutdown"`` before killing it, ``"brutal_kill"`` to kill at once, or
 ``"worker"`` or ``"supervisor"``; ``name``: registered for the child, so
 clients find the new process after a restart (``"db"`` on the node it runs
 on, ``("global", "db")`` on every node); ``node``: a ``NodeRef`` to pin the
-child to another node, or a placement (below).
+child to another node, or a placement (below); ``balance=True``: the child
+opts in to the cluster's balancer, which may ask it to migrate at its
+``termite.checkpoint()``s (README, "Rebalancing by migration").
 
 Strategies, when a child ends and must be restarted:
 

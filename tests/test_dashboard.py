@@ -73,6 +73,13 @@ def test_rows_hold_every_figure_with_rates_from_two_reports(demo):
     ]
 
 
+def test_moves_by_the_balancer_are_counted_in_the_title_and_the_plain_total(demo):
+    demo.report(load(A, busy=0.5, migrations=(4, 3), uptime=64, os_pid=1001)._replace(balanced_in=3), at=105.0)
+    assert demo.rows()[0].balanced_in == 3 and demo.totals().balanced == 3
+    assert "migrations in 8 out 4 (3 by the balancer)" in text(demo, at=105.0).splitlines()[0]
+    assert demo.plain_lines(105.0)[-1].endswith("mig_in=8 mig_out=4 balanced=3")
+
+
 def test_one_report_gives_no_rate_yet():
     view = ClusterView("x", suspect_after=1, unresponsive_after=2)
     view.report(load(A, frames_in=500), at=0.0)

@@ -9,6 +9,7 @@ import importlib.util
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ import termite
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
-JOBS = {"pi"}  # jobs for a cluster (termite-launch --run), not the paper's examples
+JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
 PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS]
 
 
@@ -384,3 +385,20 @@ def test_pi_on_two_nodes_of_its_own():
     assert done.returncode == 0, done.stderr
     [line] = done.stdout.splitlines()
     assert line.startswith("pi is about 3.1") and "8 tasks of 1,000,000 darts" in line
+
+
+def test_balance_spreads_twenty_workers_from_one_node_and_fails_them_over():
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "examples/balance.py"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    before, after, killed, failover = lines
+    first, second = (after.split(": ", 1)[1]).split(", ")
+    assert before.startswith("before: ") and before.endswith(" 20") and "," not in before
+    assert after.startswith("after ") and " moves" in after
+    counts = [int(first.split()[1]), int(second.split()[1])]
+    assert sum(counts) == 20 and abs(counts[0] - counts[1]) <= 2, after
+    assert killed.startswith("killed ")
+    assert failover.startswith("after the failover: ") and failover.endswith(" 20") and "," not in failover
+    assert killed.split()[1].rstrip(",") not in failover, "the workers came back on the killed node"
+    assert time.monotonic() - started < 60

@@ -42,6 +42,7 @@ from termite._core.mailbox import receive, send
 from termite._core.patterns import ANY
 from termite._core.process import Down, METER_SERIAL, ProcessTable, current
 from termite._balance.runner import pending
+from termite._balance.safepoint import opted_in
 from termite._core.spawn import spawn_in
 
 __all__ = ["start_meter", "METER_SERIAL", "Load", "meter_of", "node_load", "LOAD_REPORT", "subscribe_load", "unsubscribe_load"]
@@ -68,6 +69,8 @@ class Load(NamedTuple):
     queued: int = 0  # messages waiting in all the node's mailboxes
     largest_mailbox: int = 0  # the messages waiting in its largest mailbox,
     largest_mailbox_pid: Pid | None = None  # and whose it is (None if every mailbox is empty)
+    balanceable: int = 0  # processes here the balancer may ask to move (termite._balance.safepoint)
+    balanced_in: int = 0  # moves to this node made at the balancer's request, since it started
 
     @property
     def value(self) -> float:
@@ -138,6 +141,8 @@ class _Sampler:
             queued,
             largest,
             owner,
+            opted_in(table),
+            counters["balanced_in"],
         )
 
 

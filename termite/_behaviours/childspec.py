@@ -91,6 +91,18 @@ def _check_name(spec_id, name) -> None:
                                      'nor ("global", str) (registered on every node)')
 
 
+def _check_balance(spec_id, balance, type, name) -> None:
+    if balance is False:
+        return
+    if balance is not True:
+        raise _bad(spec_id, "balance", balance, "is not True or False")
+    if type != "worker":
+        raise _bad(spec_id, "balance", balance, "is for workers: a supervisor stays where it is started")
+    if name is not None and not (name.__class__ is tuple and name[0] == "global"):
+        raise _bad(spec_id, "balance", balance, f"cannot go with the local name {name!r}: a local name stays on "
+                                                "its node, so the child could never move; use name=(\"global\", ...)")
+
+
 _PLACEMENTS_TEXT = f"{' or '.join(map(repr, PLACEMENTS))} or a function of the loads"
 
 
@@ -117,7 +129,9 @@ class ChildSpec:
     ``("global", "db")`` on every node.  ``node``: None (the supervisor's
     node, or its ``placement``), a NodeRef (pinned there), or a placement
     (``LEAST_LOADED``, ``SPREAD``, a function of the loads:
-    ``termite._behaviours.placement``).
+    ``termite._behaviours.placement``).  ``balance=True``: the child opts in
+    to the balancer (``termite.balanceable()``) as it starts, so it may be
+    asked to move at its ``termite.checkpoint()``s (termite._balance.safepoint).
     """
 
     id: Any
@@ -128,6 +142,7 @@ class ChildSpec:
     type: str = "worker"
     name: str | tuple | None = None
     node: NodeRef | str | Callable | None = None
+    balance: bool = False
 
     def __post_init__(self):
         spec_id = self.id
@@ -154,6 +169,7 @@ class ChildSpec:
         object.__setattr__(self, "shutdown", _check_shutdown(spec_id, shutdown))
         _check_name(spec_id, self.name)
         _check_node(spec_id, self.node)
+        _check_balance(spec_id, self.balance, self.type, self.name)
         check_child_args = getattr(self.start, "check_child_args", None)
         if check_child_args is not None:
             check_child_args(spec_id, self.args)

@@ -43,6 +43,7 @@ from termite._behaviours.childspec import (
 )
 from termite._behaviours.gen_server_loop import CAST, GenServer, Stop, serve
 from termite._behaviours.placement import Placer, is_placement
+from termite._balance.safepoint import balanced
 from termite._core.call import call
 from termite._core.errors import Crash, Exited
 from termite._core.ids import NodeRef, Pid
@@ -105,11 +106,12 @@ def _spawn_child(table: ProcessTable, sup: Pid, child: _Child) -> Pid:
         # A supervisor below: started here and now, children included, so a
         # whole tree is up (and its names registered) when start() returns.
         return _start_tree(table, *supervisor_flags(*spec.args), parents=(sup,), name=spec.local_name)
+    start, args = (balanced, (spec.start, *spec.args)) if spec.balance else (spec.start, spec.args)
     if node is None:
-        return spawn_in(table, spec.start, spec.args, link_to=sup, name=spec.local_name)
+        return spawn_in(table, start, args, link_to=sup, name=spec.local_name)
     if table.remote is None:
         raise SupervisorError(f"child {spec.id!r} is for node {node}, but this node is not connected to other nodes")
-    return table.remote.spawn(spec.start, spec.args, node, link_to=sup, name=spec.local_name)
+    return table.remote.spawn(start, args, node, link_to=sup, name=spec.local_name)
 
 
 def _start_tree(table, specs, strategy, intensity, period, placement=None, *, parents=(), name=None) -> Pid:

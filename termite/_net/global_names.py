@@ -58,7 +58,10 @@ class _Replica:
         self.monitor_of: dict[Pid, Tag] = {}
 
     def own_entries(self) -> list[tuple[str, Pid]]:
-        return [(name, pid) for name, pid in self.names.items() if self.table.is_local(pid)]
+        """The names this node vouches for to a node that joins: those of processes that run here, or
+        were born here (one that migrated may have reached the joining node before this sync did)."""
+        table = self.table
+        return [(name, pid) for name, pid in self.names.items() if pid.node == table.ref or table.is_local(pid)]
 
     def add(self, name: str, pid: Pid) -> None:
         self.names[name] = pid

@@ -40,6 +40,7 @@ from termite._net.transport import Transport
 from termite._move.migration import Migration
 from termite._balance.meter import start_meter
 from termite._balance.runner import start_runner
+from termite._balance.safepoint import start_mover
 
 __all__ = ["Node", "Network", "run", "current_node"]
 
@@ -52,6 +53,7 @@ EXTENSIONS = (
     Migration,  # speaks the migration protocol (its frame kinds, its kernel trap)
     start_runner,  # runs thunks sent by dispatch
     start_meter,  # reports this node's load
+    start_mover,  # moves opted-in processes at their safe points when the balancer asks
     start_name_server,  # keeps this node's replica of the global names
 )
 
