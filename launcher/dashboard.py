@@ -424,6 +424,8 @@ def _row(node: _Node, scale: float) -> Row:
         restarts=node.restarts,
         reason=node.reason,
         balanced_in=None if load is None else load.balanced_in,
+        busy_nodes=() if load is None else load.busy_nodes,
+        full_mailboxes=0 if load is None else load.full_mailboxes,
     )
 
 

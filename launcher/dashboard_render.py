@@ -115,6 +115,7 @@ class _Dashboard:
         yield _title(snap, width)
         yield _table(snap, shown, spark, bar)
         yield from _reasons(snap)
+        yield from _flow_notes(snap)
         yield _events_pane(snap, width)
 
 
@@ -230,6 +231,25 @@ def _reasons(snap: Snapshot):
             yield line
 
 
+def _flow_notes(snap: Snapshot):
+    """Under the table: flow control holding senders back (termite._net.flow), one line a node."""
+    for row in snap.rows:
+        if not row.live or not (row.busy_nodes or row.full_mailboxes):
+            continue
+        line = Text("↳ ", style="dim")
+        line.append(f"{row.node} ({row.label}) ")
+        line.append("busy", style="yellow")
+        said = []
+        if row.busy_nodes:
+            said.append(f"waits for {', '.join(row.busy_nodes)} to read")
+        if row.full_mailboxes:
+            said.append(f"{row.full_mailboxes} process{'es' if row.full_mailboxes > 1 else ''} behind, "
+                        "their remote senders wait")
+        line.append(": " + "; ".join(said))
+        line.no_wrap, line.overflow = True, "ellipsis"
+        yield line
+
+
 def _events_pane(snap: Snapshot, width: int) -> Panel:
     lines = Text()
     shown = snap.events[-EVENTS_SHOWN:]
@@ -279,6 +299,10 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
             f"uptime={row.uptime_text if live else '-'}",
             f"restarts={row.restarts}",
         ]
+        if live and row.busy_nodes:
+            fields.append(f"waits_for={','.join(row.busy_nodes)}")
+        if live and row.full_mailboxes:
+            fields.append(f"full_mailboxes={row.full_mailboxes}")
         if row.reason and row.state in ("down", "failed"):
             fields.append(f"why={row.reason}")  # last: it has spaces
         lines.append(" ".join(fields))

@@ -61,6 +61,8 @@ class Row:
     restarts: int  # how many times a new incarnation took this address
     reason: str | None = None  # why it is down or failed: "killed by signal 9 (SIGKILL)"; None while it lives
     balanced_in: int | None = None  # migrations to it at the balancer's request (termite.balanceable)
+    busy_nodes: tuple = ()  # nodes its senders wait for: sent more than the buffer limit, unread (flow control)
+    full_mailboxes: int = 0  # its processes whose remote senders wait for them to read (flow control)
 
     @property
     def live(self) -> bool:

@@ -80,6 +80,19 @@ def test_moves_by_the_balancer_are_counted_in_the_title_and_the_plain_total(demo
     assert demo.plain_lines(105.0)[-1].endswith("mig_in=8 mig_out=4 balanced=3")
 
 
+def test_flow_control_holding_senders_back_is_shown_under_the_table_and_in_plain_lines(demo):
+    demo.report(load(A, busy=0.5, uptime=64, os_pid=1001)._replace(busy_nodes=("10.0.0.2:7002",), full_mailboxes=2),
+                at=105.0)
+    row = demo.rows()[0]
+    assert (row.busy_nodes, row.full_mailboxes) == (("10.0.0.2:7002",), 2)
+    note = next(line for line in text(demo, at=105.0).splitlines() if line.startswith("↳"))
+    assert note == ("↳ 10.0.0.1:7001 (alpha) busy: waits for 10.0.0.2:7002 to read; "
+                    "2 processes behind, their remote senders wait")
+    plain = demo.plain_lines(105.0)[0]
+    assert "waits_for=10.0.0.2:7002" in plain.split() and "full_mailboxes=2" in plain.split()
+    assert "waits_for" not in demo.plain_lines(105.0)[1]
+
+
 def test_one_report_gives_no_rate_yet():
     view = ClusterView("x", suspect_after=1, unresponsive_after=2)
     view.report(load(A, frames_in=500), at=0.0)

@@ -71,11 +71,23 @@ class Load(NamedTuple):
     largest_mailbox_pid: Pid | None = None  # and whose it is (None if every mailbox is empty)
     balanceable: int = 0  # processes here the balancer may ask to move (termite._balance.safepoint)
     balanced_in: int = 0  # moves to this node made at the balancer's request, since it started
+    # Flow control (termite._net.flow): the nodes ("host:port") its senders wait for, having sent
+    # them more than the buffer limit unread, and its processes whose remote senders wait
+    busy_nodes: tuple = ()
+    full_mailboxes: int = 0
 
     @property
     def value(self) -> float:
         """The node's load (the one definition: see the module): work waiting, plus cores kept busy."""
         return self.run_queue + self.busy
+
+
+def _flow_figures(table: ProcessTable) -> tuple[tuple, int]:
+    """Busy nodes and full mailboxes (termite._net.flow), for the report: nothing without a network."""
+    flow = getattr(table.remote, "flow", None)
+    if flow is None:
+        return (), 0
+    return tuple(f"{node.host}:{node.port}" for node in flow.peers), len(flow.told)
 
 
 def meter_of(node: NodeRef) -> Pid:
@@ -143,6 +155,7 @@ class _Sampler:
             owner,
             opted_in(table),
             counters["balanced_in"],
+            *_flow_figures(table),
         )
 
 
