@@ -22,7 +22,7 @@ from termite._net.codec import encode
 from termite._net.frames import SEND
 from termite.testing import NodeProcess
 
-from conftest import NODE_PATH
+NODE_PATH = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")]  # as tests/conftest.py's
 
 NOBODY = 65534
 
