@@ -504,33 +504,9 @@ class Cluster:
             "keys": str(self.config.keys),
             "launcher_pid": None if self.detached else os.getpid(),
             "started": time.time(),
-            "nodes": [
-                {
-                    "label": node.label,
-                    "address": node.address,
-                    "incarnation": f"{node.ref.incarnation:x}",
-                    "os_pid": node.os_pid,
-                    "remote": not node.host.local,
-                    "host": node.host.address,
-                    "log": str(node.log),
-                    "restarts": node.restarts,
-                }
-                for node in self.nodes
-                if node.running  # what scripts connect to: only nodes that run
-            ],
+            "nodes": [_node_state(node) for node in self.nodes if node.running],  # what scripts connect to
             "down": [
-                {
-                    "label": node.label,
-                    "address": node.address,
-                    "incarnation": f"{node.ref.incarnation:x}",
-                    "os_pid": node.os_pid,
-                    "remote": not node.host.local,
-                    "host": node.host.address,
-                    "log": str(node.log),
-                    "restarts": node.restarts,
-                    "state": "failed" if node.given_up else "restarting",
-                    "reason": node.reason,
-                }
+                {**_node_state(node), "state": "failed" if node.given_up else "restarting", "reason": node.reason}
                 for node in self.nodes
                 if not node.running
             ],
@@ -650,3 +626,17 @@ def _is_node(pid: int) -> bool:
         return b"termite.node" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return sys.platform != "linux"
+
+
+def _node_state(node) -> dict:
+    """What the state file says of one node."""
+    return {
+        "label": node.label,
+        "address": node.address,
+        "incarnation": f"{node.ref.incarnation:x}",
+        "os_pid": node.os_pid,
+        "remote": not node.host.local,
+        "host": node.host.address,
+        "log": str(node.log),
+        "restarts": node.restarts,
+    }

@@ -1,6 +1,7 @@
 import logging
 import os
 import sys
+import time
 
 import pytest
 
@@ -55,6 +56,25 @@ def cluster(keyfile):
         node.stop()
         if node.log_tail:  # shown with a failed test's report
             print(f"--- node {node.ref} logged:", *node.log_tail, sep="\n", end="", file=sys.stderr)
+
+
+METER_INTERVAL = 0.2  # seconds between load reports in the metered_pair fixture
+
+
+@pytest.fixture
+def metered_pair(cluster):
+    """This node and two node processes B and C, connected, with a dispatcher that has heard from
+    both (reports every METER_INTERVAL s): (here, b, c, start)."""
+    here, start = cluster
+    b, c = start(), start()
+    for node in (b, c):
+        here.connect(*node.ref.address)
+    here.run(termite.start_dispatcher, METER_INTERVAL)
+    deadline = time.monotonic() + 15
+    while not (len(loads := here.run(termite.loads)) == 2 and all(load is not None for load in loads.values())):
+        assert time.monotonic() < deadline, f"the dispatcher never heard from both nodes: {loads}"
+        here.receive(timeout=METER_INTERVAL / 2, default=None)  # the next report
+    return here, b, c, start
 
 
 # Two hosts as network namespaces running sshd, for the SSH multi-host tests (tests/netns_hosts.py).

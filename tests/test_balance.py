@@ -22,15 +22,8 @@ WAIT = 15  # seconds: only a failing test waits this long
 
 
 @pytest.fixture
-def pair(cluster):
-    """This node and two node processes B and C, connected, with a dispatcher that hears from both."""
-    here, start = cluster
-    b, c = start(), start()
-    for node in (b, c):
-        here.connect(*node.ref.address)
-    here.run(termite.start_dispatcher, INTERVAL)
-    _wait_for(lambda: all(load is not None for load in here.run(termite.loads).values()), here)
-    return here, b, c, start
+def pair(metered_pair):
+    return metered_pair  # conftest's: this node, B and C, and a dispatcher that heard from both
 
 
 def _wait_for(ok, here, what="it"):

@@ -21,14 +21,9 @@ WAIT = 10  # seconds: only a failing test waits this long
 
 
 @pytest.fixture
-def three(cluster):
-    """This node and two node processes B and C, connected, with a dispatcher that hears from both."""
-    here, start = cluster
-    b, c = start(), start()
-    for node in (b, c):
-        here.connect(*node.ref.address)
-    here.run(termite.start_dispatcher, 0.2)
-    _wait_for_loads(here, lambda loads: all(load is not None for load in loads.values()) and len(loads) == 2)
+def three(metered_pair):
+    """This node and two node processes B and C, connected, with a dispatcher that heard from both."""
+    here, b, c, _ = metered_pair
     return here, b, c
 
 
