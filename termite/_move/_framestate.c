@@ -4,7 +4,9 @@
  * CPython 3.11, 3.12 and 3.13: a generator embeds its _PyInterpreterFrame
  * (gi_iframe), whose layout is internal and changes in every minor version;
  * what differs is gathered in one section below ("Version differences").  On
- * other versions the module builds with SUPPORTED = False and no functions.
+ * other versions, on PyPy and on free-threaded builds (3.13t: other threads may
+ * touch a frame while it is read or written) the module builds with
+ * SUPPORTED = False and no functions.
  *
  *   get_frame(gen, null) -> (state, func, lasti, localsplus, stack, exc)
  *   set_frame(gen, func, state, lasti, localsplus, stack, exc, null)
@@ -26,7 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000 && !defined(PYPY_VERSION) && !defined(Py_GIL_DISABLED)
 #define TERMITE_FRAMES 1
 #define Py_BUILD_CORE 1
 #include "internal/pycore_frame.h"

@@ -64,7 +64,7 @@ from termite._core.traps import Sentinel
 from termite._net.codec import MalformedMessage, UnserializableMessage, decode, decode_frame_lenient, encode, first_unreadable
 from termite._net.endpoint import Endpoint
 from termite._net.frames import LINK, MONITOR, is_node, is_pid
-from termite._move.continuation import abandon, capture, restore
+from termite._move.continuation import abandon, capture, restore, supported
 from termite._move.forwarding import Forwarding
 from termite._move.ordering import Order
 
@@ -141,6 +141,19 @@ class _Arriving:
 
     def __init__(self, proc: Process, source: NodeRef, value):
         self.proc, self.source, self.value = proc, source, value
+
+
+def _drop(coro) -> None:
+    """Drop a copy of a process that runs elsewhere: without running its ``finally`` blocks where
+    live migration can; else (``migrate(node, fn)`` on a Python without termite._move._framestate)
+    its body just ends, as a closed coroutine does."""
+    if supported():
+        abandon(coro)
+    else:
+        try:
+            coro.close()
+        except BaseException:  # noqa: BLE001 - a finally block that awaited or raised: it ends anyway
+            pass
 
 
 def _is_continuation(c) -> bool:
@@ -258,7 +271,7 @@ class Migration:
         if watchers:  # they must hear of it if the commit never arrives
             self.handed[proc.pid] = (target, watchers)
         endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors, bool(watchers)))
-        abandon(proc.coro)
+        _drop(proc.coro)
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
         table.remove(pid)
@@ -437,7 +450,7 @@ class Migration:
         for pid, entry in list(self.arriving.items()):
             if entry.source == peer:  # it never committed: the process runs on there, if anywhere
                 del self.arriving[pid]
-                abandon(entry.proc.coro)
+                _drop(entry.proc.coro)
         for pid, (target, watchers) in list(self.handed.items()):
             if target == peer:  # committed, and the commit may never have arrived
                 del self.handed[pid]
