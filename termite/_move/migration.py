@@ -63,7 +63,7 @@ from termite._core.spawn import process_body
 from termite._core.traps import Sentinel
 from termite._net.codec import MalformedMessage, UnserializableMessage, decode, decode_frame_lenient, encode, first_unreadable
 from termite._net.endpoint import Endpoint
-from termite._net.frames import LINK, MONITOR, is_node, is_pid
+from termite._net.frames import LINK, MONITOR, is_count, is_node, is_pid
 from termite._move.continuation import abandon, capture, restore, supported
 from termite._move.forwarding import Forwarding
 from termite._move.ordering import Order
@@ -200,7 +200,7 @@ class Migration:
         kinds.register(LOST_IN_HANDOFF, "LOST_IN_HANDOFF", (is_pid,), self._on_lost_in_handoff)
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
         kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
-        kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node), self._on_relocated)
+        kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node, is_count), self._on_relocated)
         endpoint.on_peer_down(self._on_peer_down)
 
     # -- leaving --------------------------------------------------------------
@@ -425,13 +425,13 @@ class Migration:
                 partners.add(node)
         partners.discard(source)  # it knows: it committed
         for node in partners:
-            endpoint.post(node, (RELOCATED, pid, table.ref))
+            endpoint.post(node, (RELOCATED, pid, table.ref, proc.order.gen))
         return lost
 
     def _on_relocated(self, peer: NodeRef, frame) -> None:
         """``pid`` now lives on ``node``: links and monitors to it watch that node."""
-        _, pid, node = frame
-        self.endpoint.watches.move_target(pid, node)
+        _, pid, node, moves = frame
+        self.endpoint.watches.move_target(pid, node, moves)
 
     # -- the end ----------------------------------------------------------------
 

@@ -19,6 +19,8 @@ dropped, so each link and monitor fires once (:meth:`Watches.settled`).
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from termite._core.ids import NodeRef, Pid, Tag
 
 #: How many links and monitors fired ahead of their process's own end a node remembers.
@@ -47,6 +49,7 @@ class Watches:
         self._watchers: dict[NodeRef, dict[Tag, Pid]] = {}  # node -> {ref: local target} for its watchers
         self._watcher_node: dict[Tag, NodeRef] = {}
         self._settled: dict[object, None] = {}  # monitor refs and (local, remote) links, oldest first
+        self._moves: OrderedDict[Pid, int] = OrderedDict()  # pid -> the moves of its latest notice, oldest first
 
     # -- links ------------------------------------------------------------------
 
@@ -147,8 +150,21 @@ class Watches:
         """Whether a Down (by its ref) or a link's exit (local, remote) already fired here; forgets it."""
         return bool(self._settled) and self._settled.pop(key, 0) is None
 
-    def move_target(self, pid: Pid, node: NodeRef) -> None:
-        """``pid`` now lives on ``node``: links and monitors to it, and its monitors here, watch that node."""
+    def move_target(self, pid: Pid, node: NodeRef, moves: int | None = None) -> None:
+        """``pid`` now lives on ``node``: links and monitors to it, and its monitors here, watch that node.
+
+        ``moves``: how many moves it had made when it got there.  Notices of
+        two moves come from two nodes, so the older can arrive last: it is
+        ignored (a watch left on a node the process has left would not fire
+        when the node it is on is lost).
+        """
+        if moves is not None:
+            if moves <= self._moves.get(pid, -1):
+                return
+            self._moves[pid] = moves
+            self._moves.move_to_end(pid)
+            while len(self._moves) > _REMEMBER_SETTLED:
+                self._moves.popitem(last=False)
         for pair in [pair for pair, old in self._link_node.items() if pair[1] == pid and old != node]:
             self.add_link(node, *pair)
         for old, watched in list(self._monitors.items()):
