@@ -197,7 +197,7 @@ class Migration:
         kinds.register(READY, "READY", (is_pid,), self._on_ready)
         kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list, lambda a: a.__class__ is bool), self._on_commit)
         kinds.register(ARRIVED, "ARRIVED", (is_pid,), self._on_arrived)
-        kinds.register(LOST_IN_HANDOFF, "LOST_IN_HANDOFF", (is_pid,), self._on_lost_in_handoff)
+        kinds.register(LOST_IN_HANDOFF, "LOST_IN_HANDOFF", (is_pid, is_node), self._on_lost_in_handoff)
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
         kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
         kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node, is_count), self._on_relocated)
@@ -271,6 +271,11 @@ class Migration:
         if watchers:  # they must hear of it if the commit never arrives
             self.handed[proc.pid] = (target, watchers)
         endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors, bool(watchers)))
+        for node in watchers:
+            # The target says so too once it runs the process, but its word may be lost with it (a
+            # cut that lets ARRIVED through and not RELOCATED): said from here, a watch follows the
+            # process even then, and the target's loss fires it.
+            endpoint.post(node, (RELOCATED, proc.pid, target, proc.order.gen + 1))
         _drop(proc.coro)
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
@@ -313,8 +318,11 @@ class Migration:
             del self.handed[frame[1]]
 
     def _on_lost_in_handoff(self, peer: NodeRef, frame) -> None:
-        """``pid`` left ``peer`` for a node ``peer`` then lost: what watches it there fires now."""
-        self.endpoint.fire(self.endpoint.watches.take_target(frame[1], peer))
+        """``pid`` left ``peer`` for ``target``, which ``peer`` then lost: what watches it on either fires now."""
+        _, pid, target = frame
+        watches = self.endpoint.watches
+        self.endpoint.fire(watches.take_target(pid, peer))
+        self.endpoint.fire(watches.take_target(pid, target))
         self.kernel.kick()
 
     def _on_refused(self, peer: NodeRef, frame) -> None:
@@ -455,7 +463,7 @@ class Migration:
             if target == peer:  # committed, and the commit may never have arrived
                 del self.handed[pid]
                 for node in watchers:
-                    self.endpoint.post(node, (LOST_IN_HANDOFF, pid))
+                    self.endpoint.post(node, (LOST_IN_HANDOFF, pid, target))
         for pid, entry in list(self.leaving.items()):
             if entry.target == peer:
                 self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))
