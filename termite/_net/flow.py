@@ -26,7 +26,7 @@ count bytes per session: a down or a new session starts them again.
 from __future__ import annotations
 
 from termite._core.ids import NodeRef, Pid
-from termite._core.kernel import Kernel
+from termite._core.kernel import Kernel, current_task
 from termite._core.process import ProcessTable
 from termite._net.frames import FrameKinds, is_count, is_pid
 
@@ -63,6 +63,7 @@ class FlowControl:
         self.mailbox_limit, self.buffer_limit = mailbox_limit, buffer_limit
         # Busy processes, here: pid -> (process, peers told); there: pids that said so
         self.told: dict[Pid, tuple[object, set[NodeRef]]] = {}
+        self._told_ids: dict[int, set[int]] = {}  # id(process) -> ids of the peers told: checked per message
         self.pids: dict[Pid, None] = {}
         # Busy peers: the byte counts of each peer's session, found by the NodeRef object's id on
         # every frame (a NodeRef hashes in Python: too slow for that)
@@ -77,6 +78,9 @@ class FlowControl:
 
     def sending(self, pid: Pid) -> None:
         """The running process sends to ``pid``: hold it back if ``pid`` or its node is busy."""
+        task = current_task()
+        if task is None or task.held is not None:
+            return  # held already: its next step waits anyway (a loop of sends costs no more)
         if pid in self.pids:
             self.kernel.hold(pid)
         elif pid.node in self.peers:
@@ -128,6 +132,10 @@ class FlowControl:
 
     def full(self, proc, peer: NodeRef) -> None:
         """``proc``'s mailbox passed the limit with a message from ``peer``: tell it, once."""
+        told = self._told_ids.get(id(proc))  # each message past the limit asks: no Python hashing
+        if told is not None and id(peer) in told:
+            return
+        self._told_ids.setdefault(id(proc), set()).add(id(peer))  # `told` holds both: their ids stay theirs
         entry = self.told.get(proc.pid)
         if entry is None:
             entry = self.told[proc.pid] = (proc, set())
@@ -145,6 +153,7 @@ class FlowControl:
             box = proc.mailbox
             if box is None or len(box) <= low or self.table.resolve(pid) is not proc:
                 del self.told[pid]
+                self._told_ids.pop(id(proc), None)
                 for peer in peers:
                     self.post(peer, (UNBUSY, pid))
         if self.told:
@@ -172,5 +181,6 @@ class FlowControl:
         for pid in [pid for pid in self.pids if pid.node == peer]:
             del self.pids[pid]
             self.kernel.release(pid)
-        for _, peers in self.told.values():
+        for proc, peers in self.told.values():
             peers.discard(peer)
+            self._told_ids.get(id(proc), set()).discard(id(peer))
