@@ -183,6 +183,10 @@ class ClusterView:
         silent = None if row.last_at is None else at - row.last_at
         if row.last is not None:
             row.rates = _rates(row.last, load)
+            moved = load.balanced_in - row.last.balanced_in
+            if moved > 0:  # every move the balancer asked for is an event
+                self._add(at, "balanced", f"{_name(row)}: {moved} process{'es' if moved > 1 else ''} moved here "
+                                          "by the balancer")
         row.last, row.last_at = load, at
         row.os_pid = load.os_pid
         if not row.labelled:

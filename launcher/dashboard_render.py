@@ -37,6 +37,7 @@ EVENT_STYLES = {
     "unresponsive": "magenta",
     "down": "red",
     "failed": "bold red",
+    "balanced": "blue",
     "info": "",
 }
 BAR_FULL, BAR_EMPTY = "█", "░"

@@ -78,6 +78,8 @@ def test_moves_by_the_balancer_are_counted_in_the_title_and_the_plain_total(demo
     assert demo.rows()[0].balanced_in == 3 and demo.totals().balanced == 3
     assert "migrations in 8 out 4 (3 by the balancer)" in text(demo, at=105.0).splitlines()[0]
     assert demo.plain_lines(105.0)[-1].endswith("mig_in=8 mig_out=4 balanced=3")
+    demo.report(load(A, busy=0.5, migrations=(6, 3), uptime=65, os_pid=1001)._replace(balanced_in=5), at=106.0)
+    assert "balanced     10.0.0.1:7001 (alpha): 2 processes moved here by the balancer" in text(demo, at=106.0)
 
 
 def test_flow_control_holding_senders_back_is_shown_under_the_table_and_in_plain_lines(demo):
