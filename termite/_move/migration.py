@@ -425,10 +425,10 @@ class Migration:
             if table.is_local(watcher):
                 table.monitored[ref] = proc
             else:
+                # Kept even if this node has lost the watcher's since: the monitor was not between
+                # the two at that down, and the watcher's node may not have fired it.  If it did,
+                # it drops the Down this one sends at the end (Watches.settled).
                 node = endpoint.route(watcher)
-                if endpoint.transport.lost(node):  # a watcher gone with its node
-                    del proc.monitors[ref]
-                    continue
                 endpoint.watches.add_watcher(node, ref, pid)
                 partners.add(node)
         partners.discard(source)  # it knows: it committed

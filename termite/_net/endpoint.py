@@ -20,7 +20,9 @@ Its interface to higher layers is small:
 
 When a peer is lost (heartbeats stop), every link and monitor from a local
 process to a process of that node fires with reason ``"noconnection"``, and
-``monitor_node`` watchers get ``NodeDown``.
+``monitor_node`` watchers get ``NodeDown``.  Those of a process that migrated
+may be held on the peer under the node it left: the peer is told in the next
+session which ones the down cut (SEVERED), and fires those it still holds.
 
 A frame holding an object this node cannot unpickle (a function or class of
 a module it cannot import) is not dropped: whoever waits is told why.  A
@@ -47,12 +49,15 @@ from termite._net.codec import (
     first_unreadable,
 )
 from termite._net.frames import (
-    BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SPAWN, UNLINK, WHEREIS,
-    FrameKinds, is_name,
+    BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SEVERED, SPAWN, UNLINK,
+    WHEREIS,    FrameKinds, is_name,
 )
 from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT, FlowControl
 from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
 from termite._net.watches import Lost, Watches
+
+#: SEVERED frames kept for one node until its next session, at most.
+_SEVERED_HELD = 4096
 
 __all__ = ["Endpoint", "MigrantRouter", "NodeUp", "NodeDown"]
 
@@ -116,6 +121,7 @@ class Endpoint:
         self._one: tuple[NodeRef, bytes] | None = None  # or a turn's only frame so far, held alone
         self._here = table.ref  # the NodeRef object decoded pids of this node last came with
         self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
+        self._severed: dict[NodeRef, list[tuple]] = {}  # SEVERED frames for a node's next session
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
@@ -513,7 +519,9 @@ class Endpoint:
 
     def _peer_down(self, peer: NodeRef) -> None:
         """The session with ``peer`` ended: every link and monitor with its processes fires, once."""
-        self.fire(self.watches.take_node(peer))
+        lost = self.watches.take_node(peer)
+        self.fire(lost)
+        self._sever_migrants(peer, lost)
         self.flow.new_session(peer)
         self._notify_nodes(peer, "noconnection")
         for hook in self._peer_down_hooks:
@@ -537,7 +545,40 @@ class Endpoint:
             if proc is not None:
                 deliver(proc, Down(ref, target, "noconnection"))
 
+    def _sever_migrants(self, peer: NodeRef, lost: Lost) -> None:
+        """``peer`` may hold the watches of a local migrant under the node it came from, which its
+        own down did not fire: it is told which ones this down cut."""
+        cut: dict[Pid, tuple[list, list]] = {}
+        resolve = self.table.resolve
+        for ref, target in lost.watchers.items():
+            proc = resolve(target)
+            if proc is not None and proc.order is not None:
+                cut.setdefault(target, ([], []))[0].append(ref)
+        for local, remote in lost.links:
+            proc = resolve(local)
+            if proc is not None and proc.order is not None:
+                cut.setdefault(local, ([], []))[1].append(remote)
+        for pid, (refs, partners) in cut.items():
+            self.sever(peer, pid, refs, partners)
+
+    def sever(self, node: NodeRef, pid: Pid, refs, partners) -> None:
+        """Tell ``node``, in its next session with this one, that a down cut its monitors ``refs``
+        on local ``pid`` and the links of its processes ``partners`` to it."""
+        frame = (SEVERED, pid, tuple(refs), tuple(partners))
+        if not self.transport.lost(node):
+            return self.post(node, frame)
+        pending = self._severed.setdefault(node, [])
+        if len(pending) < _SEVERED_HELD:
+            pending.append(frame)
+        self.transport.reach(node)  # so that next session begins, without a down to report if it cannot
+
+    def _on_severed(self, peer: NodeRef, frame) -> None:
+        _, pid, refs, partners = frame
+        self.fire(self.watches.take_severed(pid, refs, partners))
+
     def _peer_up(self, peer: NodeRef) -> None:
+        for frame in self._severed.pop(peer, ()):
+            self.post(peer, frame)
         self.flow.new_session(peer)
         self._notify_nodes(peer, None)
 

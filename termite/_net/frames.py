@@ -19,6 +19,7 @@ SPAWN         pid, function, args, link-to pid, name      start the process
 HELLO         reply-to pid, tag                           reply (tag, NodeRef)
 NSEND         name, message                               deliver to the process registered so
 WHEREIS       reply-to pid, tag, name                     reply (tag, its pid or None)
+SEVERED       pid, monitor refs, linked pids              fire those still held
 ============  ==========================================  ====================
 
 Kinds 1-15 are the endpoint's; 16-31 migration's (termite._move.migration).
@@ -32,11 +33,11 @@ from termite._core.ids import NodeRef, Pid, Tag
 from termite._net.codec import MalformedMessage
 
 __all__ = [
-    "SEND", "LINK", "UNLINK", "EXIT", "MONITOR", "DEMONITOR", "SPAWN", "HELLO", "NSEND", "WHEREIS",
+    "SEND", "LINK", "UNLINK", "EXIT", "MONITOR", "DEMONITOR", "SPAWN", "HELLO", "NSEND", "WHEREIS", "SEVERED",
     "FrameKind", "FrameKinds", "is_pid", "is_tag", "is_node", "is_count", "anything",
 ]
 
-SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO, NSEND, WHEREIS = range(1, 11)
+SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO, NSEND, WHEREIS, SEVERED = range(1, 12)
 
 
 # -- field checks: one small predicate per kind of field ------------------------
@@ -79,6 +80,14 @@ def is_tuple(x) -> bool:
     return x.__class__ is tuple
 
 
+def is_tags(x) -> bool:
+    return x.__class__ is tuple and all(t.__class__ is Tag for t in x)
+
+
+def is_pids(x) -> bool:
+    return x.__class__ is tuple and all(p.__class__ is Pid for p in x)
+
+
 BUILT_IN_FIELDS = {
     SEND: ("SEND", (is_pid, anything)),
     LINK: ("LINK", (is_pid, is_pid)),
@@ -90,6 +99,7 @@ BUILT_IN_FIELDS = {
     HELLO: ("HELLO", (is_pid, is_tag)),
     NSEND: ("NSEND", (is_name, anything)),
     WHEREIS: ("WHEREIS", (is_pid, is_tag, is_name)),
+    SEVERED: ("SEVERED", (is_pid, is_tags, is_pids)),
 }
 
 #: kind -> one call that passes its common well-formed frames (the field checks then explain any other)

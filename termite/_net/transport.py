@@ -494,6 +494,13 @@ class Transport:
             self.on_peer_up(peer)
         return entry
 
+    def reach(self, peer: NodeRef) -> None:
+        """Open a connection to ``peer`` if none is, so that a new session can begin; a peer that
+        does not answer is not reported down for it."""
+        with self._lock:
+            if not self._stopping and peer.incarnation is not None and self._sessions.status(peer) is None:
+                self._tell(peer)
+
     def _tell(self, peer: NodeRef) -> None:
         """Open a connection to ``peer`` in this epoch, so it learns that its session ended (hold the lock)."""
         try:

@@ -15,6 +15,13 @@ Migration moves entries when a process changes node (:meth:`Watches.move_target`
 A migrant lost in its handoff fires its entries here early (:meth:`Watches.take_target`);
 its own end may still be told later, by a copy that did arrive: that notice is
 dropped, so each link and monitor fires once (:meth:`Watches.settled`).
+A node's loss settles its links and monitors the same way: a migrant that
+arrived on that node as the session ended keeps its watchers, and its end,
+told later, finds them fired already.  A migrant's watches on a third node
+can point at the node it left when that third node's session with the node
+it is on ends: the node it is on tells the third node, in their next
+session, which ones the down cut, and those still held there fire then
+(:meth:`Watches.take_severed`).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections import OrderedDict
 from termite._core.ids import NodeRef, Pid, Tag
 
 #: How many links and monitors fired ahead of their process's own end a node remembers.
-_REMEMBER_SETTLED = 4096
+_REMEMBER_SETTLED = 16384
 
 __all__ = ["Watches", "Lost"]
 
@@ -55,6 +62,8 @@ class Watches:
 
     def add_link(self, node: NodeRef, local: Pid, remote: Pid) -> None:
         pair = (local, remote)
+        if self._settled:
+            self._settled.pop(pair, None)  # linked afresh: its exit is this link's
         old = self._link_node.get(pair)
         if old is not None and old != node:
             self._links[old].discard(pair)
@@ -95,7 +104,8 @@ class Watches:
     # -- a node lost, a process moved or ended ----------------------------------------
 
     def take_node(self, node: NodeRef) -> Lost:
-        """Remove and return everything that involves ``node``."""
+        """Remove and return everything that involves ``node``; its links and monitors fire now, and
+        are remembered as settled (a migrant's end may still be told later, by the node it went to)."""
         links = self._links.pop(node, set())
         for pair in links:
             self._link_node.pop(pair, None)
@@ -105,6 +115,7 @@ class Watches:
         watchers = self._watchers.pop(node, {})
         for ref in watchers:
             self._watcher_node.pop(ref, None)
+        self._settle(links, monitors)
         return Lost(links, monitors, watchers)
 
     def forget_local(self, pid: Pid) -> None:
@@ -139,11 +150,30 @@ class Watches:
         for ref in monitors:
             del watched[ref]
             self._node_of.pop(ref, None)
+        self._settle(links, monitors)
+        return Lost(links, monitors, {})
+
+    def _settle(self, links, monitors) -> None:
         settled = self._settled
         settled.update(dict.fromkeys(links))
         settled.update(dict.fromkeys(monitors))
         while len(settled) > _REMEMBER_SETTLED:
             del settled[next(iter(settled))]
+
+    def take_severed(self, pid: Pid, refs, partners) -> Lost:
+        """Remove and return the monitors ``refs`` on ``pid`` and the links between local
+        ``partners`` and ``pid`` that are still held, wherever they watch it: another node
+        cut them in a down this node's entries may not have fired for (SEVERED)."""
+        links = {(local, pid) for local in partners if (local, pid) in self._link_node}
+        for pair in links:
+            self.drop_link(*pair)
+        monitors = {}
+        for ref in refs:
+            node = self._node_of.pop(ref, None)
+            entry = None if node is None else self._monitors[node].pop(ref, None)
+            if entry is not None and entry[1] == pid:
+                monitors[ref] = entry
+        self._settle(links, monitors)
         return Lost(links, monitors, {})
 
     def settled(self, key) -> bool:
