@@ -12,6 +12,8 @@ lambdas, closures or defined in ``__main__`` or a notebook.
 
 A call whose node is lost is run again on another (at least once: see
 termite/_balance/dispatch.py).  ``map`` sends ``chunksize`` calls per message.
+``map(..., progress=True)`` and ``as_completed(..., progress=True)`` show a
+progress bar of the calls (termite/progress.py).
 
 Calls never run in the calling script's own process unless it asks for that
 (``include_self=True``, or a ``node`` with no network, which has nowhere
@@ -40,6 +42,7 @@ from termite._net.shipping import collect
 from termite._core.links import Down, monitor
 from termite._core.mailbox import receive, send
 from termite._runtime.node import Node
+from termite.progress import Bar, as_completed
 
 __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
 
@@ -133,6 +136,18 @@ def _address(node) -> tuple[str, int]:
     elif isinstance(node, tuple) and len(node) == 2:
         return node[0], int(node[1])
     raise ValueError(f"a node address is 'host:port', (host, port) or a NodeRef, not {node!r}")
+
+
+def _label(fn) -> str:
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
+    return name if name and name != "<lambda>" else "map"
+
+
+def _failed_calls(size: int, future: concurrent.futures.Future) -> int:
+    """How many calls of a map's chunk failed: all of them if the chunk itself did (cancelled, or no node left)."""
+    if future.cancelled() or future.exception() is not None:
+        return size
+    return sum(1 for ok, _ in future.result() if not ok)
 
 
 def local_address_towards(host: str) -> str:
@@ -268,15 +283,29 @@ class Executor(concurrent.futures.Executor):
             fn = functools.partial(fn, **kwargs)
         return self._job(fn, [args], single=True)
 
-    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1):
-        """``fn`` over the iterables' items, ``chunksize`` calls per message; results in order."""
+    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1, progress: bool | str = False):
+        """``fn`` over the iterables' items, ``chunksize`` calls per message; results in order.
+
+        ``progress``: True (or the bar's label; the default is ``fn``'s
+        name) shows a bar of the calls done out of all, and how many failed,
+        until the last is done or the results are abandoned
+        (termite/progress.py).  The calls are all submitted now; the results
+        come lazily, in order, the first failure raised where it falls.
+        """
         if chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         calls = zip(*iterables)
-        futures = []
+        futures, sizes = [], []
         while chunk := list(itertools.islice(calls, chunksize)):
             futures.append(self._job(fn, chunk, single=False))
+            sizes.append(len(chunk))
+        bar = None
+        if progress and futures:
+            bar = Bar(sum(sizes), progress if isinstance(progress, str) else _label(fn))
+            for future, size in zip(futures, sizes):
+                bar.watch(future, size, functools.partial(_failed_calls, size))
+            bar.start()
 
         def results():
             try:
@@ -287,10 +316,20 @@ class Executor(concurrent.futures.Executor):
                             raise remote_exception(value)
                         yield value
             finally:
+                if bar is not None:  # first: its last state is the job's, not the cancellations'
+                    bar.close()
                 for future in futures:
                     future.cancel()
 
         return results()
+
+    def as_completed(self, futures, timeout: float | None = None, *, progress: bool | str = False):
+        """``concurrent.futures.as_completed(futures, timeout)``, with a progress bar on request.
+
+        ``progress``: True, or the bar's label.  Any concurrent futures will
+        do, this executor's or others'.
+        """
+        return as_completed(futures, timeout, progress=progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more calls; with ``wait``, return when the calls submitted are done.
