@@ -13,7 +13,8 @@ lambdas, closures or defined in ``__main__`` or a notebook.
 A call whose node is lost is run again on another (at least once: see
 termite/_balance/dispatch.py).  ``map`` sends ``chunksize`` calls per message.
 ``map(..., progress=True)`` and ``as_completed(..., progress=True)`` show a
-progress bar of the calls (termite/progress.py).
+progress bar of the calls (termite/progress.py); ``repr(pool)`` says where it
+is connected, to how many nodes, and how many calls run and wait.
 
 Calls never run in the calling script's own process unless it asks for that
 (``include_self=True``, or a ``node`` with no network, which has nowhere
@@ -138,6 +139,15 @@ def _address(node) -> tuple[str, int]:
     raise ValueError(f"a node address is 'host:port', (host, port) or a NodeRef, not {node!r}")
 
 
+def _tasks(running: int, waiting: int) -> str:
+    if not running + waiting:
+        return "no tasks"
+    parts = [f"{running} task{'' if running == 1 else 's'} running"] if running else []
+    if waiting:
+        parts.append(f"{waiting} waiting" if running else f"{waiting} task{'' if waiting == 1 else 's'} waiting")
+    return ", ".join(parts)
+
+
 def _label(fn) -> str:
     name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
     return name if name and name != "<lambda>" else "map"
@@ -201,16 +211,22 @@ class Executor(concurrent.futures.Executor):
         ship=(),
     ):
         nodes = list(nodes)
+        where = None  # where it was told to connect, for its repr: a cluster file, or the first address
         if cluster is not None or (not nodes and node is None and os.environ.get(CLUSTER_ENVIRONMENT)):
+            where = os.fspath(cluster) if cluster is not None else os.environ[CLUSTER_ENVIRONMENT]
             nodes, cluster_keys = cluster_nodes(cluster)
             keys = keys or cluster_keys
+        elif nodes:
+            where = "%s:%d" % _address(nodes[0]) + (f" (+{len(nodes) - 1} more)" if len(nodes) > 1 else "")
         if not nodes and node is None and not include_self:
             raise ValueError(NO_CLUSTER)  # never run the calls somewhere the user did not ask for
         shipped = collect(ship) if ship else None  # before any node starts: a bad name fails here
         self._own = node is None
         self._keys = None
         self._lock = threading.Lock()  # before anything can fail: _close() takes it
-        self._futures: set[concurrent.futures.Future] = set()
+        self._futures: dict[concurrent.futures.Future, int] = {}  # pending -> how many calls it holds
+        self._include_self = include_self
+        self._where = where
         self._closed = False
         self._finished = False
         session = node is None and keys is None
@@ -221,6 +237,7 @@ class Executor(concurrent.futures.Executor):
             host = next((local_address_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
             node = Node(host=host, port=0, keys=keys).start()
         self._node = node
+        self._home = f"{node.ref.host}:{node.ref.port}"  # its own address, for its repr
         try:
             for address in nodes:
                 try:
@@ -258,7 +275,7 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot submit to an Executor after shutdown()")
-            self._futures.add(future)
+            self._futures[future] = len(calls)
         future.add_done_callback(self._forget)
         self._kernel.call_threadsafe(send, self._dispatcher, ("submit", fn, calls, _ToFuture(future, single, self)))
         return future
@@ -275,7 +292,7 @@ class Executor(concurrent.futures.Executor):
 
     def _forget(self, future) -> None:
         with self._lock:
-            self._futures.discard(future)
+            self._futures.pop(future, None)
 
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
         """Run ``fn(*args, **kwargs)`` on the least-loaded node; a Future of its value."""
@@ -355,6 +372,42 @@ class Executor(concurrent.futures.Executor):
             self._close()
         elif self._own:  # the node stays up until what was submitted is done
             threading.Thread(target=lambda: (concurrent.futures.wait(futures), self._close()), daemon=True).start()
+
+    def __repr__(self) -> str:
+        with self._lock:
+            closed, finished = self._closed, self._finished
+            pending = list(self._futures.items())
+        running = sum(calls for future, calls in pending if future.running())
+        waiting = sum(calls for future, calls in pending if not future.running() and not future.done())
+        where = getattr(self, "_where", None)
+        head = f"<termite.Executor for {where}" if where else f"<termite.Executor on node {getattr(self, '_home', '?')}"
+        if finished or (closed and not running + waiting):
+            return f"{head}, shut down>"
+        tasks = _tasks(running, waiting)
+        if closed:
+            return f"{head}, shutting down, {tasks}>"
+        peers = self._peers()
+        if peers is None:
+            return f"{head}, its node stopped, {tasks}>"
+        if peers == 0 and not self._include_self:
+            return f"{head}, not connected: waiting for a node, {tasks}>"
+        nodes = f"{peers} node{'' if peers == 1 else 's'}"
+        if self._include_self:
+            nodes = f"{nodes} and this process" if peers else "this process only"
+        if where:
+            head = f"<termite.Executor connected to {where}"
+        return f"{head}, {nodes}, {tasks}>"
+
+    def _peers(self) -> int | None:
+        """Nodes the executor's node is connected to now (None once it has stopped), read without a round trip:
+        a repr must answer at once, from any thread, the node's own included."""
+        try:
+            endpoint = self._node._started().table.remote
+        except Exception:  # noqa: BLE001 - not running
+            return None
+        if endpoint is None:  # a node without a network runs every call itself
+            return 0
+        return sum(1 for peer in endpoint.transport.peers() if peer.incarnation is not None)
 
     def _close(self) -> None:
         with self._lock:

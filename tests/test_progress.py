@@ -1,4 +1,4 @@
-"""Following a job from the client: progress bars (termite/progress.py), .gitignore.
+"""Following a job from the client: progress bars (termite/progress.py), repr(Executor), .gitignore.
 
 Bars are checked where users see them: a client script run under a real
 terminal (``script`` gives it a pty) and under a pipe, against real nodes.
@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -224,6 +225,48 @@ def test_as_completed_yields_in_the_order_futures_finish(capsys):
             following.set_result("next")
     assert seen == futures[::-1]
     assert "reversed: 3/3 done, 0 failed" in capsys.readouterr().err
+
+
+# -- repr(Executor) ---------------------------------------------------------------
+
+
+def test_repr_says_where_it_is_connected_how_many_nodes_and_calls(two, keyfile):
+    from holding import hold  # a call that runs until the test closes its connection
+
+    here, b, c = two
+    where = f"{_address(b)} (+1 more)"
+    pool = termite.Executor([_address(b), _address(c)], keys=keyfile, window=1)
+    try:
+        assert repr(pool) == f"<termite.Executor connected to {where}, 2 nodes, no tasks>"
+        with socket.create_server(("127.0.0.1", 0)) as listener, contextlib.ExitStack() as held:
+            listener.settimeout(30)
+            futures = [pool.submit(hold, listener.getsockname()[1]) for _ in range(3)]
+            first, second = (held.enter_context(listener.accept()[0]) for _ in range(2))
+            # Two calls run, one on each node (window=1: one at a time each); the third waits.
+            assert repr(pool) == f"<termite.Executor connected to {where}, 2 nodes, 2 tasks running, 1 waiting>"
+            first.close(), second.close()
+            held.enter_context(listener.accept()[0]).close()  # the third runs once a node has room
+            assert {future.result(30) for future in futures} <= {b.pid, c.pid}
+        assert repr(pool) == f"<termite.Executor connected to {where}, 2 nodes, no tasks>"
+    finally:
+        pool.shutdown()
+    assert repr(pool) == f"<termite.Executor for {where}, shut down>"
+
+
+def test_repr_of_an_executor_on_a_node_with_no_other_node(keyfile):
+    with termite.Node(port=0, keys=keyfile) as lonely:
+        home = "%s:%d" % lonely.ref.address
+        with termite.Executor(node=lonely) as pool:
+            assert repr(pool) == f"<termite.Executor on node {home}, not connected: waiting for a node, no tasks>"
+            waiting = pool.submit(abs, -1)
+            assert repr(pool) == f"<termite.Executor on node {home}, not connected: waiting for a node, 1 task waiting>"
+            pool.shutdown(wait=False)
+            with pytest.raises(concurrent.futures.BrokenExecutor):
+                waiting.result(30)
+        assert repr(pool) == f"<termite.Executor on node {home}, shut down>"
+    with termite.Executor(include_self=True) as alone:
+        assert re.fullmatch(r"<termite.Executor on node [0-9.]+:\d+, this process only, no tasks>", repr(alone))
+        assert alone.submit(abs, -3).result(30) == 3
 
 
 def test_gitignore_covers_virtual_environments():
