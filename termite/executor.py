@@ -102,6 +102,7 @@ class _ToFuture:
 
 
 _DONE = object()  # the executor is closed: its watcher ends
+_NO_NETWORK = object()  # the executor's node has none: it runs the calls itself
 
 
 async def _watch(dispatcher, pool_ref) -> None:
@@ -389,24 +390,26 @@ class Executor(concurrent.futures.Executor):
         peers = self._peers()
         if peers is None:
             return f"{head}, its node stopped, {tasks}>"
-        if peers == 0 and not self._include_self:
+        here = self._include_self or peers is _NO_NETWORK  # a node without a network runs every call itself
+        peers = 0 if peers is _NO_NETWORK else peers
+        if peers == 0 and not here:
             return f"{head}, not connected: waiting for a node, {tasks}>"
         nodes = f"{peers} node{'' if peers == 1 else 's'}"
-        if self._include_self:
+        if here:
             nodes = f"{nodes} and this process" if peers else "this process only"
         if where:
             head = f"<termite.Executor connected to {where}"
         return f"{head}, {nodes}, {tasks}>"
 
-    def _peers(self) -> int | None:
-        """Nodes the executor's node is connected to now (None once it has stopped), read without a round trip:
-        a repr must answer at once, from any thread, the node's own included."""
+    def _peers(self):
+        """How many nodes the executor's node is connected to now (None once it has stopped; _NO_NETWORK),
+        read without a round trip: a repr must answer at once, from any thread, the node's own included."""
         try:
             endpoint = self._node._started().table.remote
         except Exception:  # noqa: BLE001 - not running
             return None
-        if endpoint is None:  # a node without a network runs every call itself
-            return 0
+        if endpoint is None:
+            return _NO_NETWORK
         return sum(1 for peer in endpoint.transport.peers() if peer.incarnation is not None)
 
     def _close(self) -> None:

@@ -267,6 +267,9 @@ def test_repr_of_an_executor_on_a_node_with_no_other_node(keyfile):
     with termite.Executor(include_self=True) as alone:
         assert re.fullmatch(r"<termite.Executor on node [0-9.]+:\d+, this process only, no tasks>", repr(alone))
         assert alone.submit(abs, -3).result(30) == 3
+    with termite.Node() as no_network, termite.Executor(node=no_network) as here:
+        assert re.fullmatch(r"<termite.Executor on node \S+, this process only, no tasks>", repr(here)), repr(here)
+        assert here.submit(abs, -4).result(30) == 4
 
 
 def test_gitignore_covers_virtual_environments():
