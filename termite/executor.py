@@ -12,6 +12,9 @@ lambdas, closures or defined in ``__main__`` or a notebook.
 
 A call whose node is lost is run again on another (at least once: see
 termite/_balance/dispatch.py).  ``map`` sends ``chunksize`` calls per message.
+``map(..., progress=True)`` and ``as_completed(..., progress=True)`` show a
+progress bar of the calls (termite/progress.py); ``repr(pool)`` says where it
+is connected, to how many nodes, and how many calls run and wait.
 
 Calls never run in the calling script's own process unless it asks for that
 (``include_self=True``, or a ``node`` with no network, which has nowhere
@@ -40,6 +43,7 @@ from termite._net.shipping import collect
 from termite._core.links import Down, monitor
 from termite._core.mailbox import receive, send
 from termite._runtime.node import Node
+from termite.progress import Bar, as_completed
 
 __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
 
@@ -98,6 +102,7 @@ class _ToFuture:
 
 
 _DONE = object()  # the executor is closed: its watcher ends
+_NO_NETWORK = object()  # the executor's node has none: it runs the calls itself
 
 
 async def _watch(dispatcher, pool_ref) -> None:
@@ -133,6 +138,27 @@ def _address(node) -> tuple[str, int]:
     elif isinstance(node, tuple) and len(node) == 2:
         return node[0], int(node[1])
     raise ValueError(f"a node address is 'host:port', (host, port) or a NodeRef, not {node!r}")
+
+
+def _tasks(running: int, waiting: int) -> str:
+    if not running + waiting:
+        return "no tasks"
+    parts = [f"{running} task{'' if running == 1 else 's'} running"] if running else []
+    if waiting:
+        parts.append(f"{waiting} waiting" if running else f"{waiting} task{'' if waiting == 1 else 's'} waiting")
+    return ", ".join(parts)
+
+
+def _label(fn) -> str:
+    name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None)
+    return name if name and name != "<lambda>" else "map"
+
+
+def _failed_calls(size: int, future: concurrent.futures.Future) -> int:
+    """How many calls of a map's chunk failed: all of them if the chunk itself did (cancelled, or no node left)."""
+    if future.cancelled() or future.exception() is not None:
+        return size
+    return sum(1 for ok, _ in future.result() if not ok)
 
 
 def local_address_towards(host: str) -> str:
@@ -186,16 +212,22 @@ class Executor(concurrent.futures.Executor):
         ship=(),
     ):
         nodes = list(nodes)
+        where = None  # where it was told to connect, for its repr: a cluster file, or the first address
         if cluster is not None or (not nodes and node is None and os.environ.get(CLUSTER_ENVIRONMENT)):
+            where = os.fspath(cluster) if cluster is not None else os.environ[CLUSTER_ENVIRONMENT]
             nodes, cluster_keys = cluster_nodes(cluster)
             keys = keys or cluster_keys
+        elif nodes:
+            where = "%s:%d" % _address(nodes[0]) + (f" (+{len(nodes) - 1} more)" if len(nodes) > 1 else "")
         if not nodes and node is None and not include_self:
             raise ValueError(NO_CLUSTER)  # never run the calls somewhere the user did not ask for
         shipped = collect(ship) if ship else None  # before any node starts: a bad name fails here
         self._own = node is None
         self._keys = None
         self._lock = threading.Lock()  # before anything can fail: _close() takes it
-        self._futures: set[concurrent.futures.Future] = set()
+        self._futures: dict[concurrent.futures.Future, int] = {}  # pending -> how many calls it holds
+        self._include_self = include_self
+        self._where = where
         self._closed = False
         self._finished = False
         session = node is None and keys is None
@@ -206,6 +238,7 @@ class Executor(concurrent.futures.Executor):
             host = next((local_address_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
             node = Node(host=host, port=0, keys=keys).start()
         self._node = node
+        self._home = f"{node.ref.host}:{node.ref.port}"  # its own address, for its repr
         try:
             for address in nodes:
                 try:
@@ -243,7 +276,7 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             if self._closed:
                 raise RuntimeError("cannot submit to an Executor after shutdown()")
-            self._futures.add(future)
+            self._futures[future] = len(calls)
         future.add_done_callback(self._forget)
         self._kernel.call_threadsafe(send, self._dispatcher, ("submit", fn, calls, _ToFuture(future, single, self)))
         return future
@@ -260,7 +293,7 @@ class Executor(concurrent.futures.Executor):
 
     def _forget(self, future) -> None:
         with self._lock:
-            self._futures.discard(future)
+            self._futures.pop(future, None)
 
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
         """Run ``fn(*args, **kwargs)`` on the least-loaded node; a Future of its value."""
@@ -268,15 +301,29 @@ class Executor(concurrent.futures.Executor):
             fn = functools.partial(fn, **kwargs)
         return self._job(fn, [args], single=True)
 
-    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1):
-        """``fn`` over the iterables' items, ``chunksize`` calls per message; results in order."""
+    def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1, progress: bool | str = False):
+        """``fn`` over the iterables' items, ``chunksize`` calls per message; results in order.
+
+        ``progress``: True (or the bar's label; the default is ``fn``'s
+        name) shows a bar of the calls done out of all, and how many failed,
+        until the last is done or the results are abandoned
+        (termite/progress.py).  The calls are all submitted now; the results
+        come lazily, in order, the first failure raised where it falls.
+        """
         if chunksize < 1:
             raise ValueError(f"chunksize must be at least 1, not {chunksize!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         calls = zip(*iterables)
-        futures = []
+        futures, sizes = [], []
         while chunk := list(itertools.islice(calls, chunksize)):
             futures.append(self._job(fn, chunk, single=False))
+            sizes.append(len(chunk))
+        bar = None
+        if progress and futures:
+            bar = Bar(sum(sizes), progress if isinstance(progress, str) else _label(fn))
+            for future, size in zip(futures, sizes):
+                bar.watch(future, size, functools.partial(_failed_calls, size))
+            bar.start()
 
         def results():
             try:
@@ -287,10 +334,20 @@ class Executor(concurrent.futures.Executor):
                             raise remote_exception(value)
                         yield value
             finally:
+                if bar is not None:  # first: its last state is the job's, not the cancellations'
+                    bar.close()
                 for future in futures:
                     future.cancel()
 
         return results()
+
+    def as_completed(self, futures, timeout: float | None = None, *, progress: bool | str = False):
+        """``concurrent.futures.as_completed(futures, timeout)``, with a progress bar on request.
+
+        ``progress``: True, or the bar's label.  Any concurrent futures will
+        do, this executor's or others'.
+        """
+        return as_completed(futures, timeout, progress=progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Take no more calls; with ``wait``, return when the calls submitted are done.
@@ -316,6 +373,44 @@ class Executor(concurrent.futures.Executor):
             self._close()
         elif self._own:  # the node stays up until what was submitted is done
             threading.Thread(target=lambda: (concurrent.futures.wait(futures), self._close()), daemon=True).start()
+
+    def __repr__(self) -> str:
+        with self._lock:
+            closed, finished = self._closed, self._finished
+            pending = list(self._futures.items())
+        running = sum(calls for future, calls in pending if future.running())
+        waiting = sum(calls for future, calls in pending if not future.running() and not future.done())
+        where = getattr(self, "_where", None)
+        head = f"<termite.Executor for {where}" if where else f"<termite.Executor on node {getattr(self, '_home', '?')}"
+        if finished or (closed and not running + waiting):
+            return f"{head}, shut down>"
+        tasks = _tasks(running, waiting)
+        if closed:
+            return f"{head}, shutting down, {tasks}>"
+        peers = self._peers()
+        if peers is None:
+            return f"{head}, its node stopped, {tasks}>"
+        here = self._include_self or peers is _NO_NETWORK  # a node without a network runs every call itself
+        peers = 0 if peers is _NO_NETWORK else peers
+        if peers == 0 and not here:
+            return f"{head}, not connected: waiting for a node, {tasks}>"
+        nodes = f"{peers} node{'' if peers == 1 else 's'}"
+        if here:
+            nodes = f"{nodes} and this process" if peers else "this process only"
+        if where:
+            head = f"<termite.Executor connected to {where}"
+        return f"{head}, {nodes}, {tasks}>"
+
+    def _peers(self):
+        """How many nodes the executor's node is connected to now (None once it has stopped; _NO_NETWORK),
+        read without a round trip: a repr must answer at once, from any thread, the node's own included."""
+        try:
+            endpoint = self._node._started().table.remote
+        except Exception:  # noqa: BLE001 - not running
+            return None
+        if endpoint is None:
+            return _NO_NETWORK
+        return sum(1 for peer in endpoint.transport.peers() if peer.incarnation is not None)
 
     def _close(self) -> None:
         with self._lock:
