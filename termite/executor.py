@@ -13,7 +13,7 @@ lambdas, closures or defined in ``__main__`` or a notebook.
 A call whose node is lost is run again on another (at least once: see
 termite/_balance/dispatch.py).  ``map`` sends ``chunksize`` calls per message.
 ``map(..., progress=True)`` and ``as_completed(..., progress=True)`` show a
-progress bar of the calls (termite/progress.py); ``repr(pool)`` says where it
+progress bar of the calls (termite/progress_bars.py); ``repr(pool)`` says where it
 is connected, to how many nodes, and how many calls run and wait.
 
 Calls never run in the calling script's own process unless it asks for that
@@ -43,7 +43,7 @@ from termite._net.shipping import collect
 from termite._core.links import Down, monitor
 from termite._core.mailbox import receive, send
 from termite._runtime.node import Node
-from termite.progress import Bar, as_completed
+from termite.progress_bars import Bar, as_completed
 
 __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
 
@@ -307,7 +307,7 @@ class Executor(concurrent.futures.Executor):
         ``progress``: True (or the bar's label; the default is ``fn``'s
         name) shows a bar of the calls done out of all, and how many failed,
         until the last is done or the results are abandoned
-        (termite/progress.py).  The calls are all submitted now; the results
+        (termite/progress_bars.py).  The calls are all submitted now; the results
         come lazily, in order, the first failure raised where it falls.
         """
         if chunksize < 1:

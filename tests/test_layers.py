@@ -23,7 +23,7 @@ LAYERS = {
     "termite.gen_server": 6,
     "termite.supervisor": 6,
     "termite.executor": 6,
-    "termite.progress": 6,  # below the executor, whose map draws its bars
+    "termite.progress_bars": 6,  # below the executor, whose map draws its bars
     "termite": 7,  # the public facade, termite.testing, the commands
     "termite_launcher": 8,
 }

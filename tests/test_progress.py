@@ -1,4 +1,4 @@
-"""Following a job from the client: progress bars (termite/progress.py), repr(Executor), .gitignore.
+"""Following a job from the client: progress bars (termite/progress_bars.py), repr(Executor), .gitignore.
 
 Bars are checked where users see them: a client script run under a real
 terminal (``script`` gives it a pty) and under a pipe, against real nodes.
@@ -23,7 +23,7 @@ from conftest import NODECODE
 ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).resolve().parent / "progress_job.py"
 CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # CSI sequences: colours, cursor moves, erasing
-PROGRESS = sys.modules["termite.progress"]  # the module; termite.progress is its function
+from termite import progress_bars as PROGRESS
 
 
 @pytest.fixture
@@ -94,8 +94,7 @@ def test_a_job_under_a_pipe_writes_plain_lines_without_control_codes(two, keyfil
 
 TWO_BARS = """
 import concurrent.futures, sys
-import termite
-as_completed = sys.modules["termite.progress"].as_completed
+from termite.progress_bars import as_completed
 first, second = [concurrent.futures.Future() for _ in range(3)], [concurrent.futures.Future() for _ in range(2)]
 first_done, second_done = as_completed(first, progress="first"), as_completed(second, progress="second")
 for future in first:
