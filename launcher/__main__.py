@@ -23,11 +23,12 @@ import threading
 import time
 
 import termite
+from termite.console import start_console
 from termite.executor import CLUSTER_ENVIRONMENT
 
 from termite_launcher.cluster import Cluster, LaunchError, NodeNews, launcher_host, read_state, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
-from termite_launcher.dashboard import ClusterView
+from termite_launcher.dashboard import ClusterView, logging_to_events
 
 __all__ = ["main"]
 
@@ -89,6 +90,11 @@ def _feed(view: ClusterView, events: queue.SimpleQueue, cluster: Cluster | None 
             news: NodeNews = event[1]
             news.show(view, now)
             _say(news.text)
+        elif event[0] == "said":  # termite.say, from a process of any node: printed, and an event
+            view.said(event[1], now)
+            print(event[1], flush=True)  # under the live dashboard, rich prints it above
+        elif event[0] == "log":  # this process's own logging, while the live dashboard shows
+            view.logged(event[1], now)
     view.tick(now)
 
 
@@ -208,6 +214,7 @@ def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, 
     events: queue.SimpleQueue = queue.SimpleQueue()
     here.spawn(_watch, [node.ref for node in cluster.nodes], config.meter_interval, events)
     cluster.supervise(here, lambda news: events.put(("news", news)))
+    here.run(start_console, lambda said: events.put(("said", said)))  # termite.say prints here
     live = sys.stdout.isatty() and not args.plain
     job = None
     if args.run:
@@ -238,7 +245,8 @@ def _live(view: ClusterView, events, job, cluster: Cluster) -> int:
     lines: queue.SimpleQueue = queue.SimpleQueue()
     if job is not None:  # the job's output, printed above the dashboard
         threading.Thread(target=lambda: [lines.put(line) for line in job.stdout], daemon=True).start()
-    with Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
+    with logging_to_events(lambda record: events.put(("log", record))), \
+            Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
         while True:
             _feed(view, events, cluster)
             while True:

@@ -1,6 +1,9 @@
 """The launcher's dashboard: the model fed with termite.Load reports, rendered to a colourless console."""
 
 import io
+import logging
+import queue
+import sys
 import time
 
 import pytest
@@ -8,7 +11,8 @@ from rich.console import Console
 
 import termite
 from termite import Load, NodeRef
-from termite_launcher.dashboard import ClusterView, format_duration, format_rate, load_bar, sparkline
+from termite.console import Said
+from termite_launcher.dashboard import ClusterView, format_duration, format_rate, load_bar, logging_to_events, sparkline
 
 A = NodeRef("10.0.0.1", 7001, 0xA1)
 B = NodeRef("10.0.0.2", 7002, 0xB2)
@@ -492,3 +496,37 @@ def test_reports_from_real_nodes(cluster):
     assert {row.ref: row.state for row in view.rows()} == {b.ref: "up", c.ref: "down"}
     assert [e.text.split()[0] for e in view.events() if e.kind == "down"] == [str(c.ref)]
     assert line_of(text(view, at=time.monotonic()), str(c.ref))[3] == "down"
+
+
+def test_log_records_go_to_the_events_pane_while_routed_and_to_the_terminal_again_after():
+    root = logging.getLogger()
+    terminal = logging.StreamHandler(sys.stderr)  # what logging.basicConfig() installs
+    root.addHandler(terminal)
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        with logging_to_events(records.put):
+            assert terminal not in root.handlers  # set aside: it would write over the dashboard
+            logging.getLogger("termite.transport").warning("node %s is down: %s", "10.0.0.1:7001", "its connection closed")
+            logging.getLogger("termite.transport").info("not at the root's level: dropped before any handler")
+        assert root.handlers.count(terminal) == 1 and not any(h.__class__.__name__ == "_ToEvents" for h in root.handlers)
+    finally:
+        root.removeHandler(terminal)
+    record = records.get_nowait()
+    assert records.empty()
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
+    view.logged(record, at=1.0)
+    view.said(Said(termite.Pid(A, 17), "hello from alpha"), at=2.0)
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("warning", "termite.transport: node 10.0.0.1:7001 is down: its connection closed"),
+        ("said", "[10.0.0.1:7001/17] hello from alpha"),
+    ]
+    rendered = text(view, at=3.0)
+    assert "│ +0:00:00  warning      termite.transport: node 10.0.0.1:7001 is down: its connection closed" in rendered
+    assert "│ +0:00:01  said         [10.0.0.1:7001/17] hello from alpha" in rendered
+
+
+def test_every_event_kind_has_a_style():
+    from termite_launcher.dashboard_render import EVENT_STYLES
+    from termite_launcher.dashboard_snapshot import EVENT_KINDS
+
+    assert set(EVENT_STYLES) == set(EVENT_KINDS)
