@@ -23,7 +23,7 @@ import threading
 import time
 
 import termite
-from termite.console import start_console
+from termite.console import serve_console
 from termite.executor import CLUSTER_ENVIRONMENT
 
 from termite_launcher.cluster import Cluster, LaunchError, NodeNews, launcher_host, read_state, stop_from_state
@@ -59,6 +59,7 @@ def _say(text: str) -> None:
 
 async def _watch(nodes, interval, events):
     """Subscribe to every node's meter; pass reports and node events to the launcher's thread."""
+    termite.spawn(serve_console, lambda said: events.put(("said", said)))  # termite.say prints here
     termite.monitor_node(None)
     for ref in nodes:
         termite.subscribe_load(ref, interval)
@@ -214,7 +215,6 @@ def _watch_and_run(config: ClusterConfig, cluster: Cluster, here: termite.Node, 
     events: queue.SimpleQueue = queue.SimpleQueue()
     here.spawn(_watch, [node.ref for node in cluster.nodes], config.meter_interval, events)
     cluster.supervise(here, lambda news: events.put(("news", news)))
-    here.run(start_console, lambda said: events.put(("said", said)))  # termite.say prints here
     live = sys.stdout.isatty() and not args.plain
     job = None
     if args.run:

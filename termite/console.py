@@ -7,8 +7,9 @@ which the master redirects to its own.  Here:
 - The *console* is a process registered globally as :data:`CONSOLE`
   (``"termite.console"``), so every node of the cluster knows it (global
   names reach a node as it connects).  ``termite-launch`` runs one
-  (:func:`start_console`) and prints what it gets, in its dashboard's
-  events pane too while the dashboard shows.
+  (:func:`serve_console`) and prints what it gets, in its dashboard's
+  events pane too while the dashboard shows; :func:`start_console` starts
+  one and returns once it is registered.
 - ``say(*args, sep=" ")`` joins its arguments as ``print`` does and sends
   ``("say", pid, text)`` to the console, from the calling process: its pid
   prefixes the line (:class:`Said`: ``[127.0.0.1:40001/17] text``).  A thunk
@@ -30,21 +31,25 @@ is gone and lines go to stderr again.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
 from typing import NamedTuple
 
 from termite._balance.runner import runner_of, running_thunk
+from termite._core.errors import Timeout
 from termite._core.ids import Pid
 from termite._core.kernel import current_task
+from termite._core.links import kill
 from termite._core.mailbox import receive, send
 from termite._core.process import ProcessTable
 from termite._core.spawn import spawn
-from termite._core.links import kill
 from termite._net.global_names import register_global
 
-__all__ = ["CONSOLE", "Said", "say", "start_console"]
+__all__ = ["CONSOLE", "Said", "say", "serve_console", "start_console"]
+
+log = logging.getLogger("termite.console")
 
 #: The global name of the cluster's console.
 CONSOLE = "termite.console"
@@ -96,11 +101,34 @@ def _print(prefix: str, text: str) -> None:
     print("\n".join(f"{prefix} {line}" for line in lines), file=sys.stderr, flush=True)
 
 
-async def _console(deliver):
+async def _serve(deliver):
     while True:
-        msg = await receive(("say", Pid, str))
-        for line in msg[2].split("\n"):
-            deliver(Said(msg[1], line))
+        msg = await receive()
+        if msg.__class__ is tuple and len(msg) == 3 and msg[0] == "say" and msg[1].__class__ is Pid \
+                and msg[2].__class__ is str:
+            for line in msg[2].split("\n"):
+                deliver(Said(msg[1], line))
+        else:  # not left in the mailbox: a console runs as long as its cluster
+            log.warning("the console dropped a message it does not understand: %.200r", msg)
+
+
+async def serve_console(deliver, timeout: float = 5.0):
+    """The body of a console process: register as :data:`CONSOLE`, then ``deliver(said)`` each line said.
+
+    For a program that must not wait while the name is claimed (the
+    launcher: ``node.spawn(serve_console, lines.put)``).  A connected node
+    that does not answer within ``timeout`` (busy) makes it claim the name
+    again, saying so in the log; lines said meanwhile print on their nodes'
+    stderr.  It ends with ``NameTaken`` if another console holds the name.
+    ``deliver`` is as for :func:`start_console`.
+    """
+    while True:
+        try:
+            await register_global(CONSOLE, None, timeout)
+            break
+        except Timeout as exc:
+            log.warning("the console is not registered yet, trying again: %s", exc)
+    await _serve(deliver)
 
 
 async def start_console(deliver, timeout: float = 5.0) -> Pid:
@@ -108,14 +136,15 @@ async def start_console(deliver, timeout: float = 5.0) -> Pid:
 
     ``deliver(said)`` is called with each line said (a :class:`Said`; a text
     of several lines comes as one each), in the order they arrive, on this
-    node's thread: it must not block (``queue.put`` is what the launcher
-    gives).  Returns once every connected node knows the name (nodes that
-    connect later learn it as they do), so lines said from then on come
-    here.  Raises ``NameTaken`` if another console holds the name.
+    node's thread: it must not block (``queue.put`` does not).  Returns once
+    every connected node knows the name (nodes that connect later learn it
+    as they do), so lines said from then on come here.  Raises ``NameTaken``
+    if another console holds the name, ``Timeout`` if a connected node does
+    not answer within ``timeout``.
 
-        here.run(termite.console.start_console, lines.put)
+        console = node.run(termite.console.start_console, lines.put)
     """
-    pid = spawn(_console, deliver)
+    pid = spawn(_serve, deliver)
     try:
         await register_global(CONSOLE, pid, timeout)
     except BaseException:

@@ -8,6 +8,7 @@ log records (a node "is down") are events, and lines said on the cluster
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -18,6 +19,10 @@ import time
 import pytest
 
 import termite
+
+from conftest import NODECODE
+
+import sayers
 
 pytestmark = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
 
@@ -53,7 +58,9 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
         meter_interval: 0.2
         """))
     session = f"termite-dash-{os.getpid()}"
-    command = f"{sys.executable} -m termite_launcher {cluster}; echo EXITED $?; sleep 60"
+    # tmux gives a session its server's environment, not ours: say which termite (and test code) to use
+    path = os.pathsep.join(filter(None, [NODECODE, os.environ.get("PYTHONPATH")]))
+    command = f"env PYTHONPATH={shlex.quote(path)} {sys.executable} -m termite_launcher {cluster}; echo EXITED $?; sleep 60"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
                    check=True)
     state = {"nodes": []}  # the nodes it runs, from its state file
@@ -68,7 +75,13 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
         assert all(_in_pane(line) for line in warned), screen
         assert any(f"warning      termite.transport: node {victim['address']} is down" in line for line in warned)
 
+        _until(session, lambda text: "up ↻1" in text)  # the killed node, restarted
         with termite.Executor(cluster=str(cluster)) as pool:
+            here = pool.node
+            nodes = here.run(termite.nodes)
+            for node in nodes:  # the restarted one learns the console's name as the launcher reconnects
+                here.spawn_on(node, sayers.console_known, 20, here.pid)
+            assert {here.receive(("console", termite.NodeRef, bool), timeout=30)[2] for _ in nodes} == {True}
             list(pool.map(termite.say, ["said on the cluster"] * 4, range(4)))
         screen = _until(session, lambda text: sum(_in_pane(line) and " said " in line for line in text.splitlines()) == 4)
         pane = [line for line in screen.splitlines() if _in_pane(line) and " said " in line]
@@ -77,7 +90,6 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
         assert sorted(line.split()[-2] for line in pane) == ["0", "1", "2", "3"], screen
         assert all(line.split()[3].endswith("/2]") for line in pane)  # thunks: under their node's runner
 
-        _until(session, lambda text: "up ↻1" in text)  # the killed node, restarted
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
         _until(session, lambda text: "EXITED" in text)

@@ -97,11 +97,14 @@ def test_processes_on_two_nodes_say_through_the_launchers_console_in_order(tmp_p
     with _launcher(cluster, tmp_path) as (launcher, out, err):
         seen = []
         deadline = time.monotonic() + 60
-        # its first status line comes once its console is registered on every node
-        _next(out, lambda line: " total " in line, deadline, seen)
+        _next(out, lambda line: " total " in line, deadline, seen)  # it watches the cluster
         with termite.Executor(cluster=str(cluster)) as pool:
             here = pool.node
             a, b = here.run(termite.nodes)
+            for node in (a, b):  # the launcher claims the console's name as it starts watching
+                here.spawn_on(node, sayers.console_known, 20, here.pid)
+            assert {here.receive(("console", termite.NodeRef, bool), timeout=30) for _ in (a, b)} == {
+                ("console", a, True), ("console", b, True)}
             pids = {label: here.spawn_on(node, sayers.say_lines, label, 50, here.pid) for label, node in
                     (("alpha", a), ("beta", b))}
             for _ in pids:
@@ -200,3 +203,21 @@ def test_a_plain_script_says_on_its_stderr(tmp_path):
 def test_say_refuses_a_separator_that_is_not_a_str():
     with pytest.raises(TypeError, match="sep must be a str"):
         termite.say("a", sep=1)
+
+
+def test_the_console_drops_what_is_not_a_line_said(cluster, caplog):
+    node, _ = cluster
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    console = node.run(start_console, lines.put)
+    node.send(console, ("say", "not a pid", "text"))
+    node.send(console, "hello")
+    node.run(_say_here, "after", "them")
+    assert str(lines.get(timeout=10)).endswith("] after them")
+    assert lines.empty()
+    assert node.process_info(console).mailbox == 0
+    assert [r.getMessage()[:52] for r in caplog.records if r.name == "termite.console"] == [
+        "the console dropped a message it does not understand"] * 2
+
+
+async def _say_here(*args):
+    termite.say(*args)
