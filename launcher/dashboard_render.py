@@ -191,7 +191,8 @@ def _columns(snap: Snapshot, bar: int, spark: int) -> dict[str, _Column]:
         "out": _Column("msg/s\nout", 5, format_rate(totals.msgs_out)),
         "thunk_rate": _Column("thunks\n/s", 6, format_rate(totals.thunks_rate)),
         # thunks finished / sent to the node, since it started
-        "done": _Column("thunks\ndone/all", 11, f"{format_count(totals.thunks_done)}/{format_count(totals.thunks_received)}"),
+        "done": _Column("thunks\ndone/all", 11,
+                        f"{format_count(totals.thunks_done)}/{format_count(totals.thunks_received)}"),
         "failed": _Column("thunks\nfailed", 6, format_count(totals.thunks_failed)),
         "mig": _Column("migr\nin/out", 7, f"{totals.migrations_in}/{totals.migrations_out}"),
         "uptime": _Column("uptime", 8),

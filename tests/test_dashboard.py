@@ -116,13 +116,15 @@ def test_one_report_gives_no_rate_yet():
 def test_render_at_120_columns(demo):
     rendered = text(demo, at=103.0)
     lines = rendered.splitlines()
-    assert lines[0] == "demo  2/3 up  19 procs  msgs/s in 250 out 525  thunks 50/60 done, 3 failed, 10/s  mig in 5 out 4  +0:00:03"
+    assert lines[0] == ("demo  2/3 up  19 procs  msgs/s in 250 out 525  thunks 50/60 done, 3 failed, 10/s"
+                        "  mig in 5 out 4  +0:00:03")
     # cpu and the run queue side by side, each on a scale of its own; thunks: rate, done of all sent, failed
     assert lines[1].split() == ["os", "cpu", "run", "msg/s", "msg/s", "thunks", "thunks", "thunks"]
-    assert lines[2].split() == ["host", "node", "pid", "state", "%", "of", "a", "core", "history", "queue", "procs", "in",
-                                "out", "/s", "done/all", "failed", "uptime"]
+    assert lines[2].split() == ["host", "node", "pid", "state", "%", "of", "a", "core", "history", "queue", "procs",
+                                "in", "out", "/s", "done/all", "failed", "uptime"]
     assert line_of(rendered, "10.0.0.1:7001") == [
-        "alpha", "10.0.0.1:7001", "1001", "up", "████░░░░", "50", "▃▅", "2", "9", "100", "25", "0", "0/0", "0", "0:01:02"
+        "alpha", "10.0.0.1:7001", "1001", "up", "████░░░░", "50", "▃▅", "2", "9", "100", "25", "0", "0/0", "0",
+        "0:01:02"
     ]
     assert line_of(rendered, "10.0.0.2:7002") == [
         "beta", "10.0.0.2:7002", "1002", "up", "████████", "100", "▅█", "0", "10", "150", "500", "10", "50/60", "3",
@@ -506,9 +508,11 @@ def test_log_records_go_to_the_events_pane_while_routed_and_to_the_terminal_agai
     try:
         with logging_to_events(records.put):
             assert terminal not in root.handlers  # set aside: it would write over the dashboard
-            logging.getLogger("termite.transport").warning("node %s is down: %s", "10.0.0.1:7001", "its connection closed")
+            logging.getLogger("termite.transport").warning("node %s is down: %s", "10.0.0.1:7001",
+                                                           "its connection closed")
             logging.getLogger("termite.transport").info("not at the root's level: dropped before any handler")
-        assert root.handlers.count(terminal) == 1 and not any(h.__class__.__name__ == "_ToEvents" for h in root.handlers)
+        assert root.handlers.count(terminal) == 1
+        assert not any(h.__class__.__name__ == "_ToEvents" for h in root.handlers)
     finally:
         root.removeHandler(terminal)
     record = records.get_nowait()

@@ -60,7 +60,8 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
     session = f"termite-dash-{os.getpid()}"
     # tmux gives a session its server's environment, not ours: say which termite (and test code) to use
     path = os.pathsep.join(filter(None, [NODECODE, os.environ.get("PYTHONPATH")]))
-    command = f"env PYTHONPATH={shlex.quote(path)} {sys.executable} -m termite_launcher {cluster}; echo EXITED $?; sleep 60"
+    command = (f"env PYTHONPATH={shlex.quote(path)} {sys.executable} -m termite_launcher {cluster};"
+               " echo EXITED $?; sleep 60")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
                    check=True)
     state = {"nodes": []}  # the nodes it runs, from its state file
@@ -83,7 +84,8 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
                 here.spawn_on(node, sayers.console_known, 20, here.pid)
             assert {here.receive(("console", termite.NodeRef, bool), timeout=30)[2] for _ in nodes} == {True}
             list(pool.map(termite.say, ["said on the cluster"] * 4, range(4)))
-        screen = _until(session, lambda text: sum(_in_pane(line) and " said " in line for line in text.splitlines()) == 4)
+        screen = _until(session, lambda text: sum(_in_pane(line) and " said " in line
+                                                  for line in text.splitlines()) == 4)
         pane = [line for line in screen.splitlines() if _in_pane(line) and " said " in line]
         above = [line for line in screen.splitlines() if line.startswith("[") and "said on the cluster" in line]
         assert sorted(line.split()[-1] for line in above) == ["0", "1", "2", "3"], screen  # printed above the table
