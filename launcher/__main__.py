@@ -23,11 +23,12 @@ import threading
 import time
 
 import termite
+from termite.console import serve_console
 from termite.executor import CLUSTER_ENVIRONMENT
 
 from termite_launcher.cluster import Cluster, LaunchError, NodeNews, launcher_host, read_state, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
-from termite_launcher.dashboard import ClusterView
+from termite_launcher.dashboard import ClusterView, logging_to_events
 
 __all__ = ["main"]
 
@@ -58,6 +59,7 @@ def _say(text: str) -> None:
 
 async def _watch(nodes, interval, events):
     """Subscribe to every node's meter; pass reports and node events to the launcher's thread."""
+    termite.spawn(serve_console, lambda said: events.put(("said", said)))  # termite.say prints here
     termite.monitor_node(None)
     for ref in nodes:
         termite.subscribe_load(ref, interval)
@@ -89,6 +91,11 @@ def _feed(view: ClusterView, events: queue.SimpleQueue, cluster: Cluster | None 
             news: NodeNews = event[1]
             news.show(view, now)
             _say(news.text)
+        elif event[0] == "said":  # termite.say, from a process of any node: printed, and an event
+            view.said(event[1], now)
+            print(event[1], flush=True)  # under the live dashboard, rich prints it above
+        elif event[0] == "log":  # this process's own logging, while the live dashboard shows
+            view.logged(event[1], now)
     view.tick(now)
 
 
@@ -238,7 +245,8 @@ def _live(view: ClusterView, events, job, cluster: Cluster) -> int:
     lines: queue.SimpleQueue = queue.SimpleQueue()
     if job is not None:  # the job's output, printed above the dashboard
         threading.Thread(target=lambda: [lines.put(line) for line in job.stdout], daemon=True).start()
-    with Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
+    with logging_to_events(lambda record: events.put(("log", record))), \
+            Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
         while True:
             _feed(view, events, cluster)
             while True:

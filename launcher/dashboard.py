@@ -7,8 +7,10 @@ Three layers, as in rich's ``top`` example:
   ``lost`` a node termite declared down (``NodeDown``), ``exited`` a node
   whose process the launcher saw end (with the reason: ``killed by signal
   9``), ``gave_up`` on a node it will not restart again, ``unresponsive`` a
-  node found connected but not answering, ``restarted``, free-text
-  ``event``) and calls ``tick`` now and then, so that a node that stops
+  node found connected but not answering, ``restarted``, ``said`` a line a
+  process said (``termite.say``), ``logged`` a record of the launcher's own
+  logging (:func:`logging_to_events` routes them while the live dashboard
+  shows), free-text ``event``) and calls ``tick`` now and then, so that a node that stops
   reporting turns suspect and then unresponsive.  It holds no clock: every call says
   when (``at``), on one clock the caller picks (``time.time()`` or
   ``time.monotonic()``), which keeps it deterministic under test.  Times
@@ -34,6 +36,15 @@ make a row *down*; :meth:`ClusterView.gave_up` makes it *failed* (down for
 good, as an Erlang supervisor past its restart intensity).  A row down or
 failed keeps the reason, which the dashboard shows under the table.
 
+What a row shows of a node's load is its two parts side by side, each on a
+scale that does not move: cpu, in percent of the one core a node runs on
+(:data:`CPU_SCALE`: the bar and the history are full for a core kept busy),
+and the run queue, the processes and thunks waiting there.  Their sum is
+what the dispatcher compares (``termite.Load.value``), but as one figure it
+reads as a CPU load it is not (16.4 for a node at 40 % with 16 thunks
+queued).  Rates count what moves: frames in and out per second, and thunks
+finished per second; thunk counts are per node, since it started.
+
 Rows are kept per address (``host:port``), not per incarnation: a node that
 comes back on the same address is the same row, counted as restarted, and a
 row the launcher expected before the node's incarnation was known
@@ -49,12 +60,16 @@ row the launcher expected before the node's incarnation was known
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 from collections import deque
 
 from termite import Load, NodeRef
 
 from termite_launcher.dashboard_render import load_bar, plain_lines, render
 from termite_launcher.dashboard_snapshot import (
+    CPU_SCALE,
     Event,
     Row,
     Snapshot,
@@ -66,6 +81,7 @@ from termite_launcher.dashboard_snapshot import (
 )
 
 __all__ = [
+    "CPU_SCALE",
     "ClusterView",
     "Event",
     "Row",
@@ -74,6 +90,7 @@ __all__ = [
     "format_duration",
     "format_rate",
     "load_bar",
+    "logging_to_events",
     "plain_lines",
     "render",
     "sparkline",
@@ -101,7 +118,7 @@ class _Node:
         self.state = state
         self.last: Load | None = None
         self.last_at: float | None = None
-        self.rates: tuple[float, float] | None = None
+        self.rates: tuple[float, float, float] | None = None  # frames in, out, thunks finished: per second
         self.history: deque[float] = deque(maxlen=history)
         self.restarts = 0
         self.retired: set[int] = set()  # incarnations this row had: their late news is ignored
@@ -191,12 +208,12 @@ class ClusterView:
         row.os_pid = load.os_pid
         if not row.labelled:
             row.label = load.host
-        row.history.append(load.value)
+        row.history.append(load.busy)
         row.reason = None
         if row.state != "up":
             was, row.state = row.state, "up"
             if was == "starting":
-                self._add(at, "joined", f"{_name(row)}: pid {load.os_pid}, {load.cores} cores")
+                self._add(at, "joined", f"{_name(row)}: pid {load.os_pid}, 1 core of the host's {load.cores}")
             elif was == "unresponsive" and silent is not None:
                 self._add(at, "up", f"{_name(row)}: reporting again after {silent:.1f} s unresponsive")
             else:
@@ -291,6 +308,17 @@ class ClusterView:
         self._seen(at)
         self._add(at, "info", text)
 
+    def said(self, said, at: float) -> None:
+        """A line a process said (``termite.say``: a ``termite.console.Said``): an event, prefixed with its pid."""
+        self._seen(at)
+        self._add(at, "said", str(said))
+
+    def logged(self, record: logging.LogRecord, at: float) -> None:
+        """A log record of the launcher's own process: an event of its level ("warning: node ... is down")."""
+        self._seen(at)
+        text = record.getMessage().splitlines() or [""]
+        self._add(at, record.levelname.lower(), f"{record.name}: {text[0]}")
+
     def tick(self, at: float) -> None:
         """Judge silence: no report for ``suspect_after`` s is suspect, for ``unresponsive_after`` s unresponsive.
 
@@ -315,8 +343,7 @@ class ClusterView:
 
     def rows(self) -> list[Row]:
         """One :class:`Row` per node, in the order they were first seen."""
-        scale = self._scale()
-        return [_row(node, scale) for node in self._nodes.values()]
+        return [_row(node) for node in self._nodes.values()]
 
     def totals(self) -> Totals:
         return _totals(self.rows())
@@ -330,7 +357,7 @@ class ClusterView:
 
     def snapshot(self, at: float) -> Snapshot:
         rows = self.rows()
-        return Snapshot(self.name, at, self._origin, tuple(rows), _totals(rows), tuple(self._events), self._scale())
+        return Snapshot(self.name, at, self._origin, tuple(rows), _totals(rows), tuple(self._events), self.history)
 
     def renderable(self, at: float):
         """The whole dashboard as of ``at``, for a ``rich.live.Live``."""
@@ -364,14 +391,6 @@ class ClusterView:
         else:
             self._add(at, "restarted", f"{_name(row)}: incarnation {_incarnation(old)} -> {_incarnation(new)}")
 
-    def _scale(self) -> float:
-        """The load a full bar stands for: a power of two, at least 1, steady as loads jitter."""
-        top = max((value for node in self._nodes.values() for value in node.history), default=0.0)
-        scale = 1.0
-        while scale < top:
-            scale *= 2
-        return scale
-
 
 def _other_incarnation(have: NodeRef, got: NodeRef) -> bool:
     """Whether ``got`` is another node than ``have`` (both known, same address or not)."""
@@ -388,8 +407,8 @@ def _name(node: _Node) -> str:
     return f"{node.ref} ({node.label})"
 
 
-def _rates(before: Load, after: Load) -> tuple[float, float] | None:
-    """Frames per second in and out between two reports of one incarnation.
+def _rates(before: Load, after: Load) -> tuple[float, float, float] | None:
+    """Frames in and out, and thunks finished, per second between two reports of one incarnation.
 
     The time between them is the node's own monotonic uptime, so neither the
     network's delays nor a wall clock that jumps distort it.
@@ -397,44 +416,52 @@ def _rates(before: Load, after: Load) -> tuple[float, float] | None:
     elapsed = after.uptime - before.uptime
     if elapsed <= 0:
         elapsed = after.time - before.time
-    if elapsed <= 0 or after.frames_in < before.frames_in or after.frames_out < before.frames_out:
+    counts = ((before.frames_in, after.frames_in), (before.frames_out, after.frames_out),
+              (before.thunks_done, after.thunks_done))
+    if elapsed <= 0 or any(then > now for then, now in counts):
         return None
-    return ((after.frames_in - before.frames_in) / elapsed, (after.frames_out - before.frames_out) / elapsed)
+    return tuple((now - then) / elapsed for then, now in counts)
 
 
-def _row(node: _Node, scale: float) -> Row:
+def _row(node: _Node) -> Row:
     load = node.last
-    rates = node.rates or (None, None)
+    rates = node.rates or (None, None, None)
+    known = load is not None
     return Row(
         label=node.label,
         node=str(node.ref),
         ref=node.ref,
         os_pid=node.os_pid,
         state=node.state,
-        load=None if load is None else load.value,
         history=tuple(node.history),
-        sparkline=sparkline(node.history, scale),
-        cpu=None if load is None else load.busy * 100,
-        processes=None if load is None else load.processes,
-        run_queue=None if load is None else load.run_queue,
-        queued=None if load is None else load.queued,
-        largest_mailbox=None if load is None else load.largest_mailbox,
+        sparkline=sparkline(node.history, CPU_SCALE),
+        cpu=load.busy * 100 if known else None,
+        processes=load.processes if known else None,
+        run_queue=load.run_queue if known else None,
+        queued=load.queued if known else None,
+        largest_mailbox=load.largest_mailbox if known else None,
         msgs_in=rates[0],
         msgs_out=rates[1],
-        migrations_in=None if load is None else load.migrations_in,
-        migrations_out=None if load is None else load.migrations_out,
-        uptime=None if load is None else load.uptime,
+        migrations_in=load.migrations_in if known else None,
+        migrations_out=load.migrations_out if known else None,
+        uptime=load.uptime if known else None,
         last_report=node.last_at,
         restarts=node.restarts,
         reason=node.reason,
-        balanced_in=None if load is None else load.balanced_in,
-        busy_nodes=() if load is None else load.busy_nodes,
-        full_mailboxes=0 if load is None else load.full_mailboxes,
+        balanced_in=load.balanced_in if known else None,
+        busy_nodes=load.busy_nodes if known else (),
+        full_mailboxes=load.full_mailboxes if known else 0,
+        cores=load.cores if known else None,
+        thunks_received=load.thunks_received if known else None,
+        thunks_done=load.thunks_done if known else None,
+        thunks_failed=load.thunks_failed if known else None,
+        thunks_rate=rates[2],
     )
 
 
 def _totals(rows: list[Row]) -> Totals:
     live = [row for row in rows if row.live]
+    cpus = [row.cpu for row in live if row.cpu is not None]
     return Totals(
         up=sum(row.state == "up" for row in rows),
         unresponsive=sum(row.state == "unresponsive" for row in rows),
@@ -448,5 +475,57 @@ def _totals(rows: list[Row]) -> Totals:
         migrations_in=sum(row.migrations_in or 0 for row in rows),
         migrations_out=sum(row.migrations_out or 0 for row in rows),
         balanced=sum(row.balanced_in or 0 for row in rows),
+        cpu_average=sum(cpus) / len(cpus) if cpus else None,
+        run_queue=sum(row.run_queue or 0 for row in live),
+        thunks_received=sum(row.thunks_received or 0 for row in rows),
+        thunks_done=sum(row.thunks_done or 0 for row in rows),
+        thunks_failed=sum(row.thunks_failed or 0 for row in rows),
+        thunks_rate=sum(row.thunks_rate or 0.0 for row in live),
     )
 
+
+# -- the launcher's own log records, into the events pane -------------------------
+
+
+class _ToEvents(logging.Handler):
+    """Hands every record to ``put`` (any thread may log: ``put`` must be thread-safe, a queue's)."""
+
+    def __init__(self, put):
+        super().__init__()
+        self.put = put
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.put(record)
+        except Exception:  # noqa: BLE001 - logging must not raise where the record was made
+            self.handleError(record)
+
+
+def _to_terminal(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    return type(handler) is logging.StreamHandler and stream in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+
+
+@contextlib.contextmanager
+def logging_to_events(put):
+    """While the live dashboard shows: this process's log records go to ``put(record)``, not to the terminal.
+
+    A record printed while rich redraws the screen lands over the dashboard;
+    the launcher puts them on its events queue instead, and the view shows
+    each as an event of its level (:meth:`ClusterView.logged`).  The root
+    logger's handlers that write to the terminal are set aside meanwhile
+    (Python's last-resort handler too, as the root then has a handler);
+    handlers to files keep writing.
+    """
+    root = logging.getLogger()
+    aside = [handler for handler in root.handlers if _to_terminal(handler)]
+    handler = _ToEvents(put)
+    for old in aside:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        for old in aside:
+            root.addHandler(old)

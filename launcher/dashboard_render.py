@@ -3,13 +3,15 @@
 The render layer of the dashboard (termite_launcher.dashboard): :func:`render`
 lays a :class:`~termite_launcher.dashboard_snapshot.Snapshot` out as a title
 line with the totals, the node table, a line for each node down or failed
-saying why, and the events pane, fitted to the
-console's width when drawn; :func:`plain_lines` writes it as colourless
-lines, for a stdout that is not a terminal.  Nothing here keeps state or
-reads a clock.
+saying why, and the events pane, fitted to the console's width when drawn
+(columns of fixed widths: the layout stays put as figures change);
+:func:`plain_lines` writes it as colourless lines, for a stdout that is not
+a terminal.  Nothing here keeps state or reads a clock.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from rich import box
 from rich.console import Console, ConsoleOptions, RenderResult
@@ -17,7 +19,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from termite_launcher.dashboard_snapshot import Row, Snapshot, format_count, format_rate, format_time
+from termite_launcher.dashboard_snapshot import (
+    CPU_SCALE, EVENT_KINDS, Row, Snapshot, format_count, format_rate, format_time,
+)
 
 __all__ = ["load_bar", "plain_lines", "render"]
 
@@ -38,12 +42,17 @@ EVENT_STYLES = {
     "down": "red",
     "failed": "bold red",
     "balanced": "blue",
+    "said": "bold",
+    "debug": "dim",
     "info": "",
+    "warning": "yellow",
+    "error": "red",
+    "critical": "bold red",
 }
 BAR_FULL, BAR_EMPTY = "█", "░"
 BAR_PARTS = " ▏▎▍▌▋▊▉"  # eighths of a cell, for a smooth bar
 EVENTS_SHOWN = 8
-KIND_WIDTH = max(map(len, EVENT_STYLES))  # the events pane's kind column: "unresponsive"
+KIND_WIDTH = max(map(len, EVENT_KINDS))  # the events pane's kind column: "unresponsive"
 BAR_WIDTH = 8
 
 
@@ -63,26 +72,33 @@ def _state_text(row: Row) -> str:
     return row.state if not row.restarts else f"{row.state} ↻{row.restarts}"
 
 
-def _load_style(value: float) -> str:
-    return "green" if value < 0.75 else "yellow" if value < 1.5 else "red"
+def _cpu_style(percent: float) -> str:
+    return "green" if percent < 75 else "yellow" if percent < 100 else "red"
 
 
 # -- rich rendering ---------------------------------------------------------------
 
-# The columns, in display order: key, header, options, footer (a function of the snapshot's live rows).
-# Always shown: node, state, load, cpu, procs, in, out, uptime.  The others join, in OPTIONAL's
-# order, while the table still fits the console; then the sparkline grows to use what is left.
-OPTIONAL = ("history", "host", "mbox", "runq", "mig", "pid")
+# Every column has a fixed width, fixed by the console's width and the rows' names alone, never by
+# figures that change as the cluster runs: the table does not jitter from frame to frame.  The
+# history column is as wide as the history a row keeps from the first frame on (or what is left).
+# Always shown: node, state, cpu.  The others join in PRIORITY's order while the table still fits
+# the console; the history column takes what is left (at least MIN_SPARK cells).  Shown, columns
+# keep the order of _columns.
+PRIORITY = ("runq", "done", "failed", "thunk_rate", "in", "uptime", "host", "pid", "procs", "history", "out", "mbox",
+            "mig")
+ALWAYS = ("node", "state", "cpu")
 MIN_SPARK = 7  # as wide as its header
+HOST_WIDTH = 16  # at most: a longer name is cut with an ellipsis
+STATE_WIDTH = len("unresponsive")
 
 
 def render(snapshot: Snapshot):
     """The dashboard for ``snapshot``: a title line with the totals, the node table, the events pane.
 
     The returned object fits itself to the console's width when rendered: at
-    120 columns every column shows, with as much of each node's sparkline as
-    fits; narrower, the least needed columns go first (:data:`OPTIONAL`, last
-    first).
+    120 columns most columns show, with as much of each node's history as
+    fits; narrower, the least needed columns go (:data:`PRIORITY`, last
+    first).  Column widths do not depend on the figures shown.
     """
     return _Dashboard(snapshot)
 
@@ -94,27 +110,17 @@ class _Dashboard:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         snap = self.snapshot
         width = options.max_width
-        unbounded = options.update_width(10_000)  # a table wider than the console is squeezed, not measured
-
         bar = BAR_WIDTH if width >= 100 else BAR_WIDTH // 2
-
-        def needs(shown, spark):
-            return console.measure(_table(snap, shown, spark, bar), options=unbounded).maximum
-
-        history = max((len(row.history) for row in snap.rows), default=0)
-        least = min(MIN_SPARK, history)
-        shown = {"node", "state", "load", "cpu", "procs", "in", "out", "uptime"}
-        for key in OPTIONAL:
-            if key == "history" and not history:
-                continue
-            trial = shown | {key}
-            if needs(trial, least if "history" in trial else 0) <= width:
-                shown = trial
-        spark = 0
-        if "history" in shown:
-            spark = min(history, least + width - needs(shown, least))
+        columns = _columns(snap, bar, spark=MIN_SPARK)
+        used = sum(columns[key].width for key in ALWAYS) + len(ALWAYS) - 1
+        shown = set(ALWAYS)
+        for key in PRIORITY:
+            if used + 1 + columns[key].width <= width:  # one cell between columns
+                shown.add(key)
+                used += 1 + columns[key].width
+        spark = MIN_SPARK + min(snap.history - MIN_SPARK, width - used) if "history" in shown else 0
         yield _title(snap, width)
-        yield _table(snap, shown, spark, bar)
+        yield _table(snap, _columns(snap, bar, spark), shown, bar)
         yield from _reasons(snap)
         yield from _flow_notes(snap)
         yield _events_pane(snap, width)
@@ -137,10 +143,13 @@ def _title(snap: Snapshot, width: int) -> Text:
         if totals.failed:  # given up on: they stay down until the cluster is started again
             title.append(", ")
             title.append(f"{totals.failed} failed", "bold red")
-        title.append(
-            f"  {totals.processes} {'procs' if short else 'processes'}  msgs/s in {rates[0]} out {rates[1]}"
-            f"  {'mig' if short else 'migrations'} in {totals.migrations_in} out {totals.migrations_out}"
-        )
+        title.append(f"  {totals.processes} {'procs' if short else 'processes'}  msgs/s in {rates[0]} out {rates[1]}")
+        if totals.thunks_received:  # a job ran: its count shows
+            title.append(f"  thunks {totals.thunks_done}/{totals.thunks_received} done")
+            if totals.thunks_failed:
+                title.append(f", {totals.thunks_failed} failed", "bold red")
+            title.append(f", {format_rate(totals.thunks_rate)}/s")
+        title.append(f"  {'mig' if short else 'migrations'} in {totals.migrations_in} out {totals.migrations_out}")
         if totals.balanced:  # moves the balancer asked for: its work shows only when it did some
             title.append(f" ({totals.balanced} {'bal' if short else 'by the balancer'})")
         title.append(when, "dim")
@@ -150,10 +159,47 @@ def _title(snap: Snapshot, width: int) -> Text:
     return title
 
 
-def _table(snap: Snapshot, shown: set[str], spark: int, bar: int = BAR_WIDTH) -> Table:
+class _Column(NamedTuple):
+    header: str
+    width: int
+    footer: str = ""
+    justify: str = "right"
+
+
+def _columns(snap: Snapshot, bar: int, spark: int) -> dict[str, _Column]:
+    """Every column, in display order: its header, its fixed width and its footer (the totals)."""
     live = [row for row in snap.rows if row.live]
     totals = snap.totals
-    footer = "total"
+    host = min(HOST_WIDTH, max([len("total"), *(len(row.label) for row in snap.rows)]))  # "total": its footer
+    node = max([len("total"), *(len(row.node) for row in snap.rows)])
+    state = max([STATE_WIDTH, *(len(_state_text(row)) for row in snap.rows)])
+    cpu = bar + 4  # the bar, then a percentage of up to three digits
+    average = "-" if totals.cpu_average is None else f"{totals.cpu_average:.0f}"
+    return {
+        "host": _Column("host", host, "", "left"),
+        "node": _Column("node", node, "", "left"),
+        "pid": _Column("os\npid", 7),
+        "state": _Column("state", state, "", "left"),
+        # A fixed scale, a core: a node is one interpreter (its worker thread may add some)
+        "cpu": _Column("cpu\n% of a core" if cpu >= 11 else "cpu\n% core", cpu, f"avg {average}"),
+        "history": _Column("history", spark, "", "left"),
+        "runq": _Column("run\nqueue", 5, str(totals.run_queue)),
+        "procs": _Column("procs", 5, str(totals.processes)),
+        # messages waiting in all the node's mailboxes / in its largest: a process behind its senders
+        "mbox": _Column("mbox\nall/max", 11, f"{format_count(totals.queued)}/{format_count(totals.largest_mailbox)}"),
+        "in": _Column("msg/s\nin", 5, format_rate(totals.msgs_in)),
+        "out": _Column("msg/s\nout", 5, format_rate(totals.msgs_out)),
+        "thunk_rate": _Column("thunks\n/s", 6, format_rate(totals.thunks_rate)),
+        # thunks finished / sent to the node, since it started
+        "done": _Column("thunks\ndone/all", 11,
+                        f"{format_count(totals.thunks_done)}/{format_count(totals.thunks_received)}"),
+        "failed": _Column("thunks\nfailed", 6, format_count(totals.thunks_failed)),
+        "mig": _Column("migr\nin/out", 7, f"{totals.migrations_in}/{totals.migrations_out}"),
+        "uptime": _Column("uptime", 8),
+    }
+
+
+def _table(snap: Snapshot, columns: dict[str, _Column], shown: set[str], bar: int) -> Table:
     table = Table(
         box=box.SIMPLE_HEAD,
         show_edge=False,
@@ -162,59 +208,44 @@ def _table(snap: Snapshot, shown: set[str], spark: int, bar: int = BAR_WIDTH) ->
         header_style="bold",
         footer_style="bold",
     )
-    columns = []  # (key, header, options)
-    if "host" in shown:
-        columns.append(("host", "host", dict(footer=footer, no_wrap=True, overflow="ellipsis", max_width=16)))
-        footer = ""
-    columns += [
-        ("node", "node", dict(footer=footer, no_wrap=True)),
-        ("pid", "os\npid", dict(justify="right")),
-        ("state", "state", dict(no_wrap=True)),
-        ("load", f"load (0-{snap.scale:g})", dict(no_wrap=True, footer=f"{sum(r.load or 0 for r in live):.2f}")),
-        ("history", "history", dict(no_wrap=True)),
-        ("cpu", "cpu\n%", dict(justify="right", footer=f"{sum(r.cpu or 0 for r in live):.0f}")),
-        ("procs", "procs", dict(justify="right", footer=str(totals.processes))),
-        ("runq", "runq", dict(justify="right", footer=str(sum(r.run_queue or 0 for r in live)))),
-        # messages waiting in all the node's mailboxes / in its largest: a process behind its senders
-        ("mbox", "mbox\nall/max", dict(justify="right", no_wrap=True,
-                                        footer=f"{format_count(totals.queued)}/{format_count(totals.largest_mailbox)}")),
-        ("in", "msg/s\nin", dict(justify="right", footer=format_rate(totals.msgs_in))),
-        ("out", "msg/s\nout", dict(justify="right", footer=format_rate(totals.msgs_out))),
-        ("mig", "migr\nin/out", dict(justify="right", footer=f"{totals.migrations_in}/{totals.migrations_out}")),
-        ("uptime", "uptime", dict(justify="right")),
-    ]
-    keys = [key for key, _, _ in columns if key in shown and (key != "history" or spark > 0)]
-    for key, header, options in columns:
-        if key in keys:
-            table.add_column(header, **options)
+    keys = [key for key in columns if key in shown]
+    for i, key in enumerate(keys):
+        column = columns[key]
+        footer = "total" if i == 0 else column.footer
+        table.add_column(column.header, footer=footer, justify=column.justify, width=column.width,
+                         min_width=column.width, max_width=column.width, no_wrap=True, overflow="ellipsis")
     for row in snap.rows:
-        cells = _cells(row, snap.scale, spark, bar)
+        cells = _cells(row, columns["history"].width, bar)
         table.add_row(*(cells[key] for key in keys), style="dim" if row.state in ("down", "failed") else None)
     if not snap.rows:
         table.caption = "no nodes yet"
     return table
 
 
-def _cells(row: Row, scale: float, spark: int, bar: int) -> dict:
-    live = row.live and row.load is not None
+def _cells(row: Row, spark: int, bar: int) -> dict:
+    live = row.live and row.cpu is not None
     if live:
-        load = Text(load_bar(row.load, scale, bar), style=_load_style(row.load))
-        load.append(f" {row.load:5.2f}", style="")
+        cpu = Text(load_bar(row.cpu / 100, CPU_SCALE, bar), style=_cpu_style(row.cpu))
+        cpu.append(f" {row.cpu:3.0f}", style="")
     else:
-        load = Text("-")
+        cpu = Text("-")
+    thunks = row.thunks_received is not None
     return {
         "host": row.label,
         "node": row.node,
         "pid": _number(row.os_pid),
         "state": Text(_state_text(row), style=STATE_STYLES[row.state]),
-        "load": load,
+        "cpu": cpu,
         "history": Text(row.sparkline[-spark:] if spark else "", style="cyan"),
-        "cpu": f"{row.cpu:.0f}" if live else "-",
         "procs": _number(row.processes) if live else "-",
         "runq": _number(row.run_queue) if live else "-",
         "mbox": f"{format_count(row.queued)}/{format_count(row.largest_mailbox)}" if live else "-",
         "in": format_rate(row.msgs_in) if live else "-",
         "out": format_rate(row.msgs_out) if live else "-",
+        "thunk_rate": format_rate(row.thunks_rate) if live else "-",
+        # counts since the node started: a node down keeps what it did
+        "done": f"{format_count(row.thunks_done)}/{format_count(row.thunks_received)}" if thunks else "-",
+        "failed": Text(format_count(row.thunks_failed), style="red" if row.thunks_failed else "") if thunks else "-",
         "mig": f"{_number(row.migrations_in)}/{_number(row.migrations_out)}",
         "uptime": row.uptime_text if live else "-",
     }
@@ -275,7 +306,11 @@ def _events_pane(snap: Snapshot, width: int) -> Panel:
 def plain_lines(snapshot: Snapshot) -> list[str]:
     """One line per node, then a totals line; fields in a fixed order, ``key=value`` after the first four.
 
-    ``-`` marks a figure not known (no report yet, or one report where a rate needs two).
+    ``-`` marks a figure not known (no report yet, or one report where a rate
+    needs two).  ``cpu`` is in percent of a core, ``cpu_avg`` the mean of the
+    live nodes; ``thunks`` counts thunks finished per second, ``thunks_done``,
+    ``thunks_sent`` and ``thunks_failed`` the thunks of each node since it
+    started; the totals line's ``failed`` counts the nodes given up on.
     """
     when = format_time(snapshot.at, snapshot.origin)
     lines = []
@@ -287,14 +322,17 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
             row.node,
             row.state,
             f"pid={_number(row.os_pid)}",
-            f"load={row.load:.2f}" if live and row.load is not None else "load=-",
             f"cpu={row.cpu:.0f}%" if live and row.cpu is not None else "cpu=-",
-            f"procs={_number(row.processes) if live else '-'}",
             f"runq={_number(row.run_queue) if live else '-'}",
+            f"procs={_number(row.processes) if live else '-'}",
             f"queued={_number(row.queued) if live else '-'}",
             f"mbox_max={_number(row.largest_mailbox) if live else '-'}",
             _per_second("in", row.msgs_in if live else None),
             _per_second("out", row.msgs_out if live else None),
+            _per_second("thunks", row.thunks_rate if live else None),
+            f"thunks_done={_number(row.thunks_done)}",
+            f"thunks_sent={_number(row.thunks_received)}",
+            f"thunks_failed={_number(row.thunks_failed)}",
             f"mig_in={_number(row.migrations_in)}",
             f"mig_out={_number(row.migrations_out)}",
             f"uptime={row.uptime_text if live else '-'}",
@@ -308,10 +346,13 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
             fields.append(f"why={row.reason}")  # last: it has spaces
         lines.append(" ".join(fields))
     totals = snapshot.totals
+    average = "-" if totals.cpu_average is None else f"{totals.cpu_average:.0f}%"
     lines.append(
         f"{when} total {snapshot.name} up={totals.up}/{totals.nodes} unresponsive={totals.unresponsive}"
-        f" procs={totals.processes} queued={totals.queued} mbox_max={totals.largest_mailbox}"
-        f" {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
+        f" cpu_avg={average} runq={totals.run_queue} procs={totals.processes} queued={totals.queued}"
+        f" mbox_max={totals.largest_mailbox} {_per_second('in', totals.msgs_in)} {_per_second('out', totals.msgs_out)}"
+        f" {_per_second('thunks', totals.thunks_rate)} thunks_done={totals.thunks_done}"
+        f" thunks_sent={totals.thunks_received} thunks_failed={totals.thunks_failed}"
         f" mig_in={totals.migrations_in} mig_out={totals.migrations_out}"
         + (f" failed={totals.failed}" if totals.failed else "")
         + (f" balanced={totals.balanced}" if totals.balanced else "")

@@ -15,6 +15,8 @@ import time
 from termite import NodeRef
 
 __all__ = [
+    "CPU_SCALE",
+    "EVENT_KINDS",
     "Event",
     "Row",
     "Snapshot",
@@ -32,6 +34,11 @@ __all__ = [
 # restarting it (ClusterView.gave_up).
 STATES = ("starting", "up", "suspect", "unresponsive", "down", "failed")
 SPARKS = "▁▂▃▄▅▆▇█"
+CPU_SCALE = 1.0  # cores: a cpu bar or sparkline is full for a core kept busy, whatever the run
+# What the events pane tells of: a node's states, a restart, a move the balancer asked for, a line a
+# process said (termite.say), the launcher's own log records (by level) and any other line (info).
+EVENT_KINDS = ("joined", "up", "suspect", "unresponsive", "down", "failed", "restarted", "balanced", "said",
+               "debug", "info", "warning", "error", "critical")
 EPOCH_LIKE = 1e9  # an ``at`` this large is time.time(): events show the wall clock
 
 
@@ -44,12 +51,11 @@ class Row:
     ref: NodeRef  # the current incarnation (incarnation None until the node reports)
     os_pid: int | None
     state: str  # one of STATES: starting, up, suspect, unresponsive or down
-    load: float | None  # busy + run queue, as in Load.value
-    history: tuple[float, ...]  # the last ``history`` loads, oldest first
-    sparkline: str  # history drawn with ▁..█ on the cluster's load scale
-    cpu: float | None  # percent of one core
+    history: tuple[float, ...]  # the last ``history`` cpu figures (in cores: 1.0 is a core kept busy), oldest first
+    sparkline: str  # history drawn with ▁..█, █ for a core kept busy (CPU_SCALE)
+    cpu: float | None  # percent of one core (a node is one interpreter, on one core; its threads may add more)
     processes: int | None
-    run_queue: int | None
+    run_queue: int | None  # processes ready to run + thunks waiting or running in its runner
     queued: int | None  # messages waiting in all the node's mailboxes
     largest_mailbox: int | None  # the messages waiting in its largest one
     msgs_in: float | None  # frames per second between the last two reports
@@ -63,6 +69,11 @@ class Row:
     balanced_in: int | None = None  # migrations to it at the balancer's request (termite.balanceable)
     busy_nodes: tuple = ()  # nodes its senders wait for: sent more than the buffer limit, unread (flow control)
     full_mailboxes: int = 0  # its processes whose remote senders wait for them to read (flow control)
+    cores: int | None = None  # its host's logical CPUs
+    thunks_received: int | None = None  # thunks its runner was sent, since the node started
+    thunks_done: int | None = None  # of those, finished (returned or raised)
+    thunks_failed: int | None = None  # of those, raised
+    thunks_rate: float | None = None  # thunks finished per second between the last two reports
 
     @property
     def live(self) -> bool:
@@ -78,7 +89,6 @@ class Row:
         return "-" if self.uptime is None else format_duration(self.uptime)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Totals:
     """Cluster figures: rates and processes of live nodes (up, suspect or unresponsive), migrations of all.
@@ -86,6 +96,8 @@ class Totals:
     ``up`` counts the rows that are up; ``unresponsive`` those that are
     connected but silent (busy, not down).  An unresponsive node is not
     counted as up, nor as down: the header says "3/4 up, 1 unresponsive".
+    Thunk counts are of every row (a node down keeps what it did); a row
+    restarted counts from its new start.
     """
 
     up: int
@@ -100,6 +112,12 @@ class Totals:
     migrations_out: int
     failed: int = 0  # rows the launcher gave up restarting
     balanced: int = 0  # of those migrations, the ones the balancer asked for
+    cpu_average: float | None = None  # percent of a core, the mean of the live nodes that reported (None: none did)
+    run_queue: int = 0  # of live nodes
+    thunks_received: int = 0
+    thunks_done: int = 0
+    thunks_failed: int = 0
+    thunks_rate: float = 0.0  # of live nodes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +127,7 @@ class Event:
     n: int  # 1, 2, 3, ...: ``ClusterView.events(after=n)`` gives the ones since
     at: float
     when: str  # ``at`` as shown: the wall clock, or the time since the view's first call
-    kind: str  # joined, up, suspect, unresponsive, down, failed, restarted or info
+    kind: str  # one of EVENT_KINDS
     text: str
 
     def __str__(self):
@@ -126,7 +144,7 @@ class Snapshot:
     rows: tuple[Row, ...]
     totals: Totals
     events: tuple[Event, ...]
-    scale: float  # the load that fills a bar and tops a sparkline
+    history: int = 30  # the cpu figures a row keeps: the history column is this wide from the start
 
 
 # -- figures as text ---------------------------------------------------------

@@ -53,6 +53,7 @@ from termite._balance.balancer import BalancerStatistics, balancer_statistics
 from termite._balance.dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, ship, start_dispatcher
 from termite.executor import Executor
 from termite.progress_bars import progress
+from termite.console import say
 from termite._core.process import current as _current
 from termite._core.registry import register, registered, unregister, whereis
 from termite._core.info import ProcessInfo, process_info
@@ -82,6 +83,7 @@ __all__ = [
     "sleep",
     "process_info",
     "ProcessInfo",
+    "say",
     "ANY",
     "where",
     # behaviours: generic servers, futures, cells

@@ -1,6 +1,9 @@
 """The launcher's dashboard: the model fed with termite.Load reports, rendered to a colourless console."""
 
 import io
+import logging
+import queue
+import sys
 import time
 
 import pytest
@@ -8,7 +11,8 @@ from rich.console import Console
 
 import termite
 from termite import Load, NodeRef
-from termite_launcher.dashboard import ClusterView, format_duration, format_rate, load_bar, sparkline
+from termite.console import Said
+from termite_launcher.dashboard import ClusterView, format_duration, format_rate, load_bar, logging_to_events, sparkline
 
 A = NodeRef("10.0.0.1", 7001, 0xA1)
 B = NodeRef("10.0.0.2", 7002, 0xB2)
@@ -16,10 +20,12 @@ C = NodeRef("10.0.0.2", 7003, 0xC3)
 
 
 def load(node, *, busy=0.0, run_queue=0, processes=5, frames_in=0, frames_out=0, migrations=(0, 0),
-         uptime=10.0, host="box", os_pid=100, at=1.7e9, queued=0, largest_mailbox=0):
+         uptime=10.0, host="box", os_pid=100, at=1.7e9, queued=0, largest_mailbox=0, thunks=(0, 0, 0)):
+    """A report; ``thunks``: (received, done, failed)."""
     owner = termite.Pid(node, 99) if largest_mailbox else None
     return Load(node, busy, run_queue, 0.5, processes, frames_in, frames_out, *migrations, uptime, host, os_pid, 4, at,
-                queued, largest_mailbox, owner)
+                queued, largest_mailbox, owner, thunks_received=thunks[0], thunks_done=thunks[1],
+                thunks_failed=thunks[2])
 
 
 def text(view, at, width=120):
@@ -45,38 +51,43 @@ def demo():
     view.expect(C, "beta", 1003, at=100.0)
     view.report(load(A, busy=0.25, processes=7, frames_in=100, frames_out=40, uptime=60, os_pid=1001), at=101.0)
     view.report(load(B, busy=0.5, run_queue=1, processes=12, frames_in=1000, frames_out=500, migrations=(2, 1),
-                     uptime=3661, os_pid=1002), at=101.0)
+                     uptime=3661, os_pid=1002, thunks=(20, 10, 0)), at=101.0)
     view.report(load(A, busy=0.5, run_queue=2, processes=9, frames_in=300, frames_out=90, migrations=(1, 3),
                      uptime=62, os_pid=1001, queued=1234, largest_mailbox=1200), at=103.0)
     view.report(load(B, busy=1.0, processes=10, frames_in=1600, frames_out=2500, migrations=(4, 1),
-                     uptime=3665, os_pid=1002, queued=25_000, largest_mailbox=24_000), at=103.0)
+                     uptime=3665, os_pid=1002, queued=25_000, largest_mailbox=24_000, thunks=(60, 50, 3)), at=103.0)
     return view
 
 
 def test_rows_hold_every_figure_with_rates_from_two_reports(demo):
     a, b, c = demo.rows()
     assert (a.label, a.node, a.os_pid, a.state) == ("alpha", "10.0.0.1:7001", 1001, "up")
-    assert (a.load, a.cpu, a.processes, a.run_queue) == (2.5, 50.0, 9, 2)
+    assert (a.cpu, a.processes, a.run_queue) == (50.0, 9, 2)
     assert (a.queued, a.largest_mailbox, b.queued, b.largest_mailbox) == (1234, 1200, 25_000, 24_000)
-    assert (a.msgs_in, a.msgs_out) == (100.0, 25.0)  # (300-100)/2 s and (90-40)/2 s
+    assert (a.msgs_in, a.msgs_out, a.thunks_rate) == (100.0, 25.0, 0.0)  # (300-100)/2 s and (90-40)/2 s
     assert (a.migrations_in, a.migrations_out, a.uptime_text) == (1, 3, "0:01:02")
-    assert a.history == (0.25, 2.5) and a.sparkline == "▁▅"  # on the cluster's scale: 4
-    assert (b.msgs_in, b.msgs_out, b.cpu, b.uptime_text, b.sparkline) == (150.0, 500.0, 100.0, "1:01:05", "▄▃")
-    assert (c.state, c.os_pid, c.load, c.msgs_in, c.uptime_text, c.sparkline) == ("starting", 1003, None, None, "-", "")
+    assert a.history == (0.25, 0.5) and a.sparkline == "▃▅"  # cpu, on a fixed scale: a core
+    assert (b.msgs_in, b.msgs_out, b.cpu, b.uptime_text, b.sparkline) == (150.0, 500.0, 100.0, "1:01:05", "▅█")
+    assert (b.thunks_received, b.thunks_done, b.thunks_failed, b.thunks_rate) == (60, 50, 3, 10.0)  # 40 in 4 s
+    assert (c.state, c.os_pid, c.cpu, c.msgs_in, c.uptime_text, c.sparkline) == ("starting", 1003, None, None, "-", "")
+    assert (c.thunks_done, c.thunks_rate) == (None, None)
     totals = demo.totals()
-    assert (totals.up, totals.nodes, totals.processes) == (2, 3, 19)
+    assert (totals.up, totals.nodes, totals.processes, totals.run_queue) == (2, 3, 19, 2)
     assert (totals.queued, totals.largest_mailbox) == (26_234, 24_000)
     assert (totals.msgs_in, totals.msgs_out, totals.migrations_in, totals.migrations_out) == (250.0, 525.0, 5, 4)
+    assert totals.cpu_average == 75.0  # percent of a core, the mean of the nodes that reported: not their sum
+    assert (totals.thunks_received, totals.thunks_done, totals.thunks_failed, totals.thunks_rate) == (60, 50, 3, 10.0)
     assert [(e.kind, e.when, e.text) for e in demo.events()] == [
-        ("joined", "+0:00:01", "10.0.0.1:7001 (alpha): pid 1001, 4 cores"),
-        ("joined", "+0:00:01", "10.0.0.2:7002 (beta): pid 1002, 4 cores"),
+        ("joined", "+0:00:01", "10.0.0.1:7001 (alpha): pid 1001, 1 core of the host's 4"),
+        ("joined", "+0:00:01", "10.0.0.2:7002 (beta): pid 1002, 1 core of the host's 4"),
     ]
 
 
 def test_moves_by_the_balancer_are_counted_in_the_title_and_the_plain_total(demo):
     demo.report(load(A, busy=0.5, migrations=(4, 3), uptime=64, os_pid=1001)._replace(balanced_in=3), at=105.0)
     assert demo.rows()[0].balanced_in == 3 and demo.totals().balanced == 3
-    assert "migrations in 8 out 4 (3 by the balancer)" in text(demo, at=105.0).splitlines()[0]
+    assert "migrations in 8 out 4 (3 by the balancer)" in text(demo, at=105.0, width=160).splitlines()[0]
+    assert "mig in 8 out 4 (3 bal)" in text(demo, at=105.0).splitlines()[0]  # the short form, at 120
     assert demo.plain_lines(105.0)[-1].endswith("mig_in=8 mig_out=4 balanced=3")
     demo.report(load(A, busy=0.5, migrations=(6, 3), uptime=65, os_pid=1001)._replace(balanced_in=5), at=106.0)
     assert "balanced     10.0.0.1:7001 (alpha): 2 processes moved here by the balancer" in text(demo, at=106.0)
@@ -104,65 +115,89 @@ def test_one_report_gives_no_rate_yet():
 
 def test_render_at_120_columns(demo):
     rendered = text(demo, at=103.0)
-    assert rendered.splitlines()[0] == (
-        "termite demo  2/3 up  19 processes  msgs/s in 250 out 525  migrations in 5 out 4  +0:00:03"
-    )
-    header = rendered.splitlines()[2].split()
-    assert header == ["host", "node", "pid", "state", "load", "(0-4)", "history", "%", "procs", "runq",
-                      "all/max", "in", "out", "in/out", "uptime"]
-    assert rendered.splitlines()[1].split() == ["os", "cpu", "mbox", "msg/s", "msg/s", "migr"]
+    lines = rendered.splitlines()
+    assert lines[0] == ("demo  2/3 up  19 procs  msgs/s in 250 out 525  thunks 50/60 done, 3 failed, 10/s"
+                        "  mig in 5 out 4  +0:00:03")
+    # cpu and the run queue side by side, each on a scale of its own; thunks: rate, done of all sent, failed
+    assert lines[1].split() == ["os", "cpu", "run", "msg/s", "msg/s", "thunks", "thunks", "thunks"]
+    assert lines[2].split() == ["host", "node", "pid", "state", "%", "of", "a", "core", "history", "queue", "procs",
+                                "in", "out", "/s", "done/all", "failed", "uptime"]
     assert line_of(rendered, "10.0.0.1:7001") == [
-        "alpha", "10.0.0.1:7001", "1001", "up", "█████░░░", "2.50", "▁▅", "50", "9", "2", "1234/1200", "100", "25", "1/3",
+        "alpha", "10.0.0.1:7001", "1001", "up", "████░░░░", "50", "▃▅", "2", "9", "100", "25", "0", "0/0", "0",
         "0:01:02"
     ]
     assert line_of(rendered, "10.0.0.2:7002") == [
-        "beta", "10.0.0.2:7002", "1002", "up", "██░░░░░░", "1.00", "▄▃", "100", "10", "0", "25.0k/24.0k", "150", "500",
-        "4/1", "1:01:05"
+        "beta", "10.0.0.2:7002", "1002", "up", "████████", "100", "▅█", "0", "10", "150", "500", "10", "50/60", "3",
+        "1:01:05"
     ]
     assert line_of(rendered, "10.0.0.2:7003") == [
-        "beta", "10.0.0.2:7003", "1003", "starting", "-", "-", "-", "-", "-", "-", "-", "-/-", "-"
+        "beta", "10.0.0.2:7003", "1003", "starting", "-", "-", "-", "-", "-", "-", "-", "-", "-"
     ]
-    assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "2", "26.2k/24.0k", "250", "525", "5/4"]
-    assert "│ +0:00:01  joined       10.0.0.1:7001 (alpha): pid 1001, 4 cores" in rendered
-    assert max(len(line) for line in rendered.splitlines()) <= 120
+    # the cpu total is the nodes' mean, said so: not 150 (a sum of percentages of different cores)
+    assert line_of(rendered, "total") == ["total", "avg", "75", "2", "19", "250", "525", "10", "50/60", "3"]
+    assert "│ +0:00:01  joined       10.0.0.1:7001 (alpha): pid 1001, 1 core of the host's 4" in rendered
+    assert max(len(line) for line in lines) <= 120
+    wide = text(demo, at=103.0, width=160)  # every column: the mailboxes and migrations too, and the long title
+    assert wide.splitlines()[0] == ("termite demo  2/3 up  19 processes  msgs/s in 250 out 525  thunks 50/60 done, "
+                                    "3 failed, 10/s  migrations in 5 out 4  +0:00:03")
+    assert line_of(wide, "10.0.0.2:7002") == [
+        "beta", "10.0.0.2:7002", "1002", "up", "████████", "100", "▅█", "0", "10", "25.0k/24.0k", "150", "500", "10",
+        "50/60", "3", "4/1", "1:01:05"
+    ]
+    assert line_of(wide, "total") == ["total", "avg", "75", "2", "19", "26.2k/24.0k", "250", "525", "10", "50/60", "3",
+                                      "5/4"]
 
 
 def test_render_at_80_columns_keeps_the_essentials(demo):
     rendered = text(demo, at=103.0, width=80)
     lines = rendered.splitlines()
     assert max(len(line) for line in lines) <= 80
-    assert lines[0] == "demo  2/3 up  19 procs  msgs/s in 250 out 525  mig in 5 out 4  +0:00:03"
-    # pid, run queue and migrations give way; the bar is halved; host and sparkline stay
-    assert lines[2].split() == ["host", "node", "state", "load", "(0-4)", "history", "%", "procs", "in", "out", "uptime"]
-    assert line_of(rendered, "10.0.0.1:7001") == [
-        "alpha", "10.0.0.1:7001", "up", "██▌░", "2.50", "▁▅", "50", "9", "100", "25", "0:01:02"
-    ]
-    assert line_of(rendered, "total") == ["total", "3.50", "150", "19", "250", "525"]
+    assert lines[0] == "demo  2/3 up  19 procs  msgs/s in 250 out 525  thunks 50/60 done, 3 failed, 10/…"
+    # the bar is halved; the run queue, the thunks and the messages in stay
+    assert lines[2].split() == ["host", "node", "state", "%", "core", "queue", "in", "/s", "done/all", "failed"]
+    assert line_of(rendered, "10.0.0.1:7001") == ["alpha", "10.0.0.1:7001", "up", "██░░", "50", "2", "100", "0",
+                                                   "0/0", "0"]
+    assert line_of(rendered, "total") == ["total", "avg", "75", "2", "250", "10", "50/60", "3"]
     at_100 = text(demo, at=103.0, width=100)
     assert max(len(line) for line in at_100.splitlines()) <= 100
-    # at 100 the mailboxes show, before the run queue; migrations and the os pid give way
-    assert at_100.splitlines()[2].split()[8:10] == ["runq", "all/max"]
-    assert line_of(at_100, "10.0.0.2:7002")[:3] + line_of(at_100, "10.0.0.2:7002")[8:10] == [
-        "beta", "10.0.0.2:7002", "up", "0", "25.0k/24.0k"]
+    assert at_100.splitlines()[2].split()[-3:] == ["done/all", "failed", "uptime"]
 
 
-def test_a_long_history_shows_as_much_as_fits():
-    view = ClusterView("x", suspect_after=1, unresponsive_after=2, history=30)
-    values = [i % 9 / 8 for i in range(40)]  # 0, 1/8, ... 1, 0, ...
-    far = NodeRef("192.168.100.200", 40001, 1)  # wide cells, as real ones are
-    for i, value in enumerate(values):
-        view.report(load(far, busy=value, uptime=i + 1.0, host="worker-17.lab", os_pid=4_194_301), at=float(i))
-    (row,) = view.rows()
-    assert len(row.history) == 30 and row.history == tuple(values[-30:])
-    assert sparkline(values[:9], 1.0) == "▁▂▃▄▅▅▆▇█"
-    assert row.sparkline == "▂▃▄▅▅▆▇█" + "▁▂▃▄▅▅▆▇█" * 2 + "▁▂▃▄"  # values 10 to 39
-    wide = text(view, at=40.0, width=160)
-    assert row.sparkline in wide  # all 30
-    for width, column in ((120, 5), (80, 4)):  # at 120 the mailbox column takes the os pid's place
-        rendered = text(view, at=40.0, width=width)
-        assert max(len(line) for line in rendered.splitlines()) <= width
-        shown = line_of(rendered, "192.168.100.200:40001")[column]
-        assert 7 <= len(shown) < 30 and row.sparkline.endswith(shown), (width, rendered)  # the newest ones
+def test_the_layout_does_not_move_as_history_grows_and_figures_change():
+    """Column widths depend on the console and the nodes' names, not on the figures: no jitter from frame to frame."""
+    view = ClusterView("x", suspect_after=10, unresponsive_after=20, history=30)
+    view.expect(A, "alpha", 1, at=0.0)
+    view.expect(B, "beta", 2, at=0.0)
+    layouts = {80: set(), 120: set(), 160: set()}  # width -> the (header, table line widths) seen
+    for i in range(40):  # past the 30 a history keeps
+        big = i % 2  # figures that swing from one digit to five and back, and a cpu past its core
+        view.report(load(A, busy=[0.0, 1.3][big], run_queue=[0, 12345][big], frames_in=i * [1, 99999][big],
+                         uptime=1.0 + i, thunks=(i * 1000, i * 990, i * big), queued=[0, 99999][big]), at=float(i))
+        view.report(load(B, busy=0.5, uptime=1.0 + i), at=float(i))
+        for width, seen in layouts.items():
+            lines = text(view, at=float(i), width=width).splitlines()
+            table = [line for line in lines[1:] if not line.startswith(("╭", "│", "╰"))]
+            seen.add((lines[2], tuple(len(line) for line in table)))
+    for width, seen in layouts.items():
+        assert len(seen) == 1, (width, seen)  # the same header and line widths in every frame
+
+
+def test_cpu_and_run_queue_show_apart_on_fixed_scales():
+    """A one-core node at 40 % with 16 thunks queued reads 40 and 16, not "load 16.4"; the scale never jumps."""
+    view = ClusterView("x", suspect_after=10, unresponsive_after=20)
+    view.report(load(A, busy=0.4, run_queue=16, uptime=1.0), at=0.0)
+    first = text(view, at=0.0)
+    view.report(load(A, busy=0.4, run_queue=200, uptime=2.0), at=1.0)  # a long queue changes no scale
+    second = text(view, at=1.0)
+    for rendered, history, queue in ((first, "▄", "16"), (second, "▄▄", "200")):
+        assert line_of(rendered, "10.0.0.1:7001")[3:8] == ["up", "███▎░░░░", "40", history, queue]
+        assert rendered.splitlines()[1].split()[1:3] == ["cpu", "run"]  # over "% of a core" and "queue"
+        assert "% of a core" in rendered and "queue" in rendered
+        assert "load" not in rendered and "16.4" not in rendered
+    assert view.plain_lines(1.0)[0].split()[5:7] == ["cpu=40%", "runq=200"]
+    view.report(load(A, busy=1.9, run_queue=0, uptime=3.0), at=2.0)  # two threads busy: more than its core
+    assert line_of(text(view, at=2.0), "10.0.0.1:7001")[4:7] == ["████████", "190", "▄▄█"]
+    assert view.plain_lines(2.0)[0].split()[5:7] == ["cpu=190%", "runq=0"]
 
 
 def test_bar_sparkline_and_number_formats():
@@ -191,17 +226,17 @@ def test_a_silent_node_turns_suspect_then_unresponsive_and_back_up():
     view.tick(15.5)
     assert view.rows()[0].state == "unresponsive"  # silent: busy, not down
     assert [(e.kind, e.when, e.text) for e in view.events()] == [
-        ("joined", "+0:00:00", "10.0.0.1:7001 (box): pid 100, 4 cores"),
+        ("joined", "+0:00:00", "10.0.0.1:7001 (box): pid 100, 1 core of the host's 4"),
         ("suspect", "+0:00:02", "10.0.0.1:7001 (box): no report for 2.5 s"),
         ("unresponsive", "+0:00:05", "10.0.0.1:7001 (box): no report for 5.5 s (busy, not down)"),
     ]
     rendered = text(view, at=16.0)
     # still connected: its last figures stand
-    assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "unresponsive", "░░░░░░░░", "0.00",
-                                                   "▁", "0", "5", "0", "0/0", "-", "-", "0/0", "0:00:10"]
+    assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "unresponsive", "░░░░░░░░", "0",
+                                                   "▁", "0", "5", "-", "-", "-", "0/0", "0", "0:00:10"]
     assert rendered.splitlines()[0].startswith("termite x  0/1 up, 1 unresponsive  5 processes")
     assert "│ +0:00:05  unresponsive 10.0.0.1:7001 (box): no report for 5.5 s (busy, not down)" in rendered
-    assert view.plain_lines(16.0)[-1].startswith("+0:00:06 total x up=0/1 unresponsive=1 procs=5 ")
+    assert view.plain_lines(16.0)[-1].startswith("+0:00:06 total x up=0/1 unresponsive=1 cpu_avg=0% runq=0 procs=5 ")
     view.tick(30.0)
     assert len(view.events()) == 3  # no event without a change
     view.report(load(A), at=31.0)
@@ -227,15 +262,16 @@ def test_a_silent_node_is_unresponsive_not_down_and_only_lost_makes_it_down():
     view.tick(602.0)
     assert [row.state for row in view.rows()] == ["down", "up"]
     assert [(e.kind, e.text) for e in view.events()] == [
-        ("joined", "10.0.0.1:7001 (box): pid 100, 4 cores"),
-        ("joined", "10.0.0.2:7002 (box): pid 100, 4 cores"),
+        ("joined", "10.0.0.1:7001 (box): pid 100, 1 core of the host's 4"),
+        ("joined", "10.0.0.2:7002 (box): pid 100, 1 core of the host's 4"),
         ("suspect", "10.0.0.1:7001 (box): no report for 3.0 s"),
         ("unresponsive", "10.0.0.1:7001 (box): no report for 6.0 s (busy, not down)"),
         ("down", "10.0.0.1:7001 (box): noconnection"),
     ]
     rendered = text(view, at=602.0)
+    # down: its figures no longer stand, but the thunks it ran were run
     assert line_of(rendered, "10.0.0.1:7001") == ["box", "10.0.0.1:7001", "100", "down", "-", "▁", "-", "-", "-",
-                                                   "-", "-", "-", "0/0", "-"]
+                                                   "-", "-", "0/0", "0", "-"]
     assert rendered.splitlines()[0].startswith("termite x  1/2 up  5 processes")  # down: not counted as unresponsive
     view.unresponsive(A, at=603.0, reason="no load report")  # a down row stays down until it reports
     assert view.rows()[0].state == "down" and len(view.events()) == 5
@@ -255,7 +291,7 @@ def test_unresponsive_is_what_the_launcher_says_of_a_connected_node_that_does_no
         ("unresponsive", "10.0.0.1:7001 (alpha): no load report within 5 s (busy, not down)"),
     ]
     assert line_of(text(view, at=1.0), "10.0.0.1:7001")[:4] == ["alpha", "10.0.0.1:7001", "7", "unresponsive"]
-    assert view.plain_lines(1.0)[0].startswith("+0:00:01 alpha 10.0.0.1:7001 unresponsive pid=7 load=- ")
+    assert view.plain_lines(1.0)[0].startswith("+0:00:01 alpha 10.0.0.1:7001 unresponsive pid=7 cpu=- runq=- ")
 
 
 def test_a_node_silent_past_unresponsive_after_goes_straight_to_unresponsive():
@@ -279,10 +315,10 @@ def test_a_lost_node_and_a_new_one_at_its_address_show_as_restarted():
     (row,) = view.rows()
     assert (row.state, row.restarts, row.os_pid, row.ref, row.msgs_in, row.history) == ("up", 1, 42, again, None, (0,))
     assert [(e.kind, e.text) for e in view.events()] == [
-        ("joined", "10.0.0.1:7001 (box): pid 41, 4 cores"),
+        ("joined", "10.0.0.1:7001 (box): pid 41, 1 core of the host's 4"),
         ("down", "10.0.0.1:7001 (box): noconnection"),
         ("restarted", "10.0.0.1:7001 (box): incarnation a1 -> a2"),
-        ("joined", "10.0.0.1:7001 (box): pid 42, 4 cores"),
+        ("joined", "10.0.0.1:7001 (box): pid 42, 1 core of the host's 4"),
     ]
     view.report(load(A, frames_in=2000, uptime=102.0, os_pid=41), at=3.5)  # a late report of the old one
     view.lost(A, at=4.0, reason="heartbeat timeout")  # and late news of its end
@@ -312,10 +348,10 @@ def test_an_exit_the_launcher_saw_shows_its_reason_and_the_restart_counts():
     assert line_of(rendered, "10.0.0.1:7009")[:5] == ["alpha", "10.0.0.1:7009", "42", "up", "↻1"]
     assert "down:" not in rendered
     assert [(e.kind, e.text) for e in view.events()] == [
-        ("joined", "10.0.0.1:7001 (alpha): pid 41, 4 cores"),
+        ("joined", "10.0.0.1:7001 (alpha): pid 41, 1 core of the host's 4"),
         ("down", "10.0.0.1:7001 (alpha): killed by signal 9 (SIGKILL); restart 1 of 5 in 0.5 s"),
         ("restarted", "10.0.0.1:7001 -> 10.0.0.1:7009 (alpha)"),
-        ("joined", "10.0.0.1:7009 (alpha): pid 42, 4 cores"),
+        ("joined", "10.0.0.1:7009 (alpha): pid 42, 1 core of the host's 4"),
     ]
 
 
@@ -354,7 +390,7 @@ def test_restarted_moves_the_row_and_a_first_report_adds_no_second_event():
     view.restarted(A, new, at=2.5)  # told twice: once counted
     assert [(e.kind, e.text) for e in view.events()] == [
         ("restarted", "10.0.0.1:7001 -> 10.0.0.1:7009 (alpha)"),
-        ("joined", "10.0.0.1:7009 (alpha): pid 100, 4 cores"),
+        ("joined", "10.0.0.1:7009 (alpha): pid 100, 1 core of the host's 4"),
     ]
     assert view.rows()[1].state == "up" and view.rows()[1].restarts == 1
 
@@ -373,14 +409,15 @@ def test_expected_without_incarnation_then_filled_by_the_first_report():
 
 def test_plain_lines(demo):
     assert demo.plain_lines(103.0) == [
-        "+0:00:03 alpha 10.0.0.1:7001 up pid=1001 load=2.50 cpu=50% procs=9 runq=2 queued=1234 mbox_max=1200"
-        " in=100/s out=25/s mig_in=1 mig_out=3 uptime=0:01:02 restarts=0",
-        "+0:00:03 beta 10.0.0.2:7002 up pid=1002 load=1.00 cpu=100% procs=10 runq=0 queued=25000 mbox_max=24000"
-        " in=150/s out=500/s mig_in=4 mig_out=1 uptime=1:01:05 restarts=0",
-        "+0:00:03 beta 10.0.0.2:7003 starting pid=1003 load=- cpu=- procs=- runq=- queued=- mbox_max=- in=- out=-"
-        " mig_in=- mig_out=- uptime=- restarts=0",
-        "+0:00:03 total demo up=2/3 unresponsive=0 procs=19 queued=26234 mbox_max=24000 in=250/s out=525/s mig_in=5"
-        " mig_out=4",
+        "+0:00:03 alpha 10.0.0.1:7001 up pid=1001 cpu=50% runq=2 procs=9 queued=1234 mbox_max=1200 in=100/s out=25/s"
+        " thunks=0/s thunks_done=0 thunks_sent=0 thunks_failed=0 mig_in=1 mig_out=3 uptime=0:01:02 restarts=0",
+        "+0:00:03 beta 10.0.0.2:7002 up pid=1002 cpu=100% runq=0 procs=10 queued=25000 mbox_max=24000 in=150/s"
+        " out=500/s thunks=10/s thunks_done=50 thunks_sent=60 thunks_failed=3 mig_in=4 mig_out=1 uptime=1:01:05"
+        " restarts=0",
+        "+0:00:03 beta 10.0.0.2:7003 starting pid=1003 cpu=- runq=- procs=- queued=- mbox_max=- in=- out=- thunks=-"
+        " thunks_done=- thunks_sent=- thunks_failed=- mig_in=- mig_out=- uptime=- restarts=0",
+        "+0:00:03 total demo up=2/3 unresponsive=0 cpu_avg=75% runq=2 procs=19 queued=26234 mbox_max=24000 in=250/s"
+        " out=525/s thunks=10/s thunks_done=50 thunks_sent=60 thunks_failed=3 mig_in=5 mig_out=4",
     ]
 
 
@@ -402,7 +439,8 @@ def test_wall_clock_times_show_as_the_time_of_day():
     view.event("hello", at=at)
     assert view.events()[0].when == time.strftime("%H:%M:%S", time.localtime(at))
     assert view.plain_lines(at + 1) == [f"{time.strftime('%H:%M:%S', time.localtime(at + 1))} total x up=0/0"
-                                        " unresponsive=0 procs=0 queued=0 mbox_max=0 in=0/s out=0/s mig_in=0 mig_out=0"]
+                                        " unresponsive=0 cpu_avg=- runq=0 procs=0 queued=0 mbox_max=0 in=0/s out=0/s"
+                                        " thunks=0/s thunks_done=0 thunks_sent=0 thunks_failed=0 mig_in=0 mig_out=0"]
 
 
 def test_thresholds_are_checked():
@@ -460,3 +498,39 @@ def test_reports_from_real_nodes(cluster):
     assert {row.ref: row.state for row in view.rows()} == {b.ref: "up", c.ref: "down"}
     assert [e.text.split()[0] for e in view.events() if e.kind == "down"] == [str(c.ref)]
     assert line_of(text(view, at=time.monotonic()), str(c.ref))[3] == "down"
+
+
+def test_log_records_go_to_the_events_pane_while_routed_and_to_the_terminal_again_after():
+    root = logging.getLogger()
+    terminal = logging.StreamHandler(sys.stderr)  # what logging.basicConfig() installs
+    root.addHandler(terminal)
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    try:
+        with logging_to_events(records.put):
+            assert terminal not in root.handlers  # set aside: it would write over the dashboard
+            logging.getLogger("termite.transport").warning("node %s is down: %s", "10.0.0.1:7001",
+                                                           "its connection closed")
+            logging.getLogger("termite.transport").info("not at the root's level: dropped before any handler")
+        assert root.handlers.count(terminal) == 1
+        assert not any(h.__class__.__name__ == "_ToEvents" for h in root.handlers)
+    finally:
+        root.removeHandler(terminal)
+    record = records.get_nowait()
+    assert records.empty()
+    view = ClusterView("x", suspect_after=2.0, unresponsive_after=5.0)
+    view.logged(record, at=1.0)
+    view.said(Said(termite.Pid(A, 17), "hello from alpha"), at=2.0)
+    assert [(e.kind, e.text) for e in view.events()] == [
+        ("warning", "termite.transport: node 10.0.0.1:7001 is down: its connection closed"),
+        ("said", "[10.0.0.1:7001/17] hello from alpha"),
+    ]
+    rendered = text(view, at=3.0)
+    assert "│ +0:00:00  warning      termite.transport: node 10.0.0.1:7001 is down: its connection closed" in rendered
+    assert "│ +0:00:01  said         [10.0.0.1:7001/17] hello from alpha" in rendered
+
+
+def test_every_event_kind_has_a_style():
+    from termite_launcher.dashboard_render import EVENT_STYLES
+    from termite_launcher.dashboard_snapshot import EVENT_KINDS
+
+    assert set(EVENT_STYLES) == set(EVENT_KINDS)

@@ -14,11 +14,16 @@ processes ready to run plus the thunks its runner holds, ``host_load`` the
 host's one-minute load average per core (``psutil.getloadavg()``).  The rest
 feeds dashboards, among it ``queued``, the messages waiting in all the node's
 mailboxes, and its largest mailbox and whose it is (a process falling behind
-its senders shows there first; ``termite.process_info`` tells of one process).
+its senders shows there first; ``termite.process_info`` tells of one process),
+and the thunks its runner was sent, finished and failed, totals since the node
+started (termite._balance.runner counts them).  ``cores`` is the host's: a
+node is one interpreter, and uses one of them.
 
 The load of a node, one definition for dispatch, placement and the
 dashboard alike, is ``Load.value = run_queue + busy``: the work waiting on
-it plus the cores it kept busy.  ``host_load`` only breaks ties between
+it plus the cores it kept busy.  (The dashboard shows its two parts side by
+side, cpu and run queue, as their sum in one figure reads as a CPU load
+that it is not.)  ``host_load`` only breaks ties between
 nodes of equal value: it moves slowly, counts other programs, and is the
 same for every node of a host.  The meter runs as a process, so a node
 whose kernel is stuck reports late; a late report counts as busy, whatever
@@ -64,7 +69,7 @@ class Load(NamedTuple):
     uptime: float  # seconds
     host: str
     os_pid: int
-    cores: int  # the host's
+    cores: int  # the host's logical CPUs (the node itself uses one)
     time: float  # when it was measured (time.time() on that node)
     queued: int = 0  # messages waiting in all the node's mailboxes
     largest_mailbox: int = 0  # the messages waiting in its largest mailbox,
@@ -75,6 +80,11 @@ class Load(NamedTuple):
     # them more than the buffer limit unread, and its processes whose remote senders wait
     busy_nodes: tuple = ()
     full_mailboxes: int = 0
+    # Thunks (termite._balance.runner), totals since the node started: calls its runner was sent,
+    # those that finished (returned or raised), and of those the ones that raised
+    thunks_received: int = 0
+    thunks_done: int = 0
+    thunks_failed: int = 0
 
     @property
     def value(self) -> float:
@@ -156,6 +166,9 @@ class _Sampler:
             opted_in(table),
             counters["balanced_in"],
             *_flow_figures(table),
+            counters["thunks_received"],
+            counters["thunks_done"],
+            counters["thunks_failed"],
         )
 
 

@@ -14,6 +14,16 @@ reports and run the node's processes (the GIL changes hands every few
 milliseconds), so a node busy with a long CPU-bound thunk is neither declared
 down nor silent.  A node is meant to have a core, and one thread is what a
 core runs.  ``async def`` functions run as processes of the node instead.
+
+The runner counts, in ``table.counters`` (the meter reports them, the
+dashboard shows them per node): ``thunks_received``, the calls sent to it;
+``thunks_done``, those finished, returned or raised; ``thunks_failed``, of
+those, the ones whose caller gets an exception (a result that cannot travel
+back included).  A call run again elsewhere after this node was thought lost
+counts on both.
+
+A thunk on the worker thread is in no process; ``running_thunk()`` tells it
+which node it runs on (``termite.say`` sends its lines through that node).
 """
 
 from __future__ import annotations
@@ -32,12 +42,13 @@ from termite._core.mailbox import receive, send
 from termite._core.process import ProcessTable, RUNNER_SERIAL, current
 from termite._core.spawn import spawn, spawn_in
 
-__all__ = ["start_runner", "RUNNER_SERIAL", "pending", "runner_of"]
+__all__ = ["start_runner", "RUNNER_SERIAL", "pending", "runner_of", "running_thunk"]
 
 log = logging.getLogger("termite.runner")
 
 
 _workers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # ProcessTable -> _Worker
+_on_worker = threading.local()  # on a worker thread: .table, the node whose thunks it runs
 
 
 def runner_of(node) -> Pid:
@@ -51,12 +62,18 @@ def pending(table: ProcessTable) -> int:
     return worker.pending if worker is not None else 0
 
 
+def running_thunk() -> ProcessTable | None:
+    """The node whose worker thread calls this (from a thunk); None on any other thread."""
+    return getattr(_on_worker, "table", None)
+
+
 class _Worker:
     """A node's worker thread: calls plain functions in order, and hands the results back."""
 
-    def __init__(self, kernel: Kernel, where: str):
-        self.kernel = kernel
-        self.where = where
+    def __init__(self, table: ProcessTable):
+        self.table = table
+        self.kernel: Kernel = table.kernel
+        self.where = str(table.ref)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.pending = 0  # counted on the kernel's thread only
         self.thread: threading.Thread | None = None
@@ -74,6 +91,7 @@ class _Worker:
         done(results)
 
     def _run(self) -> None:
+        _on_worker.table = self.table
         while True:
             item = self.queue.get()
             if item is None:
@@ -111,11 +129,15 @@ async def _run_async(fn, calls, done):
     done(results)
 
 
-def _reply(reply_to: Pid, job, node, results: list) -> None:
+def _reply(table: ProcessTable, reply_to: Pid, job, results: list) -> None:
     try:
-        send(reply_to, ("done", job, node, results))
+        send(reply_to, ("done", job, table.ref, results))
     except UnserializableMessage:  # say which results cannot travel, and send the others
-        send(reply_to, ("done", job, node, [_travelling(result) for result in results]))
+        results = [_travelling(result) for result in results]
+        send(reply_to, ("done", job, table.ref, results))
+    counters = table.counters
+    counters["thunks_done"] += len(results)
+    counters["thunks_failed"] += sum(1 for ok, _ in results if not ok)
 
 
 def _travelling(result: tuple) -> tuple:
@@ -130,7 +152,7 @@ async def runner():
     """The body of a node's runner process."""
     me = current()
     table = me.table
-    worker = _workers[table] = _Worker(me.kernel, str(table.ref))
+    worker = _workers[table] = _Worker(table)
     try:
         while True:
             msg = await receive()
@@ -144,7 +166,8 @@ async def runner():
             except (TypeError, ValueError):
                 log.warning("the runner dropped a request it does not understand: %.200r", msg)
                 continue
-            done = lambda results, reply_to=reply_to, job=job: _reply(reply_to, job, table.ref, results)  # noqa: E731
+            table.counters["thunks_received"] += len(calls)
+            done = lambda results, reply_to=reply_to, job=job: _reply(table, reply_to, job, results)  # noqa: E731
             if inspect.iscoroutinefunction(fn):
                 spawn(_run_async, fn, calls, done)
             else:
