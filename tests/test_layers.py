@@ -24,6 +24,7 @@ LAYERS = {
     "termite.supervisor": 6,
     "termite.executor": 6,
     "termite.progress_bars": 6,  # below the executor, whose map draws its bars
+    "termite.console": 6,  # say: a global name and the runner, below the facade
     "termite": 7,  # the public facade, termite.testing, the commands
     "termite_launcher": 8,
 }
