@@ -239,6 +239,9 @@ def test_run_checks_the_script_before_starting_anything(small, tmp_path):
         "give the path of a Python script, e.g. termite-launch cluster.yaml --run job.py"
     )
     assert not (tmp_path / ".termite").exists() and time.monotonic() - began < 10  # no node, no key, no log
+    (tmp_path / "folder").mkdir()
+    folder = _launch(tmp_path, small, "--run", "folder")
+    assert folder.returncode == 2 and "--run folder: is a folder without a __main__.py" in folder.stderr
     secret = tmp_path / "secret.py"
     secret.write_text("print('hi')\n")
     secret.chmod(0)
@@ -370,6 +373,9 @@ def test_attach_follows_a_restart_and_leaves_the_cluster_running(small, tmp_path
         _launch(tmp_path, small, "--stop")
 
 
+SESSION = "termite"  # each test's tmux server (-L) has one session
+
+
 def _tmux(socket: str, *args) -> subprocess.CompletedProcess:
     return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True)
 
@@ -378,11 +384,11 @@ def _screen_until(socket: str, test, timeout: float = 30.0) -> str:
     """Watch the terminal as a person would, until ``test(screen)`` holds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        screen = _tmux(socket, "capture-pane", "-p", "-t", "attach").stdout
+        screen = _tmux(socket, "capture-pane", "-p", "-t", SESSION).stdout
         if test(screen):
             return screen
         time.sleep(0.2)  # a terminal gives no event to wait on: look again
-    screen = _tmux(socket, "capture-pane", "-p", "-t", "attach").stdout
+    screen = _tmux(socket, "capture-pane", "-p", "-t", SESSION).stdout
     raise AssertionError(f"the screen never showed what was expected:\n{screen}")
 
 
@@ -393,7 +399,7 @@ def test_attach_in_a_terminal_shows_the_live_dashboard_and_leaves_the_cluster_ru
     socket = f"termite-attach-{os.getpid()}-{leave}"  # a server of its own, with this environment
     python = f"env PYTHONPATH={os.environ.get('PYTHONPATH', '')} {sys.executable}"
     command = f"{python} -m termite_launcher {small} --attach; echo EXITED $?; sleep 60"
-    started = _tmux(socket, "new-session", "-d", "-s", "attach", "-x", "140", "-y", "40", "-c", str(tmp_path), command)
+    started = _tmux(socket, "new-session", "-d", "-s", SESSION, "-x", "140", "-y", "40", "-c", str(tmp_path), command)
     assert started.returncode == 0, started.stderr
     try:
         # Whole frames only: a capture may catch the terminal halfway through drawing one.
@@ -401,7 +407,7 @@ def test_attach_in_a_terminal_shows_the_live_dashboard_and_leaves_the_cluster_ru
         for node in detached["nodes"]:
             assert node["address"] in screen
         assert "events" in screen and "2/2 up" in screen
-        _tmux(socket, "send-keys", "-t", "attach", leave)
+        _tmux(socket, "send-keys", "-t", SESSION, leave)
         screen = _screen_until(socket, lambda text: "EXITED" in text)
         assert f"EXITED {status}" in screen, screen
         assert "the cluster runs on" in screen
@@ -415,3 +421,29 @@ def test_attach_in_a_terminal_shows_the_live_dashboard_and_leaves_the_cluster_ru
 def test_attach_to_a_cluster_that_does_not_run(small, tmp_path):
     done = _launch(tmp_path, small, "--attach")
     assert done.returncode == 1 and "cluster 'cluster' is not running" in done.stderr
+
+
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+def test_in_a_terminal_the_jobs_output_is_shown_above_the_dashboard_and_kept(small, tmp_path):
+    (tmp_path / "job.py").write_text(
+        "import sys, time\n"
+        "print('hello from the job')\n"
+        "print('a complaint', file=sys.stderr)\n"
+        "time.sleep(2)\n"  # the dashboard is drawn meanwhile
+        "sys.exit(5)\n"
+    )
+    socket = f"termite-run-{os.getpid()}"
+    python = f"env PYTHONPATH={os.environ.get('PYTHONPATH', '')} {sys.executable}"
+    command = f"{python} -m termite_launcher {small} --run job.py; echo EXITED $?; sleep 60"
+    started = _tmux(socket, "new-session", "-d", "-s", SESSION, "-x", "140", "-y", "40", "-c", str(tmp_path), command)
+    assert started.returncode == 0, started.stderr
+    try:
+        screen = _screen_until(socket, lambda text: "EXITED" in text)
+    finally:
+        _tmux(socket, "kill-server")
+    assert "EXITED 5" in screen, screen
+    assert "hello from the job" in screen and "a complaint" in screen, screen
+    logs = tmp_path / ".termite" / "logs" / "cluster"
+    assert (logs / "job.out").read_text() == "hello from the job\n"
+    assert (logs / "job.err").read_text() == "a complaint\n"
+    assert "the job's output (stdout, stderr) is saved in" in screen
