@@ -242,6 +242,9 @@ def test_run_checks_the_script_before_starting_anything(small, tmp_path):
     (tmp_path / "folder").mkdir()
     folder = _launch(tmp_path, small, "--run", "folder")
     assert folder.returncode == 2 and "--run folder: is a folder without a __main__.py" in folder.stderr
+
+
+def test_run_refuses_a_script_it_cannot_read(small, tmp_path):
     secret = tmp_path / "secret.py"
     secret.write_text("print('hi')\n")
     secret.chmod(0)
