@@ -56,7 +56,7 @@ from termite_launcher.ssh import RemoteError, install_keys, remote_cores, ssh_co
 
 __all__ = [
     "Cluster", "LaunchError", "NodeInfo", "NodeNews", "exit_reason", "launcher_host", "pid_alive", "read_state",
-    "stop_from_state",
+    "already_running", "running", "stop_from_state",
 ]
 
 _ANNOUNCE = "termite node "
@@ -259,9 +259,11 @@ def pid_alive(pid: int) -> bool:
 class Cluster:
     """The nodes of one cluster.yaml, started and stopped by this launcher."""
 
-    def __init__(self, config: ClusterConfig, *, detached: bool = False):
+    def __init__(self, config: ClusterConfig, *, detached: bool = False, log_level: str | None = None):
+        """``log_level``: the nodes' (``--log-level``; None: their default, WARNING)."""
         self.config = config
         self.detached = detached
+        self.log_level = log_level
         self.nodes: list[NodeInfo] = []
         self.log_dir = config.state_dir / "logs" / config.name
         self.state_file = config.state_dir / f"{config.name}.json"
@@ -286,6 +288,7 @@ class Cluster:
             "--host", host.bind, "--port", "0", "--keys", keys,
             "--heartbeat-interval", str(config.heartbeat_interval),
             "--heartbeat-timeout", str(config.heartbeat_timeout),
+            *(["--log-level", self.log_level] if self.log_level else []),
         ]  # fmt: skip
 
     def _cores(self, host: HostConfig) -> int:
@@ -296,13 +299,9 @@ class Cluster:
     def start(self, progress=lambda text: None) -> list[NodeInfo]:
         """Start every node and wait until each has joined; LaunchError (and nothing left running) if one fails."""
         config = self.config
-        if self.state_file.exists():
-            existing = read_state(self.state_file)
-            if any(pid_alive(node["os_pid"]) for node in existing["nodes"] if not node.get("remote")):
-                raise LaunchError(
-                    f"cluster {config.name!r} is already running (see {self.state_file}); "
-                    f"stop it first: termite-launch {config.path} --stop"
-                )
+        state = running(config)
+        if state is not None:
+            raise LaunchError(already_running(config, state))
         keys = self._keys()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -571,6 +570,39 @@ def _log_tail(log: Path | None, lines: int = 5) -> tuple[str, ...]:
 
 def read_state(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def running(config: ClusterConfig) -> dict | None:
+    """The state of ``config``'s cluster if it runs: its launcher, or a node of this host, is alive.
+
+    None if there is no state file, or only a stale one (what a launcher
+    killed with SIGKILL leaves; its local nodes end with it).  A cluster of
+    remote nodes only, whose launcher is gone, cannot be told from here.
+    """
+    path = config.state_dir / f"{config.name}.json"
+    try:
+        state = read_state(path)
+    except (OSError, ValueError):
+        return None
+    launcher = state.get("launcher_pid")
+    if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
+        return state
+    local = [node["os_pid"] for node in state.get("nodes", ()) if not node.get("remote")]
+    if any(pid_alive(pid) and _is_node(pid) for pid in local):
+        return state
+    return None
+
+
+def already_running(config: ClusterConfig, state: dict) -> str:
+    """What to say to one who starts a cluster that runs: whose it is, and what to do instead."""
+    launcher = state.get("launcher_pid")
+    nodes = len(state.get("nodes", ()))
+    by = f"launcher pid {launcher}, " if launcher else ""
+    command = f"termite-launch {config.path}"
+    return (
+        f"cluster {config.name!r} is already running ({by}{nodes} node{'s' * (nodes != 1)}); "
+        f"watch it: {command} --attach; its status: {command} --status; stop it: {command} --stop"
+    )
 
 
 def stop_from_state(config: ClusterConfig, progress=print) -> int:

@@ -21,7 +21,7 @@ the bad value and the fix::
     cluster.yaml:7: hosts[1].cores: 'many' is not a number of nodes or 'auto'; write e.g. cores: auto or cores: 4
 
 The reference of every key is the ``description`` in the schema (and the
-commented example in the repository's ``cluster.yaml``).
+commented starter file ``termite-launch --init`` writes: termite_launcher.starter).
 """
 
 from __future__ import annotations
@@ -136,7 +136,8 @@ def load(path: str | os.PathLike) -> ClusterConfig:
     except FileNotFoundError:
         raise ConfigError(
             label, None, "", label, f"no such file (looked for {file})",
-            "write one, e.g. a copy of the cluster.yaml at the root of the termite repository",
+            "write a starter one, this machine with one node per core and every other key commented: "
+            + ("termite-launch --init" if label == "cluster.yaml" else f"termite-launch --init {label}"),
         ) from None
     except IsADirectoryError:
         raise ConfigError(

@@ -16,6 +16,7 @@
     assert termite.run(main) == "pong"
 """
 
+from termite._version import __version__
 from termite._core.errors import (
     Crash,
     DeadProcess,

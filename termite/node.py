@@ -11,6 +11,10 @@ code in it.
 Once listening it prints one line, ``termite node HOST:PORT incarnation HEX``,
 flushes it, and runs until SIGTERM or SIGINT.  Processes reach it by remote
 spawn; it runs nothing of its own.
+
+Its log goes to stderr, WARNING and above unless ``--log-level LEVEL``, ``-v``
+(INFO; ``-vv`` DEBUG) or ``-q`` (ERROR; ``-qq`` CRITICAL) says otherwise;
+``termite-launch`` takes the same flags and passes the level on.
 """
 
 from __future__ import annotations
@@ -24,7 +28,36 @@ import sys
 import termite
 from termite._runtime.node import Network
 
-__all__ = ["main"]
+__all__ = ["main", "add_log_flags", "log_level"]
+
+#: The levels ``--log-level`` takes, least to most severe; ``-v`` and ``-q`` step from the default.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+DEFAULT_LOG_LEVEL = "WARNING"
+
+
+def _level_name(text: str) -> str:
+    name = text.upper()
+    if name not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level; give one of {', '.join(LOG_LEVELS)}")
+    return name
+
+
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """``--log-level LEVEL``, ``-v`` and ``-q`` (one of them), as a node and termite-launch take them."""
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--log-level", type=_level_name, metavar="LEVEL",
+                        help=f"log {', '.join(LOG_LEVELS)} (default {DEFAULT_LOG_LEVEL}) and above")
+    chosen.add_argument("-v", "--verbose", action="count", default=0, help="log more: INFO (-vv: DEBUG)")
+    chosen.add_argument("-q", "--quiet", action="count", default=0, help="log less: ERROR (-qq: CRITICAL)")
+
+
+def log_level(args: argparse.Namespace) -> str:
+    """The level the flags of ``add_log_flags`` chose, e.g. ``"INFO"`` for ``-v``."""
+    if args.log_level:
+        return args.log_level
+    step = args.quiet - args.verbose
+    index = LOG_LEVELS.index(DEFAULT_LOG_LEVEL) + step
+    return LOG_LEVELS[min(max(index, 0), len(LOG_LEVELS) - 1)]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="bytes: a larger frame from a peer is dropped unread (default %(default)s)")
     p.add_argument("--max-decoded", type=int, default=Network.max_decoded,
                    help="bytes of objects a frame may decode to, at most (default %(default)s)")
-    p.add_argument("--log-level", default="WARNING")
+    add_log_flags(p)
     return p
 
 
@@ -55,7 +88,7 @@ async def _serve(announce):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=log_level(args), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     network = Network(
         port=args.port,
         host=args.host,

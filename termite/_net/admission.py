@@ -12,7 +12,10 @@
 - A DEALER's routing id is its node's identity and its epoch with the peer,
   ``host:port:incarnation:epoch`` (:func:`identity_of`), so the peer's ROUTER
   knows who is speaking, and in which session (termite._net.sessions);
-  :class:`RoutingIds` parses each id that reaches the ROUTER once.
+  :class:`RoutingIds` parses each id that reaches the ROUTER once.  A
+  *client* (a node a script, the Executor or termite-launch starts to reach
+  a cluster: ``Network(client=True)``, as Erlang's hidden nodes) ends its ids
+  with ``/client`` (:func:`is_client`): its leaving is not a node lost.
 
 None of this runs per message: only for a connection, or for the first
 message of a sender.  Imports nothing of the transport: the transport
@@ -30,8 +33,8 @@ import zmq
 from termite._core.ids import NodeRef
 from termite._net.keys import ClusterKeys
 
-__all__ = ["identity_of", "ref_of_identity", "RoutingIds", "curve_server", "curve_client", "Refusals", "ZapHandler",
-           "REFUSAL_PERIOD"]
+__all__ = ["identity_of", "ref_of_identity", "is_client", "RoutingIds", "curve_server", "curve_client", "Refusals",
+           "ZapHandler", "REFUSAL_PERIOD"]
 
 log = logging.getLogger("termite.transport")
 
@@ -44,14 +47,27 @@ _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, 
 # -- routing ids ------------------------------------------------------------------
 
 
-def identity_of(ref: NodeRef, epoch: int | None = 0) -> bytes:
+# A routing id may end with flags after a "/" (which is in no host name and no hex number): "client"
+# for a client.  Flags a node does not know are ignored, so that later ones need no new format.
+_CLIENT = b"/client"
+
+
+def identity_of(ref: NodeRef, epoch: int | None = 0, client: bool = False) -> bytes:
     """The routing id of a DEALER of node ``ref``: its node, and its epoch with the peer
-    (termite._net.sessions), or ``p`` for a probe of an address, outside any session."""
-    return f"{ref.host}:{ref.port}:{ref.incarnation:x}:{'p' if epoch is None else f'{epoch:x}'}".encode()
+    (termite._net.sessions), or ``p`` for a probe of an address, outside any session;
+    then ``/client`` if the node is a client."""
+    identity = f"{ref.host}:{ref.port}:{ref.incarnation:x}:{'p' if epoch is None else f'{epoch:x}'}".encode()
+    return identity + _CLIENT if client else identity
+
+
+def is_client(identity: bytes) -> bool:
+    """Whether the routing id is a client's: a node that reaches the cluster, not one of it."""
+    return b"client" in identity.partition(b"/")[2].split(b"/")
 
 
 def ref_of_identity(identity: bytes) -> tuple[NodeRef, int | None] | None:
     """The NodeRef and epoch (None: a probe) a peer's routing id names, or None if it is not one."""
+    identity = identity.partition(b"/")[0]  # without its flags
     try:
         host, port, incarnation, epoch = identity.decode("ascii").rsplit(":", 3)
         port, incarnation = int(port), int(incarnation, 16)

@@ -32,8 +32,9 @@ MONITORED = (
 
 class Connections:
     def __init__(self, ctx: zmq.Context, ref: NodeRef, keys: ClusterKeys | None, heartbeat_interval: float,
-                 heartbeat_timeout: float):
+                 heartbeat_timeout: float, client: bool = False):
         self.ctx, self.ref, self.keys = ctx, ref, keys
+        self.client = client  # this node is a client: its routing ids say so (termite._net.admission)
         self.heartbeat_ms = (int(heartbeat_interval * 1000), int(heartbeat_timeout * 1000))
         self.dealers: dict[tuple[str, int], zmq.Socket] = {}  # to peers, in the current epoch with each
         self.owners: dict[tuple[str, int], tuple[NodeRef, int]] = {}  # a DEALER's peer and epoch
@@ -52,7 +53,7 @@ class Connections:
 
     def open(self, peer: NodeRef, epoch: int) -> zmq.Socket:
         """Open the DEALER to ``peer`` in ``epoch``, with its monitor (ZMQError if the address is refused)."""
-        sock = self._socket(identity_of(self.ref, epoch))
+        sock = self._socket(identity_of(self.ref, epoch, self.client))
         sock.reconnect_ivl = -1  # a lost connection ends the session: never resume it silently
         ivl, timeout = self.heartbeat_ms
         sock.heartbeat_ivl, sock.heartbeat_timeout, sock.heartbeat_ttl = ivl, timeout, timeout
@@ -76,7 +77,7 @@ class Connections:
         key = (address.host, address.port)
         sock = self.probes.get(key)
         if sock is None:
-            sock = self._socket(identity_of(self.ref, None))
+            sock = self._socket(identity_of(self.ref, None, self.client))
             self._connect(sock, address)
             self.probes[key] = sock
         return sock

@@ -12,7 +12,10 @@ It knows node addresses and frames (bytes), not processes.
   ``heartbeat_timeout``), or not made in that time.  Frames carry the session
   they belong to, and a down ends it on both sides (termite._net.sessions).
   A peer whose own heartbeats stopped (its interpreter busy, even holding the
-  GIL) is *unresponsive*, not down.
+  GIL) is *unresponsive*, not down.  A *client* (``client=True``: a script's
+  or the launcher's node) says so in its routing ids; its down is logged as
+  "client ... left" at INFO, as a client that leaves is not a node lost.
+  Nothing else differs: its links, monitors and NodeDown are any node's.
 - An I/O thread answers ZAP (RFC 27) requests, sends the application's
   heartbeats, watches the DEALERs' connections, and reads the ROUTER when no
   loop does.  With keys, every connection is CURVE with the cluster's key
@@ -41,7 +44,7 @@ import zmq
 
 from termite._core.ids import NodeRef
 from termite._net import zmq_native as _zmq_native
-from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server
+from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server, is_client
 from termite._net.connections import Connections, Monitors
 from termite._net.keys import ClusterKeys
 from termite._net.sessions import Sessions
@@ -95,6 +98,7 @@ class Transport:
         heartbeat_timeout: float = 3.0,
         max_frame: int = 64 * 1024 * 1024,
         refusal_period: float = REFUSAL_PERIOD,
+        client: bool = False,
     ):
         self.host = host
         self.keys = keys
@@ -123,7 +127,7 @@ class Transport:
             self.port = self.router.bind_to_random_port(f"tcp://{host}")
         self.ref = NodeRef.new(host, self.port)
         self._lock = threading.Lock()  # guards the DEALERs and the peer table
-        self._conns = Connections(self.ctx, self.ref, keys, heartbeat_interval, heartbeat_timeout)
+        self._conns = Connections(self.ctx, self.ref, keys, heartbeat_interval, heartbeat_timeout, client)
         self._dealers = self._conns.dealers  # read on every send
         # A connection refused is a down at once (its monitor says so); one that hangs (a host that
         # drops packets, a node that cannot admit it: stopped, or its ZAP handler waiting for the GIL)
@@ -131,6 +135,7 @@ class Transport:
         self._sessions = Sessions(connect_timeout=max(2 * heartbeat_timeout, CONNECT_TIMEOUT))
         self._downs: list[NodeRef] = []  # peers declared down, to be handed on by the reading thread
         self._stale: set[bytes] = set()  # routing ids of ended sessions, each logged once
+        self._clients: set[NodeRef] = set()  # peers admitted whose routing ids say they are clients
         self._to, self._to_sock, self._to_handle = None, None, None  # send_frame's last peer, its DEALER and its handle
         self._last_seen: dict[NodeRef, float] = {}  # peers up or being connected to: when last heard
         self._wake_in = self.ctx.socket(zmq.PAIR)
@@ -265,7 +270,8 @@ class Transport:
         return True
 
     def _forget_heard(self, peers: list[NodeRef]) -> None:
-        """Drop the reader's entries of ``peers`` (hold the lock)."""
+        """Drop the reader's entries of ``peers``, and whether they were clients (hold the lock)."""
+        self._clients.difference_update(peers)
         heard = self._heard
         for identity, (peer, _) in list(heard.items()):
             if peer in peers:
@@ -488,6 +494,8 @@ class Transport:
                     return None
             entry = self._heard.setdefault(identity, [peer, 0.0])
             self._last_seen[peer] = time.monotonic()
+            if is_client(identity):
+                self._clients.add(peer)
         if self._downs:  # decided here, or by the I/O thread and not yet handed on: before any of this sender
             self._report_downs()
         if newly_up:
@@ -525,8 +533,12 @@ class Transport:
             if not report:
                 self._downs.remove(peer)
                 self._forget_heard([peer])
+            client = peer in self._clients
         if report:
-            log.warning("node %s is down: %s", peer, why)
+            if client:  # a script or a launcher that ended: it was never one of the cluster's nodes
+                log.info("client %s left: %s", peer, why)
+            else:
+                log.warning("node %s is down: %s", peer, why)
             if self._loop is None:
                 self._report_downs()
             elif not self._stopping:

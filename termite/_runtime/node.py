@@ -84,6 +84,10 @@ class Network:
     one that would decode to more than ``max_decoded`` bytes of objects (or
     32 per byte of it, plus 1 MiB) is dropped when decoding reaches that: see
     termite/_net/codec.py.  Both are counted and logged.
+    ``client=True``: this node reaches a cluster and is not one of its nodes
+    (the Executor's, termite-launch's, a script's), as Erlang's hidden nodes:
+    when it leaves, the nodes it spoke to log "client ... left" (INFO), not
+    "node ... is down" (WARNING).  Links, monitors and ``NodeDown`` are the same.
     """
 
     port: int = 0
@@ -99,6 +103,7 @@ class Network:
     mailbox_limit: int = DEFAULT_MAILBOX_LIMIT
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
     max_decoded: int = MAX_DECODED
+    client: bool = False
 
 
 class _Runtime:
@@ -119,6 +124,7 @@ class _Runtime:
                 heartbeat_interval=network.heartbeat_interval,
                 heartbeat_timeout=network.heartbeat_timeout,
                 max_frame=network.max_frame,
+                client=network.client,
             )
             ref = self.transport.ref
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))
