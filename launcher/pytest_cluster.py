@@ -145,7 +145,7 @@ class ClusterLink:
         state_file = config.state_dir / f"{config.name}.json"
         if state_file.exists() and config.keys.exists():
             state = read_state(state_file)
-            here = termite.Node(**network).start()
+            here = termite.Node(**network, client=True).start()
             nodes = []
             for node in state.get("nodes", ()):
                 if not node.get("remote") and not pid_alive(node["os_pid"]):
@@ -167,7 +167,7 @@ class ClusterLink:
         except LaunchError as exc:
             raise pytest.UsageError(f"--termite: {exc}") from None
         try:
-            here = termite.Node(**network).start()
+            here = termite.Node(**network, client=True).start()
             cluster.joined(here, config.join_timeout)
         except BaseException:
             cluster.stop()

@@ -236,7 +236,7 @@ class Executor(concurrent.futures.Executor):
             self._keys = keys = session_keys() if session else keys
             addresses = [_address(address) for address in nodes]
             host = next((local_address_towards(h) for h, _ in addresses if not is_loopback(h)), "127.0.0.1")
-            node = Node(host=host, port=0, keys=keys).start()
+            node = Node(host=host, port=0, keys=keys, client=True).start()  # leaving, it is no node going down
         self._node = node
         self._home = f"{node.ref.host}:{node.ref.port}"  # its own address, for its repr
         try:
