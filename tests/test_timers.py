@@ -6,6 +6,7 @@ under test.  Bounds are generous: a timer is never early, and may be late.
 
 import asyncio
 import pickle
+import threading
 import time
 
 import pytest
@@ -248,7 +249,7 @@ def test_many_pending_timers_keep_one_loop_timer():
         me = termite.self()
         loop = asyncio.get_running_loop()
         before = len(loop._scheduled)
-        refs = [termite.send_after(60 + i * 1e-3, me, i) for i in range(20_000)]
+        refs = [termite.send_after(80 - i * 1e-3, me, i) for i in range(20_000)]  # each the earliest yet
         during = len(loop._scheduled)
         lefts = [termite.cancel_timer(ref) for ref in refs]
         return before, during, all(0 < left <= 81 for left in lefts), len(node_timers().heap)
@@ -341,6 +342,17 @@ def test_a_timer_sends_to_a_process_of_another_node_and_by_name_there(abc):
     here.run(termite.send_after, 0.05, pid, "by pid")
     here.run(termite.send_after, 0.1, ("collector", b), "by name")
     assert here.receive(("collected", termite.ANY), timeout=10) == ("collected", ["by pid", "by name"])
+
+
+@pytest.mark.timeout(90)
+def test_a_message_that_cannot_travel_ends_its_timer_with_a_warning(abc, caplog):
+    here, b, _ = abc
+    pid = here.spawn_on(b, collect, here.pid, 1)
+    ticker = here.run(termite.send_interval, 0.05, pid, threading.Lock())
+    here.run(termite.send_after, 0.3, here.pid, "marker")
+    assert here.receive(timeout=10) == "marker"
+    assert here.run(termite.read_timer, ticker) is None
+    assert [r for r in caplog.records if "could not send" in r.getMessage() and "and ends" in r.getMessage()]
 
 
 @pytest.mark.timeout(90)

@@ -44,8 +44,8 @@ Where a timer lives, and when it ends (as Erlang's, and what migration adds):
 Cost.  Each node keeps its timers in one heap ordered by deadline, with one
 asyncio timer armed for the earliest: a node with 100,000 pending timers does
 no work for them until one is due, and a receive timeout never pays for them
-(the kernel's heap is its own).  A timer is one small object (about 150
-bytes) that is its own heap entry.  Cancelled ones, and those of destinations
+(the kernel's heap is its own).  A timer is one small object that is its own
+heap entry: about 185 bytes of RSS each, with its deadline and heap slot.  Cancelled ones, and those of destinations
 that ended, are dropped when the heap has doubled since it was last swept or
 when they are half of it: memory stays within about twice the live timers.
 """
@@ -185,6 +185,7 @@ class NodeTimers:
         self._sweep_at = SWEEP_MIN  # sweep when the heap grows to this
         self._handle = None
         self._armed_for = _INF
+        self._arming = False  # an _arm_soon is scheduled
 
     @classmethod
     def of(cls, kernel: Kernel) -> "NodeTimers":
@@ -214,8 +215,12 @@ class NodeTimers:
         _heappush(heap, ref)
         if len(heap) >= self._sweep_at:
             self._sweep()
-        if deadline < self._armed_for:
-            self._arm()
+        if deadline < self._armed_for and not self._arming:
+            # Re-arm once the turn is over, not at each set: a loop that sets
+            # timers in decreasing order would leave a cancelled asyncio
+            # handle behind every one.
+            self._arming = True
+            self.loop.call_soon(self._arm_soon)
         return ref
 
     def left(self, ref: TimerRef) -> float | None:
@@ -268,6 +273,14 @@ class NodeTimers:
 
     # -- firing -----------------------------------------------------------------
 
+    def _arm_soon(self) -> None:
+        self._arming = False
+        heap = self.heap
+        if heap and heap[0].deadline <= self.clock():
+            self._fire()  # send_after(0, ...): at once, not one more loop iteration later
+        else:
+            self._arm()
+
     def _arm(self) -> None:
         heap = self.heap
         while heap and heap[0].kind is None:  # cancelled ones at the top: no wake-up for them
@@ -289,7 +302,9 @@ class NodeTimers:
         any process (no sender is held back by flow control), and the turn
         taken at the end runs the receivers and flushes what goes to other nodes.
         """
-        self._handle = None
+        if self._handle is not None:  # called by _arm_soon, before the armed time
+            self._handle.cancel()
+            self._handle = None
         self._armed_for = _INF
         heap = self.heap
         now = self.clock()
@@ -310,9 +325,13 @@ class NodeTimers:
                 else:
                     self._signal(ref.dest, *ref.msg)
             except Exception as exc:  # noqa: BLE001 - a timer has no caller to raise to
-                log.warning("timer %r could not %s %r: %s", ref, "send to" if kind == _SEND else "signal", ref.dest, exc)
+                # (an unpicklable message for another node): it would fail again, so the timer ends
+                log.warning("timer %r could not %s %r, and ends: %s",
+                            ref, "send to" if kind == _SEND else "signal", ref.dest, exc)
+                self._drop(ref)
+                continue
             interval = ref.interval
-            if interval is not None and ref.kind is not None:
+            if interval is not None:
                 deadline = ref.deadline + interval
                 ref.deadline = deadline if deadline > now else now + interval  # late: no burst to catch up
                 _heappush(heap, ref)
@@ -408,8 +427,10 @@ def send_interval(seconds: float, dest, msg, *, owned: bool = False) -> TimerRef
     it catches up, never a burst.  As in Erlang, the timer is tied to its
     destination: it ends when that pid ends, if it is a process of this node,
     and a name must be registered now and ties the timer to the process that
-    holds it (each message still goes to the name).  ``owned=True`` ties it
-    to the calling process too.  ``seconds`` is at least 0.001.
+    holds it (each message still goes to the name).  A destination on
+    another node, or ``(name, node)``, ties it to nothing here: cancel it, or
+    pass ``owned=True``, which ties it to the calling process (too).
+    ``seconds`` is at least 0.001.
     """
     proc = _caller("send_interval")
     seconds = _seconds(seconds, "send_interval", MIN_INTERVAL)
