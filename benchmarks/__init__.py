@@ -9,7 +9,7 @@ below: the command line, the table and the JSON file pick it up from there.
 
 from __future__ import annotations
 
-from benchmarks import balance, call_backlog, dispatch, faults, memory, migration, nodes, pingpong, pytest_plugin, ring
+from benchmarks import balance, call_backlog, dispatch, faults, memory, migration, nodes, pingpong, pytest_plugin, ring, timers
 from benchmarks._result import Result
 
 #: name -> function(quick) -> list[Result]; the order is the default run order.
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "pingpong": pingpong.run,
     "memory": memory.run,
     "call-backlog": call_backlog.run,
+    "timers": timers.run,
     "nodes-pingpong": nodes.run_pingpong,
     "nodes-stream": nodes.run_stream,
     "migration": migration.run,

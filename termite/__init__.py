@@ -36,6 +36,7 @@ from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.links import Down, Exit, demonitor, exit, kill, link, monitor, trap_exit, unlink
 from termite._core.call import call
 from termite._core.mailbox import receive, send, sleep
+from termite._core.timers import TimerRef, cancel_timer, exit_after, kill_after, read_timer, send_after, send_interval
 from termite._net.distribution import (
     NodeDown, NodeUp, busy_nodes, busy_processes, connect, demonitor_node, monitor_node, nodes, unresponsive_nodes,
     whereis_on,
@@ -87,6 +88,14 @@ __all__ = [
     "say",
     "ANY",
     "where",
+    # timers
+    "send_after",
+    "send_interval",
+    "exit_after",
+    "kill_after",
+    "cancel_timer",
+    "read_timer",
+    "TimerRef",
     # behaviours: generic servers, futures, cells
     "gen_server",
     "GenServer",

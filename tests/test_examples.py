@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
-PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS]
+TOOLS = {"timers"}  # Erlang's everyday tools (issue 19), not the paper's examples
+PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS and n not in TOOLS]
 
 
 def run_script(name, cwd=ROOT, script_dir=EXAMPLES):
@@ -373,6 +374,17 @@ def test_the_supervised_pong_server_answers_through_its_supervisor():
     answers, down = termite.run(main)
     assert answers == ["pong", "crashed", "pong"]
     assert down.reason == "normal"
+
+
+# -- Erlang's everyday tools --------------------------------------------------------
+
+
+def test_timers():
+    assert output_of("timers") == [
+        "3 ticks, deadline 5 s    => done, 3 steps; cancel_timer(deadline) => 5 s left",
+        "50 ticks, deadline 0.1 s => the deadline came first",
+        "kill_after(0.05, stuck)  => killed",
+    ]
 
 
 # -- jobs ---------------------------------------------------------------------------

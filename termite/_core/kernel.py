@@ -107,6 +107,9 @@ class Kernel:
         self.fairness = 64  # countdown of switch-free receives (termite/_core/mailbox.py)
         self.table = None  # the process table of the node this kernel runs
         self.after_turn = None  # called at the end of every turn (distribution flushes its batches)
+        # The node's send_after/send_interval/exit_after timers (termite._core.timers.NodeTimers),
+        # made there on first use: a heap of their own, so receive timeouts never pay for them.
+        self.node_timers = None
         # Traps of higher layers: request class -> handler(task, request), run
         # when a task yields such a request (migration's).  The task stays parked.
         self.trap_handlers: dict[type, object] = {}
