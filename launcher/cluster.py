@@ -444,6 +444,13 @@ class Cluster:
         threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
         return True
 
+    def exited(self, ref: NodeRef) -> bool:
+        """Whether ``ref`` is a local node whose process has ended: its supervisor is about to say why
+        (a killed node's connection closes as its process ends, so its NodeDown can come first)."""
+        with self._lock:
+            node = next((n for n in self.nodes if n.ref == ref and n.host.local), None)
+        return node is not None and self._supervised and node.handle.proc.poll() is not None
+
     def _wait_exit(self, node: NodeInfo) -> str | None:
         """Block until the node's process ends; why it did, or None if the cluster is being stopped."""
         status = node.handle.wait()

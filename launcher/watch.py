@@ -94,6 +94,8 @@ def feed(view: ClusterView, events: queue.SimpleQueue, at: float, cluster: Clust
         if event[0] == "load":
             view.report(event[1], at)
         elif event[0] == "down":
+            if cluster is not None and cluster.exited(event[1]):
+                continue  # its exit's news follows, with the true reason, not "noconnection"
             view.lost(event[1], at, event[2])
             if cluster is not None and cluster.lost(event[1], event[2]):
                 say(f"node {event[1].host}:{event[1].port} lost its connection ({event[2]}): "
