@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
-PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS]
+TOOLBOX = {"pg"}  # Erlang's everyday tools, not the paper's examples
+PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS | TOOLBOX]
 
 
 def run_script(name, cwd=ROOT, script_dir=EXAMPLES):
@@ -373,6 +374,17 @@ def test_the_supervised_pong_server_answers_through_its_supervisor():
     answers, down = termite.run(main)
     assert answers == ["pong", "crashed", "pong"]
     assert down.reason == "normal"
+
+
+# -- Erlang's toolbox ------------------------------------------------------------------
+
+
+def test_pg_workers_on_two_nodes_one_migrates_one_stops():
+    assert output_of("pg") == [
+        "node1 sees 4 workers; they answer from node1, node1, node2, node2",
+        "a worker moved to node2: still a member: True; on node1 now: 1",
+        "it stopped: leave event, 3 members left",
+    ]
 
 
 # -- jobs ---------------------------------------------------------------------------
