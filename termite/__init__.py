@@ -65,6 +65,7 @@ from termite._core.cell import cell_ref, cell_set, make_cell
 from termite import gen_server
 from termite.gen_server import GenServer
 from termite import supervisor
+from termite import pg
 from termite._behaviours.balancing import balancer_spec, start_balancer
 from termite.supervisor import LEAST_LOADED, SPREAD, ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
 
@@ -121,7 +122,7 @@ __all__ = [
     "Exit",
     "Down",
     "Crash",
-    # names
+    # names and groups
     "register",
     "unregister",
     "whereis",
@@ -132,6 +133,7 @@ __all__ = [
     "whereis_on",
     "registered_global",
     "sync_global",
+    "pg",
     # nodes
     "Node",
     "NodeRef",

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
-TOOLS = {"timers"}  # Erlang's everyday tools (issue 19), not the paper's examples
+TOOLS = {"timers", "pg"}  # Erlang's everyday tools (issue 19), not the paper's examples
 PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS and n not in TOOLS]
 
 
@@ -384,6 +384,14 @@ def test_timers():
         "3 ticks, deadline 5 s    => done, 3 steps; cancel_timer(deadline) => 5 s left",
         "50 ticks, deadline 0.1 s => the deadline came first",
         "kill_after(0.05, stuck)  => killed",
+    ]
+
+
+def test_pg_workers_on_two_nodes_one_migrates_one_stops():
+    assert output_of("pg") == [
+        "node1 sees 4 workers; they answer from node1, node1, node2, node2",
+        "a worker moved to node2: still a member: True; on node1 now: 1",
+        "it stopped: leave event, 3 members left",
     ]
 
 

@@ -18,7 +18,7 @@ from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import Kernel, Task, current_task
 from termite._core.traps import Sentinel
 
-__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
@@ -66,6 +66,7 @@ NAME_SERVER_SERIAL = 0  # global names (termite._net.global_names)
 METER_SERIAL = 1  # the load meter (termite._balance.meter)
 RUNNER_SERIAL = 2  # the thunk runner (termite._balance.runner)
 MOVER_SERIAL = 3  # moves opted-in processes at their safe points (termite._balance.safepoint)
+PG_SERIAL = 4  # process groups: this node's replica of every group (termite._net.process_groups)
 
 
 class Process(Task):

@@ -35,6 +35,7 @@ from termite._net.distribution import connect, monitor_node
 from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT
 from termite._net.endpoint import Endpoint
 from termite._net.global_names import register_global, start_name_server, whereis_global
+from termite._net.process_groups import start_group_server
 from termite._net.keys import require_keys
 from termite._net.transport import Transport
 from termite._move.migration import Migration
@@ -55,6 +56,7 @@ EXTENSIONS = (
     start_meter,  # reports this node's load
     start_mover,  # moves opted-in processes at their safe points when the balancer asks
     start_name_server,  # keeps this node's replica of the global names
+    start_group_server,  # keeps this node's replica of the process groups (termite.pg)
 )
 
 #: The collector's first threshold while a node runs.  Python's default (700)
