@@ -20,7 +20,7 @@ import pytest
 
 import termite
 
-from conftest import NODECODE
+NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what the nodes import
 
 import sayers
 

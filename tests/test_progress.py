@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import termite
-from conftest import NODECODE
+NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what the nodes import
 
 ROOT = Path(__file__).resolve().parent.parent
 JOB = Path(__file__).resolve().parent / "progress_job.py"

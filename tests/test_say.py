@@ -24,7 +24,7 @@ import termite
 from termite.console import CONSOLE, Said, start_console
 from termite_launcher.dashboard import ClusterView
 
-from conftest import NODECODE
+NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what the nodes import
 
 import sayers
 
