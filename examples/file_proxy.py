@@ -49,7 +49,7 @@ async def main(node2_address):
 
         spawn(holds_a_plain_file, path, node2, termite.self())
         _, why = await receive(("refused", str))
-    print("a plain open file instead                   =>", why[why.index("open it with"):].split(":")[0])
+    print("a plain open file refuses to move; use      =>", why[why.index("termite.io"):].split(";")[0])
     return lines
 
 

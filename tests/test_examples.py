@@ -420,5 +420,5 @@ def test_file_proxy_writes_from_both_nodes_to_the_file_that_stayed_home():
         "node1's stdout, from a process on node2",
         "the file, written before and after the move => node1 then node2",
         "its proxy stayed on                         => node1",
-        "a plain open file instead                   => open it with termite.io.open_file(path, mode) instead",
+        "a plain open file refuses to move; use      => termite.io.open_file(path, mode) is that process for a file",
     ]

@@ -165,13 +165,10 @@ _HINTS = {
     types.AsyncGeneratorType: "async generators cannot migrate; iterate over a generator or a list instead",
 }
 _OPEN_FILE = (
-    "open it with termite.io.open_file(path, mode) instead: the pid it returns travels and the file "
-    "stays open on this node (or close the file before migrating)"
+    _HOW_TO_FIX + ": termite.io.open_file(path, mode) is that process for a file; its pid travels, "
+    "and the file stays open on this node"
 )
-_SOCKET = (
-    "keep the socket in a process that stays on this node and talk to that process by messages, "
-    "as termite.io.open_file does for files (or close it before migrating)"
-)
+_SOCKET = _HOW_TO_FIX + " and talk to that process by messages, as termite.io.open_file does for files"
 
 
 def _hint(value) -> str:
