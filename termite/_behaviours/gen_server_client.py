@@ -206,16 +206,20 @@ def _nodes_for(nodes, what: str) -> list[NodeRef]:
         return found
     if isinstance(nodes, (str, bytes, NodeRef)) or not hasattr(nodes, "__iter__"):
         raise TypeError(f"{what}() takes a list of nodes (NodeRefs), not {type(nodes).__name__}: {nodes!r:.200}")
-    found = list(dict.fromkeys(nodes))
-    bad = [node for node in found if node.__class__ is not NodeRef]
+    nodes = list(nodes)
+    bad = [node for node in nodes if node.__class__ is not NodeRef]
     if bad:
-        raise TypeError(f"{what}() takes nodes as NodeRefs (termite.current_node(), termite.nodes()), got {bad[0]!r:.200}")
-    return found
+        raise TypeError(
+            f"{what}() takes nodes as NodeRefs (termite.current_node(), termite.nodes()), got {bad[0]!r:.200}"
+        )
+    return list(dict.fromkeys(nodes))  # each once, in order
 
 
 def _check_name(name, what: str) -> None:
     if name.__class__ is not str or not name:
-        raise TypeError(f"{what}() names the server by the name it is registered under (a non-empty str), not {name!r:.200}")
+        raise TypeError(
+            f"{what}() names the server by the name it is registered under (a non-empty str), not {name!r:.200}"
+        )
 
 
 async def _gather(caller: Pid, tag, targets: list, name: str, request, timeout):
