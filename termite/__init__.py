@@ -66,6 +66,7 @@ from termite import gen_server
 from termite.gen_server import GenServer
 from termite import supervisor
 from termite import pg
+from termite import io  # termite.io; kept out of __all__: `from termite import *` must not hide the stdlib's io
 from termite._behaviours.balancing import balancer_spec, start_balancer
 from termite.supervisor import LEAST_LOADED, SPREAD, ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
 

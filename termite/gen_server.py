@@ -29,16 +29,18 @@ new one.  Subclass :class:`GenServer`, start it, and talk to it::
         await gen_server.call("kv", ("lookup", "a"))   # 1
         await gen_server.stop(kv)                      # terminate() runs, then it ends
 
-=================================================  ======================================
-generic call                                       callback it triggers, in the server
-=================================================  ======================================
-``start(server, *args)``, ``await start_wait``     ``init(*args)``
-``await call(server, request, timeout=5)``         ``handle_call(request, sender, state)``
-``cast(server, msg)``                              ``handle_cast(msg, state)``
-any other message (``send``, ``Down``, ``Exit``)   ``handle_info(msg, state)``
-``await stop(server, reason)``, a stop return      ``terminate(reason, state)``
-an exception in a callback                         ``terminate(crash, state)``
-=================================================  ======================================
+================================================  ===================================================
+generic call                                      callback it triggers, in the server
+================================================  ===================================================
+``start(server, *args)``, ``await start_wait``    ``init(*args)``
+``await call(server, request, timeout=5)``        ``handle_call(request, sender, state)``
+``await multi_call(nodes, name, request)``        ``handle_call`` of the server ``name`` on each node
+``cast(server, msg)``                             ``handle_cast(msg, state)``
+``abcast(nodes, name, msg)``                      ``handle_cast`` of the server ``name`` on each node
+any other message (``send``, ``Down``, ``Exit``)  ``handle_info(msg, state)``
+``await stop(server, reason)``, a stop return     ``terminate(reason, state)``
+an exception in a callback                        ``terminate(crash, state)``
+================================================  ===================================================
 
 What each callback may return (any other value stops the server with
 :class:`BadReturn`, which carries the value):
@@ -100,15 +102,52 @@ A server is named by its pid, by a name registered on this node (``start(...,
 name="kv")``), or by ``("kv", node)``: the server registered as ``"kv"`` on
 ``node``, as Erlang's ``{Name, Node}``.
 
+Many nodes at once, as Erlang's: ``multi_call(nodes, name, request,
+timeout=5)`` calls the server registered as ``name`` on each node, in
+parallel, and returns ``(replies, bad_nodes)``: ``replies`` a list of
+``(node, reply)``, ``bad_nodes`` those with no such server, whose server
+ended before replying, that are or went down, or that did not reply within
+``timeout``.  A node lost mid-call counts as bad as soon as it is lost; it
+never holds up the others.  ``abcast(nodes, name, msg)`` casts ``msg`` to
+the server ``name`` on each node, without an answer.  ``nodes=None`` means
+this node and every node it is connected to::
+
+    replies, bad = await gen_server.multi_call(termite.nodes(), "kv", ("lookup", "a"))
+    gen_server.abcast(termite.nodes(), "kv", ("store", "a", 2))
+
 ``start(..., node=ref)`` starts the server on another node: the callback
 object travels there by reference to its class (which must be importable
 there) or by value (a class defined in ``__main__``).
 
 A reply that arrives after ``call`` gave up (``Timeout``) is left in the
 caller's mailbox as ``(tag, reply)``, as in Erlang before aliases.
+
+State machines (Erlang's ``gen_statem``): termite has no behaviour of its
+own for them; two plain forms do the work.  For a server with a state
+machine inside, keep the state's name in the server's state and match on
+both, ``match (state["name"], request)`` in ``handle_call``.  For a process
+that is a state machine, write each state as a function that receives and
+returns the next state; selective receive leaves the messages a state does
+not handle in the mailbox for a later one (``gen_statem``'s postpone), and
+``timeout=`` is its state timeout::
+
+    async def locked(code):
+        match await receive(("unlock", str)):
+            case ("unlock", guess) if guess == code: return opened
+        return locked                       # a wrong code: stay locked
+
+    async def opened(code):                 # back to locked on "lock", or after 10 s
+        await receive("lock", timeout=10, default=None)
+        return locked
+
+    async def door(code, state=locked):     # the machine: each state returns the next one
+        while state is not None:
+            state = await state(code)
 """
 
-from termite._behaviours.gen_server_client import StartError, call, cast, reply, start, start_wait, stop
+from termite._behaviours.gen_server_client import (
+    StartError, abcast, call, cast, multi_call, reply, start, start_wait, stop,
+)
 from termite._behaviours.gen_server_loop import BadReturn, Continue, From, GenServer, Init, Stop, serve
 
 __all__ = [
@@ -121,6 +160,8 @@ __all__ = [
     "start_wait",
     "call",
     "cast",
+    "multi_call",
+    "abcast",
     "reply",
     "stop",
     "Stop",

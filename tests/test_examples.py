@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
-TOOLS = {"timers", "pg"}  # Erlang's everyday tools (issue 19), not the paper's examples
+TOOLS = {"timers", "pg", "multicall", "file_proxy"}  # Erlang's everyday tools (issue 19), not the paper's examples
 PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS and n not in TOOLS]
 
 
@@ -422,3 +422,22 @@ def test_balance_spreads_twenty_workers_from_one_node_and_fails_them_over():
     assert failover.startswith("after the failover: ") and failover.endswith(" 20") and "," not in failover
     assert killed.split()[1].rstrip(",") not in failover, "the workers came back on the killed node"
     assert time.monotonic() - started < 60
+
+
+# -- Erlang's everyday tools ----------------------------------------------------------
+
+
+def test_multicall_gets_replies_from_the_nodes_with_the_server_and_names_the_other():
+    assert output_of("multicall") == [
+        "abcast ('add', 5), multi_call 'get' => node1: 5, node2: 5",
+        "bad nodes                          => node3",
+    ]
+
+
+def test_file_proxy_writes_from_both_nodes_to_the_file_that_stayed_home():
+    assert output_of("file_proxy") == [
+        "node1's stdout, from a process on node2",
+        "the file, written before and after the move => node1 then node2",
+        "its proxy stayed on                         => node1",
+        "a plain open file refuses to move; use      => termite.io.open_file(path, mode) is that process for a file",
+    ]

@@ -25,6 +25,8 @@ LAYERS = {
     "termite.executor": 6,
     "termite.progress_bars": 6,  # below the executor, whose map draws its bars
     "termite.console": 6,  # say: a global name and the runner, below the facade
+    "termite.pg": 6,  # process groups: the public side of _net.process_groups
+    "termite.io": 6,  # files and standard streams as processes
     "termite": 7,  # the public facade, termite.testing, the commands
     "termite_launcher": 8,
 }

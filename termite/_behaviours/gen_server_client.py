@@ -1,4 +1,4 @@
-"""The generic server's client API: start, call, cast, reply, stop (``termite.gen_server``).
+"""The generic server's client API: start, call, cast, reply, stop, multi_call, abcast (``termite.gen_server``).
 
 These run in the calling process and talk to the server by messages; the
 server side is ``termite._behaviours.gen_server_loop``.
@@ -6,6 +6,7 @@ server side is ``termite._behaviours.gen_server_loop``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from termite._behaviours.gen_server_loop import CAST, STARTED, STOP, From, GenServer, check_server, serve_loop
@@ -13,11 +14,12 @@ from termite._core.call import _whereis_named
 from termite._core.call import call as _call
 from termite._core.errors import DeadProcess, NoSuchName, TermiteError, Timeout
 from termite._core.future import reraise
-from termite._core.ids import Pid, make_tag
-from termite._core.links import demonitor, kill, monitor
+from termite._core.ids import NodeRef, Pid, make_tag
+from termite._core.links import demonitor, kill, monitor, trap_exit
 from termite._core.mailbox import _resolve_name, receive, send
-from termite._core.process import Down, current
+from termite._core.process import Down, Exit, current
 from termite._core.spawn import spawn
+from termite._net.distribution import NodeDown, demonitor_node, monitor_node
 
 
 class StartError(TermiteError):
@@ -145,3 +147,135 @@ async def stop(server, reason: Any = "normal", timeout: float | None = None) -> 
         raise Timeout(f"gen_server {pid} did not stop within {timeout} s; it was killed") from None
     if down.reason != reason:
         raise DeadProcess(pid, down.reason)
+
+
+# -- many nodes at once -------------------------------------------------------------
+
+
+async def multi_call(nodes, name: str, request, timeout: float | None = 5) -> tuple[list, list]:
+    """Call the server registered as ``name`` on each of ``nodes``, all at once (Erlang's ``multi_call``).
+
+    Returns ``(replies, bad_nodes)``: ``replies`` a list of ``(node, reply)``,
+    ``bad_nodes`` the nodes that gave none: no server registered as ``name``
+    there, the server ended before replying, the node is (or went) down, or
+    no reply came within ``timeout`` seconds (None: as long as it takes).
+    Both follow the order of ``nodes``; ``nodes=None`` means this node and
+    every node it is connected to.  A node lost mid-call is a bad node as
+    soon as its loss is known; it does not hold up the others' replies.
+
+    The calls are made by a process of their own, which ends when the answer
+    is in: a reply that comes too late goes nowhere, not to the caller's
+    mailbox.
+    """
+    targets = _nodes_for(nodes, "multi_call")
+    _check_name(name, "multi_call")
+    if timeout is not None and not (isinstance(timeout, (int, float)) and timeout >= 0):
+        raise ValueError(f"multi_call()'s timeout is seconds (a number >= 0) or None, not {timeout!r}")
+    me = current()
+    tag = make_tag()
+    gatherer = spawn(_gather, me.pid, tag, targets, name, request, timeout)
+    ref = monitor(gatherer)
+    answer = await receive(
+        lambda m: (m.__class__ is tuple and len(m) == 2 and m[0] == tag) or (m.__class__ is Down and m.ref == ref)
+    )
+    if answer.__class__ is Down:  # it never ends before answering unless killed
+        raise DeadProcess(gatherer, answer.reason)
+    await receive(lambda m: m.__class__ is Down and m.ref == ref)  # it is ending: leave no stray Down
+    return answer[1]
+
+
+def abcast(nodes, name: str, msg) -> None:
+    """Cast ``msg`` to the server registered as ``name`` on each of ``nodes`` (Erlang's ``abcast``).
+
+    No answer and no error, as ``cast``: a node without such a server, or
+    down, simply does not get it.  ``nodes=None`` means this node and every
+    node it is connected to.
+    """
+    _check_name(name, "abcast")
+    for node in _nodes_for(nodes, "abcast"):
+        cast((name, node), msg)
+
+
+def _nodes_for(nodes, what: str) -> list[NodeRef]:
+    """``nodes`` as a list of NodeRefs, each once, in order; None: this node and those it is connected to."""
+    table = current().table
+    if nodes is None:
+        found = [table.ref]
+        if table.remote is not None:
+            found += [peer for peer in table.remote.transport.peers() if peer.incarnation is not None]
+        return found
+    if isinstance(nodes, (str, bytes, NodeRef)) or not hasattr(nodes, "__iter__"):
+        raise TypeError(f"{what}() takes a list of nodes (NodeRefs), not {type(nodes).__name__}: {nodes!r:.200}")
+    nodes = list(nodes)
+    bad = [node for node in nodes if node.__class__ is not NodeRef]
+    if bad:
+        raise TypeError(
+            f"{what}() takes nodes as NodeRefs (termite.current_node(), termite.nodes()), got {bad[0]!r:.200}"
+        )
+    return list(dict.fromkeys(nodes))  # each once, in order
+
+
+def _check_name(name, what: str) -> None:
+    if name.__class__ is not str or not name:
+        raise TypeError(
+            f"{what}() names the server by the name it is registered under (a non-empty str), not {name!r:.200}"
+        )
+
+
+async def _gather(caller: Pid, tag, targets: list, name: str, request, timeout):
+    """multi_call's own process: one asker per node, node monitors, one answer to ``caller``."""
+    me = current()
+    trap_exit(True)  # an asker that crashes is a bad node, not the end of us
+    caller_ref = monitor(caller)  # a caller that ends takes its multi_call along
+    deadline = None if timeout is None else time.monotonic() + timeout
+    here, remote = me.table.ref, me.table.remote is not None
+    asking, watches = {}, {}  # asker -> its node; node watch -> its node
+    for node in targets:
+        if node != here and remote:
+            watches[monitor_node(node)] = node  # before the request leaves: a loss after it is seen
+        asking[spawn(_ask, me.pid, node, name, request, link=True)] = node
+    replies, bad = {}, set()
+    try:
+        while asking:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            msg = await receive(timeout=left, default=None)
+            cls = msg.__class__
+            if msg is None:  # the time is up
+                break
+            if cls is tuple and len(msg) == 3 and msg[0] in asking:
+                asker, ok, value = msg
+                node = asking.pop(asker)
+                if ok:
+                    replies[node] = value
+                else:
+                    bad.add(node)
+            elif cls is Exit and msg.pid in asking and msg.reason != "normal":
+                bad.add(asking.pop(msg.pid))  # it crashed (an unpicklable request, say)
+            elif cls is NodeDown and msg.ref in watches:
+                lost = watches[msg.ref]
+                for asker, node in list(asking.items()):
+                    if node == lost:
+                        del asking[asker]
+                        kill(asker)
+                        bad.add(node)
+            elif cls is Down and msg.ref == caller_ref:
+                return  # nobody waits for the answer
+    finally:
+        for asker in asking:
+            kill(asker)
+        for ref in watches:
+            demonitor_node(ref)
+    bad.update(asking.values())
+    send(caller, (tag, ([(node, replies[node]) for node in targets if node in replies],
+                        [node for node in targets if node in bad])))
+
+
+async def _ask(gatherer: Pid, node: NodeRef, name: str, request):
+    """Call ``(name, node)``; tell ``gatherer`` ``(self, True, reply)``, or ``(self, False, None)`` if none came."""
+    me = current().pid
+    try:
+        reply = await _call((name, node), request)  # the gatherer keeps the time, and watches the node
+    except (DeadProcess, NoSuchName):
+        send(gatherer, (me, False, None))
+    else:
+        send(gatherer, (me, True, reply))

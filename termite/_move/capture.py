@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import marshal
 import pickle
+import socket
 import sys
 import types
 
@@ -163,6 +164,23 @@ _HOW_TO_FIX = "close it before migrating or keep it in a process that stays"
 _HINTS = {
     types.AsyncGeneratorType: "async generators cannot migrate; iterate over a generator or a list instead",
 }
+_OPEN_FILE = (
+    _HOW_TO_FIX + ": termite.io.open_file(path, mode) is that process for a file; its pid travels, "
+    "and the file stays open on this node"
+)
+_SOCKET = _HOW_TO_FIX + " and talk to that process by messages, as termite.io.open_file does for files"
+
+
+def _hint(value) -> str:
+    """How to do without ``value`` in a process that migrates."""
+    hint = _HINTS.get(type(value))
+    if hint is not None:
+        return hint
+    if isinstance(value, io.IOBase):  # open files, text or binary (in-memory ones pickle, so are never here)
+        return _OPEN_FILE
+    if isinstance(value, socket.socket):
+        return _SOCKET
+    return _HOW_TO_FIX
 
 
 def blame(coro, trap, error) -> MigrationError:
@@ -174,7 +192,7 @@ def blame(coro, trap, error) -> MigrationError:
     path, value, error = innermost(value, variable or "value", error)
     value_type = type_name(value)
     what = f"is a {value_type}" if path == (variable or "value") else f"holds a {value_type} (at {path})"
-    hint = _HINTS.get(type(value), _HOW_TO_FIX)
+    hint = _hint(value)
     where = where.format(name_of(gen))
     text = f"cannot migrate: {where} {what}, which cannot travel to another node ({error}); {hint}"
     return MigrationError(text, function=name_of(gen)[:-2], variable=variable, type_name=value_type)

@@ -185,7 +185,13 @@ class Endpoint:
             raise TypeError(f"a registered name is a non-empty str, not {name!r}")
         tag = make_tag()
         self.post(node, (WHEREIS, current().pid, tag, name))
-        answer = await receive(lambda m: m.__class__ is tuple and len(m) == 2 and m[0] == tag, timeout=timeout, default=None)
+
+        def is_answer(m):
+            return m.__class__ is tuple and len(m) == 2 and m[0] == tag
+
+        if timeout is None:  # receive refuses a default it could never use
+            return (await receive(is_answer))[1]
+        answer = await receive(is_answer, timeout=timeout, default=None)
         if answer is None:
             raise Timeout(f"node {node} did not say within {timeout} s who is registered as {name!r} there")
         return answer[1]
