@@ -16,7 +16,7 @@ from termite import Down, Exit, NodeDown, NodeUp
 from termite.testing import echo
 
 from stalls import (
-    forever, hold_until, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream,
+    asks_by_name, forever, hold_until, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream,
     traveller,
 )
 
@@ -191,6 +191,19 @@ def test_a_migrant_lost_between_commit_and_arrival_is_reported_to_its_other_node
     assert here.receive(("at", migrant, termite.NodeRef), timeout=1.0, default=None) is None  # no copy runs
     assert here.receive(Down, timeout=0.1, default=None) is None
     assert here.receive(("exit", waiter, termite.Pid, object), timeout=0.1, default=None) is None
+
+
+def test_a_call_by_name_to_a_node_lost_before_it_answers_raises_and_does_not_wait_for_ever(cluster):
+    """``call((name, node), msg)`` without a timeout first asks ``node`` who ``name`` is: a node lost
+    before it says must end the wait (it waited for ever)."""
+    here, start = cluster
+    b = start()
+    b_ref = here.connect(*b.ref.address)
+    assert here.call(here.spawn_on(b_ref, echo), "up", timeout=10) == "up"  # the session is on
+    with Stopped(b):  # b answers nothing; its peers declare it down after the 1 s heartbeat timeout
+        here.spawn(asks_by_name, b_ref, here.pid)
+        outcome = here.receive(("raised", str, str), timeout=10)
+    assert outcome[1] == "DeadProcess" and "noconnection" in outcome[2], outcome
 
 
 def test_a_node_holding_the_gil_for_seconds_is_not_declared_down(cluster):

@@ -139,3 +139,11 @@ async def meet(node, reply_to: Pid):
 async def echo_once():
     sender, tag, msg = await receive((Pid, termite.Tag, object))
     send(sender, (tag, msg))
+
+
+async def asks_by_name(node, reply_to: Pid):
+    """``call((name, node), ...)`` with no timeout; what it gave or raised goes to ``reply_to``."""
+    try:
+        send(reply_to, ("answered", await termite.call(("nobody", node), "hello")))
+    except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+        send(reply_to, ("raised", type(exc).__name__, str(exc)))
