@@ -168,7 +168,6 @@ class _Column(NamedTuple):
 
 def _columns(snap: Snapshot, bar: int, spark: int) -> dict[str, _Column]:
     """Every column, in display order: its header, its fixed width and its footer (the totals)."""
-    live = [row for row in snap.rows if row.live]
     totals = snap.totals
     host = min(HOST_WIDTH, max([len("total"), *(len(row.label) for row in snap.rows)]))  # "total": its footer
     node = max([len("total"), *(len(row.node) for row in snap.rows)])

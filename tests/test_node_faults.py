@@ -9,8 +9,6 @@ import os
 import signal
 import time
 
-import pytest
-
 import termite
 from termite import Down, Exit, NodeDown, NodeUp
 from termite.testing import echo
