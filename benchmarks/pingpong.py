@@ -121,7 +121,7 @@ def run(quick: bool = False) -> list[Result]:
             rates, counts = _erlang.as_list(figures["rates"]), _erlang.as_list(figures["round_trips"])
             rate["erlang", mode] = median(rates)
             results.append(
-                Result("pingpong", f"Erlang, {erlang_label} round trips{how}", median(rates), "/s",
+                Result("pingpong", f"Erlang, {erlang_label}{how}", median(rates), "/s",
                        details={"rates_per_s": rates, "round_trips": counts, "us_per_round_trip": 1e6 / median(rates),
                                 "schedulers": figures["schedulers"]})
             )

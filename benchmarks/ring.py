@@ -117,7 +117,7 @@ def _run_seed(size, seed, runs, erlang, erlang_missing) -> list[Result]:
         termite_result,
         Result(
             "ring",
-            f"Erlang, {what}{how}",
+            f"Erlang, same ring, seed {seed:,}{how}",
             median(erlang_seconds),
             "s",
             details={"runs_s": erlang_seconds, "create_s": [o["create_s"] for o in erlang_outcomes],
