@@ -232,7 +232,11 @@ class Transport:
             if self._stopping:
                 return
             try:
-                sock = (peer.incarnation is not None and self._dealers.get((peer.host, peer.port))) or self._dealer(peer)
+                sock = peer.incarnation is not None and self._dealers.get((peer.host, peer.port))
+                if sock:
+                    self._sessions.sending(peer)
+                else:
+                    sock = self._dealer(peer)
                 if len(frames) == 1:
                     data = frames[0]
                     _send(sock, data, _NOBLOCK, len(data) < 4096)
@@ -266,6 +270,7 @@ class Transport:
         sock = self._dealers.get((peer.host, peer.port)) if peer.incarnation is not None else None
         if sock is None:
             return False
+        self._sessions.sending(peer)
         self._to, self._to_sock, self._to_handle = peer, sock, sock.underlying
         return True
 
