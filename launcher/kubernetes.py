@@ -105,10 +105,15 @@ from termite_launcher.config import RestartPolicy
 from termite_launcher.exits import FAILED, USAGE, Interrupted, held, job_status
 
 __all__ = [
-    "PodSettings", "SettingsError", "settings", "resolve", "node_addresses", "private_key_copy", "Pod", "Health",
+    "ENVIRONMENT", "PodSettings", "SettingsError", "settings", "resolve", "node_addresses", "private_key_copy", "Pod", "Health",
     "run_job", "secret_manifest", "connect_to", "main",
 ]
 
+#: The variables a pod's launcher reads (the table above).
+ENVIRONMENT = (
+    "TERMITE_SERVICE", "TERMITE_PORT", "TERMITE_NODES_PER_POD", "TERMITE_KEYS", "POD_IP", "POD_NAME",
+    "TERMITE_HEALTH_PORT", "TERMITE_DISCOVERY_INTERVAL", "TERMITE_JOIN_TIMEOUT",
+)
 DEFAULT_PORT = 7100
 DEFAULT_KEYS = "/etc/termite/cluster.key"
 DEFAULT_HEALTH_PORT = 8080
@@ -303,13 +308,14 @@ def private_key_copy(path: str, folder: str | None = None) -> str:
     folder = folder or tempfile.mkdtemp(prefix="termite-k8s-")  # mode 700
     copy = os.path.join(folder, KEY_FILE_NAME)
     fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise
     with os.fdopen(fd, "wb") as f:
         f.write(data)
     try:
         termite.load_keys(copy)
-    except termite.KeyFileError:
+    except termite.KeyFileError as exc:
         raise SettingsError(
-            f"{path} (TERMITE_KEYS) is not a termite cluster key: make the Secret from one, with "
+            f"{path} (TERMITE_KEYS) is not a termite cluster key ({exc}); make the Secret from one, with "
             "`python -m termite_launcher.kubernetes secret | kubectl apply -f -`"
         ) from None
     return copy
