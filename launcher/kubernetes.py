@@ -105,8 +105,8 @@ from termite_launcher.config import RestartPolicy
 from termite_launcher.exits import FAILED, USAGE, Interrupted, held, job_status
 
 __all__ = [
-    "ENVIRONMENT", "PodSettings", "SettingsError", "settings", "resolve", "node_addresses", "private_key_copy", "Pod", "Health",
-    "run_job", "secret_manifest", "connect_to", "main",
+    "ENVIRONMENT", "PodSettings", "SettingsError", "settings", "resolve", "node_addresses", "private_key_copy",
+    "Pod", "Health", "run_job", "secret_manifest", "connect_to", "main",
 ]
 
 #: The variables a pod's launcher reads (the table above).

@@ -1,9 +1,10 @@
 """Checks tests/test_kubernetes.py runs inside a pod's network namespace (``ip netns exec NS python pod_checks.py``).
 
-    python pod_checks.py mesh KEYS HOST:PORT...        each node's peers, as JSON {node: [peer, ...]}
-    python pod_checks.py stall KEYS HOST:PORT SECONDS  that node holds its GIL for SECONDS (one C call)
-    python pod_checks.py probe SECONDS URL STATUS...   ask each URL in turn until it answers STATUS (all
-                                                       within SECONDS); print each last answer, as JSON
+    python pod_checks.py mesh KEYS HOST:PORT...             each node's peers, as JSON {node: [peer, ...]}
+    python pod_checks.py busy KEYS HOST:PORT SECONDS URL    that node holds its GIL for SECONDS (one C call):
+                                                            the probes at URL while it does, and after, as JSON
+    python pod_checks.py probe SECONDS URL STATUS...        ask each URL in turn until it answers STATUS (all
+                                                            within SECONDS); print each last answer, as JSON
 """
 
 import json
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.request
 
 import termite
-from stalls import hold_the_gil
+from stalls import stall
 from termite.executor import local_address_towards
 
 
@@ -44,15 +45,25 @@ def mesh(keys, addresses):
     print(json.dumps(found))
 
 
-def stall(keys, address, seconds):
+def busy(keys, address, seconds, health):
+    """That node holds its GIL for ``seconds`` in one C call: the probes while it does, and after."""
     here_host = local_address_towards(_address(address)[0])
     with termite.Node(host=here_host, port=0, keys=keys, client=True) as here:
         ref = here.connect(*_address(address), timeout=10)
-        here.spawn_on(ref, hold_the_gil, seconds)
-    print("stalling")
+        here.spawn_on(ref, stall, seconds, here.pid)
+        _, staller = here.receive(("ready to stall", termite.Pid), timeout=10)
+        here.send(staller, "go")
+        during = _answers(seconds + 5, [(f"{health}/ready", 503), (f"{health}/live", 200)])
+        here.receive(("stalled", termite.Pid), timeout=seconds + 30)
+        after = _answers(30, [(f"{health}/ready", 200)])
+    print(json.dumps({"during": during, "after": after}))
 
 
 def probe(seconds, pairs):
+    print(json.dumps(_answers(seconds, pairs)))
+
+
+def _answers(seconds, pairs):
     """For each (url, status) in turn: ask until it answers that status, or ``seconds`` after the start."""
     deadline = time.monotonic() + seconds
     answers = []
@@ -69,7 +80,7 @@ def probe(seconds, pairs):
                 answers.append({"status": got, "body": body})
                 break
             time.sleep(0.2)  # the kubelet's way: ask again
-    print(json.dumps(answers))
+    return answers
 
 
 if __name__ == "__main__":
@@ -78,7 +89,7 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "mesh":
         pod_checks.mesh(args[0], args[1:])
-    elif command == "stall":
-        pod_checks.stall(args[0], args[1], float(args[2]))
+    elif command == "busy":
+        pod_checks.busy(args[0], args[1], float(args[2]), args[3])
     else:
         pod_checks.probe(float(args[0]), [(url, int(status)) for url, status in zip(args[1::2], args[2::2])])
