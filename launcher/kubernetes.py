@@ -404,7 +404,7 @@ class Pod:
         self.restart = restart
         self.nodes = [_PodNode(s.port + i) for i in range(s.nodes_per_pod)]
         self.here: termite.Node | None = None
-        self.health_server: http.server.ThreadingHTTPServer | None = None
+        self.health_server: _ProbeServer | None = None
         self._exits: queue.SimpleQueue = queue.SimpleQueue()  # (node, proc, returncode) from the waiters
         self._pods: tuple[str, ...] = ()  # the pods the last look found
         self._meshed: bool | None = None  # whether every node of this pod reached every node found
@@ -423,12 +423,10 @@ class Pod:
         for node in self.nodes:
             self._start_node(node)
         try:
-            self.health_server = http.server.ThreadingHTTPServer(("", s.health_port), _Probes)
+            self.health_server = _ProbeServer(s.health_port, self)
         except OSError as exc:
             raise LaunchError(f"cannot serve the probes on port {s.health_port} (TERMITE_HEALTH_PORT): "
                               f"{exc.strerror or exc}") from None
-        self.health_server.pod = self
-        self.health_server.daemon_threads = True
         threading.Thread(target=self.health_server.serve_forever, name="termite-probes", daemon=True).start()
         nodes = ", ".join(f"{node.ref.host}:{node.ref.port} (pid {node.proc.pid})" for node in self.nodes)
         self.say(f"pod {s.pod_name}: {len(self.nodes)} node{'s' * (len(self.nodes) != 1)} up: {nodes}; "
@@ -535,9 +533,8 @@ class Pod:
         pods = sorted(set(pods) | {s.pod_ip}, key=ipaddress.ip_address)  # itself, before the Service lists it
         addresses = node_addresses(pods, s.port, s.nodes_per_pod)
         ours = [node.ref for node in self.nodes if node.running and node.ref is not None]
-        timeout = CONNECT_TIMEOUT + 5.0
-        try:
-            results = self.here.run(_mesh, ours, addresses, CONNECT_TIMEOUT, timeout=timeout + 5.0)
+        try:  # _mesh gives up on an answer CONNECT_TIMEOUT + 5 s after asking
+            results = self.here.run(_mesh, ours, addresses, CONNECT_TIMEOUT, timeout=CONNECT_TIMEOUT + 10.0)
         except Exception as exc:  # noqa: BLE001 - the next look tries again
             self.say(f"could not connect this pod's nodes to their peers: {exc}")
             return
@@ -570,6 +567,16 @@ class Pod:
                 state = "up"
             states.append((f"{address[0]}:{address[1]}", state))
         return Health(tuple(states))
+
+
+class _ProbeServer(http.server.ThreadingHTTPServer):
+    """The probes' HTTP server, on every address of the pod (the kubelet asks at the pod's IP)."""
+
+    daemon_threads = True
+
+    def __init__(self, port: int, pod: Pod):
+        super().__init__(("", port), _Probes)
+        self.pod = pod
 
 
 class _Probes(http.server.BaseHTTPRequestHandler):
