@@ -8,6 +8,8 @@
     termite-launch cluster.yaml --attach            the live dashboard of a running cluster; q leaves it
     termite-launch cluster.yaml --status            how a running cluster is doing (--every N: repeat)
     termite-launch cluster.yaml --stop              stop it (its launcher first, which stops its nodes)
+    termite-launch --kubernetes [--run job.py]      in a Kubernetes pod: its nodes, or a job on them
+                                                    (termite_launcher.kubernetes; no cluster.yaml)
 
 A script finds the cluster it runs on with ``termite.Executor()`` (under
 ``--run``) or ``termite.Executor(cluster="cluster.yaml")``.  The exit
@@ -74,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--stop", action="store_true", help="stop a running cluster (one started with --detach)")
     what.add_argument("--init", action="store_true",
                       help="write a commented starter cluster file (this machine, one node per core), never over one")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="in a Kubernetes pod, set up by its environment (deploy/kubernetes/): run this pod's nodes, "
+                        "found by their peers through the headless Service's DNS name; with --run, run SCRIPT on "
+                        "the StatefulSet's nodes (termite_launcher.kubernetes)")
     p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
     p.add_argument("--every", type=_seconds, metavar="SECONDS",
                    help=f"seconds between plain status lines (default {PLAIN_EVERY:g}); with --status, repeat the "
@@ -301,6 +307,25 @@ def _plain(view: ClusterView, events, job: Job | None, cluster: Cluster, every: 
     return job_status(job.wait())
 
 
+def _kubernetes(parser: argparse.ArgumentParser, args, level: str) -> int:
+    """``--kubernetes``: the pod's settings come from its environment, not from a cluster file."""
+    if args.detach or args.attach or args.status or args.stop or args.init or args.cluster != "cluster.yaml":
+        parser.error("--kubernetes takes no cluster file and goes alone, or with --run SCRIPT (in a Job's pod)")
+    from termite_launcher import kubernetes  # only here: a pod's launcher, not a workstation's
+
+    on_signals()
+    try:
+        return kubernetes.main(args.run, level, _say)
+    except LaunchError as exc:
+        _say(str(exc))
+        return FAILED
+    except Interrupted as exc:
+        return exc.status
+    except termite.KeyFileError as exc:
+        _say(f"the cluster key file: {exc}")
+        return USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -318,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         except ScriptError as exc:
             _say(str(exc))
             return USAGE
+    if args.kubernetes:
+        return _kubernetes(parser, args, level)
     try:
         config = load(args.cluster)
     except ConfigError as exc:
