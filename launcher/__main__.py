@@ -8,6 +8,8 @@
     termite-launch cluster.yaml --attach            the live dashboard of a running cluster; q leaves it
     termite-launch cluster.yaml --status            how a running cluster is doing (--every N: repeat)
     termite-launch cluster.yaml --stop              stop it (its launcher first, which stops its nodes)
+    termite-launch cluster.yaml --slurm ...         in a Slurm allocation (salloc, sbatch): one node per
+                                                    allocated CPU, started with srun (as hosts: slurm)
 
 A script finds the cluster it runs on with ``termite.Executor()`` (under
 ``--run``) or ``termite.Executor(cluster="cluster.yaml")``.  The exit
@@ -32,6 +34,7 @@ from termite_launcher.config import ClusterConfig, ConfigError, load
 from termite_launcher.dashboard import ClusterView, logging_to_events
 from termite_launcher.exits import EPILOG, FAILED, OK, USAGE, Interrupted, held, job_status, on_signals
 from termite_launcher.job import Job, ScriptError, check_script
+from termite_launcher.slurm import in_allocation
 from termite_launcher.starter import write_starter
 from termite_launcher.watch import REFRESH, attach, client_network, feed, status, view_of, watch_nodes
 
@@ -74,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--stop", action="store_true", help="stop a running cluster (one started with --detach)")
     what.add_argument("--init", action="store_true",
                       help="write a commented starter cluster file (this machine, one node per core), never over one")
+    p.add_argument("--slurm", action="store_true",
+                   help="start the nodes in the Slurm allocation this runs in (salloc, an sbatch script), one per "
+                        "allocated CPU, with srun, in place of the file's hosts (as hosts: slurm in the file)")
     p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
     p.add_argument("--every", type=_seconds, metavar="SECONDS",
                    help=f"seconds between plain status lines (default {PLAIN_EVERY:g}); with --status, repeat the "
@@ -319,7 +325,9 @@ def main(argv: list[str] | None = None) -> int:
             _say(str(exc))
             return USAGE
     try:
-        config = load(args.cluster)
+        config = load(args.cluster, slurm=args.slurm)
+        if config.slurm is not None and not (args.stop or args.status or args.attach):
+            config = in_allocation(config)  # its hosts, or the error outside an allocation, before anything starts
     except ConfigError as exc:
         _say(str(exc))
         return USAGE
