@@ -532,8 +532,6 @@ class Cluster:
                 handle = _LocalNode(host, list(node.argv), node.log, self.detached)
             else:
                 handle = RemoteNode(host, list(node.argv), log_path=node.log, detached=False)
-        except LaunchError as exc:
-            raise LaunchError(str(exc)) from None
         except (OSError, RemoteError) as exc:
             raise LaunchError(f"cannot start a node with {host.python}: {exc}") from None
         with self._lock:

@@ -110,6 +110,19 @@ def test_the_settings_and_the_allocations_cpu_counts_are_read(tmp_path):
         cpus_per_node("2(x)")
 
 
+def test_the_starters_slurm_block_uncommented_passes_the_checks(tmp_path):
+    from termite_launcher.config import load
+    from termite_launcher.starter import starter_text
+
+    lines = starter_text().splitlines()
+    start = lines.index("# hosts: slurm")
+    block = [line[2:] for line in lines[start:] if line.startswith("# ")]
+    block = block[: next(i for i, line in enumerate(block) if line.startswith("  srun:")) + 1]
+    (tmp_path / "cluster.yaml").write_text("\n".join(block) + "\n")
+    config = load(tmp_path / "cluster.yaml")
+    assert config.slurm.srun == ("--mem-per-cpu=2G",) and config.slurm.env == (("OMP_NUM_THREADS", "1"),)
+
+
 # -- a Slurm cluster of this one machine --------------------------------------------------------
 
 
