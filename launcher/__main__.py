@@ -326,8 +326,6 @@ def main(argv: list[str] | None = None) -> int:
             return USAGE
     try:
         config = load(args.cluster, slurm=args.slurm)
-        if config.slurm is not None and not (args.stop or args.status or args.attach):
-            config = in_allocation(config)  # its hosts, or the error outside an allocation, before anything starts
     except ConfigError as exc:
         _say(str(exc))
         return USAGE
@@ -345,6 +343,12 @@ def main(argv: list[str] | None = None) -> int:
         if state is not None:  # say so now, not after "starting cluster"
             _say(already_running(config, state))
             return FAILED
+        if config.slurm is not None:
+            try:
+                config = in_allocation(config)  # its hosts, or what to do outside an allocation, before anything starts
+            except ConfigError as exc:
+                _say(str(exc))
+                return USAGE
         return _detach(config, level) if args.detach else _run_cluster(config, args, level)
     except LaunchError as exc:
         _say(str(exc))

@@ -652,6 +652,8 @@ def running(config: ClusterConfig) -> dict | None:
     except (OSError, ValueError):
         return None
     launcher = state.get("launcher_pid")
+    if _launcher_elsewhere(state):  # an sbatch script's, on a host of its job: while the job lasts
+        return state if _slurm_job_alive(_slurm_job(state)) else None
     if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
         return state
     local = [node["os_pid"] for node in state.get("nodes", ()) if not node.get("remote")]
@@ -678,13 +680,17 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
     The launcher that supervises them (``--detach``'s, in the background, or
     one in another terminal) is asked first (SIGTERM): it stops every node
     and would restart one ended under it.  Nodes it left (it was killed) are
-    ended by pid.
+    ended by pid, the tasks of Slurm steps by ``scancel``.  A launcher on
+    another host is one run by an sbatch script (``exec termite-launch``):
+    Slurm signals it (``scancel --batch``).  LaunchError if it cannot be stopped.
     """
     path = config.state_dir / f"{config.name}.json"
     if not path.exists():
         return 0
     state = read_state(path)
     launcher = state.get("launcher_pid")
+    if _launcher_elsewhere(state) and _slurm_job(state):
+        return _stop_batch_launcher(path, state, _slurm_job(state))
     if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
         _end_process(launcher, None, LAUNCHER_GRACE)
         if not path.exists():  # it stopped its nodes and forgot the cluster
@@ -692,12 +698,6 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
     stopped = 0
     steps = {node["slurm_step"] for node in state["nodes"] if node.get("slurm_step")}
     if steps:
-        where = state.get("launcher_host")
-        if launcher and where and where != socket.gethostname():
-            # It would start the nodes again: it is the one to stop (or the job that holds it).
-            progress(f"its launcher (pid {launcher}) runs on {where}: stop it there, "
-                     f"or cancel its Slurm job: scancel {sorted(steps)[0].split('.')[0]}")
-            return 0
         for step in sorted(steps):  # what a launcher killed by SIGKILL left (srun ends its step as it dies)
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                 subprocess.run(["scancel", "--quiet", "--signal=TERM", step], capture_output=True, timeout=30)
@@ -722,6 +722,57 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
             stopped += 1
     path.unlink(missing_ok=True)
     return stopped
+
+
+def _launcher_elsewhere(state: dict) -> bool:
+    """Whether the state's launcher runs on another host (its pid means nothing here)."""
+    where = state.get("launcher_host")
+    return bool(state.get("launcher_pid")) and where is not None and where != socket.gethostname()
+
+
+def _slurm_job(state: dict) -> str | None:
+    """The Slurm job whose steps the state's nodes are, if they are."""
+    return next((node["slurm_step"].split(".")[0] for node in state.get("nodes", ()) if node.get("slurm_step")), None)
+
+
+def _slurm_job_alive(job: str | None) -> bool:
+    """Whether Slurm still has ``job`` (pending or running); False if it cannot be asked."""
+    if job is None:
+        return False
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--jobs", job, "--format", "%i"], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and job in done.stdout.split()
+
+
+def _stop_batch_launcher(path: Path, state: dict, job: str) -> int:
+    """``--stop`` of a cluster whose launcher is the batch script of Slurm job ``job``, on another host.
+
+    SIGTERM to the batch script (``exec termite-launch`` in it: the launcher
+    itself), which stops the nodes and removes the state file.
+    """
+    where, launcher = state.get("launcher_host"), state.get("launcher_pid")
+    if not _slurm_job_alive(job):  # the job ended (a time limit): so did its steps
+        path.unlink(missing_ok=True)
+        return 0
+    try:
+        done = subprocess.run(["scancel", "--batch", "--signal=TERM", job], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        said = done.stderr.strip() if done.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        said = str(exc)
+    deadline = time.monotonic() + LAUNCHER_GRACE
+    while not said and path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # it removes the state file once it has stopped its nodes
+    if not path.exists():
+        return len(state["nodes"])
+    raise LaunchError(
+        f"its launcher (pid {launcher}) runs on {where}, in Slurm job {job}, and "
+        + (f"scancel --batch could not signal it ({said})" if said else f"did not stop within {LAUNCHER_GRACE:g} s")
+        + f": stop it there, or cancel the job: scancel {job}"
+    )
 
 
 def _is_launcher(pid: int) -> bool:

@@ -1,28 +1,32 @@
-"""hosts: slurm (issue 21): termite-launch in a real Slurm allocation, on this one machine.
+"""hosts: slurm (issue 21): termite-launch in a real Slurm allocation.
 
 The session fixture ``slurm`` runs Debian's Slurm (slurm-wlm: slurmctld and
-slurmd) and munge as root, from a temporary folder: its own slurm.conf (this
-host, CPUs=2, one partition, select/cons_tres, proctrack/linuxproc, no
-cgroups, task/none), munge key and socket, free ports, so it touches no
-file in /etc and can run beside another test session's.  The daemons are
-stopped by pid at the end.  An allocation (``allocation``) is a real
-``salloc -N1 -n2``: the command it runs prints its environment and then
-holds the allocation until the test closes its stdin, so that the test runs
-termite-launch with exactly the environment it has inside salloc.
+slurmd) and munge as root, from a temporary folder: its own slurm.conf
+(select/cons_tres, proctrack/linuxproc, task/none, no cgroups), munge key
+and socket, and free ports, so it touches no file in /etc and can run beside
+another test session's.  Its hosts: this machine (partition ``here``, 2
+CPUs), and h1 and h2 (partition ``hosts``, 1 CPU each), each a slurmd in a
+network namespace of its own, on a bridge, with a host name of its own.
+They share this machine's files and pids, as hosts share a cluster's file
+system.  Everything is stopped by pid at the end, and the namespaces removed.
 
-One host only: slurmd would have to be built with --enable-multiple-slurmd
-to run as several hosts on one machine.
+An allocation (``Allocation``) is a real ``salloc``: the command it runs
+prints its environment and then holds the allocation until the test closes
+its stdin, so that the test runs termite-launch with exactly the environment
+it would have inside salloc.
 
 Where the daemons cannot run (not root, slurm-wlm or munge not installed,
-the daemons fail to start) the tests skip and say why; .ci/run installs the
-packages.
+the daemons fail to start) the tests skip and say why (.ci/run installs the
+packages); without network namespaces, so do the tests of two hosts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import queue
 import select
 import shutil
 import signal
@@ -30,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -123,31 +128,48 @@ def test_the_starters_slurm_block_uncommented_passes_the_checks(tmp_path):
     assert config.slurm.srun == ("--mem-per-cpu=2G",) and config.slurm.env == (("OMP_NUM_THREADS", "1"),)
 
 
-# -- a Slurm cluster of this one machine --------------------------------------------------------
+# -- a Slurm cluster: this machine, and two hosts in network namespaces ------------------------
 
 
 class SlurmDaemons:
-    """munged, slurmctld and slurmd, started from ``folder``; ``env`` reaches them (SLURM_CONF)."""
+    """munged, slurmctld and slurmd, started from ``folder``; ``env`` reaches them (SLURM_CONF).
+
+    Partition ``here`` (the default) is this machine, 2 CPUs.  Partition
+    ``hosts`` is h1 and h2, 1 CPU each: a slurmd in each of two network
+    namespaces on a bridge (``hosts``: their names and addresses), each with a
+    host name of its own (a UTS namespace).  Without namespaces (``no_hosts``
+    says why) there is no partition ``hosts``.
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.procs: dict[str, subprocess.Popen] = {}
         self.env = dict(_without_slurm(), SLURM_CONF=str(folder / "slurm.conf"))
+        self.hosts: list[tuple[str, str, str]] = []  # (name, network namespace, address)
+        self.no_hosts: str | None = None
+        self._slot: int | None = None
+        self._lock = None
 
     def start(self) -> None:
         folder = self.folder
         host = socket.gethostname().split(".")[0]
-        for sub in ("spool", "state"):
-            (folder / sub).mkdir()
+        try:
+            bridge = self._make_hosts()
+        except _NoHosts as why:
+            self.no_hosts, bridge = str(why), None
+        (folder / "state").mkdir()
         key = folder / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
         socket_path = folder / "munge.sock"
         (folder / "plugstack.conf").write_text("")
         ctld_port, slurmd_port = _free_ports(2)
+        here = bridge or "127.0.0.1"  # this machine, as the other hosts reach it
+        hosts = "".join(f"NodeName={name} NodeAddr={address} CPUs=1 State=UNKNOWN\n" for name, _, address in self.hosts)
+        partition = f"PartitionName=hosts Nodes={','.join(n for n, _, _ in self.hosts)} MaxTime=INFINITE State=UP\n"
         (folder / "slurm.conf").write_text(f"""\
 ClusterName=termite{os.getpid()}
-SlurmctldHost={host}(127.0.0.1)
+SlurmctldHost={host}({here})
 SlurmctldPort={ctld_port}
 SlurmdPort={slurmd_port}
 SlurmUser=root
@@ -156,9 +178,9 @@ AuthType=auth/munge
 AuthInfo=socket={socket_path}
 CredType=cred/munge
 StateSaveLocation={folder}/state
-SlurmdSpoolDir={folder}/spool
+SlurmdSpoolDir={folder}/spool-%n
 SlurmctldPidFile={folder}/slurmctld.pid
-SlurmdPidFile={folder}/slurmd.pid
+SlurmdPidFile={folder}/slurmd-%n.pid
 PlugStackConfig={folder}/plugstack.conf
 MailProg=/bin/true
 ProctrackType=proctrack/linuxproc
@@ -172,16 +194,62 @@ MpiDefault=none
 ReturnToService=2
 KillWait=5
 SlurmdParameters=config_overrides
-NodeName={host} NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
-PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
-""")
+NodeName={host} NodeAddr={here} CPUs=2 State=UNKNOWN
+{hosts}PartitionName=here Nodes={host} Default=YES MaxTime=INFINITE State=UP
+{partition if self.hosts else ""}""")
+        for name in [host] + [name for name, _, _ in self.hosts]:
+            (folder / f"spool-{name}").mkdir()
         self._run("munged", ["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={socket_path}",
                              f"--pid-file={folder}/munged.pid", f"--seed-file={folder}/munged.seed",
                              f"--log-file={folder}/munged.log"])  # fmt: skip
         self._until(lambda: socket_path.exists(), "munged to make its socket")
-        self._run("slurmctld", ["slurmctld", "-D", "-f", self.env["SLURM_CONF"]])
-        self._run("slurmd", ["slurmd", "-D", "-f", self.env["SLURM_CONF"]])
-        self._until(self._idle, "slurmd to register with slurmctld (sinfo: idle)")
+        conf = self.env["SLURM_CONF"]
+        self._run("slurmctld", ["slurmctld", "-D", "-f", conf])
+        self._run("slurmd", ["slurmd", "-D", "-f", conf])
+        for name, netns, _ in self.hosts:
+            # nsenter, unshare and sh exec in turn: the pid is slurmd's.  (Not `ip netns exec`: it
+            # remounts /sys, where slurmd then finds no cgroup file system and gives up.)
+            self._run(f"slurmd-{name}", ["nsenter", f"--net=/run/netns/{netns}", "unshare", "--uts", "sh", "-c",
+                                         f"hostname {name} && exec slurmd -D -f {conf}"])  # fmt: skip
+        self._until(self._idle, "every slurmd to register with slurmctld (sinfo: idle)")
+
+    def _make_hosts(self) -> str:
+        """Two network namespaces on a bridge; the bridge's address.  _NoHosts if they cannot be made."""
+        for tool in ("ip", "nsenter", "unshare"):
+            if shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is None:
+                raise _NoHosts(f"`{tool}` is not installed (iproute2, util-linux)")
+        os.makedirs(LOCK_DIR, exist_ok=True)
+        for slot in range(SLOTS):
+            lock = open(os.path.join(LOCK_DIR, f"slot-{slot}.lock"), "w")  # noqa: SIM115 - held until stop()
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                lock.close()
+                continue
+            self._slot, self._lock = slot, lock
+            break
+        else:
+            raise _NoHosts(f"all {SLOTS} slots in {LOCK_DIR} are taken")
+        _clear_slot(self._slot)  # what a run that died holding this slot left
+        bridge, hosts = _netns_names(self._slot)
+        try:
+            _ip("netns", "add", hosts[0][1])
+        except RuntimeError as exc:
+            raise _NoHosts(f"cannot make a network namespace here: {exc}") from None
+        _ip("link", "add", bridge[0], "type", "bridge")
+        _ip("addr", "add", f"{bridge[1]}/24", "dev", bridge[0])
+        _ip("link", "set", bridge[0], "up")
+        for i, (name, netns, veth, address) in enumerate(hosts):
+            if i:
+                _ip("netns", "add", netns)
+            _ip("link", "add", veth, "type", "veth", "peer", "name", f"{veth}p", "netns", netns)
+            _ip("link", "set", veth, "master", bridge[0], "up")
+            _ip("-n", netns, "link", "set", "lo", "up")
+            _ip("-n", netns, "link", "set", f"{veth}p", "name", "eth0")
+            _ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip("-n", netns, "link", "set", "eth0", "up")
+            self.hosts.append((name, netns, address))
+        return bridge[1]
 
     def _run(self, name: str, argv: list[str]) -> None:
         with open(self.folder / f"{name}.out", "wb") as out:
@@ -189,8 +257,10 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
                                                 env=self.env, start_new_session=True)  # fmt: skip
 
     def _idle(self) -> bool:
-        done = subprocess.run(["sinfo", "-h", "-o", "%T"], env=self.env, capture_output=True, text=True, timeout=10)
-        return done.stdout.strip() == "idle"
+        done = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], env=self.env, capture_output=True, text=True,
+                              timeout=10)  # fmt: skip
+        states = done.stdout.split()
+        return len(states) == 1 + len(self.hosts) and set(states) == {"idle"}
 
     def _until(self, ready, what: str) -> None:
         """Wait for a daemon (it tells no one when it is ready: poll, bounded); skip if it never is."""
@@ -210,7 +280,7 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
         return subprocess.run(["squeue", "-h", *args], env=self.env, capture_output=True, text=True, timeout=10).stdout
 
     def stop(self) -> None:
-        """Cancel what is left, then stop slurmd, slurmctld and munged, each by its pid."""
+        """Cancel what is left; stop every slurmd, slurmctld and munged, each by its pid; remove the hosts."""
         if "slurmctld" in self.procs and self.procs["slurmctld"].poll() is None:
             jobs = self.squeue("-o", "%i").split()
             if jobs:
@@ -218,10 +288,8 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             deadline = time.monotonic() + 15
             while self.squeue("-o", "%i").split() and time.monotonic() < deadline:
                 time.sleep(0.1)  # until their steps' processes are ended (slurmstepd reports to slurmctld)
-        for name in reversed(DAEMONS):
-            proc = self.procs.get(name)
-            if proc is None:
-                continue
+        for name in sorted(self.procs, key=lambda name: ("slurmd" not in name, name != "slurmctld")):
+            proc = self.procs[name]  # every slurmd, then slurmctld, then munged
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -229,6 +297,47 @@ PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        if self._slot is not None:
+            _clear_slot(self._slot)
+            self._lock.close()  # lets the slot go
+
+
+class _NoHosts(Exception):
+    pass
+
+
+LOCK_DIR = "/tmp/termite-slurm-netns"
+SLOTS = 16
+
+
+def _netns_names(slot: int):
+    """(bridge, its address), and for each host (name, namespace, veth in this namespace, address)."""
+    hosts = [(f"h{i}", f"termite-slurm{slot}-h{i}", f"tsv{slot}h{i}", f"10.78.{slot}.{i + 1}") for i in (1, 2)]
+    return (f"tsbr{slot}", f"10.78.{slot}.1"), hosts
+
+
+def _ip(*args: str, check: bool = True) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+def _clear_slot(slot: int) -> None:
+    """Remove a slot's namespaces (ending what still runs in them: what our slurmds started), veths, bridge."""
+    bridge, hosts = _netns_names(slot)
+    for _, netns, veth, _ in hosts:
+        if os.path.exists(f"/run/netns/{netns}"):
+            for _ in range(50):
+                pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, timeout=10)
+                if not pids.stdout.split():
+                    break
+                for pid in pids.stdout.split():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(int(pid), signal.SIGKILL)
+                time.sleep(0.05)
+            _ip("netns", "del", netns, check=False)
+        _ip("link", "del", veth, check=False)
+    _ip("link", "del", bridge[0], check=False)
 
 
 def _free_ports(count: int) -> list[int]:
@@ -388,33 +497,97 @@ def test_a_killed_node_is_started_again_as_a_step_of_its_own(slurm, allocation, 
             f"/proc/{node['os_pid']}/cmdline").read_bytes()
 
 
+def _two_hosts(slurm) -> None:
+    if not slurm.hosts:
+        pytest.skip(f"no hosts in network namespaces: {slurm.no_hosts}")
+
+
 @pytest.mark.timeout(240)
-def test_a_cluster_submitted_with_sbatch_is_watched_and_stopped_from_outside(slurm, tmp_path):
+def test_on_two_hosts_each_runs_its_node_on_its_own_address(slurm, tmp_path):
+    _two_hosts(slurm)
+    (tmp_path / "cluster.yaml").write_text("name: two\nhosts: slurm\n")
+    (tmp_path / "where.py").write_text(WHERE)
+    allocation = Allocation(slurm, ["--partition=hosts", "-N2", "-n2"])
+    try:
+        done = _launch(["cluster.yaml", "--plain", "--run", str(PI), "8"], tmp_path, allocation.env, timeout=180)
+        assert done.returncode == 0, done.stderr + slurm.said()
+        assert "pi is about 3.14" in done.stdout and "starting 2 nodes on h1, h2" in done.stderr, done.stderr
+        done = _launch(["cluster.yaml", "--plain", "--run", "where.py"], tmp_path, allocation.env, timeout=120)
+        assert done.returncode == 0, done.stderr + done.stdout
+    finally:
+        allocation.close()
+    addresses = {name: address for name, _, address in slurm.hosts}
+    nodes = _where(done.stdout)
+    assert sorted(node["environment"]["SLURMD_NODENAME"] for node in nodes) == ["h1", "h2"], done.stdout
+    for node in nodes:  # each listens on the address of the host Slurm ran it on (NodeAddr)
+        host = node["environment"]["SLURMD_NODENAME"]
+        assert node["state"]["host"] == host and node["state"]["address"].startswith(addresses[host] + ":")
+        assert node["environment"]["SLURM_JOB_ID"] == allocation.job
+
+
+@pytest.mark.timeout(240)
+def test_a_cluster_submitted_with_sbatch_is_watched_and_stopped_from_another_host(slurm, tmp_path):
+    """sbatch runs termite-launch on h1, the job's first host; this machine attaches to it and stops it."""
+    _two_hosts(slurm)
     (tmp_path / "cluster.yaml").write_text("name: batch\nhosts: slurm\n")
     state_file = tmp_path / ".termite" / "batch.json"
     out = tmp_path / "slurm.out"
     command = " ".join([*LAUNCH, "cluster.yaml", "--plain"])
     submitted = subprocess.run(
-        ["sbatch", "--parsable", "-N1", "-n2", f"--output={out}", f"--chdir={tmp_path}", f"--wrap=exec {command}"],
+        ["sbatch", "--parsable", "--partition=hosts", "-N2", "-n2", f"--output={out}", f"--chdir={tmp_path}",
+         f"--wrap=exec {command}"],
         env=slurm.env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.strip().split(";")[0]
+    attach = None
     try:
         deadline = time.monotonic() + 90
         while not state_file.exists() and time.monotonic() < deadline:
             time.sleep(0.1)  # the batch job starts when slurmctld schedules it
         assert state_file.exists(), out.read_text() if out.exists() else "no output"
+        state = json.loads(state_file.read_text())
+        assert state["launcher_host"] == "h1" and {n["slurm_step"] for n in state["nodes"]} == {f"{job}.0"}
+
         status = _launch(["cluster.yaml", "--status", "--plain"], tmp_path, slurm.env)
         assert status.returncode == 0, status.stdout + status.stderr
-        assert status.stdout.count(" up ") >= 2, status.stdout
-        assert [s.split(".")[0] for s in {n["slurm_step"] for n in json.loads(state_file.read_text())["nodes"]}] == [job]
+        assert status.stdout.count(" up ") == 2, status.stdout
+        starting = _launch(["cluster.yaml", "--detach"], tmp_path, slurm.env)
+        assert starting.returncode == 1 and "is already running" in starting.stderr, starting.stderr
+
+        attach = subprocess.Popen([*LAUNCH, "cluster.yaml", "--attach", "--plain", "--every", "1"], cwd=tmp_path,
+                                  env=slurm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        seen = _lines_until(attach.stdout, lambda line: " total " in line, 60)
+        assert any(" h1 " in line and " up " in line for line in seen), seen
+        assert any(" h2 " in line and " up " in line for line in seen), seen
+
         stopped = _launch(["cluster.yaml", "--stop"], tmp_path, slurm.env)
         assert stopped.returncode == 0 and "stopped 2 nodes" in stopped.stderr, stopped.stderr
+        attach.wait(30)
+        assert attach.returncode == 0 and "the cluster was stopped" in attach.stderr.read()
     finally:
+        if attach is not None and attach.poll() is None:
+            attach.kill()
+            attach.wait(10)
         subprocess.run(["scancel", job], env=slurm.env, capture_output=True, timeout=10)
     deadline = time.monotonic() + 30
     while slurm.squeue("-j", job, "-o", "%i").split() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert slurm.squeue("-j", job, "-o", "%i").split() == []
     assert "stopping every node" in out.read_text()
+
+
+def _lines_until(stream, done, timeout: float) -> list[str]:
+    """Lines read from ``stream`` until one satisfies ``done`` (AssertionError after ``timeout``)."""
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            seen.append(lines.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+        if done(seen[-1]):
+            return seen
+    raise AssertionError(f"not seen within {timeout} s: {seen}")
