@@ -135,7 +135,9 @@ def in_allocation(config: ClusterConfig, environ=None) -> ClusterConfig:
     def error(problem: str, fix: str) -> ConfigError:
         if settings.line is None:  # termite-launch --slurm
             return ConfigError("--slurm", None, "", None, problem, fix)
-        return ConfigError(str(config.path), settings.line, "hosts", "slurm", f"'slurm' {problem}", fix)
+        shown = os.path.relpath(config.path)  # as the user likely wrote it
+        shown = str(config.path) if shown.startswith("..") else shown
+        return ConfigError(shown, settings.line, "hosts", "slurm", f"'slurm' {problem}", fix)
 
     job = job_of(environ)
     nodelist = environ.get("SLURM_JOB_NODELIST") or environ.get("SLURM_NODELIST")
@@ -150,7 +152,7 @@ def in_allocation(config: ClusterConfig, environ=None) -> ClusterConfig:
         raise error(
             f"found termite-launch running as one of {step_tasks} tasks of job step "
             f"{job}.{environ['SLURM_STEP_ID']}, so each task would start a cluster",
-            f"run termite-launch once, in the allocation itself (salloc, the sbatch script), not under srun; "
+            "run termite-launch once, in the allocation itself (salloc, the sbatch script), not under srun; "
             "it starts the nodes with srun",
         )
     for command in ("srun", "scontrol", "scancel"):
@@ -335,40 +337,26 @@ class SlurmStep:
         self._stderr.start()
         self._stdout.start()
 
-    @property
-    def pid(self) -> int:
-        """The pid of srun, here."""
-        return self._proc.pid
-
     def _read_stdout(self) -> None:
-        with self._proc.stdout:
-            for raw in iter(self._proc.stdout.readline, b""):
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                task = self._task_of(line)
-                if task is not None:
-                    task._said(_LABELLED.match(line)[2], stdout=True)
-                else:
-                    self._srun_said(line)
+        self._read(self._proc.stdout, stdout=True)
         status = _status(self._proc.wait())
         self._stderr.join(10)  # srun's last words about the tasks come first
         for task in self.tasks:
-            task._ended(status, "srun ended")
+            task._ended(status, srun_ended=True)
 
     def _read_stderr(self) -> None:
-        with self._proc.stderr:
-            for raw in iter(self._proc.stderr.readline, b""):
+        self._read(self._proc.stderr, stdout=False)
+
+    def _read(self, stream, stdout: bool) -> None:
+        """Each line to the task it is labelled with, or (srun's own) to :meth:`_srun_said`."""
+        with stream:
+            for raw in iter(stream.readline, b""):
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                task = self._task_of(line)
-                if task is not None:
-                    task._said(_LABELLED.match(line)[2], stdout=False)
+                match = _LABELLED.match(line)
+                if match is not None and int(match[1]) < len(self.tasks):
+                    self.tasks[int(match[1])]._said(match[2], stdout)
                 else:
                     self._srun_said(line)
-
-    def _task_of(self, line: str) -> SlurmTask | None:
-        match = _LABELLED.match(line)
-        if match is None or int(match[1]) >= len(self.tasks):
-            return None
-        return self.tasks[int(match[1])]
 
     def _srun_said(self, line: str) -> None:
         """A line of srun's own: about some tasks (to their logs), or about the step (to every log)."""
@@ -378,9 +366,6 @@ class SlurmStep:
         for number in numbers:
             if number < len(self.tasks):
                 self.tasks[number]._log_line(line, status=_from_srun(about[2]) if about else None)
-
-    def running(self) -> bool:
-        return self._proc.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM to every task (``scancel --signal=TERM``), SIGKILL after ``timeout``; srun then ends."""
@@ -446,7 +431,7 @@ class SlurmTask:
             self.remote_pid = int(pid)
             self._step.step = self._step.step or step
         elif stdout and text.startswith(_EXIT):
-            self._ended(_status(int(text[len(_EXIT):])), "its node ended")
+            self._ended(_status(int(text[len(_EXIT):])))
         elif stdout and self.ref is None and text.startswith(_ANNOUNCE):
             _, _, address, _, incarnation = text.split()
             host, port = address.rsplit(":", 1)
@@ -464,10 +449,12 @@ class SlurmTask:
             if not self._log.closed:
                 self._log.write(text + "\n")
 
-    def _ended(self, status: int, why: str) -> None:
+    def _ended(self, status: int, srun_ended: bool = False) -> None:
+        """The node ended with ``status`` (its wrapper said); or srun did, with the tasks it had left."""
         if self._end.is_set():
             return
-        self.status = self._srun_status if why == "srun ended" and self._srun_status is not None else status
+        # A wrapper killed before it could say: what srun said of its task, else srun's own status.
+        self.status = self._srun_status if srun_ended and self._srun_status is not None else status
         self._end.set()
         self._announced.set()
 

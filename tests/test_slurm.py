@@ -63,7 +63,7 @@ def test_outside_an_allocation_it_says_how_to_get_one(tmp_path):
     (tmp_path / "cluster.yaml").write_text("name: hpc\nhosts: slurm\n")
     done = _launch(["cluster.yaml", "--run", str(PI)], tmp_path, _without_slurm())
     assert done.returncode == 2, done.stderr
-    assert "cluster.yaml:2: hosts: 'slurm' needs a Slurm allocation" in done.stderr, done.stderr
+    assert "termite-launch: cluster.yaml:2: hosts: 'slurm' needs a Slurm allocation" in done.stderr, done.stderr
     assert "salloc -n 8 termite-launch cluster.yaml" in done.stderr and "sbatch" in done.stderr
     assert not (tmp_path / ".termite" / "hpc.json").exists()
 
