@@ -10,6 +10,8 @@
     termite-launch cluster.yaml --stop              stop it (its launcher first, which stops its nodes)
     termite-launch --kubernetes [--run job.py]      in a Kubernetes pod: its nodes, or a job on them
                                                     (termite_launcher.kubernetes; no cluster.yaml)
+    termite-launch cluster.yaml --slurm ...         in a Slurm allocation (salloc, sbatch): one node per
+                                                    allocated CPU, started with srun (as hosts: slurm)
 
 A script finds the cluster it runs on with ``termite.Executor()`` (under
 ``--run``) or ``termite.Executor(cluster="cluster.yaml")``.  The exit
@@ -34,6 +36,7 @@ from termite_launcher.config import ClusterConfig, ConfigError, load
 from termite_launcher.dashboard import ClusterView, logging_to_events
 from termite_launcher.exits import EPILOG, FAILED, OK, USAGE, Interrupted, held, job_status, on_signals
 from termite_launcher.job import Job, ScriptError, check_script
+from termite_launcher.slurm import in_allocation
 from termite_launcher.starter import write_starter
 from termite_launcher.watch import REFRESH, attach, client_network, feed, status, view_of, watch_nodes
 
@@ -80,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="in a Kubernetes pod, set up by its environment (deploy/kubernetes/): run this pod's nodes, "
                         "found by their peers through the headless Service's DNS name; with --run, run SCRIPT on "
                         "the StatefulSet's nodes (termite_launcher.kubernetes)")
+    p.add_argument("--slurm", action="store_true",
+                   help="start the nodes in the Slurm allocation this runs in (salloc, an sbatch script), one per "
+                        "allocated CPU, with srun, in place of the file's hosts (as hosts: slurm in the file)")
     p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
     p.add_argument("--every", type=_seconds, metavar="SECONDS",
                    help=f"seconds between plain status lines (default {PLAIN_EVERY:g}); with --status, repeat the "
@@ -346,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.kubernetes:
         return _kubernetes(parser, args, level)
     try:
-        config = load(args.cluster)
+        config = load(args.cluster, slurm=args.slurm)
     except ConfigError as exc:
         _say(str(exc))
         return USAGE
@@ -364,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         if state is not None:  # say so now, not after "starting cluster"
             _say(already_running(config, state))
             return FAILED
+        if config.slurm is not None:
+            try:
+                config = in_allocation(config)  # its hosts, or what to do outside an allocation, before anything starts
+            except ConfigError as exc:
+                _say(str(exc))
+                return USAGE
         return _detach(config, level) if args.detach else _run_cluster(config, args, level)
     except LaunchError as exc:
         _say(str(exc))
