@@ -224,7 +224,7 @@ def receive(*patterns, timeout=None, default=NO_DEFAULT, where=None):
     ``Timeout`` raised if there is none.  ``timeout=0`` only looks.
     """
     try:
-        proc = _local.task
+        proc = _local.kernel.task
         box = proc.mailbox
     except AttributeError:
         raise NotInProcess(
