@@ -166,6 +166,8 @@ def _send_slow(dest, msg) -> None:
 
 def _trace_sent(sender: Process, dest, msg) -> None:
     """``sender`` is traced: its tracers get ``Trace(pid, "sent", msg, dest)``."""
+    if sender.waiting is DEAD:  # the Downs and exit signals of its end are not its messages
+        return
     event = Trace(sender.pid, "sent", msg, dest)
     for tracer in sender.tracers:
         _send_slow(tracer, event)  # not send(): the copy is neither counted nor traced as the process's own
