@@ -5,6 +5,7 @@
     termite-launch cluster.yaml --detach            start it and leave it running (a launcher in the
                                                     background supervises it, logging to launcher.log)
     termite-launch cluster.yaml --status            how a running cluster is doing
+    termite-launch cluster.yaml --processes         the same, with each node's busiest processes
     termite-launch cluster.yaml --stop              stop it (its launcher first, which stops its nodes)
 
 A script finds the cluster it runs on with ``termite.Executor()`` (under
@@ -28,7 +29,7 @@ from termite.executor import CLUSTER_ENVIRONMENT
 
 from termite_launcher.cluster import Cluster, LaunchError, NodeNews, launcher_host, read_state, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
-from termite_launcher.dashboard import ClusterView, logging_to_events
+from termite_launcher.dashboard import ClusterView, Keys, logging_to_events
 
 __all__ = ["main"]
 
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--detach", action="store_true", help="start the cluster and leave it running")
     what.add_argument("--status", action="store_true", help="report on a running cluster")
     what.add_argument("--stop", action="store_true", help="stop a running cluster (one started with --detach)")
+    what.add_argument("--processes", action="store_true", help="report on a running cluster and its busiest processes")
     p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
     p.add_argument("--every", type=float, default=PLAIN_EVERY, metavar="SECONDS",
                    help=f"seconds between plain status lines (default {PLAIN_EVERY:g})")
@@ -245,9 +247,10 @@ def _live(view: ClusterView, events, job, cluster: Cluster) -> int:
     lines: queue.SimpleQueue = queue.SimpleQueue()
     if job is not None:  # the job's output, printed above the dashboard
         threading.Thread(target=lambda: [lines.put(line) for line in job.stdout], daemon=True).start()
-    with logging_to_events(lambda record: events.put(("log", record))), \
+    with logging_to_events(lambda record: events.put(("log", record))), Keys(view) as keys, \
             Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
         while True:
+            keys.poll()  # p: the process view; m, c: its order
             _feed(view, events, cluster)
             while True:
                 try:
@@ -286,6 +289,7 @@ def _status(config: ClusterConfig, args) -> int:
     view = ClusterView(
         config.name, suspect_after=2.5 * config.meter_interval, unresponsive_after=config.heartbeat_timeout
     )
+    view.show(processes=args.processes)  # --processes
     now = time.monotonic()
     network = dict(host=launcher_host(config), port=0, keys=str(config.keys))
     up = 0
@@ -332,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         stopped = stop_from_state(config, progress=_say)
         _say(f"stopped {stopped} node{'s' * (stopped != 1)} of {config.name!r}" if stopped else f"{config.name!r} was not running")
         return 0
-    if args.status:
+    if args.status or args.processes:
         return _status(config, args)
 
     def terminate(signum, frame):

@@ -378,7 +378,8 @@ def busiest(table: ProcessTable, n: int = 5) -> tuple[ProcessLoad, ...]:
     steps = list(map(add, map(_handed, procs), map(_woken, procs)))
     if len(steps) > n:
         cut = heapq.nlargest(n, steps)[-1]
-        busy = compress(procs, map(cut.__le__, steps))
+        busy = list(compress(procs, map(cut.__lt__, steps)))  # in C, as the next line: ties at the cut are many
+        busy.extend(islice(compress(procs, map(cut.__eq__, steps)), n - len(busy)))
     else:
         busy = procs
     chosen.extend(heapq.nlargest(n, busy, key=_steps))
