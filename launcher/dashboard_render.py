@@ -127,7 +127,13 @@ class _Dashboard:
         yield from _reasons(snap)
         yield from _flow_notes(snap)
         if snap.processes:
-            yield _process_table(snap, width)
+            per_node = PROCESSES_SHOWN
+            if snap.keys:  # the live dashboard: as many as fit the terminal, or its last lines would be cut
+                live = sum(row.live for row in snap.rows) or 1
+                notes = sum(1 for _ in _reasons(snap)) + sum(1 for _ in _flow_notes(snap))
+                used = 1 + (len(snap.rows) + 5) + notes + 3 + (min(EVENTS_SHOWN, len(snap.events)) or 1) + 2 + 1
+                per_node = max(1, min(PROCESSES_SHOWN, (options.max_height - used) // live))
+            yield _process_table(snap, width, per_node)
         yield _events_pane(snap, width)
         if snap.keys:
             yield _keys_line(snap)
@@ -289,7 +295,7 @@ def _flow_notes(snap: Snapshot):
         yield line
 
 
-def _process_table(snap: Snapshot, width: int) -> Table:
+def _process_table(snap: Snapshot, width: int, per_node: int = PROCESSES_SHOWN) -> Table:
     """The process view: each live node's busiest processes, by mailbox or by cpu (steps a second)."""
     by = "mailbox" if snap.sort == "mailbox" else "cpu (steps/s)"
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), header_style="bold",
@@ -305,7 +311,7 @@ def _process_table(snap: Snapshot, width: int) -> Table:
     for row in snap.rows:
         if not row.live:
             continue
-        for i, proc in enumerate(row.processes_by(snap.sort)[:PROCESSES_SHOWN]):
+        for i, proc in enumerate(row.processes_by(snap.sort)[:per_node]):
             table.add_row(
                 row.node if i == 0 else "",
                 "/" + proc.pid.rpartition("/")[2],

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
-PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS]
+TOOLS = {"introspection"}  # Erlang's everyday tools (issue 19), not the paper's examples
+PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS and n not in TOOLS]
 
 
 def run_script(name, cwd=ROOT, script_dir=EXAMPLES):
@@ -402,3 +403,22 @@ def test_balance_spreads_twenty_workers_from_one_node_and_fails_them_over():
     assert failover.startswith("after the failover: ") and failover.endswith(" 20") and "," not in failover
     assert killed.split()[1].rstrip(",") not in failover, "the workers came back on the killed node"
     assert time.monotonic() - started < 60
+
+
+# -- Erlang's everyday tools (issue 19) ------------------------------------------------
+
+
+def test_introspection():
+    lines = output_of("introspection")
+    assert lines[:2] == ["processes here: 2", "counter is receiving: receive((Pid, 'add', int), (Pid, 'total'))"]
+    assert lines[2].startswith("  at introspection.py:20, 0 waiting, ~"), lines[2]  # the line of its receive
+    assert lines[3:] == [
+        "total: 6",
+        "  trace: received ('add', 1)",
+        "  trace: received ('add', 2)",
+        "  trace: received ('add', 3)",
+        "  trace: received ('total',)",
+        "  trace: sent     6",
+        "  trace: exit     'normal'",
+        "processes here: 1",
+    ]
