@@ -656,4 +656,5 @@ def test_the_live_process_view_fits_the_terminal(busy):
         console.print(busy.renderable(107.0))
         screen = console.export_text().splitlines()
         assert len(screen) <= height and screen[-1].startswith("keys:"), "\n".join(screen)
-        assert [w for line in screen for w in line.split() if w in ("/17", "/18", "/20")] == shown  # the most mail first
+        pids = [w for line in screen for w in line.split() if w in ("/17", "/18", "/20")]
+        assert pids == shown  # the most mail first

@@ -57,7 +57,8 @@ def test_the_states_a_process_waits_in(node):
     assert (info.state, info.waiting_for) == ("sleeping", "sleep(30)")
     info = node.process_info(awaiting)
     assert info.state == "awaiting" and "Future" in info.waiting_for, info
-    assert info.location == f"{inspected.__file__}:{inspected.line_of('AWAITS HERE')}"  # the user's await, not asyncio's
+    # the user's await, not asyncio's
+    assert info.location == f"{inspected.__file__}:{inspected.line_of('AWAITS HERE')}"
     info = node.process_info(calling)
     assert (info.state, info.waiting_for) == ("receiving", f"call({server}, 'get')")
     assert node.process_info(server).mailbox == 1
@@ -69,7 +70,8 @@ async def _about_myself():
 
 def test_a_process_asking_about_itself_is_running(node):
     info = node.run(_about_myself, timeout=5)
-    assert info.state == "running" and info.location.endswith(f"test_introspection.py:{_about_myself.__code__.co_firstlineno + 1}")
+    line = _about_myself.__code__.co_firstlineno + 1
+    assert info.state == "running" and info.location.endswith(f"test_introspection.py:{line}")
 
 
 def test_links_monitors_and_the_pids_behind_them(node):
