@@ -617,7 +617,7 @@ def test_keys_switch_the_process_view_of_the_live_dashboard_in_a_real_terminal(t
     # the terminal's size is tmux's: not the COLUMNS and LINES a test runner may have set, which rich would take
     command = (f"env -u COLUMNS -u LINES PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} "
                f"{sys.executable} -m termite_launcher "
-               f"{cluster}; echo EXITED $?; sleep 60")
+               f"{cluster}; echo EXITED $?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60")
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
                    check=True)
 
@@ -642,7 +642,8 @@ def test_keys_switch_the_process_view_of_the_live_dashboard_in_a_real_terminal(t
         subprocess.run(["tmux", "send-keys", "-t", session, "p"], check=True)
         screen_until(lambda s: "processes by" not in s and "keys: p processes" in s)
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
-        screen_until(lambda s: "EXITED" in s)
+        screen = screen_until(lambda s: "EXITED" in s and "icanon" in s)
+        assert "icanon" in screen.split() and "-icanon" not in screen.split()  # the terminal as it was: line by line
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
