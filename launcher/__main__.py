@@ -7,6 +7,7 @@
                                                     background supervises it, logging to launcher.log)
     termite-launch cluster.yaml --attach            the live dashboard of a running cluster; q leaves it
     termite-launch cluster.yaml --status            how a running cluster is doing (--every N: repeat)
+    termite-launch cluster.yaml --processes         the status, with each node's busiest processes
     termite-launch cluster.yaml --stop              stop it (its launcher first, which stops its nodes)
     termite-launch --kubernetes [--run job.py]      in a Kubernetes pod: its nodes, or a job on them
                                                     (termite_launcher.kubernetes; no cluster.yaml)
@@ -33,7 +34,7 @@ from termite.node import add_log_flags, log_level
 
 from termite_launcher.cluster import Cluster, LaunchError, already_running, running, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
-from termite_launcher.dashboard import ClusterView, logging_to_events
+from termite_launcher.dashboard import ClusterView, Keys, logging_to_events
 from termite_launcher.exits import EPILOG, FAILED, OK, USAGE, Interrupted, held, job_status, on_signals
 from termite_launcher.job import Job, ScriptError, check_script
 from termite_launcher.slurm import in_allocation
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm", action="store_true",
                    help="start the nodes in the Slurm allocation this runs in (salloc, an sbatch script), one per "
                         "allocated CPU, with srun, in place of the file's hosts (as hosts: slurm in the file)")
+    what.add_argument("--processes", action="store_true", help="report on a running cluster and its busiest processes")
     p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
     p.add_argument("--every", type=_seconds, metavar="SECONDS",
                    help=f"seconds between plain status lines (default {PLAIN_EVERY:g}); with --status, repeat the "
@@ -286,9 +288,10 @@ def _live(view: ClusterView, events, job: Job | None, cluster: Cluster, output: 
     from rich.live import Live
 
     console = Console()
-    with logging_to_events(lambda record: events.put(("log", record))), \
+    with logging_to_events(lambda record: events.put(("log", record))), Keys(view) as keys, \
             Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
         while True:
+            keys.poll()  # p: the process view; m, c: its order
             feed(view, events, time.monotonic(), cluster, _say)
             ended = job is not None and job.finished()
             for text in output.lines(final=ended):  # the job's output, printed above the dashboard
@@ -362,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop_from_state(config, progress=_say)
             _say(f"stopped {stopped} node{'s' * (stopped != 1)} of {config.name!r}" if stopped else f"{config.name!r} was not running")
             return OK
-        if args.status:
-            return status(config, plain=args.plain, every=args.every, count=args.count, say=_say)
+        if args.status or args.processes:
+            return status(config, plain=args.plain, every=args.every, count=args.count, say=_say,
+                          processes=args.processes)
         if args.attach:
             return attach(config, plain=args.plain, every=args.every or PLAIN_EVERY, say=_say)
         state = running(config)

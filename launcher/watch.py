@@ -121,10 +121,10 @@ def _ref(entry: dict) -> termite.NodeRef:
 
 
 def status(config: ClusterConfig, *, plain: bool, every: float | None = None, count: int | None = None,
-           say=print) -> int:
+           say=print, processes: bool = False) -> int:
     """``--status``: how the running cluster is doing, once, or every ``every`` seconds (``count`` times at
-    most; else until interrupted).  OK if every node is up at the last report, FAILED if not, or if the
-    cluster is not running."""
+    most; else until interrupted); with ``processes``, each node's busiest processes too (``--processes``).
+    OK if every node is up at the last report, FAILED if not, or if the cluster is not running."""
     path = config.state_dir / f"{config.name}.json"
     if not path.exists():  # before a node of its own: that needs the cluster's key file
         say(f"cluster {config.name!r} is not running (no {path})")
@@ -137,16 +137,17 @@ def status(config: ClusterConfig, *, plain: bool, every: float | None = None, co
             except FileNotFoundError:
                 say(f"cluster {config.name!r} is not running any more (no {path})")
                 return FAILED
-            healthy = _report(config, here, state, plain)
+            healthy = _report(config, here, state, plain, processes)
             shown += 1
             if every is None or (count is not None and shown >= count):
                 return OK if healthy else FAILED
             time.sleep(every)  # a signal ends it (Interrupted)
 
 
-def _report(config: ClusterConfig, here: termite.Node, state: dict, plain: bool) -> bool:
+def _report(config: ClusterConfig, here: termite.Node, state: dict, plain: bool, processes: bool = False) -> bool:
     """Print one status of the cluster ``state`` describes; whether every node is up."""
     view = view_of(config)
+    view.show(processes=processes)
     now = time.time()
     up = 0
     for node in state["nodes"]:
