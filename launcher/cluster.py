@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 _ANNOUNCE = "termite node "
+EXIT_GRACE = 0.5  # seconds a local node whose connection closed gets to be seen ended (its exit's reason)
 LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
 LAUNCHER_GRACE = 40.0  # seconds a launcher gets to stop its nodes (each gets 10 s, all at once; ssh is slow)
 
@@ -497,12 +498,20 @@ class Cluster:
         threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
         return True
 
-    def exited(self, ref: NodeRef) -> bool:
-        """Whether ``ref`` is a local or Slurm node whose process has ended: its supervisor is about to say
-        why (a killed node's connection closes as its process ends, so its NodeDown can come first)."""
+    def exited(self, ref: NodeRef, grace: float = EXIT_GRACE) -> bool:
+        """Whether ``ref`` is a local or Slurm node whose process has ended, looking for up to ``grace``
+        seconds: its supervisor is about to say why.  A killed node's connection closes as its process
+        ends, a moment before the process can be waited for, so its NodeDown can come first."""
         with self._lock:
             node = next((n for n in self.nodes if n.ref == ref and n.host.ssh is None), None)
-        return node is not None and self._supervised and node.handle.poll() is not None
+        if node is None or not self._supervised:
+            return False
+        deadline = time.monotonic() + grace
+        while node.handle.poll() is None:
+            if time.monotonic() >= deadline:
+                return False  # it runs on: stopped, stalled or cut off, but not ended
+            time.sleep(0.01)  # a process gives no event to wait on here; bounded by grace
+        return True
 
     def _wait_exit(self, node: NodeInfo) -> str | None:
         """Block until the node's process ends; why it did, or None if the cluster is being stopped."""

@@ -105,13 +105,17 @@ def test_links_and_monitors_made_from_a_lost_node_fire_on_the_other(cluster):
     assert {(watched[d.ref], d.reason) for d in downs} == {(child, "noconnection") for child in children}, downs
 
 
-def _steps(here, seconds):
-    """The traveller's reports for ``seconds``: (node, step) pairs; a step reported twice means two copies ran."""
+def _steps(here, seconds, until=None):
+    """The traveller's reports for ``seconds``: (node, step) pairs; a step reported twice means two copies ran.
+
+    ``until``: a node; once a report comes from it, one more second of reports (at most ``seconds`` in all)."""
     seen, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
         msg = here.receive(("at", termite.Pid, termite.NodeRef, int), timeout=0.5, default=None)
         if msg is not None:
             seen.append((msg[2], msg[3]))
+            if msg[2] == until:
+                deadline, until = min(deadline, time.monotonic() + 1.0), None
     steps = [step for _, step in seen]
     assert len(steps) == len(set(steps)), f"two copies ran: {seen}"
     return seen
@@ -141,7 +145,7 @@ def test_a_migration_to_a_node_holding_the_gil_leaves_one_copy(cluster):
     staller = here.receive(("ready to stall", termite.Pid), timeout=10)[1]
     here.send(staller, "go")  # T stalls as it reads this, before the migration (sent later, by way of S) comes
     here.spawn_on(s_ref, traveller, t_ref, here.pid)
-    seen = _steps(here, 5)
+    seen = _steps(here, 30, until=t_ref)  # the stall is 3 s of CPU: longer on a loaded machine
     assert seen[0] == (s_ref, 0) and seen[-1][0] == t_ref, seen
     assert here.receive(("refused", termite.Pid, str), timeout=0.1, default=None) is None
 
