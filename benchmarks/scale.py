@@ -455,10 +455,10 @@ def measure_size(count: int, quick: bool) -> dict:
                 phases["all dispatch"] = _window(here, pids, refs, window)
                 figures["phases"] = phases
                 figures["dispatchers"] = here.run(_ask_all, refs, _dispatch_view, client, timeout=ASK_TIMEOUT + 10)
-                for phase, measured in phases.items():  # every node had its count - 1 peers and the client up
-                    short = [node for node in measured["nodes"] if node["peers"] < count]
-                    if short:
-                        raise RuntimeError(f"{phase}: {len(short)} nodes had lost peers, e.g. {short[0]}")
+                # Every node should have its count - 1 peers and the client up.  One that lost some (a host
+                # too busy to answer heartbeats for 3 s) is counted, and said: its figures are of fewer peers.
+                figures["lost"] = {phase: sum(node["peers"] < count for node in measured["nodes"])
+                                   for phase, measured in phases.items()}
     figures["load_after"] = os.getloadavg()
     return figures
 
@@ -642,6 +642,10 @@ def results_of(sizes: dict[int, dict]) -> list[Result]:
         for key, label, unit, scale in CLIENT_FIGURES:
             value = s["phases"]["client meters"]["client"][key] * scale
             results.append(Result("scale", f"{n} nodes, client meters: {label}", value, unit))
+        for phase, lost in s["lost"].items():
+            if lost:
+                results.append(Result("scale", f"{n} nodes, {phase}: nodes that lost a peer by the end of the phase "
+                                               "(heartbeats unanswered for 3 s: the host overloaded)", lost, ""))
         views = s["dispatchers"]
         targets = median([view["dispatch_targets"] for view in views])
         with_client = sum(view["client_is_a_target"] for view in views)
