@@ -606,6 +606,8 @@ NODE_FIGURES = (
     ("fds", "open file descriptors per node", "", 1, PHASES[:1]),
     ("tcp_connections", "TCP connections per node", "", 1, PHASES[:1]),
 )
+#: Per-node figures that do not grow with the peers while only the client subscribes (its share is in CLIENT_FIGURES).
+CONSTANT_WITH_CLIENT_METERS = ("frames_out_ps", "frames_in_ps", "bytes_in_ps")
 NO_SS = "not measured (ss not installed: apt-get install iproute2)"
 #: The client's figures (the launcher's or an Executor's node), against the number of nodes.
 CLIENT_FIGURES = (
@@ -670,6 +672,8 @@ def projections(sizes: dict[int, dict]) -> list[Result]:
     project("CPU per node to join", "s", peers, [sizes[n]["join_cpu_s"] for n in counts], PROJECT_TO - 1, "peers")
     for key, label, unit, scale, phases in NODE_FIGURES:
         for phase in phases:
+            if phase == "client meters" and key in CONSTANT_WITH_CLIENT_METERS:
+                continue  # a node's reports to the client: the same at any size, only noise to project
             ys = [_node_value(sizes[n]["phases"][phase], key) for n in counts]
             if None not in ys:
                 project(f"{phase}: {label}", unit, peers, [y * scale for y in ys], PROJECT_TO - 1, "peers")
