@@ -611,9 +611,9 @@ CONSTANT_WITH_CLIENT_METERS = ("frames_out_ps", "frames_in_ps", "bytes_in_ps")
 NO_SS = "not measured (ss not installed: apt-get install iproute2)"
 #: The client's figures (the launcher's or an Executor's node), against the number of nodes.
 CLIENT_FIGURES = (
-    ("frames_in_ps", "frames the client receives", "/s", 1),
-    ("bytes_in_ps", "bytes the client receives", "kB/s", 1e-3),
-    ("cpu_pct", "the client's CPU (this benchmark's process)", "% of a core", 1),
+    ("frames_in_ps", "frames the client receives", "/s", 1, PHASES[1:2]),
+    ("bytes_in_ps", "bytes the client receives", "kB/s", 1e-3, PHASES[1:2]),
+    ("cpu_pct", "the client's CPU (this benchmark's process)", "% of a core", 1, PHASES[:2]),
 )
 
 
@@ -641,9 +641,10 @@ def results_of(sizes: dict[int, dict]) -> list[Result]:
                     results.append(Result("scale", f"{measure}: {NO_SS}", None, unit))
                 else:
                     results.append(Result("scale", measure, value * scale, unit))
-        for key, label, unit, scale in CLIENT_FIGURES:
-            value = s["phases"]["client meters"]["client"][key] * scale
-            results.append(Result("scale", f"{n} nodes, client meters: {label}", value, unit))
+        for key, label, unit, scale, phases in CLIENT_FIGURES:
+            for phase in phases:
+                value = s["phases"][phase]["client"][key] * scale
+                results.append(Result("scale", f"{n} nodes, {phase}: {label}", value, unit))
         for phase, lost in s["lost"].items():
             if lost:
                 results.append(Result("scale", f"{n} nodes, {phase}: nodes that lost a peer by the end of the phase "
@@ -677,9 +678,10 @@ def projections(sizes: dict[int, dict]) -> list[Result]:
             ys = [_node_value(sizes[n]["phases"][phase], key) for n in counts]
             if None not in ys:
                 project(f"{phase}: {label}", unit, peers, [y * scale for y in ys], PROJECT_TO - 1, "peers")
-    for key, label, unit, scale in CLIENT_FIGURES:
-        ys = [sizes[n]["phases"]["client meters"]["client"][key] * scale for n in counts]
-        project(f"client meters: {label}", unit, counts, ys, PROJECT_TO, "nodes")
+    for key, label, unit, scale, phases in CLIENT_FIGURES:
+        for phase in phases:
+            ys = [sizes[n]["phases"][phase]["client"][key] * scale for n in counts]
+            project(f"{phase}: {label}", unit, counts, ys, PROJECT_TO, "nodes")
     return results
 
 
@@ -692,3 +694,70 @@ def run(quick: bool = False) -> list[Result]:
     results.append(Result("scale", f"this host's load average (1 min) before and after each size: {min(loads):.1f} to",
                           max(loads), f"on {os.cpu_count()} cores", details={"sizes": sizes}))
     return results
+
+
+# -- the tables of docs/scale.md, from a results file --------------------------
+
+#: Rows of the measured table: (phase or None, label, function of a size's figures and a phase's window).
+_ROWS = (
+    (None, "start: launch until every node announced, s", lambda s, w: f"{s['start_s']:.1f}"),
+    (None, "join: until every node has every other up, s", lambda s, w: f"{s['join_s']:.1f}"),
+    (None, "CPU per node to join, s", lambda s, w: f"{s['join_cpu_s']:.2f}"),
+    (None, "host load (1 min) before / after", lambda s, w: f"{s['load_before'][0]:.0f} / {s['load_after'][0]:.0f}"),
+    (PHASES, "CPU per node, % of a core", lambda s, w: f"{_node_value(w, 'cpu_pct'):.2f}"),
+    (PHASES, "TCP bytes sent per node, kB/s", lambda s, w: f"{_node_value(w, 'wire_out_bps') / 1e3:.1f}"),
+    (PHASES, "TCP data segments sent per node, /s", lambda s, w: f"{_node_value(w, 'segs_out_ps'):.0f}"),
+    (PHASES[1:], "termite frames sent per node, /s", lambda s, w: f"{_node_value(w, 'frames_out_ps'):.1f}"),
+    (PHASES[2:], "termite frames received per node, /s", lambda s, w: f"{_node_value(w, 'frames_in_ps'):.1f}"),
+    (PHASES[2:], "termite bytes received per node, kB/s", lambda s, w: f"{_node_value(w, 'bytes_in_ps') / 1e3:.2f}"),
+    (PHASES[:1], "RSS per node, MB", lambda s, w: f"{_node_value(w, 'rss') / 1e6:.1f}"),
+    (PHASES[:1], "USS per node, MB", lambda s, w: f"{_node_value(w, 'uss') / 1e6:.1f}"),
+    (PHASES[:1], "open file descriptors per node", lambda s, w: f"{_node_value(w, 'fds'):.0f}"),
+    (PHASES[:1], "TCP connections per node", lambda s, w: f"{_node_value(w, 'tcp_connections'):.0f}"),
+    (PHASES[1:2], "the client receives, frames/s", lambda s, w: f"{w['client']['frames_in_ps']:.1f}"),
+    (PHASES[1:2], "the client receives, kB/s", lambda s, w: f"{w['client']['bytes_in_ps'] / 1e3:.1f}"),
+    (PHASES[:2], "the client's CPU, % of a core", lambda s, w: f"{w['client']['cpu_pct']:.2f}"),
+    (PHASES[2:], "nodes a dispatcher may send work to",
+     lambda s, w: f"{median([v['dispatch_targets'] for v in s['dispatchers']]):.0f}"),
+    (PHASES[2:], "... of which the client, in how many",
+     lambda s, w: f"{sum(v['client_is_a_target'] for v in s['dispatchers'])}"),
+)
+
+
+def summary(records: list[dict]) -> str:
+    """The measured table, the fits with their projections, and the wall, as docs/scale.md shows them.
+
+    ``records``: the ``scale`` entries of a results file (``python -m benchmarks scale --json PATH``).
+    """
+    [load] = [r for r in records if r["measure"].startswith("this host's load average")]
+    sizes = {int(n): figures for n, figures in load["details"]["sizes"].items()}
+    counts = sorted(sizes)
+    lines = [f"{'nodes':<46}" + "".join(f"{n:>10}" for n in counts)]
+    for phases, label, cell in _ROWS:
+        if phases is None:
+            lines.append(f"{label:<46}" + "".join(f"{cell(sizes[n], None):>10}" for n in counts))
+    for phase in PHASES:
+        lines.append(phase)
+        for phases, label, cell in _ROWS:
+            if phases is not None and phase in phases:
+                cells = [cell(sizes[n], sizes[n]["phases"][phase]) for n in counts]
+                lines.append(f"  {label:<44}" + "".join(f"{c:>10}" for c in cells))
+    lost = {n: {p: k for p, k in s["lost"].items() if k} for n, s in sizes.items()}
+    lines += [f"{n} nodes: nodes that lost a peer: {by_phase}" for n, by_phase in lost.items() if by_phase]
+    lines += ["", f"{'figure':<58}{'a':>9}{'b':>10}{'r²':>6}  {PROJECT_TO:,} nodes"]
+    smaller = {n: sizes[n] for n in counts[:-1]} if len(counts) > 2 else None
+    for result in projections(sizes):
+        label = result.measure.split(": fit ")[0].split(", ", 1)[1]
+        d = result.details
+        lines.append(f"{label:<58}{d['a']:>9.3g}{d['b']:>10.3g}{d['r2']:>6.2f}  {result.value_text}")
+        if smaller and "CPU per node" in label:  # the largest size ran on a saturated host: without it
+            [again] = [r for r in projections(smaller) if r.measure.split(": fit ")[0].endswith(label)]
+            d = again.details
+            lines.append(f"{'  ... without ' + str(counts[-1]) + ' nodes':<58}{d['a']:>9.3g}{d['b']:>10.3g}"
+                         f"{d['r2']:>6.2f}  {again.value_text}")
+    lines.append("")
+    for r in records:
+        if r["measure"].startswith("peers one node reaches"):
+            lines.append(f"{r['measure']}: {r['value']:g}")
+    return "\n".join(lines)
+

@@ -92,6 +92,26 @@ def test_scale_quick_measures_every_size_and_projects_each_figure(tmp_path):
     # under 128 open files a node reached fewer peers than it tried
     [wall] = [r for r in records if "peers one node reaches" in r["measure"]]
     assert 0 < wall["value"] < wall["details"]["tried"], wall
+    # docs/scale.md's tables come from such a file
+    table = subprocess.run([sys.executable, "-m", "benchmarks.scale_table", str(out)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split("\n")[0].split() == ["nodes", *map(str, scale.SIZES[True])]
+    assert "1,000 nodes" in table.stdout and "peers one node reaches" in table.stdout
+
+
+def test_scale_table_says_how_to_get_results(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmarks": {"ring": []}}))
+    cases = (
+        ([str(other)], "python -m benchmarks scale --json"),
+        ([str(tmp_path / "none.json")], "cannot read"),
+        ([], "usage: python -m benchmarks.scale_table RESULTS.json"),
+    )
+    for argv, said in cases:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.scale_table", *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr, (argv, proc.stderr)
 
 
 def test_scale_fit_is_least_squares():
