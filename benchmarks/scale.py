@@ -23,10 +23,11 @@ Per node, the median over the nodes of: CPU (the time its threads ran over
 the window, in % of one core), the traffic of its TCP connections
 (bytes and data segments sent, from ``ss -ti``: termite's heartbeats and
 ZMTP's PING/PONG included, both of which termite's own counters skip), the
-frames termite's transport counted (``TransportStats``: messages, not
-heartbeats), RSS and USS, open file descriptors and TCP connections.  Each node reads
-its own counters and CPU time with the moment it read them, as asking 64
-busy nodes takes seconds.  Last, what each node's dispatcher may send work
+frames and bytes termite's transport counted (``TransportStats``: no
+heartbeats; messages to one node in one turn go as one frame), RSS and USS,
+open file descriptors and TCP connections.  Each node reads its own
+counters and CPU time with the moment it read them, as asking 64 busy
+nodes takes seconds.  Last, what each node's dispatcher may send work
 to (the client among them: ``client=True`` does not keep it out).
 Joining: from launch until every node announced itself (``start``), and
 from the moment every node is told to connect until every node has every
@@ -40,7 +41,10 @@ the number of nodes.
 Last, the wall: one node (a hub) connects to one peer after another until a
 connection fails, with this host's open-file limit and with 1,024 (a common
 default).  Its peers are nodes run 30 to a process (``host_peers``), as
-many interpreters would not fit here.  docs/scale.md reads these figures.
+many interpreters would not fit here.
+
+``python -m benchmarks.scale_table RESULTS.json`` prints a run's figures as
+docs/scale.md shows them (``summary``).
 """
 
 from __future__ import annotations
