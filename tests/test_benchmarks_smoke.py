@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # benchmarks/ is a folder of the repository, not an installed package
 
-from benchmarks import _erlang, pingpong, ring  # noqa: E402
+from benchmarks import _erlang, pingpong, ring, scale  # noqa: E402
 
 NAMES = ["ring", "pingpong", "memory", "call-backlog", "nodes-pingpong", "nodes-stream", "migration", "dispatch"]
 
@@ -53,6 +53,74 @@ def test_quick_benchmarks_report_every_figure(tmp_path):
             assert record["ok"] in (True, False, None)
             if record["target"] is not None:
                 assert isinstance(record["target"], (int, float)) and record["op"] in ("<=", "<", ">=", ">")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_scale_quick_measures_every_size_and_projects_each_figure(tmp_path):
+    out = tmp_path / "scale.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "scale", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=270,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(out.read_text())
+    assert report["errors"] == {}
+    records = report["benchmarks"]["scale"]
+    measured = [r for r in records if "(projected)" not in r["measure"]]
+    projected = [r for r in records if "(projected)" in r["measure"]]
+    for record in measured:  # ss is installed here: every figure is measured, and none is nothing
+        value = record["value"]
+        assert isinstance(value, (int, float)) and math.isfinite(value) and value > 0, record
+    sizes = {int(r["measure"].split()[0]) for r in measured if r["measure"][0].isdigit()}
+    assert sizes == set(scale.SIZES[True])
+    assert projected and all(math.isfinite(r["value"]) and "1,000 nodes" in r["measure"] for r in projected)
+    # traffic and descriptors grow with the peers: the fits' slopes say so
+    growing = ("idle: TCP bytes sent per node", "idle: open file descriptors per node", "all dispatch: termite frames")
+    for label in growing:
+        slopes = [r["details"]["b"] for r in projected if label in r["measure"]]
+        assert slopes and all(b > 0 for b in slopes), label
+    # every node had every other up (and the client), and its dispatcher may send work to each, the client too
+    [load] = [r for r in records if "load average" in r["measure"]]
+    for n, size in load["details"]["sizes"].items():
+        for phase in size["phases"].values():
+            assert all(node["peers"] == int(n) for node in phase["nodes"]), n
+        assert all(view["dispatch_targets"] == int(n) for view in size["dispatchers"]), n
+    # under 128 open files a node reached fewer peers than it tried
+    [wall] = [r for r in records if "peers one node reaches" in r["measure"]]
+    assert 0 < wall["value"] < wall["details"]["tried"], wall
+    # docs/scale.md's tables come from such a file
+    table = subprocess.run([sys.executable, "-m", "benchmarks.scale_table", str(out)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.split("\n")[0].split() == ["nodes", *map(str, scale.SIZES[True])]
+    assert "1,000 nodes" in table.stdout and "peers one node reaches" in table.stdout
+
+
+def test_scale_table_says_how_to_get_results(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"benchmarks": {"ring": []}}))
+    cases = (
+        ([str(other)], "python -m benchmarks scale --json"),
+        ([str(tmp_path / "none.json")], "cannot read"),
+        ([], "usage: python -m benchmarks.scale_table RESULTS.json"),
+    )
+    for argv, said in cases:
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.scale_table", *argv], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr, (argv, proc.stderr)
+
+
+def test_scale_fit_is_least_squares():
+    a, b, r2 = scale.fit([1, 2, 3, 4], [3, 5, 7, 9])
+    assert (round(a, 9), round(b, 9), round(r2, 9)) == (1, 2, 1)
+    a, b, r2 = scale.fit([0, 1, 2], [0, 2, 1])
+    assert (round(a, 9), round(b, 9)) == (0.5, 0.5) and 0 < r2 < 1
+    with pytest.raises(ValueError, match="two different x"):
+        scale.fit([3, 3], [1, 2])
 
 
 # -- Erlang beside termite (benchmarks/_erlang.py, benchmarks/erlang/*.erl) ----
