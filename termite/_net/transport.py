@@ -287,6 +287,11 @@ class Transport:
         with self._lock:
             return self._sessions.peers()
 
+    def is_client(self, peer: NodeRef) -> bool:
+        """Whether ``peer`` said it is a client (``Network(client=True)``): hidden, as Erlang's hidden nodes."""
+        with self._lock:
+            return peer in self._clients
+
     def lost(self, peer: NodeRef) -> bool:
         """This node ended its session with ``peer`` (a down) and has not met it again."""
         with self._lock:
@@ -475,6 +480,8 @@ class Transport:
         peer, epoch = named
         if epoch is None:  # a probe: outside any session
             with self._lock:
+                if is_client(identity):  # a client's hello: what this node sends back opens no node's session
+                    self._clients.add(peer)
                 return self._heard.setdefault(identity, [peer, 0.0])
         with self._lock:
             accept, down, newly_up = self._sessions.heard(peer, epoch)
