@@ -333,3 +333,17 @@ def test_frames_sent_on_a_connection_opened_only_to_be_heard_make_its_loss_a_dow
     while gone_ref not in downs and time.monotonic() < deadline:
         time.sleep(0.05)  # the connect timeout passing is all there is to wait on
     assert downs == [gone_ref]
+
+
+def test_a_node_may_hold_more_sockets_than_libzmqs_default_of_1023(transports):
+    """libzmq's default of 1,023 sockets a context stopped a node at 254 peers (benchmarks scale)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    t = transports(on_frames=lambda p, f: None)
+    room = t.ctx.get(zmq.MAX_SOCKETS)
+    if hard != resource.RLIM_INFINITY and hard <= 1023:
+        assert room == 1023
+    else:
+        assert room == min(_transport.MAX_SOCKETS, hard if hard != resource.RLIM_INFINITY else _transport.MAX_SOCKETS)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= room  # the files for them too

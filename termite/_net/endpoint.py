@@ -211,6 +211,7 @@ class Endpoint:
         tag = make_tag()
         self.post(address, (HELLO, current().pid, tag))
         _, ref = await receive((tag, NodeRef), timeout=timeout, default=(None, None))
+        self.transport.forget_probe(address)  # its answer came by the session: 3 sockets a peer, not 4
         return ref
 
     def link(self, me: Pid, pid: Pid, directed: bool) -> None:
