@@ -286,6 +286,7 @@ class Cluster:
         self._lock = threading.RLock()
         self._stopping = threading.Event()  # set by stop(): an exit from now on is not restarted
         self._supervised = False
+        self.held_downs: dict = {}  # node -> (reason, until when): the downs of its own nodes, held a moment
 
     # -- starting ---------------------------------------------------------------
 
@@ -498,20 +499,15 @@ class Cluster:
         threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
         return True
 
-    def exited(self, ref: NodeRef, grace: float = EXIT_GRACE) -> bool:
-        """Whether ``ref`` is a local or Slurm node whose process has ended, looking for up to ``grace``
-        seconds: its supervisor is about to say why.  A killed node's connection closes as its process
-        ends, a moment before the process can be waited for, so its NodeDown can come first."""
+    def exited(self, ref: NodeRef) -> bool | None:
+        """Whether ``ref``'s process has ended, if it is a local or Slurm node this launcher supervises
+        (None if not): its supervisor is about to say why.  A killed node's connection closes as its
+        process ends, a moment before the process can be waited for, so its NodeDown can come first."""
         with self._lock:
             node = next((n for n in self.nodes if n.ref == ref and n.host.ssh is None), None)
         if node is None or not self._supervised:
-            return False
-        deadline = time.monotonic() + grace
-        while node.handle.poll() is None:
-            if time.monotonic() >= deadline:
-                return False  # it runs on: stopped, stalled or cut off, but not ended
-            time.sleep(0.01)  # a process gives no event to wait on here; bounded by grace
-        return True
+            return None
+        return node.handle.poll() is not None
 
     def _wait_exit(self, node: NodeInfo) -> str | None:
         """Block until the node's process ends; why it did, or None if the cluster is being stopped."""

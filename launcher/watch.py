@@ -29,7 +29,7 @@ import time
 import termite
 from termite.console import serve_console
 
-from termite_launcher.cluster import Cluster, NodeNews, launcher_host, read_state
+from termite_launcher.cluster import EXIT_GRACE, Cluster, NodeNews, launcher_host, read_state
 from termite_launcher.config import ClusterConfig
 from termite_launcher.dashboard import ClusterView, logging_to_events
 from termite_launcher.exits import FAILED, OK
@@ -94,12 +94,10 @@ def feed(view: ClusterView, events: queue.SimpleQueue, at: float, cluster: Clust
         if event[0] == "load":
             view.report(event[1], at)
         elif event[0] == "down":
-            if cluster is not None and cluster.exited(event[1]):
-                continue  # its exit's news follows, with the true reason, not "noconnection"
-            view.lost(event[1], at, event[2])
-            if cluster is not None and cluster.lost(event[1], event[2]):
-                say(f"node {event[1].host}:{event[1].port} lost its connection ({event[2]}): "
-                    "ending its ssh session to restart it")
+            if cluster is not None and cluster.exited(event[1]) is not None:
+                cluster.held_downs[event[1]] = (event[2], at + EXIT_GRACE)  # its own process: did it end?
+                continue
+            _lost(view, cluster, event[1], event[2], at, say)
         elif event[0] == "news":  # from the supervisor: an exit, a restart, or giving up
             news: NodeNews = event[1]
             news.show(view, at)
@@ -109,7 +107,20 @@ def feed(view: ClusterView, events: queue.SimpleQueue, at: float, cluster: Clust
             print(event[1], flush=True)  # under the live dashboard, rich prints it above
         elif event[0] == "log":  # this process's own logging, while the live dashboard shows
             view.logged(event[1], at)
+    for ref, (reason, until) in list(cluster.held_downs.items()) if cluster is not None else ():
+        ended = cluster.exited(ref)
+        if ended:  # its exit's news follows (or came), with the true reason, not "noconnection"
+            del cluster.held_downs[ref]
+        elif ended is None or at >= until:  # it runs on: stopped, stalled or cut off
+            del cluster.held_downs[ref]
+            _lost(view, cluster, ref, reason, at, say)
     view.tick(at)
+
+
+def _lost(view: ClusterView, cluster: Cluster | None, ref, reason, at: float, say) -> None:
+    view.lost(ref, at, reason)
+    if cluster is not None and cluster.lost(ref, reason):
+        say(f"node {ref.host}:{ref.port} lost its connection ({reason}): ending its ssh session to restart it")
 
 
 def _ref(entry: dict) -> termite.NodeRef:
