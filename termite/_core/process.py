@@ -102,6 +102,7 @@ class Process(Task):
         "queued",
         "sent",
         "tracers",  # None, or the pids that get a Trace of each message it receives and sends (termite.trace)
+        "sent_to",  # None, or the nodes it sent frames to here: a migration fences them (termite._move.migration)
     )
 
     def __init__(self, table: "ProcessTable", pid: Pid, coro):
@@ -117,6 +118,7 @@ class Process(Task):
         self.order = None
         self.handed = self.queued = self.sent = 0
         self.tracers = None
+        self.sent_to = None
 
     def __repr__(self):
         return f"<Process {self.pid}>"
