@@ -105,5 +105,5 @@ def test_the_ranking_chooses_as_a_scan_of_every_node_would(seed):
         else:  # time passes: some reports become late
             now += rng.choice([0.1, 0.5, 1.0, 3.0])
         assert ranking.least(now) == _scan_least(nodes, now)
-    for heap in ranking.heaps.values():  # compaction keeps the heaps near the nodes' number
+    for heap in ranking.heaps:  # compaction keeps the heaps near the nodes' number
         assert len(heap) <= 2 * len(nodes) + 33

@@ -172,13 +172,13 @@ class _Ranking:
 
     def __init__(self, nodes: dict, window: int, late_after: float):
         self.nodes, self.window, self.late_after = nodes, window, late_after
-        self.heaps: dict[tuple[bool, bool], list] = {(late, full): [] for late in (False, True) for full in (False, True)}
+        self.heaps: list[list] = [[], [], [], []]  # fresh and open, fresh and full, late and open, late and full
         self.versions = itertools.count()  # across nodes: a node added again never revives its old entries
 
     def rank(self, node: NodeRef, state: _Node) -> None:
         """``node``'s key changed (or it is new): place it by its key now."""
         state.version = version = next(self.versions)
-        heap = self.heaps[state.late, state.calls >= self.window]
+        heap = self.heaps[2 * state.late + (state.calls >= self.window)]
         heapq.heappush(heap, (_key(state), version, node))
         if len(heap) > 2 * len(self.nodes) + 32:
             heap[:] = [entry for entry in heap if self._live(entry)]
@@ -188,43 +188,45 @@ class _Ranking:
         state = self.nodes.get(entry[2])
         return state is not None and state.version == entry[1]
 
-    def _top(self, late: bool, full: bool, now: float):
+    def _top(self, which: int, now: float):
         """The least live entry of one heap; a fresh heap's late nodes go to the late heap on the way."""
-        heap = self.heaps[late, full]
+        heap = self.heaps[which]
         while heap:
             entry = heap[0]
             state = self.nodes.get(entry[2])
             if state is None or state.version != entry[1]:
                 heapq.heappop(heap)  # stale
-            elif not late and now - state.heard > self.late_after:
+            elif which < 2 and now - state.heard > self.late_after:
                 heapq.heappop(heap)
                 state.late = True
-                heapq.heappush(self.heaps[True, full], entry)
+                heapq.heappush(self.heaps[which + 2], entry)
             else:
                 return entry
         return None
 
     def least(self, now: float) -> NodeRef | None:
         """The least-loaded node, full or not (None with no node)."""
-        for late in (False, True):
-            tops = [entry for entry in (self._top(late, False, now), self._top(late, True, now)) if entry is not None]
+        for open_, full in ((0, 1), (2, 3)):  # the fresh heaps, then the late ones
+            tops = [entry for entry in (self._top(open_, now), self._top(full, now)) if entry is not None]
             if tops:
                 return min(tops)[2]
         return None
 
     def pick(self, now: float, calls: int) -> NodeRef | None:
         """The least-loaded node with room for ``calls`` more (one with none in flight always has)."""
-        for late in (False, True):
-            heap, aside, found = self.heaps[late, False], [], None
-            while (entry := self._top(late, False, now)) is not None:
+        for which in (0, 2):  # the open heaps: fresh, then late
+            heap, aside, found = self.heaps[which], None, None
+            while (entry := self._top(which, now)) is not None:
                 state = self.nodes[entry[2]]
                 if state.calls and state.calls + calls > self.window:
-                    aside.append(heapq.heappop(heap))  # too little room for this job: not for the next one
+                    aside = aside or []  # too little room for this job: not for the next one
+                    aside.append(heapq.heappop(heap))
                     continue
                 found = entry[2]
                 break
-            for entry in aside:
-                heapq.heappush(heap, entry)
+            if aside:
+                for entry in aside:
+                    heapq.heappush(heap, entry)
             if found is not None:
                 return found
         return None
