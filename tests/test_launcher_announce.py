@@ -10,6 +10,7 @@ import pytest
 
 from termite import NodeRef
 from termite_launcher.announce import read_announcement
+from terminals import cluster_file
 
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
 
@@ -45,7 +46,7 @@ JOB = textwrap.dedent(
 
 @pytest.mark.timeout(90)
 def test_a_launcher_holding_more_than_1023_descriptors_still_sees_its_nodes_start(tmp_path):
-    (tmp_path / "cluster.yaml").write_text("hosts:\n  - address: localhost\n    cores: 2\n")
+    cluster_file(tmp_path)
     (tmp_path / "crowded.py").write_text(CROWDED)
     (tmp_path / "job.py").write_text(JOB)
     done = subprocess.run([sys.executable, "crowded.py", "cluster.yaml", "--plain", "--run", "job.py"],
