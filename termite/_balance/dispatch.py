@@ -218,8 +218,8 @@ class _Ranking:
             heap, aside, found = self.heaps[which], None, None
             while (entry := self._top(which, now)) is not None:
                 state = self.nodes[entry[2]]
-                if state.calls and state.calls + calls > self.window:
-                    aside = aside or []  # too little room for this job: not for the next one
+                if state.calls and state.calls + calls > self.window:  # no room for this job (for the next, maybe)
+                    aside = aside or []
                     aside.append(heapq.heappop(heap))
                     continue
                 found = entry[2]
