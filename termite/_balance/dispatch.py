@@ -154,7 +154,7 @@ class _Ranking:
     """The dispatcher's nodes in the order of its choice rule, so that a choice is not a scan.
 
     A node's key is ``(late, load, host load, picked, order)``, least first
-    (``_key``; the rule is the module's).  Everything in it but lateness
+    (the rule is the module's).  Everything in it but lateness
     changes only when the dispatcher hears or sends something, and then it
     calls ``rank``; lateness comes with time alone.  So the nodes are in four
     heaps, by lateness and by whether they are full (``window`` calls or more
@@ -178,51 +178,58 @@ class _Ranking:
     def rank(self, node: NodeRef, state: _Node) -> None:
         """``node``'s key changed (or it is new): place it by its key now."""
         state.version = version = next(self.versions)
-        heap = self.heaps[2 * state.late + (state.calls >= self.window)]
-        heapq.heappush(heap, (_key(state), version, node))
+        calls, load = state.calls, state.load
+        heap = self.heaps[2 * state.late + (calls >= self.window)]
+        # Its key, then which entry and whose.  Calls sent and unanswered are work there even before its
+        # meter counts them; with no report yet, they are all this dispatcher knows of its load.
+        if load is None:
+            heapq.heappush(heap, (calls, 0.0, state.picked, state.order, version, node))
+        else:
+            value = load.value + max(0, calls - load.run_queue)
+            heapq.heappush(heap, (value, load.host_load, state.picked, state.order, version, node))
         if len(heap) > 2 * len(self.nodes) + 32:
             heap[:] = [entry for entry in heap if self._live(entry)]
             heapq.heapify(heap)
 
     def _live(self, entry) -> bool:
-        state = self.nodes.get(entry[2])
-        return state is not None and state.version == entry[1]
+        state = self.nodes.get(entry[-1])
+        return state is not None and state.version == entry[-2]
 
-    def _top(self, which: int, now: float):
-        """The least live entry of one heap; a fresh heap's late nodes go to the late heap on the way."""
+    def _top(self, which: int, now: float) -> tuple | None:
+        """The least live entry of one heap and its node's state (a fresh heap's late nodes go to the late heap)."""
         heap = self.heaps[which]
         while heap:
             entry = heap[0]
-            state = self.nodes.get(entry[2])
-            if state is None or state.version != entry[1]:
+            state = self.nodes.get(entry[-1])
+            if state is None or state.version != entry[-2]:
                 heapq.heappop(heap)  # stale
             elif which < 2 and now - state.heard > self.late_after:
                 heapq.heappop(heap)
                 state.late = True
                 heapq.heappush(self.heaps[which + 2], entry)
             else:
-                return entry
+                return entry, state
         return None
 
     def least(self, now: float) -> NodeRef | None:
         """The least-loaded node, full or not (None with no node)."""
         for open_, full in ((0, 1), (2, 3)):  # the fresh heaps, then the late ones
-            tops = [entry for entry in (self._top(open_, now), self._top(full, now)) if entry is not None]
+            tops = [top[0] for top in (self._top(open_, now), self._top(full, now)) if top is not None]
             if tops:
-                return min(tops)[2]
+                return min(tops)[-1]
         return None
 
     def pick(self, now: float, calls: int) -> NodeRef | None:
         """The least-loaded node with room for ``calls`` more (one with none in flight always has)."""
         for which in (0, 2):  # the open heaps: fresh, then late
             heap, aside, found = self.heaps[which], None, None
-            while (entry := self._top(which, now)) is not None:
-                state = self.nodes[entry[2]]
+            while (top := self._top(which, now)) is not None:
+                entry, state = top
                 if state.calls and state.calls + calls > self.window:  # no room for this job (for the next, maybe)
                     aside = aside or []
                     aside.append(heapq.heappop(heap))
                     continue
-                found = entry[2]
+                found = entry[-1]
                 break
             if aside:
                 for entry in aside:
@@ -230,16 +237,6 @@ class _Ranking:
             if found is not None:
                 return found
         return None
-
-
-def _key(state: _Node) -> tuple:
-    """A node's place in the choice, after its lateness: least load, then host load, fewest picks, first added."""
-    load = state.load
-    if load is None:  # no report yet: only what this dispatcher sent it
-        return (state.calls, 0.0, state.picked, state.order)
-    # Calls sent and unanswered are work there even before its meter counts them.
-    value = load.value + max(0, state.calls - load.run_queue)
-    return (value, load.host_load, state.picked, state.order)
 
 
 class _Dispatcher:
