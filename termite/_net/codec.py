@@ -141,6 +141,13 @@ def decode_budget(size: int, max_decoded: int | None = MAX_DECODED) -> int | Non
     return min(size * EXPANSION + EXPANSION_FLOOR, max_decoded)
 
 
+def over_budget(size: int, max_decoded: int | None, decoded: list) -> MalformedMessage:
+    """The error for a frame of ``size`` bytes refused for its budget, ``decoded`` the messages before."""
+    refused = _over_budget(size, decode_budget(size, max_decoded))
+    refused.decoded = decoded
+    return refused
+
+
 def _over_budget(size: int, budget: int) -> MalformedMessage:
     refused = MalformedMessage(
         f"a frame of {size} bytes would decode to more than {budget} bytes of objects (the limit is "
@@ -683,9 +690,12 @@ if _fastcodec is not None:
     _fast_decode_from = _fastcodec.decode_from
     _Truncated = _fastcodec.Truncated
     _OverBudget = _fastcodec.OverBudget
+    take_sends = _fastcodec.take_sends
+    OverBudget = _OverBudget
 else:
     _fast_encode = lambda msg: None  # noqa: E731
     _fast_decode = _fast_decode_from = _Truncated = None
+    take_sends = OverBudget = None
 
     class _OverBudget(Exception):
         """Raised only by the C extension, which is not there."""
