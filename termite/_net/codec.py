@@ -71,7 +71,10 @@ The C extension ``termite._net._fastcodec`` encodes and decodes plain data,
 tuples, pids, tags and node references to and from exactly the bytes and
 objects that the msgpack path below makes of them, without a Python hook per
 tuple or pid; a message holding anything else is encoded by the msgpack path.
-Without the extension (not built), the msgpack path does everything.
+Its ``take_sends`` (:data:`take_sends` here, None without it) reads a whole
+received frame and delivers its plain SENDs to local processes, as the
+endpoint's loop would (termite/_net/endpoint.py).  Without the extension
+(not built), the msgpack path does everything.
 
 Costs, encode + decode, measured on the development machine (CPython 3.11,
 msgpack 1.2): an int or a short str 0.15 µs; ``("add", 1, 2)`` 0.2 µs;

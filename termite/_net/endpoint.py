@@ -300,8 +300,8 @@ class Endpoint:
         """Send every held frame: many to one node go as one batch frame."""
         if self._one is not None:
             (node, data), self._one = self._one, None
-            self.flow.wrote(node, len(data))
             self.transport.send_frame(node, data)
+            self.flow.wrote(node, len(data))  # after the send: its reply may be on the way meanwhile
         if self._out:
             out, self._out = self._out, {}
             for node, batch, _ in out.values():
@@ -309,8 +309,8 @@ class Endpoint:
 
     def _send_batch(self, node: NodeRef, batch: list[bytes]) -> None:
         data = batch[0] if len(batch) == 1 else encode_batch(batch)
-        self.flow.wrote(node, len(data))
         self.transport.send(node, [data])
+        self.flow.wrote(node, len(data))
 
     # -- in: frames read on the kernel's thread; lost peers from the I/O thread ----------
 
