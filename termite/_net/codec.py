@@ -693,7 +693,7 @@ if _fastcodec is not None:
     _fast_decode_from = _fastcodec.decode_from
     _Truncated = _fastcodec.Truncated
     _OverBudget = _fastcodec.OverBudget
-    take_sends = _fastcodec.take_sends
+    take_sends = getattr(_fastcodec, "take_sends", None)  # None from a build older than it
     OverBudget = _OverBudget
 else:
     _fast_encode = lambda msg: None  # noqa: E731

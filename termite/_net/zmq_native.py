@@ -78,9 +78,9 @@ def _native_calls():
 
 
 native = _native_calls()
-# wait_idle's loop in C, where it waits with native's poll
+# wait_idle's loop in C, where it waits with native's poll (None from a build older than it)
 _native_poll = native.poll if native is not None else None
-_native_wait_idle = native.wait_idle if native is not None else None
+_native_wait_idle = getattr(native, "wait_idle", None)
 
 
 def pyzmq_calls(router: zmq.Socket):
@@ -159,7 +159,7 @@ def wait_idle(loop, handle, self_pipe, clock, poll, read_one, run) -> bool:
     with the loop (by a process using asyncio streams, say: then the
     loop's own select waits for everything, as without this).
     """
-    if poll is _native_poll:
+    if poll is _native_poll and _native_wait_idle is not None:
         return _native_wait_idle(loop, handle, self_pipe, clock, read_one, run)
     return _wait_idle_py(loop, handle, self_pipe, clock, poll, read_one, run)
 
