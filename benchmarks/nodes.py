@@ -32,7 +32,7 @@ SIZES = {  # kind -> (count, warm-up), full and quick
     "pingpong": {False: (10_000, 2_000), True: (1_000, 200)},
     "stream": {False: (200_000, 20_000), True: (10_000, 2_000)},
 }
-TARGET_VS_RAW = 0.8  # termite ping-pong / raw ping-pong
+TARGET_VS_RAW = 0.9  # termite ping-pong / raw ping-pong, clear and with CURVE (issue 20)
 TARGET_STREAM = 100_000  # messages/s
 TARGET_CURVE = 0.7  # termite with CURVE / termite in clear
 CHILD_TIMEOUT = 120  # seconds for node A's (or the DEALER's) whole run; then it is killed
@@ -194,6 +194,7 @@ def _run(name, kind, quick):
         figure("raw", True),
         ratio("raw: CURVE / clear", ("raw", True), ("raw", False)),
         figure("termite", True),
+        ratio("termite / raw, CURVE", ("termite", True), ("raw", True), **vs_raw),
         ratio("termite: CURVE / clear", ("termite", True), ("termite", False), target=TARGET_CURVE, op=">="),
     ]
 

@@ -26,6 +26,22 @@
  *       would read it (trusted); Truncated when the data ends inside it.
  *       `left` is the frame's budget not spent by the objects before (None
  *       for the first), given back for the next.
+ *   take_sends(data, here, procs, deliver, Down, limit, full, peer, max_decoded)
+ *       -> None, a list, or False
+ *       termite/_net/endpoint.py's _on_frames for one frame, the common
+ *       part: data decoded as codec.decode_frame does (trusted), then each
+ *       message, from the first, that is a plain SEND (the exact tuple
+ *       (1, pid, msg)) to a pid whose node is `here` (the very object) and
+ *       whose serial names a process in the dict `procs` whose `order` is
+ *       None, with a msg that is not a `Down`, is handed to deliver(proc,
+ *       msg), and full(proc, peer) is called if proc.mailbox then holds
+ *       more than `limit`.  None: every message was delivered so; a list:
+ *       the messages from the first other one on, in order, for the Python
+ *       path; False: nothing was done (data not bytes, or not a frame
+ *       decode_frame reads: the Python path reads it again and says why).
+ *       A frame past its budget raises OverBudget, nothing delivered, with
+ *       `decoded` the messages of the batch before (decode_frame's
+ *       MalformedMessage.decoded).  What deliver or full raise propagates.
  *
  * The budget bounds what decoding may allocate: each object is charged an
  * estimate of its CPython size (the COST_ table below; codec.py's _Budget
@@ -1252,6 +1268,202 @@ fast_decode_from(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return result;
 }
 
+/* -- a frame's plain SENDs, delivered ------------------------------------- */
+
+/* The messages of a frame as codec.decode_frame reads them (one message, or a
+ * batch: its count, then that many), trusted, in a new list; NULL with an
+ * error if decode_frame would raise, and then *before (if not NULL) holds
+ * the messages of a batch before the one that failed. */
+static PyObject *
+dec_frame(PyObject *data, PyObject *max_decoded, PyObject **before)
+{
+    Py_ssize_t left = NO_BUDGET, end = 0, size = 0;
+    *before = NULL;
+    PyObject *first = dec_buffer(data, 0, -1, 1, &end, &size, max_decoded, &left);
+    if (first == NULL) {
+        return NULL;
+    }
+    if (end == size) {
+        PyObject *one = PyList_New(1);
+        if (one == NULL) {
+            Py_DECREF(first);
+            return NULL;
+        }
+        PyList_SET_ITEM(one, 0, first);
+        return one;
+    }
+    /* a batch: a count of at least 2, then exactly that many messages */
+    Py_ssize_t count = PyLong_CheckExact(first) ? PyLong_AsSsize_t(first) : -1;
+    Py_DECREF(first);
+    if (count < 2) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "not a batch");
+        }
+        return NULL;
+    }
+    PyObject *messages = PyList_New(0);
+    if (messages == NULL) {
+        return NULL;
+    }
+    Py_ssize_t limit = size - end + 1; /* the Unpacker's max_buffer_size, hence its max_array_len */
+    while (end < size) {
+        PyObject *msg = PyList_GET_SIZE(messages) < count ? dec_buffer(data, end, limit, 1, &end, &size, NULL, &left)
+                                                           : NULL;
+        if (msg == NULL || PyList_Append(messages, msg) < 0) {
+            if (msg == NULL && !PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "a batch holding more messages than its count");
+            }
+            Py_XDECREF(msg);
+            *before = messages;
+            return NULL;
+        }
+        Py_DECREF(msg);
+    }
+    if (PyList_GET_SIZE(messages) != count) {
+        PyErr_SetString(PyExc_ValueError, "a batch holding fewer messages than its count");
+        *before = messages;
+        return NULL;
+    }
+    return messages;
+}
+
+static PyObject *str_order, *str_mailbox;
+#define SEND_KIND 1 /* termite/_net/frames.py's SEND */
+
+/* The process a frame is a plain SEND to, if it is one to a process of this
+ * node that never migrated, with a message the endpoint need not look at:
+ * what endpoint._on_frames delivers in line.  A borrowed reference; NULL
+ * (no error) for any other frame, NULL with an error if a lookup failed. */
+static PyObject *
+plain_send_to(PyObject *frame, PyObject *here, PyObject *procs, PyObject *down_type)
+{
+    if (!PyTuple_CheckExact(frame) || PyTuple_GET_SIZE(frame) != 3) {
+        return NULL;
+    }
+    PyObject *kind = PyTuple_GET_ITEM(frame, 0), *pid = PyTuple_GET_ITEM(frame, 1);
+    int overflow;
+    if (!PyLong_CheckExact(kind) || PyLong_AsLongAndOverflow(kind, &overflow) != SEND_KIND || overflow ||
+        Py_TYPE(pid) != Pid_type ||
+        Py_TYPE(PyTuple_GET_ITEM(frame, 2)) == (PyTypeObject *)down_type) {
+        return NULL;
+    }
+    PyObject *node = get_slot(pid, pid_node, "node");
+    if (node == NULL) {
+        return NULL;
+    }
+    Py_DECREF(node); /* the pid holds it */
+    if (node != here) {
+        return NULL;
+    }
+    PyObject *serial = get_slot(pid, pid_serial, "serial");
+    if (serial == NULL) {
+        return NULL;
+    }
+    PyObject *proc = PyDict_GetItemWithError(procs, serial);
+    Py_DECREF(serial);
+    if (proc == NULL) {
+        return NULL;
+    }
+    PyObject *order = PyObject_GetAttr(proc, str_order);
+    if (order == NULL) {
+        return NULL;
+    }
+    Py_DECREF(order);
+    return order == Py_None ? proc : NULL;
+}
+
+static PyObject *
+fast_take_sends(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "take_sends(data, here, procs, deliver, Down, limit, full, peer, max_decoded)");
+        return NULL;
+    }
+    PyObject *data = args[0], *here = args[1], *procs = args[2], *deliver = args[3], *down_type = args[4];
+    PyObject *full = args[6], *peer = args[7];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[5]);
+    if ((limit == -1 && PyErr_Occurred()) || !ready()) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(procs)) {
+        PyErr_SetString(PyExc_TypeError, "take_sends(): procs must be a dict");
+        return NULL;
+    }
+    if (!PyBytes_CheckExact(data)) {
+        Py_RETURN_FALSE;
+    }
+    PyObject *before;
+    PyObject *messages = dec_frame(data, args[8], &before);
+    if (messages == NULL) {
+        if (PyErr_ExceptionMatches(OverBudget)) {
+            /* not read again: the limit is the point.  The messages of a batch before the one
+             * that passed it still count, as decode_frame's MalformedMessage.decoded. */
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            PyObject *decoded = before != NULL ? before : PyList_New(0);
+            if (decoded != NULL && value != NULL && PyObject_SetAttrString(value, "decoded", decoded) == 0) {
+                PyErr_Restore(type, value, tb);
+            }
+            else {
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+            }
+            Py_XDECREF(decoded);
+            return NULL;
+        }
+        Py_XDECREF(before);
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL; /* KeyboardInterrupt and the like */
+        }
+        PyErr_Clear(); /* codec.decode_frame reads it again, and says what is wrong */
+        Py_RETURN_FALSE;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(messages), i;
+    for (i = 0; i < n; i++) {
+        PyObject *frame = PyList_GET_ITEM(messages, i);
+        PyObject *proc = plain_send_to(frame, here, procs, down_type);
+        if (proc == NULL) {
+            if (PyErr_Occurred()) {
+                goto fail;
+            }
+            break; /* this one and the rest: for the Python path, in order */
+        }
+        Py_INCREF(proc);
+        PyObject *call[2] = {proc, PyTuple_GET_ITEM(frame, 2)};
+        PyObject *r = PyObject_Vectorcall(deliver, call, 2, NULL);
+        if (r == NULL) {
+            Py_DECREF(proc);
+            goto fail;
+        }
+        Py_DECREF(r);
+        PyObject *box = PyObject_GetAttr(proc, str_mailbox);
+        Py_ssize_t queued = box == NULL ? -1 : box == Py_None ? 0 : PyObject_Length(box);
+        Py_XDECREF(box);
+        if (queued > limit) {
+            PyObject *told[2] = {proc, peer};
+            r = PyObject_Vectorcall(full, told, 2, NULL);
+            Py_XDECREF(r);
+            queued = r == NULL ? -1 : 0;
+        }
+        Py_DECREF(proc);
+        if (queued < 0) {
+            goto fail;
+        }
+    }
+    if (i == n) {
+        Py_DECREF(messages);
+        Py_RETURN_NONE;
+    }
+    PyObject *rest = PyList_GetSlice(messages, i, n);
+    Py_DECREF(messages);
+    return rest;
+fail:
+    Py_DECREF(messages);
+    return NULL;
+}
+
 /* -- init ---------------------------------------------------------------- */
 
 static int
@@ -1337,6 +1549,9 @@ static PyMethodDef methods[] = {
     {"decode_from", (PyCFunction)(void (*)(void))fast_decode_from, METH_FASTCALL,
      "decode_from(data, offset, limit, max_decoded[, left]) -> (obj, end[, left]): one message of a batch "
      "(trusted)"},
+    {"take_sends", (PyCFunction)(void (*)(void))fast_take_sends, METH_FASTCALL,
+     "take_sends(data, here, procs, deliver, Down, limit, full, peer, max_decoded) -> None, a list, or False: "
+     "a frame's plain SENDs to local processes delivered"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1352,9 +1567,11 @@ PyInit__fastcodec(void)
         return NULL;
     }
     empty_tuple = PyTuple_New(0);
+    str_order = PyUnicode_InternFromString("order");
+    str_mailbox = PyUnicode_InternFromString("mailbox");
     Truncated = PyErr_NewException("termite._net._fastcodec.Truncated", PyExc_ValueError, NULL);
     OverBudget = PyErr_NewException("termite._net._fastcodec.OverBudget", PyExc_ValueError, NULL);
-    if (empty_tuple == NULL || Truncated == NULL || OverBudget == NULL ||
+    if (empty_tuple == NULL || str_order == NULL || str_mailbox == NULL || Truncated == NULL || OverBudget == NULL ||
         PyModule_AddObjectRef(module, "Truncated", Truncated) < 0 ||
         PyModule_AddObjectRef(module, "OverBudget", OverBudget) < 0) {
         Py_DECREF(module);

@@ -19,6 +19,13 @@
  *       wait, without the GIL, until the socket has a message (bit 1) or
  *       the file descriptor is readable (bit 2), or timeout_ms passed (-1:
  *       no limit); 0 when interrupted by a signal or timed out.
+ *   wait_idle(loop, handle, fd, clock, read_one, run) -> bool
+ *       termite/_net/zmq_native.py's _wait_idle_py with this poll, step for
+ *       step: while the asyncio loop has nothing else to do (its _ready,
+ *       _stopping, its selector's two FDs) and no timer is due (clock()
+ *       against _scheduled[0]._when, to within _clock_resolution), poll,
+ *       and for each message call read_one() then, if it read one, run().
+ *       Returns whether messages may wait whose wake-up the poll took.
  *
  * Errors raise what `error_for(errno)` (given to init's caller, see
  * termite/_net/zmq_native.py) makes: zmq.Again, zmq.ContextTerminated, ...
@@ -29,6 +36,7 @@
 #include <Python.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <stddef.h>
 
 /* From zmq.h (stable since libzmq 4.0). */
@@ -215,6 +223,30 @@ send(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* zmq_poll on the socket and the file descriptor, without the GIL: the bits
+ * of poll() below, 0 when interrupted by a signal (whose handlers have run);
+ * -1 with an exception. */
+static int
+poll_bits(void *sock, int fd, long timeout)
+{
+    zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, fd, ZMQ_POLLIN, 0}};
+    int rc, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = z_poll(items, 2, timeout);
+    if (rc < 0) {
+        err = z_errno();
+    }
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        if (err == EINTR) {
+            return PyErr_CheckSignals() < 0 ? -1 : 0;
+        }
+        raise_errno(err);
+        return -1;
+    }
+    return (items[0].revents & ZMQ_POLLIN ? 1 : 0) | (items[1].revents & ZMQ_POLLIN ? 2 : 0);
+}
+
 static PyObject *
 poll(PyObject *module, PyObject *args)
 {
@@ -228,21 +260,164 @@ poll(PyObject *module, PyObject *args)
     if (sock == NULL) {
         return NULL;
     }
-    zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, fd, ZMQ_POLLIN, 0}};
-    int rc, err = 0;
-    Py_BEGIN_ALLOW_THREADS
-    rc = z_poll(items, 2, timeout);
-    if (rc < 0) {
-        err = z_errno();
+    int bits = poll_bits(sock, fd, timeout);
+    return bits < 0 ? NULL : PyLong_FromLong(bits);
+}
+
+/* -- wait_idle: termite/_net/zmq_native.py's _wait_idle_py, in C -------------- */
+
+static PyObject *str_debug, *str_ready, *str_scheduled, *str_resolution, *str_stopping, *str_selector,
+    *str_fd_to_key, *str_when;
+
+/* The truth of loop.<name>; -1 with an exception. */
+static int
+attr_true(PyObject *obj, PyObject *name)
+{
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL) {
+        return -1;
     }
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        if (err == EINTR) {
-            return PyErr_CheckSignals() < 0 ? NULL : PyLong_FromLong(0);
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return truth;
+}
+
+/* Whether the loop has anything else to do (see _wait_idle_py); -1 with an exception. */
+static int
+loop_wanted(PyObject *loop, PyObject *ready_queue, PyObject *fds)
+{
+    int r = PyObject_IsTrue(ready_queue);
+    if (r == 0) {
+        r = attr_true(loop, str_stopping);
+    }
+    if (r == 0) {
+        Py_ssize_t n = PyObject_Length(fds);
+        r = n < 0 ? -1 : n != 2;
+    }
+    return r;
+}
+
+/* Seconds from clock() to `when`; -1 with an exception (*ok = 0). */
+static double
+seconds_to(PyObject *timer, PyObject *clock, int *ok)
+{
+    PyObject *when = PyObject_GetAttr(timer, str_when);
+    PyObject *now = when == NULL ? NULL : PyObject_CallNoArgs(clock);
+    double left = 0.0;
+    *ok = 0;
+    if (now != NULL) {
+        double w = PyFloat_AsDouble(when), n = PyFloat_AsDouble(now);
+        if (!PyErr_Occurred()) {
+            left = w - n;
+            *ok = 1;
         }
-        return raise_errno(err);
     }
-    return PyLong_FromLong((items[0].revents & ZMQ_POLLIN ? 1 : 0) | (items[1].revents & ZMQ_POLLIN ? 2 : 0));
+    Py_XDECREF(when);
+    Py_XDECREF(now);
+    return left;
+}
+
+static PyObject *
+wait_idle(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "wait_idle(loop, handle, self_pipe, clock, read_one, run)");
+        return NULL;
+    }
+    if (!ready()) {
+        return NULL;
+    }
+    PyObject *loop = args[0], *clock = args[3], *read_one = args[4], *run = args[5];
+    void *sock = handle_of(args[1]);
+    long fd = sock == NULL ? -1 : PyLong_AsLong(args[2]);
+    if (sock == NULL || (fd == -1 && PyErr_Occurred())) {
+        return NULL;
+    }
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "wait_idle(): self_pipe is not a file descriptor");
+        return NULL;
+    }
+    int debug = attr_true(loop, str_debug);
+    if (debug != 0) {
+        return debug < 0 ? NULL : Py_NewRef(Py_False); /* asyncio would report the calling callback as slow */
+    }
+    PyObject *ready_queue = PyObject_GetAttr(loop, str_ready);
+    PyObject *scheduled = ready_queue == NULL ? NULL : PyObject_GetAttr(loop, str_scheduled);
+    PyObject *resolution_obj = scheduled == NULL ? NULL : PyObject_GetAttr(loop, str_resolution);
+    PyObject *selector = resolution_obj == NULL ? NULL : PyObject_GetAttr(loop, str_selector);
+    PyObject *fds = selector == NULL ? NULL : PyObject_GetAttr(selector, str_fd_to_key);
+    PyObject *result = NULL;
+    double resolution = resolution_obj == NULL ? -1.0 : PyFloat_AsDouble(resolution_obj);
+    if (fds == NULL || PyErr_Occurred()) {
+        goto done;
+    }
+    if (!PyList_Check(scheduled)) {
+        PyErr_SetString(PyExc_TypeError, "wait_idle(): the loop's _scheduled is not a list");
+        goto done;
+    }
+    int wanted = loop_wanted(loop, ready_queue, fds);
+    if (wanted != 0) {
+        result = wanted < 0 ? NULL : Py_NewRef(Py_False);
+        goto done;
+    }
+    int pending = 0;
+    for (;;) {
+        long timeout_ms = -1;
+        if (PyList_GET_SIZE(scheduled) > 0) {
+            int ok;
+            double timeout = seconds_to(PyList_GET_ITEM(scheduled, 0), clock, &ok);
+            if (!ok) {
+                goto done;
+            }
+            if (timeout <= resolution) {
+                break;
+            }
+            timeout_ms = timeout < 3600.0 ? (long)(timeout * 1000) + 1 : 3600000; /* ms, in a C int */
+        }
+        int bits = poll_bits(sock, (int)fd, timeout_ms);
+        if (bits < 0) {
+            goto done;
+        }
+        if (bits != 1) { /* 1: the socket only */
+            if (bits) { /* the self-pipe, with the socket or without */
+                pending = bits == 3;
+                break;
+            }
+            pending = 0;
+            continue; /* timed out (or a signal came): the timer is due */
+        }
+        PyObject *got = PyObject_CallNoArgs(read_one);
+        int truth = got == NULL ? -1 : PyObject_IsTrue(got);
+        Py_XDECREF(got);
+        if (truth < 0) {
+            goto done;
+        }
+        if (!truth) {
+            pending = 0;
+            continue;
+        }
+        PyObject *r = PyObject_CallNoArgs(run);
+        if (r == NULL) {
+            goto done;
+        }
+        Py_DECREF(r);
+        pending = 1;
+        wanted = loop_wanted(loop, ready_queue, fds);
+        if (wanted < 0) {
+            goto done;
+        }
+        if (wanted) {
+            break;
+        }
+    }
+    result = Py_NewRef(pending ? Py_True : Py_False);
+done:
+    Py_XDECREF(ready_queue);
+    Py_XDECREF(scheduled);
+    Py_XDECREF(resolution_obj);
+    Py_XDECREF(selector);
+    Py_XDECREF(fds);
+    return result;
 }
 
 static PyMethodDef methods[] = {
@@ -250,6 +425,8 @@ static PyMethodDef methods[] = {
     {"recv", recv, METH_O, "recv(handle) -> (identity, part, ...) or None, without waiting"},
     {"send", send, METH_VARARGS, "send(handle, data): one part, without waiting"},
     {"poll", poll, METH_VARARGS, "poll(handle, fd, timeout_ms) -> 1 (socket) | 2 (fd), or 0"},
+    {"wait_idle", (PyCFunction)(void (*)(void))wait_idle, METH_FASTCALL,
+     "wait_idle(loop, handle, self_pipe, clock, read_one, run) -> bool: termite._net.zmq_native's, in C"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -260,5 +437,15 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__zmqcalls(void)
 {
+    static const struct { PyObject **var; const char *text; } names[] = {
+        {&str_debug, "_debug"}, {&str_ready, "_ready"}, {&str_scheduled, "_scheduled"},
+        {&str_resolution, "_clock_resolution"}, {&str_stopping, "_stopping"}, {&str_selector, "_selector"},
+        {&str_fd_to_key, "_fd_to_key"}, {&str_when, "_when"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if ((*names[i].var = PyUnicode_InternFromString(names[i].text)) == NULL) {
+            return NULL;
+        }
+    }
     return PyModule_Create(&module_def);
 }

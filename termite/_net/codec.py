@@ -71,7 +71,10 @@ The C extension ``termite._net._fastcodec`` encodes and decodes plain data,
 tuples, pids, tags and node references to and from exactly the bytes and
 objects that the msgpack path below makes of them, without a Python hook per
 tuple or pid; a message holding anything else is encoded by the msgpack path.
-Without the extension (not built), the msgpack path does everything.
+Its ``take_sends`` (:data:`take_sends` here, None without it) reads a whole
+received frame and delivers its plain SENDs to local processes, as the
+endpoint's loop would (termite/_net/endpoint.py).  Without the extension
+(not built), the msgpack path does everything.
 
 Costs, encode + decode, measured on the development machine (CPython 3.11,
 msgpack 1.2): an int or a short str 0.15 µs; ``("add", 1, 2)`` 0.2 µs;
@@ -139,6 +142,13 @@ def decode_budget(size: int, max_decoded: int | None = MAX_DECODED) -> int | Non
     if max_decoded is None:
         return None
     return min(size * EXPANSION + EXPANSION_FLOOR, max_decoded)
+
+
+def over_budget(size: int, max_decoded: int | None, decoded: list) -> MalformedMessage:
+    """The error for a frame of ``size`` bytes refused for its budget, ``decoded`` the messages before."""
+    refused = _over_budget(size, decode_budget(size, max_decoded))
+    refused.decoded = decoded
+    return refused
 
 
 def _over_budget(size: int, budget: int) -> MalformedMessage:
@@ -683,9 +693,12 @@ if _fastcodec is not None:
     _fast_decode_from = _fastcodec.decode_from
     _Truncated = _fastcodec.Truncated
     _OverBudget = _fastcodec.OverBudget
+    take_sends = getattr(_fastcodec, "take_sends", None)  # None from a build older than it
+    OverBudget = _OverBudget
 else:
     _fast_encode = lambda msg: None  # noqa: E731
     _fast_decode = _fast_decode_from = _Truncated = None
+    take_sends = OverBudget = None
 
     class _OverBudget(Exception):
         """Raised only by the C extension, which is not there."""

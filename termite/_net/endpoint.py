@@ -46,7 +46,7 @@ from termite._core.process import Down, ProcessTable, Refused, current
 from termite._core.spawn import spawn_in
 from termite._net.codec import (
     MAX_DECODED, MalformedMessage, UnserializableMessage, decode_frame, decode_frame_lenient, encode, encode_batch,
-    first_unreadable,
+    first_unreadable, over_budget, take_sends, OverBudget,
 )
 from termite._net.frames import (
     BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SEVERED, SPAWN, UNLINK,
@@ -173,7 +173,11 @@ class Endpoint:
             flow.sending(pid)  # a full mailbox or socket there: this sender waits before its next step
         if self.numbered and pid in self.numbered:
             return self._router.send_numbered(pid, msg)
-        self.post_encoded(pid.node, encode((SEND, pid, msg)))
+        data = encode((SEND, pid, msg))
+        if self._one is None and not self._out and len(data) < _BATCH_BYTES:
+            self._one = (pid.node, data)  # post_encoded's first case, in line: the turn's first frame
+            return
+        self.post_encoded(pid.node, data)
 
     def send_named(self, name: str, node: NodeRef, msg) -> None:
         """``msg`` to the process registered as ``name`` on ``node`` (Erlang's ``{Name, Node} ! Msg``)."""
@@ -303,8 +307,8 @@ class Endpoint:
         """Send every held frame: many to one node go as one batch frame."""
         if self._one is not None:
             (node, data), self._one = self._one, None
-            self.flow.wrote(node, len(data))
             self.transport.send_frame(node, data)
+            self.flow.wrote(node, len(data))  # after the send: its reply may be on the way meanwhile
         if self._out:
             out, self._out = self._out, {}
             for node, batch, _ in out.values():
@@ -312,8 +316,8 @@ class Endpoint:
 
     def _send_batch(self, node: NodeRef, batch: list[bytes]) -> None:
         data = batch[0] if len(batch) == 1 else encode_batch(batch)
-        self.flow.wrote(node, len(data))
         self.transport.send(node, [data])
+        self.flow.wrote(node, len(data))
 
     # -- in: frames read on the kernel's thread; lost peers from the I/O thread ----------
 
@@ -329,18 +333,32 @@ class Endpoint:
         max_decoded = self.max_decoded
         for data in frames:
             got(peer, len(data))
-            lenient = False
-            try:
-                messages, unreadable = decode_frame(data, max_decoded), None
-            except MalformedMessage as refused:
-                messages, unreadable = refused.decoded, refused  # those before the bad one still count
-                if not getattr(refused, "over_budget", False):
-                    # Read again, with what fails to unpickle in place: who waits gets an answer.
-                    lenient = True
-                    try:
-                        messages, unreadable = decode_frame_lenient(data, f"node {table.ref}", max_decoded), None
-                    except MalformedMessage as exc:
-                        messages, unreadable = exc.decoded, exc
+            lenient, unreadable = False, None
+            if take_sends is None or table.moved:
+                messages = False
+            else:
+                # In C: the frame decoded, and its plain SENDs to local processes delivered as the loop
+                # below does in line; the rest (from the first other one on) comes back, in order.
+                try:
+                    messages = take_sends(data, self._here, procs, deliver, Down, self._limit, self.flow.full, peer,
+                                          max_decoded)
+                except OverBudget as exc:  # not read again: the limit is the point
+                    unreadable = over_budget(len(data), max_decoded, exc.decoded)
+                    messages = unreadable.decoded
+                if messages is None:
+                    continue
+            if messages is False:  # not read in C: read here, and whatever is wrong with the frame is said
+                try:
+                    messages = decode_frame(data, max_decoded)
+                except MalformedMessage as refused:
+                    messages, unreadable = refused.decoded, refused  # those before the bad one still count
+                    if not getattr(refused, "over_budget", False):
+                        # Read again, with what fails to unpickle in place: who waits gets an answer.
+                        lenient = True
+                        try:
+                            messages, unreadable = decode_frame_lenient(data, f"node {table.ref}", max_decoded), None
+                        except MalformedMessage as exc:
+                            messages, unreadable = exc.decoded, exc
             problem = None
             for frame in messages:
                 if lenient and first_unreadable(frame) is not None:

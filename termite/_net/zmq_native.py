@@ -78,6 +78,9 @@ def _native_calls():
 
 
 native = _native_calls()
+# wait_idle's loop in C, where it waits with native's poll (None from a build older than it)
+_native_poll = native.poll if native is not None else None
+_native_wait_idle = getattr(native, "wait_idle", None)
 
 
 def pyzmq_calls(router: zmq.Socket):
@@ -133,6 +136,9 @@ def wait_idle(loop, handle, self_pipe, clock, poll, read_one, run) -> bool:
     """Wait for the next message in zmq_poll, and run it at once, for as
     long as the event loop has nothing else to do.
 
+    With :data:`native`'s ``poll``, the loop below runs in C (``native.wait_idle``,
+    the same steps): per message it costs no Python but ``read_one`` and ``run``.
+
     ``poll(handle, self_pipe, timeout_ms)`` waits (:data:`native`'s or
     :func:`pyzmq_calls`'), ``read_one()`` reads a message and hands it on
     (False if there was none), ``run()`` runs a turn after it, ``clock`` is
@@ -153,6 +159,14 @@ def wait_idle(loop, handle, self_pipe, clock, poll, read_one, run) -> bool:
     with the loop (by a process using asyncio streams, say: then the
     loop's own select waits for everything, as without this).
     """
+    if poll is _native_poll and _native_wait_idle is not None:
+        return _native_wait_idle(loop, handle, self_pipe, clock, read_one, run)
+    return _wait_idle_py(loop, handle, self_pipe, clock, poll, read_one, run)
+
+
+def _wait_idle_py(loop, handle, self_pipe, clock, poll, read_one, run) -> bool:
+    """:func:`wait_idle` in Python: the reference for ``native.wait_idle``, and the
+    loop for pyzmq's calls."""
     if loop._debug:
         return False  # asyncio would report the calling callback as slow
     ready, scheduled, resolution = loop._ready, loop._scheduled, loop._clock_resolution
