@@ -9,10 +9,14 @@ pytest the user runs is the *controller*:
    the running cluster of that file if its state file says one runs, or
    starts it with termite_launcher.cluster.Cluster (and stops it at the
    end), runs a termite node of its own, and starts one *worker* per cluster
-   node (a node is a core), least-loaded nodes first: a relay process spawned
-   on the node (termite_launcher/pytest_relay.py) that runs a pytest
-   subprocess there (termite_launcher/pytest_worker.py) in the same folder
-   with the same arguments;
+   node (a node is a core), least-loaded nodes first: a pytest subprocess
+   (termite_launcher/pytest_worker.py) in the same folder with the same
+   arguments, under a relay process spawned on the node
+   (termite_launcher/pytest_relay.py), or, on a local node, a child of this
+   process tied to the node (termite_launcher/pytest_local.py).  When every
+   host is local the workers are forked before the cluster starts, and run
+   tests while the nodes start; their reports are held until their node is
+   up and named;
 3. its run loop (``pytest_runtestloop``) hands the items out in collection
    order, in chunks that shrink as the queue empties, to whichever worker
    asks (pull: a worker asks before it runs dry); once the queue is empty an
@@ -163,6 +167,7 @@ class Controller:
         self.keys = iter(range(10**9))
         self.down: set = set()
         self.schedule: Schedule | None = None
+        self.early: list[Worker] = []  # workers started before the cluster: not on a node until it is up
 
     # -- the cluster, the controller's node, the workers: set up on a thread ----
 
@@ -172,20 +177,48 @@ class Controller:
         option = self.config.option
         if option.collectonly or getattr(option, "showfixtures", False) or getattr(option, "show_fixtures_per_test", False):
             return
-        # Started now, the cluster and the workers come up while this process collects.
+        # Started now, the cluster and the workers come up while this process collects;
+        # local workers first, forked while this process has no other thread.
         self.started = True
+        hosts = self.cluster.early_hosts()
+        if hosts:
+            here = str(self.config.invocation_params.dir)
+            self.early = [self._new_worker(None, host.label or host.address, True, here) for host in hosts]
+            for worker in self.early:
+                worker.state = "started"
+            self.cluster.start_early(self.early, hosts)
         self.cluster.start(self._first_workers)
 
     def _first_workers(self) -> None:
-        """On the cluster's thread, once it is up: a worker on each of the first nodes."""
+        """On the cluster's thread, once it is up: a worker on each of the first nodes (unless started early)."""
+        if self.early:
+            return  # the main thread ties them to their nodes (_bind_early): it reads their events already
         for ref, label, local, cwd in self.cluster.nodes[: self.cluster.planned]:
             self._spawn_worker(ref, label, local, cwd)
 
-    def _spawn_worker(self, ref, label, local, cwd) -> Worker:
+    def _new_worker(self, ref, label, local, cwd) -> Worker:
         worker = Worker(next(self.keys), ref, label, local, cwd)
         self.workers[worker.key] = worker
-        self.cluster.spawn_relay(worker)
         return worker
+
+    def _spawn_worker(self, ref, label, local, cwd) -> Worker:
+        worker = self._new_worker(ref, label, local, cwd)
+        self.cluster.spawn(worker)
+        return worker
+
+    def _bind_early(self) -> None:
+        """The cluster is up: each early worker to a local node (round them if fewer), then what it said till now."""
+        nodes = [node for node in self.cluster.nodes if node[1] in self.cluster.local_nodes]
+        for i, worker in enumerate(self.early):
+            if not nodes:
+                worker.node = worker.label  # none to bind to: it is lost, and not restarted
+                self.down.add(worker.node)
+                self._lost(worker, "the cluster has no local node to run it")
+                continue
+            self.cluster.bind(worker, nodes[i % len(nodes)])
+            held, worker.held = worker.held, []
+            for event in held:
+                self._handle(event)
 
     # -- the run loop -------------------------------------------------------------------
 
@@ -197,9 +230,11 @@ class Controller:
         self.session = session
         self.items = session.items
         self.schedule = Schedule(self.items, self.workers, self.cluster.command)
-        self._wait_for_setup()
         restarts = self.config.getoption("termite_max_restarts")
         self.restarts_left = MAX_RESTARTS * self.cluster.planned if restarts is None else restarts
+        self._wait_for_setup()
+        if restarts is None:  # the plan may have grown: a cluster joined
+            self.restarts_left += MAX_RESTARTS * max(0, self.cluster.planned - len(self.early))
         self.next_status = time.monotonic() + self._status_every()
         try:
             self._loop()
@@ -221,6 +256,7 @@ class Controller:
         while True:
             event = self.events.get()
             if event[0] == "setup":
+                self._bind_early()
                 break
             if event[0] == "setup-failed":
                 raise event[1]
@@ -288,7 +324,9 @@ class Controller:
         import termite
 
         kind = event[0] if event.__class__ is tuple else None
-        if kind == "tw":
+        if kind in ("tw", "tw-exit", "tw-output") and self.workers[event[1]].node is None:
+            self._hold(self.workers[event[1]], event)
+        elif kind == "tw":
             worker = self.workers.get(event[1])
             for line in event[2]:
                 if worker is not None and worker.state not in ("dead", "gone"):
@@ -307,7 +345,7 @@ class Controller:
             if worker.state == "finished" and not worker.assigned:
                 worker.state = "gone"
             else:
-                self._lost(worker, f"its pytest ended with status {status}", tail)
+                self._lost(worker, self._exit_reason(worker, status), tail)
         elif kind == "tw-error":
             self._lost(self.workers[event[1]], event[2])
         elif kind == "tw-output":
@@ -324,7 +362,37 @@ class Controller:
             self.down.add(event.node)
             for worker in list(self.workers.values()):
                 if worker.node == event.node and worker.alive:
-                    self._lost(worker, f"node {worker.label} was lost ({event.reason})")
+                    why = f"node {worker.label} was lost ({event.reason})"
+                    if worker.process is None:
+                        self._lost(worker, why)
+                    else:  # its end comes after all it said: which test it was on is then known
+                        worker.lost_why = why
+                        worker.process.kill()
+
+    def _hold(self, worker: Worker, event) -> None:
+        """An early worker's event before its node is known: kept for later, but a "need" (it would idle)."""
+        if event[0] != "tw":
+            worker.held.append(event)
+            return
+        for line in event[2]:
+            ev = json.loads(line)
+            if ev["ev"] == "need":
+                self._worker_event(worker, ev)
+            else:
+                worker.held.append(("tw", event[1], [line]))
+
+    def _exit_reason(self, worker: Worker, status: int) -> str:
+        """Why a worker's pytest ended early: its node was lost (a local worker ends with it), or its status."""
+        if worker.process is not None:
+            from termite_launcher.cluster import pid_alive
+
+            if worker.lost_why:
+                return worker.lost_why
+            node_pid = self.cluster.local_nodes.get(worker.label, (None,))[0]
+            if node_pid is not None and not pid_alive(node_pid):
+                self.down.add(worker.node)
+                return f"node {worker.label} was lost"
+        return f"its pytest ended with status {status}"
 
     def _worker_event(self, worker: Worker, ev: dict) -> None:
         kind = ev["ev"]
@@ -439,11 +507,10 @@ class Controller:
                 break
             if event[0] == "tw-spawned":
                 self.workers[event[1]].relay = event[2]
-        if self.cluster.up:
-            for worker in self.workers.values():
-                if worker.alive:
-                    try:
-                        self.cluster.kill(worker)
-                    except Exception:  # noqa: BLE001 - the node may be down already
-                        pass
+        for worker in self.workers.values():
+            if worker.alive and (self.cluster.up or worker.process is not None):
+                try:
+                    self.cluster.kill(worker)
+                except Exception:  # noqa: BLE001 - the node may be down already
+                    pass
         self.cluster.stop()
