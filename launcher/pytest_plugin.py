@@ -48,6 +48,7 @@ parts, each in a module of its own: the cluster and the workers' relays
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -514,3 +515,7 @@ class Controller:
                 except Exception:  # noqa: BLE001 - the node may be down already
                     pass
         self.cluster.stop()
+        # pytest ends with a few full collections (for unraisable exceptions of the tests, which
+        # ran elsewhere): what this process made, termite's modules and the run's reports, is
+        # frozen so that they do not walk it all again.
+        gc.freeze()

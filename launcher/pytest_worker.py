@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import gc
 import json
 import os
 import select
@@ -327,6 +328,9 @@ def forked(info: dict, args: list[str], commands_fd: int, out_fd: int, err_fd: i
     thread but this one; its node is named later (``"node"``).
     """
     _die_with_parent(os.getppid())
+    # What the controller had made lives as long as this process: spare the collector walking it
+    # (the last collections at the session's end walk every object, many of them termite's).
+    gc.freeze()
     commands = os.fdopen(commands_fd, "r", encoding="utf-8")
     out = os.fdopen(out_fd, "w", encoding="utf-8", errors="replace")
     _point_stdio(err_fd)
