@@ -40,6 +40,10 @@ from termite_launcher.pytest_local import LocalWorker, can_fork
 
 __all__ = ["ClusterLink"]
 
+#: The niceness of the cluster's thread when the workers are local, and so of the nodes it
+#: starts and of this process's own node: they must not slow the tests down (see _yield_to_tests).
+NODES_NICE = 5
+
 
 class ClusterLink:
     """The controller's node, its hub, and the nodes workers run on: ``(ref, label, local, cwd)``."""
@@ -60,6 +64,7 @@ class ClusterLink:
         self.planned = 0  # workers started first: one per node, at most --termite-workers
         self.thread = None
         self.stop_event = threading.Event()
+        self.early = False  # the first workers were started before the cluster (all hosts are local)
         self.local_nodes: dict[str, tuple] = {}  # label -> (OS pid, HostConfig or None) of each local node
         self.show_output = config.getoption("capture", "fd") == "no"  # -s: what tests print is shown here
 
@@ -80,6 +85,7 @@ class ClusterLink:
         """Start ``workers`` (one per host of ``hosts``) now, forked if this process has no thread yet."""
         self._basetemp()
         self.planned = len(workers)
+        self.early = True
         started: list[LocalWorker] = []
         for worker, host in zip(workers, hosts):
             process = LocalWorker(worker.key, self.events, self.show_output)
@@ -116,6 +122,8 @@ class ClusterLink:
 
     def _run(self, first_workers) -> None:
         cluster = here = None
+        if self.early:
+            self._yield_to_tests()
         try:
             cluster, here, nodes, how = self._join_or_start()
             self.hub = here.spawn(_hub, self.events)
@@ -133,6 +141,19 @@ class ClusterLink:
             here.stop()
         if cluster is not None:
             cluster.stop()
+
+    def _yield_to_tests(self) -> None:
+        """On the cluster's thread, when the workers are this host's: leave the cores to the tests.
+
+        The local workers run tests while the nodes start (a node's start is an interpreter's,
+        termite's import, a socket), and the nodes then only watch; on a busy host, at a lower
+        priority they take from the tests only what the tests leave.  Linux's niceness is a
+        thread's, and what the thread forks (the nodes) and starts (this process's node) inherit it.
+        """
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NODES_NICE)
+        except (OSError, AttributeError):
+            pass
 
     def stop(self) -> None:
         """End the thread: the controller's node, and the cluster if this run started it."""

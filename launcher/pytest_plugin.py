@@ -169,6 +169,7 @@ class Controller:
         self.down: set = set()
         self.schedule: Schedule | None = None
         self.early: list[Worker] = []  # workers started before the cluster: not on a node until it is up
+        self.held_failures = 0  # failures of early workers not reported yet (_hold)
 
     # -- the cluster, the controller's node, the workers: set up on a thread ----
 
@@ -217,9 +218,11 @@ class Controller:
                 self._lost(worker, "the cluster has no local node to run it")
                 continue
             self.cluster.bind(worker, nodes[i % len(nodes)])
+        for worker in self.early:
             held, worker.held = worker.held, []
             for event in held:
                 self._handle(event)
+        self.held_failures = 0
 
     # -- the run loop -------------------------------------------------------------------
 
@@ -331,7 +334,7 @@ class Controller:
             worker = self.workers.get(event[1])
             for line in event[2]:
                 if worker is not None and worker.state not in ("dead", "gone"):
-                    self._worker_event(worker, json.loads(line))
+                    self._worker_event(worker, json.loads(line) if line.__class__ is str else line)
         elif kind == "tw-spawned":
             worker = self.workers[event[1]]
             self.by_relay[event[2]] = worker
@@ -371,16 +374,38 @@ class Controller:
                         worker.process.kill()
 
     def _hold(self, worker: Worker, event) -> None:
-        """An early worker's event before its node is known: kept for later, but a "need" (it would idle)."""
+        """An early worker's event before its node is known: what the user sees of it is kept for later.
+
+        What the schedule needs is done now: "need" (the worker would idle), "ready" and
+        "unscheduled" (it may be stolen from) say nothing to the user; of a "logstart" or
+        "logfinish" the schedule's part is done now, and of a failure the count -x and
+        --maxfail stop at.
+        """
         if event[0] != "tw":
             worker.held.append(event)
             return
         for line in event[2]:
             ev = json.loads(line)
-            if ev["ev"] == "need":
+            kind = ev["ev"]
+            if kind in ("need", "ready", "unscheduled"):
                 self._worker_event(worker, ev)
-            else:
-                worker.held.append(("tw", event[1], [line]))
+                continue
+            if kind == "logstart":
+                self.schedule.started(worker, ev["i"])
+                ev["scheduled"] = True
+            elif kind == "logfinish":
+                self.schedule.finished(worker, ev["i"])
+                ev["scheduled"] = True
+            elif kind == "report" and ev["data"].get("outcome") == "failed" and "wasxfail" not in ev["data"]:
+                self._count_held_failure()
+            worker.held.append(("tw", event[1], [ev]))
+
+    def _count_held_failure(self) -> None:
+        """A failure not reported yet (held): stop the schedule at --maxfail as pytest will once it is."""
+        self.held_failures += 1
+        maxfail = self.config.getvalue("maxfail")
+        if maxfail and self.session.testsfailed + self.held_failures >= maxfail:
+            self.schedule.stop()
 
     def _exit_reason(self, worker: Worker, status: int) -> str:
         """Why a worker's pytest ended early: its node was lost (a local worker ends with it), or its status."""
@@ -407,17 +432,20 @@ class Controller:
             self.reporter.report(worker, index, report)
             self._stop_if_told()
         elif kind == "logstart":
-            self.schedule.started(worker, ev["i"])
+            if not ev.get("scheduled"):  # else done as it came (_hold)
+                self.schedule.started(worker, ev["i"])
             hook.pytest_runtest_logstart(nodeid=ev["nodeid"], location=tuple(ev["location"]))
         elif kind == "logfinish":
             hook.pytest_runtest_logfinish(nodeid=ev["nodeid"], location=tuple(ev["location"]))
-            self.schedule.finished(worker, ev["i"])
+            if not ev.get("scheduled"):
+                self.schedule.finished(worker, ev["i"])
         elif kind == "need":
             self.schedule.serve(worker, ev["pending"])
         elif kind == "ready":
             worker.state = "ready"
             worker.os_pid = ev["pid"]
-            worker.tag.ready(worker.name, worker.label, ev["host"], ev["pid"], ev["python"])
+            worker.where = (ev["host"], ev["pid"], ev["python"])
+            worker.tag.ready(worker.name, worker.label, *worker.where)
             worker.collect_errors = ev["errors"]
         elif kind == "missing":
             for index, nodeid in ev["items"]:

@@ -48,6 +48,7 @@ class Worker:
         self.busy_since = None
         self.busy = 0.0
         self.os_pid = None
+        self.where = None  # (host, pid, python), once it said it is ready
         self.why = ""  # how it ended, if it died
         self.lost_why = ""  # a local worker killed as its node was lost: why, said when it has ended
         self.stealing = False  # a "steal" is unanswered
@@ -56,6 +57,8 @@ class Worker:
         """An early worker's node is up: it runs there (its reports name it)."""
         self.node, self.label = node, label
         self.tag = WorkerTag(self.name, label)
+        if self.where is not None:
+            self.tag.ready(self.name, label, *self.where)
 
     @property
     def alive(self) -> bool:
