@@ -285,12 +285,14 @@ class Controller:
                         self._kill(worker, "not needed")
             if schedule.finishing:
                 running = [w for w in self.workers.values() if w.alive and w.running is not None]
-                if not any(w.alive for w in self.workers.values()):
+                # A local worker is waited for until it has ended: what it printed last (-s) comes
+                # after its "finished", and its session's own end (unconfigure) is then done.
+                ending = [w for w in self.workers.values() if w.alive or (w.process and w.state == "finished")]
+                if not ending:
                     return
                 if deadline is not None and time.monotonic() > deadline and not running:
-                    for worker in self.workers.values():
-                        if worker.alive:
-                            self._kill(worker, f"did not end within {SHUTDOWN_GRACE:g} s of being told")
+                    for worker in ending:
+                        self._kill(worker, f"did not end within {SHUTDOWN_GRACE:g} s of being told")
                     return
             elif not any(w.alive for w in self.workers.values()):
                 self._no_worker_left()
@@ -363,13 +365,17 @@ class Controller:
                 else:
                     self._lost(worker, f"its relay ended: {event.reason}")
         elif isinstance(event, termite.NodeDown):
+            on_it = [worker for worker in self.workers.values() if worker.node == event.node]
+            local = [worker for worker in on_it if worker.process is not None]
+            if local and all(self._node_alive(worker) for worker in local):
+                return  # a local node is judged by its process: busy (its heartbeats late) is not down
             self.down.add(event.node)
-            for worker in list(self.workers.values()):
-                if worker.node == event.node and worker.alive:
+            for worker in on_it:
+                if worker.alive:
                     why = f"node {worker.label} was lost ({event.reason})"
                     if worker.process is None:
                         self._lost(worker, why)
-                    else:  # its end comes after all it said: which test it was on is then known
+                    else:  # said at its end, which comes after all it said: the test it was on is then known
                         worker.lost_why = why
                         worker.process.kill()
 
@@ -410,15 +416,19 @@ class Controller:
     def _exit_reason(self, worker: Worker, status: int) -> str:
         """Why a worker's pytest ended early: its node was lost (a local worker ends with it), or its status."""
         if worker.process is not None:
-            from termite_launcher.cluster import pid_alive
-
             if worker.lost_why:
                 return worker.lost_why
-            node_pid = self.cluster.local_nodes.get(worker.label, (None,))[0]
-            if node_pid is not None and not pid_alive(node_pid):
+            if not self._node_alive(worker):
                 self.down.add(worker.node)
                 return f"node {worker.label} was lost"
         return f"its pytest ended with status {status}"
+
+    def _node_alive(self, worker: Worker) -> bool:
+        """Whether a local worker's node process runs (or it has no node yet)."""
+        from termite_launcher.cluster import pid_alive
+
+        node_pid = self.cluster.local_nodes.get(worker.label, (None,))[0]
+        return node_pid is None or pid_alive(node_pid)
 
     def _worker_event(self, worker: Worker, ev: dict) -> None:
         kind = ev["ev"]
