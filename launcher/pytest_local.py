@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import json
 import os
 import queue
@@ -107,7 +108,7 @@ class LocalWorker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=full_env,
         )  # fmt: skip
         self.pid = self._popen.pid
-        self._stdin = open(self._popen.stdin.fileno(), "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+        self._stdin = io.TextIOWrapper(self._popen.stdin, encoding="utf-8")
         self._out, self._err = self._popen.stdout.fileno(), self._popen.stderr.fileno()
 
     def read(self) -> None:

@@ -62,10 +62,7 @@ from termite_launcher.pytest_cluster import ClusterLink
 from termite_launcher.pytest_report import Reporter, report_from_data, warning_kwargs
 from termite_launcher.pytest_schedule import Schedule, Worker
 
-__all__ = ["IN_WORKER"]
-
-#: True in a worker subprocess: the ``--termite`` among its arguments is the controller's.
-IN_WORKER = False
+__all__ = ["Controller"]
 
 #: ``sys.path`` as this interpreter started (before conftests add to it): is the
 #: current folder on it, as under ``python -m pytest`` and not under ``pytest``?
@@ -107,7 +104,8 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    if IN_WORKER or not config.getoption("termite", None):
+    # In a worker (ours or pytest-xdist's: config.workerinput) the --termite is the controller's.
+    if hasattr(config, "workerinput") or not config.getoption("termite", None):
         return
     if config.getoption("usepdb", False) or config.getoption("trace", False):
         raise pytest.UsageError("--termite runs tests on other processes: --pdb and --trace cannot reach them; run locally to debug")

@@ -355,9 +355,6 @@ def _run(info: dict, args: list[str], out, commands, node: int | None, watch: bo
         PYTEST_XDIST_WORKER_COUNT=str(info["count"]),
         PYTEST_XDIST_TESTRUNUID=info["testrunuid"],
     )
-    from termite_launcher import pytest_plugin
-
-    pytest_plugin.IN_WORKER = True  # the --termite among our arguments is the controller's
     plugin = _current = WorkerPlugin(info, out, commands)
     if node:
         plugin.bind(node, watch)
