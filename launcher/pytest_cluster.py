@@ -14,6 +14,12 @@ while pytest collects):
 3. spawns the first workers (the controller's callback), then puts
    ``("setup",)`` on the queue, or ``("setup-failed", exc)``.
 
+A worker on a local node is no relay's child but this process's
+(termite_launcher/pytest_local.py): when every host is local the first ones
+are forked before the thread starts (:meth:`ClusterLink.start_early`), and
+run tests while the nodes start; the controller ties each to its node once
+the nodes are up (:meth:`ClusterLink.bind`).
+
 The thread lives until ``stop``: the nodes it forks die with it
 (PR_SET_PDEATHSIG).  termite is imported only here, when a run starts, not
 whenever pytest loads the plugin.
@@ -24,12 +30,19 @@ from __future__ import annotations
 import json
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from termite_launcher.pytest_local import LocalWorker, can_fork
+
 __all__ = ["ClusterLink"]
+
+#: The niceness of the cluster's thread when the workers are local, and so of the nodes it
+#: starts and of this process's own node: they must not slow the tests down (see _yield_to_tests).
+NODES_NICE = 5
 
 
 class ClusterLink:
@@ -51,13 +64,57 @@ class ClusterLink:
         self.planned = 0  # workers started first: one per node, at most --termite-workers
         self.thread = None
         self.stop_event = threading.Event()
+        self.early = False  # the first workers were started before the cluster (all hosts are local)
+        self.local_nodes: dict[str, tuple] = {}  # label -> (OS pid, HostConfig or None) of each local node
+        self.show_output = config.getoption("capture", "fd") == "no"  # -s: what tests print is shown here
+
+    # -- workers before the cluster ------------------------------------------------
+
+    def early_hosts(self) -> list:
+        """The host of each worker that may start before the cluster is up: all local hosts, or none.
+
+        As many as the cluster will have nodes (a node is a core), at most ``--termite-workers``.
+        """
+        hosts = self.cluster_config.hosts
+        if not hosts or not all(host.local for host in hosts):
+            return []
+        plan = [host for host in hosts for _ in range(host.cores or os.cpu_count() or 1)]
+        return plan[: self.config.getoption("termite_workers") or len(plan)]
+
+    def start_early(self, workers: list, hosts: list) -> None:
+        """Start ``workers`` (one per host of ``hosts``) now, forked if this process has no thread yet."""
+        self._basetemp()
+        self.planned = len(workers)
+        self.early = True
+        started: list[LocalWorker] = []
+        for worker, host in zip(workers, hosts):
+            process = LocalWorker(worker.key, self.events, self.show_output)
+            info = self._info(worker)
+            if can_fork(host.python):
+                process.fork(info, self._args(), dict(host.env))
+            else:
+                process.exec(host.python, info, self._args(), worker.cwd, dict(host.env))
+            worker.process = process
+            started.append(process)
+        for process in started:  # threads only once every fork is done
+            process.read()
+
+    def bind(self, worker, node) -> None:
+        """Tie an early ``worker`` to ``node`` (one of ``nodes``): it ends when that node's process does."""
+        ref, label, local, cwd = node
+        worker.bind(ref, label)
+        self.command(worker, {"cmd": "node", "pid": self.local_nodes[label][0]})
+
+    def _basetemp(self) -> None:
+        if self.basetemp is None:
+            try:
+                self.basetemp = self.config._tmp_path_factory.getbasetemp()  # as xdist: a worker's is a folder in it
+            except Exception:  # noqa: BLE001 - workers then make their own
+                self.basetemp = None
 
     def start(self, first_workers) -> None:
         """Bring the cluster up on a thread; ``first_workers()`` is called there once it is."""
-        try:
-            self.basetemp = self.config._tmp_path_factory.getbasetemp()  # as xdist: a worker's is a folder in it
-        except Exception:  # noqa: BLE001 - workers then make their own
-            self.basetemp = None
+        self._basetemp()
         self.thread = threading.Thread(
             target=self._run, args=(first_workers,), name="termite-pytest-cluster", daemon=True
         )
@@ -65,12 +122,15 @@ class ClusterLink:
 
     def _run(self, first_workers) -> None:
         cluster = here = None
+        if self.early:
+            self._yield_to_tests()
         try:
             cluster, here, nodes, how = self._join_or_start()
             self.hub = here.spawn(_hub, self.events)
             self.node, self.nodes, self.how, self.cluster = here, nodes, how, cluster
-            limit = self.config.getoption("termite_workers") or len(nodes)
-            self.planned = min(limit, len(nodes))
+            if not self.planned:  # else early workers were started for a plan
+                limit = self.config.getoption("termite_workers") or len(nodes)
+                self.planned = min(limit, len(nodes))
             self.up = True
             first_workers()
             self.events.put(("setup",))  # after the spawns: from now on only the main thread touches workers
@@ -82,6 +142,19 @@ class ClusterLink:
         if cluster is not None:
             cluster.stop()
 
+    def _yield_to_tests(self) -> None:
+        """On the cluster's thread, when the workers are this host's: leave the cores to the tests.
+
+        The local workers run tests while the nodes start (a node's start is an interpreter's,
+        termite's import, a socket), and the nodes then only watch; on a busy host, at a lower
+        priority they take from the tests only what the tests leave.  Linux's niceness is a
+        thread's, and what the thread forks (the nodes) and starts (this process's node) inherit it.
+        """
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NODES_NICE)
+        except (OSError, AttributeError):
+            pass
+
     def stop(self) -> None:
         """End the thread: the controller's node, and the cluster if this run started it."""
         self.stop_event.set()
@@ -92,7 +165,9 @@ class ClusterLink:
     def command(self, worker, command: dict) -> None:
         """Send ``command`` to ``worker``'s pytest (held until its relay's pid is known)."""
         line = json.dumps(command)
-        if worker.relay is None:
+        if worker.process is not None:
+            worker.process.command(line)
+        elif worker.relay is None:
             worker.outbox.append(line)
         else:
             self.node.send(worker.relay, line)
@@ -105,17 +180,40 @@ class ClusterLink:
         worker.outbox.clear()
 
     def kill(self, worker) -> None:
-        """End ``worker``'s pytest at once, if its relay is known."""
-        if worker.relay is not None:
+        """End ``worker``'s pytest at once (if its relay is known, on a remote node)."""
+        if worker.process is not None:
+            worker.process.kill()
+        elif worker.relay is not None:
             self.node.send(worker.relay, ("kill",))
 
-    def spawn_relay(self, worker) -> None:
+    def spawn(self, worker) -> None:
+        """Start ``worker`` on its node: a child of this process on a local node, else under a relay there."""
+        local = self.local_nodes.get(worker.label)
+        if local is None:
+            self._spawn_relay(worker)
+            return
+        node_pid, host = local
+        info = dict(self._info(worker), node_pid=node_pid)
+        process = LocalWorker(worker.key, self.events, self.show_output)
+        python, env = (host.python, dict(host.env)) if host else (sys.executable, {})
+        process.exec(python, info, self._args(), worker.cwd, env)
+        worker.process = process
+        worker.state = "started"
+        process.read()
+
+    def _spawn_relay(self, worker) -> None:
         """Have the hub spawn ``worker``'s relay on its node (it answers on the event queue)."""
-        args = list(self.config.invocation_params.args)
         env = {}
         if os.environ.get("PYTHONPATH"):
             env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        info = {
+        relay_args = ([json.dumps(self._info(worker)), *self._args()], worker.cwd, env, self.show_output)
+        self.node.send(self.hub, ("spawn", worker.key, worker.node, relay_args))
+
+    def _args(self) -> list[str]:
+        return list(self.config.invocation_params.args)
+
+    def _info(self, worker) -> dict:
+        return {
             "id": worker.name,
             "count": self.planned,
             "testrunuid": self.testrunuid,
@@ -123,9 +221,6 @@ class ClusterLink:
             "basetemp": str(self.basetemp / worker.name) if worker.local and self.basetemp is not None else None,
             "cwd_on_path": self.cwd_on_path,
         }
-        show_output = self.config.getoption("capture", "fd") == "no"  # -s: what tests print is shown here
-        relay_args = ([json.dumps(info), *args], worker.cwd, env, show_output)
-        self.node.send(self.hub, ("spawn", worker.key, worker.node, relay_args))
 
     # -- joining or starting ------------------------------------------------------
 
@@ -156,6 +251,8 @@ class ClusterLink:
                 except termite.Timeout:
                     continue
                 host_config = hosts.get(node.get("host"))
+                if not node.get("remote"):
+                    self.local_nodes[node["address"]] = (node["os_pid"], host_config)
                 nodes.append((ref, node["address"], not node.get("remote"), host_config))
             if nodes:
                 nodes = self._by_load(here, nodes)
@@ -173,6 +270,7 @@ class ClusterLink:
             cluster.stop()
             raise
         nodes = [(node.ref, node.address, node.host.local, node.host) for node in cluster.nodes]
+        self.local_nodes.update((node.address, (node.os_pid, node.host)) for node in cluster.nodes if node.host.local)
         return cluster, here, [self._place(*n) for n in nodes], f"started cluster {config.name!r}"
 
     def _copy_code(self, hosts) -> None:

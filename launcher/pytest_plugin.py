@@ -9,10 +9,14 @@ pytest the user runs is the *controller*:
    the running cluster of that file if its state file says one runs, or
    starts it with termite_launcher.cluster.Cluster (and stops it at the
    end), runs a termite node of its own, and starts one *worker* per cluster
-   node (a node is a core), least-loaded nodes first: a relay process spawned
-   on the node (termite_launcher/pytest_relay.py) that runs a pytest
-   subprocess there (termite_launcher/pytest_worker.py) in the same folder
-   with the same arguments;
+   node (a node is a core), least-loaded nodes first: a pytest subprocess
+   (termite_launcher/pytest_worker.py) in the same folder with the same
+   arguments, under a relay process spawned on the node
+   (termite_launcher/pytest_relay.py), or, on a local node, a child of this
+   process tied to the node (termite_launcher/pytest_local.py).  When every
+   host is local the workers are forked before the cluster starts, and run
+   tests while the nodes start; their reports are held until their node is
+   up and named;
 3. its run loop (``pytest_runtestloop``) hands the items out in collection
    order, in chunks that shrink as the queue empties, to whichever worker
    asks (pull: a worker asks before it runs dry); once the queue is empty an
@@ -44,6 +48,7 @@ parts, each in a module of its own: the cluster and the workers' relays
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -57,10 +62,7 @@ from termite_launcher.pytest_cluster import ClusterLink
 from termite_launcher.pytest_report import Reporter, report_from_data, warning_kwargs
 from termite_launcher.pytest_schedule import Schedule, Worker
 
-__all__ = ["IN_WORKER"]
-
-#: True in a worker subprocess: the ``--termite`` among its arguments is the controller's.
-IN_WORKER = False
+__all__ = ["Controller"]
 
 #: ``sys.path`` as this interpreter started (before conftests add to it): is the
 #: current folder on it, as under ``python -m pytest`` and not under ``pytest``?
@@ -102,7 +104,8 @@ def pytest_addoption(parser):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    if IN_WORKER or not config.getoption("termite", None):
+    # In a worker (ours or pytest-xdist's: config.workerinput) the --termite is the controller's.
+    if hasattr(config, "workerinput") or not config.getoption("termite", None):
         return
     if config.getoption("usepdb", False) or config.getoption("trace", False):
         raise pytest.UsageError("--termite runs tests on other processes: --pdb and --trace cannot reach them; run locally to debug")
@@ -163,6 +166,8 @@ class Controller:
         self.keys = iter(range(10**9))
         self.down: set = set()
         self.schedule: Schedule | None = None
+        self.early: list[Worker] = []  # workers started before the cluster: not on a node until it is up
+        self.held_failures = 0  # failures of early workers not reported yet (_hold)
 
     # -- the cluster, the controller's node, the workers: set up on a thread ----
 
@@ -172,20 +177,50 @@ class Controller:
         option = self.config.option
         if option.collectonly or getattr(option, "showfixtures", False) or getattr(option, "show_fixtures_per_test", False):
             return
-        # Started now, the cluster and the workers come up while this process collects.
+        # Started now, the cluster and the workers come up while this process collects;
+        # local workers first, forked while this process has no other thread.
         self.started = True
+        hosts = self.cluster.early_hosts()
+        if hosts:
+            here = str(self.config.invocation_params.dir)
+            self.early = [self._new_worker(None, host.label or host.address, True, here) for host in hosts]
+            for worker in self.early:
+                worker.state = "started"
+            self.cluster.start_early(self.early, hosts)
         self.cluster.start(self._first_workers)
 
     def _first_workers(self) -> None:
-        """On the cluster's thread, once it is up: a worker on each of the first nodes."""
+        """On the cluster's thread, once it is up: a worker on each of the first nodes (unless started early)."""
+        if self.early:
+            return  # the main thread ties them to their nodes (_bind_early): it reads their events already
         for ref, label, local, cwd in self.cluster.nodes[: self.cluster.planned]:
             self._spawn_worker(ref, label, local, cwd)
 
-    def _spawn_worker(self, ref, label, local, cwd) -> Worker:
+    def _new_worker(self, ref, label, local, cwd) -> Worker:
         worker = Worker(next(self.keys), ref, label, local, cwd)
         self.workers[worker.key] = worker
-        self.cluster.spawn_relay(worker)
         return worker
+
+    def _spawn_worker(self, ref, label, local, cwd) -> Worker:
+        worker = self._new_worker(ref, label, local, cwd)
+        self.cluster.spawn(worker)
+        return worker
+
+    def _bind_early(self) -> None:
+        """The cluster is up: each early worker to a local node (round them if fewer), then what it said till now."""
+        nodes = [node for node in self.cluster.nodes if node[1] in self.cluster.local_nodes]
+        for i, worker in enumerate(self.early):
+            if not nodes:
+                worker.node = worker.label  # none to bind to: it is lost, and not restarted
+                self.down.add(worker.node)
+                self._lost(worker, "the cluster has no local node to run it")
+                continue
+            self.cluster.bind(worker, nodes[i % len(nodes)])
+        for worker in self.early:
+            held, worker.held = worker.held, []
+            for event in held:
+                self._handle(event)
+        self.held_failures = 0
 
     # -- the run loop -------------------------------------------------------------------
 
@@ -197,9 +232,11 @@ class Controller:
         self.session = session
         self.items = session.items
         self.schedule = Schedule(self.items, self.workers, self.cluster.command)
-        self._wait_for_setup()
         restarts = self.config.getoption("termite_max_restarts")
         self.restarts_left = MAX_RESTARTS * self.cluster.planned if restarts is None else restarts
+        self._wait_for_setup()
+        if restarts is None:  # the plan may have grown: a cluster joined
+            self.restarts_left += MAX_RESTARTS * max(0, self.cluster.planned - len(self.early))
         self.next_status = time.monotonic() + self._status_every()
         try:
             self._loop()
@@ -221,6 +258,7 @@ class Controller:
         while True:
             event = self.events.get()
             if event[0] == "setup":
+                self._bind_early()
                 break
             if event[0] == "setup-failed":
                 raise event[1]
@@ -245,12 +283,14 @@ class Controller:
                         self._kill(worker, "not needed")
             if schedule.finishing:
                 running = [w for w in self.workers.values() if w.alive and w.running is not None]
-                if not any(w.alive for w in self.workers.values()):
+                # A local worker is waited for until it has ended: what it printed last (-s) comes
+                # after its "finished", and its session's own end (unconfigure) is then done.
+                ending = [w for w in self.workers.values() if w.alive or (w.process and w.state == "finished")]
+                if not ending:
                     return
                 if deadline is not None and time.monotonic() > deadline and not running:
-                    for worker in self.workers.values():
-                        if worker.alive:
-                            self._kill(worker, f"did not end within {SHUTDOWN_GRACE:g} s of being told")
+                    for worker in ending:
+                        self._kill(worker, f"did not end within {SHUTDOWN_GRACE:g} s of being told")
                     return
             elif not any(w.alive for w in self.workers.values()):
                 self._no_worker_left()
@@ -288,11 +328,13 @@ class Controller:
         import termite
 
         kind = event[0] if event.__class__ is tuple else None
-        if kind == "tw":
+        if kind in ("tw", "tw-exit", "tw-output") and self.workers[event[1]].node is None:
+            self._hold(self.workers[event[1]], event)
+        elif kind == "tw":
             worker = self.workers.get(event[1])
             for line in event[2]:
                 if worker is not None and worker.state not in ("dead", "gone"):
-                    self._worker_event(worker, json.loads(line))
+                    self._worker_event(worker, json.loads(line) if line.__class__ is str else line)
         elif kind == "tw-spawned":
             worker = self.workers[event[1]]
             self.by_relay[event[2]] = worker
@@ -307,7 +349,7 @@ class Controller:
             if worker.state == "finished" and not worker.assigned:
                 worker.state = "gone"
             else:
-                self._lost(worker, f"its pytest ended with status {status}", tail)
+                self._lost(worker, self._exit_reason(worker, status), tail)
         elif kind == "tw-error":
             self._lost(self.workers[event[1]], event[2])
         elif kind == "tw-output":
@@ -321,10 +363,70 @@ class Controller:
                 else:
                     self._lost(worker, f"its relay ended: {event.reason}")
         elif isinstance(event, termite.NodeDown):
+            on_it = [worker for worker in self.workers.values() if worker.node == event.node]
+            local = [worker for worker in on_it if worker.process is not None]
+            if local and all(self._node_alive(worker) for worker in local):
+                return  # a local node is judged by its process: busy (its heartbeats late) is not down
             self.down.add(event.node)
-            for worker in list(self.workers.values()):
-                if worker.node == event.node and worker.alive:
-                    self._lost(worker, f"node {worker.label} was lost ({event.reason})")
+            for worker in on_it:
+                if worker.alive:
+                    why = f"node {worker.label} was lost ({event.reason})"
+                    if worker.process is None:
+                        self._lost(worker, why)
+                    else:  # said at its end, which comes after all it said: the test it was on is then known
+                        worker.lost_why = why
+                        worker.process.kill()
+
+    def _hold(self, worker: Worker, event) -> None:
+        """An early worker's event before its node is known: what the user sees of it is kept for later.
+
+        What the schedule needs is done now: "need" (the worker would idle), "ready" and
+        "unscheduled" (it may be stolen from) say nothing to the user; of a "logstart" or
+        "logfinish" the schedule's part is done now, and of a failure the count -x and
+        --maxfail stop at.
+        """
+        if event[0] != "tw":
+            worker.held.append(event)
+            return
+        for line in event[2]:
+            ev = json.loads(line)
+            kind = ev["ev"]
+            if kind in ("need", "ready", "unscheduled"):
+                self._worker_event(worker, ev)
+                continue
+            if kind == "logstart":
+                self.schedule.started(worker, ev["i"])
+                ev["scheduled"] = True
+            elif kind == "logfinish":
+                self.schedule.finished(worker, ev["i"])
+                ev["scheduled"] = True
+            elif kind == "report" and ev["data"].get("outcome") == "failed" and "wasxfail" not in ev["data"]:
+                self._count_held_failure()
+            worker.held.append(("tw", event[1], [ev]))
+
+    def _count_held_failure(self) -> None:
+        """A failure not reported yet (held): stop the schedule at --maxfail as pytest will once it is."""
+        self.held_failures += 1
+        maxfail = self.config.getvalue("maxfail")
+        if maxfail and self.session.testsfailed + self.held_failures >= maxfail:
+            self.schedule.stop()
+
+    def _exit_reason(self, worker: Worker, status: int) -> str:
+        """Why a worker's pytest ended early: its node was lost (a local worker ends with it), or its status."""
+        if worker.process is not None:
+            if worker.lost_why:
+                return worker.lost_why
+            if not self._node_alive(worker):
+                self.down.add(worker.node)
+                return f"node {worker.label} was lost"
+        return f"its pytest ended with status {status}"
+
+    def _node_alive(self, worker: Worker) -> bool:
+        """Whether a local worker's node process runs (or it has no node yet)."""
+        from termite_launcher.cluster import pid_alive
+
+        node_pid = self.cluster.local_nodes.get(worker.label, (None,))[0]
+        return node_pid is None or pid_alive(node_pid)
 
     def _worker_event(self, worker: Worker, ev: dict) -> None:
         kind = ev["ev"]
@@ -338,17 +440,20 @@ class Controller:
             self.reporter.report(worker, index, report)
             self._stop_if_told()
         elif kind == "logstart":
-            self.schedule.started(worker, ev["i"])
+            if not ev.get("scheduled"):  # else done as it came (_hold)
+                self.schedule.started(worker, ev["i"])
             hook.pytest_runtest_logstart(nodeid=ev["nodeid"], location=tuple(ev["location"]))
         elif kind == "logfinish":
             hook.pytest_runtest_logfinish(nodeid=ev["nodeid"], location=tuple(ev["location"]))
-            self.schedule.finished(worker, ev["i"])
+            if not ev.get("scheduled"):
+                self.schedule.finished(worker, ev["i"])
         elif kind == "need":
             self.schedule.serve(worker, ev["pending"])
         elif kind == "ready":
             worker.state = "ready"
             worker.os_pid = ev["pid"]
-            worker.tag.ready(worker.name, worker.label, ev["host"], ev["pid"], ev["python"])
+            worker.where = (ev["host"], ev["pid"], ev["python"])
+            worker.tag.ready(worker.name, worker.label, *worker.where)
             worker.collect_errors = ev["errors"]
         elif kind == "missing":
             for index, nodeid in ev["items"]:
@@ -439,11 +544,14 @@ class Controller:
                 break
             if event[0] == "tw-spawned":
                 self.workers[event[1]].relay = event[2]
-        if self.cluster.up:
-            for worker in self.workers.values():
-                if worker.alive:
-                    try:
-                        self.cluster.kill(worker)
-                    except Exception:  # noqa: BLE001 - the node may be down already
-                        pass
+        for worker in self.workers.values():
+            if worker.alive and (self.cluster.up or worker.process is not None):
+                try:
+                    self.cluster.kill(worker)
+                except Exception:  # noqa: BLE001 - the node may be down already
+                    pass
         self.cluster.stop()
+        # pytest ends with a few full collections (for unraisable exceptions of the tests, which
+        # ran elsewhere): what this process made, termite's modules and the run's reports, is
+        # frozen so that they do not walk it all again.
+        gc.freeze()

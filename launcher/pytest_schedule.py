@@ -36,7 +36,9 @@ class Worker:
         self.name = f"tw{key}"
         self.tag = WorkerTag(self.name, label)
         self.state = "spawning"  # started, ready, finished, gone (ended well), dead
-        self.relay = None  # its relay's pid
+        self.relay = None  # its relay's pid, on a remote node
+        self.process = None  # its LocalWorker, on a local node (termite_launcher.pytest_local)
+        self.held: list = []  # its events while its node is not known yet (an early worker), but "need"
         self.outbox: list[str] = []  # commands before the relay's pid is known
         self.assigned: dict[int, set] = {}  # item index -> phases reported, in the order sent
         self.running = None  # the index whose logstart came, not its logfinish
@@ -46,8 +48,17 @@ class Worker:
         self.busy_since = None
         self.busy = 0.0
         self.os_pid = None
+        self.where = None  # (host, pid, python), once it said it is ready
         self.why = ""  # how it ended, if it died
+        self.lost_why = ""  # a local worker killed as its node was lost: why, said when it has ended
         self.stealing = False  # a "steal" is unanswered
+
+    def bind(self, node, label: str) -> None:
+        """An early worker's node is up: it runs there (its reports name it)."""
+        self.node, self.label = node, label
+        self.tag = WorkerTag(self.name, label)
+        if self.where is not None:
+            self.tag.ready(self.name, label, *self.where)
 
     @property
     def alive(self) -> bool:

@@ -17,6 +17,7 @@ stdout (whatever tests print on fd 1 goes to stderr).  Controller to worker::
     {"cmd": "none"}                                                 nothing more for now
     {"cmd": "steal", "items": [index, ...]}                         give these back if not started
     {"cmd": "shutdown"}                                             finish the running item, drop the rest, end
+    {"cmd": "node", "pid": os_pid}      the local node this worker runs for: it ends when that process does
 
 Worker to controller (``"i"`` is the controller's index of the item)::
 
@@ -29,6 +30,12 @@ Worker to controller (``"i"`` is the controller's index of the item)::
     {"ev": "warning", ...}                pytest_warning_recorded, serialized
     {"ev": "finished", "exitstatus": n}
 
+A worker a relay started knows its node (its parent).  A worker of a local
+node is the controller's child, started (forked, when it can be) while the
+node starts: it runs tests at once, and the controller names its node with
+``"node"`` once it is up.  :func:`node_pid` says which it is, from within a
+test.
+
 Why a worker needs two items to run one: pytest tears fixtures down by
 looking at the *next* item: a module fixture stays up when the next item is
 in the same module.  So the worker keeps the next item pending, and runs its
@@ -40,16 +47,30 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
 import threading
+import time
 
 import pytest
 
-__all__ = ["WorkerPlugin", "main"]
+__all__ = ["WorkerPlugin", "forked", "main", "node_pid"]
+
+#: The worker plugin of this process's session (None outside a worker).
+_current = None
+
+
+def node_pid(timeout: float = 60.0) -> int | None:
+    """The OS pid of the termite node this worker runs for, once known (None outside a worker, or after ``timeout``)."""
+    worker = _current
+    if worker is None or not worker.bound.wait(timeout):
+        return None
+    return worker.node_pid
 
 
 def _die_with_parent(parent: int) -> None:
@@ -60,6 +81,35 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:
         os._exit(70)
+
+
+def _die_with_node(pid: int) -> None:
+    """End (as by SIGKILL, as a node's child would) when process ``pid`` ends: a thread waits on its pidfd."""
+
+    def wait():
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            fd = None  # already gone
+        except (OSError, AttributeError):  # no pidfd (old kernel): look every 0.2 s
+            while _alive(pid):
+                time.sleep(0.2)
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=wait, name="termite-worker-node", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class WorkerPlugin:
@@ -82,6 +132,16 @@ class WorkerPlugin:
         self.low_water = 2  # ask for more when fewer items than this wait (the controller may raise it)
         self.stopping = False
         self.config = None
+        self.node_pid = None  # the OS pid of the node this worker runs for
+        self.bound = threading.Event()  # set once node_pid is known
+
+    def bind(self, pid: int, watch: bool) -> None:
+        """This worker runs for the node of OS pid ``pid``; ``watch``: end when it does (it is not our parent)."""
+        if self.node_pid is None:
+            self.node_pid = pid
+            if watch:
+                _die_with_node(pid)
+            self.bound.set()
 
     def send(self, event: str, flush: bool = True, **fields) -> None:
         fields["ev"] = event
@@ -211,6 +271,8 @@ class WorkerPlugin:
         elif kind == "shutdown":
             self.stopping = True
             self.pending.clear()
+        elif kind == "node":
+            self.bind(cmd["pid"], watch=True)
 
     # -- what happens, to the controller ------------------------------------------------
 
@@ -242,32 +304,62 @@ class WorkerPlugin:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """A worker started as ``python -m termite_launcher.pytest_worker INFO ARGS...`` (by a relay or the controller)."""
     argv = sys.argv[1:] if argv is None else argv
     info = json.loads(argv[0])
-    parent = os.environ.pop("TERMITE_WORKER_PARENT", None)  # set by the relay; not for the tests' own children
+    parent = os.environ.pop("TERMITE_WORKER_PARENT", None)  # set by whoever started us; not for the tests' own children
     if parent:
         _die_with_parent(int(parent))
     # The protocol keeps the pipes on fds of its own: pytest's capture points fds 0 and 1
     # elsewhere while tests run, and what tests print to fd 1 (under -s) goes to stderr.
     commands = os.fdopen(os.dup(0), "r", encoding="utf-8")
     out = os.fdopen(os.dup(1), "w", encoding="utf-8", errors="replace")
+    _point_stdio(2)
+    if not info.get("cwd_on_path") and sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]  # `python -m` put the folder first; the controller (the `pytest` script) had not
+    node = info.get("node_pid")  # started by the controller: its node, which is not its parent
+    return _run(info, argv[1:], out, commands, node or (parent and int(parent)), watch=bool(node))
+
+
+def forked(info: dict, args: list[str], commands_fd: int, out_fd: int, err_fd: int) -> int:
+    """In a child the controller forked (pytest and its plugins already imported): be a worker.
+
+    The child has the controller's modules, ``sys.path`` and folder, and no
+    thread but this one; its node is named later (``"node"``).
+    """
+    _die_with_parent(os.getppid())
+    # What the controller had made lives as long as this process: spare the collector walking it
+    # (the last collections at the session's end walk every object, many of them termite's).
+    gc.freeze()
+    commands = os.fdopen(commands_fd, "r", encoding="utf-8")
+    out = os.fdopen(out_fd, "w", encoding="utf-8", errors="replace")
+    _point_stdio(err_fd)
+    os.close(err_fd)
+    return _run(info, args, out, commands, None, watch=False)
+
+
+def _point_stdio(err_fd: int) -> None:
+    """Stdin from /dev/null; stdout and stderr to ``err_fd`` (what tests print is not the protocol)."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
+    if err_fd != 2:
+        os.dup2(err_fd, 2)
     os.dup2(2, 1)
-    if not info.get("cwd_on_path") and sys.path and sys.path[0] in ("", os.getcwd()):
-        del sys.path[0]  # `python -m` put the folder first; the controller (the `pytest` script) had not
+
+
+def _run(info: dict, args: list[str], out, commands, node: int | None, watch: bool) -> int:
+    global _current
     os.environ.update(
         PYTEST_XDIST_WORKER=info["id"],
         PYTEST_XDIST_WORKER_COUNT=str(info["count"]),
         PYTEST_XDIST_TESTRUNUID=info["testrunuid"],
     )
-    from termite_launcher import pytest_plugin
-
-    pytest_plugin.IN_WORKER = True  # the --termite among our arguments is the controller's
-    plugin = WorkerPlugin(info, out, commands)
+    plugin = _current = WorkerPlugin(info, out, commands)
+    if node:
+        plugin.bind(node, watch)
     try:
-        return int(pytest.main(argv[1:], plugins=[plugin]))
+        return int(pytest.main(args, plugins=[plugin]))
     finally:
         out.flush()
 

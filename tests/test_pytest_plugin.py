@@ -256,6 +256,29 @@ def test_a_node_killed_mid_run(project, tmp_path, local_run):
 
 
 @pytest.mark.timeout(120)
+def test_a_local_worker_is_told_its_node_and_ends_with_it(project):
+    """Local workers start before the cluster (forked by this pytest); once it is up each learns its node."""
+    (project / "test_where.py").write_text(textwrap.dedent(
+        """
+        import os
+
+        from termite_launcher.pytest_worker import node_pid
+
+        def test_where():
+            pid = node_pid(timeout=30)
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert b"termite.node" in f.read()
+            assert os.getppid() != pid  # not the node's child: the controller's, tied to the node
+            print(f"node {pid} parent {os.getppid()}")
+        """
+    ))  # fmt: skip
+    run = pytest_run(project, *NO_CACHE, *TERMITE, "-s", "test_where.py")
+    assert run.counts == {"passed": 1}, run
+    [(node, parent)] = re.findall(r"^\[tw[01]\] node (\d+) parent (\d+)$", run.output, re.MULTILINE)
+    assert node != parent, run
+
+
+@pytest.mark.timeout(120)
 def test_a_test_that_kills_its_worker_is_a_crash_and_the_worker_is_replaced(project):
     (project / "test_exit.py").write_text(textwrap.dedent(
         """
@@ -385,4 +408,4 @@ def test_the_benchmark_runs(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     records = json.loads(out.read_text())["benchmarks"]["pytest-plugin"]
     assert len(records) == 8 and all(record["value"] > 0 for record in records)
-    assert [record["target"] for record in records if record["target"] is not None] == [0.6]
+    assert [record["target"] for record in records if record["target"] is not None] == [0.6, 1.0]

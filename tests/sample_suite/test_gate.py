@@ -3,19 +3,20 @@ run which node runs it, then blocks until its node is killed (the crash test of
 tests/test_pytest_plugin.py).  Without the variable it passes at once."""
 
 import os
-import time
 
 
 def test_gate():
     gate = os.environ.get("SAMPLE_SUITE_GATE")
     if not gate:
         return
-    # Mid-run, as the crash test means: the start of this test has had time to reach the
-    # controller.  Killed within a millisecond of it, the controller can only guess which
-    # test the node was on (the first it had not heard finish), and under load it guessed
-    # the one before and ran this one again elsewhere.
-    time.sleep(0.5)
+    from termite_launcher.pytest_worker import node_pid
+
+    # The controller's word: which node this worker runs for (a worker of a local node
+    # may start before its node is up).  By then it has this test's start too, or will
+    # read it before the worker's end, which the node's takes along.
+    pid = node_pid(timeout=60)
+    assert pid is not None, "the controller never said which node this worker runs for"
     with open(os.path.join(gate, "started"), "w") as fifo:  # blocks until the driver reads
-        fifo.write(f"{os.getppid()}\n")  # the worker's parent: its termite node
+        fifo.write(f"{pid}\n")
     with open(os.path.join(gate, "never")) as fifo:  # no writer ever comes: wait to be killed
         fifo.read()
