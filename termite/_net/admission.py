@@ -52,12 +52,17 @@ _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, 
 _CLIENT = b"/client"
 
 
-def identity_of(ref: NodeRef, epoch: int | None = 0, client: bool = False) -> bytes:
+def identity_of(ref: NodeRef, epoch: int | None = 0, client: bool = False, reopened: int = 0) -> bytes:
     """The routing id of a DEALER of node ``ref``: its node, and its epoch with the peer
     (termite._net.sessions), or ``p`` for a probe of an address, outside any session;
-    then ``/client`` if the node is a client."""
+    then ``/client`` if the node is a client, and ``/r<n>`` for the n-th connection that
+    resumed a suspended session: a new id, so that the peer's ROUTER reads it as a new
+    connection and never hands the old one's last frames over to it (router_handover
+    would give those an id of its own, and they would be lost)."""
     identity = f"{ref.host}:{ref.port}:{ref.incarnation:x}:{'p' if epoch is None else f'{epoch:x}'}".encode()
-    return identity + _CLIENT if client else identity
+    if client:
+        identity += _CLIENT
+    return identity + b"/r%x" % reopened if reopened else identity
 
 
 def is_client(identity: bytes) -> bool:
