@@ -165,8 +165,11 @@ class Endpoint:
         suspended node's loss when a frame next goes there."""
         if self.watches.involves(peer):
             return True
-        for _, node in self.node_watchers.values():
+        for ref, (watcher, node) in list(self.node_watchers.items()):
             if node is not None and node.port == peer.port and node.host == peer.host:
+                if self.table.resolve(watcher) is None:  # it ended without demonitor_node: it holds nothing
+                    del self.node_watchers[ref]
+                    continue
                 return True
         if self.flow.holds(peer):
             return True

@@ -714,21 +714,28 @@ class Transport:
             if self.holds(peer):
                 entry.quiet_since = now  # asked again after another idle_close
                 continue
-            with self._lock:
-                if entry.status != UP or self._sessions.entry(peer) is not entry:
-                    continue
-                key = (peer.host, peer.port)
-                sock = self._conns.park(key)
-                if sock is None:
-                    continue
-                self._to = None
-                try:
-                    sock.send_multipart([b"", _SUSPEND], flags=_NOBLOCK)
-                except zmq.ZMQError:
-                    self._conns.unpark(key)
-                    continue
-                entry.status = ASKING  # its activity stays what it was when asking
-                log.debug("asking %s to suspend the session, idle for %.1f s", peer, now - entry.quiet_since)
+            self._ask(peer)
+
+    def _ask(self, peer: NodeRef) -> bool:
+        """Ask ``peer`` to suspend the session (it is idle here and nothing holds it); from now on
+        what is sent to it waits for the answer.  True if asked."""
+        with self._lock:
+            entry = self._sessions.entry(peer)
+            if entry is None or entry.status != UP:
+                return False
+            key = (peer.host, peer.port)
+            sock = self._conns.park(key)
+            if sock is None:
+                return False
+            self._to = None
+            try:
+                sock.send_multipart([b"", _SUSPEND], flags=_NOBLOCK)
+            except zmq.ZMQError:
+                self._conns.unpark(key)
+                return False
+            entry.status = ASKING  # its activity stays what it was when asking
+        log.debug("asking %s to suspend the session", peer)
+        return True
 
     def _control(self, identity: bytes, peer: NodeRef, frame: bytes) -> None:
         """A frame of the idle close from ``peer``, on the reading thread."""
