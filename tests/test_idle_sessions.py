@@ -19,7 +19,7 @@ from termite._net.transport import Transport
 from termite.testing import NodeProcess
 
 from conftest import NODE_PATH
-from idle import monitors, partner, watches_node, recorder, stall_on_go, stream_later, transport_stats
+from idle import chatter, monitors, partner, watches_node, recorder, stall_on_go, stream_later, transport_stats
 
 IDLE = 0.5  # seconds of quiet before a session is suspended
 HB = ("--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1")
@@ -286,3 +286,82 @@ def test_both_asking_at_once_the_lower_node_answers(racing):
     a.go.set()
     until(lambda: a.status(b.t.ref) == "suspended" and b.status(a.t.ref) == "suspended", what="both suspended")
     _afterwards_in_order(a, b)
+
+
+# -- a soak: many suspensions and resumptions, with and without a node stopped -----------------------
+
+SOAK_SECONDS = float(os.environ.get("TERMITE_IDLE_SOAK_SECONDS", "20"))
+
+
+def check_streams(reports: dict, faulted: set) -> list[str]:
+    """Every receiver got every sender's numbers in order, with no gap unless a NodeDown of that
+    sender's node came between, and none at all between nodes never faulted."""
+    problems = []
+    for receiver, report in reports.items():
+        for sender, entries in report["log"].items():
+            if sender not in reports:
+                continue  # this test's node: not a chatter
+            last, down_since = 0, False
+            for entry in entries:
+                if entry == "down":
+                    down_since = True
+                    if sender not in faulted and receiver not in faulted:
+                        problems.append(f"{receiver} saw {sender} down, with no fault on either")
+                    continue
+                if entry == "up":  # the first is the session's beginning
+                    if last and sender not in faulted and receiver not in faulted:
+                        problems.append(f"{receiver} saw {sender} up again, with no fault on either")
+                    continue
+                if entry <= last:
+                    problems.append(f"{receiver} got {sender}'s {entry} after {last}: out of order or twice")
+                elif entry != last + 1 and not down_since:
+                    problems.append(f"{receiver} lost {sender}'s {last + 1}..{entry - 1} with no NodeDown before")
+                last, down_since = max(last, entry), False
+            sent = reports[sender]["sent"].get(receiver, 0)
+            if "down" not in entries and last != sent:
+                problems.append(f"{receiver} got {last} of {sender}'s {sent} and no NodeDown")
+    return problems
+
+
+@pytest.mark.timeout(SOAK_SECONDS * 2 + 120)
+@pytest.mark.parametrize("fault", ["none", "stop a node"])
+def test_soak_of_suspensions_and_resumptions(keyfile, fault):
+    idle = "0.2"
+    nodes = []
+    with termite.Node(port=0, keys=keyfile, heartbeat_timeout=1.0, heartbeat_interval=0.1, idle_close=0.2) as here:
+        try:
+            for _ in range(3):
+                nodes.append(NodeProcess("--keys", keyfile, *HB, "--idle-close", idle, path=NODE_PATH))
+            refs = [here.connect(*n.ref.address) for n in nodes]
+            chatters = [here.spawn_on(ref, chatter, k, SOAK_SECONDS, 0.6, 20) for k, ref in enumerate(refs)]
+            for k, pid in enumerate(chatters):
+                here.send(pid, ("peers", [p for j, p in enumerate(chatters) if j != k]))
+            faulted = set()
+            if fault == "stop a node":
+                time.sleep(SOAK_SECONDS / 2)  # the workload's pace, not a synchronisation
+                victim = nodes[2]
+                faulted.add(f"{victim.ref.host}:{victim.ref.port}")
+                os.kill(victim.pid, signal.SIGSTOP)
+                time.sleep(2.0)  # past the heartbeat timeout: a down for whoever holds a session with it
+                os.kill(victim.pid, signal.SIGCONT)
+            reports = {}
+            for pid in chatters:
+                here.send(pid, ("report", here.pid))
+            deadline = time.monotonic() + SOAK_SECONDS + 30
+            while len(reports) < len(chatters):
+                _, report = here.receive(("report", dict), timeout=max(1.0, deadline - time.monotonic()))
+                reports[report["me"]] = report
+            problems = check_streams(reports, faulted)
+            assert not problems, "\n".join(problems[:20])
+            suspended = sum(r["stats"][0] for r in reports.values())
+            resumed = sum(r["stats"][1] for r in reports.values())
+            downs = sum(entries.count("down") for r in reports.values() for entries in r["log"].values())
+            print(f"soak ({fault}, {SOAK_SECONDS:g} s): {suspended} suspensions, {resumed} resumptions; "
+                  f"{sum(sum(r['sent'].values()) for r in reports.values())} messages; {downs} NodeDowns seen")
+            assert suspended > 10 and resumed > 10
+        finally:
+            for n in nodes:
+                n.stop()
+                if n.log_tail:
+                    print(f"--- node {n.ref} logged:", *list(n.log_tail)[-30:], sep="\n", end="")
+

@@ -65,3 +65,50 @@ async def stall_on_go(reply_to: Pid):
     send(reply_to, "ready")
     await receive("go")
     hold_the_gil(3.0)
+
+
+def _text(node) -> str:
+    return f"{node.host}:{node.port}"
+
+
+async def chatter(seed: int, duration: float, gap: float, burst: int):
+    """The idle soak's workload: bursts of numbered messages to random peers with random quiet gaps
+    around the idle close, so that questions, answers and new frames cross; no links or monitors
+    (only ``monitor_node(None)``, which holds nothing).  Logs, per sender node, the numbers received
+    and the node's NodeDown/NodeUp in arrival order; on ("report", pid) sends {"sent", "log", "stats"}."""
+    import random
+
+    rng = random.Random(seed)
+    termite.monitor_node(None)
+    peers = (await receive(("peers", list)))[1]
+    sent: dict = {}
+    log: dict = {}
+    later = []  # what came meanwhile that is not the workload's: the report's request
+
+    def take(msg):
+        if msg.__class__ is tuple and len(msg) == 3 and msg[0] == "m":
+            log.setdefault(msg[1], []).append(msg[2])
+        elif msg.__class__ in (NodeDown, NodeUp):
+            log.setdefault(_text(msg.node), []).append("down" if msg.__class__ is NodeDown else "up")
+        else:
+            return msg
+        return None
+
+    loop = current().kernel.loop
+    end = loop.time() + duration
+    while loop.time() < end:
+        to = rng.choice(peers)
+        for _ in range(rng.randint(1, burst)):
+            n = sent[_text(to.node)] = sent.get(_text(to.node), 0) + 1
+            send(to, ("m", _text(termite.self().node), n))
+        quiet_until = loop.time() + rng.uniform(0, gap)
+        while (left := quiet_until - loop.time()) > 0:
+            msg = await receive(timeout=left, default=None)
+            if msg is not None and take(msg) is not None:
+                later.append(msg)
+    while True:
+        msg = later.pop(0) if later else take(await receive())
+        if msg.__class__ is tuple and len(msg) == 2 and msg[0] == "report":
+            transport = current().table.remote.transport
+            send(msg[1], ("report", {"me": _text(termite.self().node), "sent": sent, "log": log,
+                                     "stats": (transport.stats.suspended, transport.stats.resumed)}))
