@@ -19,7 +19,7 @@ from termite._net.transport import Transport
 from termite.testing import NodeProcess
 
 from conftest import NODE_PATH
-from idle import chatter, monitors, partner, watches_node, recorder, stall_on_go, stream_later, transport_stats
+from idle import chatter, monitors, partner, watches_node, watches_node_and_tells, recorder, stall_on_go, stream_later, transport_stats
 
 IDLE = 0.5  # seconds of quiet before a session is suspended
 HB = ("--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1")
@@ -365,3 +365,14 @@ def test_soak_of_suspensions_and_resumptions(keyfile, fault):
                 if n.log_tail:
                     print(f"--- node {n.ref} logged:", *list(n.log_tail)[-30:], sep="\n", end="")
 
+
+
+def test_monitor_node_of_a_suspended_node_reopens_the_session_and_sees_its_loss(pair):
+    here, b, b_ref = pair
+    t = transport(here)
+    until(lambda: status(here, b_ref) == "suspended", what="the suspension")
+    watcher = here.spawn(watches_node_and_tells, b_ref, here.pid)
+    until(lambda: status(here, b_ref) == "up", what="the session's reopening")
+    assert t.stats.resumed == 1
+    b.kill()
+    assert here.receive(("told", NodeDown), timeout=10)[1].node == b_ref

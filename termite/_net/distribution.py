@@ -31,7 +31,10 @@ def monitor_node(node: NodeRef | None = None) -> Tag:
     """Get ``NodeUp(ref, node)`` / ``NodeDown(ref, node, reason)`` messages for ``node`` (or any node if None)."""
     me = current()
     ref = make_tag()
-    _endpoint().node_watchers[ref] = (me.pid, node)
+    endpoint = _endpoint()
+    endpoint.node_watchers[ref] = (me.pid, node)
+    if node is not None and node.incarnation is not None:
+        endpoint.transport.wake(node)  # a suspended session is not heartbeated: watching it reopens it
     return ref
 
 

@@ -611,6 +611,13 @@ class Transport:
             if not self._stopping and peer.incarnation is not None and self._sessions.status(peer) is None:
                 self._tell(peer)
 
+    def wake(self, peer: NodeRef) -> None:
+        """Reopen the session with ``peer`` if it is suspended: something here now needs its
+        heartbeats (``monitor_node(peer)``), with nothing to send."""
+        with self._lock:
+            if not self._stopping and self._sessions.status(peer) == SUSPENDED:
+                self._tell(peer)
+
     def _tell(self, peer: NodeRef) -> None:
         """Open a connection to ``peer`` in this epoch, so it learns that its session ended (hold the lock)."""
         try:

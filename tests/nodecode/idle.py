@@ -112,3 +112,9 @@ async def chatter(seed: int, duration: float, gap: float, burst: int):
             transport = current().table.remote.transport
             send(msg[1], ("report", {"me": _text(termite.self().node), "sent": sent, "log": log,
                                      "stats": (transport.stats.suspended, transport.stats.resumed)}))
+
+
+async def watches_node_and_tells(node, reply_to: Pid):
+    """``monitor_node(node)``, and pass its NodeDown on to ``reply_to``."""
+    termite.monitor_node(node)
+    send(reply_to, ("told", await receive(NodeDown)))
