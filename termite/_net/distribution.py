@@ -9,6 +9,9 @@ carries those operations.  This module holds what is about nodes themselves:
 
 from __future__ import annotations
 
+import errno
+import time
+
 from termite._core.errors import Timeout
 from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.process import current
@@ -85,7 +88,12 @@ async def whereis_on(node: NodeRef, name: str, timeout: float = 5.0) -> Pid | No
 
 async def connect(host: str, port: int, timeout: float = 5.0) -> NodeRef:
     """Reach the node at host:port and return its reference (the paper's ``make-node``)."""
-    ref = await _endpoint().hello(NodeRef(host, port, None), timeout)
+    endpoint = _endpoint()
+    asked = time.monotonic()
+    ref = await endpoint.hello(NodeRef(host, port, None), timeout)
     if ref is None:
+        short = endpoint.transport.short_of_files(since=asked)
+        if short:
+            raise OSError(errno.EMFILE, f"cannot connect to {host}:{port}: {short}")
         raise Timeout(f"no termite node answered at {host}:{port} within {timeout} s (is it running, with the same cluster key?)")
     return ref

@@ -36,7 +36,9 @@ frames sent, the calls go straight to libzmq (termite._net.zmq_native).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 
@@ -152,6 +154,9 @@ class Transport:
         self._held: dict[NodeRef, list[list[bytes]]] = {}  # frames sent while asking to suspend, in order
         self._incoming: dict[NodeRef, bytes] = {}  # the routing id a peer's session speaks with now
         self._next_scan = 0.0
+        # The last time a connection could not be opened for want of files or sockets, and why
+        # (termite.connect says so rather than "is it running?").
+        self.out_of_files: tuple[float, str] | None = None
         self.stats = TransportStats()
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, _room_for_sockets())  # libzmq's default, 1,023, is 254 peers
@@ -302,7 +307,10 @@ class Transport:
                     sock.send_multipart(frames, flags=_NOBLOCK, copy=len(frames[0]) < 4096)
             except zmq.ZMQError as exc:
                 self.stats.dropped_out += len(frames)
-                log.warning("dropped %d frame(s) to %s: %s", len(frames), peer, exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("dropped %d frame(s) to %s: %s", len(frames), peer, self._no_files())
+                else:
+                    log.warning("dropped %d frame(s) to %s: %s", len(frames), peer, exc)
                 return
         stats = self.stats
         stats.frames_out += len(frames)
@@ -697,7 +705,32 @@ class Transport:
                     last_seen[peer] = heard_at
             overdue = self._sessions.overdue(now)
         for peer in overdue:
-            self._lose(peer, f"no connection made in {self._sessions.connect_timeout:.1f} s")
+            # libzmq opens the TCP socket on its own thread, and gives up silently when it cannot.
+            why = self._no_files() if _out_of_files() else None
+            self._lose(peer, f"no connection made in {self._sessions.connect_timeout:.1f} s"
+                             + (f": {why}" if why else ""))
+
+    def short_of_files(self, since: float) -> str | None:
+        """Why connections cannot be opened, if for want of files or sockets since ``since`` (or now)."""
+        if self.out_of_files is not None and self.out_of_files[0] >= since:
+            return self.out_of_files[1]
+        if _out_of_files():
+            with self._lock:
+                return self._no_files()
+        return None
+
+    def _no_files(self) -> str:
+        """What to say when a connection cannot be opened for want of files or sockets (and remember it)."""
+        try:
+            import resource
+
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):
+            limit = None
+        why = (f"too many open files ({len(self._sessions.peers())} peers, open-file limit {limit}, "
+               f"ZeroMQ sockets {self.ctx.get(zmq.MAX_SOCKETS)}): raise ulimit -n")
+        self.out_of_files = (time.monotonic(), why)
+        return why
 
     # -- the idle close: sessions suspended by agreement, and resumed (termite._net.sessions) -------
 
@@ -854,6 +887,15 @@ class Transport:
         self._sessions.set_status(peer, UP, time.monotonic())
         self._last_seen[peer] = time.monotonic()
         self._release(peer)
+
+
+def _out_of_files() -> bool:
+    """Whether this process can open no more files (ulimit -n reached)."""
+    try:
+        os.close(os.dup(2))
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    return False
 
 
 def _order(ref: NodeRef) -> tuple:
