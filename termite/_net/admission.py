@@ -33,7 +33,7 @@ import zmq
 from termite._core.ids import NodeRef
 from termite._net.keys import ClusterKeys
 
-__all__ = ["identity_of", "ref_of_identity", "is_client", "RoutingIds", "curve_server", "curve_client", "Refusals",
+__all__ = ["identity_of", "ref_of_identity", "is_client", "reopened_of", "RoutingIds", "curve_server", "curve_client", "Refusals",
            "ZapHandler", "REFUSAL_PERIOD"]
 
 log = logging.getLogger("termite.transport")
@@ -63,6 +63,18 @@ def identity_of(ref: NodeRef, epoch: int | None = 0, client: bool = False, reope
     if client:
         identity += _CLIENT
     return identity + b"/r%x" % reopened if reopened else identity
+
+
+def reopened_of(identity: bytes) -> int:
+    """Which connection of its session a routing id names: 0 for the first, n for ``/r<n>``
+    (the n-th this node opened to resume a suspended session; they only grow)."""
+    for flag in identity.partition(b"/")[2].split(b"/"):
+        if flag[:1] == b"r":
+            try:
+                return int(flag[1:], 16)
+            except ValueError:
+                return 0
+    return 0
 
 
 def is_client(identity: bytes) -> bool:

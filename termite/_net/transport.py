@@ -46,7 +46,7 @@ import zmq
 
 from termite._core.ids import NodeRef
 from termite._net import zmq_native as _zmq_native
-from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server, is_client
+from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server, is_client, reopened_of
 from termite._net.connections import Connections, Monitors
 from termite._net.keys import ClusterKeys
 from termite._net.sessions import ASKING, RESUMING, SUSPENDED, UP, Sessions
@@ -152,7 +152,9 @@ class Transport:
         self.traffic = dict
         self.holds = lambda peer: False
         self._held: dict[NodeRef, list[list[bytes]]] = {}  # frames sent while asking to suspend, in order
-        self._incoming: dict[NodeRef, bytes] = {}  # the routing id a peer's session speaks with now
+        # The routing id a peer's session speaks with now, after ((epoch, connection), ...): a later one
+        # replaces it, an earlier one (what is left of a connection replaced) never does.
+        self._incoming: dict[NodeRef, tuple[tuple[int, int], bytes]] = {}
         self._next_scan = 0.0
         # The last time a connection could not be opened for want of files or sockets, and why
         # (termite.connect says so rather than "is it running?").
@@ -351,6 +353,13 @@ class Transport:
         for identity, (peer, _) in list(heard.items()):
             if peer in peers:
                 del heard[identity]
+
+    def _forget_heard_ids(self, peer: NodeRef) -> None:
+        """Drop the reader's entries of ``peer``'s connections (hold the lock): it speaks on a new one.
+        What is left of an old one is then read as from a sender not known, and found stale."""
+        heard = self._heard
+        for identity in [i for i, (p, _) in heard.items() if p == peer]:
+            del heard[identity]
 
     def peers(self) -> list[NodeRef]:
         """The peers up, or being connected to."""
@@ -576,7 +585,10 @@ class Transport:
                 return None
             if down:
                 self._end(peer)  # the peer ended the session: this side ends it too, first
-            self._incoming[peer] = identity
+            order, current = (epoch, reopened_of(identity)), self._incoming.get(peer)
+            stale = current is not None and order < current[0]  # a connection replaced since: nothing to resume
+            if not stale:
+                self._incoming[peer] = (order, identity)
             if newly_up:
                 # Another node at this address: one that was there before has ended (suspended, its
                 # loss could not be seen).
@@ -588,7 +600,8 @@ class Transport:
                     self.stats.dropped_in += 1
                     log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
                     return None
-            elif before in (SUSPENDED, ASKING, RESUMING):
+            elif before in (SUSPENDED, ASKING, RESUMING) and not stale:
+                self._forget_heard_ids(peer)  # the ids of its earlier connections: a few per peer at most
                 try:
                     self._resumed_by(peer, before)
                 except zmq.ZMQError as exc:
@@ -782,7 +795,8 @@ class Transport:
         if frame == _SUSPEND:
             self._on_suspend(peer)
         elif frame == _SUSPENDED or frame == _STAY:
-            if identity == self._incoming.get(peer):  # else an answer its connection outlived
+            current = self._incoming.get(peer)
+            if current is not None and identity == current[1]:  # else an answer its connection outlived
                 self._on_answer(peer, frame == _SUSPENDED)
         else:
             log.warning("dropped an unknown transport frame %r from %s", frame[:32], peer)
