@@ -513,7 +513,7 @@ async def _reach_until_refused(addresses, reply_to, timeout):
     for host, port in addresses:
         try:
             await termite.connect(host, port, timeout=timeout)
-        except termite.Timeout as exc:
+        except (termite.Timeout, OSError) as exc:  # OSError: "too many open files ...: raise ulimit -n"
             failure = str(exc)
             break
         reached += 1

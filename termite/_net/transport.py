@@ -598,7 +598,7 @@ class Transport:
                     self._dealer(peer, by_sender=False)  # connect back: heartbeats and replies go that way
                 except zmq.ZMQError as exc:
                     self.stats.dropped_in += 1
-                    log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+                    self._cannot_connect_back(peer, exc)
                     return None
             elif before in (SUSPENDED, ASKING, RESUMING) and not stale:
                 self._forget_heard_ids(peer)  # the ids of its earlier connections: a few per peer at most
@@ -606,7 +606,7 @@ class Transport:
                     self._resumed_by(peer, before)
                 except zmq.ZMQError as exc:
                     self.stats.dropped_in += 1
-                    log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+                    self._cannot_connect_back(peer, exc)
                     return None
             entry = self._heard.setdefault(identity, [peer, 0.0])
             self._last_seen[peer] = time.monotonic()
@@ -722,6 +722,12 @@ class Transport:
             why = self._no_files() if _out_of_files() else None
             self._lose(peer, f"no connection made in {self._sessions.connect_timeout:.1f} s"
                              + (f": {why}" if why else ""))
+
+    def _cannot_connect_back(self, peer: NodeRef, exc: zmq.ZMQError) -> None:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            log.error("dropped a message from %s: cannot connect back: %s", peer, self._no_files())
+        else:
+            log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
 
     def short_of_files(self, since: float) -> str | None:
         """Why connections cannot be opened, if for want of files or sockets since ``since`` (or now)."""
