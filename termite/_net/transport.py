@@ -818,7 +818,9 @@ class Transport:
         agree = False
         if self.idle_close and not self._held.get(peer) and not self.holds(peer):
             seen = self.traffic().get(peer, ())
-            agree = seen == entry.activity and now - entry.quiet_since >= min(self.idle_close / 2, 1.0)
+            # Quiet here too, for half this node's own idle_close: a node that keeps its connections
+            # longer (a client with the default) is not made to close them by one that closes sooner.
+            agree = seen == entry.activity and now - entry.quiet_since >= self.idle_close / 2
         key = (peer.host, peer.port)
         with self._lock:
             if self._sessions.entry(peer) is not entry:
