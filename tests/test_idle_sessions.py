@@ -384,3 +384,37 @@ def test_monitor_node_of_a_suspended_node_reopens_the_session_and_sees_its_loss(
     assert t.stats.resumed == 1
     b.kill()
     assert here.receive(("told", NodeDown), timeout=10)[1].node == b_ref
+
+
+# -- the setting ---------------------------------------------------------------------------------
+
+
+def test_idle_close_is_read_from_cluster_yaml_and_passed_to_the_nodes(tmp_path):
+    from termite_launcher.cluster import Cluster
+    from termite_launcher.config import ConfigError, load
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text("hosts:\n  - address: 127.0.0.1\n    cores: 1\nidle_close: 42\n")
+    config = load(path)
+    assert config.idle_close == 42.0
+    args = Cluster(config)._common_args("keys")
+    assert args[args.index("--idle-close") + 1] == "42.0"
+    path.write_text("hosts:\n  - address: 127.0.0.1\n    cores: 1\n")
+    assert load(path).idle_close == 300.0
+    path.write_text("hosts:\n  - address: 127.0.0.1\n    cores: 1\nidle_close: -1\n")
+    with pytest.raises(ConfigError, match="idle_close"):
+        load(path)
+
+
+def test_python_m_termite_node_refuses_an_idle_close_that_is_not_seconds():
+    import subprocess
+    import sys
+
+    bad_flag = subprocess.run([sys.executable, "-m", "termite.node", "--insecure", "--idle-close", "soon"],
+                              capture_output=True, text=True, timeout=30)
+    assert bad_flag.returncode == 2 and "'soon' is not a number of seconds" in bad_flag.stderr
+    bad_env = subprocess.run([sys.executable, "-m", "termite.node", "--insecure"], capture_output=True, text=True,
+                             timeout=30, env=dict(os.environ, TERMITE_IDLE_CLOSE="-3"))
+    assert bad_env.returncode == 2 and "$TERMITE_IDLE_CLOSE" in bad_env.stderr, bad_env.stderr
+    with pytest.raises(ValueError, match="idle_close is seconds"):
+        Transport(idle_close=-1, on_frames=None)
