@@ -6,7 +6,9 @@ peer's libzmq without the GIL), never reconnects (a lost connection ends the
 session: it must not resume with frames missing), and has a monitor, which
 the transport's I/O thread reads to learn that the connection was made or
 lost.  A *probe* is a DEALER to an address whose node is not known yet (a
-HELLO): outside any session, it may reconnect.  The caller holds the
+HELLO): outside any session, it may reconnect.  A DEALER is *parked* while
+its session is being suspended (the idle close): still open and watched,
+but out of ``dealers``, so that no send finds it.  The caller holds the
 transport's lock.
 """
 

@@ -16,6 +16,12 @@ It knows node addresses and frames (bytes), not processes.
   or the launcher's node) says so in its routing ids; its down is logged as
   "client ... left" at INFO, as a client that leaves is not a node lost.
   Nothing else differs: its links, monitors and NodeDown are any node's.
+- *Idle close*: a session with no frames either way for ``idle_close``
+  seconds, that the layer above says nothing holds (``holds(peer)``), is
+  suspended by agreement with the peer (SUSPEND, answered SUSPENDED or STAY):
+  both DEALERs close, the session and its epoch stay, and the next frame
+  either way reopens it on a new connection, in order, with no down
+  (termite._net.sessions; the proof is in docs/faults.md).
 - An I/O thread answers ZAP (RFC 27) requests, sends the application's
   heartbeats, watches the DEALERs' connections, and reads the ROUTER when no
   loop does.  With keys, every connection is CURVE with the cluster's key
