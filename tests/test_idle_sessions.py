@@ -379,7 +379,7 @@ def test_monitor_node_of_a_suspended_node_reopens_the_session_and_sees_its_loss(
     here, b, b_ref = pair
     t = transport(here)
     until(lambda: status(here, b_ref) == "suspended", what="the suspension")
-    watcher = here.spawn(watches_node_and_tells, b_ref, here.pid)
+    here.spawn(watches_node_and_tells, b_ref, here.pid)
     until(lambda: status(here, b_ref) == "up", what="the session's reopening")
     assert t.stats.resumed == 1
     b.kill()
