@@ -19,7 +19,7 @@ from termite._net.transport import Transport
 from termite.testing import NodeProcess
 
 from conftest import NODE_PATH
-from idle import chatter, monitors, partner, watches_node, watches_node_and_tells, recorder, stall_on_go, stream_later, transport_stats
+from idle import chatter, monitors, monitors_and_ends_on_stop, partner, watches_node, watches_node_and_tells, recorder, stall_on_go, stream_later, transport_stats
 
 IDLE = 0.5  # seconds of quiet before a session is suspended
 HB = ("--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1")
@@ -100,7 +100,8 @@ def test_an_idle_pair_suspends_and_messages_either_way_resume_it_in_order(pair):
     assert no_node_news(here)
 
 
-@pytest.mark.parametrize("hold", ["link", "monitor from here", "monitor from there", "monitor_node"])
+@pytest.mark.parametrize("hold", ["link", "monitor from here", "monitor from there", "monitor_node",
+                                  "monitor of a watcher that ended"])
 def test_links_monitors_and_monitor_node_hold_a_session_open(pair, hold):
     here, b, b_ref = pair
     t = transport(here)
@@ -112,6 +113,14 @@ def test_links_monitors_and_monitor_node_hold_a_session_open(pair, hold):
     elif hold == "monitor from here":
         watcher = here.spawn(monitors, other)
         release = lambda: here.send(watcher, "stop")  # a watcher that ends drops its monitor
+    elif hold == "monitor of a watcher that ended":  # ended without demonitor: its monitor is dropped
+        watcher = here.spawn(monitors_and_ends_on_stop, other)
+        time.sleep(6 * IDLE)  # nothing is to happen while it runs
+        assert t.stats.suspended == 0 and status(here, b_ref) == "up"
+        here.send(watcher, "stop")
+        until(lambda: status(here, b_ref) == "suspended", what="the suspension once the watcher ended")
+        assert no_node_news(here)
+        return
     elif hold == "monitor from there":
         watched = here.spawn(partner, here.pid)
         here.receive(("partner", termite.Pid), timeout=10)

@@ -118,3 +118,9 @@ async def watches_node_and_tells(node, reply_to: Pid):
     """``monitor_node(node)``, and pass its NodeDown on to ``reply_to``."""
     termite.monitor_node(node)
     send(reply_to, ("told", await receive(NodeDown)))
+
+
+async def monitors_and_ends_on_stop(pid: Pid):
+    """Monitor ``pid``; end on "stop" without demonitor."""
+    termite.monitor(pid)
+    await receive("stop")
