@@ -10,7 +10,9 @@ each schedule the invariants of tests/faults/invariants.py are checked.
 
 The schedules come from one seed, printed first; ``TERMITE_FAULTS_SEED=N``
 runs the same ones again, and with ``TERMITE_FAULTS_FROM=K`` from the Kth on;
-``TERMITE_FAULTS_SECONDS=S`` sets the time budget.
+``TERMITE_FAULTS_SECONDS=S`` sets the time budget.  ``TERMITE_IDLE_CLOSE=S`` gives
+every node (and the harness's own) that idle close (``Network(idle_close=...)``):
+a small one, e.g. 0.3, makes sessions suspend and resume between the faults.
 A schedule that breaks an invariant prints its report (what was done,
 when, and each violation with its data).  ``--quick`` runs for about 30 s;
 the full run stops after 200 schedules or about 10 minutes, whichever comes
@@ -49,6 +51,8 @@ def run(quick: bool = False) -> list[Result]:
           f"TERMITE_FAULTS_FROM=N starts at the Nth)", flush=True)
     if no_cut:
         print(f"  no cut faults: {no_cut}", flush=True)
+    if os.environ.get("TERMITE_IDLE_CLOSE"):
+        print(f"  idle close: {os.environ['TERMITE_IDLE_CLOSE']} s (TERMITE_IDLE_CLOSE)", flush=True)
     rng = random.Random(seed)
     quiet = logging.getLogger("termite")  # "node ... is down" is what the faults are for: keep the output short
     level = quiet.level

@@ -45,6 +45,12 @@ many interpreters would not fit here.
 
 ``python -m benchmarks.scale_table RESULTS.json`` prints a run's figures as
 docs/scale.md shows them (``summary``).
+
+``TERMITE_IDLE_CLOSE=S`` runs the nodes with that idle close (``python -m
+termite.node`` reads it; the client keeps the default): the ``idle`` window
+then starts once the idle sessions between nodes had time to suspend
+(2 S + 1 s after the mesh), so it measures a mesh whose nodes hold
+connections only to the client.
 """
 
 from __future__ import annotations
@@ -125,7 +131,9 @@ async def _census(reply_to, tag):
         "peers": len(termite.nodes()),
         "frames_in": stats.frames_in,
         "frames_out": stats.frames_out,
-        "bytes_in": stats.bytes_in,  # the transport counts bytes received only
+        "bytes_in": stats.bytes_in,
+        "bytes_out": stats.bytes_out,
+        "suspended": stats.suspended,  # sessions suspended by the idle close
     }))  # fmt: skip
 
 
@@ -399,6 +407,8 @@ def _window(here, pids, refs, seconds) -> dict:
             "frames_out_ps": (c1["frames_out"] - c0["frames_out"]) / span,
             "frames_in_ps": (c1["frames_in"] - c0["frames_in"]) / span,
             "bytes_in_ps": (c1["bytes_in"] - c0["bytes_in"]) / span,
+            "bytes_out_ps": (c1.get("bytes_out", 0) - c0.get("bytes_out", 0)) / span,
+            "suspended": c1.get("suspended", 0),
             **memory[pid],
         }
         if after["tcp"] is not None:
@@ -448,7 +458,10 @@ def measure_size(count: int, quick: bool) -> dict:
                 figures["join_cpu_s"] = (sum(_cpu_seconds(pid) for pid in pids) - cpu_before) / count
                 if failures:
                     raise RuntimeError(f"{len(failures)} connections of the mesh failed, e.g. {failures[:3]}")
-                time.sleep(settle)  # the joins' aftermath (name and group syncs) out of the window
+                idle_close = float(os.environ.get("TERMITE_IDLE_CLOSE") or 0)
+                # the joins' aftermath (name and group syncs) out of the window; with an idle close, its suspensions
+                time.sleep(max(settle, 2 * idle_close + 1) if idle_close else settle)
+                figures["idle_close"] = idle_close
                 phases = {}
                 phases["idle"] = _window(here, pids, refs, window)
                 here.spawn(_watch_loads, refs, METER_INTERVAL)
@@ -500,7 +513,7 @@ async def _reach_until_refused(addresses, reply_to, timeout):
     for host, port in addresses:
         try:
             await termite.connect(host, port, timeout=timeout)
-        except termite.Timeout as exc:
+        except (termite.Timeout, OSError) as exc:  # OSError: "too many open files ...: raise ulimit -n"
             failure = str(exc)
             break
         reached += 1

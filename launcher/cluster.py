@@ -295,6 +295,7 @@ class Cluster:
             "--port", "0", "--keys", keys,
             "--heartbeat-interval", str(config.heartbeat_interval),
             "--heartbeat-timeout", str(config.heartbeat_timeout),
+            "--idle-close", str(config.idle_close),
             *(["--log-level", self.log_level] if self.log_level else []),
         ]  # fmt: skip
 

@@ -138,6 +138,7 @@ class ClusterConfig:
     hosts: tuple[HostConfig, ...]  # with slurm: the allocation's, once in_allocation() has read it
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 3.0
+    idle_close: float = 300.0  # seconds a session may be idle before its connections close; 0: never
     meter_interval: float = 1.0
     join_timeout: float = 30.0
     restart: RestartPolicy = RestartPolicy()
@@ -312,6 +313,7 @@ def _build(data: dict, checker: Checker, file: Path) -> ClusterConfig:
         hosts=hosts,
         heartbeat_interval=float(interval),
         heartbeat_timeout=float(timeout),
+        idle_close=float(data["idle_close"]),
         meter_interval=float(data["meter_interval"]),
         join_timeout=float(data["join_timeout"]),
         restart=RestartPolicy(

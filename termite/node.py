@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import sys
 
@@ -33,6 +34,20 @@ __all__ = ["main", "add_log_flags", "log_level"]
 #: The levels ``--log-level`` takes, least to most severe; ``-v`` and ``-q`` step from the default.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_LOG_LEVEL = "WARNING"
+
+
+#: The environment variable that gives ``--idle-close`` when the flag is not given.
+IDLE_CLOSE_ENVIRONMENT = "TERMITE_IDLE_CLOSE"
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0: never), e.g. 300")
+    return seconds
 
 
 def _level_name(text: str) -> str:
@@ -76,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="bytes: a larger frame from a peer is dropped unread (default %(default)s)")
     p.add_argument("--max-decoded", type=int, default=Network.max_decoded,
                    help="bytes of objects a frame may decode to, at most (default %(default)s)")
+    p.add_argument("--idle-close", type=_seconds, default=None,
+                   help="seconds a session with a peer may be idle before its connections close, to reopen on the "
+                        f"next message; 0: never (default ${IDLE_CLOSE_ENVIRONMENT}, else {Network.idle_close:g})")
     add_log_flags(p)
     return p
 
@@ -87,7 +105,13 @@ async def _serve(announce):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.idle_close is None:
+        try:
+            args.idle_close = _seconds(os.environ.get(IDLE_CLOSE_ENVIRONMENT, str(Network.idle_close)))
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"${IDLE_CLOSE_ENVIRONMENT}: {exc}")
     logging.basicConfig(level=log_level(args), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     network = Network(
         port=args.port,
@@ -100,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         buffer_limit=args.buffer_limit,
         max_frame=args.max_frame,
         max_decoded=args.max_decoded,
+        idle_close=args.idle_close,
     )
 
     def announce(line):

@@ -347,3 +347,46 @@ def test_a_node_may_hold_more_sockets_than_libzmqs_default_of_1023(transports):
     else:
         assert room == min(_transport.MAX_SOCKETS, hard if hard != resource.RLIM_INFINITY else _transport.MAX_SOCKETS)
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= room  # the files for them too
+
+
+def test_a_node_out_of_files_says_so_when_it_cannot_connect(tmp_path):
+    """With its open-file limit reached, termite.connect raises "too many open files ...: raise ulimit -n",
+    not a timeout that asks whether the peer runs.  In a child process: it lowers its own limit."""
+    import subprocess
+
+    script = tmp_path / "short.py"
+    script.write_text(
+        "import resource, termite\n"
+        "with termite.Node(port=0, insecure=True) as other, termite.Node(port=0, insecure=True) as here:\n"
+        "    held = []\n"
+        "    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "    try:\n"
+        "        while True:\n"
+        "            held.append(open('/dev/null'))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "    try:\n"
+        "        here.connect(*other.ref.address, timeout=3)\n"
+        "    except OSError as exc:\n"
+        "        print('ERROR', exc)\n"
+        "    else:\n"
+        "        print('CONNECTED')\n"
+        "    for f in held:\n"
+        "        f.close()\n"
+    )
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
+    assert "ERROR" in out.stdout and "too many open files" in out.stdout and "raise ulimit -n" in out.stdout, (
+        out.stdout, out.stderr[-2000:])
+
+
+def test_bytes_out_counts_what_is_sent(transports):
+    inbox = Inbox()
+    a = transports(on_frames=lambda p, f: None)
+    b = transports(on_frames=inbox)
+    a.send(b.ref, [b"x" * 10, b"y" * 20])
+    a.send_frame(b.ref, b"z" * 5000)
+    a.send_frame(b.ref, b"w" * 7)
+    inbox.wait(4)
+    assert a.stats.bytes_out == 10 + 20 + 5000 + 7
+    assert b.stats.bytes_in == a.stats.bytes_out

@@ -214,6 +214,13 @@ class Migration:
         kinds.register(FENCE, "FENCE", (is_pid,), self._on_fence)
         kinds.register(FENCED, "FENCED", (is_pid,), self._on_fenced)
         endpoint.on_peer_down(self._on_peer_down)
+        endpoint.holds_sessions(self._in_handoff_with)
+
+    def _in_handoff_with(self, peer: NodeRef) -> bool:
+        """A handoff to or from ``peer`` is under way: its session must not be suspended (idle close)."""
+        return (any(e.target == peer for e in self.leaving.values())
+                or any(a.source == peer for a in self.arriving.values())
+                or any(target == peer or peer in others for target, others in self.handed.values()))
 
     # -- leaving --------------------------------------------------------------
 

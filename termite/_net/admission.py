@@ -33,7 +33,7 @@ import zmq
 from termite._core.ids import NodeRef
 from termite._net.keys import ClusterKeys
 
-__all__ = ["identity_of", "ref_of_identity", "is_client", "RoutingIds", "curve_server", "curve_client", "Refusals",
+__all__ = ["identity_of", "ref_of_identity", "is_client", "reopened_of", "RoutingIds", "curve_server", "curve_client", "Refusals",
            "ZapHandler", "REFUSAL_PERIOD"]
 
 log = logging.getLogger("termite.transport")
@@ -52,12 +52,29 @@ _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")  # a name, 
 _CLIENT = b"/client"
 
 
-def identity_of(ref: NodeRef, epoch: int | None = 0, client: bool = False) -> bytes:
+def identity_of(ref: NodeRef, epoch: int | None = 0, client: bool = False, reopened: int = 0) -> bytes:
     """The routing id of a DEALER of node ``ref``: its node, and its epoch with the peer
     (termite._net.sessions), or ``p`` for a probe of an address, outside any session;
-    then ``/client`` if the node is a client."""
+    then ``/client`` if the node is a client, and ``/r<n>`` for the n-th connection that
+    resumed a suspended session: a new id, so that the peer's ROUTER reads it as a new
+    connection and never hands the old one's last frames over to it (router_handover
+    would give those an id of its own, and they would be lost)."""
     identity = f"{ref.host}:{ref.port}:{ref.incarnation:x}:{'p' if epoch is None else f'{epoch:x}'}".encode()
-    return identity + _CLIENT if client else identity
+    if client:
+        identity += _CLIENT
+    return identity + b"/r%x" % reopened if reopened else identity
+
+
+def reopened_of(identity: bytes) -> int:
+    """Which connection of its session a routing id names: 0 for the first, n for ``/r<n>``
+    (the n-th this node opened to resume a suspended session; they only grow)."""
+    for flag in identity.partition(b"/")[2].split(b"/"):
+        if flag[:1] == b"r":
+            try:
+                return int(flag[1:], 16)
+            except ValueError:
+                return 0
+    return 0
 
 
 def is_client(identity: bytes) -> bool:

@@ -6,7 +6,9 @@ peer's libzmq without the GIL), never reconnects (a lost connection ends the
 session: it must not resume with frames missing), and has a monitor, which
 the transport's I/O thread reads to learn that the connection was made or
 lost.  A *probe* is a DEALER to an address whose node is not known yet (a
-HELLO): outside any session, it may reconnect.  The caller holds the
+HELLO): outside any session, it may reconnect.  A DEALER is *parked* while
+its session is being suspended (the idle close): still open and watched,
+but out of ``dealers``, so that no send finds it.  The caller holds the
 transport's lock.
 """
 
@@ -39,6 +41,10 @@ class Connections:
         self.dealers: dict[tuple[str, int], zmq.Socket] = {}  # to peers, in the current epoch with each
         self.owners: dict[tuple[str, int], tuple[NodeRef, int]] = {}  # a DEALER's peer and epoch
         self.probes: dict[tuple[str, int], zmq.Socket] = {}  # to addresses whose node is not known yet
+        # DEALERs of sessions being suspended (termite._net.sessions): open, watched, but out of
+        # ``dealers`` so that no send finds them; what is sent meanwhile waits in the transport.
+        self.parked: dict[tuple[str, int], zmq.Socket] = {}
+        self._reopens = itertools.count(1)  # the connections that resume suspended sessions, numbered
         self.new_monitors: list = []  # (monitor socket, peer, DEALER), for the I/O thread to watch
         self._serials = itertools.count()
 
@@ -51,9 +57,10 @@ class Connections:
             sock = None
         return sock
 
-    def open(self, peer: NodeRef, epoch: int) -> zmq.Socket:
-        """Open the DEALER to ``peer`` in ``epoch``, with its monitor (ZMQError if the address is refused)."""
-        sock = self._socket(identity_of(self.ref, epoch, self.client))
+    def open(self, peer: NodeRef, epoch: int, resume: bool = False) -> zmq.Socket:
+        """Open the DEALER to ``peer`` in ``epoch``, with its monitor (ZMQError if the address is refused);
+        ``resume``: it resumes a suspended session, under a routing id not used before."""
+        sock = self._socket(identity_of(self.ref, epoch, self.client, next(self._reopens) if resume else 0))
         sock.reconnect_ivl = -1  # a lost connection ends the session: never resume it silently
         ivl, timeout = self.heartbeat_ms
         sock.heartbeat_ivl, sock.heartbeat_timeout, sock.heartbeat_ttl = ivl, timeout, timeout
@@ -82,12 +89,31 @@ class Connections:
             self.probes[key] = sock
         return sock
 
-    def close(self, key: tuple[str, int]) -> None:
-        """Close the DEALER at ``key``; its monitor then stops, and the I/O thread closes that."""
-        sock = self.dealers.pop(key, None)
+    def close(self, key: tuple[str, int], linger: int = 0) -> None:
+        """Close the DEALER at ``key`` (open or parked); its monitor then stops, and the I/O thread
+        closes that.  ``linger`` (ms): how long what it still holds may take to leave."""
+        sock = self.dealers.pop(key, None) or self.parked.pop(key, None)
         self.owners.pop(key, None)
         if sock is not None:
-            sock.close(linger=0)
+            sock.close(linger=linger)
+
+    def park(self, key: tuple[str, int]) -> zmq.Socket | None:
+        """Take the DEALER at ``key`` out of use while its session is being suspended."""
+        sock = self.dealers.pop(key, None)
+        if sock is not None:
+            self.parked[key] = sock
+        return sock
+
+    def unpark(self, key: tuple[str, int]) -> zmq.Socket | None:
+        """Put a parked DEALER back in use: the session stays."""
+        sock = self.parked.pop(key, None)
+        if sock is not None:
+            self.dealers[key] = sock
+        return sock
+
+    def watched(self, key: tuple[str, int], sock: zmq.Socket) -> bool:
+        """Whether ``sock`` is the DEALER of the session at ``key`` (open or parked): its loss is a down."""
+        return self.dealers.get(key) is sock or self.parked.get(key) is sock
 
     def close_probe(self, key: tuple[str, int]) -> None:
         sock = self.probes.pop(key, None)
@@ -95,9 +121,10 @@ class Connections:
             sock.close(linger=0)
 
     def close_all(self) -> None:
-        for sock in [*self.dealers.values(), *self.probes.values()]:
+        for sock in [*self.dealers.values(), *self.parked.values(), *self.probes.values()]:
             sock.close(linger=0)
         self.dealers.clear()
+        self.parked.clear()
         self.owners.clear()
         self.probes.clear()
         for monitor, _, _ in self.new_monitors:  # made after the I/O thread ended

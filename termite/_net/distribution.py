@@ -9,6 +9,9 @@ carries those operations.  This module holds what is about nodes themselves:
 
 from __future__ import annotations
 
+import errno
+import time
+
 from termite._core.errors import Timeout
 from termite._core.ids import NodeRef, Pid, Tag, make_tag
 from termite._core.process import current
@@ -31,7 +34,10 @@ def monitor_node(node: NodeRef | None = None) -> Tag:
     """Get ``NodeUp(ref, node)`` / ``NodeDown(ref, node, reason)`` messages for ``node`` (or any node if None)."""
     me = current()
     ref = make_tag()
-    _endpoint().node_watchers[ref] = (me.pid, node)
+    endpoint = _endpoint()
+    endpoint.node_watchers[ref] = (me.pid, node)
+    if node is not None and node.incarnation is not None:
+        endpoint.transport.wake(node)  # a suspended session is not heartbeated: watching it reopens it
     return ref
 
 
@@ -82,7 +88,12 @@ async def whereis_on(node: NodeRef, name: str, timeout: float = 5.0) -> Pid | No
 
 async def connect(host: str, port: int, timeout: float = 5.0) -> NodeRef:
     """Reach the node at host:port and return its reference (the paper's ``make-node``)."""
-    ref = await _endpoint().hello(NodeRef(host, port, None), timeout)
+    endpoint = _endpoint()
+    asked = time.monotonic()
+    ref = await endpoint.hello(NodeRef(host, port, None), timeout)
     if ref is None:
+        short = endpoint.transport.short_of_files(since=asked)
+        if short:
+            raise OSError(errno.EMFILE, f"cannot connect to {host}:{port}: {short}")
         raise Timeout(f"no termite node answered at {host}:{port} within {timeout} s (is it running, with the same cluster key?)")
     return ref

@@ -13,6 +13,9 @@ Its interface to higher layers is small:
   higher layer, in the same table as the endpoint's own;
 - ``on_peer_down(fn)``: ``fn(peer)`` after a lost node's links, monitors and
   node watchers have fired;
+- ``holds_sessions(fn)``: ``fn(peer)`` says whether a higher layer's state
+  (a handoff) needs the session with ``peer``: while anything does, the
+  transport's idle close does not suspend it (termite._net.sessions);
 - ``watches``: links and monitors to processes of other nodes, by node
   (termite._net.watches), which a migration moves;
 - ``route_migrants(router)``: messages to processes that migrate go through a
@@ -113,6 +116,7 @@ class Endpoint:
         self.node_watchers: dict[Tag, tuple[Pid, NodeRef | None]] = {}  # ref -> (watcher, node or any)
         self.malformed = 0
         self._peer_down_hooks: list = []
+        self._holders: list = []  # fn(peer) -> True while a higher layer needs the session with peer
         self.numbered: dict[Pid, int] = {}  # the migrant router's, read on every remote send
         self._router: MigrantRouter | None = None
         self._spawn_serials = spawn_serials(table.ref)
@@ -134,6 +138,8 @@ class Endpoint:
         transport.on_peer_down = self._peer_down
         transport.on_peer_up = self._peer_up
         transport.on_skipped = self.flow.got  # a frame too large to read was read all the same
+        transport.traffic = self.flow.traffic  # the idle close: frames either way change it
+        transport.holds = self.holds
         self.kernel.after_turn = self.flush
         table.remote = self
 
@@ -146,6 +152,46 @@ class Endpoint:
     def on_peer_down(self, fn) -> None:
         """Run ``fn(peer)`` when a peer is lost, after its links, monitors and node watchers fired."""
         self._peer_down_hooks.append(fn)
+
+    def holds_sessions(self, fn) -> None:
+        """While ``fn(peer)`` is true, the session with ``peer`` is not suspended when idle."""
+        self._holders.append(fn)
+
+    def holds(self, peer: NodeRef) -> bool:
+        """Whether anything here depends on the session with ``peer``, so that it must stay open and
+        heartbeated: links and monitors with its processes, ``monitor_node`` of that node (a call
+        waiting on it holds one), flow control waiting on it, processes forwarded to it, or a
+        higher layer's state.  ``monitor_node(None)`` (any node) holds none: it hears of a
+        suspended node's loss when a frame next goes there."""
+        if self.watches.involves(peer):
+            self._drop_orphan_monitors(peer)
+            return True
+        for ref, (watcher, node) in list(self.node_watchers.items()):
+            if node is not None and node.port == peer.port and node.host == peer.host:
+                if self.table.resolve(watcher) is None:  # it ended without demonitor_node: it holds nothing
+                    del self.node_watchers[ref]
+                    continue
+                return True
+        if self.flow.holds(peer):
+            return True
+        moved = self.table.moved
+        if moved and any(node == peer for node in moved.values()):
+            return True
+        return any(fn(peer) for fn in self._holders)
+
+    def _drop_orphan_monitors(self, peer: NodeRef) -> None:
+        """Monitors on ``peer``'s processes whose local watcher ended without demonitor (a process's
+        end does not drop the monitors it holds) would hold the session for ever: demonitored now,
+        so that the next look finds it free (a Down for them would only be dropped)."""
+        table = self.table
+        moved = table.moved
+        dropped = False
+        for ref, watcher in self.watches.monitors_held(peer):
+            if table.resolve(watcher) is None and not (moved and watcher in moved):
+                self.demonitor(ref)
+                dropped = True
+        if dropped:
+            self.kernel.kick()  # the DEMONITORs leave with the next turn
 
     def route_migrants(self, router: MigrantRouter) -> None:
         self._router = router

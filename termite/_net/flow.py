@@ -171,6 +171,16 @@ class FlowControl:
         flows = {flow.node: flow for flow in self._flows.values()}
         return {node: flows[node].sent - flows[node].acked for node in self.peers if node in flows}
 
+    def traffic(self) -> dict[NodeRef, tuple[int, int]]:
+        """Bytes sent to and read from each peer in its session: changed by any frame either way."""
+        return {flow.node: (flow.sent, flow.read) for flow in self._flows.values()}
+
+    def holds(self, peer: NodeRef) -> bool:
+        """Whether flow control waits on ``peer``: senders held back, or its senders told to wait."""
+        if peer in self.peers or any(pid.node == peer for pid in self.pids):
+            return True
+        return any(peer in told for _, told in self.told.values())
+
     def new_session(self, peer: NodeRef) -> None:
         """A session with ``peer`` ended or began: count afresh, and let its senders go on."""
         for key, flow in list(self._flows.items()):

@@ -25,6 +25,13 @@ libzmq answers without the GIL, went unanswered), or when a connection it
 opened is not established in time.  A node merely busy (a long C call holding
 the GIL) still answers ZMTP heartbeats: it is *unresponsive*, not down.
 
+A session with nothing in flight and nothing that depends on it may be
+*suspended* (the transport's idle close): both sides close their connections
+by agreement, and the session, its epoch and its place in ``nodes()`` stay.
+The next frame either way *resumes* it: a new connection in the same epoch,
+heard by the peer as the same session (no down, no ``NodeUp``).  A suspended
+peer is not heartbeated; its loss is found when a frame next goes to it.
+
 This module is the bookkeeping, without sockets: the transport asks it what a
 frame's epoch means and tells it what happened to connections.
 """
@@ -33,20 +40,25 @@ from __future__ import annotations
 
 from termite._core.ids import NodeRef
 
-__all__ = ["Sessions", "CONNECTING", "UP"]
+__all__ = ["Sessions", "CONNECTING", "UP", "ASKING", "SUSPENDED", "RESUMING"]
 
 CONNECTING = "connecting"  # this node opened a connection; the peer has not been heard in this epoch
 UP = "up"  # heard in this epoch: the session is on
+ASKING = "asking"  # this node asked the peer to suspend the session, and holds what it sends meanwhile
+SUSPENDED = "suspended"  # both sides closed their connections by agreement: the session goes on without
+RESUMING = "resuming"  # this node reopened a suspended session: down if the connection is not made in time
 
 
 class _Peer:
-    __slots__ = ("status", "deadline", "report", "connected")
+    __slots__ = ("status", "deadline", "report", "connected", "quiet_since", "activity")
 
     def __init__(self, status: str, deadline: float, report: bool):
         self.status = status
-        self.deadline = deadline  # CONNECTING: down if not connected by then
+        self.deadline = deadline  # CONNECTING, RESUMING: down if not connected by then
         self.report = report  # a down must be reported: the peer was up, or frames were sent to it
         self.connected = False  # the connection's handshake succeeded
+        self.quiet_since = 0.0  # the idle close: since when the traffic with the peer is ``activity``
+        self.activity = None  # what the endpoint said of the traffic last (and, ASKING, when asking)
 
 
 class Sessions:
@@ -79,9 +91,17 @@ class Sessions:
     def up(self) -> list[NodeRef]:
         return [peer for peer, entry in self._peers.items() if entry.status == UP]
 
+    def entry(self, peer: NodeRef) -> _Peer | None:
+        """The state of the session with ``peer`` (the idle close reads and writes its fields)."""
+        return self._peers.get(peer)
+
+    def entries(self) -> list[tuple[NodeRef, _Peer]]:
+        return list(self._peers.items())
+
     def overdue(self, now: float) -> list[NodeRef]:
         """Peers whose connection was not established in time."""
-        return [p for p, e in self._peers.items() if e.status == CONNECTING and not e.connected and now > e.deadline]
+        return [p for p, e in self._peers.items()
+                if (e.status == CONNECTING or e.status == RESUMING) and not e.connected and now > e.deadline]
 
     # -- what happened -----------------------------------------------------------------
 
@@ -104,6 +124,19 @@ class Sessions:
         entry = self._peers.get(peer)
         if entry is not None:
             entry.connected = True
+            if entry.status == RESUMING:  # the peer's node admitted the connection: the session is on again
+                entry.status = UP
+
+    def set_status(self, peer: NodeRef, status: str, now: float) -> None:
+        """The idle close moves a session between UP, ASKING and SUSPENDED (the same epoch throughout)."""
+        entry = self._peers[peer]
+        entry.status = status
+        entry.quiet_since = now
+
+    def resuming(self, peer: NodeRef, now: float) -> None:
+        """This node reopens the suspended session with ``peer``: down if not connected in time."""
+        entry = self._peers[peer]
+        entry.status, entry.connected, entry.deadline, entry.quiet_since = RESUMING, False, now + self.connect_timeout, now
 
     def heard(self, peer: NodeRef, epoch: int) -> tuple[bool, bool, bool]:
         """The first frame from ``peer`` on a connection of ``epoch``: (accept, down, newly up).
@@ -117,8 +150,9 @@ class Sessions:
         if epoch < mine:
             return False, False, False
         entry = self._peers.get(peer)
-        down = epoch > mine and entry is not None and (entry.status == UP or entry.report)
-        newly_up = entry is None or entry.status != UP or epoch > mine
+        down = epoch > mine and entry is not None and (entry.status != CONNECTING or entry.report)
+        # A session suspended, being suspended or resumed is on: hearing it in its epoch begins nothing.
+        newly_up = entry is None or entry.status == CONNECTING or epoch > mine
         if epoch > mine:
             self._epochs[peer] = epoch
         if newly_up:

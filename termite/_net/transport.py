@@ -16,6 +16,12 @@ It knows node addresses and frames (bytes), not processes.
   or the launcher's node) says so in its routing ids; its down is logged as
   "client ... left" at INFO, as a client that leaves is not a node lost.
   Nothing else differs: its links, monitors and NodeDown are any node's.
+- *Idle close*: a session with no frames either way for ``idle_close``
+  seconds, that the layer above says nothing holds (``holds(peer)``), is
+  suspended by agreement with the peer (SUSPEND, answered SUSPENDED or STAY):
+  both DEALERs close, the session and its epoch stay, and the next frame
+  either way reopens it on a new connection, in order, with no down
+  (termite._net.sessions; the proof is in docs/faults.md).
 - An I/O thread answers ZAP (RFC 27) requests, sends the application's
   heartbeats, watches the DEALERs' connections, and reads the ROUTER when no
   loop does.  With keys, every connection is CURVE with the cluster's key
@@ -36,7 +42,9 @@ frames sent, the calls go straight to libzmq (termite._net.zmq_native).
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import threading
 import time
 
@@ -44,10 +52,10 @@ import zmq
 
 from termite._core.ids import NodeRef
 from termite._net import zmq_native as _zmq_native
-from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server, is_client
+from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server, is_client, reopened_of
 from termite._net.connections import Connections, Monitors
 from termite._net.keys import ClusterKeys
-from termite._net.sessions import Sessions
+from termite._net.sessions import ASKING, RESUMING, SUSPENDED, UP, Sessions
 from termite._net.zmq_native import (
     idle_self_pipe as _idle_self_pipe,
     loop_clock,
@@ -60,6 +68,13 @@ __all__ = ["Transport", "TransportStats"]
 log = logging.getLogger("termite.transport")
 
 _HEARTBEAT = b""
+# The idle close's frames, sent as [b"", frame] (a termite node sends data as one part, a heartbeat
+# as one empty part): outside the session's frames, never handed on.
+_SUSPEND = b"suspend"  # the session is idle here and nothing holds it: may both sides close?
+_SUSPENDED = b"suspended"  # yes: the answerer has closed its connection, the asker closes its own
+_STAY = b"stay"  # no: something holds it here, or frames went this way since
+#: Seconds a session is idle before a node asks to suspend it (Network(idle_close=...)).
+IDLE_CLOSE = 300.0
 #: The least time a connection being made is given before its peer is declared down (seconds).
 CONNECT_TIMEOUT = 5.0
 # A plain int: pyzmq's enum flags cost microseconds per operation on the hot path.
@@ -76,11 +91,14 @@ _native = _zmq_native.native
 class TransportStats:
     """Counters the node reports (load meters, dashboard)."""
 
-    __slots__ = ("frames_in", "frames_out", "dropped_in", "dropped_out", "bytes_in", "bytes_out", "refused")
+    __slots__ = ("frames_in", "frames_out", "dropped_in", "dropped_out", "bytes_in", "bytes_out", "refused",
+                 "suspended", "resumed")
 
     def __init__(self):
         self.frames_in = self.frames_out = self.dropped_in = self.dropped_out = self.refused = 0
         self.bytes_in = self.bytes_out = 0
+        self.suspended = 0  # sessions this node suspended (idle close), as asker or answerer
+        self.resumed = 0  # connections this node reopened to resume a suspended session
 
 
 #: The most ZeroMQ sockets (and open files) a node asks for: a peer takes about 4 sockets and 8 files.
@@ -119,6 +137,7 @@ class Transport:
         max_frame: int = 64 * 1024 * 1024,
         refusal_period: float = REFUSAL_PERIOD,
         client: bool = False,
+        idle_close: float | None = IDLE_CLOSE,
     ):
         self.host = host
         self.keys = keys
@@ -130,6 +149,22 @@ class Transport:
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout
         self.max_frame = max_frame
+        if idle_close is not None and not (idle_close >= 0):
+            raise ValueError(f"idle_close is seconds (0 or None: never), not {idle_close!r}")
+        self.idle_close = idle_close or 0.0
+        # The idle close asks the layer above, on the thread that reads: traffic() -> {peer: a value that
+        # changes whenever frames go either way}, and holds(peer) -> whether anything depends on the
+        # session (links, monitors, watchers, a handoff).  Alone, the transport counts nothing as holding.
+        self.traffic = dict
+        self.holds = lambda peer: False
+        self._held: dict[NodeRef, list[list[bytes]]] = {}  # frames sent while asking to suspend, in order
+        # The routing id a peer's session speaks with now, after ((epoch, connection), ...): a later one
+        # replaces it, an earlier one (what is left of a connection replaced) never does.
+        self._incoming: dict[NodeRef, tuple[tuple[int, int], bytes]] = {}
+        self._next_scan = 0.0
+        # The last time a connection could not be opened for want of files or sockets, and why
+        # (termite.connect says so rather than "is it running?").
+        self.out_of_files: tuple[float, str] | None = None
         self.stats = TransportStats()
         self.ctx = zmq.Context()
         self.ctx.set(zmq.MAX_SOCKETS, _room_for_sockets())  # libzmq's default, 1,023, is 254 peers
@@ -229,22 +264,34 @@ class Transport:
 
     # -- sending (any thread) -------------------------------------------------
 
-    def _dealer(self, peer: NodeRef, by_sender: bool = True) -> zmq.Socket:
-        """The DEALER to ``peer`` in this node's epoch with it, opened if need be (hold the lock)."""
+    def _dealer(self, peer: NodeRef, by_sender: bool = True) -> zmq.Socket | None:
+        """The DEALER to ``peer`` in this node's epoch with it, opened if need be (hold the lock);
+        None while this node asks to suspend the session: what is sent then waits."""
         if peer.incarnation is None:
             return self._conns.probe(peer)
+        status = self._sessions.status(peer)
+        if status == ASKING:
+            return None
         epoch = self._sessions.epoch(peer)
         sock = self._conns.current(peer, epoch)
         if sock is None:
             self._to = None
-            sock = self._conns.open(peer, epoch)
+            resume = status == SUSPENDED
+            sock = self._conns.open(peer, epoch, resume)
             self._wake_out.send(b"monitor")  # the I/O thread watches its connection from now on
-            self._last_seen.setdefault(peer, time.monotonic())
+            now = time.monotonic()
+            if resume:  # the same session, on a new connection: a down if it is not made in time
+                self._sessions.resuming(peer, now)
+                self.stats.resumed += 1
+                self._last_seen[peer] = now
+                log.debug("resuming the session with %s", peer)
+            else:
+                self._last_seen.setdefault(peer, now)
         self._sessions.opening(peer, time.monotonic(), by_sender)
         return sock
 
-    def _close_dealer(self, key: tuple[str, int]) -> None:
-        self._conns.close(key)
+    def _close_dealer(self, key: tuple[str, int], linger: int = 0) -> None:
+        self._conns.close(key, linger)
         self._to = None
 
     def send(self, peer: NodeRef, frames: list[bytes]) -> None:
@@ -258,6 +305,9 @@ class Transport:
                     self._sessions.sending(peer)
                 else:
                     sock = self._dealer(peer)
+                    if sock is None:  # this node asks to suspend the session: sent on its answer
+                        self._held.setdefault(peer, []).append(list(frames))
+                        return
                 if len(frames) == 1:
                     data = frames[0]
                     _send(sock, data, _NOBLOCK, len(data) < 4096)
@@ -265,9 +315,14 @@ class Transport:
                     sock.send_multipart(frames, flags=_NOBLOCK, copy=len(frames[0]) < 4096)
             except zmq.ZMQError as exc:
                 self.stats.dropped_out += len(frames)
-                log.warning("dropped %d frame(s) to %s: %s", len(frames), peer, exc)
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    log.error("dropped %d frame(s) to %s: %s", len(frames), peer, self._no_files())
+                else:
+                    log.warning("dropped %d frame(s) to %s: %s", len(frames), peer, exc)
                 return
-        self.stats.frames_out += len(frames)
+        stats = self.stats
+        stats.frames_out += len(frames)
+        stats.bytes_out += sum(map(len, frames))
 
     def send_frame(self, peer: NodeRef, data: bytes) -> None:
         """``send(peer, [data])``, with less to do on the way."""
@@ -282,7 +337,9 @@ class Transport:
                     self.stats.dropped_out += 1
                     log.warning("dropped a frame to %s: %s", peer, exc)
                     return
-                self.stats.frames_out += 1
+                stats = self.stats
+                stats.frames_out += 1
+                stats.bytes_out += len(data)
                 return
         self.send(peer, [data])
 
@@ -302,6 +359,13 @@ class Transport:
         for identity, (peer, _) in list(heard.items()):
             if peer in peers:
                 del heard[identity]
+
+    def _forget_heard_ids(self, peer: NodeRef) -> None:
+        """Drop the reader's entries of ``peer``'s connections (hold the lock): it speaks on a new one.
+        What is left of an old one is then read as from a sender not known, and found stale."""
+        heard = self._heard
+        for identity in [i for i, (p, _) in heard.items() if p == peer]:
+            del heard[identity]
 
     def peers(self) -> list[NodeRef]:
         """The peers up, or being connected to."""
@@ -354,6 +418,8 @@ class Transport:
             self._loop.call_soon(self._on_readable)
         else:
             self._attend(_monotonic())
+        if self.idle_close:
+            self._scan_idle(_monotonic())
 
     def _attend(self, now: float) -> None:
         """The loop's thread reads (or found nothing to read) at ``now``."""
@@ -398,6 +464,8 @@ class Transport:
                 now = time.monotonic()
                 if now >= next_beat:
                     self._beat(now)
+                    if self._loop is None and self.idle_close:
+                        self._scan_idle(now)  # this thread reads: the idle close runs here
                     if self._zap is not None:
                         self._zap.refusals.tick()  # the counts of refusals due
                     next_beat = now + self.heartbeat_interval
@@ -414,8 +482,8 @@ class Transport:
     def _on_connection(self, peer: NodeRef, sock: zmq.Socket, event: int) -> None:
         """A DEALER's connection was made, or lost (a down, if it is the peer's current one)."""
         with self._lock:
-            if self._dealers.get((peer.host, peer.port)) is not sock:
-                return  # closed already: its session has ended
+            if not self._conns.watched((peer.host, peer.port), sock):
+                return  # closed already: its session has ended, or was suspended
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._sessions.connected(peer)
                 return
@@ -478,6 +546,9 @@ class Transport:
         self._attend(now)
         entry[1] = now
         peer = entry[0]
+        if len(message) == 3 and not message[1]:  # the idle close's, not the session's
+            self._control(identity, peer, message[2])
+            return peer, []
         frames = []
         for frame in message[1:]:
             if not frame:
@@ -504,7 +575,9 @@ class Transport:
                 if is_client(identity):  # a client's hello: what this node sends back opens no node's session
                     self._clients.add(peer)
                 return self._heard.setdefault(identity, [peer, 0.0])
+        restarted = []
         with self._lock:
+            before = self._sessions.status(peer)
             accept, down, newly_up = self._sessions.heard(peer, epoch)
             if not accept:
                 # Of a session this node ended: the peer learns it from a connection in this epoch.
@@ -518,17 +591,35 @@ class Transport:
                 return None
             if down:
                 self._end(peer)  # the peer ended the session: this side ends it too, first
+            order, current = (epoch, reopened_of(identity)), self._incoming.get(peer)
+            stale = current is not None and order < current[0]  # a connection replaced since: nothing to resume
+            if not stale:
+                self._incoming[peer] = (order, identity)
             if newly_up:
+                # Another node at this address: one that was there before has ended (suspended, its
+                # loss could not be seen).
+                restarted = [p for p in self._sessions.peers()
+                             if p.host == peer.host and p.port == peer.port and p.incarnation != peer.incarnation]
                 try:
                     self._dealer(peer, by_sender=False)  # connect back: heartbeats and replies go that way
                 except zmq.ZMQError as exc:
                     self.stats.dropped_in += 1
-                    log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+                    self._cannot_connect_back(peer, exc)
+                    return None
+            elif before in (SUSPENDED, ASKING, RESUMING) and not stale:
+                self._forget_heard_ids(peer)  # the ids of its earlier connections: a few per peer at most
+                try:
+                    self._resumed_by(peer, before)
+                except zmq.ZMQError as exc:
+                    self.stats.dropped_in += 1
+                    self._cannot_connect_back(peer, exc)
                     return None
             entry = self._heard.setdefault(identity, [peer, 0.0])
             self._last_seen[peer] = time.monotonic()
             if is_client(identity):
                 self._clients.add(peer)
+        for old in restarted:
+            self._lose(old, f"another node ({peer}) listens at its address")
         if self._downs:  # decided here, or by the I/O thread and not yet handed on: before any of this sender
             self._report_downs()
         if newly_up:
@@ -547,10 +638,19 @@ class Transport:
             if not self._stopping and peer.incarnation is not None and self._sessions.status(peer) is None:
                 self._tell(peer)
 
+    def wake(self, peer: NodeRef) -> None:
+        """Reopen the session with ``peer`` if it is suspended: something here now needs its
+        heartbeats (``monitor_node(peer)``), with nothing to send."""
+        with self._lock:
+            if not self._stopping and self._sessions.status(peer) == SUSPENDED:
+                self._tell(peer)
+
     def _tell(self, peer: NodeRef) -> None:
         """Open a connection to ``peer`` in this epoch, so it learns that its session ended (hold the lock)."""
         try:
-            self._dealer(peer, by_sender=False).send(_HEARTBEAT, flags=zmq.NOBLOCK)
+            sock = self._dealer(peer, by_sender=False)
+            if sock is not None:  # else this node asks to suspend the session: its answer will tell
+                sock.send(_HEARTBEAT, flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -559,6 +659,10 @@ class Transport:
         forgotten, and the down handed on, by _report_downs."""
         self._close_dealer((peer.host, peer.port))
         self._last_seen.pop(peer, None)
+        self._incoming.pop(peer, None)
+        held = self._held.pop(peer, None)
+        if held:  # waited for the answer to a suspend: lost with the session, as frames in flight are
+            self.stats.dropped_out += sum(map(len, held))
         self._downs.append(peer)
 
     def _lose(self, peer: NodeRef, why: str) -> None:
@@ -620,4 +724,208 @@ class Transport:
                     last_seen[peer] = heard_at
             overdue = self._sessions.overdue(now)
         for peer in overdue:
-            self._lose(peer, f"no connection made in {self._sessions.connect_timeout:.1f} s")
+            # libzmq opens the TCP socket on its own thread, and gives up silently when it cannot.
+            why = self._no_files() if _out_of_files() else None
+            self._lose(peer, f"no connection made in {self._sessions.connect_timeout:.1f} s"
+                             + (f": {why}" if why else ""))
+
+    def _cannot_connect_back(self, peer: NodeRef, exc: zmq.ZMQError) -> None:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            log.error("dropped a message from %s: cannot connect back: %s", peer, self._no_files())
+        else:
+            log.warning("dropped a message from %s: cannot connect back: %s", peer, exc)
+
+    def short_of_files(self, since: float) -> str | None:
+        """Why connections cannot be opened, if for want of files or sockets since ``since`` (or now)."""
+        if self.out_of_files is not None and self.out_of_files[0] >= since:
+            return self.out_of_files[1]
+        if _out_of_files():
+            with self._lock:
+                return self._no_files()
+        return None
+
+    def _no_files(self) -> str:
+        """What to say when a connection cannot be opened for want of files or sockets (and remember it)."""
+        try:
+            import resource
+
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        except (ImportError, ValueError, OSError):
+            limit = None
+        why = (f"too many open files ({len(self._sessions.peers())} peers, open-file limit {limit}, "
+               f"ZeroMQ sockets {self.ctx.get(zmq.MAX_SOCKETS)}): raise ulimit -n")
+        self.out_of_files = (time.monotonic(), why)
+        return why
+
+    # -- the idle close: sessions suspended by agreement, and resumed (termite._net.sessions) -------
+
+    def _scan_idle(self, now: float) -> None:
+        """On the reading thread: ask to suspend each session idle for ``idle_close`` that nothing holds."""
+        if now < self._next_scan:
+            return
+        self._next_scan = now + min(self.heartbeat_interval, self.idle_close / 4)
+        traffic = self.traffic()
+        idle = []
+        with self._lock:
+            for peer, entry in self._sessions.entries():
+                if entry.status != UP:
+                    continue
+                seen = traffic.get(peer, ())
+                if seen != entry.activity:
+                    entry.activity, entry.quiet_since = seen, now
+                elif now - entry.quiet_since >= self.idle_close:
+                    idle.append((peer, entry))
+        for peer, entry in idle:
+            if self.holds(peer):
+                entry.quiet_since = now  # asked again after another idle_close
+                continue
+            self._ask(peer)
+
+    def _ask(self, peer: NodeRef) -> bool:
+        """Ask ``peer`` to suspend the session (it is idle here and nothing holds it); from now on
+        what is sent to it waits for the answer.  True if asked."""
+        with self._lock:
+            entry = self._sessions.entry(peer)
+            if entry is None or entry.status != UP:
+                return False
+            key = (peer.host, peer.port)
+            sock = self._conns.park(key)
+            if sock is None:
+                return False
+            self._to = None
+            try:
+                sock.send_multipart([b"", _SUSPEND], flags=_NOBLOCK)
+            except zmq.ZMQError:
+                self._conns.unpark(key)
+                return False
+            entry.status = ASKING  # its activity stays what it was when asking
+        log.debug("asking %s to suspend the session", peer)
+        return True
+
+    def _control(self, identity: bytes, peer: NodeRef, frame: bytes) -> None:
+        """A frame of the idle close from ``peer``, on the reading thread."""
+        if frame == _SUSPEND:
+            self._on_suspend(peer)
+        elif frame == _SUSPENDED or frame == _STAY:
+            current = self._incoming.get(peer)
+            if current is not None and identity == current[1]:  # else an answer its connection outlived
+                self._on_answer(peer, frame == _SUSPENDED)
+        else:
+            log.warning("dropped an unknown transport frame %r from %s", frame[:32], peer)
+
+    def _on_suspend(self, peer: NodeRef) -> None:
+        """``peer`` asks to suspend the session: yes if it is idle here too and nothing holds it."""
+        entry = self._sessions.entry(peer)
+        if entry is None or entry.status not in (UP, ASKING):
+            return  # the session ended, or was resumed since: the asker hears from the next connection
+        if entry.status == ASKING and _order(self.ref) > _order(peer):
+            return  # both asked at once: the lower node answers, this one waits for its answer
+        now = time.monotonic()
+        agree = False
+        if self.idle_close and not self._held.get(peer) and not self.holds(peer):
+            seen = self.traffic().get(peer, ())
+            # Quiet here too, for half this node's own idle_close: a node that keeps its connections
+            # longer (a client with the default) is not made to close them by one that closes sooner.
+            agree = seen == entry.activity and now - entry.quiet_since >= self.idle_close / 2
+        key = (peer.host, peer.port)
+        with self._lock:
+            if self._sessions.entry(peer) is not entry:
+                return
+            sock = self._conns.dealers.get(key) or self._conns.parked.get(key)
+            if sock is None:
+                return
+            try:
+                sock.send_multipart([b"", _SUSPENDED if agree else _STAY], flags=_NOBLOCK)
+            except zmq.ZMQError:
+                agree = False
+            if agree:
+                self._suspend(peer, key, linger=int(self.heartbeat_timeout * 1000))  # the answer must leave
+            elif entry.status == ASKING:
+                self._stay(peer, key)
+        if agree:
+            log.debug("suspended the session with %s, as it asked", peer)
+
+    def _on_answer(self, peer: NodeRef, suspended: bool) -> None:
+        """``peer`` answered this node's request to suspend."""
+        entry = self._sessions.entry(peer)
+        if entry is None or entry.status != ASKING:
+            return
+        key = (peer.host, peer.port)
+        if not suspended:
+            with self._lock:
+                self._stay(peer, key)
+            return
+        # What the peer sent before its answer is read by now: anything since the question, or anything
+        # that holds the session now, reopens it at once.
+        wake = self.traffic().get(peer, ()) != entry.activity or self.holds(peer)
+        with self._lock:
+            if self._sessions.entry(peer) is not entry:
+                return
+            self._suspend(peer, key, linger=0)  # the question was the last it carried
+            if wake or self._held.get(peer):
+                self._reopen(peer)
+        log.debug("suspended the session with %s%s", peer, "; reopened it at once" if wake else "")
+
+    def _suspend(self, peer: NodeRef, key: tuple[str, int], linger: int) -> None:
+        """Close this node's connection to ``peer``; the session stays, suspended (hold the lock)."""
+        self._close_dealer(key, linger)
+        self._sessions.set_status(peer, SUSPENDED, time.monotonic())
+        self._last_seen.pop(peer, None)  # not heartbeated: neither unresponsive nor up
+        self.stats.suspended += 1
+
+    def _stay(self, peer: NodeRef, key: tuple[str, int]) -> None:
+        """The session stays: its connection back in use, and what waited sent on it (hold the lock)."""
+        self._conns.unpark(key)
+        self._sessions.set_status(peer, UP, time.monotonic())
+        self._release(peer)
+
+    def _reopen(self, peer: NodeRef) -> None:
+        """Resume the suspended session with ``peer``: what waited goes first, else a heartbeat, so
+        that the peer connects back (hold the lock)."""
+        if self._held.get(peer):
+            self._release(peer)
+        else:
+            self._tell(peer)
+
+    def _release(self, peer: NodeRef) -> None:
+        """Send what waited for the answer, in order, before anything sent after (hold the lock)."""
+        held = self._held.pop(peer, None)
+        if not held:
+            return
+        try:
+            sock = self._dealer(peer)
+            for frames in held:
+                sock.send_multipart(frames, flags=_NOBLOCK, copy=False)
+                self.stats.frames_out += len(frames)
+                self.stats.bytes_out += sum(map(len, frames))
+        except zmq.ZMQError as exc:
+            self.stats.dropped_out += sum(map(len, held))
+            log.warning("dropped frames to %s: %s", peer, exc)
+
+    def _resumed_by(self, peer: NodeRef, before: str) -> None:
+        """``peer`` speaks on a new connection of a session suspended (or being suspended, or resumed
+        by this node): the session goes on, with this node's connection back (hold the lock)."""
+        key = (peer.host, peer.port)
+        if before == ASKING:  # it answered yes and has spoken since: its answer is implied
+            self._conns.close(key)
+            self._sessions.set_status(peer, SUSPENDED, time.monotonic())
+            self.stats.suspended += 1
+        if before != RESUMING:
+            self._dealer(peer, by_sender=False)
+        self._sessions.set_status(peer, UP, time.monotonic())
+        self._last_seen[peer] = time.monotonic()
+        self._release(peer)
+
+
+def _out_of_files() -> bool:
+    """Whether this process can open no more files (ulimit -n reached)."""
+    try:
+        os.close(os.dup(2))
+    except OSError as exc:
+        return exc.errno in (errno.EMFILE, errno.ENFILE)
+    return False
+
+
+def _order(ref: NodeRef) -> tuple:
+    """Which of two nodes answers when both ask to suspend their session: the lower."""
+    return (ref.host, ref.port, ref.incarnation or 0)

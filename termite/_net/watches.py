@@ -101,6 +101,15 @@ class Watches:
         if node is not None:
             self._watchers[node].pop(ref, None)
 
+    def involves(self, node: NodeRef) -> bool:
+        """Whether any link or monitor is recorded under ``node``: its session must not be suspended
+        (its loss would not be seen, and they would never fire)."""
+        return bool(self._links.get(node) or self._monitors.get(node) or self._watchers.get(node))
+
+    def monitors_held(self, node: NodeRef) -> list[tuple[Tag, Pid]]:
+        """The monitors local processes hold on processes of ``node``: (ref, local watcher)."""
+        return [(ref, watcher) for ref, (watcher, _) in self._monitors.get(node, {}).items()]
+
     # -- a node lost, a process moved or ended ----------------------------------------
 
     def take_node(self, node: NodeRef) -> Lost:

@@ -37,7 +37,7 @@ from termite._net.endpoint import Endpoint
 from termite._net.global_names import register_global, start_name_server, whereis_global
 from termite._net.process_groups import start_group_server
 from termite._net.keys import require_keys
-from termite._net.transport import Transport
+from termite._net.transport import IDLE_CLOSE, Transport
 from termite._move.migration import Migration
 from termite._balance.meter import start_meter
 from termite._balance.runner import start_runner
@@ -106,6 +106,11 @@ class Network:
     buffer_limit: int = DEFAULT_BUFFER_LIMIT
     max_decoded: int = MAX_DECODED
     client: bool = False
+    #: Seconds a session with a peer may be idle (no frames either way, no links, monitors or
+    #: monitor_node with it, nothing in flight) before both sides close its connections by agreement;
+    #: the next frame either way reopens them, with no NodeDown or NodeUp (termite._net.sessions).
+    #: 0 or None: never.  Akka's Artery stops idle outbound streams after 5 minutes; so does this.
+    idle_close: float | None = IDLE_CLOSE
 
 
 class _Runtime:
@@ -127,6 +132,7 @@ class _Runtime:
                 heartbeat_timeout=network.heartbeat_timeout,
                 max_frame=network.max_frame,
                 client=network.client,
+                idle_close=network.idle_close,
             )
             ref = self.transport.ref
         self.table = ProcessTable(self.kernel, ref or NodeRef.new("local", 0))

@@ -171,11 +171,13 @@ def run_schedule(schedule: Schedule, workdir: str, log=lambda text: None) -> Out
         for node in nodes.values():
             node.ready()
         refs = {name: node.ref for name, node in nodes.items()}
-        controller = termite.Node(port=0, keys=keyfile, heartbeat_timeout=hb_timeout,
-                                  heartbeat_interval=hb_interval).start()
+        # $TERMITE_IDLE_CLOSE: the nodes' idle close (python -m termite.node reads it), and this one's
+        idle = os.environ.get("TERMITE_IDLE_CLOSE")
+        controller = termite.Node(port=0, keys=keyfile, heartbeat_timeout=hb_timeout, heartbeat_interval=hb_interval,
+                                  **({"idle_close": float(idle)} if idle else {})).start()
         for ref in refs.values():
             controller.connect(ref.host, ref.port, timeout=10)
-        observer = controller.spawn(fw.observer)
+        observer = controller.spawn(fw.observer, list(refs.values()))
         collector = controller.spawn(fw.collector)
         pairs = [(x, y) for x, y in itertools.permutations(schedule.nodes, 2)]
         log(f"nodes up ({time.monotonic() - started:.1f} s)")

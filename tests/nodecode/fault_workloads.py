@@ -311,9 +311,12 @@ async def collector():
             send(caller, (tag, "ok"))
 
 
-async def observer():
-    """Record NodeUp/NodeDown for every node as this (the test's) node sees them, and stall reports."""
-    termite.monitor_node(None)
+async def observer(nodes=None):
+    """Record NodeUp/NodeDown for ``nodes`` (default every node) as this (the test's) node sees them, and
+    stall reports.  Watching each node by name holds its session open (an idle close never suspends it),
+    so that a node killed is seen down within the heartbeat timeout; ``monitor_node(None)`` holds none."""
+    for node in nodes or [None]:
+        termite.monitor_node(node)
     events: list = []
     while True:
         msg = await receive()
