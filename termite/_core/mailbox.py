@@ -13,16 +13,22 @@ whether the message wakes its receiver:
 
 Messages between processes of one node are passed by reference, not copied:
 a sender must not mutate a message after sending it.
+
+With the C kernel (termite/_core/kernel.py), ``deliver``, ``send`` and
+``receive`` are its C functions: they do what the Python ones here do for
+the common cases (a local pid; receive with no pattern, and with only a
+timeout) and call these for the rest.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 from collections import deque
 
 from termite._core.errors import NoSuchName, NotInProcess, Timeout
 from termite._core.ids import NodeRef, Pid, Tag
-from termite._core.kernel import TIMED_OUT, _local
+from termite._core.kernel import TIMED_OUT, _core, _local
 from termite._core.patterns import compile_patterns
 from termite._core.process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, current
 from termite._core.traps import NEXT_TURN, PARK, RESCHEDULE
@@ -327,3 +333,23 @@ def sleep(seconds: float):
     finally:
         if timer is not None:
             kernel.cancel_timer(timer)
+
+
+def _install_c_kernel(core) -> None:
+    """Put the C kernel's deliver, send and receive in place of the Python ones above.
+
+    Each falls back on its Python twin for what it does not do itself, and
+    wears its name, docstring and signature (``__wrapped__``).
+    """
+    global deliver, send, receive
+    core.init_mailbox(
+        ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque,
+        send, receive, _timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS,
+    )
+    deliver = functools.update_wrapper(core.deliver, deliver)
+    send = functools.update_wrapper(core.send, send)
+    receive = functools.update_wrapper(core.receive, receive)
+
+
+if _core is not None:
+    _install_c_kernel(_core)

@@ -69,18 +69,22 @@ MOVER_SERIAL = 3  # moves opted-in processes at their safe points (termite._bala
 PG_SERIAL = 4  # process groups: this node's replica of every group (termite._net.process_groups)
 
 
+_PROCESS_FIELDS = (
+    "pid",
+    "table",
+    "mailbox",  # deque of messages, made on the first one that must wait
+    "wait_for",  # the tag of a call in progress (waiting is REPLY)
+    "links",  # pids that get an exit signal when this process ends
+    "monitors",  # {ref: watcher pid}: who gets Down when this process ends
+    "trap_exit",
+    "name",
+    "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
+)
+
+
 class Process(Task):
-    __slots__ = (
-        "pid",
-        "table",
-        "mailbox",  # deque of messages, made on the first one that must wait
-        "wait_for",  # the tag of a call in progress (waiting is REPLY)
-        "links",  # pids that get an exit signal when this process ends
-        "monitors",  # {ref: watcher pid}: who gets Down when this process ends
-        "trap_exit",
-        "name",
-        "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
-    )
+    # The C kernel's Task already holds mailbox and wait_for (deliver reads them there).
+    __slots__ = tuple(field for field in _PROCESS_FIELDS if not hasattr(Task, field))
 
     def __init__(self, table: "ProcessTable", pid: Pid, coro):
         Task.__init__(self, table.kernel, coro)

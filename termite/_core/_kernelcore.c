@@ -1,0 +1,1744 @@
+/* termite._core._kernelcore: the kernel's hot path, in C.
+ *
+ * termite/_core/kernel.py and mailbox.py are the reference: this module does
+ * what they do for the steps every message takes, with the same observable
+ * behaviour (the same wake-ups, in the same order, the same values, the same
+ * errors), and hands everything else back to them.  TERMITE_KERNEL=python
+ * runs the Python kernel instead; tests/test_kernel_parity.py runs the same
+ * programs on both and compares what they see.
+ *
+ * What it owns
+ *   RunQueue     the ready queue and the yielded queue: a ring of tasks with
+ *                deque's append, popleft, extend, clear, len and iteration.
+ *   Task         the kernel's task, with the fields every hop reads in the C
+ *                struct: coro, value, waiting, foreign, kernel, held, and the
+ *                process's mailbox and wait_for (process.Process adds the
+ *                rest as Python slots).  `kernel` is always a KernelCore.
+ *   KernelCore   the base of kernel.Kernel: its ready and yielded queues,
+ *                `fairness` and `steps`, and `_run_ready()`, phase 1 of a
+ *                turn (Kernel._run_ready in Python): resume ready tasks with
+ *                PyIter_Send, at most BUDGET of them for TURN_SECONDS, and
+ *                act on the trap each yields.
+ *   local        which task runs and which kernel is attached, per thread
+ *                (kernel._local in Python, a threading.local).
+ *   deliver(proc, msg), send(dest, msg), receive(...)
+ *                mailbox.py's functions, for the common cases: a send to a
+ *                pid of a live process of this thread's kernel; receive()
+ *                with no pattern, and receive(timeout=t).
+ *   current_task()
+ *
+ * What it calls back into (all Python, all off the per-message path)
+ *   kernel._signal(task, signal) for a Signal wake-up value (throw or close);
+ *   kernel.trap_handlers[type(trap)] and kernel._await_foreign for traps
+ *   other than PARK, RESCHEDULE and NEXT_TURN (None); kernel.on_exit and
+ *   kernel.after_turn; kernel.add_timer and cancel_timer for a timed receive;
+ *   mailbox's Python send for anything but a local live pid; mailbox's Python
+ *   receive for everything but the two forms above (a receive object then
+ *   drives that generator, so it starts at the same step as it would have);
+ *   mailbox._timeout_result to raise Timeout.
+ *
+ * Invariants
+ *   - A task's `waiting` says where it is, as in kernel.py: None running or
+ *     queued; a wait state (process.py's sentinels) while parked; every
+ *     wake-up goes through the ready queue with `value` set.
+ *   - A mailbox is None or a collections.deque; its messages are appended by
+ *     deliver only (and by Python code that mirrors it: interrupt, migration).
+ *   - Nothing here runs user code, except what the Python kernel would run at
+ *     the same point: the process's own coroutine, == between a reply's tag
+ *     and a Down's ref, the hooks above.
+ *   - The kernel runs on one thread; the GIL is held throughout.
+ *
+ * Only the public C API (plus PyMemberDescrObject to find Pid._proc's slot),
+ * so it builds on any CPython >= 3.11.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+/* -- what init_kernel() and init_mailbox() get ------------------------------ */
+
+static PyObject *PARK, *RESCHEDULE, *TIMED_OUT;
+static PyTypeObject *Signal_type;
+static PyObject *ANY_MESSAGE, *SCAN, *REPLY, *DELIVERED, *DEAD;
+static PyTypeObject *Tag_type, *Down_type, *Refused_type, *Pid_type;
+static Py_ssize_t pid_proc_offset = -1; /* where Pid._proc lives in a Pid */
+static PyObject *deque_type, *deque_append, *deque_popleft;
+static PyObject *py_send, *py_receive, *timeout_result, *NotInProcess, *NO_DEFAULT;
+static long FAIRNESS = 64;
+static int mailbox_ready;
+
+static PyObject *s_BUDGET, *s_TURN_SECONDS, *s_on_exit, *s_trap_handlers, *s_stashed, *s_after_turn,
+    *s_signal, *s_await_foreign, *s_add_timer, *s_cancel_timer, *s_timeout, *s_value, *s_throw, *s_close,
+    *s_qualname, *kw_timeout, *zero;
+
+/* Which task runs and which kernel is attached on this thread (strong refs). */
+static _Thread_local PyObject *cur_task;
+static _Thread_local PyObject *cur_kernel;
+
+static double
+now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.perf_counter's clock on Linux */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* -- RunQueue --------------------------------------------------------------- */
+
+#define RQ_INITIAL 64
+#define RQ_SHRINK 4096 /* an empty queue this big gives its memory back */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject **items; /* a ring: items[(head + i) & mask] for i < len */
+    Py_ssize_t head, len, mask;
+} RunQueue;
+
+static PyTypeObject RunQueue_Type;
+
+static int
+rq_resize(RunQueue *q, Py_ssize_t cap)
+{
+    PyObject **items = PyMem_Malloc(cap * sizeof(PyObject *));
+    if (items == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < q->len; i++) {
+        items[i] = q->items[(q->head + i) & q->mask];
+    }
+    PyMem_Free(q->items);
+    q->items = items;
+    q->head = 0;
+    q->mask = cap - 1;
+    return 0;
+}
+
+/* Append a new reference to o. */
+static inline int
+rq_push(RunQueue *q, PyObject *o)
+{
+    if (q->len > q->mask && rq_resize(q, (q->mask + 1) * 2) < 0) {
+        return -1;
+    }
+    Py_INCREF(o);
+    q->items[(q->head + q->len) & q->mask] = o;
+    q->len++;
+    return 0;
+}
+
+/* The first item, whose reference passes to the caller; q->len > 0. */
+static inline PyObject *
+rq_pop(RunQueue *q)
+{
+    PyObject *o = q->items[q->head];
+    q->head = (q->head + 1) & q->mask;
+    if (--q->len == 0) {
+        q->head = 0;
+        if (q->mask >= RQ_SHRINK) {
+            PyObject *err_type, *err_value, *err_tb;
+            PyErr_Fetch(&err_type, &err_value, &err_tb);
+            if (rq_resize(q, RQ_INITIAL) < 0) {
+                PyErr_Clear(); /* keep the big ring */
+            }
+            PyErr_Restore(err_type, err_value, err_tb);
+        }
+    }
+    return o;
+}
+
+static RunQueue *
+rq_new(void)
+{
+    RunQueue *q = PyObject_GC_New(RunQueue, &RunQueue_Type);
+    if (q == NULL) {
+        return NULL;
+    }
+    q->head = q->len = 0;
+    q->mask = RQ_INITIAL - 1;
+    q->items = PyMem_Malloc(RQ_INITIAL * sizeof(PyObject *));
+    if (q->items == NULL) {
+        q->mask = -1;
+        Py_DECREF(q);
+        return (RunQueue *)PyErr_NoMemory();
+    }
+    PyObject_GC_Track(q);
+    return q;
+}
+
+static PyObject *
+rq_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds)) || !PyArg_ParseTuple(args, ":RunQueue")) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "RunQueue() takes no arguments");
+        }
+        return NULL;
+    }
+    return (PyObject *)rq_new();
+}
+
+static int
+rq_clear(RunQueue *q)
+{
+    while (q->len) {
+        PyObject *o = rq_pop(q);
+        Py_DECREF(o);
+    }
+    return 0;
+}
+
+static int
+rq_traverse(RunQueue *q, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < q->len; i++) {
+        Py_VISIT(q->items[(q->head + i) & q->mask]);
+    }
+    return 0;
+}
+
+static void
+rq_dealloc(RunQueue *q)
+{
+    PyObject_GC_UnTrack(q);
+    if (q->mask >= 0) {
+        rq_clear(q);
+    }
+    PyMem_Free(q->items);
+    PyObject_GC_Del(q);
+}
+
+static PyObject *
+rq_append(RunQueue *q, PyObject *o)
+{
+    if (rq_push(q, o) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rq_popleft(RunQueue *q, PyObject *Py_UNUSED(ignored))
+{
+    if (q->len == 0) {
+        PyErr_SetString(PyExc_IndexError, "pop from an empty deque");
+        return NULL;
+    }
+    return rq_pop(q);
+}
+
+static PyObject *
+rq_snapshot(RunQueue *q)
+{
+    PyObject *list = PyList_New(q->len);
+    if (list == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < q->len; i++) {
+        PyObject *o = q->items[(q->head + i) & q->mask];
+        Py_INCREF(o);
+        PyList_SET_ITEM(list, i, o);
+    }
+    return list;
+}
+
+static PyObject *
+rq_extend(RunQueue *q, PyObject *iterable)
+{
+    PyObject *items = PySequence_List(iterable); /* a snapshot: q.extend(q) doubles it */
+    if (items == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        if (rq_push(q, PyList_GET_ITEM(items, i)) < 0) {
+            Py_DECREF(items);
+            return NULL;
+        }
+    }
+    Py_DECREF(items);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+rq_clear_method(RunQueue *q, PyObject *Py_UNUSED(ignored))
+{
+    rq_clear(q);
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+rq_length(RunQueue *q)
+{
+    return q->len;
+}
+
+static int
+rq_contains(RunQueue *q, PyObject *o)
+{
+    for (Py_ssize_t i = 0; i < q->len; i++) {
+        PyObject *item = q->items[(q->head + i) & q->mask];
+        Py_INCREF(item);
+        int eq = PyObject_RichCompareBool(item, o, Py_EQ);
+        Py_DECREF(item);
+        if (eq != 0) {
+            return eq;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+rq_iter(RunQueue *q)
+{
+    PyObject *list = rq_snapshot(q);
+    if (list == NULL) {
+        return NULL;
+    }
+    PyObject *it = PyObject_GetIter(list);
+    Py_DECREF(list);
+    return it;
+}
+
+static PyObject *
+rq_repr(RunQueue *q)
+{
+    PyObject *list = rq_snapshot(q);
+    if (list == NULL) {
+        return NULL;
+    }
+    PyObject *r = PyUnicode_FromFormat("RunQueue(%R)", list);
+    Py_DECREF(list);
+    return r;
+}
+
+static PyMethodDef rq_methods[] = {
+    {"append", (PyCFunction)rq_append, METH_O, "Add a task at the end."},
+    {"popleft", (PyCFunction)rq_popleft, METH_NOARGS, "Take the first task."},
+    {"extend", (PyCFunction)rq_extend, METH_O, "Add tasks at the end, in order."},
+    {"clear", (PyCFunction)rq_clear_method, METH_NOARGS, "Empty the queue."},
+    {NULL},
+};
+
+static PySequenceMethods rq_as_sequence = {
+    .sq_length = (lenfunc)rq_length,
+    .sq_contains = (objobjproc)rq_contains,
+};
+
+static PyTypeObject RunQueue_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.RunQueue",
+    .tp_doc = "A FIFO of tasks: the kernel's ready queue (deque's methods that the kernel uses).",
+    .tp_basicsize = sizeof(RunQueue),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = rq_tp_new,
+    .tp_dealloc = (destructor)rq_dealloc,
+    .tp_traverse = (traverseproc)rq_traverse,
+    .tp_clear = (inquiry)rq_clear,
+    .tp_methods = rq_methods,
+    .tp_as_sequence = &rq_as_sequence,
+    .tp_iter = (getiterfunc)rq_iter,
+    .tp_repr = (reprfunc)rq_repr,
+};
+
+/* -- KernelCore --------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    RunQueue *ready;
+    RunQueue *yielded; /* tasks that yielded their turn: ready in the next one */
+    long fairness;     /* countdown of switch-free receives */
+    long long steps;   /* tasks resumed so far */
+} KernelCore;
+
+static PyTypeObject KernelCore_Type;
+#define KernelCore_Check(o) PyObject_TypeCheck(o, &KernelCore_Type)
+
+/* -- Task --------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *coro, *value, *waiting, *foreign;
+    KernelCore *kernel; /* never NULL once made: a KernelCore, or None before __init__ */
+    PyObject *held, *mailbox, *wait_for;
+} Task;
+
+static PyTypeObject Task_Type;
+#define Task_Check(o) PyObject_TypeCheck(o, &Task_Type)
+
+static PyObject *
+task_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Task *t = (Task *)type->tp_alloc(type, 0);
+    if (t == NULL) {
+        return NULL;
+    }
+    PyObject **fields[] = {&t->coro, &t->value, &t->waiting, &t->foreign, (PyObject **)&t->kernel,
+                           &t->held, &t->mailbox, &t->wait_for};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        Py_INCREF(Py_None);
+        *fields[i] = Py_None;
+    }
+    return (PyObject *)t;
+}
+
+static int
+task_set_kernel(Task *t, PyObject *kernel, void *closure)
+{
+    if (kernel == NULL || !KernelCore_Check(kernel)) {
+        PyErr_Format(PyExc_TypeError, "a task's kernel must be a termite Kernel, got %.200R", kernel);
+        return -1;
+    }
+    Py_INCREF(kernel);
+    Py_SETREF(t->kernel, (KernelCore *)kernel);
+    return 0;
+}
+
+static PyObject *
+task_get_kernel(Task *t, void *closure)
+{
+    Py_INCREF(t->kernel);
+    return (PyObject *)t->kernel;
+}
+
+static int
+task_init(Task *t, PyObject *args, PyObject *kwds)
+{
+    PyObject *kernel, *coro;
+    static char *names[] = {"kernel", "coro", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:Task", names, &kernel, &coro)) {
+        return -1;
+    }
+    if (task_set_kernel(t, kernel, NULL) < 0) {
+        return -1;
+    }
+    Py_INCREF(coro);
+    Py_XSETREF(t->coro, coro);
+    PyObject **fields[] = {&t->value, &t->waiting, &t->foreign, &t->held, &t->mailbox, &t->wait_for};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        Py_INCREF(Py_None);
+        Py_XSETREF(*fields[i], Py_None);
+    }
+    return 0;
+}
+
+static int
+task_traverse(Task *t, visitproc visit, void *arg)
+{
+    Py_VISIT(t->coro);
+    Py_VISIT(t->value);
+    Py_VISIT(t->waiting);
+    Py_VISIT(t->foreign);
+    Py_VISIT(t->kernel);
+    Py_VISIT(t->held);
+    Py_VISIT(t->mailbox);
+    Py_VISIT(t->wait_for);
+    return 0;
+}
+
+static int
+task_clear(Task *t)
+{
+    Py_CLEAR(t->coro);
+    Py_CLEAR(t->value);
+    Py_CLEAR(t->waiting);
+    Py_CLEAR(t->foreign);
+    /* kernel stays: C code reads it without checking (it only refers to the kernel) */
+    Py_CLEAR(t->held);
+    Py_CLEAR(t->mailbox);
+    Py_CLEAR(t->wait_for);
+    return 0;
+}
+
+static void
+task_dealloc(Task *t)
+{
+    PyTypeObject *type = Py_TYPE(t);
+    PyObject_GC_UnTrack(t);
+    task_clear(t);
+    Py_CLEAR(t->kernel);
+    type->tp_free((PyObject *)t);
+}
+
+static PyMemberDef task_members[] = {
+    {"coro", T_OBJECT, offsetof(Task, coro), 0, NULL},
+    {"value", T_OBJECT, offsetof(Task, value), 0, NULL},
+    {"waiting", T_OBJECT, offsetof(Task, waiting), 0, NULL},
+    {"foreign", T_OBJECT, offsetof(Task, foreign), 0, NULL},
+    {"held", T_OBJECT, offsetof(Task, held), 0, NULL},
+    {"mailbox", T_OBJECT, offsetof(Task, mailbox), 0, NULL},
+    {"wait_for", T_OBJECT, offsetof(Task, wait_for), 0, NULL},
+    {NULL},
+};
+
+static PyGetSetDef task_getset[] = {
+    {"kernel", (getter)task_get_kernel, (setter)task_set_kernel, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject Task_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.Task",
+    .tp_doc = "What the kernel runs: a coroutine and the value it resumes with (kernel.Task, in C).",
+    .tp_basicsize = sizeof(Task),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = task_new,
+    .tp_init = (initproc)task_init,
+    .tp_dealloc = (destructor)task_dealloc,
+    .tp_traverse = (traverseproc)task_traverse,
+    .tp_clear = (inquiry)task_clear,
+    .tp_members = task_members,
+    .tp_getset = task_getset,
+};
+
+/* -- KernelCore: the turn --------------------------------------------------- */
+
+static PyObject *
+kernel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    KernelCore *k = (KernelCore *)type->tp_alloc(type, 0);
+    if (k == NULL) {
+        return NULL;
+    }
+    k->fairness = FAIRNESS;
+    k->steps = 0;
+    k->ready = rq_new();
+    k->yielded = rq_new();
+    if (k->ready == NULL || k->yielded == NULL) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    return (PyObject *)k;
+}
+
+static int
+kernel_traverse(KernelCore *k, visitproc visit, void *arg)
+{
+    Py_VISIT(k->ready);
+    Py_VISIT(k->yielded);
+    return 0;
+}
+
+static int
+kernel_clear(KernelCore *k)
+{
+    /* the queues stay (emptied): the kernel's C code reads them without checking */
+    if (k->ready != NULL) {
+        rq_clear(k->ready);
+    }
+    if (k->yielded != NULL) {
+        rq_clear(k->yielded);
+    }
+    return 0;
+}
+
+static void
+kernel_dealloc(KernelCore *k)
+{
+    PyTypeObject *type = Py_TYPE(k);
+    PyObject_GC_UnTrack(k);
+    Py_CLEAR(k->ready);
+    Py_CLEAR(k->yielded);
+    type->tp_free((PyObject *)k);
+}
+
+/* A Signal wake-up: kernel._signal(task, signal) throws it in (or closes the
+ * coroutine and raises); its StopIteration is the coroutine's return. */
+static PySendResult
+signal_step(PyObject *kernel, PyObject *task, PyObject *signal, PyObject **result)
+{
+    PyObject *r = PyObject_CallMethodObjArgs(kernel, s_signal, task, signal, NULL);
+    if (r != NULL) {
+        *result = r;
+        return PYGEN_NEXT;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_StopIteration)) {
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    *result = value != NULL ? PyObject_GetAttr(value, s_value) : NULL;
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+    return *result != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
+/* Call fn(*args) with `exc` as the exception being handled (sys.exc_info()),
+ * as the Python kernel calls on_exit inside its `except` block. */
+static PyObject *
+call_handling(PyObject *fn, PyObject *const *args, size_t n, PyObject *type, PyObject *value, PyObject *tb)
+{
+    PyObject *old_type, *old_value, *old_tb;
+    PyErr_GetExcInfo(&old_type, &old_value, &old_tb);
+    Py_XINCREF(type);
+    Py_XINCREF(value);
+    Py_XINCREF(tb);
+    PyErr_SetExcInfo(type, value, tb);
+    PyObject *r = PyObject_Vectorcall(fn, args, n, NULL);
+    PyErr_SetExcInfo(old_type, old_value, old_tb);
+    return r;
+}
+
+static PyObject *
+kernel_attr(PyObject *k, PyObject *name)
+{
+    return PyObject_GetAttr(k, name);
+}
+
+/* What the turn needs of the kernel's Python side, read once a turn. */
+typedef struct {
+    PyObject *on_exit, *handlers, *stashed;
+} Hooks;
+
+/* One step: resume `t` and act on what it yields; 0, or -1 with an error set
+ * (the turn stops there). */
+static int
+step(KernelCore *k, PyObject *t, Hooks *hooks)
+{
+    PyObject *self = (PyObject *)k;
+    if (!Task_Check(t)) {
+        PyErr_Format(PyExc_TypeError, "the kernel's ready queue holds %.200R, not a task", t);
+        return -1;
+    }
+    Task *task = (Task *)t;
+    if (task->held != NULL && task->held != Py_None) { /* flow control: it runs again on release */
+        return PySet_Add(hooks->stashed, t);
+    }
+    Py_INCREF(t);
+    Py_XSETREF(cur_task, t);
+    PyObject *value = task->value; /* ours now: don't keep the last message alive */
+    Py_INCREF(Py_None);
+    task->value = Py_None;
+    PyObject *trap = NULL;
+    PySendResult status;
+    if (value != NULL && Py_TYPE(value) == Signal_type) {
+        status = signal_step(self, t, value, &trap);
+    }
+    else {
+        PyObject *coro = task->coro != NULL ? task->coro : Py_None;
+        Py_INCREF(coro);
+        status = PyIter_Send(coro, value != NULL ? value : Py_None, &trap);
+        Py_DECREF(coro);
+    }
+    Py_XDECREF(value);
+    if (status == PYGEN_NEXT) {
+        int err = 0;
+        if (trap == PARK) {
+        }
+        else if (trap == RESCHEDULE) {
+            err = rq_push(k->ready, t);
+        }
+        else if (trap == Py_None) { /* NEXT_TURN: sleep(0), asyncio.sleep(0) */
+            err = rq_push(k->yielded, t);
+        }
+        else {
+            PyObject *r = NULL;
+            PyObject *handler = PyDict_GetItemWithError(hooks->handlers, (PyObject *)Py_TYPE(trap));
+            if (handler != NULL) {
+                PyObject *args[] = {t, trap};
+                Py_INCREF(handler);
+                r = PyObject_Vectorcall(handler, args, 2, NULL);
+                Py_DECREF(handler);
+            }
+            else if (!PyErr_Occurred()) {
+                r = PyObject_CallMethodObjArgs(self, s_await_foreign, t, trap, NULL);
+            }
+            err = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(trap);
+        return err;
+    }
+    if (status == PYGEN_RETURN) {
+        PyObject *args[] = {t, trap, Py_None};
+        PyObject *r = PyObject_Vectorcall(hooks->on_exit, args, 3, NULL);
+        Py_DECREF(trap);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    PyObject *type, *exc, *tb;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(exc, tb);
+    }
+    /* KeyboardInterrupt and SystemExit stop the node too */
+    int fatal = PyErr_GivenExceptionMatches(type, PyExc_KeyboardInterrupt) ||
+                PyErr_GivenExceptionMatches(type, PyExc_SystemExit);
+    PyObject *args[] = {t, Py_None, exc};
+    PyObject *r = call_handling(hooks->on_exit, args, 3, type, exc, tb);
+    if (r == NULL || !fatal) {
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(type, exc, tb);
+    return -1;
+}
+
+/* Phase 1 of a turn: kernel.py's _KernelCore._run_ready, step for step. */
+static PyObject *
+kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *self = (PyObject *)k;
+    RunQueue *ready = k->ready, *yielded = k->yielded;
+    while (yielded->len) { /* they yielded in an earlier turn: the loop has run since */
+        PyObject *t = rq_pop(yielded);
+        int err = rq_push(ready, t);
+        Py_DECREF(t);
+        if (err < 0) {
+            return NULL;
+        }
+    }
+    long budget, full;
+    double turn;
+    PyObject *o;
+    if ((o = kernel_attr(self, s_BUDGET)) == NULL) {
+        return NULL;
+    }
+    budget = PyLong_AsLong(o);
+    Py_DECREF(o);
+    if (budget == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if ((o = kernel_attr(self, s_TURN_SECONDS)) == NULL) {
+        return NULL;
+    }
+    turn = PyFloat_AsDouble(o);
+    Py_DECREF(o);
+    if (turn == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Hooks hooks = {NULL, NULL, NULL};
+    if ((hooks.on_exit = kernel_attr(self, s_on_exit)) == NULL ||
+        (hooks.handlers = kernel_attr(self, s_trap_handlers)) == NULL ||
+        (hooks.stashed = kernel_attr(self, s_stashed)) == NULL || !PyDict_Check(hooks.handlers) ||
+        !PySet_Check(hooks.stashed)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "kernel.trap_handlers must be a dict and kernel._stashed a set");
+        }
+        Py_XDECREF(hooks.on_exit);
+        Py_XDECREF(hooks.handlers);
+        Py_XDECREF(hooks.stashed);
+        return NULL;
+    }
+    full = budget;
+    double deadline = now_seconds() + turn;
+    int failed = 0;
+    while (ready->len && budget) {
+        if ((budget & 15) == 1 && now_seconds() > deadline) {
+            break; /* every 16 steps (BUDGET & 15 is 0: not before the first, which most turns are) */
+        }
+        budget--;
+        PyObject *t = rq_pop(ready);
+        int err = step(k, t, &hooks);
+        Py_DECREF(t);
+        if (err < 0) {
+            failed = 1;
+            break;
+        }
+    }
+    /* finally: */
+    Py_CLEAR(cur_task);
+    k->steps += full - budget;
+    Py_DECREF(hooks.on_exit);
+    Py_DECREF(hooks.handlers);
+    Py_DECREF(hooks.stashed);
+    PyObject *type = NULL, *exc = NULL, *tb = NULL;
+    if (failed) {
+        PyErr_Fetch(&type, &exc, &tb);
+        PyErr_NormalizeException(&type, &exc, &tb);
+        if (tb != NULL) {
+            PyException_SetTraceback(exc, tb);
+        }
+    }
+    PyObject *after = kernel_attr(self, s_after_turn);
+    PyObject *r = NULL;
+    if (after != NULL) {
+        r = after == Py_None ? (Py_INCREF(Py_None), Py_None) : call_handling(after, NULL, 0, type, exc, tb);
+        Py_DECREF(after);
+    }
+    if (r == NULL) { /* raised in the finally block: it wins, the turn's error is its context */
+        Py_XDECREF(type);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (failed) {
+        PyErr_Restore(type, exc, tb);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMemberDef kernel_members[] = {
+    {"ready", T_OBJECT, offsetof(KernelCore, ready), READONLY, "the tasks that run next, in order"},
+    {"yielded", T_OBJECT, offsetof(KernelCore, yielded), READONLY, "tasks that yielded their turn"},
+    {"fairness", T_LONG, offsetof(KernelCore, fairness), 0, "countdown of switch-free receives"},
+    {"steps", T_LONGLONG, offsetof(KernelCore, steps), 0, "tasks resumed so far"},
+    {NULL},
+};
+
+static PyMethodDef kernel_methods[] = {
+    {"_run_ready", (PyCFunction)kernel_run_ready, METH_NOARGS,
+     "Phase 1 of a turn: run the ready tasks, within the budget (Kernel._run_ready)."},
+    {NULL},
+};
+
+static PyTypeObject KernelCore_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.KernelCore",
+    .tp_doc = "The C part of kernel.Kernel: its run queues and the loop of a turn.",
+    .tp_basicsize = sizeof(KernelCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = kernel_new,
+    .tp_dealloc = (destructor)kernel_dealloc,
+    .tp_traverse = (traverseproc)kernel_traverse,
+    .tp_clear = (inquiry)kernel_clear,
+    .tp_members = kernel_members,
+    .tp_methods = kernel_methods,
+};
+
+/* -- local: the running task and the attached kernel, per thread ------------ */
+
+typedef struct {
+    PyObject_HEAD
+} Local;
+
+static PyObject *
+local_get_task(PyObject *self, void *closure)
+{
+    PyObject *o = cur_task != NULL ? cur_task : Py_None;
+    Py_INCREF(o);
+    return o;
+}
+
+/* None is kept as NULL, so C code tests one thing. */
+static void
+set_local(PyObject **slot, PyObject *value)
+{
+    if (value == Py_None) {
+        value = NULL;
+    }
+    Py_XINCREF(value);
+    Py_XSETREF(*slot, value);
+}
+
+static int
+local_set_task(PyObject *self, PyObject *value, void *closure)
+{
+    set_local(&cur_task, value);
+    return 0;
+}
+
+static PyObject *
+local_get_kernel(PyObject *self, void *closure)
+{
+    PyObject *o = cur_kernel != NULL ? cur_kernel : Py_None;
+    Py_INCREF(o);
+    return o;
+}
+
+static int
+local_set_kernel(PyObject *self, PyObject *value, void *closure)
+{
+    set_local(&cur_kernel, value);
+    return 0;
+}
+
+static PyGetSetDef local_getset[] = {
+    {"task", local_get_task, local_set_task, "the task running on this thread, or None", NULL},
+    {"kernel", local_get_kernel, local_set_kernel, "the kernel attached to this thread, or None", NULL},
+    {NULL},
+};
+
+static PyTypeObject Local_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.Local",
+    .tp_doc = "Which task runs and which kernel runs on this thread (kernel._local).",
+    .tp_basicsize = sizeof(Local),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_getset = local_getset,
+};
+
+static PyObject *
+current_task(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return local_get_task(NULL, NULL);
+}
+
+/* -- FastFunction: a C function that wears its Python reference's name ------ */
+
+/* Instances are callable like builtins (vectorcall) and have a __dict__, so
+ * functools.update_wrapper gives them the Python function's name, docstring
+ * and __wrapped__ (inspect.signature reads the Python signature there);
+ * they pickle by reference, as functions do. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dict;
+} FastFunction;
+
+static int
+ff_traverse(FastFunction *f, visitproc visit, void *arg)
+{
+    Py_VISIT(f->dict);
+    return 0;
+}
+
+static int
+ff_clear(FastFunction *f)
+{
+    Py_CLEAR(f->dict);
+    return 0;
+}
+
+static void
+ff_dealloc(FastFunction *f)
+{
+    PyObject_GC_UnTrack(f);
+    ff_clear(f);
+    PyObject_GC_Del(f);
+}
+
+static PyObject *
+ff_reduce(FastFunction *f, PyObject *Py_UNUSED(ignored))
+{
+    return PyObject_GetAttr((PyObject *)f, s_qualname);
+}
+
+static PyObject *
+ff_repr(FastFunction *f)
+{
+    PyObject *name = PyObject_GetAttr((PyObject *)f, s_qualname);
+    if (name == NULL) {
+        PyErr_Clear();
+        return PyUnicode_FromString("<termite C function>");
+    }
+    PyObject *r = PyUnicode_FromFormat("<termite C function %U>", name);
+    Py_DECREF(name);
+    return r;
+}
+
+static PyMethodDef ff_methods[] = {
+    {"__reduce__", (PyCFunction)ff_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyGetSetDef ff_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyTypeObject FastFunction_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.FastFunction",
+    .tp_doc = "One of the kernel's hot paths in C; __wrapped__ is its Python reference.",
+    .tp_basicsize = sizeof(FastFunction),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(FastFunction, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_dictoffset = offsetof(FastFunction, dict),
+    .tp_dealloc = (destructor)ff_dealloc,
+    .tp_traverse = (traverseproc)ff_traverse,
+    .tp_clear = (inquiry)ff_clear,
+    .tp_methods = ff_methods,
+    .tp_getset = ff_getset,
+    .tp_repr = (reprfunc)ff_repr,
+};
+
+static PyObject *
+ff_new(vectorcallfunc fn)
+{
+    FastFunction *f = PyObject_GC_New(FastFunction, &FastFunction_Type);
+    if (f == NULL) {
+        return NULL;
+    }
+    f->vectorcall = fn;
+    f->dict = NULL;
+    PyObject_GC_Track(f);
+    return (PyObject *)f;
+}
+
+static int
+ready_for_mail(void)
+{
+    if (mailbox_ready) {
+        return 1;
+    }
+    PyErr_SetString(PyExc_RuntimeError, "termite._core._kernelcore.init_mailbox() was not called");
+    return 0;
+}
+
+/* -- deliver ----------------------------------------------------------------- */
+
+/* mailbox._is_reply: (tag, reply), or Down/Refused whose ref == tag. */
+static int
+is_reply(PyObject *tag, PyObject *msg)
+{
+    PyTypeObject *cls = Py_TYPE(msg);
+    if (cls == &PyTuple_Type) {
+        if (PyTuple_GET_SIZE(msg) != 2 || Py_TYPE(PyTuple_GET_ITEM(msg, 0)) != Tag_type) {
+            return 0;
+        }
+        return PyObject_RichCompareBool(PyTuple_GET_ITEM(msg, 0), tag, Py_EQ);
+    }
+    if ((cls == Down_type || cls == Refused_type) && PyTuple_GET_SIZE(msg) > 0) {
+        return PyObject_RichCompareBool(PyTuple_GET_ITEM(msg, 0), tag, Py_EQ);
+    }
+    return 0;
+}
+
+static inline int
+wake(Task *p, PyObject *state, PyObject *value)
+{
+    Py_INCREF(state);
+    Py_XSETREF(p->waiting, state);
+    if (value != NULL) {
+        Py_INCREF(value);
+        Py_XSETREF(p->value, value);
+    }
+    return rq_push(p->kernel->ready, (PyObject *)p);
+}
+
+/* mailbox.deliver: hand msg over if p waits for it, else queue it (and wake a scanning receive). */
+static int
+do_deliver(Task *p, PyObject *msg)
+{
+    PyObject *waiting = p->waiting;
+    if (waiting == ANY_MESSAGE) {
+        return wake(p, DELIVERED, msg);
+    }
+    if (waiting == REPLY) {
+        PyObject *tag = p->wait_for;
+        Py_XINCREF(tag);
+        int yes = is_reply(tag != NULL ? tag : Py_None, msg);
+        Py_XDECREF(tag);
+        if (yes < 0) {
+            return -1;
+        }
+        if (yes) {
+            return wake(p, DELIVERED, msg);
+        }
+    }
+    else if (waiting == DEAD) {
+        return 0;
+    }
+    PyObject *box = p->mailbox;
+    if (box == NULL || box == Py_None) {
+        box = PyObject_CallNoArgs(deque_type);
+        if (box == NULL) {
+            return -1;
+        }
+        Py_XSETREF(p->mailbox, box);
+    }
+    PyObject *args[] = {box, msg};
+    Py_INCREF(box);
+    PyObject *r = PyObject_Vectorcall(deque_append, args, 2, NULL);
+    Py_DECREF(box);
+    if (r == NULL) {
+        return -1;
+    }
+    Py_DECREF(r);
+    if (p->waiting == SCAN) {
+        Py_INCREF(Py_None);
+        Py_XSETREF(p->waiting, Py_None);
+        return rq_push(p->kernel->ready, (PyObject *)p);
+    }
+    return 0;
+}
+
+static PyObject *
+k_deliver(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (n != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "deliver() takes a process and a message");
+        return NULL;
+    }
+    if (!ready_for_mail()) {
+        return NULL;
+    }
+    if (!Task_Check(args[0]) || !KernelCore_Check(((Task *)args[0])->kernel)) {
+        PyErr_Format(PyExc_TypeError, "deliver() needs a process of a running kernel, got %.200R", args[0]);
+        return NULL;
+    }
+    if (do_deliver((Task *)args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* -- send --------------------------------------------------------------------- */
+
+/* mailbox.send: a pid of a live process of this thread's kernel gets the
+ * message here; anything else goes to the Python send, which does the same
+ * test again and takes its slow path. */
+static PyObject *
+k_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (!ready_for_mail()) {
+        return NULL;
+    }
+    if (PyVectorcall_NARGS(nargsf) == 2 && kwnames == NULL && Py_TYPE(args[0]) == Pid_type && cur_kernel != NULL) {
+        PyObject *proc = *(PyObject **)((char *)args[0] + pid_proc_offset);
+        if (proc != NULL && proc != Py_None && Task_Check(proc) &&
+            (PyObject *)((Task *)proc)->kernel == cur_kernel) {
+            Py_INCREF(proc);
+            int err = do_deliver((Task *)proc, args[1]);
+            Py_DECREF(proc);
+            if (err < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    return PyObject_Vectorcall(py_send, args, nargsf, kwnames);
+}
+
+/* -- receive ------------------------------------------------------------------ */
+
+enum { R_ANY, R_TIMED, R_DELEGATE };
+enum { S_START, S_PARKED, S_RESCHEDULED, S_DONE };
+
+/* What receive() returns: an awaitable that does mailbox.receive's fast path
+ * step for step (what its generator would do at each send), or drives that
+ * generator itself (R_DELEGATE) for the forms this does not handle. */
+typedef struct {
+    PyObject_HEAD
+    int mode, state;
+    PyObject *timeout; /* R_TIMED */
+    Task *proc;        /* once started */
+    PyObject *box;     /* S_RESCHEDULED: the mailbox to pop after the reschedule */
+    PyObject *timer;   /* R_TIMED, parked: the kernel's timer entry */
+    PyObject *sub;     /* R_DELEGATE: mailbox.py's receive generator */
+} Receive;
+
+static PyTypeObject Receive_Type;
+
+static int
+rcv_traverse(Receive *r, visitproc visit, void *arg)
+{
+    Py_VISIT(r->timeout);
+    Py_VISIT(r->proc);
+    Py_VISIT(r->box);
+    Py_VISIT(r->timer);
+    Py_VISIT(r->sub);
+    return 0;
+}
+
+static int
+rcv_clear(Receive *r)
+{
+    Py_CLEAR(r->timeout);
+    Py_CLEAR(r->proc);
+    Py_CLEAR(r->box);
+    Py_CLEAR(r->timer);
+    Py_CLEAR(r->sub);
+    return 0;
+}
+
+static void
+rcv_done(Receive *r)
+{
+    r->state = S_DONE;
+    Py_CLEAR(r->proc);
+    Py_CLEAR(r->box);
+    Py_CLEAR(r->timer);
+    Py_CLEAR(r->sub);
+}
+
+/* A timed receive left by an exception (a signal, close): what its `except` does. */
+static int
+rcv_unwind(Receive *r)
+{
+    if (r->mode != R_TIMED || r->state != S_PARKED || r->proc == NULL) {
+        return 0;
+    }
+    Task *p = r->proc;
+    if (p->waiting != DEAD) {
+        Py_INCREF(Py_None);
+        Py_XSETREF(p->waiting, Py_None);
+    }
+    PyObject *args[] = {(PyObject *)p->kernel, r->timer != NULL ? r->timer : Py_None};
+    PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
+    if (res == NULL) {
+        return -1;
+    }
+    Py_DECREF(res);
+    return 0;
+}
+
+static void
+rcv_finalize(Receive *r)
+{
+    if (r->state != S_PARKED || r->mode != R_TIMED) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (rcv_unwind(r) < 0) {
+        PyErr_WriteUnraisable((PyObject *)r);
+    }
+    rcv_done(r);
+    PyErr_Restore(type, value, tb);
+}
+
+static void
+rcv_dealloc(Receive *r)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)r) < 0) {
+        return; /* resurrected */
+    }
+    PyObject_GC_UnTrack(r);
+    rcv_clear(r);
+    PyObject_GC_Del(r);
+}
+
+static PyObject *
+rcv_new(int mode, PyObject *timeout)
+{
+    Receive *r = PyObject_GC_New(Receive, &Receive_Type);
+    if (r == NULL) {
+        return NULL;
+    }
+    r->mode = mode;
+    r->state = S_START;
+    Py_XINCREF(timeout);
+    r->timeout = timeout;
+    r->proc = NULL;
+    r->box = r->timer = r->sub = NULL;
+    PyObject_GC_Track(r);
+    return (PyObject *)r;
+}
+
+static PySendResult
+rcv_delegate_send(Receive *r, PyObject *arg, PyObject **result)
+{
+    PySendResult status = PyIter_Send(r->sub, arg, result);
+    if (status != PYGEN_NEXT) {
+        rcv_done(r);
+    }
+    return status;
+}
+
+static PySendResult
+rcv_error(Receive *r, PyObject **result)
+{
+    rcv_done(r);
+    *result = NULL;
+    return PYGEN_ERROR;
+}
+
+static PySendResult
+rcv_not_in_process(Receive *r, PyObject **result)
+{
+    PyObject *exc = PyObject_CallFunction(
+        NotInProcess, "s",
+        "receive() can only be awaited inside a termite process; outside one, use node.receive(...) on a termite.Node");
+    if (exc != NULL) {
+        PyException_SetCause(exc, NULL); /* raise ... from None */
+        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_DECREF(exc);
+    }
+    return rcv_error(r, result);
+}
+
+static PySendResult
+rcv_popleft(Receive *r, PyObject *box, PyObject **result)
+{
+    PyObject *msg = PyObject_Vectorcall(deque_popleft, &box, 1, NULL);
+    rcv_done(r);
+    *result = msg;
+    return msg != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
+static PySendResult
+rcv_park(Receive *r, Task *p, PyObject **result)
+{
+    Py_INCREF(ANY_MESSAGE);
+    Py_XSETREF(p->waiting, ANY_MESSAGE);
+    Py_INCREF(p);
+    r->proc = p;
+    r->state = S_PARKED;
+    Py_INCREF(PARK);
+    *result = PARK;
+    return PYGEN_NEXT;
+}
+
+/* The first step: mailbox.receive's body up to its first yield or return. */
+static PySendResult
+rcv_start(Receive *r, PyObject *arg, PyObject **result)
+{
+    if (arg != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started generator");
+        return rcv_error(r, result);
+    }
+    if (cur_task == NULL || !Task_Check(cur_task) || !KernelCore_Check(((Task *)cur_task)->kernel)) {
+        return rcv_not_in_process(r, result);
+    }
+    Task *p = (Task *)cur_task;
+    PyObject *box = p->mailbox;
+    int full = box != NULL && box != Py_None ? PyObject_IsTrue(box) : 0;
+    if (full < 0) {
+        return rcv_error(r, result);
+    }
+    if (r->mode == R_ANY) { /* the hot path: the paper's (?) */
+        if (full) {
+            KernelCore *k = p->kernel;
+            k->fairness -= 1;
+            if (!k->fairness) {
+                k->fairness = FAIRNESS;
+                Py_INCREF(box);
+                r->box = box;
+                r->state = S_RESCHEDULED;
+                Py_INCREF(RESCHEDULE);
+                *result = RESCHEDULE;
+                return PYGEN_NEXT;
+            }
+            return rcv_popleft(r, box, result);
+        }
+        return rcv_park(r, p, result);
+    }
+    /* R_TIMED: (?) with a timeout, as a request awaits its answer */
+    int later = full ? 0 : PyObject_RichCompareBool(r->timeout, zero, Py_GT);
+    if (later < 0) {
+        return rcv_error(r, result);
+    }
+    if (later) {
+        PyObject *args[] = {(PyObject *)p->kernel, r->timeout, (PyObject *)p};
+        PyObject *timer = PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+        if (timer == NULL) {
+            return rcv_error(r, result);
+        }
+        r->timer = timer;
+        return rcv_park(r, p, result);
+    }
+    /* timeout=0, a negative one, or messages waiting: mailbox.receive's general path */
+    PyObject *kwnames = PyTuple_Pack(1, kw_timeout);
+    if (kwnames == NULL) {
+        return rcv_error(r, result);
+    }
+    r->sub = PyObject_Vectorcall(py_receive, &r->timeout, 0, kwnames);
+    Py_DECREF(kwnames);
+    if (r->sub == NULL) {
+        return rcv_error(r, result);
+    }
+    r->mode = R_DELEGATE;
+    return rcv_delegate_send(r, Py_None, result);
+}
+
+/* Woken: what receive's fast path does after its `yield PARK`. */
+static PySendResult
+rcv_resume(Receive *r, PyObject *arg, PyObject **result)
+{
+    Task *p = r->proc;
+    Py_INCREF(Py_None);
+    Py_XSETREF(p->waiting, Py_None);
+    if (r->mode == R_TIMED) {
+        if (arg == TIMED_OUT) {
+            PyObject *args[] = {r->timeout, NO_DEFAULT};
+            PyObject *v = PyObject_Vectorcall(timeout_result, args, 2, NULL); /* raises Timeout */
+            rcv_done(r);
+            *result = v;
+            return v != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+        }
+        PyObject *args[] = {(PyObject *)p->kernel, r->timer};
+        PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
+        if (res == NULL) {
+            return rcv_error(r, result);
+        }
+        Py_DECREF(res);
+    }
+    rcv_done(r);
+    Py_INCREF(arg);
+    *result = arg;
+    return PYGEN_RETURN;
+}
+
+static PySendResult
+rcv_am_send(Receive *r, PyObject *arg, PyObject **result)
+{
+    switch (r->state) {
+    case S_START:
+        if (r->mode == R_DELEGATE) {
+            return rcv_delegate_send(r, arg, result);
+        }
+        return rcv_start(r, arg, result);
+    case S_PARKED:
+        if (r->mode == R_DELEGATE) {
+            return rcv_delegate_send(r, arg, result);
+        }
+        return rcv_resume(r, arg, result);
+    case S_RESCHEDULED: {
+        PyObject *box = r->box;
+        Py_INCREF(box);
+        PySendResult status = rcv_popleft(r, box, result);
+        Py_DECREF(box);
+        return status;
+    }
+    default: /* an exhausted generator: sending to it returns None */
+        Py_INCREF(Py_None);
+        *result = Py_None;
+        return PYGEN_RETURN;
+    }
+}
+
+static PyObject *
+rcv_await(PyObject *r)
+{
+    Py_INCREF(r);
+    return r;
+}
+
+/* gen.send(value): the next yielded value, or StopIteration(return value). */
+static PyObject *
+rcv_send_result(PySendResult status, PyObject *result)
+{
+    if (status == PYGEN_NEXT) {
+        return result;
+    }
+    if (status == PYGEN_RETURN) {
+        if (result == Py_None) {
+            Py_DECREF(result);
+            PyErr_SetNone(PyExc_StopIteration);
+        }
+        else {
+            PyObject *stop = PyObject_CallOneArg(PyExc_StopIteration, result);
+            Py_DECREF(result);
+            if (stop != NULL) {
+                PyErr_SetObject(PyExc_StopIteration, stop);
+                Py_DECREF(stop);
+            }
+        }
+    }
+    return NULL;
+}
+
+static PyObject *
+rcv_send(Receive *r, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult status = rcv_am_send(r, arg, &result);
+    return rcv_send_result(status, result);
+}
+
+static PyObject *
+rcv_iternext(Receive *r)
+{
+    PyObject *result;
+    PySendResult status = rcv_am_send(r, Py_None, &result);
+    if (status == PYGEN_RETURN && result == Py_None) {
+        Py_DECREF(result);
+        return NULL; /* StopIteration, without making one */
+    }
+    return rcv_send_result(status, result);
+}
+
+static PyObject *
+rcv_throw(Receive *r, PyObject *const *args, Py_ssize_t n)
+{
+    if (n < 1 || n > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (r->mode == R_DELEGATE && r->sub != NULL) {
+        PyObject *sub = r->sub;
+        Py_INCREF(sub);
+        PyObject *res = PyObject_VectorcallMethod(s_throw, (PyObject *[]){sub, args[0], n > 1 ? args[1] : NULL,
+                                                                          n > 2 ? args[2] : NULL}, n + 1, NULL);
+        Py_DECREF(sub);
+        if (res == NULL) {
+            rcv_done(r);
+        }
+        return res;
+    }
+    if (rcv_unwind(r) < 0) {
+        rcv_done(r);
+        return NULL;
+    }
+    rcv_done(r);
+    /* raise what was thrown in, as gen.throw does */
+    PyObject *typ = args[0], *val = n > 1 ? args[1] : Py_None, *tb = n > 2 ? args[2] : Py_None;
+    if (PyExceptionInstance_Check(typ)) {
+        if (val != Py_None) {
+            PyErr_SetString(PyExc_TypeError, "instance exception may not have a separate value");
+            return NULL;
+        }
+        PyErr_SetObject((PyObject *)Py_TYPE(typ), typ);
+    }
+    else if (PyExceptionClass_Check(typ)) {
+        PyErr_SetObject(typ, val);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "exceptions must be classes or instances deriving from BaseException, not %s",
+                     Py_TYPE(typ)->tp_name);
+        return NULL;
+    }
+    if (tb != Py_None) {
+        PyObject *type, *value, *old_tb;
+        PyErr_Fetch(&type, &value, &old_tb);
+        PyErr_NormalizeException(&type, &value, &old_tb);
+        Py_XDECREF(old_tb);
+        Py_INCREF(tb);
+        PyErr_Restore(type, value, tb);
+    }
+    return NULL;
+}
+
+static PyObject *
+rcv_close(Receive *r, PyObject *Py_UNUSED(ignored))
+{
+    if (r->mode == R_DELEGATE && r->sub != NULL) {
+        PyObject *sub = r->sub;
+        Py_INCREF(sub);
+        PyObject *res = PyObject_CallMethodNoArgs(sub, s_close);
+        Py_DECREF(sub);
+        rcv_done(r);
+        return res;
+    }
+    int err = rcv_unwind(r);
+    rcv_done(r);
+    if (err < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef rcv_methods[] = {
+    {"send", (PyCFunction)rcv_send, METH_O, NULL},
+    {"throw", (PyCFunction)rcv_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)rcv_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyAsyncMethods rcv_as_async = {
+    .am_await = rcv_await,
+    .am_send = (sendfunc)rcv_am_send,
+};
+
+static PyTypeObject Receive_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.Receive",
+    .tp_doc = "An awaited receive() (termite/_core/mailbox.py's receive, in C).",
+    .tp_basicsize = sizeof(Receive),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)rcv_dealloc,
+    .tp_traverse = (traverseproc)rcv_traverse,
+    .tp_clear = (inquiry)rcv_clear,
+    .tp_finalize = (destructor)rcv_finalize,
+    .tp_as_async = &rcv_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)rcv_iternext,
+    .tp_methods = rcv_methods,
+};
+
+/* receive(*patterns, timeout=None, default=NO_DEFAULT, where=None) */
+static PyObject *
+k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (!ready_for_mail()) {
+        return NULL;
+    }
+    if (PyVectorcall_NARGS(nargsf) == 0) {
+        PyObject *timeout = Py_None;
+        Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+        if (nkw == 1) {
+            PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
+            if (name == kw_timeout || PyUnicode_Compare(name, kw_timeout) == 0) {
+                timeout = args[0];
+            }
+            else {
+                timeout = NULL;
+            }
+        }
+        else if (nkw > 1) {
+            timeout = NULL;
+        }
+        if (timeout == Py_None) {
+            return rcv_new(R_ANY, NULL);
+        }
+        if (timeout != NULL && (PyFloat_CheckExact(timeout) || PyLong_CheckExact(timeout))) {
+            return rcv_new(R_TIMED, timeout);
+        }
+    }
+    return PyObject_Vectorcall(py_receive, args, nargsf, kwnames);
+}
+
+/* -- init ------------------------------------------------------------------- */
+
+static int
+keep(PyObject **slot, PyObject *o)
+{
+    Py_INCREF(o);
+    Py_XSETREF(*slot, o);
+    return 0;
+}
+
+static int
+keep_type(PyTypeObject **slot, PyObject *o, const char *what)
+{
+    if (!PyType_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a class", what);
+        return -1;
+    }
+    Py_INCREF(o);
+    Py_XSETREF(*slot, (PyTypeObject *)o);
+    return 0;
+}
+
+static PyObject *
+init_kernel(PyObject *module, PyObject *args)
+{
+    PyObject *park, *reschedule, *signal, *timed_out;
+    if (!PyArg_ParseTuple(args, "OOOO:init_kernel", &park, &reschedule, &signal, &timed_out)) {
+        return NULL;
+    }
+    if (keep_type(&Signal_type, signal, "Signal") < 0) {
+        return NULL;
+    }
+    keep(&PARK, park);
+    keep(&RESCHEDULE, reschedule);
+    keep(&TIMED_OUT, timed_out);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+init_mailbox(PyObject *module, PyObject *args)
+{
+    PyObject *any_message, *scan, *reply, *delivered, *dead, *down, *refused, *tag, *pid, *deque;
+    PyObject *send, *receive, *timeout_fn, *not_in_process, *no_default;
+    long fairness;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOl:init_mailbox", &any_message, &scan, &reply, &delivered, &dead,
+                          &down, &refused, &tag, &pid, &deque, &send, &receive, &timeout_fn, &not_in_process,
+                          &no_default, &fairness)) {
+        return NULL;
+    }
+    if (keep_type(&Down_type, down, "Down") < 0 || keep_type(&Refused_type, refused, "Refused") < 0 ||
+        keep_type(&Tag_type, tag, "Tag") < 0 || keep_type(&Pid_type, pid, "Pid") < 0) {
+        return NULL;
+    }
+    PyObject *descr = PyObject_GetAttrString(pid, "_proc");
+    if (descr == NULL) {
+        return NULL;
+    }
+    int slot = Py_TYPE(descr) == &PyMemberDescr_Type && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+    pid_proc_offset = slot ? ((PyMemberDescrObject *)descr)->d_member->offset : -1;
+    Py_DECREF(descr);
+    if (!slot) {
+        PyErr_SetString(PyExc_TypeError, "Pid._proc must be a __slots__ slot");
+        return NULL;
+    }
+    keep(&ANY_MESSAGE, any_message);
+    keep(&SCAN, scan);
+    keep(&REPLY, reply);
+    keep(&DELIVERED, delivered);
+    keep(&DEAD, dead);
+    keep(&deque_type, deque);
+    keep(&py_send, send);
+    keep(&py_receive, receive);
+    keep(&timeout_result, timeout_fn);
+    keep(&NotInProcess, not_in_process);
+    keep(&NO_DEFAULT, no_default);
+    FAIRNESS = fairness;
+    PyObject *append = PyObject_GetAttrString(deque, "append");
+    PyObject *popleft = PyObject_GetAttrString(deque, "popleft");
+    if (append == NULL || popleft == NULL) {
+        Py_XDECREF(append);
+        Py_XDECREF(popleft);
+        return NULL;
+    }
+    Py_XSETREF(deque_append, append);
+    Py_XSETREF(deque_popleft, popleft);
+    mailbox_ready = PARK != NULL;
+    if (!mailbox_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "init_kernel() must be called before init_mailbox()");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef module_methods[] = {
+    {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT)"},
+    {"init_mailbox", init_mailbox, METH_VARARGS,
+     "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "
+     "_timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS)"},
+    {"current_task", current_task, METH_NOARGS, "The task running on this thread, or None outside any task."},
+    {NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "termite._core._kernelcore",
+    .m_doc = "The kernel's hot path in C: run queue, turn, deliver, send, receive (see the contract in its source).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+intern(PyObject **slot, const char *s)
+{
+    *slot = PyUnicode_InternFromString(s);
+    return *slot != NULL ? 0 : -1;
+}
+
+PyMODINIT_FUNC
+PyInit__kernelcore(void)
+{
+    if (intern(&s_BUDGET, "BUDGET") || intern(&s_TURN_SECONDS, "TURN_SECONDS") || intern(&s_on_exit, "on_exit") ||
+        intern(&s_trap_handlers, "trap_handlers") || intern(&s_stashed, "_stashed") ||
+        intern(&s_after_turn, "after_turn") || intern(&s_signal, "_signal") ||
+        intern(&s_await_foreign, "_await_foreign") || intern(&s_add_timer, "add_timer") ||
+        intern(&s_cancel_timer, "cancel_timer") || intern(&s_timeout, "timeout") || intern(&s_value, "value") ||
+        intern(&s_throw, "throw") || intern(&s_close, "close") || intern(&s_qualname, "__qualname__")) {
+        return NULL;
+    }
+    kw_timeout = s_timeout;
+    Py_INCREF(kw_timeout);
+    zero = PyLong_FromLong(0);
+    if (zero == NULL) {
+        return NULL;
+    }
+    PyTypeObject *types[] = {&RunQueue_Type, &KernelCore_Type, &Task_Type, &Local_Type, &FastFunction_Type,
+                             &Receive_Type};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        if (PyType_Ready(types[i]) < 0) {
+            return NULL;
+        }
+    }
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "RunQueue", (PyObject *)&RunQueue_Type) < 0 ||
+        PyModule_AddObjectRef(m, "KernelCore", (PyObject *)&KernelCore_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Task", (PyObject *)&Task_Type) < 0 ||
+        PyModule_AddObjectRef(m, "FastFunction", (PyObject *)&FastFunction_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    PyObject *local = PyType_GenericNew(&Local_Type, NULL, NULL);
+    PyObject *deliver = ff_new(k_deliver), *send = ff_new(k_send), *receive = ff_new(k_receive);
+    if (local == NULL || deliver == NULL || send == NULL || receive == NULL ||
+        PyModule_AddObject(m, "local", local) < 0) {
+        Py_XDECREF(local);
+        Py_XDECREF(deliver);
+        Py_XDECREF(send);
+        Py_XDECREF(receive);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddObject(m, "deliver", deliver) < 0 || PyModule_AddObject(m, "send", send) < 0 ||
+        PyModule_AddObject(m, "receive", receive) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
