@@ -313,7 +313,40 @@ def flow() -> list:
     return termite.run(main)
 
 
-PROGRAMS = {f.__name__: f for f in (scheduling, receives, signals, calls, crashes, asyncio_bridge, flow)}
+def spawned() -> list:
+    """What spawn makes: every field of a new process, by spawn() and by the Python spawn_in."""
+    from termite._core.process import Process
+    from termite._core.spawn import spawn_in
+
+    def fields(proc):
+        names = [n for cls in type(proc).__mro__ for n in getattr(cls, "__slots__", ())]
+        names += ["coro", "value", "waiting", "foreign", "kernel", "held", "mailbox", "wait_for"]
+        return {n: type(getattr(proc, n)).__name__ if n in ("coro", "kernel", "table") else repr(getattr(proc, n))
+                for n in sorted(set(names))}
+
+    async def idle(*args):
+        await receive()
+
+    async def main():
+        by_spawn = spawn(idle, 1, 2)
+        by_spawn_in = spawn_in(current().table, idle, (1, 2))
+        one, two = by_spawn._proc, by_spawn_in._proc
+        out = [type(one) is Process, fields(one) == {**fields(two), "pid": repr(by_spawn)}, fields(one)]
+        out.append((by_spawn.serial + 1 == by_spawn_in.serial, by_spawn.node is current().table.ref))
+        out.append([p.pid.serial for p in current().table.procs.values()][-2:] == [by_spawn.serial, by_spawn_in.serial])
+        plain = spawn(len, "abc")  # not a coroutine function: spawn.py's path
+        ref = termite.monitor(plain)
+        out.append(await receive(termite.Down) == termite.Down(ref, plain, "normal"))
+        try:
+            spawn(idle(), 1)
+        except TypeError as exc:
+            out.append(_error(exc))
+        return out
+
+    return termite.run(main)
+
+
+PROGRAMS = {f.__name__: f for f in (scheduling, receives, signals, calls, crashes, asyncio_bridge, flow, spawned)}
 
 
 def _observe(name: str, kernel: str) -> str:

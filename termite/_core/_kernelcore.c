@@ -1,55 +1,81 @@
 /* termite._core._kernelcore: the kernel's hot path, in C.
  *
- * termite/_core/kernel.py and mailbox.py are the reference: this module does
- * what they do for the steps every message takes, with the same observable
- * behaviour (the same wake-ups, in the same order, the same values, the same
- * errors), and hands everything else back to them.  TERMITE_KERNEL=python
- * runs the Python kernel instead; tests/test_kernel_parity.py runs the same
- * programs on both and compares what they see.
+ * termite/_core/kernel.py, mailbox.py, spawn.py and call.py are the
+ * reference: this module does what they do for the steps every message
+ * takes, with the same observable behaviour (the same wake-ups, in the same
+ * order, the same values, the same errors and messages), and hands
+ * everything else back to them.  TERMITE_KERNEL=python runs the Python
+ * kernel instead; tests/test_kernel_parity.py runs the same programs on both
+ * and compares what they observe, and the kernel-sensitive test files run on
+ * both.
  *
  * What it owns
  *   RunQueue     the ready queue and the yielded queue: a ring of tasks with
- *                deque's append, popleft, extend, clear, len and iteration.
+ *                deque's append, popleft, extend, clear, len, in, iteration.
  *   Task         the kernel's task, with the fields every hop reads in the C
  *                struct: coro, value, waiting, foreign, kernel, held, and the
- *                process's mailbox and wait_for (process.Process adds the
- *                rest as Python slots).  `kernel` is always a KernelCore.
+ *                process's mailbox and wait_for (process.Process adds its
+ *                other fields as Python slots).  `kernel` is a KernelCore.
  *   KernelCore   the base of kernel.Kernel: its ready and yielded queues,
- *                `fairness` and `steps`, and `_run_ready()`, phase 1 of a
- *                turn (Kernel._run_ready in Python): resume ready tasks with
- *                PyIter_Send, at most BUDGET of them for TURN_SECONDS, and
- *                act on the trap each yields.
+ *                `fairness` and `steps`, and `_run_ready()`, phase 1 of a turn
+ *                (kernel._KernelCore._run_ready in Python): resume ready tasks
+ *                with PyIter_Send, at most BUDGET of them for TURN_SECONDS,
+ *                and act on the trap each yields.
  *   local        which task runs and which kernel is attached, per thread
- *                (kernel._local in Python, a threading.local).
- *   deliver(proc, msg), send(dest, msg), receive(...)
- *                mailbox.py's functions, for the common cases: a send to a
- *                pid of a live process of this thread's kernel; receive()
- *                with no pattern, and receive(timeout=t).
+ *                (kernel._local, a threading.local in Python).
+ *   deliver(proc, msg)                       mailbox.deliver, all of it.
+ *   send(dest, msg)                          for a pid of a live process of
+ *                                            this thread's kernel.
+ *   receive(), receive(timeout=t)            mailbox.receive's two fast
+ *                                            paths; an awaitable with am_send
+ *                                            in place of the generator.
+ *   spawn(fn, *args)                         for a coroutine function and no
+ *                                            keyword: process_body, Pid(),
+ *                                            Process() and spawn_in's two
+ *                                            lines, field by field.
+ *   call(pid, msg[, timeout])                call.call for a pid, no default
+ *                                            and a timeout of None or > 0:
+ *                                            make_tag, the monitor, the send,
+ *                                            _await_reply's wait, demonitor.
  *   current_task()
  *
- * What it calls back into (all Python, all off the per-message path)
+ * What it calls back into (all Python, none of it on the path of a message)
  *   kernel._signal(task, signal) for a Signal wake-up value (throw or close);
  *   kernel.trap_handlers[type(trap)] and kernel._await_foreign for traps
- *   other than PARK, RESCHEDULE and NEXT_TURN (None); kernel.on_exit and
- *   kernel.after_turn; kernel.add_timer and cancel_timer for a timed receive;
- *   mailbox's Python send for anything but a local live pid; mailbox's Python
- *   receive for everything but the two forms above (a receive object then
- *   drives that generator, so it starts at the same step as it would have);
- *   mailbox._timeout_result to raise Timeout.
+ *   other than PARK, RESCHEDULE and NEXT_TURN (None); kernel.on_exit (with
+ *   the exception as sys.exc_info(), as the Python kernel's `except` has it)
+ *   and kernel.after_turn; kernel.add_timer and cancel_timer; each function's
+ *   Python twin for what it does not do itself: mailbox's send for any other
+ *   destination; mailbox's receive for patterns, where= and default=, and for
+ *   timeout=t when messages wait or t is not > 0 (a receive object then
+ *   drives that generator, started at the step it would have started);
+ *   spawn.py's spawn; call.py's call, _monitor_for_call (a pid not alive
+ *   here), _await_reply (a reply already in the mailbox: a call to oneself),
+ *   _outcome (anything but a reply: Down, Refused, a timeout) and demonitor
+ *   (a monitor of another node); mailbox._timeout_result to raise Timeout.
  *
  * Invariants
- *   - A task's `waiting` says where it is, as in kernel.py: None running or
- *     queued; a wait state (process.py's sentinels) while parked; every
+ *   - A task's `waiting` says where it is, as kernel.py says: None running
+ *     or queued; a wait state (process.py's sentinels) while parked; every
  *     wake-up goes through the ready queue with `value` set.
- *   - A mailbox is None or a collections.deque; its messages are appended by
- *     deliver only (and by Python code that mirrors it: interrupt, migration).
- *   - Nothing here runs user code, except what the Python kernel would run at
- *     the same point: the process's own coroutine, == between a reply's tag
- *     and a Down's ref, the hooks above.
- *   - The kernel runs on one thread; the GIL is held throughout.
+ *   - A mailbox is None or a collections.deque.
+ *   - Pid, Process and Tag are what ids.py and process.py define: plain
+ *     __slots__ classes (Tag a tuple with no constructor of its own), whose
+ *     __init__ only stores its arguments (and process._PROCESS_DEFAULTS, which
+ *     init_process() is given); init_* refuses classes that are not.
+ *   - Nothing here runs user code the Python kernel would not run at the same
+ *     point: the process's own coroutine, == between a reply's tag and a
+ *     Down's ref, the hooks above.
+ *   - One thread runs a kernel; the GIL is held throughout.
  *
- * Only the public C API (plus PyMemberDescrObject to find Pid._proc's slot),
- * so it builds on any CPython >= 3.11.
+ * What differs, and only there: receive() and call() return awaitable objects
+ * (with send, throw and close) instead of a generator and a coroutine; these
+ * functions are FastFunction objects that carry the Python function's name,
+ * docstring and signature (__wrapped__) and pickle by reference.
+ *
+ * The public C API, plus PyMemberDescrObject to find __slots__ slots (as
+ * _fastcodec does for Pid) and PyCodeObject.co_flags; builds on any CPython
+ * >= 3.11.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1442,30 +1468,10 @@ rcv_iternext(Receive *r)
     return rcv_send_result(status, result);
 }
 
+/* Raise what gen.throw(typ[, val[, tb]]) was given, as gen.throw does. */
 static PyObject *
-rcv_throw(Receive *r, PyObject *const *args, Py_ssize_t n)
+raise_thrown(PyObject *const *args, Py_ssize_t n)
 {
-    if (n < 1 || n > 3) {
-        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
-        return NULL;
-    }
-    if (r->mode == R_DELEGATE && r->sub != NULL) {
-        PyObject *sub = r->sub;
-        Py_INCREF(sub);
-        PyObject *res = PyObject_VectorcallMethod(s_throw, (PyObject *[]){sub, args[0], n > 1 ? args[1] : NULL,
-                                                                          n > 2 ? args[2] : NULL}, n + 1, NULL);
-        Py_DECREF(sub);
-        if (res == NULL) {
-            rcv_done(r);
-        }
-        return res;
-    }
-    if (rcv_unwind(r) < 0) {
-        rcv_done(r);
-        return NULL;
-    }
-    rcv_done(r);
-    /* raise what was thrown in, as gen.throw does */
     PyObject *typ = args[0], *val = n > 1 ? args[1] : Py_None, *tb = n > 2 ? args[2] : Py_None;
     if (PyExceptionInstance_Check(typ)) {
         if (val != Py_None) {
@@ -1491,6 +1497,32 @@ rcv_throw(Receive *r, PyObject *const *args, Py_ssize_t n)
         PyErr_Restore(type, value, tb);
     }
     return NULL;
+}
+
+static PyObject *
+rcv_throw(Receive *r, PyObject *const *args, Py_ssize_t n)
+{
+    if (n < 1 || n > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (r->mode == R_DELEGATE && r->sub != NULL) {
+        PyObject *sub = r->sub;
+        Py_INCREF(sub);
+        PyObject *res = PyObject_VectorcallMethod(s_throw, (PyObject *[]){sub, args[0], n > 1 ? args[1] : NULL,
+                                                                          n > 2 ? args[2] : NULL}, n + 1, NULL);
+        Py_DECREF(sub);
+        if (res == NULL) {
+            rcv_done(r);
+        }
+        return res;
+    }
+    if (rcv_unwind(r) < 0) {
+        rcv_done(r);
+        return NULL;
+    }
+    rcv_done(r);
+    return raise_thrown(args, n);
 }
 
 static PyObject *
@@ -1570,6 +1602,684 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
         }
     }
     return PyObject_Vectorcall(py_receive, args, nargsf, kwnames);
+}
+
+/* -- spawn ---------------------------------------------------------------------- */
+
+static PyTypeObject *Process_type;
+static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off;
+static Py_ssize_t pid_node_off, pid_serial_off;
+static int process_ready, call_ready;
+static PyObject *process_defaults; /* tuple of (offset, value): Process.__init__'s other slots */
+static PyObject *py_spawn, *py_call, *py_make_tag, *py_monitor_for_call, *py_demonitor, *py_outcome,
+    *py_await_reply;
+static PyObject *s_ref, *s_serials, *s_procs, *s_kernel, *s_monitored, *s_monitors, *s_pop;
+static PyObject *ids_globals, *s_origin, *s_tag_serials; /* ids.py's globals: make_tag reads _origin, _tag_serials */
+static int spawn_ready;
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+static inline void
+set_slot(PyObject *obj, Py_ssize_t off, PyObject *value)
+{
+    Py_INCREF(value);
+    Py_XSETREF(SLOT(obj, off), value);
+}
+
+/* Where the __slots__ slot `name` of `type` lives in its instances; -1 with an error if it is none. */
+static Py_ssize_t
+slot_offset(PyObject *type, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString(type, name);
+    if (descr == NULL) {
+        return -1;
+    }
+    int slot = Py_TYPE(descr) == &PyMemberDescr_Type && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+    Py_ssize_t offset = slot ? ((PyMemberDescrObject *)descr)->d_member->offset : -1;
+    Py_DECREF(descr);
+    if (!slot) {
+        PyErr_Format(PyExc_TypeError, "%R.%s must be a __slots__ slot", type, name);
+    }
+    return offset;
+}
+
+/* spawn_in(table, fn, args) for a coroutine function, no link and no name: what
+ * process_body, Pid() and Process() make, set field by field. */
+static PyObject *
+fast_spawn(PyObject *table, PyObject *fn, PyObject *const *args, Py_ssize_t n)
+{
+    PyObject *coro = PyObject_Vectorcall(fn, args, n, NULL); /* only creates the coroutine */
+    if (coro == NULL) {
+        return NULL;
+    }
+    PyObject *ref = NULL, *serials = NULL, *procs = NULL, *kernel = NULL, *serial = NULL, *pid = NULL, *proc = NULL;
+    if ((ref = PyObject_GetAttr(table, s_ref)) == NULL || (serials = PyObject_GetAttr(table, s_serials)) == NULL ||
+        (procs = PyObject_GetAttr(table, s_procs)) == NULL || (kernel = PyObject_GetAttr(table, s_kernel)) == NULL) {
+        goto fail;
+    }
+    if (!KernelCore_Check(kernel)) {
+        PyErr_Format(PyExc_TypeError, "a process table's kernel must be a termite Kernel, got %.200R", kernel);
+        goto fail;
+    }
+    serial = PyIter_Next(serials);
+    if (serial == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "the process table ran out of serials");
+        }
+        goto fail;
+    }
+    pid = Pid_type->tp_alloc(Pid_type, 0);
+    if (pid == NULL) {
+        goto fail;
+    }
+    set_slot(pid, pid_node_off, ref);
+    set_slot(pid, pid_serial_off, serial);
+    set_slot(pid, pid_proc_offset, Py_None);
+    proc = Process_type->tp_alloc(Process_type, 0);
+    if (proc == NULL) {
+        goto fail;
+    }
+    Task *t = (Task *)proc;
+    PyObject **fields[] = {&t->value, &t->waiting, &t->foreign, &t->held, &t->mailbox, &t->wait_for};
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        Py_INCREF(Py_None);
+        *fields[i] = Py_None;
+    }
+    Py_INCREF(kernel);
+    t->kernel = (KernelCore *)kernel;
+    t->coro = coro;
+    coro = NULL;
+    set_slot(proc, proc_pid_off, pid);
+    set_slot(proc, proc_table_off, table);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(process_defaults); i++) {
+        PyObject *entry = PyTuple_GET_ITEM(process_defaults, i);
+        set_slot(proc, PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0)), PyTuple_GET_ITEM(entry, 1));
+    }
+    set_slot(pid, pid_proc_offset, proc);
+    if (PyDict_SetItem(procs, serial, proc) < 0 || rq_push(((KernelCore *)kernel)->ready, proc) < 0) {
+        goto fail;
+    }
+    Py_DECREF(ref);
+    Py_DECREF(serials);
+    Py_DECREF(procs);
+    Py_DECREF(kernel);
+    Py_DECREF(serial);
+    Py_DECREF(proc);
+    return pid;
+fail:
+    if (coro != NULL) { /* never started: close it so Python does not warn it was never awaited */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyObject *r = PyObject_CallMethodNoArgs(coro, s_close);
+        Py_XDECREF(r);
+        PyErr_Restore(type, value, tb);
+        Py_DECREF(coro);
+    }
+    if (pid != NULL && SLOT(pid, pid_proc_offset) != NULL) {
+        set_slot(pid, pid_proc_offset, Py_None);
+    }
+    Py_XDECREF(ref);
+    Py_XDECREF(serials);
+    Py_XDECREF(procs);
+    Py_XDECREF(kernel);
+    Py_XDECREF(serial);
+    Py_XDECREF(pid);
+    Py_XDECREF(proc);
+    return NULL;
+}
+
+/* spawn(fn, *args): a coroutine function spawned with no keyword here; the rest in spawn.py. */
+static PyObject *
+k_spawn(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (!spawn_ready || !process_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "termite._core._kernelcore.init_spawn() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    if (n >= 1 && kwnames == NULL && cur_task != NULL && Py_TYPE(cur_task) == Process_type &&
+        PyFunction_Check(args[0]) && ((PyCodeObject *)PyFunction_GET_CODE(args[0]))->co_flags & CO_COROUTINE) {
+        PyObject *table = SLOT(cur_task, proc_table_off);
+        if (table != NULL) {
+            Py_INCREF(table);
+            PyObject *pid = fast_spawn(table, args[0], args + 1, n - 1);
+            Py_DECREF(table);
+            return pid;
+        }
+    }
+    return PyObject_Vectorcall(py_spawn, args, nargsf, kwnames);
+}
+
+/* -- call ----------------------------------------------------------------------- */
+
+/* ids.make_tag(): Tag((_origin, next(_tag_serials))), from ids.py's current globals (a fork draws new ones). */
+static PyObject *
+make_tag(void)
+{
+    PyObject *origin = PyDict_GetItemWithError(ids_globals, s_origin);
+    PyObject *serials = origin != NULL ? PyDict_GetItemWithError(ids_globals, s_tag_serials) : NULL;
+    if (serials == NULL || Tag_type->tp_new != PyTuple_Type.tp_new) {
+        return PyErr_Occurred() ? NULL : PyObject_CallNoArgs(py_make_tag);
+    }
+    Py_INCREF(serials);
+    PyObject *serial = PyIter_Next(serials);
+    Py_DECREF(serials);
+    if (serial == NULL) {
+        return PyErr_Occurred() ? NULL : PyObject_CallNoArgs(py_make_tag);
+    }
+    PyObject *tag = Tag_type->tp_alloc(Tag_type, 2);
+    if (tag == NULL) {
+        Py_DECREF(serial);
+        return NULL;
+    }
+    Py_INCREF(origin);
+    PyTuple_SET_ITEM(tag, 0, origin);
+    PyTuple_SET_ITEM(tag, 1, serial);
+    return tag;
+}
+
+/* dict.pop(key, None) of an exact dict, the value dropped. */
+static int
+dict_discard(PyObject *dict, PyObject *key)
+{
+    PyObject *found = PyDict_GetItemWithError(dict, key);
+    if (found != NULL) {
+        return PyDict_DelItem(dict, key);
+    }
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+enum { C_FAST, C_REPLY, C_WHOLE }; /* C_REPLY: drives call._await_reply; C_WHOLE: call.py's call itself */
+
+/* What call(dest, msg[, timeout]) returns: call.py's call, step for step, for a
+ * pid and no default; the rest of it (a reply already in the mailbox, a Down,
+ * a timeout) is call.py's, called from here. */
+typedef struct {
+    PyObject_HEAD
+    int mode, state;
+    PyObject *dest, *msg, *timeout; /* timeout: NULL for None */
+    Task *proc;
+    PyObject *tag, *timer, *sub;
+} Call;
+
+static PyTypeObject Call_Type;
+
+static int
+call_traverse(Call *c, visitproc visit, void *arg)
+{
+    Py_VISIT(c->dest);
+    Py_VISIT(c->msg);
+    Py_VISIT(c->timeout);
+    Py_VISIT(c->proc);
+    Py_VISIT(c->tag);
+    Py_VISIT(c->timer);
+    Py_VISIT(c->sub);
+    return 0;
+}
+
+static int
+call_clear(Call *c)
+{
+    Py_CLEAR(c->dest);
+    Py_CLEAR(c->msg);
+    Py_CLEAR(c->timeout);
+    Py_CLEAR(c->proc);
+    Py_CLEAR(c->tag);
+    Py_CLEAR(c->timer);
+    Py_CLEAR(c->sub);
+    return 0;
+}
+
+static void
+call_done(Call *c)
+{
+    c->state = S_DONE;
+    call_clear(c);
+}
+
+/* The `finally` of call._await_reply, for a call parked here. */
+static int
+call_unwind(Call *c, int timed_out)
+{
+    if (c->state != S_PARKED || c->mode != C_FAST || c->proc == NULL) {
+        return 0;
+    }
+    Task *p = c->proc;
+    Py_INCREF(Py_None);
+    Py_XSETREF(p->wait_for, Py_None);
+    if (p->waiting != DEAD) {
+        Py_INCREF(Py_None);
+        Py_XSETREF(p->waiting, Py_None);
+    }
+    if (c->timer != NULL && !timed_out) {
+        PyObject *args[] = {(PyObject *)p->kernel, c->timer};
+        PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
+        if (res == NULL) {
+            return -1;
+        }
+        Py_DECREF(res);
+    }
+    return 0;
+}
+
+static void
+call_finalize(Call *c)
+{
+    if (c->state != S_PARKED || c->mode != C_FAST) {
+        return;
+    }
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (call_unwind(c, 0) < 0) {
+        PyErr_WriteUnraisable((PyObject *)c);
+    }
+    call_done(c);
+    PyErr_Restore(type, value, tb);
+}
+
+static void
+call_dealloc(Call *c)
+{
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) {
+        return;
+    }
+    PyObject_GC_UnTrack(c);
+    call_clear(c);
+    PyObject_GC_Del(c);
+}
+
+/* demonitor(tag) for the process that made the call: the local case here, the rest in links.py. */
+static int
+call_demonitor(Call *c)
+{
+    PyObject *table = SLOT(c->proc, proc_table_off);
+    PyObject *monitored = table != NULL ? PyObject_GetAttr(table, s_monitored) : NULL;
+    if (monitored == NULL || !PyDict_Check(monitored)) {
+        Py_XDECREF(monitored);
+        PyErr_Clear();
+        goto python;
+    }
+    PyObject *target = PyDict_GetItemWithError(monitored, c->tag);
+    if (target != NULL) {
+        Py_INCREF(target);
+        if (PyDict_DelItem(monitored, c->tag) < 0) {
+            Py_DECREF(target);
+            Py_DECREF(monitored);
+            return -1;
+        }
+    }
+    else if (PyErr_Occurred()) {
+        Py_DECREF(monitored);
+        return -1;
+    }
+    Py_DECREF(monitored);
+    if (target == NULL) {
+        goto python; /* not a local process's monitor: links.demonitor tells the node it watches */
+    }
+    PyObject *monitors = PyObject_GetAttr(target, s_monitors);
+    Py_DECREF(target);
+    if (monitors == NULL) {
+        return -1;
+    }
+    int truth = PyObject_IsTrue(monitors);
+    if (truth > 0 && PyDict_CheckExact(monitors)) {
+        truth = dict_discard(monitors, c->tag);
+    }
+    else if (truth > 0) {
+        PyObject *args[] = {monitors, c->tag, Py_None};
+        PyObject *r = PyObject_VectorcallMethod(s_pop, args, 3, NULL);
+        Py_XDECREF(r);
+        truth = r == NULL ? -1 : 0;
+    }
+    Py_DECREF(monitors);
+    return truth < 0 ? -1 : 0;
+python: {
+    PyObject *r = PyObject_CallOneArg(py_demonitor, c->tag);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+}
+
+/* The answer is in: call.py's _outcome (a reply's value here). */
+static PySendResult
+call_finish(Call *c, PyObject *answer, PyObject **result)
+{
+    if (Py_TYPE(answer) == &PyTuple_Type && PyTuple_GET_SIZE(answer) == 2) {
+        if (call_demonitor(c) < 0) {
+            call_done(c);
+            *result = NULL;
+            return PYGEN_ERROR;
+        }
+        PyObject *value = PyTuple_GET_ITEM(answer, 1);
+        Py_INCREF(value);
+        call_done(c);
+        *result = value;
+        return PYGEN_RETURN;
+    }
+    PyObject *args[] = {c->dest, c->tag, answer, c->timeout != NULL ? c->timeout : Py_None, NO_DEFAULT};
+    PyObject *value = PyObject_Vectorcall(py_outcome, args, 5, NULL);
+    call_done(c);
+    *result = value;
+    return value != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
+static PySendResult
+call_sub_send(Call *c, PyObject *arg, PyObject **result)
+{
+    PySendResult status = PyIter_Send(c->sub, arg, result);
+    if (status == PYGEN_RETURN && c->mode == C_REPLY) {
+        PyObject *answer = *result;
+        status = call_finish(c, answer, result);
+        Py_DECREF(answer);
+        return status;
+    }
+    if (status != PYGEN_NEXT) {
+        call_done(c);
+    }
+    return status;
+}
+
+/* Start call.py's own call(dest, msg[, timeout=...]) and drive it from here. */
+static PySendResult
+call_whole(Call *c, PyObject **result)
+{
+    c->mode = C_WHOLE;
+    PyObject *args[] = {c->dest, c->msg, c->timeout};
+    if (c->timeout != NULL) {
+        PyObject *kwnames = PyTuple_Pack(1, kw_timeout);
+        c->sub = kwnames != NULL ? PyObject_Vectorcall(py_call, args, 2, kwnames) : NULL;
+        Py_XDECREF(kwnames);
+    }
+    else {
+        c->sub = PyObject_Vectorcall(py_call, args, 2, NULL);
+    }
+    if (c->sub == NULL) {
+        call_done(c);
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    return call_sub_send(c, Py_None, result);
+}
+
+static PySendResult
+call_error(Call *c, PyObject **result)
+{
+    call_done(c);
+    *result = NULL;
+    return PYGEN_ERROR;
+}
+
+static PySendResult
+call_start(Call *c, PyObject *arg, PyObject **result)
+{
+    if (arg != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
+        return call_error(c, result);
+    }
+    PyObject *me = cur_task;
+    if (me == NULL || Py_TYPE(me) != Process_type || !KernelCore_Check(((Task *)me)->kernel) ||
+        SLOT(me, proc_table_off) == NULL || SLOT(me, proc_pid_off) == NULL) {
+        return call_whole(c, result);
+    }
+    if (c->timeout != NULL) {
+        int later = PyObject_RichCompareBool(c->timeout, zero, Py_GT);
+        if (later < 0) {
+            return call_error(c, result);
+        }
+        if (!later) {
+            return call_whole(c, result); /* timeout=0, a negative one, nan: call.py says what */
+        }
+    }
+    Task *p = (Task *)me;
+    Py_INCREF(p);
+    c->proc = p;
+    c->tag = make_tag();
+    if (c->tag == NULL) {
+        return call_error(c, result);
+    }
+    PyObject *box = p->mailbox;
+    Py_ssize_t start = box != NULL && box != Py_None ? PyObject_Size(box) : 0;
+    if (start < 0) {
+        return call_error(c, result);
+    }
+    /* _monitor_for_call: the reply tag doubles as the monitor reference */
+    PyObject *target = *(PyObject **)((char *)c->dest + pid_proc_offset);
+    PyObject *table = SLOT(me, proc_table_off);
+    if (target != NULL && Py_TYPE(target) == Process_type && SLOT(target, proc_monitors_off) != NULL) {
+        PyObject *monitored = PyObject_GetAttr(table, s_monitored);
+        if (monitored == NULL) {
+            return call_error(c, result);
+        }
+        PyObject *monitors = SLOT(target, proc_monitors_off);
+        if (monitors == Py_None) {
+            monitors = PyDict_New();
+            if (monitors == NULL) {
+                Py_DECREF(monitored);
+                return call_error(c, result);
+            }
+            Py_XSETREF(SLOT(target, proc_monitors_off), monitors);
+        }
+        int err = PyObject_SetItem(monitors, c->tag, SLOT(me, proc_pid_off));
+        if (err == 0) {
+            err = PyObject_SetItem(monitored, c->tag, target);
+        }
+        Py_DECREF(monitored);
+        if (err < 0) {
+            return call_error(c, result);
+        }
+    }
+    else {
+        PyObject *args[] = {me, c->dest, c->tag};
+        PyObject *r = PyObject_Vectorcall(py_monitor_for_call, args, 3, NULL);
+        if (r == NULL) {
+            return call_error(c, result);
+        }
+        Py_DECREF(r);
+    }
+    /* send(pid, (self(), tag, msg)) */
+    PyObject *request = PyTuple_Pack(3, SLOT(me, proc_pid_off), c->tag, c->msg);
+    if (request == NULL) {
+        return call_error(c, result);
+    }
+    PyObject *send_args[] = {c->dest, request};
+    PyObject *r = k_send(NULL, send_args, 2, NULL);
+    Py_DECREF(request);
+    if (r == NULL) {
+        return call_error(c, result);
+    }
+    Py_DECREF(r);
+    /* _await_reply */
+    box = p->mailbox;
+    Py_ssize_t now = box != NULL && box != Py_None ? PyObject_Size(box) : 0;
+    if (now < 0) {
+        return call_error(c, result);
+    }
+    if (now > start) { /* a call to oneself: the reply may be here already */
+        PyObject *startobj = PyLong_FromSsize_t(start);
+        if (startobj == NULL) {
+            return call_error(c, result);
+        }
+        PyObject *args[] = {me, c->tag, startobj, c->timeout != NULL ? c->timeout : Py_None};
+        c->sub = PyObject_Vectorcall(py_await_reply, args, 4, NULL);
+        Py_DECREF(startobj);
+        if (c->sub == NULL) {
+            return call_error(c, result);
+        }
+        c->mode = C_REPLY;
+        return call_sub_send(c, Py_None, result);
+    }
+    if (c->timeout != NULL) {
+        PyObject *args[] = {(PyObject *)p->kernel, c->timeout, me};
+        c->timer = PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+        if (c->timer == NULL) {
+            return call_error(c, result);
+        }
+    }
+    Py_INCREF(c->tag);
+    Py_XSETREF(p->wait_for, c->tag);
+    Py_INCREF(REPLY);
+    Py_XSETREF(p->waiting, REPLY);
+    c->state = S_PARKED;
+    Py_INCREF(PARK);
+    *result = PARK;
+    return PYGEN_NEXT;
+}
+
+static PySendResult
+call_am_send(Call *c, PyObject *arg, PyObject **result)
+{
+    if (c->state == S_DONE) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot reuse already awaited coroutine");
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
+    if (c->mode != C_FAST) {
+        return call_sub_send(c, arg, result);
+    }
+    if (c->state == S_START) {
+        return call_start(c, arg, result);
+    }
+    int timed_out = arg == TIMED_OUT;
+    if (call_unwind(c, timed_out) < 0) {
+        return call_error(c, result);
+    }
+    c->state = S_RESCHEDULED; /* woken: no longer parked, not done */
+    return call_finish(c, arg, result);
+}
+
+static PyObject *
+call_send(Call *c, PyObject *arg)
+{
+    PyObject *result;
+    PySendResult status = call_am_send(c, arg, &result);
+    return rcv_send_result(status, result);
+}
+
+static PyObject *
+call_iternext(Call *c)
+{
+    PyObject *result;
+    PySendResult status = call_am_send(c, Py_None, &result);
+    if (status == PYGEN_RETURN && result == Py_None) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    return rcv_send_result(status, result);
+}
+
+static PyObject *
+call_throw(Call *c, PyObject *const *args, Py_ssize_t n)
+{
+    if (n < 1 || n > 3) {
+        PyErr_SetString(PyExc_TypeError, "throw expected 1 to 3 arguments");
+        return NULL;
+    }
+    if (c->mode != C_FAST && c->sub != NULL) {
+        PyObject *sub = c->sub;
+        Py_INCREF(sub);
+        PyObject *res = PyObject_VectorcallMethod(
+            s_throw, (PyObject *[]){sub, args[0], n > 1 ? args[1] : NULL, n > 2 ? args[2] : NULL}, n + 1, NULL);
+        Py_DECREF(sub);
+        if (res == NULL) {
+            call_done(c);
+        }
+        return res;
+    }
+    if (call_unwind(c, 0) < 0) {
+        call_done(c);
+        return NULL;
+    }
+    call_done(c);
+    return raise_thrown(args, n);
+}
+
+static PyObject *
+call_close(Call *c, PyObject *Py_UNUSED(ignored))
+{
+    if (c->mode != C_FAST && c->sub != NULL) {
+        PyObject *sub = c->sub;
+        Py_INCREF(sub);
+        PyObject *res = PyObject_CallMethodNoArgs(sub, s_close);
+        Py_DECREF(sub);
+        call_done(c);
+        return res;
+    }
+    int err = call_unwind(c, 0);
+    call_done(c);
+    if (err < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef call_methods[] = {
+    {"send", (PyCFunction)call_send, METH_O, NULL},
+    {"throw", (PyCFunction)call_throw, METH_FASTCALL, NULL},
+    {"close", (PyCFunction)call_close, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyAsyncMethods call_as_async = {
+    .am_await = rcv_await,
+    .am_send = (sendfunc)call_am_send,
+};
+
+static PyTypeObject Call_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._core._kernelcore.Call",
+    .tp_doc = "An awaited call() (termite/_core/call.py's call, in C).",
+    .tp_basicsize = sizeof(Call),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_dealloc = (destructor)call_dealloc,
+    .tp_traverse = (traverseproc)call_traverse,
+    .tp_clear = (inquiry)call_clear,
+    .tp_finalize = (destructor)call_finalize,
+    .tp_as_async = &call_as_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)call_iternext,
+    .tp_methods = call_methods,
+};
+
+/* call(dest, msg, timeout=None, default=NO_DEFAULT) */
+static PyObject *
+k_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (!call_ready || !ready_for_mail()) {
+        PyErr_SetString(PyExc_RuntimeError, "termite._core._kernelcore.init_call() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf), nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *timeout = n >= 3 ? args[2] : Py_None;
+    int fast = (n == 2 || n == 3) && Py_TYPE(args[0]) == Pid_type;
+    if (nkw == 1 && n == 2) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
+        fast = fast && (name == kw_timeout || PyUnicode_Compare(name, kw_timeout) == 0);
+        timeout = args[2];
+    }
+    else if (nkw) {
+        fast = 0;
+    }
+    if (fast && timeout != Py_None && !PyFloat_CheckExact(timeout) && !PyLong_CheckExact(timeout)) {
+        fast = 0;
+    }
+    if (!fast) {
+        return PyObject_Vectorcall(py_call, args, nargsf, kwnames);
+    }
+    Call *c = PyObject_GC_New(Call, &Call_Type);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->mode = C_FAST;
+    c->state = S_START;
+    Py_INCREF(args[0]);
+    c->dest = args[0];
+    Py_INCREF(args[1]);
+    c->msg = args[1];
+    c->timeout = timeout != Py_None ? (Py_INCREF(timeout), timeout) : NULL;
+    c->proc = NULL;
+    c->tag = c->timer = c->sub = NULL;
+    PyObject_GC_Track(c);
+    return (PyObject *)c;
 }
 
 /* -- init ------------------------------------------------------------------- */
@@ -1665,7 +2375,96 @@ init_mailbox(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* init_process(Process, Pid, defaults): Process's own slots and what Process.__init__ puts in
+ * those it does not take as arguments; Pid's slots. */
+static PyObject *
+init_process(PyObject *module, PyObject *args)
+{
+    PyObject *process, *pid, *defaults;
+    if (!PyArg_ParseTuple(args, "OOO!:init_process", &process, &pid, &PyDict_Type, &defaults)) {
+        return NULL;
+    }
+    if (!PyType_Check(process) || !PyType_IsSubtype((PyTypeObject *)process, &Task_Type)) {
+        PyErr_SetString(PyExc_TypeError, "Process must be a subclass of the C kernel's Task");
+        return NULL;
+    }
+    if (keep_type(&Pid_type, pid, "Pid") < 0 || (proc_pid_off = slot_offset(process, "pid")) < 0 ||
+        (proc_table_off = slot_offset(process, "table")) < 0 ||
+        (proc_monitors_off = slot_offset(process, "monitors")) < 0 ||
+        (pid_node_off = slot_offset(pid, "node")) < 0 || (pid_serial_off = slot_offset(pid, "serial")) < 0 ||
+        (pid_proc_offset = slot_offset(pid, "_proc")) < 0) {
+        return NULL;
+    }
+    PyObject *entries = PyList_New(0);
+    PyObject *name, *value;
+    Py_ssize_t pos = 0;
+    while (entries != NULL && PyDict_Next(defaults, &pos, &name, &value)) {
+        const char *s = PyUnicode_AsUTF8(name);
+        Py_ssize_t off = s != NULL ? slot_offset(process, s) : -1;
+        PyObject *entry = off >= 0 ? Py_BuildValue("(nO)", off, value) : NULL;
+        if (entry == NULL || PyList_Append(entries, entry) < 0) {
+            Py_XDECREF(entry);
+            Py_CLEAR(entries);
+            break;
+        }
+        Py_DECREF(entry);
+    }
+    if (entries == NULL) {
+        return NULL;
+    }
+    Py_XSETREF(process_defaults, PyList_AsTuple(entries));
+    Py_DECREF(entries);
+    if (process_defaults == NULL) {
+        return NULL;
+    }
+    Py_INCREF(process);
+    Py_XSETREF(Process_type, (PyTypeObject *)process);
+    process_ready = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+init_spawn(PyObject *module, PyObject *spawn)
+{
+    keep(&py_spawn, spawn);
+    spawn_ready = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+init_call(PyObject *module, PyObject *args)
+{
+    PyObject *call, *make_tag_fn, *monitor_for_call, *demonitor, *outcome, *await_reply;
+    if (!PyArg_ParseTuple(args, "OOOOOO:init_call", &call, &make_tag_fn, &monitor_for_call, &demonitor, &outcome,
+                          &await_reply)) {
+        return NULL;
+    }
+    PyObject *globals = PyObject_GetAttrString(make_tag_fn, "__globals__");
+    if (globals == NULL || !PyDict_Check(globals)) {
+        Py_XDECREF(globals);
+        PyErr_SetString(PyExc_TypeError, "make_tag must be ids.make_tag, a Python function");
+        return NULL;
+    }
+    Py_XSETREF(ids_globals, globals);
+    if (!process_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "init_process() must be called before init_call()");
+        return NULL;
+    }
+    keep(&py_call, call);
+    keep(&py_make_tag, make_tag_fn);
+    keep(&py_monitor_for_call, monitor_for_call);
+    keep(&py_demonitor, demonitor);
+    keep(&py_outcome, outcome);
+    keep(&py_await_reply, await_reply);
+    call_ready = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"init_process", init_process, METH_VARARGS, "init_process(Process, Pid, defaults)"},
+    {"init_spawn", init_spawn, METH_O, "init_spawn(spawn)"},
+    {"init_call", init_call, METH_VARARGS,
+     "init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)"},
     {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT)"},
     {"init_mailbox", init_mailbox, METH_VARARGS,
      "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "
@@ -1697,7 +2496,10 @@ PyInit__kernelcore(void)
         intern(&s_after_turn, "after_turn") || intern(&s_signal, "_signal") ||
         intern(&s_await_foreign, "_await_foreign") || intern(&s_add_timer, "add_timer") ||
         intern(&s_cancel_timer, "cancel_timer") || intern(&s_timeout, "timeout") || intern(&s_value, "value") ||
-        intern(&s_throw, "throw") || intern(&s_close, "close") || intern(&s_qualname, "__qualname__")) {
+        intern(&s_throw, "throw") || intern(&s_close, "close") || intern(&s_qualname, "__qualname__") ||
+        intern(&s_ref, "ref") || intern(&s_serials, "serials") || intern(&s_procs, "procs") ||
+        intern(&s_kernel, "kernel") || intern(&s_monitored, "monitored") || intern(&s_monitors, "monitors") ||
+        intern(&s_pop, "pop") || intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials")) {
         return NULL;
     }
     kw_timeout = s_timeout;
@@ -1707,7 +2509,7 @@ PyInit__kernelcore(void)
         return NULL;
     }
     PyTypeObject *types[] = {&RunQueue_Type, &KernelCore_Type, &Task_Type, &Local_Type, &FastFunction_Type,
-                             &Receive_Type};
+                             &Receive_Type, &Call_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
@@ -1725,20 +2527,23 @@ PyInit__kernelcore(void)
         return NULL;
     }
     PyObject *local = PyType_GenericNew(&Local_Type, NULL, NULL);
-    PyObject *deliver = ff_new(k_deliver), *send = ff_new(k_send), *receive = ff_new(k_receive);
-    if (local == NULL || deliver == NULL || send == NULL || receive == NULL ||
-        PyModule_AddObject(m, "local", local) < 0) {
+    if (local == NULL || PyModule_AddObject(m, "local", local) < 0) {
         Py_XDECREF(local);
-        Py_XDECREF(deliver);
-        Py_XDECREF(send);
-        Py_XDECREF(receive);
         Py_DECREF(m);
         return NULL;
     }
-    if (PyModule_AddObject(m, "deliver", deliver) < 0 || PyModule_AddObject(m, "send", send) < 0 ||
-        PyModule_AddObject(m, "receive", receive) < 0) {
-        Py_DECREF(m);
-        return NULL;
+    struct {
+        const char *name;
+        vectorcallfunc fn;
+    } functions[] = {{"deliver", k_deliver}, {"send", k_send}, {"receive", k_receive}, {"spawn", k_spawn},
+                     {"call", k_call}};
+    for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++) {
+        PyObject *f = ff_new(functions[i].fn);
+        if (f == NULL || PyModule_AddObject(m, functions[i].name, f) < 0) {
+            Py_XDECREF(f);
+            Py_DECREF(m);
+            return NULL;
+        }
     }
     return m;
 }

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from termite._core.errors import NotInProcess
 from termite._core.ids import NodeRef, Pid, Tag
-from termite._core.kernel import Kernel, Task, current_task
+from termite._core.kernel import Kernel, Task, _core, current_task
 from termite._core.traps import Sentinel
 
 __all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
@@ -100,6 +100,13 @@ class Process(Task):
 
     def __repr__(self):
         return f"<Process {self.pid}>"
+
+
+#: What Process.__init__ puts in the fields it takes no argument for (the C kernel's spawn too).
+_PROCESS_DEFAULTS = {"links": None, "monitors": None, "trap_exit": False, "name": None, "order": None}
+
+if _core is not None:
+    _core.init_process(Process, Pid, _PROCESS_DEFAULTS)
 
 
 class ProcessTable:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 from termite._core.ids import Pid
+from termite._core.kernel import _core
 from termite._core.links import add_link
 from termite._core.process import Process, ProcessTable, current
 from termite._core.registry import register_in
@@ -84,3 +86,9 @@ def spawn(fn, *args, link: bool = False, name: str | None = None, node=None) -> 
             raise ValueError(f"cannot spawn on {node}: this node is not connected to other nodes")
         return me.table.remote.spawn(fn, args, node, link_to=me.pid if link else None, name=name)
     return spawn_in(me.table, fn, args, link_to=me.pid if link else None, name=name)
+
+
+if _core is not None:
+    # spawn(fn, *args) of a coroutine function, without keywords, in C; it calls the one above for the rest.
+    _core.init_spawn(spawn)
+    spawn = functools.update_wrapper(_core.spawn, spawn)
