@@ -33,6 +33,9 @@
  *                                            keyword: process_body, Pid(),
  *                                            Process() and spawn_in's two
  *                                            lines, field by field.
+ *   process_exited(proc, value, None)        links.process_exited for a
+ *                                            process that returned with no
+ *                                            links, monitors, name or waiter.
  *   call(pid, msg[, timeout])                call.call for a pid, no default
  *                                            and a timeout of None or > 0:
  *                                            make_tag, the monitor, the send,
@@ -52,7 +55,8 @@
  *   spawn.py's spawn; call.py's call, _monitor_for_call (a pid not alive
  *   here), _await_reply (a reply already in the mailbox: a call to oneself),
  *   _outcome (anything but a reply: Down, Refused, a timeout) and demonitor
- *   (a monitor of another node); mailbox._timeout_result to raise Timeout.
+ *   (a monitor of another node); links.process_exited for every other end;
+ *   mailbox._timeout_result to raise Timeout.
  *
  * Invariants
  *   - A task's `waiting` says where it is, as kernel.py says: None running
@@ -1607,7 +1611,7 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 /* -- spawn ---------------------------------------------------------------------- */
 
 static PyTypeObject *Process_type;
-static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off;
+static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_links_off, proc_name_off;
 static Py_ssize_t pid_node_off, pid_serial_off;
 static int process_ready, call_ready;
 static PyObject *process_defaults; /* tuple of (offset, value): Process.__init__'s other slots */
@@ -2282,6 +2286,93 @@ k_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     return (PyObject *)c;
 }
 
+/* -- the end of a process ------------------------------------------------------- */
+
+static PyObject *py_process_exited, *s_exit_waiters, *s_remove;
+
+static int
+empty_or_none(PyObject *o)
+{
+    return o == Py_None || ((PyAnySet_CheckExact(o) || PyDict_CheckExact(o)) && PyObject_Size(o) == 0);
+}
+
+/* links.process_exited for a process that returned and that nobody hears about:
+ * no links, no monitors, no name, no exit waiter; links.py's for every other end. */
+static PyObject *
+k_process_exited(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (py_process_exited == NULL || !process_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "termite._core._kernelcore.init_exit() was not called");
+        return NULL;
+    }
+    if (PyVectorcall_NARGS(nargsf) != 3 || kwnames != NULL || args[2] != Py_None ||
+        Py_TYPE(args[0]) != Process_type) {
+        return PyObject_Vectorcall(py_process_exited, args, nargsf, kwnames);
+    }
+    PyObject *proc = args[0];
+    PyObject *pid = SLOT(proc, proc_pid_off), *table = SLOT(proc, proc_table_off);
+    PyObject *links = SLOT(proc, proc_links_off), *monitors = SLOT(proc, proc_monitors_off);
+    PyObject *name = SLOT(proc, proc_name_off);
+    if (pid == NULL || table == NULL || links == NULL || monitors == NULL || name != Py_None ||
+        Py_TYPE(pid) != Pid_type || !empty_or_none(links) || !empty_or_none(monitors)) {
+        return PyObject_Vectorcall(py_process_exited, args, nargsf, kwnames);
+    }
+    Py_INCREF(pid);
+    Py_INCREF(table);
+    PyObject *waiters = PyObject_GetAttr(table, s_exit_waiters), *ref = NULL, *procs = NULL, *r = NULL;
+    if (waiters == NULL) {
+        goto done;
+    }
+    if (!PyDict_CheckExact(waiters) ||
+        (PyDict_GET_SIZE(waiters) && (PyDict_GetItemWithError(waiters, pid) != NULL || PyErr_Occurred()))) {
+        if (!PyErr_Occurred()) {
+            r = PyObject_Vectorcall(py_process_exited, args, nargsf, kwnames); /* someone waits for it */
+        }
+        goto done;
+    }
+    Task *t = (Task *)proc;
+    PyObject **fields[] = {&t->waiting, &t->coro, &t->mailbox};
+    PyObject *values[] = {DEAD, Py_None, Py_None};
+    for (int i = 0; i < 3; i++) {
+        Py_INCREF(values[i]);
+        Py_XSETREF(*fields[i], values[i]);
+    }
+    set_slot(pid, pid_proc_offset, Py_None);
+    /* table.remove(pid) */
+    if ((ref = PyObject_GetAttr(table, s_ref)) == NULL) {
+        goto done;
+    }
+    if (SLOT(pid, pid_node_off) == ref && SLOT(pid, pid_serial_off) != NULL) {
+        if ((procs = PyObject_GetAttr(table, s_procs)) == NULL) {
+            goto done;
+        }
+        if (PyDict_CheckExact(procs)) {
+            r = dict_discard(procs, SLOT(pid, pid_serial_off)) < 0 ? NULL : (Py_INCREF(Py_None), Py_None);
+            goto done;
+        }
+    }
+    r = PyObject_CallMethodOneArg(table, s_remove, pid);
+done:
+    Py_DECREF(pid);
+    Py_DECREF(table);
+    Py_XDECREF(waiters);
+    Py_XDECREF(ref);
+    Py_XDECREF(procs);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+init_exit(PyObject *module, PyObject *process_exited)
+{
+    Py_INCREF(process_exited);
+    Py_XSETREF(py_process_exited, process_exited);
+    Py_RETURN_NONE;
+}
+
 /* -- init ------------------------------------------------------------------- */
 
 static int
@@ -2391,6 +2482,7 @@ init_process(PyObject *module, PyObject *args)
     if (keep_type(&Pid_type, pid, "Pid") < 0 || (proc_pid_off = slot_offset(process, "pid")) < 0 ||
         (proc_table_off = slot_offset(process, "table")) < 0 ||
         (proc_monitors_off = slot_offset(process, "monitors")) < 0 ||
+        (proc_links_off = slot_offset(process, "links")) < 0 || (proc_name_off = slot_offset(process, "name")) < 0 ||
         (pid_node_off = slot_offset(pid, "node")) < 0 || (pid_serial_off = slot_offset(pid, "serial")) < 0 ||
         (pid_proc_offset = slot_offset(pid, "_proc")) < 0) {
         return NULL;
@@ -2463,6 +2555,7 @@ init_call(PyObject *module, PyObject *args)
 static PyMethodDef module_methods[] = {
     {"init_process", init_process, METH_VARARGS, "init_process(Process, Pid, defaults)"},
     {"init_spawn", init_spawn, METH_O, "init_spawn(spawn)"},
+    {"init_exit", init_exit, METH_O, "init_exit(process_exited)"},
     {"init_call", init_call, METH_VARARGS,
      "init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)"},
     {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT)"},
@@ -2499,7 +2592,8 @@ PyInit__kernelcore(void)
         intern(&s_throw, "throw") || intern(&s_close, "close") || intern(&s_qualname, "__qualname__") ||
         intern(&s_ref, "ref") || intern(&s_serials, "serials") || intern(&s_procs, "procs") ||
         intern(&s_kernel, "kernel") || intern(&s_monitored, "monitored") || intern(&s_monitors, "monitors") ||
-        intern(&s_pop, "pop") || intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials")) {
+        intern(&s_pop, "pop") || intern(&s_exit_waiters, "exit_waiters") || intern(&s_remove, "remove") ||
+        intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials")) {
         return NULL;
     }
     kw_timeout = s_timeout;
@@ -2536,7 +2630,7 @@ PyInit__kernelcore(void)
         const char *name;
         vectorcallfunc fn;
     } functions[] = {{"deliver", k_deliver}, {"send", k_send}, {"receive", k_receive}, {"spawn", k_spawn},
-                     {"call", k_call}};
+                     {"call", k_call}, {"process_exited", k_process_exited}};
     for (size_t i = 0; i < sizeof(functions) / sizeof(functions[0]); i++) {
         PyObject *f = ff_new(functions[i].fn);
         if (f == NULL || PyModule_AddObject(m, functions[i].name, f) < 0) {

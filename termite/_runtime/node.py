@@ -270,6 +270,13 @@ class Node:
             started.set_result(None)
             with _gc_tuned():
                 loop.run_forever()
+                # stop() killed every process; one turn may not reach them all (a turn is bounded):
+                # let the killed ones end, so none is dropped unclosed. Bounded, as _run_main does.
+                table = self._runtime.table
+                for _ in range(100):
+                    if not table.procs and not table.guests:
+                        break
+                    loop.run_until_complete(asyncio.sleep(0))
             loop.run_until_complete(loop.shutdown_asyncgens())
         except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
             if not started.done():
