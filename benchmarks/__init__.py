@@ -9,7 +9,7 @@ below: the command line, the table and the JSON file pick it up from there.
 
 from __future__ import annotations
 
-from benchmarks import balance, call_backlog, dispatch, faults, memory, migration, nodes, pingpong, pytest_plugin, ring, timers
+from benchmarks import balance, call_backlog, dispatch, faults, memory, migration, nodes, pingpong, pytest_plugin, ring, scale, timers
 from benchmarks._result import Result
 
 #: name -> function(quick) -> list[Result]; the order is the default run order.
@@ -26,6 +26,7 @@ BENCHMARKS = {
     "balance": balance.run,
     "pytest-plugin": pytest_plugin.run,
     "faults": faults.run,
+    "scale": scale.run,
 }
 
 __all__ = ["BENCHMARKS", "Result"]

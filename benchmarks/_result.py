@@ -29,12 +29,14 @@ class Result:
 
     ``target`` with ``op`` (``"<="``, ``"<"``, ``">="``, ``">"``) is the goal the
     value must meet; without a target the figure is informational and ``ok``
-    is None.  ``details`` holds anything else worth keeping (raw runs, sizes).
+    is None.  ``value`` None means the figure could not be measured here (the
+    measure says why, e.g. a tool that is not installed), and ``ok`` is None.
+    ``details`` holds anything else worth keeping (raw runs, sizes).
     """
 
     name: str
     measure: str
-    value: float
+    value: float | None
     unit: str
     target: float | None = None
     op: str | None = None
@@ -42,7 +44,7 @@ class Result:
     ok: bool | None = field(init=False)
 
     def __post_init__(self):
-        if self.target is None:
+        if self.target is None or self.value is None:
             self.ok = None
         else:
             self.ok = bool(_COMPARE[self.op](self.value, self.target))
@@ -55,6 +57,8 @@ class Result:
 
     @property
     def value_text(self) -> str:
+        if self.value is None:
+            return "not measured"
         return f"{_fmt(self.value)} {self.unit}".rstrip()
 
     def to_dict(self) -> dict:

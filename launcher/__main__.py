@@ -7,7 +7,12 @@
                                                     background supervises it, logging to launcher.log)
     termite-launch cluster.yaml --attach            the live dashboard of a running cluster; q leaves it
     termite-launch cluster.yaml --status            how a running cluster is doing (--every N: repeat)
+    termite-launch cluster.yaml --processes         the status, with each node's busiest processes
     termite-launch cluster.yaml --stop              stop it (its launcher first, which stops its nodes)
+    termite-launch --kubernetes [--run job.py]      in a Kubernetes pod: its nodes, or a job on them
+                                                    (termite_launcher.kubernetes; no cluster.yaml)
+    termite-launch cluster.yaml --slurm ...         in a Slurm allocation (salloc, sbatch): one node per
+                                                    allocated CPU, started with srun (as hosts: slurm)
 
 A script finds the cluster it runs on with ``termite.Executor()`` (under
 ``--run``) or ``termite.Executor(cluster="cluster.yaml")``.  The exit
@@ -29,9 +34,10 @@ from termite.node import add_log_flags, log_level
 
 from termite_launcher.cluster import Cluster, LaunchError, already_running, running, stop_from_state
 from termite_launcher.config import ClusterConfig, ConfigError, load
-from termite_launcher.dashboard import ClusterView, logging_to_events
+from termite_launcher.dashboard import ClusterView, Keys, logging_to_events
 from termite_launcher.exits import EPILOG, FAILED, OK, USAGE, Interrupted, held, job_status, on_signals
 from termite_launcher.job import Job, ScriptError, check_script
+from termite_launcher.slurm import in_allocation
 from termite_launcher.starter import write_starter
 from termite_launcher.watch import REFRESH, attach, client_network, feed, status, view_of, watch_nodes
 
@@ -74,6 +80,14 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--stop", action="store_true", help="stop a running cluster (one started with --detach)")
     what.add_argument("--init", action="store_true",
                       help="write a commented starter cluster file (this machine, one node per core), never over one")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="in a Kubernetes pod, set up by its environment (deploy/kubernetes/): run this pod's nodes, "
+                        "found by their peers through the headless Service's DNS name; with --run, run SCRIPT on "
+                        "the StatefulSet's nodes (termite_launcher.kubernetes)")
+    p.add_argument("--slurm", action="store_true",
+                   help="start the nodes in the Slurm allocation this runs in (salloc, an sbatch script), one per "
+                        "allocated CPU, with srun, in place of the file's hosts (as hosts: slurm in the file)")
+    what.add_argument("--processes", action="store_true", help="report on a running cluster and its busiest processes")
     p.add_argument("--plain", action="store_true", help="plain periodic lines instead of the live dashboard")
     p.add_argument("--every", type=_seconds, metavar="SECONDS",
                    help=f"seconds between plain status lines (default {PLAIN_EVERY:g}); with --status, repeat the "
@@ -274,9 +288,10 @@ def _live(view: ClusterView, events, job: Job | None, cluster: Cluster, output: 
     from rich.live import Live
 
     console = Console()
-    with logging_to_events(lambda record: events.put(("log", record))), \
+    with logging_to_events(lambda record: events.put(("log", record))), Keys(view) as keys, \
             Live(view.renderable(time.monotonic()), console=console, refresh_per_second=4, screen=False) as live:
         while True:
+            keys.poll()  # p: the process view; m, c: its order
             feed(view, events, time.monotonic(), cluster, _say)
             ended = job is not None and job.finished()
             for text in output.lines(final=ended):  # the job's output, printed above the dashboard
@@ -301,6 +316,25 @@ def _plain(view: ClusterView, events, job: Job | None, cluster: Cluster, every: 
     return job_status(job.wait())
 
 
+def _kubernetes(parser: argparse.ArgumentParser, args, level: str) -> int:
+    """``--kubernetes``: the pod's settings come from its environment, not from a cluster file."""
+    if args.detach or args.attach or args.status or args.stop or args.init or args.cluster != "cluster.yaml":
+        parser.error("--kubernetes takes no cluster file and goes alone, or with --run SCRIPT (in a Job's pod)")
+    from termite_launcher import kubernetes  # only here: a pod's launcher, not a workstation's
+
+    on_signals()
+    try:
+        return kubernetes.main(args.run, level, _say)
+    except LaunchError as exc:
+        _say(str(exc))
+        return FAILED
+    except Interrupted as exc:
+        return exc.status
+    except termite.KeyFileError as exc:
+        _say(f"the cluster key file: {exc}")
+        return USAGE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -318,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         except ScriptError as exc:
             _say(str(exc))
             return USAGE
+    if args.kubernetes:
+        return _kubernetes(parser, args, level)
     try:
-        config = load(args.cluster)
+        config = load(args.cluster, slurm=args.slurm)
     except ConfigError as exc:
         _say(str(exc))
         return USAGE
@@ -329,14 +365,21 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop_from_state(config, progress=_say)
             _say(f"stopped {stopped} node{'s' * (stopped != 1)} of {config.name!r}" if stopped else f"{config.name!r} was not running")
             return OK
-        if args.status:
-            return status(config, plain=args.plain, every=args.every, count=args.count, say=_say)
+        if args.status or args.processes:
+            return status(config, plain=args.plain, every=args.every, count=args.count, say=_say,
+                          processes=args.processes)
         if args.attach:
             return attach(config, plain=args.plain, every=args.every or PLAIN_EVERY, say=_say)
         state = running(config)
         if state is not None:  # say so now, not after "starting cluster"
             _say(already_running(config, state))
             return FAILED
+        if config.slurm is not None:
+            try:
+                config = in_allocation(config)  # its hosts, or what to do outside an allocation, before anything starts
+            except ConfigError as exc:
+                _say(str(exc))
+                return USAGE
         return _detach(config, level) if args.detach else _run_cluster(config, args, level)
     except LaunchError as exc:
         _say(str(exc))

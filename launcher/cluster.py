@@ -2,7 +2,9 @@
 
 ``Cluster(config).start()`` starts one node per core on every host of a
 ``cluster.yaml`` (termite_launcher.config): local hosts as child processes,
-remote ones over SSH (termite_launcher.remote).  It waits until each node has
+remote ones over SSH (termite_launcher.remote), and with ``hosts: slurm``
+one per CPU of the Slurm allocation, as the tasks of one srun job step
+(termite_launcher.slurm).  It waits until each node has
 announced itself, then checks from a node of its own that every one answers
 with the cluster's keys.  A node that fails to start stops the launch: every
 node already started is stopped, and the error names the host and quotes the
@@ -10,7 +12,8 @@ node's stderr.
 
 While the cluster runs, the launcher supervises its nodes (``supervise``),
 as an Erlang supervisor does its children: it is the parent of every local
-node (and holds the ssh session of every remote one), so it sees a node's
+node (and holds the ssh session of every remote one, and the srun of every
+Slurm one), so it sees a node's
 process end at once, with the true reason (``killed by signal 9``,
 ``exited with status 1``), and starts the node again after a back-off, at
 most ``restart.intensity`` times within ``restart.period`` seconds (cluster.yaml;
@@ -39,6 +42,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -50,8 +54,9 @@ import termite
 from termite import NodeRef
 from termite.executor import local_address_towards
 
-from termite_launcher.config import ClusterConfig, HostConfig, RestartPolicy
+from termite_launcher.config import ClusterConfig, ConfigError, HostConfig, RestartPolicy
 from termite_launcher.remote import RemoteNode
+from termite_launcher.slurm import SlurmError, SlurmStep, in_allocation
 from termite_launcher.ssh import RemoteError, install_keys, remote_cores, ssh_command
 
 __all__ = [
@@ -60,6 +65,7 @@ __all__ = [
 ]
 
 _ANNOUNCE = "termite node "
+EXIT_GRACE = 0.5  # seconds a local node whose connection closed gets to be seen ended (its exit's reason)
 LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
 LAUNCHER_GRACE = 40.0  # seconds a launcher gets to stop its nodes (each gets 10 s, all at once; ssh is slow)
 
@@ -77,7 +83,7 @@ class NodeInfo:
     ref: NodeRef | None = None
     os_pid: int | None = None
     log: Path | None = None
-    handle: object = None  # _LocalNode or RemoteNode
+    handle: object = None  # _LocalNode, RemoteNode or SlurmTask
     argv: tuple[str, ...] = ()  # python -m termite.node's arguments: a restart uses them again
     running: bool = True  # False from its exit until it is restarted (or for good)
     restarts: int = 0
@@ -160,11 +166,7 @@ class _LocalNode:
     """A node process on this host."""
 
     def __init__(self, host: HostConfig, argv: list[str], log: Path, detached: bool):
-        env = dict(os.environ)
-        env.update(dict(host.env))
-        # The node imports termite from where this launcher does (a checkout, or site-packages).
-        root = str(Path(termite.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        env = _node_env(host)
         self.log = open(log, "ab")  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [host.python, "-u", "-m", "termite.node", *argv],
@@ -208,6 +210,9 @@ class _LocalNode:
         """Block until the node's process ends; its returncode (negative: the signal that killed it)."""
         return self.proc.wait()
 
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:  # an ended one's pid may be another process's by now
             _end_process(self.proc.pid, self.proc, timeout)
@@ -219,6 +224,16 @@ class _LocalNode:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+
+def _node_env(host: HostConfig) -> dict[str, str]:
+    """A node's environment, started from this host: this one's, the host's env:, and termite on the path."""
+    env = dict(os.environ)
+    env.update(dict(host.env))
+    # The node imports termite from where this launcher does (a checkout, or site-packages).
+    root = str(Path(termite.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    return env
 
 
 def _end_process(pid: int, proc: subprocess.Popen | None, timeout: float) -> None:
@@ -271,6 +286,7 @@ class Cluster:
         self._lock = threading.RLock()
         self._stopping = threading.Event()  # set by stop(): an exit from now on is not restarted
         self._supervised = False
+        self.held_downs: dict = {}  # node -> (reason, until when): the downs of its own nodes, held a moment
 
     # -- starting ---------------------------------------------------------------
 
@@ -283,9 +299,13 @@ class Cluster:
         return path
 
     def _node_args(self, host: HostConfig, keys: str) -> list[str]:
+        return ["--host", host.bind, *self._common_args(keys)]
+
+    def _common_args(self, keys: str) -> list[str]:
+        """python -m termite.node's arguments but where it listens (which a Slurm task chooses)."""
         config = self.config
         return [
-            "--host", host.bind, "--port", "0", "--keys", keys,
+            "--port", "0", "--keys", keys,
             "--heartbeat-interval", str(config.heartbeat_interval),
             "--heartbeat-timeout", str(config.heartbeat_timeout),
             *(["--log-level", self.log_level] if self.log_level else []),
@@ -298,6 +318,11 @@ class Cluster:
 
     def start(self, progress=lambda text: None) -> list[NodeInfo]:
         """Start every node and wait until each has joined; LaunchError (and nothing left running) if one fails."""
+        if self.config.slurm is not None:
+            try:
+                self.config = in_allocation(self.config)
+            except ConfigError as exc:
+                raise LaunchError(str(exc)) from None
         config = self.config
         state = running(config)
         if state is not None:
@@ -305,7 +330,12 @@ class Cluster:
         keys = self._keys()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
+            slurm_hosts = [host for host in config.hosts if host.slurm]
+            if slurm_hosts:
+                self._start_slurm(slurm_hosts, str(keys), progress)
             for host in config.hosts:
+                if host.slurm:
+                    continue
                 label = host.label or host.address
                 try:
                     cores = self._cores(host)
@@ -340,6 +370,31 @@ class Cluster:
             self.stop()
             raise
         return self.nodes
+
+    def _start_slurm(self, hosts: list[HostConfig], keys: str, progress) -> None:
+        """Every node of the Slurm allocation, as the tasks of one srun job step."""
+        if self.detached:
+            raise LaunchError("the nodes of a Slurm allocation are tasks of a job step, which ends with its srun: "
+                              "start them with a launcher that stays (termite-launch --detach keeps one)")
+        placement = [(host, self.log_dir / f"{host.label}-{i}.log") for host in hosts for i in range(host.cores)]
+        names = ", ".join(host.label for host in hosts)
+        progress(f"Slurm job {os.environ.get('SLURM_JOB_ID')}: starting {len(placement)} node"
+                 f"{'s' * (len(placement) != 1)} on {names}, as one srun job step")
+        argv = self._common_args(keys)
+        step = self._slurm_step(placement, argv, self.log_dir / "slurm-hostfile")
+        for task in step.tasks:
+            log = placement[task.index][1]
+            self.nodes.append(NodeInfo(task.host.label, task.host, None, None, log, task, tuple(argv)))
+
+    def _slurm_step(self, placement, argv: list[str], hostfile: Path | None) -> SlurmStep:
+        """Start ``placement``'s nodes as one srun job step (``hostfile`` None: one node, a restart)."""
+        try:
+            return SlurmStep(
+                placement, argv, name=self.config.name, env=_node_env(placement[0][0]), hostfile=hostfile,
+                srun_options=self.config.slurm.srun if self.config.slurm else (), preexec_fn=_die_with_parent,
+            )  # fmt: skip
+        except SlurmError as exc:
+            raise LaunchError(f"Slurm: {exc}") from None
 
     def joined(self, here: termite.Node, timeout: float) -> None:
         """Check from ``here`` that every node answers with the cluster's keys."""
@@ -433,7 +488,7 @@ class Cluster:
         busy node is not down).  Whether the node was ended.
         """
         with self._lock:
-            node = next((n for n in self.nodes if n.ref == ref and n.running and not n.host.local), None)
+            node = next((n for n in self.nodes if n.ref == ref and n.running and n.host.ssh is not None), None)
             if node is None or not self._supervised or self._stopping.is_set():
                 return False
             node.ended_because = (
@@ -444,12 +499,15 @@ class Cluster:
         threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
         return True
 
-    def exited(self, ref: NodeRef) -> bool:
-        """Whether ``ref`` is a local node whose process has ended: its supervisor is about to say why
-        (a killed node's connection closes as its process ends, so its NodeDown can come first)."""
+    def exited(self, ref: NodeRef) -> bool | None:
+        """Whether ``ref``'s process has ended, if it is a local or Slurm node this launcher supervises
+        (None if not): its supervisor is about to say why.  A killed node's connection closes as its
+        process ends, a moment before the process can be waited for, so its NodeDown can come first."""
         with self._lock:
-            node = next((n for n in self.nodes if n.ref == ref and n.host.local), None)
-        return node is not None and self._supervised and node.handle.proc.poll() is not None
+            node = next((n for n in self.nodes if n.ref == ref and n.host.ssh is None), None)
+        if node is None or not self._supervised:
+            return None
+        return node.handle.poll() is not None
 
     def _wait_exit(self, node: NodeInfo) -> str | None:
         """Block until the node's process ends; why it did, or None if the cluster is being stopped."""
@@ -458,7 +516,7 @@ class Cluster:
             return None
         with self._lock:
             because, node.ended_because = node.ended_because, None
-        return because or exit_reason(status, over_ssh=not node.host.local)
+        return because or exit_reason(status, over_ssh=node.host.ssh is not None)
 
     def _set_down(self, node: NodeInfo, reason: str) -> None:
         with self._lock:
@@ -473,7 +531,9 @@ class Cluster:
         if self._stopping.is_set():
             return False
         try:
-            if host.local:
+            if host.slurm:  # a step of its own, on the CPU the first step holds
+                handle = self._slurm_step([(host, node.log)], list(node.argv), None).tasks[0]
+            elif host.local:
                 handle = _LocalNode(host, list(node.argv), node.log, self.detached)
             else:
                 handle = RemoteNode(host, list(node.argv), log_path=node.log, detached=False)
@@ -509,6 +569,7 @@ class Cluster:
             "config": str(self.config.path),
             "keys": str(self.config.keys),
             "launcher_pid": None if self.detached else os.getpid(),
+            "launcher_host": socket.gethostname(),
             "started": time.time(),
             "nodes": [_node_state(node) for node in self.nodes if node.running],  # what scripts connect to
             "down": [
@@ -541,9 +602,13 @@ class Cluster:
 
 
 def launcher_host(config: ClusterConfig) -> str:
-    """Where the launcher's own node listens: loopback, unless a host is remote."""
-    remote = [host for host in config.hosts if not host.local]
-    return local_address_towards(remote[0].address) if remote else "127.0.0.1"
+    """Where the launcher's own node listens: loopback, unless a host is remote (or a Slurm host is)."""
+    remote = [host.bind if host.slurm else host.address for host in config.hosts if not host.local]
+    if config.slurm is not None and not config.hosts:  # --attach, --status: where its running nodes are
+        with contextlib.suppress(OSError, ValueError, LookupError, TypeError):
+            state = read_state(config.state_dir / f"{config.name}.json")
+            remote = [node["address"].rsplit(":", 1)[0] for node in state["nodes"][:1]]
+    return local_address_towards(remote[0]) if remote else "127.0.0.1"
 
 
 def _stop_quietly(handle, timeout: float = 10.0) -> None:
@@ -592,6 +657,8 @@ def running(config: ClusterConfig) -> dict | None:
     except (OSError, ValueError):
         return None
     launcher = state.get("launcher_pid")
+    if _launcher_elsewhere(state):  # an sbatch script's, on a host of its job: while the job lasts
+        return state if _slurm_job_alive(_slurm_job(state)) else None
     if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
         return state
     local = [node["os_pid"] for node in state.get("nodes", ()) if not node.get("remote")]
@@ -618,21 +685,33 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
     The launcher that supervises them (``--detach``'s, in the background, or
     one in another terminal) is asked first (SIGTERM): it stops every node
     and would restart one ended under it.  Nodes it left (it was killed) are
-    ended by pid.
+    ended by pid, the tasks of Slurm steps by ``scancel``.  A launcher on
+    another host is one run by an sbatch script (``exec termite-launch``):
+    Slurm signals it (``scancel --batch``).  LaunchError if it cannot be stopped.
     """
     path = config.state_dir / f"{config.name}.json"
     if not path.exists():
         return 0
     state = read_state(path)
     launcher = state.get("launcher_pid")
+    if _launcher_elsewhere(state) and _slurm_job(state):
+        return _stop_batch_launcher(path, state, _slurm_job(state))
     if launcher and launcher != os.getpid() and pid_alive(launcher) and _is_launcher(launcher):
         _end_process(launcher, None, LAUNCHER_GRACE)
         if not path.exists():  # it stopped its nodes and forgot the cluster
             return len(state["nodes"])
     stopped = 0
+    steps = {node["slurm_step"] for node in state["nodes"] if node.get("slurm_step")}
+    if steps:
+        for step in sorted(steps):  # what a launcher killed by SIGKILL left (srun ends its step as it dies)
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(["scancel", "--quiet", "--signal=TERM", step], capture_output=True, timeout=30)
+        stopped += sum(1 for node in state["nodes"] if node.get("slurm_step"))
     hosts = {host.address: host for host in config.hosts}
     for node in state["nodes"]:
         pid = node["os_pid"]
+        if node.get("slurm_step"):
+            continue
         if node.get("remote"):
             host = hosts.get(node["host"])
             if host is None:
@@ -648,6 +727,57 @@ def stop_from_state(config: ClusterConfig, progress=print) -> int:
             stopped += 1
     path.unlink(missing_ok=True)
     return stopped
+
+
+def _launcher_elsewhere(state: dict) -> bool:
+    """Whether the state's launcher runs on another host (its pid means nothing here)."""
+    where = state.get("launcher_host")
+    return bool(state.get("launcher_pid")) and where is not None and where != socket.gethostname()
+
+
+def _slurm_job(state: dict) -> str | None:
+    """The Slurm job whose steps the state's nodes are, if they are."""
+    return next((node["slurm_step"].split(".")[0] for node in state.get("nodes", ()) if node.get("slurm_step")), None)
+
+
+def _slurm_job_alive(job: str | None) -> bool:
+    """Whether Slurm still has ``job`` (pending or running); False if it cannot be asked."""
+    if job is None:
+        return False
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--jobs", job, "--format", "%i"], capture_output=True,
+                              text=True, timeout=30)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and job in done.stdout.split()
+
+
+def _stop_batch_launcher(path: Path, state: dict, job: str) -> int:
+    """``--stop`` of a cluster whose launcher is the batch script of Slurm job ``job``, on another host.
+
+    SIGTERM to the batch script (``exec termite-launch`` in it: the launcher
+    itself), which stops the nodes and removes the state file.
+    """
+    where, launcher = state.get("launcher_host"), state.get("launcher_pid")
+    if not _slurm_job_alive(job):  # the job ended (a time limit): so did its steps
+        path.unlink(missing_ok=True)
+        return 0
+    try:
+        done = subprocess.run(["scancel", "--batch", "--signal=TERM", job], capture_output=True, text=True,
+                              timeout=30)  # fmt: skip
+        said = done.stderr.strip() if done.returncode else ""
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        said = str(exc)
+    deadline = time.monotonic() + LAUNCHER_GRACE
+    while not said and path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # it removes the state file once it has stopped its nodes
+    if not path.exists():
+        return len(state["nodes"])
+    raise LaunchError(
+        f"its launcher (pid {launcher}) runs on {where}, in Slurm job {job}, and "
+        + (f"scancel --batch could not signal it ({said})" if said else f"did not stop within {LAUNCHER_GRACE:g} s")
+        + f": stop it there, or cancel the job: scancel {job}"
+    )
 
 
 def _is_launcher(pid: int) -> bool:
@@ -678,4 +808,5 @@ def _node_state(node) -> dict:
         "host": node.host.address,
         "log": str(node.log),
         "restarts": node.restarts,
+        **({"slurm_step": node.handle.step} if node.host.slurm else {}),
     }

@@ -11,9 +11,14 @@ The pipeline (after ray's cluster config):
    is an edit of the schema, not of code;
 3. *cross-field rules*, here (`_build`): local or remote, duplicate
    addresses and labels, heartbeat_timeout > heartbeat_interval,
-   restart.max_backoff >= restart.backoff, and the
-   paths that must exist on this machine;
+   restart.max_backoff >= restart.backoff, ``slurm:`` only with
+   ``hosts: slurm``, and the paths that must exist on this machine;
 4. *build* the frozen `ClusterConfig`.
+
+``hosts: slurm`` leaves ``hosts`` empty and sets ``slurm``
+(`SlurmSettings`): which hosts, and how many nodes on each, are the
+allocation's, known only inside it, so termite_launcher.slurm fills them in
+when a cluster starts (``in_allocation``) and says what to do outside one.
 
 Every failure is one `ConfigError` naming the file and line, the key path,
 the bad value and the fix::
@@ -27,6 +32,7 @@ commented starter file ``termite-launch --init`` writes: termite_launcher.starte
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -44,6 +50,7 @@ __all__ = [
     "SshOptions",
     "HostConfig",
     "RestartPolicy",
+    "SlurmSettings",
     "ClusterConfig",
     "load",
     "schema",
@@ -78,11 +85,12 @@ class HostConfig:
     workdir: str | None = None  # the folder nodes run in (remote, None: the ssh login folder)
     env: tuple[tuple[str, str], ...] = ()  # extra environment variables
     label: str = ""  # the dashboard's name for it; load() fills in the address
+    slurm: bool = False  # a host of the Slurm allocation: its nodes are tasks of an srun job step
 
     @property
     def local(self) -> bool:
-        """True when the nodes are started here as processes, False over SSH."""
-        return self.ssh is None
+        """True when the nodes are started here as processes, False over SSH or by Slurm."""
+        return self.ssh is None and not self.slurm
 
 
 @dataclass(frozen=True)
@@ -106,18 +114,34 @@ class RestartPolicy:
 
 
 @dataclass(frozen=True)
+class SlurmSettings:
+    """``hosts: slurm`` (or ``termite-launch --slurm``): the nodes are started in the Slurm allocation.
+
+    The settings of cluster.yaml's ``slurm:``; termite_launcher.slurm reads
+    the allocation and starts the nodes.
+    """
+
+    python: str  # the Python that runs the nodes (default: the launcher's)
+    workdir: str | None = None  # srun --chdir (None: the launcher's folder)
+    env: tuple[tuple[str, str], ...] = ()  # extra environment variables
+    srun: tuple[str, ...] = ()  # extra srun options
+    line: int | None = None  # where ``hosts: slurm`` is written (None: --slurm asked for it)
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     """A checked cluster.yaml, with every default filled in."""
 
     name: str
     path: Path  # the yaml file (absolute)
     keys: Path  # the cluster key file; the launcher creates it if missing
-    hosts: tuple[HostConfig, ...]
+    hosts: tuple[HostConfig, ...]  # with slurm: the allocation's, once in_allocation() has read it
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 3.0
     meter_interval: float = 1.0
     join_timeout: float = 30.0
     restart: RestartPolicy = RestartPolicy()
+    slurm: SlurmSettings | None = None  # hosts: slurm
     # Always a Path once built: None (only when constructing by hand) means
     # <folder of the yaml>/.termite.
     state_dir: Path = None  # type: ignore[assignment]
@@ -127,8 +151,12 @@ class ClusterConfig:
             object.__setattr__(self, "state_dir", Path(self.path).parent / ".termite")
 
 
-def load(path: str | os.PathLike) -> ClusterConfig:
-    """Read and check a cluster.yaml; raise ConfigError saying what to fix."""
+def load(path: str | os.PathLike, *, slurm: bool = False) -> ClusterConfig:
+    """Read and check a cluster.yaml; raise ConfigError saying what to fix.
+
+    ``slurm``: start the nodes in the Slurm allocation, whatever ``hosts:``
+    says (``termite-launch --slurm``).
+    """
     label = os.fspath(path)
     file = Path(path).expanduser().absolute()
     try:
@@ -153,7 +181,10 @@ def load(path: str | os.PathLike) -> ClusterConfig:
     except OSError as exc:
         raise ConfigError(label, None, "", label, f"cannot be read ({exc.strerror or exc})",
                           "check the path") from None
-    return _load_text(text, file, label)
+    config = _load_text(text, file, label)
+    if slurm and config.slurm is None:
+        config = dataclasses.replace(config, hosts=(), slurm=SlurmSettings(python=sys.executable))
+    return config
 
 
 def schema() -> dict:
@@ -233,7 +264,14 @@ def _build(data: dict, checker: Checker, file: Path) -> ClusterConfig:
                     f"make max_backoff at least backoff, e.g. restart: {{backoff: {_nice(restart['backoff'])}, "
                     f"max_backoff: {_nice(max(10, restart['backoff'] * 20))}}}")
 
-    hosts = tuple(_host(i, h, checker, folder) for i, h in enumerate(data["hosts"]))
+    if data["hosts"] == "slurm":
+        hosts, slurm = (), _slurm(data.get("slurm", {}), checker, folder)
+    elif "slurm" in data:
+        raise error(line_of("slurm"), "slurm", data["slurm"],
+                    "is for hosts: slurm, and hosts: is a list here",
+                    "write hosts: slurm to start the nodes in a Slurm allocation, or remove slurm:")
+    else:
+        hosts, slurm = tuple(_host(i, h, checker, folder) for i, h in enumerate(data["hosts"])), None
 
     # Each address once: more nodes on a host is cores:, not a second entry.
     # (localhost and 127.0.0.1 may both be listed: two "hosts" on this machine
@@ -280,6 +318,7 @@ def _build(data: dict, checker: Checker, file: Path) -> ClusterConfig:
             intensity=restart["intensity"], period=float(restart["period"]),
             backoff=float(restart["backoff"]), max_backoff=float(restart["max_backoff"]),
         ),
+        slurm=slurm,
         state_dir=state_dir,
     )
 
@@ -339,6 +378,21 @@ def _host(i: int, h: dict, checker: Checker, folder: Path) -> HostConfig:
     env = tuple((k, str(v)) for k, v in h.get("env", {}).items())
     return HostConfig(address=address, cores=cores, bind=bind, python=python, ssh=ssh,
                       workdir=workdir, env=env, label=h.get("label") or address)
+
+
+def _slurm(s: dict, checker: Checker, folder: Path) -> SlurmSettings:
+    """``hosts: slurm``'s settings.  The Python and the folder are on the allocated hosts, not
+    necessarily here: only a folder given relative to the yaml file is made absolute."""
+    workdir = s.get("workdir")
+    if workdir is not None:
+        workdir = str(_local_path(workdir, folder))
+    return SlurmSettings(
+        python=s.get("python") or sys.executable,
+        workdir=workdir,
+        env=tuple((k, str(v)) for k, v in s.get("env", {}).items()),
+        srun=tuple(s["srun"]) if "srun" in s else (),
+        line=checker.line_of("hosts"),
+    )
 
 
 def _ssh(kp: str, s: dict, checker: Checker, folder: Path) -> SshOptions:

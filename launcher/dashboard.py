@@ -22,6 +22,13 @@ Three layers, as in rich's ``top`` example:
   renderable (the node table and the events pane, fitted to the console's
   width) or into colourless text lines for a stdout that is not a terminal.
 
+The process view shows, under the node table, each node's busiest
+processes (its meter reports the few with the largest mailboxes and the
+most steps: ``Load.top``), sorted by mailbox or by cpu (steps a second).
+Keys switch it in the live dashboard (:class:`Keys`): ``p`` shows or hides
+it, ``m`` and ``c`` sort; ``termite-launch cluster.yaml --processes`` prints
+it once.
+
 The layers are modules: this one is the model (and the dashboard's public
 face: it exports the others' names too), termite_launcher.dashboard_snapshot
 the data, termite_launcher.dashboard_render the look.
@@ -62,15 +69,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import select
 import sys
 from collections import deque
 
 from termite import Load, NodeRef
 
-from termite_launcher.dashboard_render import load_bar, plain_lines, render
+from termite_launcher.dashboard_render import load_bar, plain_lines, process_lines, render
 from termite_launcher.dashboard_snapshot import (
     CPU_SCALE,
+    PROCESS_SORTS,
     Event,
+    ProcessRow,
     Row,
     Snapshot,
     Totals,
@@ -84,6 +95,8 @@ __all__ = [
     "CPU_SCALE",
     "ClusterView",
     "Event",
+    "Keys",
+    "ProcessRow",
     "Row",
     "Snapshot",
     "Totals",
@@ -92,6 +105,7 @@ __all__ = [
     "load_bar",
     "logging_to_events",
     "plain_lines",
+    "process_lines",
     "render",
     "sparkline",
 ]
@@ -107,7 +121,7 @@ class _Node:
 
     __slots__ = (
         "ref", "label", "os_pid", "state", "last", "last_at", "rates", "history", "restarts", "labelled", "retired",
-        "reason",
+        "reason", "top",
     )
 
     def __init__(self, ref: NodeRef, label: str, os_pid: int | None, state: str, history: int, labelled: bool):
@@ -123,6 +137,7 @@ class _Node:
         self.restarts = 0
         self.retired: set[int] = set()  # incarnations this row had: their late news is ignored
         self.reason: str | None = None  # why it is down or failed (None while it lives)
+        self.top: tuple[ProcessRow, ...] = ()  # its busiest processes, as last reported
 
     def renew(self, ref: NodeRef) -> None:
         """A new incarnation at this address: what the old one measured no longer applies."""
@@ -130,6 +145,7 @@ class _Node:
             self.retired.add(self.ref.incarnation)
         self.ref = ref
         self.last = self.last_at = self.rates = self.reason = None
+        self.top = ()
         self.history.clear()
         self.restarts += 1
 
@@ -156,6 +172,9 @@ class ClusterView:
         # Nodes replaced by a restart (at any address): their late news (a NodeDown
         # seconds after the launcher saw the exit) must not make a row of its own.
         self._replaced: set[NodeRef] = set()
+        self.processes = False  # the process view shows (key p)
+        self.sort = "mailbox"  # how it orders each node's processes: one of PROCESS_SORTS (keys m, c)
+        self.keys = False  # keys work (a Keys reads them): the dashboard says which
 
     # -- what the launcher tells it ------------------------------------------
 
@@ -198,6 +217,7 @@ class ClusterView:
         elif row.ref.incarnation is None:
             row.ref = node
         silent = None if row.last_at is None else at - row.last_at
+        row.top = _processes(row.last, load)
         if row.last is not None:
             row.rates = _rates(row.last, load)
             moved = load.balanced_in - row.last.balanced_in
@@ -339,6 +359,27 @@ class ClusterView:
                 row.state = "suspect"
                 self._add(at, "suspect", f"{_name(row)}: no report for {silent:.1f} s")
 
+    def show(self, processes: bool | None = None, sort: str | None = None) -> None:
+        """Show the process view or not, and sort it by ``"mailbox"`` or ``"cpu"``."""
+        if sort is not None:
+            if sort not in PROCESS_SORTS:
+                raise ValueError(f"sort must be one of {', '.join(PROCESS_SORTS)}, not {sort!r}")
+            self.sort = sort
+        if processes is not None:
+            self.processes = bool(processes)
+
+    def press(self, key: str) -> bool:
+        """A key pressed in the live dashboard: ``p`` shows or hides the process view, ``m`` sorts it by
+        mailbox, ``c`` by cpu (either shows it).  Whether the key meant something."""
+        key = key.lower()
+        if key == "p":
+            self.show(processes=not self.processes)
+        elif key in ("m", "c"):
+            self.show(processes=True, sort="mailbox" if key == "m" else "cpu")
+        else:
+            return False
+        return True
+
     # -- what it shows --------------------------------------------------------
 
     def rows(self) -> list[Row]:
@@ -357,15 +398,18 @@ class ClusterView:
 
     def snapshot(self, at: float) -> Snapshot:
         rows = self.rows()
-        return Snapshot(self.name, at, self._origin, tuple(rows), _totals(rows), tuple(self._events), self.history)
+        return Snapshot(self.name, at, self._origin, tuple(rows), _totals(rows), tuple(self._events), self.history,
+                        self.processes, self.sort, self.keys)
 
     def renderable(self, at: float):
         """The whole dashboard as of ``at``, for a ``rich.live.Live``."""
         return render(self.snapshot(at))
 
     def plain_lines(self, at: float) -> list[str]:
-        """One colourless line per node and a totals line, for a stdout that is not a terminal."""
-        return plain_lines(self.snapshot(at))
+        """One colourless line per node and a totals line, for a stdout that is not a terminal;
+        then, with the process view, a line per process."""
+        snapshot = self.snapshot(at)
+        return plain_lines(snapshot) + (process_lines(snapshot) if self.processes else [])
 
     # -- inside ---------------------------------------------------------------
 
@@ -423,6 +467,18 @@ def _rates(before: Load, after: Load) -> tuple[float, float, float] | None:
     return tuple((now - then) / elapsed for then, now in counts)
 
 
+def _processes(before: Load | None, after: Load) -> tuple[ProcessRow, ...]:
+    """A report's busiest processes, with steps a second for those the report before had too."""
+    elapsed = after.uptime - before.uptime if before is not None else 0.0
+    then = {p.pid: p.steps for p in before.top} if before is not None and elapsed > 0 else {}
+    rows = []
+    for p in after.top:
+        old = then.get(p.pid)
+        rate = (p.steps - old) / elapsed if old is not None and p.steps >= old else None
+        rows.append(ProcessRow(f"{p.pid.node}/{p.pid.serial}", p.name, p.state, p.mailbox, p.steps, rate))
+    return tuple(rows)
+
+
 def _row(node: _Node) -> Row:
     load = node.last
     rates = node.rates or (None, None, None)
@@ -456,6 +512,7 @@ def _row(node: _Node) -> Row:
         thunks_done=load.thunks_done if known else None,
         thunks_failed=load.thunks_failed if known else None,
         thunks_rate=rates[2],
+        top=node.top if known else (),
     )
 
 
@@ -482,6 +539,64 @@ def _totals(rows: list[Row]) -> Totals:
         thunks_failed=sum(row.thunks_failed or 0 for row in rows),
         thunks_rate=sum(row.thunks_rate or 0.0 for row in live),
     )
+
+
+# -- keys ---------------------------------------------------------------------------
+
+
+class Keys:
+    """The keys pressed in the terminal while the live dashboard shows, handed to the view (``press``).
+
+        with Keys(view) as keys:   # the terminal reads keys one by one, unechoed, meanwhile
+            while ...:
+                keys.poll()        # never waits
+
+    Only when standard input is a terminal (else it does nothing); the
+    terminal's settings come back on leaving, even on Ctrl-C (which still
+    interrupts: signals stay on).
+    """
+
+    def __init__(self, view: ClusterView, stream=None):
+        self.view = view
+        self.stream = sys.stdin if stream is None else stream
+        self._fd = None
+        self._saved = None
+
+    def __enter__(self) -> "Keys":
+        try:
+            fd = self.stream.fileno()
+        except (AttributeError, ValueError, OSError):
+            return self
+        if not os.isatty(fd):
+            return self
+        import termios
+        import tty
+
+        self._saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)  # a key at a time, not echoed; Ctrl-C still sends SIGINT
+        self._fd = fd
+        self.view.keys = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            import termios
+
+            termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._fd = None
+            self.view.keys = False
+
+    def poll(self) -> int:
+        """Hand every key pressed since the last poll to the view; how many there were."""
+        count = 0
+        while self._fd is not None and count < 64 and select.select([self._fd], [], [], 0)[0]:
+            data = os.read(self._fd, 64)
+            if not data:
+                break
+            for key in data.decode(errors="replace"):
+                self.view.press(key)
+                count += 1
+        return count
 
 
 # -- the launcher's own log records, into the events pane -------------------------

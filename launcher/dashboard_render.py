@@ -3,7 +3,8 @@
 The render layer of the dashboard (termite_launcher.dashboard): :func:`render`
 lays a :class:`~termite_launcher.dashboard_snapshot.Snapshot` out as a title
 line with the totals, the node table, a line for each node down or failed
-saying why, and the events pane, fitted to the console's width when drawn
+saying why, the process view if it shows (each node's busiest processes),
+the events pane and, where keys work, a line naming them, fitted to the console's width when drawn
 (columns of fixed widths: the layout stays put as figures change);
 :func:`plain_lines` writes it as colourless lines, for a stdout that is not
 a terminal.  Nothing here keeps state or reads a clock.
@@ -23,7 +24,7 @@ from termite_launcher.dashboard_snapshot import (
     CPU_SCALE, EVENT_KINDS, Row, Snapshot, format_count, format_rate, format_time,
 )
 
-__all__ = ["load_bar", "plain_lines", "render"]
+__all__ = ["load_bar", "plain_lines", "process_lines", "render"]
 
 STATE_STYLES = {
     "starting": "dim",
@@ -54,6 +55,8 @@ BAR_PARTS = " ▏▎▍▌▋▊▉"  # eighths of a cell, for a smooth bar
 EVENTS_SHOWN = 8
 KIND_WIDTH = max(map(len, EVENT_KINDS))  # the events pane's kind column: "unresponsive"
 BAR_WIDTH = 8
+PROCESSES_SHOWN = 5  # a node's, in the process view
+PROCESS_STATE_STYLES = {"running": "bold green", "runnable": "green", "suspended": "yellow", "migrating": "blue"}
 
 
 def load_bar(value: float, scale: float, width: int = BAR_WIDTH) -> str:
@@ -123,7 +126,17 @@ class _Dashboard:
         yield _table(snap, _columns(snap, bar, spark), shown, bar)
         yield from _reasons(snap)
         yield from _flow_notes(snap)
+        if snap.processes:
+            per_node = PROCESSES_SHOWN
+            if snap.keys:  # the live dashboard: as many as fit the terminal, or its last lines would be cut
+                live = sum(row.live for row in snap.rows) or 1
+                notes = sum(1 for _ in _reasons(snap)) + sum(1 for _ in _flow_notes(snap))
+                used = 1 + (len(snap.rows) + 5) + notes + 3 + (min(EVENTS_SHOWN, len(snap.events)) or 1) + 2 + 1
+                per_node = max(1, min(PROCESSES_SHOWN, (options.max_height - used) // live))
+            yield _process_table(snap, width, per_node)
         yield _events_pane(snap, width)
+        if snap.keys:
+            yield _keys_line(snap)
 
 
 def _title(snap: Snapshot, width: int) -> Text:
@@ -168,7 +181,6 @@ class _Column(NamedTuple):
 
 def _columns(snap: Snapshot, bar: int, spark: int) -> dict[str, _Column]:
     """Every column, in display order: its header, its fixed width and its footer (the totals)."""
-    live = [row for row in snap.rows if row.live]
     totals = snap.totals
     host = min(HOST_WIDTH, max([len("total"), *(len(row.label) for row in snap.rows)]))  # "total": its footer
     node = max([len("total"), *(len(row.node) for row in snap.rows)])
@@ -282,6 +294,49 @@ def _flow_notes(snap: Snapshot):
         yield line
 
 
+def _process_table(snap: Snapshot, width: int, per_node: int = PROCESSES_SHOWN) -> Table:
+    """The process view: each live node's busiest processes, by mailbox or by cpu (steps a second)."""
+    by = "mailbox" if snap.sort == "mailbox" else "cpu (steps/s)"
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0), header_style="bold",
+                  title=f"processes by {by}", title_justify="left", title_style="bold")
+    node = max([len("node"), *(len(row.node) for row in snap.rows)])
+    name = 16 if width >= 100 else 10
+    for header, size, justify in (("node", node, "left"), ("pid", 7, "right"), ("name", name, "left"),
+                                  ("state", len("suspended"), "left"), ("mbox", 6, "right"),
+                                  ("steps/s", 7, "right"), ("steps", 6, "right")):
+        table.add_column(header, width=size, min_width=size, max_width=size, justify=justify, no_wrap=True,
+                         overflow="ellipsis")
+    shown = 0
+    for row in snap.rows:
+        if not row.live:
+            continue
+        for i, proc in enumerate(row.processes_by(snap.sort)[:per_node]):
+            table.add_row(
+                row.node if i == 0 else "",
+                "/" + proc.pid.rpartition("/")[2],
+                proc.name or "",
+                Text(proc.state, style=PROCESS_STATE_STYLES.get(proc.state, "")),
+                Text(format_count(proc.mailbox), style="yellow" if proc.mailbox >= 1000 else ""),
+                format_rate(proc.steps_rate),
+                format_count(proc.steps),
+            )
+            shown += 1
+    if not shown:
+        table.caption = "no process reported yet"
+    return table
+
+
+def _keys_line(snap: Snapshot) -> Text:
+    line = Text("keys: ", style="dim")
+    line.append("p", style="bold")
+    line.append(" hide processes" if snap.processes else " processes", style="dim")
+    line.append("  m", style="bold" if snap.sort == "mailbox" and snap.processes else "dim")
+    line.append(" by mailbox  ", style="dim")
+    line.append("c", style="bold" if snap.sort == "cpu" and snap.processes else "dim")
+    line.append(" by cpu  ctrl-c stop", style="dim")
+    return line
+
+
 def _events_pane(snap: Snapshot, width: int) -> Panel:
     lines = Text()
     shown = snap.events[-EVENTS_SHOWN:]
@@ -362,3 +417,23 @@ def plain_lines(snapshot: Snapshot) -> list[str]:
 
 def _per_second(key: str, value: float | None) -> str:
     return f"{key}=-" if value is None else f"{key}={format_rate(value)}/s"
+
+
+def process_lines(snapshot: Snapshot) -> list[str]:
+    """The process view as plain lines: per live node, its busiest processes in the view's order.
+
+    ``steps_per_s`` is ``-`` for a process not in the node's report before
+    (and for every process when only one report was had: ``--processes``).
+    """
+    when = format_time(snapshot.at, snapshot.origin)
+    lines = []
+    for row in snapshot.rows:
+        if not row.live:
+            continue
+        for proc in row.processes_by(snapshot.sort)[:PROCESSES_SHOWN]:
+            fields = [when, "process", row.node, f"pid={proc.pid}", f"state={proc.state}", f"mailbox={proc.mailbox}",
+                      _per_second("steps_per_s", proc.steps_rate), f"steps={proc.steps}"]
+            if proc.name:
+                fields.append(f"name={proc.name}")
+            lines.append(" ".join(fields))
+    return lines

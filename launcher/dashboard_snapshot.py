@@ -1,8 +1,10 @@
 """What one frame of the dashboard shows: snapshot dataclasses, and how their figures are written.
 
 The data layer of the dashboard (termite_launcher.dashboard): a
-:class:`Snapshot` holds :class:`Row` values, the :class:`Totals` and the
-:class:`Event` lines, every figure computed once by the model; the render
+:class:`Snapshot` holds :class:`Row` values (each with its node's busiest
+processes, :class:`ProcessRow`), the :class:`Totals` and the :class:`Event`
+lines, and which view shows (the nodes, or their processes too, sorted by
+mailbox or by cpu), every figure computed once by the model; the render
 functions (termite_launcher.dashboard_render) only lay them out.  The
 ``format_*`` functions and :func:`sparkline` write figures as text, for both.
 """
@@ -18,6 +20,8 @@ __all__ = [
     "CPU_SCALE",
     "EVENT_KINDS",
     "Event",
+    "PROCESS_SORTS",
+    "ProcessRow",
     "Row",
     "Snapshot",
     "Totals",
@@ -40,6 +44,19 @@ CPU_SCALE = 1.0  # cores: a cpu bar or sparkline is full for a core kept busy, w
 EVENT_KINDS = ("joined", "up", "suspect", "unresponsive", "down", "failed", "restarted", "balanced", "said",
                "debug", "info", "warning", "error", "critical")
 EPOCH_LIKE = 1e9  # an ``at`` this large is time.time(): events show the wall clock
+PROCESS_SORTS = ("mailbox", "cpu")  # how the process view orders a node's processes
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessRow:
+    """One process of the process view: among its node's largest mailboxes or most steps (termite.ProcessLoad)."""
+
+    pid: str  # "host:port/serial"
+    name: str | None  # its registered name
+    state: str  # running, runnable, receiving, sleeping, awaiting, migrating...
+    mailbox: int  # messages waiting
+    steps: int  # times it ran, since it started on that node
+    steps_rate: float | None  # steps per second between the node's last two reports (None: not in both)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +91,15 @@ class Row:
     thunks_done: int | None = None  # of those, finished (returned or raised)
     thunks_failed: int | None = None  # of those, raised
     thunks_rate: float | None = None  # thunks finished per second between the last two reports
+    top: tuple[ProcessRow, ...] = ()  # its busiest processes, as last reported
+
+    def processes_by(self, sort: str) -> tuple[ProcessRow, ...]:
+        """Its busiest processes, the largest mailbox first (``"mailbox"``) or the most steps a second (``"cpu"``)."""
+        if sort == "cpu":
+            key = lambda p: (p.steps_rate if p.steps_rate is not None else -1.0, p.steps)  # noqa: E731
+        else:
+            key = lambda p: (p.mailbox, p.steps)  # noqa: E731
+        return tuple(sorted(self.top, key=key, reverse=True))
 
     @property
     def live(self) -> bool:
@@ -145,6 +171,9 @@ class Snapshot:
     totals: Totals
     events: tuple[Event, ...]
     history: int = 30  # the cpu figures a row keeps: the history column is this wide from the start
+    processes: bool = False  # the process view shows too (key p)
+    sort: str = "mailbox"  # one of PROCESS_SORTS: how it orders each node's processes (keys m, c)
+    keys: bool = False  # keys switch the view (the live dashboard on a terminal): a line says which
 
 
 # -- figures as text ---------------------------------------------------------

@@ -137,7 +137,7 @@ class ClusterLink:
         config = self.cluster_config
         hosts = {host.address: host for host in config.hosts}
         if self.config.getoption("termite_copy"):
-            self._copy_code([host for host in config.hosts if not host.local])
+            self._copy_code([host for host in config.hosts if not host.local and not host.slurm])
         network = dict(
             host=launcher_host(config), port=0, keys=str(config.keys),
             heartbeat_interval=config.heartbeat_interval, heartbeat_timeout=config.heartbeat_timeout,

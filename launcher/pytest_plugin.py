@@ -111,14 +111,15 @@ def pytest_configure(config):
         config.option.numprocesses, config.option.dist, config.option.tx = None, "no", []  # before xdist's configure
         notes.append("pytest-xdist's -n/--dist are ignored under --termite")
     from termite_launcher.config import ConfigError, load
+    from termite_launcher.slurm import in_allocation
 
     try:
-        cluster_config = load(config.getoption("termite"))
+        cluster_config = in_allocation(load(config.getoption("termite")))  # hosts: slurm: the allocation's
     except ConfigError as exc:
         raise pytest.UsageError(f"--termite: {exc}") from None
     if config.getoption("termite_copy"):
         for i, host in enumerate(cluster_config.hosts):
-            if not host.local and not host.workdir:
+            if not host.local and not host.slurm and not host.workdir:  # Slurm hosts share the files
                 raise pytest.UsageError(
                     f"--termite-copy: {cluster_config.path}: hosts[{i}] ({host.address}) has no workdir:; "
                     "add one: the folder on that host the code is copied to"

@@ -54,6 +54,17 @@ hosts:                         # the machines to start nodes on, each listed onc
 #       key: ~/.ssh/id_ed25519         # the private key to log in with; default: ssh's choice
 #       options: {{StrictHostKeyChecking: accept-new}}   # ssh -o Name=value options
 
+# In a Slurm allocation (salloc, or an sbatch script): the allocation's hosts,
+# one node per allocated CPU, started with srun as one job step.  Put this in
+# place of hosts: above (or keep the file and run termite-launch --slurm).
+#
+# hosts: slurm
+# slurm:                               # optional
+#   python: /home/me/venv/bin/python   # default: the one running termite-launch
+#   workdir: ~/work                    # where the nodes run; default: where termite-launch runs
+#   env: {{OMP_NUM_THREADS: "1"}}
+#   srun: [--mem-per-cpu=2G]           # extra srun options
+
 # Settings, with their defaults:
 #
 {name_line}# the cluster's name (dashboard, file names); default: this file's name

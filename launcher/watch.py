@@ -29,7 +29,7 @@ import time
 import termite
 from termite.console import serve_console
 
-from termite_launcher.cluster import Cluster, NodeNews, launcher_host, read_state
+from termite_launcher.cluster import EXIT_GRACE, Cluster, NodeNews, launcher_host, read_state
 from termite_launcher.config import ClusterConfig
 from termite_launcher.dashboard import ClusterView, logging_to_events
 from termite_launcher.exits import FAILED, OK
@@ -94,12 +94,10 @@ def feed(view: ClusterView, events: queue.SimpleQueue, at: float, cluster: Clust
         if event[0] == "load":
             view.report(event[1], at)
         elif event[0] == "down":
-            if cluster is not None and cluster.exited(event[1]):
-                continue  # its exit's news follows, with the true reason, not "noconnection"
-            view.lost(event[1], at, event[2])
-            if cluster is not None and cluster.lost(event[1], event[2]):
-                say(f"node {event[1].host}:{event[1].port} lost its connection ({event[2]}): "
-                    "ending its ssh session to restart it")
+            if cluster is not None and cluster.exited(event[1]) is not None:
+                cluster.held_downs[event[1]] = (event[2], at + EXIT_GRACE)  # its own process: did it end?
+                continue
+            _lost(view, cluster, event[1], event[2], at, say)
         elif event[0] == "news":  # from the supervisor: an exit, a restart, or giving up
             news: NodeNews = event[1]
             news.show(view, at)
@@ -109,7 +107,20 @@ def feed(view: ClusterView, events: queue.SimpleQueue, at: float, cluster: Clust
             print(event[1], flush=True)  # under the live dashboard, rich prints it above
         elif event[0] == "log":  # this process's own logging, while the live dashboard shows
             view.logged(event[1], at)
+    for ref, (reason, until) in list(cluster.held_downs.items()) if cluster is not None else ():
+        ended = cluster.exited(ref)
+        if ended:  # its exit's news follows (or came), with the true reason, not "noconnection"
+            del cluster.held_downs[ref]
+        elif ended is None or at >= until:  # it runs on: stopped, stalled or cut off
+            del cluster.held_downs[ref]
+            _lost(view, cluster, ref, reason, at, say)
     view.tick(at)
+
+
+def _lost(view: ClusterView, cluster: Cluster | None, ref, reason, at: float, say) -> None:
+    view.lost(ref, at, reason)
+    if cluster is not None and cluster.lost(ref, reason):
+        say(f"node {ref.host}:{ref.port} lost its connection ({reason}): ending its ssh session to restart it")
 
 
 def _ref(entry: dict) -> termite.NodeRef:
@@ -121,10 +132,10 @@ def _ref(entry: dict) -> termite.NodeRef:
 
 
 def status(config: ClusterConfig, *, plain: bool, every: float | None = None, count: int | None = None,
-           say=print) -> int:
+           say=print, processes: bool = False) -> int:
     """``--status``: how the running cluster is doing, once, or every ``every`` seconds (``count`` times at
-    most; else until interrupted).  OK if every node is up at the last report, FAILED if not, or if the
-    cluster is not running."""
+    most; else until interrupted); with ``processes``, each node's busiest processes too (``--processes``).
+    OK if every node is up at the last report, FAILED if not, or if the cluster is not running."""
     path = config.state_dir / f"{config.name}.json"
     if not path.exists():  # before a node of its own: that needs the cluster's key file
         say(f"cluster {config.name!r} is not running (no {path})")
@@ -137,16 +148,17 @@ def status(config: ClusterConfig, *, plain: bool, every: float | None = None, co
             except FileNotFoundError:
                 say(f"cluster {config.name!r} is not running any more (no {path})")
                 return FAILED
-            healthy = _report(config, here, state, plain)
+            healthy = _report(config, here, state, plain, processes)
             shown += 1
             if every is None or (count is not None and shown >= count):
                 return OK if healthy else FAILED
             time.sleep(every)  # a signal ends it (Interrupted)
 
 
-def _report(config: ClusterConfig, here: termite.Node, state: dict, plain: bool) -> bool:
+def _report(config: ClusterConfig, here: termite.Node, state: dict, plain: bool, processes: bool = False) -> bool:
     """Print one status of the cluster ``state`` describes; whether every node is up."""
     view = view_of(config)
+    view.show(processes=processes)
     now = time.time()
     up = 0
     for node in state["nodes"]:

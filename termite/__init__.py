@@ -58,7 +58,8 @@ from termite.progress_bars import progress
 from termite.console import say
 from termite._core.process import current as _current
 from termite._core.registry import register, registered, unregister, whereis
-from termite._core.info import ProcessInfo, process_info
+from termite._core.info import ProcessInfo, ProcessLoad, process_info, processes
+from termite._core.tracing import Trace, trace, untrace
 from termite._core.spawn import spawn
 from termite._core.future import future, touch
 from termite._core.cell import cell_ref, cell_set, make_cell
@@ -87,6 +88,12 @@ __all__ = [
     "sleep",
     "process_info",
     "ProcessInfo",
+    # looking inside: a node's processes, tracing one
+    "processes",
+    "ProcessLoad",
+    "trace",
+    "untrace",
+    "Trace",
     "say",
     "ANY",
     "where",

@@ -2,7 +2,11 @@
 
 import io
 import logging
+import os
 import queue
+import shlex
+import shutil
+import subprocess
 import sys
 import time
 
@@ -534,3 +538,124 @@ def test_every_event_kind_has_a_style():
     from termite_launcher.dashboard_snapshot import EVENT_KINDS
 
     assert set(EVENT_STYLES) == set(EVENT_KINDS)
+
+
+# -- the process view (issue 19) ----------------------------------------------------
+
+
+def _with_top(node, *top, uptime):
+    """A report whose busiest processes are ``top``: (serial, name, mailbox, steps, state) each."""
+    return load(node, busy=0.5, uptime=uptime, os_pid=1001)._replace(
+        top=tuple(termite.ProcessLoad(termite.Pid(node, serial), name, mbox, steps, state)
+                  for serial, name, mbox, steps, state in top))
+
+
+@pytest.fixture
+def busy(demo):
+    """Node A has reported its busiest processes twice, 2 s apart."""
+    demo.report(_with_top(A, (17, "worker", 3, 100, "receiving"), (18, None, 5000, 10, "runnable"), (19, None, 0, 7,
+                                                                                                     "sleeping"),
+                          uptime=64), at=105.0)
+    demo.report(_with_top(A, (17, "worker", 3, 300, "receiving"), (18, None, 6000, 20, "runnable"),
+                          (20, "new", 1, 50, "receiving"), uptime=66), at=107.0)
+    return demo
+
+
+def test_the_process_view_lists_each_node_s_busiest_processes_by_mailbox_or_cpu(busy):
+    a = busy.rows()[0]
+    assert [(p.pid, p.steps_rate) for p in a.top] == [("10.0.0.1:7001/17", 100.0), ("10.0.0.1:7001/18", 5.0),
+                                                       ("10.0.0.1:7001/20", None)]  # 20: not in the report before
+    assert "processes by" not in text(busy, at=107.0)  # hidden until asked for
+    busy.show(processes=True)
+    screen = text(busy, at=107.0)
+    assert "processes by mailbox" in screen and "keys:" not in screen  # no keys: not the live dashboard
+    assert [line.split()[:5] for line in screen.splitlines() if "/1" in line or "/20" in line][-3:] == [
+        ["10.0.0.1:7001", "/18", "runnable", "6000", "5.0"],
+        ["/17", "worker", "receiving", "3", "100"],
+        ["/20", "new", "receiving", "1", "-"],
+    ]
+    busy.press("c")
+    screen = text(busy, at=107.0)
+    assert "processes by cpu (steps/s)" in screen
+    assert [word for line in screen.splitlines() for word in line.split() if word in ("/17", "/18", "/20")] == [
+        "/17", "/18", "/20"]  # 100/s, 5/s, then the one without a rate
+    assert busy.press("p") and busy.processes is False and not busy.press("x")
+
+
+def test_the_process_view_in_plain_lines(busy):
+    busy.show(processes=True, sort="mailbox")
+    lines = [line for line in busy.plain_lines(107.0) if " process " in line]
+    assert lines[0] == ("+0:00:07 process 10.0.0.1:7001 pid=10.0.0.1:7001/18 state=runnable mailbox=6000 "
+                        "steps_per_s=5.0/s steps=20")
+    assert lines[1].endswith("steps_per_s=100/s steps=300 name=worker") and len(lines) == 3
+    busy.show(processes=False)
+    assert not [line for line in busy.plain_lines(107.0) if " process " in line]
+    with pytest.raises(ValueError, match="sort must be one of mailbox, cpu"):
+        busy.show(sort="memory")
+
+
+def test_the_keys_line_shows_where_keys_work(busy):
+    busy.keys = True
+    assert text(busy, at=107.0).splitlines()[-1].strip() == "keys: p processes  m by mailbox  c by cpu  ctrl-c stop"
+    busy.press("m")
+    assert text(busy, at=107.0).splitlines()[-1].strip().startswith("keys: p hide processes")
+
+
+def test_keys_do_nothing_without_a_terminal(busy):
+    from termite_launcher.dashboard import Keys
+
+    with Keys(busy, io.StringIO("pc")) as keys:  # not a terminal: nothing is read
+        assert keys.poll() == 0 and busy.keys is False
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
+def test_keys_switch_the_process_view_of_the_live_dashboard_in_a_real_terminal(tmp_path):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("hosts:\n  - address: localhost\n    cores: 2\nmeter_interval: 0.2\n")
+    session = f"termite-keys-{os.getpid()}"
+    # the terminal's size is tmux's: not the COLUMNS and LINES a test runner may have set, which rich would take
+    command = (f"env -u COLUMNS -u LINES PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} "
+               f"{sys.executable} -m termite_launcher "
+               f"{cluster}; echo EXITED $?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60")
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
+                   check=True)
+
+    def screen_until(test):
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                                    text=True).stdout
+            if test(screen):
+                return screen
+            time.sleep(0.2)  # a terminal gives no event to wait on: look again
+        raise AssertionError(f"the screen never showed what was expected:\n{screen}")
+
+    try:
+        screen_until(lambda s: s.count(" up ") >= 2 and "keys: p processes" in s)
+        subprocess.run(["tmux", "send-keys", "-t", session, "p"], check=True)
+        screen = screen_until(lambda s: "processes by mailbox" in s and s.count("/1 ") >= 2)  # each node's meter
+        assert "keys: p hide processes" in screen, screen
+        assert not any(line.strip() in ("p", "^[p") for line in screen.splitlines())  # the key is not echoed
+        subprocess.run(["tmux", "send-keys", "-t", session, "c"], check=True)
+        screen_until(lambda s: "processes by cpu (steps/s)" in s)
+        subprocess.run(["tmux", "send-keys", "-t", session, "p"], check=True)
+        screen_until(lambda s: "processes by" not in s and "keys: p processes" in s)
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        screen = screen_until(lambda s: "EXITED" in s and "icanon" in s)
+        assert "icanon" in screen.split() and "-icanon" not in screen.split()  # the terminal as it was: line by line
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_the_live_process_view_fits_the_terminal(busy):
+    busy.show(processes=True)
+    busy.keys = True  # the live dashboard: its last line, the keys, must stay on the screen
+    for height, shown in ((20, ["/18"]), (40, ["/18", "/17", "/20"])):
+        console = Console(width=120, height=height, record=True, color_system=None, force_terminal=False,
+                          file=io.StringIO())
+        console.print(busy.renderable(107.0))
+        screen = console.export_text().splitlines()
+        assert len(screen) <= height and screen[-1].startswith("keys:"), "\n".join(screen)
+        pids = [w for line in screen for w in line.split() if w in ("/17", "/18", "/20")]
+        assert pids == shown  # the most mail first

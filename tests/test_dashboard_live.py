@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 
@@ -23,23 +22,13 @@ import termite
 NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what the nodes import
 
 import sayers
+from terminals import alive, until
 
 pytestmark = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
 
 
-def _pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
 
-def _until(session: str, test, timeout: float = 30.0) -> str:
-    """Watch the terminal as a person would, until ``test(screen)`` holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        screen = _pane(session)
-        if test(screen):
-            return screen
-        time.sleep(0.2)  # a terminal gives no event to wait on: look again
-    raise AssertionError(f"the screen never showed what was expected:\n{_pane(session)}")
 
 
 def _in_pane(line: str) -> bool:
@@ -66,17 +55,17 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
                    check=True)
     state = {"nodes": []}  # the nodes it runs, from its state file
     try:
-        _until(session, lambda text: text.count(" up ") >= 2 and "events" in text)
+        until(session, lambda text: text.count(" up ") >= 2 and "events" in text)
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         victim = state["nodes"][0]
         os.kill(victim["os_pid"], signal.SIGKILL)
         # termite's transport logs the loss in the launcher's process: an event, of its level
-        screen = _until(session, lambda text: any(_in_pane(line) and "is down" in line for line in text.splitlines()))
+        screen = until(session, lambda text: any(_in_pane(line) and "is down" in line for line in text.splitlines()))
         warned = [line for line in screen.splitlines() if "is down" in line]
         assert all(_in_pane(line) for line in warned), screen
         assert any(f"warning      termite.transport: node {victim['address']} is down" in line for line in warned)
 
-        _until(session, lambda text: "up ↻1" in text)  # the killed node, restarted
+        until(session, lambda text: "up ↻1" in text)  # the killed node, restarted
         with termite.Executor(cluster=str(cluster)) as pool:
             here = pool.node
             nodes = here.run(termite.nodes)
@@ -84,7 +73,7 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
                 here.spawn_on(node, sayers.console_known, 20, here.pid)
             assert {here.receive(("console", termite.NodeRef, bool), timeout=30)[2] for _ in nodes} == {True}
             list(pool.map(termite.say, ["said on the cluster"] * 4, range(4)))
-        screen = _until(session, lambda text: sum(_in_pane(line) and " said " in line
+        screen = until(session, lambda text: sum(_in_pane(line) and " said " in line
                                                   for line in text.splitlines()) == 4)
         pane = [line for line in screen.splitlines() if _in_pane(line) and " said " in line]
         above = [line for line in screen.splitlines() if line.startswith("[") and "said on the cluster" in line]
@@ -94,16 +83,8 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
 
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
-        _until(session, lambda text: "EXITED" in text)
+        until(session, lambda text: "EXITED" in text)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-    assert state["nodes"] and not any(_alive(node["os_pid"]) for node in state["nodes"])  # it stopped them all
+    assert state["nodes"] and not any(alive(node["os_pid"]) for node in state["nodes"])  # it stopped them all
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = f"/proc/{pid}/stat"
-    return os.path.exists(stat) and open(stat).read().split()[2] != "Z"

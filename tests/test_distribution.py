@@ -124,3 +124,16 @@ def test_a_peer_without_keys_gets_nothing_deserialized(cluster, tmp_path):
         assert not os.path.exists(marker)
     finally:
         ctx.destroy(linger=0)
+
+
+def test_once_connected_a_node_keeps_one_tcp_connection_to_its_peer_not_the_hellos_too(cluster):
+    """The hello's probe stayed open for ever: a socket and a TCP connection a peer, for nothing."""
+    import psutil
+
+    here, start = cluster
+    b = start()
+    b_ref = here.connect(*b.ref.address)
+    assert here.call(here.spawn_on(b_ref, echo), "up", timeout=10) == "up"
+    to_b = [c for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == b_ref.port and c.status == psutil.CONN_ESTABLISHED]
+    assert len(to_b) == 1, to_b

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 JOBS = {"pi", "balance"}  # jobs for a cluster (termite-launch --run), not the paper's examples
-TOOLS = {"timers", "pg", "multicall", "file_proxy"}  # Erlang's everyday tools (issue 19), not the paper's examples
+TOOLS = {"timers", "pg", "multicall", "file_proxy", "introspection"}  # Erlang's everyday tools (issue 19), not the paper's examples
 PAPER = [n for n in SCRIPTS if n != "tour" and n not in JOBS and n not in TOOLS]
 
 
@@ -440,4 +440,20 @@ def test_file_proxy_writes_from_both_nodes_to_the_file_that_stayed_home():
         "the file, written before and after the move => node1 then node2",
         "its proxy stayed on                         => node1",
         "a plain open file refuses to move; use      => termite.io.open_file(path, mode) is that process for a file",
+    ]
+
+
+def test_introspection():
+    lines = output_of("introspection")
+    assert lines[:2] == ["processes here: 2", "counter is receiving: receive((Pid, 'add', int), (Pid, 'total'))"]
+    assert lines[2].startswith("  at introspection.py:20, 0 waiting, ~"), lines[2]  # the line of its receive
+    assert lines[3:] == [
+        "total: 6",
+        "  trace: received ('add', 1)",
+        "  trace: received ('add', 2)",
+        "  trace: received ('add', 3)",
+        "  trace: received ('total',)",
+        "  trace: sent     6",
+        "  trace: exit     'normal'",
+        "processes here: 1",
     ]

@@ -321,6 +321,7 @@ def spawned() -> list:
     def fields(proc):
         names = [n for cls in type(proc).__mro__ for n in getattr(cls, "__slots__", ())]
         names += ["coro", "value", "waiting", "foreign", "kernel", "held", "mailbox", "wait_for"]
+        names += ["woken", "handed", "queued", "sent", "tracers"]
         return {n: type(getattr(proc, n)).__name__ if n in ("coro", "kernel", "table") else repr(getattr(proc, n))
                 for n in sorted(set(names))}
 
@@ -346,7 +347,102 @@ def spawned() -> list:
     return termite.run(main)
 
 
-PROGRAMS = {f.__name__: f for f in (scheduling, receives, signals, calls, crashes, asyncio_bridge, flow, spawned)}
+def introspected() -> list:
+    """What process_info counts and says (received, sent, steps, state, waiting_for) at each kind of wait."""
+    out = []
+
+    def info(pid):
+        i = termite.process_info(pid)
+        return None if i is None else (i.received, i.sent, i.steps, i.state, i.status, i.waiting_for, i.mailbox)
+
+    async def echo():
+        while True:
+            msg = await receive()
+            if msg == "stop":
+                return
+            if isinstance(msg, tuple) and len(msg) == 3 and isinstance(msg[1], Tag):
+                send(msg[0], (msg[1], msg[2]))  # a call's reply
+            else:
+                send(msg[0], msg[1])
+
+    async def waits(kind, me):
+        send(me, ("ready", kind))
+        if kind == "plain":
+            await receive()
+        elif kind == "timed":
+            await receive(timeout=30)
+        elif kind == "pattern":
+            await receive(("go", ANY), timeout=30)
+        elif kind == "call":
+            await termite.call(me, "never answered", timeout=30)
+        elif kind == "sleep":
+            await termite.sleep(30)
+        await receive()
+
+    async def main():
+        me = termite.self()
+        e = spawn(echo)
+        for i in range(20):
+            send(e, (me, i))
+            assert await receive() == i
+        out.append(("echo", info(e), info(me)))
+        for i in range(5):
+            out.append(await termite.call(e, ("tag", i)))
+        out.append(("after calls", info(e), info(me)))
+        for i in range(3):
+            send(me, ("self", i))  # queued: not waited for
+        out.append(("queued", info(me)))
+        out.append([await receive(("self", ANY)) for _ in range(3)])
+        waiters = {}
+        for kind in ("plain", "timed", "pattern", "call", "sleep"):
+            pid = spawn(waits, kind, me)
+            assert await receive(("ready", kind)) == ("ready", kind)
+            await termite.sleep(0)
+            waiters[kind] = pid
+        await termite.sleep(0)
+        for kind, pid in waiters.items():
+            out.append((kind, info(pid)))
+        for pid in waiters.values():
+            termite.exit(pid, "kill")
+        send(e, "stop")
+        return out
+
+    return termite.run(main)
+
+
+def traced() -> list:
+    """termite.trace: the events a traced process reports, sent and received, and its end."""
+
+    async def echo():
+        while True:
+            msg = await receive()
+            if msg == "stop":
+                return "done"
+            send(msg[0], ("echo", msg[1]))
+
+    async def main():
+        me = termite.self()
+        e = spawn(echo)
+        assert await termite.trace(e)
+        for i in range(4):
+            send(e, (me, i))
+            assert await receive(("echo", ANY)) == ("echo", i)
+        send(e, "stop")
+        events = []
+        for _ in range(50):
+            ev = await receive(termite.Trace, timeout=10)
+            events.append((ev.event, repr(ev.message), None if ev.to is None else repr(ev.to)))
+            if ev.event == "exit":
+                break
+        return [events, termite.process_info(me).sent]
+
+    return termite.run(main)
+
+
+PROGRAMS = {
+    f.__name__: f
+    for f in (scheduling, receives, signals, calls, crashes, asyncio_bridge, flow, spawned, introspected, traced)
+}
 
 
 def _observe(name: str, kernel: str) -> str:

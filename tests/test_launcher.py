@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import termite
+from terminals import alive, until
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
@@ -34,13 +35,6 @@ JOB = textwrap.dedent(
 )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def _write(tmp_path, text, name="cluster.yaml"):
@@ -98,7 +92,7 @@ def test_run_a_job_on_a_local_cluster_then_everything_stops(two_local, tmp_path)
     ran_on = _numbers(next(line for line in lines if line.startswith("ran on")))
     assert len(nodes) == 2 and set(ran_on) == set(nodes)
     assert any("up" in line for line in lines if not line.startswith(("node pids", "ran on")))  # plain status lines
-    assert not any(_alive(pid) for pid in nodes), "a node outlived the launcher"
+    assert not any(alive(pid) for pid in nodes), "a node outlived the launcher"
     assert not (tmp_path / ".termite" / "cluster.json").exists()
     assert sorted((tmp_path / ".termite" / "logs" / "cluster").glob("*.log"))  # each node's log, in one place
 
@@ -114,7 +108,7 @@ def test_detach_status_a_script_by_the_cluster_file_and_stop(two_local, tmp_path
     state = json.loads(state_file.read_text())
     pids = [node["os_pid"] for node in state["nodes"]]
     try:
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(alive(pid) for pid in pids)
         status = subprocess.run([*LAUNCH, str(two_local), "--status"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert status.returncode == 0, status.stdout + status.stderr
         assert sum(" up " in f" {line} " for line in status.stdout.splitlines()) >= 2, status.stdout
@@ -130,7 +124,7 @@ def test_detach_status_a_script_by_the_cluster_file_and_stop(two_local, tmp_path
     finally:
         stopped = subprocess.run([*LAUNCH, str(two_local), "--stop"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert stopped.returncode == 0 and "stopped 2 nodes" in stopped.stderr, stopped.stderr
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     gone = subprocess.run([*LAUNCH, str(two_local), "--status"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert gone.returncode == 1 and "not running" in gone.stderr
 
@@ -140,7 +134,7 @@ def test_sigterm_stops_every_node_and_frees_their_ports(two_local, tmp_path):
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) == 143  # 128 + SIGTERM, as the shell has it
-    assert not any(_alive(node["os_pid"]) for node in state["nodes"])
+    assert not any(alive(node["os_pid"]) for node in state["nodes"])
     import socket
 
     for node in state["nodes"]:  # the ports are free again
@@ -177,19 +171,8 @@ def test_bad_config_gets_a_clear_error(tmp_path):
     assert "cluster.yaml:3" in done.stderr and "cores" in done.stderr and "many" in done.stderr
 
 
-def _pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
 
-def _until(session: str, test, timeout: float = 30.0) -> str:
-    """Watch the terminal as a person would, until ``test(screen)`` holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        screen = _pane(session)
-        if test(screen):
-            return screen
-        time.sleep(0.2)  # a terminal gives no event to wait on: look again
-    raise AssertionError(f"the screen never showed what was expected:\n{_pane(session)}")
 
 
 @pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
@@ -200,17 +183,17 @@ def test_in_a_terminal_the_live_dashboard_shows_the_nodes_and_ctrl_c_stops_them(
     command = f"{python} -m termite_launcher {two_local}; echo EXITED $?; sleep 60"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(tmp_path), command], check=True)
     try:
-        screen = _until(session, lambda text: text.count(" up ") >= 2 and "cpu" in text)
+        screen = until(session, lambda text: text.count(" up ") >= 2 and "cpu" in text)
         assert "cluster" in screen and "events" in screen
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         for node in state["nodes"]:
             assert node["address"] in screen
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
-        screen = _until(session, lambda text: "EXITED" in text)
+        screen = until(session, lambda text: "EXITED" in text)
         assert "EXITED 130" in screen  # 128 + SIGINT, as the shell has it
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
-    assert not any(_alive(node["os_pid"]) for node in state["nodes"])
+    assert not any(alive(node["os_pid"]) for node in state["nodes"])
 
 
 ACROSS = textwrap.dedent(
@@ -339,7 +322,7 @@ def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensit
         assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line  # at once, not noconnection
         state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
         again = next(n for n in state["nodes"] if n["restarts"] == 1)
-        assert again["os_pid"] != victim["os_pid"] and _alive(again["os_pid"]) and not _alive(victim["os_pid"])
+        assert again["os_pid"] != victim["os_pid"] and alive(again["os_pid"]) and not alive(victim["os_pid"])
         assert again["label"] == "localhost" and again["address"] != victim["address"]  # a new port
         assert {n["os_pid"] for n in state["nodes"]} == {again["os_pid"], other["os_pid"]} and state["down"] == []
         line = _plain_until(launcher, lambda line: again["address"] in line and " up " in line)
@@ -372,7 +355,7 @@ def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensit
         stderr = launcher.stderr.read()
     assert f"node {victim['address']} killed by signal 9 (SIGKILL); restarting in 0.2 s" in stderr, stderr
     assert f"node {victim['address']} restarted as {again['address']} (pid {again['os_pid']})" in stderr, stderr
-    assert not _alive(other["os_pid"]) and not state_file.exists()
+    assert not alive(other["os_pid"]) and not state_file.exists()
 
 
 def _children(pid):
@@ -486,7 +469,7 @@ def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_ho
         state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
         again = next(n for n in state["nodes"] if n["restarts"] == 1)
         assert again["remote"] and again["host"] == h1.address and again["os_pid"] in h1.pids()
-        assert again["os_pid"] != victim["os_pid"] and not _alive(victim["os_pid"])
+        assert again["os_pid"] != victim["os_pid"] and not alive(victim["os_pid"])
         _plain_until(launcher, lambda line: again["address"] in line and " up " in line and "restarts=1" in line)
         script = tmp_path / "uses.py"
         script.write_text(USES)
@@ -502,10 +485,10 @@ def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_ho
         state = _state_until(state_file, lambda s: all(n["restarts"] == 1 for n in s["nodes"]) and len(s["nodes"]) == 2,
                              timeout=40)
         renewed = next(n for n in state["nodes"] if n["os_pid"] != again["os_pid"])
-        assert renewed["os_pid"] != other["os_pid"] and not _alive(other["os_pid"])
+        assert renewed["os_pid"] != other["os_pid"] and not alive(other["os_pid"])
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) == 143  # 128 + SIGTERM, as the shell has it
-    assert not any(_alive(pid) for pid in (again["os_pid"], renewed["os_pid"], other["os_pid"]))
+    assert not any(alive(pid) for pid in (again["os_pid"], renewed["os_pid"], other["os_pid"]))
     assert not [pid for pid in h1.pids() if "termite.node" in _cmdline(pid)]
 
 
@@ -524,11 +507,11 @@ def test_a_detached_cluster_is_supervised_in_the_background_and_stop_ends_that_l
     state = json.loads(state_file.read_text())
     launcher, (victim, other) = state["launcher_pid"], state["nodes"]
     try:
-        assert _alive(launcher) and f"launcher pid {launcher} supervises it" in started.stderr, started.stderr
+        assert alive(launcher) and f"launcher pid {launcher} supervises it" in started.stderr, started.stderr
         os.kill(victim["os_pid"], signal.SIGKILL)
         state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
         again = next(n for n in state["nodes"] if n["restarts"] == 1)
-        assert again["os_pid"] != victim["os_pid"] and _alive(again["os_pid"])
+        assert again["os_pid"] != victim["os_pid"] and alive(again["os_pid"])
         script = tmp_path / "uses.py"
         script.write_text(USES)
         used = subprocess.run([sys.executable, str(script), str(two_local)], capture_output=True, text=True, timeout=30)
@@ -537,7 +520,7 @@ def test_a_detached_cluster_is_supervised_in_the_background_and_stop_ends_that_l
     finally:
         stopped = subprocess.run([*LAUNCH, str(two_local), "--stop"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert stopped.returncode == 0 and "stopped 2 nodes" in stopped.stderr, stopped.stderr
-    assert not any(_alive(pid) for pid in (launcher, again["os_pid"], other["os_pid"])) and not state_file.exists()
+    assert not any(alive(pid) for pid in (launcher, again["os_pid"], other["os_pid"])) and not state_file.exists()
     log = (tmp_path / ".termite" / "logs" / "cluster" / "launcher.log").read_text()
     assert f"node {victim['address']} killed by signal 9 (SIGKILL); restarting in 0.1 s" in log, log
     assert f"restarted as {again['address']} (pid {again['os_pid']})" in log and "stopping every node" in log, log

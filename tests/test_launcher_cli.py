@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 import termite
+from terminals import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
@@ -34,13 +35,6 @@ meter_interval: 0.2
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def _launch(cwd, *args, timeout=60):
@@ -272,7 +266,7 @@ def test_a_signal_stops_the_dashboard_with_128_plus_its_number(small, tmp_path, 
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         launcher.send_signal(signum)
         assert launcher.wait(30) == status
-    assert not any(_alive(node["os_pid"]) for node in state["nodes"])
+    assert not any(alive(node["os_pid"]) for node in state["nodes"])
 
 
 JOB = """
@@ -301,7 +295,7 @@ def test_a_signal_during_a_job_ends_the_job_and_gives_128_plus_its_number(small,
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(30) == 143
         assert "the job's output" in launcher.stderr.read()
-    assert not _alive(job)
+    assert not alive(job)
 
 
 def test_the_jobs_output_is_shown_and_kept_beside_the_node_logs(small, tmp_path):
@@ -337,7 +331,7 @@ def test_starting_a_cluster_that_runs_says_so_at_once_and_how_to_watch_it(small,
     assert said.startswith(f"termite-launch: cluster 'cluster' is already running (launcher pid {launcher}, 2 nodes)")
     for flag in ("--attach", "--status", "--stop"):
         assert f"termite-launch {small} {flag}" in said
-    assert all(_alive(node["os_pid"]) for node in detached["nodes"])
+    assert all(alive(node["os_pid"]) for node in detached["nodes"])
 
 
 def test_status_every_repeats_until_count_or_a_signal(small, tmp_path, detached):
@@ -350,7 +344,7 @@ def test_status_every_repeats_until_count_or_a_signal(small, tmp_path, detached)
             _line_until(watcher.stdout, lambda line: " total " in line)
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(30) == 130
-    assert all(_alive(node["os_pid"]) for node in detached["nodes"])
+    assert all(alive(node["os_pid"]) for node in detached["nodes"])
     lone = _launch(tmp_path, small, "--count", "2")
     assert lone.returncode == 2 and "--count goes with --status --every" in lone.stderr
 
@@ -416,7 +410,7 @@ def test_attach_in_a_terminal_shows_the_live_dashboard_and_leaves_the_cluster_ru
         assert "the cluster runs on" in screen
     finally:
         _tmux(socket, "kill-server")
-    assert all(_alive(node["os_pid"]) for node in detached["nodes"])
+    assert all(alive(node["os_pid"]) for node in detached["nodes"])
     status_now = _launch(tmp_path, small, "--status")
     assert status_now.returncode == 0 and status_now.stdout.count(" up ") == 2, status_now.stdout
 

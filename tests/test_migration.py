@@ -1,5 +1,7 @@
 """Live migration between real node processes (this node and node processes B, C)."""
 
+import concurrent.futures
+
 import pytest
 
 import termite
@@ -22,6 +24,8 @@ from migrants import (
     moves_by_call,
     stream,
     wanderer,
+    returns_from_afar,
+    waits_there,
 )
 
 
@@ -163,3 +167,23 @@ def test_on_a_node_of_its_own_a_process_can_migrate_only_to_where_it_is(node):
     assert node.receive(("stayed", ...), timeout=10) == ("stayed", node.ref)
     node.send(pid, "hello")
     assert node.receive(("after", ...), timeout=10) == ("after", pid, node.ref, "hello")
+
+
+def test_node_run_of_a_process_that_migrates_returns_what_it_returns_where_it_ends(abc):
+    """node.run waited for ever when its process moved: its wait now follows it, and its value comes back."""
+    here, b, c = abc
+    assert here.run(returns_from_afar, [b, c], timeout=20) == (2, c)
+    assert here.run(returns_from_afar, [b, here.ref], timeout=20) == (2, here.ref)  # back home to end
+
+
+def test_node_run_of_a_process_whose_new_node_is_lost_raises_noconnection(cluster):
+    here, start = cluster
+    d = start()
+    d_ref = here.connect(*d.ref.address)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(here.run, waits_there, d_ref, here.pid, timeout=30)
+        here.receive(("there", termite.Pid), timeout=10)
+        d.kill()
+        with pytest.raises(termite.Exited) as lost:
+            running.result(timeout=20)
+    assert lost.value.reason == "noconnection"

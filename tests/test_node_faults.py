@@ -9,14 +9,12 @@ import os
 import signal
 import time
 
-import pytest
-
 import termite
 from termite import Down, Exit, NodeDown, NodeUp
 from termite.testing import echo
 
 from stalls import (
-    forever, hold_until, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream,
+    asks_by_name, forever, hold_until, linked_waiter, meet, numbered_sink, spawn_linked_from, stall, stalled_handoff, stream,
     traveller,
 )
 
@@ -107,13 +105,17 @@ def test_links_and_monitors_made_from_a_lost_node_fire_on_the_other(cluster):
     assert {(watched[d.ref], d.reason) for d in downs} == {(child, "noconnection") for child in children}, downs
 
 
-def _steps(here, seconds):
-    """The traveller's reports for ``seconds``: (node, step) pairs; a step reported twice means two copies ran."""
+def _steps(here, seconds, until=None):
+    """The traveller's reports for ``seconds``: (node, step) pairs; a step reported twice means two copies ran.
+
+    ``until``: a node; once a report comes from it, one more second of reports (at most ``seconds`` in all)."""
     seen, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:
         msg = here.receive(("at", termite.Pid, termite.NodeRef, int), timeout=0.5, default=None)
         if msg is not None:
             seen.append((msg[2], msg[3]))
+            if msg[2] == until:
+                deadline, until = min(deadline, time.monotonic() + 1.0), None
     steps = [step for _, step in seen]
     assert len(steps) == len(set(steps)), f"two copies ran: {seen}"
     return seen
@@ -143,7 +145,7 @@ def test_a_migration_to_a_node_holding_the_gil_leaves_one_copy(cluster):
     staller = here.receive(("ready to stall", termite.Pid), timeout=10)[1]
     here.send(staller, "go")  # T stalls as it reads this, before the migration (sent later, by way of S) comes
     here.spawn_on(s_ref, traveller, t_ref, here.pid)
-    seen = _steps(here, 5)
+    seen = _steps(here, 30, until=t_ref)  # the stall is 3 s of CPU: longer on a loaded machine
     assert seen[0] == (s_ref, 0) and seen[-1][0] == t_ref, seen
     assert here.receive(("refused", termite.Pid, str), timeout=0.1, default=None) is None
 
@@ -191,6 +193,19 @@ def test_a_migrant_lost_between_commit_and_arrival_is_reported_to_its_other_node
     assert here.receive(("at", migrant, termite.NodeRef), timeout=1.0, default=None) is None  # no copy runs
     assert here.receive(Down, timeout=0.1, default=None) is None
     assert here.receive(("exit", waiter, termite.Pid, object), timeout=0.1, default=None) is None
+
+
+def test_a_call_by_name_to_a_node_lost_before_it_answers_raises_and_does_not_wait_for_ever(cluster):
+    """``call((name, node), msg)`` without a timeout first asks ``node`` who ``name`` is: a node lost
+    before it says must end the wait (it waited for ever)."""
+    here, start = cluster
+    b = start()
+    b_ref = here.connect(*b.ref.address)
+    assert here.call(here.spawn_on(b_ref, echo), "up", timeout=10) == "up"  # the session is on
+    with Stopped(b):  # b answers nothing; its peers declare it down after the 1 s heartbeat timeout
+        here.spawn(asks_by_name, b_ref, here.pid)
+        outcome = here.receive(("raised", str, str), timeout=10)
+    assert outcome[1] == "DeadProcess" and "noconnection" in outcome[2], outcome
 
 
 def test_a_node_holding_the_gil_for_seconds_is_not_declared_down(cluster):

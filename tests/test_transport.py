@@ -312,3 +312,38 @@ def test_a_loop_s_thread_reads_single_and_multipart_messages_in_order(transports
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
+
+
+def test_frames_sent_on_a_connection_opened_only_to_be_heard_make_its_loss_a_down(transports, monkeypatch):
+    """A connection opened only so that a peer can hear this node (``reach``, or telling a peer its
+    session ended) reports no down if the peer never answers; once frames are sent on it, it must:
+    whoever waits on them is told."""
+    monkeypatch.setattr(_transport, "CONNECT_TIMEOUT", 0.5)
+    downs = []
+    a = transports(on_frames=lambda p, f: None, on_peer_down=downs.append,
+                   heartbeat_interval=0.05, heartbeat_timeout=0.2)
+    quiet, gone = (transports(on_frames=lambda p, f: None) for _ in range(2))
+    quiet_ref, gone_ref = quiet.ref, gone.ref
+    quiet.stop()
+    gone.stop()
+    a.reach(quiet_ref)
+    a.reach(gone_ref)
+    a.send(gone_ref, [b"are you there"])  # on the connection reach opened
+    deadline = time.monotonic() + 10
+    while gone_ref not in downs and time.monotonic() < deadline:
+        time.sleep(0.05)  # the connect timeout passing is all there is to wait on
+    assert downs == [gone_ref]
+
+
+def test_a_node_may_hold_more_sockets_than_libzmqs_default_of_1023(transports):
+    """libzmq's default of 1,023 sockets a context stopped a node at 254 peers (benchmarks scale)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    t = transports(on_frames=lambda p, f: None)
+    room = t.ctx.get(zmq.MAX_SOCKETS)
+    if hard != resource.RLIM_INFINITY and hard <= 1023:
+        assert room == 1023
+    else:
+        assert room == min(_transport.MAX_SOCKETS, hard if hard != resource.RLIM_INFINITY else _transport.MAX_SOCKETS)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= room  # the files for them too

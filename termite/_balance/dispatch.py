@@ -69,7 +69,7 @@ from collections import deque
 
 from termite._core.call import call
 from termite._net.codec import Unreadable, UnserializableMessage
-from termite._net.distribution import NodeDown, NodeUp, monitor_node, nodes
+from termite._net.distribution import NodeDown, NodeUp, is_client, monitor_node, nodes
 from termite._net.shipping import ShippedModules, collect
 from termite._core.errors import Crash, UnreadableMessage, remote_exception
 from termite._core.future import future
@@ -185,7 +185,7 @@ class _Dispatcher:
                 elif kind.__class__ is Pid and len(msg) == 3:
                     self._request(*msg)
             elif cls is NodeUp:
-                if msg.node != self.here:
+                if msg.node != self.here and not is_client(msg.node):  # a client runs no one's work
                     self._add(msg.node)
                     self._schedule()
             elif cls is NodeDown:

@@ -16,7 +16,12 @@ feeds dashboards, among it ``queued``, the messages waiting in all the node's
 mailboxes, and its largest mailbox and whose it is (a process falling behind
 its senders shows there first; ``termite.process_info`` tells of one process),
 and the thunks its runner was sent, finished and failed, totals since the node
-started (termite._balance.runner counts them).  ``cores`` is the host's: a
+started (termite._balance.runner counts them), and ``top``, its few busiest
+processes (:data:`TOP` with the largest mailboxes and :data:`TOP` with the
+most steps, as ``termite.ProcessLoad``: the dashboard's process view).
+Finding them takes about 200 ns a process; a node of more than
+:data:`TOP_SCAN` processes finds them again only every so many reports, so
+that its meter spends at most about 4 ms a report on them.  ``cores`` is the host's: a
 node is one interpreter, and uses one of them.
 
 The load of a node, one definition for dispatch, placement and the
@@ -40,7 +45,7 @@ from typing import NamedTuple
 import psutil
 
 from termite._core.errors import Timeout
-from termite._core.info import mailbox_totals
+from termite._core.info import ProcessLoad, busiest, mailbox_totals
 from termite._core.ids import NodeRef, Pid, make_tag
 from termite._core.links import demonitor, monitor
 from termite._core.mailbox import receive, send
@@ -51,6 +56,9 @@ from termite._balance.safepoint import opted_in
 from termite._core.spawn import spawn_in
 
 __all__ = ["start_meter", "METER_SERIAL", "Load", "meter_of", "node_load", "LOAD_REPORT", "subscribe_load", "unsubscribe_load"]
+
+TOP = 5  # processes of each kind in a report's ``top``
+TOP_SCAN = 20_000  # processes a report's top is found among each time; a larger node's is found less often
 
 
 
@@ -85,6 +93,8 @@ class Load(NamedTuple):
     thunks_received: int = 0
     thunks_done: int = 0
     thunks_failed: int = 0
+    # Its busiest processes: the TOP with the largest mailboxes and the TOP with the most steps (termite.ProcessLoad)
+    top: tuple[ProcessLoad, ...] = ()
 
     @property
     def value(self) -> float:
@@ -129,6 +139,8 @@ class _Sampler:
         self.started = time.monotonic()
         self.last_cpu, self.last_at = self._cpu(), self.started
         self.busy = 0.0
+        self.top: tuple = ()
+        self.reports = 0
 
     def _cpu(self) -> float:
         times = self.process.cpu_times()
@@ -145,12 +157,16 @@ class _Sampler:
         stats = table.remote.transport.stats if table.remote is not None else None
         counters = table.counters
         queued, largest, owner = mailbox_totals(table)
+        processes = len(table.procs) + len(table.guests)
+        if self.reports % max(1, processes // TOP_SCAN) == 0:
+            self.top = busiest(table, TOP)
+        self.reports += 1
         return Load(
             table.ref,
             round(self.busy, 3),
             table.kernel.runnable() + pending(table),
             psutil.getloadavg()[0] / self.cores,
-            len(table.procs) + len(table.guests),
+            processes,
             stats.frames_in if stats else 0,
             stats.frames_out if stats else 0,
             counters["migrations_in"],
@@ -169,6 +185,7 @@ class _Sampler:
             counters["thunks_received"],
             counters["thunks_done"],
             counters["thunks_failed"],
+            self.top,
         )
 
 

@@ -95,6 +95,7 @@ static PyTypeObject *Tag_type, *Down_type, *Refused_type, *Pid_type;
 static Py_ssize_t pid_proc_offset = -1; /* where Pid._proc lives in a Pid */
 static PyObject *deque_type, *deque_append, *deque_popleft;
 static PyObject *py_send, *py_receive, *timeout_result, *NotInProcess, *NO_DEFAULT;
+static PyObject *py_trace_sent, *py_trace_received; /* mailbox._trace_sent, _trace_received */
 static long FAIRNESS = 64;
 static int mailbox_ready;
 
@@ -102,8 +103,9 @@ static PyObject *s_BUDGET, *s_TURN_SECONDS, *s_on_exit, *s_trap_handlers, *s_sta
     *s_signal, *s_await_foreign, *s_add_timer, *s_cancel_timer, *s_timeout, *s_value, *s_throw, *s_close,
     *s_qualname, *kw_timeout, *zero;
 
-/* Which task runs and which kernel is attached on this thread (strong refs). */
-static _Thread_local PyObject *cur_task;
+/* Which kernel is attached on this thread (a strong ref to a KernelCore, or NULL).  The task
+ * running now is that kernel's `task` (running_task()): a field, not a thread-local of its own,
+ * as in kernel.py. */
 static _Thread_local PyObject *cur_kernel;
 
 static double
@@ -379,6 +381,7 @@ typedef struct {
     RunQueue *yielded; /* tasks that yielded their turn: ready in the next one */
     long fairness;     /* countdown of switch-free receives */
     long long steps;   /* tasks resumed so far */
+    PyObject *task;    /* the task running now, or NULL (kernel.task: current_task()) */
 } KernelCore;
 
 static PyTypeObject KernelCore_Type;
@@ -391,6 +394,9 @@ typedef struct {
     PyObject *coro, *value, *waiting, *foreign;
     KernelCore *kernel; /* never NULL once made: a KernelCore, or None before __init__ */
     PyObject *held, *mailbox, *wait_for;
+    PyObject *tracers; /* a process's tracers (termite.trace), or None */
+    /* wake-ups but for messages handed over; messages handed over, queued; messages sent (info.py reads them) */
+    Py_ssize_t woken, handed, queued, sent;
 } Task;
 
 static PyTypeObject Task_Type;
@@ -404,7 +410,7 @@ task_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     PyObject **fields[] = {&t->coro, &t->value, &t->waiting, &t->foreign, (PyObject **)&t->kernel,
-                           &t->held, &t->mailbox, &t->wait_for};
+                           &t->held, &t->mailbox, &t->wait_for, &t->tracers};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         Py_INCREF(Py_None);
         *fields[i] = Py_None;
@@ -449,6 +455,7 @@ task_init(Task *t, PyObject *args, PyObject *kwds)
         Py_INCREF(Py_None);
         Py_XSETREF(*fields[i], Py_None);
     }
+    t->woken = 0;
     return 0;
 }
 
@@ -463,6 +470,7 @@ task_traverse(Task *t, visitproc visit, void *arg)
     Py_VISIT(t->held);
     Py_VISIT(t->mailbox);
     Py_VISIT(t->wait_for);
+    Py_VISIT(t->tracers);
     return 0;
 }
 
@@ -477,6 +485,7 @@ task_clear(Task *t)
     Py_CLEAR(t->held);
     Py_CLEAR(t->mailbox);
     Py_CLEAR(t->wait_for);
+    Py_CLEAR(t->tracers);
     return 0;
 }
 
@@ -498,6 +507,11 @@ static PyMemberDef task_members[] = {
     {"held", T_OBJECT, offsetof(Task, held), 0, NULL},
     {"mailbox", T_OBJECT, offsetof(Task, mailbox), 0, NULL},
     {"wait_for", T_OBJECT, offsetof(Task, wait_for), 0, NULL},
+    {"tracers", T_OBJECT, offsetof(Task, tracers), 0, NULL},
+    {"woken", T_PYSSIZET, offsetof(Task, woken), 0, NULL},
+    {"handed", T_PYSSIZET, offsetof(Task, handed), 0, NULL},
+    {"queued", T_PYSSIZET, offsetof(Task, queued), 0, NULL},
+    {"sent", T_PYSSIZET, offsetof(Task, sent), 0, NULL},
     {NULL},
 };
 
@@ -546,6 +560,7 @@ kernel_traverse(KernelCore *k, visitproc visit, void *arg)
 {
     Py_VISIT(k->ready);
     Py_VISIT(k->yielded);
+    Py_VISIT(k->task);
     return 0;
 }
 
@@ -559,6 +574,7 @@ kernel_clear(KernelCore *k)
     if (k->yielded != NULL) {
         rq_clear(k->yielded);
     }
+    Py_CLEAR(k->task);
     return 0;
 }
 
@@ -569,6 +585,7 @@ kernel_dealloc(KernelCore *k)
     PyObject_GC_UnTrack(k);
     Py_CLEAR(k->ready);
     Py_CLEAR(k->yielded);
+    Py_CLEAR(k->task);
     type->tp_free((PyObject *)k);
 }
 
@@ -638,7 +655,7 @@ step(KernelCore *k, PyObject *t, Hooks *hooks)
         return PySet_Add(hooks->stashed, t);
     }
     Py_INCREF(t);
-    Py_XSETREF(cur_task, t);
+    Py_XSETREF(k->task, t);
     PyObject *value = task->value; /* ours now: don't keep the last message alive */
     Py_INCREF(Py_None);
     task->value = Py_None;
@@ -659,9 +676,11 @@ step(KernelCore *k, PyObject *t, Hooks *hooks)
         if (trap == PARK) {
         }
         else if (trap == RESCHEDULE) {
+            task->woken++;
             err = rq_push(k->ready, t);
         }
         else if (trap == Py_None) { /* NEXT_TURN: sleep(0), asyncio.sleep(0) */
+            task->woken++;
             err = rq_push(k->yielded, t);
         }
         else {
@@ -775,7 +794,7 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
         }
     }
     /* finally: */
-    Py_CLEAR(cur_task);
+    Py_CLEAR(k->task);
     k->steps += full - budget;
     Py_DECREF(hooks.on_exit);
     Py_DECREF(hooks.handlers);
@@ -813,6 +832,7 @@ static PyMemberDef kernel_members[] = {
     {"yielded", T_OBJECT, offsetof(KernelCore, yielded), READONLY, "tasks that yielded their turn"},
     {"fairness", T_LONG, offsetof(KernelCore, fairness), 0, "countdown of switch-free receives"},
     {"steps", T_LONGLONG, offsetof(KernelCore, steps), 0, "tasks resumed so far"},
+    {"task", T_OBJECT, offsetof(KernelCore, task), 0, "the task running now, or None"},
     {NULL},
 };
 
@@ -842,14 +862,6 @@ typedef struct {
     PyObject_HEAD
 } Local;
 
-static PyObject *
-local_get_task(PyObject *self, void *closure)
-{
-    PyObject *o = cur_task != NULL ? cur_task : Py_None;
-    Py_INCREF(o);
-    return o;
-}
-
 /* None is kept as NULL, so C code tests one thing. */
 static void
 set_local(PyObject **slot, PyObject *value)
@@ -859,13 +871,6 @@ set_local(PyObject **slot, PyObject *value)
     }
     Py_XINCREF(value);
     Py_XSETREF(*slot, value);
-}
-
-static int
-local_set_task(PyObject *self, PyObject *value, void *closure)
-{
-    set_local(&cur_task, value);
-    return 0;
 }
 
 static PyObject *
@@ -879,12 +884,15 @@ local_get_kernel(PyObject *self, void *closure)
 static int
 local_set_kernel(PyObject *self, PyObject *value, void *closure)
 {
+    if (value == NULL || (value != Py_None && !KernelCore_Check(value))) {
+        PyErr_Format(PyExc_TypeError, "the attached kernel must be a termite Kernel or None, got %.200R", value);
+        return -1;
+    }
     set_local(&cur_kernel, value);
     return 0;
 }
 
 static PyGetSetDef local_getset[] = {
-    {"task", local_get_task, local_set_task, "the task running on this thread, or None", NULL},
     {"kernel", local_get_kernel, local_set_kernel, "the kernel attached to this thread, or None", NULL},
     {NULL},
 };
@@ -892,16 +900,27 @@ static PyGetSetDef local_getset[] = {
 static PyTypeObject Local_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "termite._core._kernelcore.Local",
-    .tp_doc = "Which task runs and which kernel runs on this thread (kernel._local).",
+    .tp_doc = "Which kernel runs on this thread (kernel._local).",
     .tp_basicsize = sizeof(Local),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_getset = local_getset,
 };
 
+/* The task running on this thread (its kernel's `task`), or NULL; a borrowed reference. */
+static inline PyObject *
+running_task(void)
+{
+    PyObject *t = cur_kernel != NULL ? ((KernelCore *)cur_kernel)->task : NULL;
+    return t != Py_None ? t : NULL;
+}
+
 static PyObject *
 current_task(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
-    return local_get_task(NULL, NULL);
+    PyObject *o = running_task();
+    o = o != NULL ? o : Py_None;
+    Py_INCREF(o);
+    return o;
 }
 
 /* -- FastFunction: a C function that wears its Python reference's name ------ */
@@ -1038,12 +1057,28 @@ wake(Task *p, PyObject *state, PyObject *value)
     return rq_push(p->kernel->ready, (PyObject *)p);
 }
 
+/* A traced process's copy of an event: hook(proc, ...) (mailbox._trace_sent or _trace_received). */
+static int
+call_trace(PyObject *hook, PyObject *const *args, size_t n)
+{
+    PyObject *r = PyObject_Vectorcall(hook, args, n, NULL);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* mailbox.deliver: hand msg over if p waits for it, else queue it (and wake a scanning receive). */
 static int
 do_deliver(Task *p, PyObject *msg)
 {
+    if (p->tracers != Py_None && p->tracers != NULL) {
+        PyObject *args[] = {(PyObject *)p, msg};
+        if (call_trace(py_trace_received, args, 2) < 0) {
+            return -1;
+        }
+    }
     PyObject *waiting = p->waiting;
     if (waiting == ANY_MESSAGE) {
+        p->handed++; /* a wake-up too: the kernel's count leaves these out */
         return wake(p, DELIVERED, msg);
     }
     if (waiting == REPLY) {
@@ -1055,12 +1090,14 @@ do_deliver(Task *p, PyObject *msg)
             return -1;
         }
         if (yes) {
+            p->handed++;
             return wake(p, DELIVERED, msg);
         }
     }
     else if (waiting == DEAD) {
         return 0;
     }
+    p->queued++;
     PyObject *box = p->mailbox;
     if (box == NULL || box == Py_None) {
         box = PyObject_CallNoArgs(deque_type);
@@ -1080,6 +1117,7 @@ do_deliver(Task *p, PyObject *msg)
     if (p->waiting == SCAN) {
         Py_INCREF(Py_None);
         Py_XSETREF(p->waiting, Py_None);
+        p->woken++;
         return rq_push(p->kernel->ready, (PyObject *)p);
     }
     return 0;
@@ -1121,6 +1159,20 @@ k_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         PyObject *proc = *(PyObject **)((char *)args[0] + pid_proc_offset);
         if (proc != NULL && proc != Py_None && Task_Check(proc) &&
             (PyObject *)((Task *)proc)->kernel == cur_kernel) {
+            PyObject *sender = running_task();
+            if (sender != NULL && Task_Check(sender)) {
+                Task *me = (Task *)sender;
+                me->sent++;
+                if (me->tracers != Py_None && me->tracers != NULL) {
+                    PyObject *targs[] = {sender, args[0], args[1]};
+                    Py_INCREF(sender);
+                    int err = call_trace(py_trace_sent, targs, 3);
+                    Py_DECREF(sender);
+                    if (err < 0) {
+                        return NULL;
+                    }
+                }
+            }
             Py_INCREF(proc);
             int err = do_deliver((Task *)proc, args[1]);
             Py_DECREF(proc);
@@ -1311,10 +1363,11 @@ rcv_start(Receive *r, PyObject *arg, PyObject **result)
         PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started generator");
         return rcv_error(r, result);
     }
-    if (cur_task == NULL || !Task_Check(cur_task) || !KernelCore_Check(((Task *)cur_task)->kernel)) {
+    PyObject *me = running_task();
+    if (me == NULL || !Task_Check(me) || !KernelCore_Check(((Task *)me)->kernel)) {
         return rcv_not_in_process(r, result);
     }
-    Task *p = (Task *)cur_task;
+    Task *p = (Task *)me;
     PyObject *box = p->mailbox;
     int full = box != NULL && box != Py_None ? PyObject_IsTrue(box) : 0;
     if (full < 0) {
@@ -1555,6 +1608,25 @@ static PyMethodDef rcv_methods[] = {
     {NULL},
 };
 
+/* What introspection (info.py) reads of a parked receive: its timeout, and the Python receive it drives. */
+static PyObject *
+rcv_get_delegate(Receive *r, void *closure)
+{
+    PyObject *o = r->mode == R_DELEGATE && r->sub != NULL ? r->sub : Py_None;
+    Py_INCREF(o);
+    return o;
+}
+
+static PyMemberDef rcv_members[] = {
+    {"timeout", T_OBJECT, offsetof(Receive, timeout), READONLY, "its timeout, or None"},
+    {NULL},
+};
+
+static PyGetSetDef rcv_getset[] = {
+    {"_delegate", (getter)rcv_get_delegate, NULL, "mailbox.receive's generator, when this drives it", NULL},
+    {NULL},
+};
+
 static PyAsyncMethods rcv_as_async = {
     .am_await = rcv_await,
     .am_send = (sendfunc)rcv_am_send,
@@ -1574,6 +1646,8 @@ static PyTypeObject Receive_Type = {
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)rcv_iternext,
     .tp_methods = rcv_methods,
+    .tp_members = rcv_members,
+    .tp_getset = rcv_getset,
 };
 
 /* receive(*patterns, timeout=None, default=NO_DEFAULT, where=None) */
@@ -1684,11 +1758,12 @@ fast_spawn(PyObject *table, PyObject *fn, PyObject *const *args, Py_ssize_t n)
         goto fail;
     }
     Task *t = (Task *)proc;
-    PyObject **fields[] = {&t->value, &t->waiting, &t->foreign, &t->held, &t->mailbox, &t->wait_for};
+    PyObject **fields[] = {&t->value, &t->waiting, &t->foreign, &t->held, &t->mailbox, &t->wait_for, &t->tracers};
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         Py_INCREF(Py_None);
         *fields[i] = Py_None;
     }
+    t->woken = 1; /* its first step, counted as a wake-up (spawn_in's kernel.wake) */
     Py_INCREF(kernel);
     t->kernel = (KernelCore *)kernel;
     t->coro = coro;
@@ -1741,9 +1816,10 @@ k_spawn(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         return NULL;
     }
     Py_ssize_t n = PyVectorcall_NARGS(nargsf);
-    if (n >= 1 && kwnames == NULL && cur_task != NULL && Py_TYPE(cur_task) == Process_type &&
+    PyObject *me = running_task();
+    if (n >= 1 && kwnames == NULL && me != NULL && Py_TYPE(me) == Process_type &&
         PyFunction_Check(args[0]) && ((PyCodeObject *)PyFunction_GET_CODE(args[0]))->co_flags & CO_COROUTINE) {
-        PyObject *table = SLOT(cur_task, proc_table_off);
+        PyObject *table = SLOT(me, proc_table_off);
         if (table != NULL) {
             Py_INCREF(table);
             PyObject *pid = fast_spawn(table, args[0], args + 1, n - 1);
@@ -2020,7 +2096,7 @@ call_start(Call *c, PyObject *arg, PyObject **result)
         PyErr_SetString(PyExc_TypeError, "can't send non-None value to a just-started coroutine");
         return call_error(c, result);
     }
-    PyObject *me = cur_task;
+    PyObject *me = running_task();
     if (me == NULL || Py_TYPE(me) != Process_type || !KernelCore_Check(((Task *)me)->kernel) ||
         SLOT(me, proc_table_off) == NULL || SLOT(me, proc_pid_off) == NULL) {
         return call_whole(c, result);
@@ -2223,6 +2299,27 @@ static PyMethodDef call_methods[] = {
     {NULL},
 };
 
+/* What introspection (info.py) reads of a parked call: its destination and message, and call.py's call
+ * when this drives it. */
+static PyObject *
+call_get_delegate(Call *c, void *closure)
+{
+    PyObject *o = c->mode == C_WHOLE && c->sub != NULL ? c->sub : Py_None;
+    Py_INCREF(o);
+    return o;
+}
+
+static PyMemberDef call_members[] = {
+    {"dest", T_OBJECT, offsetof(Call, dest), READONLY, "whom it calls (None once done)"},
+    {"msg", T_OBJECT, offsetof(Call, msg), READONLY, "the request (None once done)"},
+    {NULL},
+};
+
+static PyGetSetDef call_getset[] = {
+    {"_delegate", (getter)call_get_delegate, NULL, "call.py's call, when this drives it", NULL},
+    {NULL},
+};
+
 static PyAsyncMethods call_as_async = {
     .am_await = rcv_await,
     .am_send = (sendfunc)call_am_send,
@@ -2242,6 +2339,8 @@ static PyTypeObject Call_Type = {
     .tp_iter = PyObject_SelfIter,
     .tp_iternext = (iternextfunc)call_iternext,
     .tp_methods = call_methods,
+    .tp_members = call_members,
+    .tp_getset = call_getset,
 };
 
 /* call(dest, msg, timeout=None, default=NO_DEFAULT) */
@@ -2415,11 +2514,11 @@ static PyObject *
 init_mailbox(PyObject *module, PyObject *args)
 {
     PyObject *any_message, *scan, *reply, *delivered, *dead, *down, *refused, *tag, *pid, *deque;
-    PyObject *send, *receive, *timeout_fn, *not_in_process, *no_default;
+    PyObject *send, *receive, *timeout_fn, *not_in_process, *no_default, *trace_sent, *trace_received;
     long fairness;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOl:init_mailbox", &any_message, &scan, &reply, &delivered, &dead,
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOOOOOOOlOO:init_mailbox", &any_message, &scan, &reply, &delivered, &dead,
                           &down, &refused, &tag, &pid, &deque, &send, &receive, &timeout_fn, &not_in_process,
-                          &no_default, &fairness)) {
+                          &no_default, &fairness, &trace_sent, &trace_received)) {
         return NULL;
     }
     if (keep_type(&Down_type, down, "Down") < 0 || keep_type(&Refused_type, refused, "Refused") < 0 ||
@@ -2448,6 +2547,8 @@ init_mailbox(PyObject *module, PyObject *args)
     keep(&timeout_result, timeout_fn);
     keep(&NotInProcess, not_in_process);
     keep(&NO_DEFAULT, no_default);
+    keep(&py_trace_sent, trace_sent);
+    keep(&py_trace_received, trace_received);
     FAIRNESS = fairness;
     PyObject *append = PyObject_GetAttrString(deque, "append");
     PyObject *popleft = PyObject_GetAttrString(deque, "popleft");
@@ -2561,7 +2662,7 @@ static PyMethodDef module_methods[] = {
     {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT)"},
     {"init_mailbox", init_mailbox, METH_VARARGS,
      "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "
-     "_timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS)"},
+     "_timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received)"},
     {"current_task", current_task, METH_NOARGS, "The task running on this thread, or None outside any task."},
     {NULL},
 };
@@ -2616,7 +2717,9 @@ PyInit__kernelcore(void)
     if (PyModule_AddObjectRef(m, "RunQueue", (PyObject *)&RunQueue_Type) < 0 ||
         PyModule_AddObjectRef(m, "KernelCore", (PyObject *)&KernelCore_Type) < 0 ||
         PyModule_AddObjectRef(m, "Task", (PyObject *)&Task_Type) < 0 ||
-        PyModule_AddObjectRef(m, "FastFunction", (PyObject *)&FastFunction_Type) < 0) {
+        PyModule_AddObjectRef(m, "FastFunction", (PyObject *)&FastFunction_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Receive", (PyObject *)&Receive_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -18,6 +18,14 @@ With the C kernel (termite/_core/kernel.py), ``deliver``, ``send`` and
 ``receive`` are its C functions: they do what the Python ones here do for
 the common cases (a local pid; receive with no pattern, and with only a
 timeout) and call these for the rest.
+
+What introspection needs costs the path of a message one increment and one
+attribute test at each end: a process counts what it sends (``sent``) and
+what it receives, as ``handed`` or ``queued`` (its steps are derived from
+them: termite/_core/kernel.py); a process that nobody traces has ``tracers``
+None, and a traced one's messages are copied to its tracers here
+(:func:`_trace_sent`, :func:`_trace_received`; termite/_core/tracing.py).
+The C kernel counts the same and calls these two where the Python code does.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from termite._core.errors import NoSuchName, NotInProcess, Timeout
 from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import TIMED_OUT, _core, _local
 from termite._core.patterns import compile_patterns
-from termite._core.process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, current
+from termite._core.process import (
+    ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, Trace, current,
+)
 from termite._core.traps import NEXT_TURN, PARK, RESCHEDULE
 
 __all__ = ["send", "deliver", "receive", "sleep", "NO_DEFAULT"]
@@ -55,20 +65,25 @@ FAIRNESS = 64
 
 def deliver(proc: Process, msg) -> None:
     """Put ``msg`` in ``proc``'s mailbox, or hand it over if ``proc`` waits for it."""
+    if proc.tracers is not None:
+        _trace_received(proc, msg)
     waiting = proc.waiting
     if waiting is ANY_MESSAGE or (waiting is REPLY and _is_reply(proc.wait_for, msg)):
         proc.waiting = DELIVERED
         proc.value = msg
+        proc.handed += 1  # a wake-up too: the kernel's count leaves these out
         proc.kernel.ready.append(proc)
         return
     if waiting is DEAD:
         return
+    proc.queued += 1
     box = proc.mailbox
     if box is None:
         box = proc.mailbox = deque()
     box.append(msg)
     if waiting is SCAN:
         proc.waiting = None
+        proc.woken += 1
         proc.kernel.ready.append(proc)
 
 
@@ -91,11 +106,23 @@ def send(dest, msg) -> None:
     try:
         proc = dest._proc
     except AttributeError:
-        return _send_slow(dest, msg)
-    if proc is not None and proc.kernel is _local.kernel:
-        return deliver(proc, msg)
+        proc = None
+    if proc is not None:
+        kernel = proc.kernel
+        if kernel is _local.kernel:  # the hot path: to a process of this node
+            sender = kernel.task
+            if sender is not None:
+                sender.sent += 1
+                if sender.tracers is not None:
+                    _trace_sent(sender, dest, msg)
+            return deliver(proc, msg)
+    kernel = _local.kernel
+    sender = kernel.task if kernel is not None else None
+    if sender is not None:
+        sender.sent += 1
+        if sender.tracers is not None:
+            _trace_sent(sender, dest, msg)
     return _send_slow(dest, msg)
-
 
 
 def _pid_send(self: Pid, message) -> None:
@@ -139,6 +166,31 @@ def _send_slow(dest, msg) -> None:
         table.remote.send(dest, msg)  # another node's, or one that migrated from here
     else:
         table.dropped += 1
+
+
+# -- tracing ------------------------------------------------------------------
+
+
+def _trace_sent(sender: Process, dest, msg) -> None:
+    """``sender`` is traced: its tracers get ``Trace(pid, "sent", msg, dest)``."""
+    if sender.waiting is DEAD:  # the Downs and exit signals of its end are not its messages
+        return
+    event = Trace(sender.pid, "sent", msg, dest)
+    for tracer in sender.tracers:
+        _send_slow(tracer, event)  # not send(): the copy is neither counted nor traced as the process's own
+
+
+def _trace_received(proc: Process, msg) -> None:
+    """``proc`` is traced: its tracers get ``Trace(pid, "received", msg)``.
+
+    A Trace itself is never reported: a process that traces itself, or two
+    that trace each other, would otherwise report their reports forever.
+    """
+    if msg.__class__ is Trace or proc.waiting is DEAD:
+        return
+    event = Trace(proc.pid, "received", msg)
+    for tracer in proc.tracers:
+        _send_slow(tracer, event)
 
 
 def _named(dest: tuple, what: str) -> tuple:
@@ -230,7 +282,7 @@ def receive(*patterns, timeout=None, default=NO_DEFAULT, where=None):
     ``Timeout`` raised if there is none.  ``timeout=0`` only looks.
     """
     try:
-        proc = _local.task
+        proc = _local.kernel.task
         box = proc.mailbox
     except AttributeError:
         raise NotInProcess(
@@ -344,7 +396,7 @@ def _install_c_kernel(core) -> None:
     global deliver, send, receive
     core.init_mailbox(
         ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque,
-        send, receive, _timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS,
+        send, receive, _timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received,
     )
     deliver = functools.update_wrapper(core.deliver, deliver)
     send = functools.update_wrapper(core.send, send)

@@ -18,7 +18,7 @@ from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import Kernel, Task, _core, current_task
 from termite._core.traps import Sentinel
 
-__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
+__all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "Trace", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
@@ -59,6 +59,22 @@ class Refused(NamedTuple):
     reason: str
 
 
+class Trace(NamedTuple):
+    """What a tracer gets of a process it traces (``termite.trace``), one message per event.
+
+    ``event`` is ``"received"`` (``message`` came into its mailbox), ``"sent"``
+    (it sent ``message`` to ``to``: a pid, a registered name or ``(name,
+    node)``), ``"migrated"`` (it moved to node ``message``; the trace
+    follows it) or ``"exit"`` (it ended with reason ``message``: the last
+    event of a trace).
+    """
+
+    pid: Pid
+    event: str
+    message: Any
+    to: Any = None
+
+
 #: Serials below this name a node's own services, the same on every node, so
 #: other nodes address them without asking (Pid(node, METER_SERIAL)).
 SERVICE_SERIALS = 16
@@ -79,11 +95,17 @@ _PROCESS_FIELDS = (
     "trap_exit",
     "name",
     "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
+    # Counts since it started here (termite._core.info reads them): messages handed over as it
+    # waited for them, and put in its mailbox (each message is one or the other), messages it sent
+    "handed",
+    "queued",
+    "sent",
+    "tracers",  # None, or the pids that get a Trace of each message it receives and sends (termite.trace)
 )
 
 
 class Process(Task):
-    # The C kernel's Task already holds mailbox and wait_for (deliver reads them there).
+    # The C kernel's Task already holds the fields its deliver and send read (mailbox, wait_for, counts, tracers).
     __slots__ = tuple(field for field in _PROCESS_FIELDS if not hasattr(Task, field))
 
     def __init__(self, table: "ProcessTable", pid: Pid, coro):
@@ -97,6 +119,8 @@ class Process(Task):
         self.trap_exit = False
         self.name = None
         self.order = None
+        self.handed = self.queued = self.sent = 0
+        self.tracers = None
 
     def __repr__(self):
         return f"<Process {self.pid}>"
@@ -135,6 +159,9 @@ class ProcessTable:
         # fn(proc, msg): a local send to a process that has migrated, numbered
         # so that its order survives the next move (termite._move.forwarding installs it).
         self.send_to_migrant = None
+        # The node's traces (termite._core.tracing.Traces), made by the first termite.trace of one of its
+        # processes: told when a process leaves the table, so that a trace follows a migrating process.
+        self.tracing = None
 
     def resolve(self, pid: Pid) -> Process | None:
         """The live local process behind ``pid``, or None."""
@@ -167,6 +194,8 @@ class ProcessTable:
             self.procs.pop(pid.serial, None)
         else:
             self.guests.pop(pid, None)
+        if self.tracing is not None:
+            self.tracing.left(pid)
 
     def when_exits(self, pid: Pid, callback) -> None:
         """Run ``callback(value, reason, exc)`` when ``pid`` ends here."""

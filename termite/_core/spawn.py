@@ -68,7 +68,7 @@ def spawn_in(
         parent = table.resolve(link_to)
         if parent is not None:
             add_link(parent, pid)
-    table.kernel.ready.append(proc)
+    table.kernel.wake(proc)  # its first step, counted as a wake-up
     return pid
 
 

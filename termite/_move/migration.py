@@ -67,6 +67,7 @@ from termite._net.frames import LINK, MONITOR, is_count, is_node, is_pid
 from termite._move.continuation import abandon, capture, restore, supported
 from termite._move.forwarding import Forwarding
 from termite._move.ordering import Order
+from termite._move.outcome import hand_over, own, report
 
 __all__ = ["migrate", "Migration"]
 
@@ -164,6 +165,10 @@ def _is_list(x) -> bool:
     return x.__class__ is list
 
 
+def _is_pids(x) -> bool:
+    return x.__class__ is list and all(p.__class__ is Pid for p in x)
+
+
 def _decode_call(data: bytes, here: NodeRef):
     """``migrate(node, fn, *args)``'s function and arguments; a MigrationError naming what cannot be unpickled."""
     try:
@@ -195,7 +200,8 @@ class Migration:
         kinds.register(MIGRATE, "MIGRATE", (is_pid, _is_continuation, _is_list, _is_list, _is_list,
                                             lambda t: t.__class__ is bool, _is_list), self._on_migrate)
         kinds.register(READY, "READY", (is_pid,), self._on_ready)
-        kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list, lambda a: a.__class__ is bool), self._on_commit)
+        kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list, lambda a: a.__class__ is bool, _is_pids),
+                       self._on_commit)
         kinds.register(ARRIVED, "ARRIVED", (is_pid,), self._on_arrived)
         kinds.register(LOST_IN_HANDOFF, "LOST_IN_HANDOFF", (is_pid, is_node), self._on_lost_in_handoff)
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
@@ -240,7 +246,7 @@ class Migration:
         if proc.order is None:  # its first move: from now on its messages are numbered
             proc.order = order
             self.forwarding.numbered.setdefault(pid, 0)
-            table.when_exits(pid, lambda *_: self._gone(proc))
+            table.when_exits(pid, self._ends(proc))
         pid._proc = None  # local sends take the numbered path too
         proc.waiting = MIGRATING
         proc.mailbox = deque()  # what is delivered meanwhile
@@ -270,7 +276,8 @@ class Migration:
         watchers = self._other_nodes(proc, target)
         if watchers:  # they must hear of it if the commit never arrives
             self.handed[proc.pid] = (target, watchers)
-        endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors, bool(watchers)))
+        proc.order.awaiting.extend(hand_over(table, proc.pid))  # node.run's and termite.run's wait goes on
+        endpoint.post(target, (COMMIT, proc.pid, gone_links, gone_monitors, bool(watchers), proc.order.awaiting))
         for node in watchers:
             # The target says so too once it runs the process, but its word may be lost with it (a
             # cut that lets ARRIVED through and not RELOCATED): said from here, a watch follows the
@@ -280,7 +287,6 @@ class Migration:
         waiting = proc.mailbox
         pid = proc.pid  # the canonical pid, which local senders hold
         table.remove(pid)
-        table.exit_waiters.pop(pid, None)  # it ends elsewhere now
         table.moved[pid] = target
         self.forwarding.gens[pid] = proc.order.gen + 1
         self.forwarding.holding.discard(proc)
@@ -378,7 +384,8 @@ class Migration:
             return
         del self.arriving[frame[1]]
         table, proc = self.table, entry.proc
-        _, _, gone_links, gone_monitors, answer = frame
+        _, _, gone_links, gone_monitors, answer, awaiting = frame
+        proc.order.awaiting = list(awaiting)
         for other in gone_links:
             if proc.links:
                 proc.links.discard(other)
@@ -394,7 +401,7 @@ class Migration:
         table.moved.pop(pid, None)  # it lived here before: here again
         self.forwarding.gens.pop(pid, None)
         self.forwarding.start_numbering(pid)
-        table.when_exits(pid, lambda *_: self._gone(proc))
+        table.when_exits(pid, self._ends(proc))
         if order.held:
             self.forwarding.holding.add(proc)
         lost = self._bind(proc, peer)
@@ -443,9 +450,15 @@ class Migration:
 
     # -- the end ----------------------------------------------------------------
 
-    def _gone(self, proc: Process) -> None:
-        """A migrant ended here: every node that keeps an entry for it forgets it."""
+    def _ends(self, proc: Process):
+        """The exit waiter a migrant has on the node it runs on."""
+        return own(lambda value, reason, exc: self._gone(proc, value, reason))
+
+    def _gone(self, proc: Process, value, reason) -> None:
+        """A migrant ended here: every node that keeps an entry for it forgets it; those who wait for
+        its outcome get it."""
         pid, here = proc.pid, self.table.ref
+        report(self.table, pid, proc.order.awaiting, value, reason)
         self.forwarding.forget(pid)
         for node in {*proc.order.visited, *proc.order.informed}:
             if node != here:

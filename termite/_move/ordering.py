@@ -33,7 +33,7 @@ DIRECT, RELAYED, SWITCH = 0, 1, 2  # how a numbered message came: the frame's "v
 class Order:
     """What the host of a migrant knows about the order of its messages; it travels with it."""
 
-    __slots__ = ("next", "held", "switched", "gen", "visited", "informed", "told", "home_lost")
+    __slots__ = ("next", "held", "switched", "gen", "visited", "informed", "told", "home_lost", "awaiting")
 
     def __init__(self):
         self.next: dict[tuple[NodeRef, bool], int] = {}  # stream -> the number it expects next
@@ -44,6 +44,7 @@ class Order:
         self.informed: set[NodeRef] = set()  # nodes told where it is (each keeps an entry too)
         self.told: set[NodeRef] = set()  # origins told during this stay
         self.home_lost = False
+        self.awaiting: list = []  # processes waiting for its outcome (termite._move.outcome): carried by COMMIT
 
     def take(self, home: NodeRef, origin: NodeRef, via: int, n: int, msg) -> list:
         """Message ``n`` of a stream came: the messages now deliverable, in order."""

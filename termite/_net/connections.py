@@ -89,6 +89,11 @@ class Connections:
         if sock is not None:
             sock.close(linger=0)
 
+    def close_probe(self, key: tuple[str, int]) -> None:
+        sock = self.probes.pop(key, None)
+        if sock is not None:
+            sock.close(linger=0)
+
     def close_all(self) -> None:
         for sock in [*self.dealers.values(), *self.probes.values()]:
             sock.close(linger=0)

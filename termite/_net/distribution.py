@@ -40,8 +40,15 @@ def demonitor_node(ref: Tag) -> None:
 
 
 def nodes() -> list[NodeRef]:
-    """The nodes this one is connected to now."""
-    return [peer for peer in _endpoint().transport.peers() if peer.incarnation is not None]
+    """The nodes this one is connected to now; not clients (``Network(client=True)``: a script, an
+    Executor, the launcher), which are hidden as Erlang's hidden nodes are: no work is sent to them."""
+    transport = _endpoint().transport
+    return [peer for peer in transport.peers() if peer.incarnation is not None and not transport.is_client(peer)]
+
+
+def is_client(node: NodeRef) -> bool:
+    """Whether ``node``, connected to this one, is a client: hidden from ``nodes()`` and from dispatch."""
+    return _endpoint().transport.is_client(node)
 
 
 def unresponsive_nodes() -> list[NodeRef]:

@@ -39,7 +39,7 @@ import logging
 from typing import NamedTuple, Protocol
 
 from termite._core.ids import NodeRef, Pid, Tag, make_tag
-from termite._core.errors import Crash, Timeout, UnreadableMessage
+from termite._core.errors import Crash, DeadProcess, Timeout, UnreadableMessage
 from termite._core.links import add_link, signal_exit
 from termite._core.mailbox import deliver, receive
 from termite._core.process import Down, ProcessTable, Refused, current
@@ -183,17 +183,27 @@ class Endpoint:
         """Ask ``node`` who is registered there as ``name`` (from a process of this node)."""
         if not is_name(name):
             raise TypeError(f"a registered name is a non-empty str, not {name!r}")
-        tag = make_tag()
-        self.post(node, (WHEREIS, current().pid, tag, name))
+        tag, watch = make_tag(), make_tag()
+        me = current().pid
+        self.node_watchers[watch] = (me, node)  # so that its loss answers too: never a wait for ever
+        self.post(node, (WHEREIS, me, tag, name))
 
         def is_answer(m):
-            return m.__class__ is tuple and len(m) == 2 and m[0] == tag
+            return (m.__class__ is tuple and len(m) == 2 and m[0] == tag) or (m.__class__ is NodeDown and m.ref == watch)
 
-        if timeout is None:  # receive refuses a default it could never use
-            return (await receive(is_answer))[1]
-        answer = await receive(is_answer, timeout=timeout, default=None)
+        try:
+            if timeout is None:  # receive refuses a default it could never use
+                answer = await receive(is_answer)
+            else:
+                answer = await receive(is_answer, timeout=timeout, default=None)
+        finally:
+            self.node_watchers.pop(watch, None)
+        while await receive(lambda m: m.__class__ in (NodeUp, NodeDown) and m.ref == watch, timeout=0, default=None):
+            pass  # the node's news while it was asked is not the caller's
         if answer is None:
             raise Timeout(f"node {node} did not say within {timeout} s who is registered as {name!r} there")
+        if answer.__class__ is NodeDown:
+            raise DeadProcess((name, node), answer.reason)
         return answer[1]
 
     async def hello(self, address: NodeRef, timeout: float) -> NodeRef | None:
@@ -201,6 +211,7 @@ class Endpoint:
         tag = make_tag()
         self.post(address, (HELLO, current().pid, tag))
         _, ref = await receive((tag, NodeRef), timeout=timeout, default=(None, None))
+        self.transport.forget_probe(address)  # its answer came by the session: 3 sockets a peer, not 4
         return ref
 
     def link(self, me: Pid, pid: Pid, directed: bool) -> None:

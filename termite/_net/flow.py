@@ -26,7 +26,7 @@ count bytes per session: a down or a new session starts them again.
 from __future__ import annotations
 
 from termite._core.ids import NodeRef, Pid
-from termite._core.kernel import Kernel, current_task
+from termite._core.kernel import current_task
 from termite._core.process import ProcessTable
 from termite._net.frames import FrameKinds, is_count, is_pid
 

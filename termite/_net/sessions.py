@@ -93,6 +93,13 @@ class Sessions:
         elif by_sender:
             entry.report = True
 
+    def sending(self, peer: NodeRef) -> None:
+        """Frames go to ``peer`` on a connection already open: if it was opened only to be heard (a
+        peer told its session ended, a node reached), its down must now be reported all the same."""
+        entry = self._peers.get(peer)
+        if entry is not None and not entry.report:
+            entry.report = True
+
     def connected(self, peer: NodeRef) -> None:
         entry = self._peers.get(peer)
         if entry is not None:

@@ -83,6 +83,26 @@ class TransportStats:
         self.bytes_in = self.bytes_out = 0
 
 
+#: The most ZeroMQ sockets (and open files) a node asks for: a peer takes about 4 sockets and 8 files.
+MAX_SOCKETS = 1 << 16
+
+
+def _room_for_sockets() -> int:
+    """Raise this process's soft limit on open files to its hard limit (at most MAX_SOCKETS), as Erlang's
+    and Ray's nodes do, and return how many ZeroMQ sockets that leaves room for (libzmq's 1,023 at least)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = MAX_SOCKETS if hard == resource.RLIM_INFINITY else min(hard, MAX_SOCKETS)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (ImportError, ValueError, OSError):  # not on this platform, or not allowed: keep what there is
+        return 1023
+    return max(1023, MAX_SOCKETS if soft == resource.RLIM_INFINITY else min(soft, MAX_SOCKETS))
+
+
 class Transport:
     def __init__(
         self,
@@ -112,6 +132,7 @@ class Transport:
         self.max_frame = max_frame
         self.stats = TransportStats()
         self.ctx = zmq.Context()
+        self.ctx.set(zmq.MAX_SOCKETS, _room_for_sockets())  # libzmq's default, 1,023, is 254 peers
         # The ZAP handler must be bound before any CURVE socket binds.
         self._zap = ZapHandler(self.ctx, keys, self.stats, refusal_period) if keys is not None else None
         self.router = self.ctx.socket(zmq.ROUTER)
@@ -232,7 +253,11 @@ class Transport:
             if self._stopping:
                 return
             try:
-                sock = (peer.incarnation is not None and self._dealers.get((peer.host, peer.port))) or self._dealer(peer)
+                sock = peer.incarnation is not None and self._dealers.get((peer.host, peer.port))
+                if sock:
+                    self._sessions.sending(peer)
+                else:
+                    sock = self._dealer(peer)
                 if len(frames) == 1:
                     data = frames[0]
                     _send(sock, data, _NOBLOCK, len(data) < 4096)
@@ -266,6 +291,7 @@ class Transport:
         sock = self._dealers.get((peer.host, peer.port)) if peer.incarnation is not None else None
         if sock is None:
             return False
+        self._sessions.sending(peer)
         self._to, self._to_sock, self._to_handle = peer, sock, sock.underlying
         return True
 
@@ -281,6 +307,11 @@ class Transport:
         """The peers up, or being connected to."""
         with self._lock:
             return self._sessions.peers()
+
+    def is_client(self, peer: NodeRef) -> bool:
+        """Whether ``peer`` said it is a client (``Network(client=True)``): hidden, as Erlang's hidden nodes."""
+        with self._lock:
+            return peer in self._clients
 
     def lost(self, peer: NodeRef) -> bool:
         """This node ended its session with ``peer`` (a down) and has not met it again."""
@@ -470,6 +501,8 @@ class Transport:
         peer, epoch = named
         if epoch is None:  # a probe: outside any session
             with self._lock:
+                if is_client(identity):  # a client's hello: what this node sends back opens no node's session
+                    self._clients.add(peer)
                 return self._heard.setdefault(identity, [peer, 0.0])
         with self._lock:
             accept, down, newly_up = self._sessions.heard(peer, epoch)
@@ -501,6 +534,11 @@ class Transport:
         if newly_up:
             self.on_peer_up(peer)
         return entry
+
+    def forget_probe(self, address: NodeRef) -> None:
+        """The hello to ``address`` is answered (or given up): close its probe, which no session uses."""
+        with self._lock:
+            self._conns.close_probe((address.host, address.port))
 
     def reach(self, peer: NodeRef) -> None:
         """Open a connection to ``peer`` if none is, so that a new session can begin; a peer that

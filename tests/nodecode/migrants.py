@@ -131,3 +131,19 @@ async def stays(reply_to):
     where = await migrate(termite.current_node())
     send(reply_to, ("stayed", where))
     await migrate(termite.current_node(), _report_there, reply_to)
+
+
+async def returns_from_afar(route):
+    """Move along ``route`` and return a value computed from its locals there."""
+    total = 0
+    for node in route:
+        await termite.migrate(node)
+        total += 1
+    return total, termite.current_node()
+
+
+async def waits_there(node, reply_to):
+    """Move to ``node``, say so, and wait for ever (until its node is lost)."""
+    await termite.migrate(node)
+    termite.send(reply_to, ("there", termite.self()))
+    await termite.receive("never sent")

@@ -139,3 +139,24 @@ async def meet(node, reply_to: Pid):
 async def echo_once():
     sender, tag, msg = await receive((Pid, termite.Tag, object))
     send(sender, (tag, msg))
+
+
+async def asks_by_name(node, reply_to: Pid):
+    """``call((name, node), ...)`` with no timeout; what it gave or raised goes to ``reply_to``."""
+    try:
+        send(reply_to, ("answered", await termite.call(("nobody", node), "hello")))
+    except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+        send(reply_to, ("raised", type(exc).__name__, str(exc)))
+
+
+async def nodes_and_dispatch_targets(reply_to: Pid):
+    """What this node lists in ``nodes()`` and its dispatcher counts as places to run work, once it
+    has heard of ``reply_to``'s node (``("seen", nodes, targets)``)."""
+    termite.start_dispatcher(0.1)
+    targets: dict = {}
+    for _ in range(100):  # bounded: 10 s of reports
+        targets = await termite.loads()
+        if reply_to.node in targets and targets[reply_to.node] is not None:
+            break
+        await termite.sleep(0.1)
+    send(reply_to, ("seen", termite.nodes(), list(targets)))
