@@ -130,6 +130,102 @@ def receives() -> list:
     return termite.run(main)
 
 
+def patterns() -> list:
+    """Receive with patterns: each kind the C receive matches itself, those it leaves to Python, the waits."""
+    import collections.abc
+
+    out = []
+
+    class Loud:
+        def __eq__(self, other):
+            raise RuntimeError("no comparing me")
+
+        __hash__ = object.__hash__
+
+    async def main():
+        me = termite.self()
+        tag = Tag((7, 7))  # not make_tag(): its origin differs from run to run
+        other = spawn(_send_later, me, "from other")
+        await receive("from other")
+        box = [1, True, 1.0, "s", b"b", None, False, ("k", 1), ("k", 1, 2), (tag, "reply"), (tuple(tag), "fake"),
+               ("deep", ("er", 3)), other, {"a": 1}, [1, 2], ()]
+        for m in box:
+            send(me, m)
+        kinds = [True, 1, None, False, b"b", "s", ("k", ANY), ("k", ...), (tag, ANY), ((str, int), str),
+                 ("deep", ("er", int)), other, object, ANY, collections.abc.Mapping, list, (), int]
+        for p in kinds[:-1]:
+            try:
+                out.append((repr(p), repr(await receive(p, timeout=0))))
+            except termite.Timeout as exc:
+                out.append((repr(p), _error(exc)))
+        out.append(("left", repr(list(current().mailbox or ()))))
+        # several patterns: the first message that matches any, in arrival order
+        for m in ("a", 2, ("t", 1), 3.5):
+            send(me, m)
+        out.append(await receive(("t", int), float, timeout=0))
+        out.append(await receive(float, int))
+        # waits: a non-matching arrival, then a matching one; with and without a timeout
+        spawn(_send_later, me, "no")
+        spawn(_send_later, me, ("yes", 1))
+        out.append(await receive(("yes", int)))
+        spawn(_send_later, me, ("yes", 2))
+        out.append(await receive(("yes", int), timeout=5))
+        try:
+            await receive(("never", ANY), timeout=0.01)
+        except termite.Timeout as exc:
+            out.append(_error(exc))
+        out.append(("timers", sum(1 for e in _kernel().timers if e[2] is not None)))
+        # what Python checks and refuses: the same errors
+        for bad in [("a", ..., "b"), float("nan"), (1, float("nan"))]:
+            try:
+                await receive(bad, timeout=0)
+            except Exception as exc:
+                out.append(_error(exc))
+        for bad_timeout in (-1, float("nan"), "soon", -0.5):
+            try:
+                await receive(int, timeout=bad_timeout)
+            except Exception as exc:
+                out.append(_error(exc))
+        # patterns the C receive leaves to Python, mixed with ones it takes
+        send(me, termite.Down(tag, me, "normal"))
+        send(me, [1, 2])
+        send(me, {"k": 1})
+        out.append(repr(await receive(termite.Down(tag, ANY, ANY), timeout=0)))
+        out.append(await receive([int, int], str, timeout=0))
+        out.append(await receive({"k": int}, where=lambda m: True))
+        out.append(await receive(lambda m: m == "x", "y", timeout=0, default="dflt"))
+        # a message whose == raises: the error reaches the receiver, the message stays
+        send(me, Loud())
+        try:
+            await receive("x", timeout=0)
+        except RuntimeError as exc:
+            out.append(_error(exc))
+        out.append(("kept", len(current().mailbox)))
+        await receive(Loud)
+        # a signal while waiting with patterns: the wait's state is undone
+        async def waiter():
+            try:
+                await receive(("go", int), timeout=30)
+            except Exception as exc:
+                send(me, ("waiter", _error(exc)))
+        w = spawn(waiter)
+        await termite.sleep(0)
+        termite.exit(w, "stop")
+        out.append(await receive(("waiter", ANY), timeout=5))
+        out.append(("timers", sum(1 for e in _kernel().timers if e[2] is not None)))
+        # introspection of a wait with patterns
+        async def parked():
+            await receive(("go", int), str, timeout=30)
+        q = spawn(parked)
+        await termite.sleep(0)
+        info = termite.process_info(q)
+        out.append((info.state, info.status, info.waiting_for))
+        send(q, ("go", 1))
+        return out
+
+    return termite.run(main)
+
+
 def signals() -> list:
     """Exit signals and kills reaching processes parked in each kind of receive."""
     out = []
@@ -441,7 +537,8 @@ def traced() -> list:
 
 PROGRAMS = {
     f.__name__: f
-    for f in (scheduling, receives, signals, calls, crashes, asyncio_bridge, flow, spawned, introspected, traced)
+    for f in (scheduling, receives, patterns, signals, calls, crashes, asyncio_bridge, flow, spawned, introspected,
+              traced)
 }
 
 

@@ -10,6 +10,9 @@
  * both.
  *
  * What it owns
+ *   (and counts: a task's woken, handed, queued and sent, where kernel.py and
+ *   mailbox.py count them; a traced process's events go to mailbox's
+ *   _trace_sent and _trace_received, where the Python path calls them)
  *   RunQueue     the ready queue and the yielded queue: a ring of tasks with
  *                deque's append, popleft, extend, clear, len, in, iteration.
  *   Task         the kernel's task, with the fields every hop reads in the C
@@ -29,6 +32,13 @@
  *   receive(), receive(timeout=t)            mailbox.receive's two fast
  *                                            paths; an awaitable with am_send
  *                                            in place of the generator.
+ *   receive(*patterns[, timeout=t])          its general path, for patterns
+ *                                            of ANY, classes, None/True/False,
+ *                                            str, int, bytes, Pid and Tag
+ *                                            values, and tuples of these (a
+ *                                            tag, a tuple's head, a final
+ *                                            ...): patterns.py's tests, run
+ *                                            in C (see pattern_match).
  *   spawn(fn, *args)                         for a coroutine function and no
  *                                            keyword: process_body, Pid(),
  *                                            Process() and spawn_in's two
@@ -49,9 +59,12 @@
  *   the exception as sys.exc_info(), as the Python kernel's `except` has it)
  *   and kernel.after_turn; kernel.add_timer and cancel_timer; each function's
  *   Python twin for what it does not do itself: mailbox's send for any other
- *   destination; mailbox's receive for patterns, where= and default=, and for
+ *   destination; mailbox's receive for where= and default=, and for
  *   timeout=t when messages wait or t is not > 0 (a receive object then
  *   drives that generator, started at the step it would have started);
+ *   mailbox's receive also for any other pattern (a namedtuple, list,
+ *   dict, function, where(), a float) and a timeout that is not an int or
+ *   float >= 0, which it refuses as Python does;
  *   spawn.py's spawn; call.py's call, _monitor_for_call (a pid not alive
  *   here), _await_reply (a reply already in the mailbox: a call to oneself),
  *   _outcome (anything but a reply: Down, Refused, a timeout) and demonitor
@@ -1187,7 +1200,128 @@ k_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 
 /* -- receive ------------------------------------------------------------------ */
 
-enum { R_ANY, R_TIMED, R_DELEGATE };
+
+/* -- receive's patterns --------------------------------------------------------- */
+
+/* The patterns the C receive matches itself, as patterns.py's _compile would (the same
+ * tests, in the same order, the same user code run: isinstance and ==):
+ *   ANY, object                       any message
+ *   a class                           isinstance(m, cls)
+ *   None, True, False                 m is p
+ *   a str, int, bytes or Pid          m == p
+ *   a Tag                             m.__class__ is Tag and m == p
+ *   a tuple of these (or of tuples),  m.__class__ is tuple, of that length (at least, with a final ...),
+ *   a final ... allowed               element by element
+ * Any other pattern (a namedtuple, list, dict, function, where(), a float...) and the whole
+ * receive goes to mailbox.receive, which also says what is wrong with a pattern that is. */
+static PyObject *ANY_pattern;
+#define PATTERN_DEPTH 8
+
+static int
+pattern_is_fast(PyObject *p, int depth)
+{
+    if (p == ANY_pattern || p == Py_None || p == Py_True || p == Py_False || PyType_Check(p)) {
+        return 1;
+    }
+    PyTypeObject *cls = Py_TYPE(p);
+    if (cls == &PyUnicode_Type || cls == &PyLong_Type || cls == &PyBytes_Type || cls == Pid_type ||
+        cls == Tag_type) {
+        return 1;
+    }
+    if (cls != &PyTuple_Type || depth >= PATTERN_DEPTH) {
+        return 0;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(p);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(p, i);
+        if (item == Py_Ellipsis ? i != n - 1 : !pattern_is_fast(item, depth + 1)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* 1 if m matches p (pattern_is_fast(p)), 0 if not, -1 with an error set. */
+static int
+pattern_match(PyObject *p, PyObject *m)
+{
+    if (p == ANY_pattern || p == (PyObject *)&PyBaseObject_Type) {
+        return 1;
+    }
+    PyTypeObject *cls = Py_TYPE(p);
+    if (cls == &PyTuple_Type) {
+        if (Py_TYPE(m) != &PyTuple_Type) {
+            return 0;
+        }
+        Py_ssize_t n = PyTuple_GET_SIZE(p), len = PyTuple_GET_SIZE(m);
+        int open_ended = n > 0 && PyTuple_GET_ITEM(p, n - 1) == Py_Ellipsis;
+        n -= open_ended;
+        if (open_ended ? len < n : len != n) {
+            return 0;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int yes = pattern_match(PyTuple_GET_ITEM(p, i), PyTuple_GET_ITEM(m, i));
+            if (yes <= 0) {
+                return yes;
+            }
+        }
+        return 1;
+    }
+    if (PyType_Check(p)) {
+        return PyObject_IsInstance(m, p);
+    }
+    if (p == Py_None || p == Py_True || p == Py_False) {
+        return m == p;
+    }
+    if (cls == Tag_type && Py_TYPE(m) != Tag_type) {
+        return 0;
+    }
+    PyObject *eq = PyObject_RichCompare(m, p, Py_EQ);
+    if (eq == NULL) {
+        return -1;
+    }
+    int yes = PyObject_IsTrue(eq);
+    Py_DECREF(eq);
+    return yes;
+}
+
+/* Any of the patterns (compile_patterns' `first`). */
+static inline int
+patterns_match(PyObject *patterns, PyObject *m)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(patterns); i++) {
+        int yes = pattern_match(PyTuple_GET_ITEM(patterns, i), m);
+        if (yes != 0) {
+            return yes;
+        }
+    }
+    return 0;
+}
+
+/* receive's `timeout` as the C receive takes it: None (NULL), or an int or float >= 0; else 0. */
+static int
+timeout_is_fast(PyObject *timeout)
+{
+    if (timeout == NULL) {
+        return 1;
+    }
+    if (PyLong_CheckExact(timeout)) {
+        int overflow;
+        long v = PyLong_AsLongAndOverflow(timeout, &overflow);
+        return overflow > 0 || (overflow == 0 && v >= 0);
+    }
+    return PyFloat_CheckExact(timeout) && PyFloat_AS_DOUBLE(timeout) >= 0.0; /* false for nan */
+}
+
+static PyObject *
+init_patterns(PyObject *module, PyObject *any)
+{
+    Py_INCREF(any);
+    Py_XSETREF(ANY_pattern, any);
+    Py_RETURN_NONE;
+}
+
+enum { R_ANY, R_TIMED, R_MATCH, R_DELEGATE };
 enum { S_START, S_PARKED, S_RESCHEDULED, S_DONE };
 
 /* What receive() returns: an awaitable that does mailbox.receive's fast path
@@ -1201,6 +1335,8 @@ typedef struct {
     PyObject *box;     /* S_RESCHEDULED: the mailbox to pop after the reschedule */
     PyObject *timer;   /* R_TIMED, parked: the kernel's timer entry */
     PyObject *sub;     /* R_DELEGATE: mailbox.py's receive generator */
+    PyObject *patterns; /* R_MATCH: the patterns, a tuple */
+    Py_ssize_t start;  /* R_MATCH, parked: messages before this index were looked at */
 } Receive;
 
 static PyTypeObject Receive_Type;
@@ -1213,6 +1349,7 @@ rcv_traverse(Receive *r, visitproc visit, void *arg)
     Py_VISIT(r->box);
     Py_VISIT(r->timer);
     Py_VISIT(r->sub);
+    Py_VISIT(r->patterns);
     return 0;
 }
 
@@ -1224,6 +1361,7 @@ rcv_clear(Receive *r)
     Py_CLEAR(r->box);
     Py_CLEAR(r->timer);
     Py_CLEAR(r->sub);
+    Py_CLEAR(r->patterns);
     return 0;
 }
 
@@ -1241,13 +1379,16 @@ rcv_done(Receive *r)
 static int
 rcv_unwind(Receive *r)
 {
-    if (r->mode != R_TIMED || r->state != S_PARKED || r->proc == NULL) {
+    if ((r->mode != R_TIMED && r->mode != R_MATCH) || r->state != S_PARKED || r->proc == NULL) {
         return 0;
     }
     Task *p = r->proc;
     if (p->waiting != DEAD) {
         Py_INCREF(Py_None);
         Py_XSETREF(p->waiting, Py_None);
+    }
+    if (r->mode == R_MATCH && r->timer == NULL) { /* receive(patterns) with no timeout: no timer */
+        return 0;
     }
     PyObject *args[] = {(PyObject *)p->kernel, r->timer != NULL ? r->timer : Py_None};
     PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
@@ -1261,7 +1402,7 @@ rcv_unwind(Receive *r)
 static void
 rcv_finalize(Receive *r)
 {
-    if (r->state != S_PARKED || r->mode != R_TIMED) {
+    if (r->state != S_PARKED || (r->mode != R_TIMED && r->mode != R_MATCH)) {
         return;
     }
     PyObject *type, *value, *tb;
@@ -1296,7 +1437,8 @@ rcv_new(int mode, PyObject *timeout)
     Py_XINCREF(timeout);
     r->timeout = timeout;
     r->proc = NULL;
-    r->box = r->timer = r->sub = NULL;
+    r->box = r->timer = r->sub = r->patterns = NULL;
+    r->start = 0;
     PyObject_GC_Track(r);
     return (PyObject *)r;
 }
@@ -1355,6 +1497,8 @@ rcv_park(Receive *r, Task *p, PyObject **result)
     return PYGEN_NEXT;
 }
 
+static PySendResult rcv_match_start(Receive *r, Task *p, PyObject **result);
+
 /* The first step: mailbox.receive's body up to its first yield or return. */
 static PySendResult
 rcv_start(Receive *r, PyObject *arg, PyObject **result)
@@ -1368,6 +1512,9 @@ rcv_start(Receive *r, PyObject *arg, PyObject **result)
         return rcv_not_in_process(r, result);
     }
     Task *p = (Task *)me;
+    if (r->mode == R_MATCH) {
+        return rcv_match_start(r, p, result);
+    }
     PyObject *box = p->mailbox;
     int full = box != NULL && box != Py_None ? PyObject_IsTrue(box) : 0;
     if (full < 0) {
@@ -1418,6 +1565,187 @@ rcv_start(Receive *r, PyObject *arg, PyObject **result)
     return rcv_delegate_send(r, Py_None, result);
 }
 
+
+/* R_MATCH: hand the receive to mailbox.receive(*patterns, timeout=...) and drive it from here. */
+static PySendResult
+rcv_delegate_patterns(Receive *r, PyObject **result)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(r->patterns);
+    PyObject *kwnames = NULL;
+    PyObject **args = PyMem_Malloc((n + 1) * sizeof(PyObject *));
+    if (args == NULL) {
+        PyErr_NoMemory();
+        return rcv_error(r, result);
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        args[i] = PyTuple_GET_ITEM(r->patterns, i);
+    }
+    if (r->timeout != NULL) {
+        args[n] = r->timeout;
+        kwnames = PyTuple_Pack(1, kw_timeout);
+        if (kwnames == NULL) {
+            PyMem_Free(args);
+            return rcv_error(r, result);
+        }
+    }
+    r->sub = PyObject_Vectorcall(py_receive, args, n, kwnames);
+    PyMem_Free(args);
+    Py_XDECREF(kwnames);
+    if (r->sub == NULL) {
+        return rcv_error(r, result);
+    }
+    r->mode = R_DELEGATE;
+    return rcv_delegate_send(r, Py_None, result);
+}
+
+/* Look through box[start:] for a message matching r's patterns: 1 and *msg (taken out of the box),
+ * 0 if none (r->start then the box's length), -1 with an error set. */
+static int
+rcv_scan(Receive *r, PyObject *box, Py_ssize_t start, PyObject **msg)
+{
+    Py_ssize_t n = PyObject_Size(box);
+    if (n < 0) {
+        return -1;
+    }
+    for (Py_ssize_t i = start; i < n; i++) {
+        PyObject *m = PySequence_GetItem(box, i);
+        if (m == NULL) {
+            return -1;
+        }
+        int yes = patterns_match(r->patterns, m);
+        if (yes != 0) {
+            if (yes > 0 && PySequence_DelItem(box, i) < 0) {
+                yes = -1;
+            }
+            if (yes < 0) {
+                Py_DECREF(m);
+                return -1;
+            }
+            *msg = m;
+            return 1;
+        }
+        Py_DECREF(m);
+    }
+    r->start = n;
+    return 0;
+}
+
+/* The end of a receive with patterns (its `finally`), then its result: msg, or the error set. */
+static PySendResult
+rcv_match_done(Receive *r, PyObject *msg, PyObject **result)
+{
+    if (r->state == S_PARKED) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        int err = rcv_unwind(r);
+        if (err < 0) { /* raised in the finally block: it wins */
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+            Py_XDECREF(msg);
+            msg = NULL;
+        }
+        else {
+            PyErr_Restore(type, value, tb);
+        }
+    }
+    rcv_done(r);
+    *result = msg;
+    return msg != NULL ? PYGEN_RETURN : PYGEN_ERROR;
+}
+
+/* Timed out: mailbox._timeout_result raises Timeout. */
+static PyObject *
+rcv_timed_out(Receive *r)
+{
+    PyObject *args[] = {r->timeout != NULL ? r->timeout : Py_None, NO_DEFAULT};
+    return PyObject_Vectorcall(timeout_result, args, 2, NULL);
+}
+
+/* mailbox.receive's general path for patterns the C receive matches (pattern_is_fast), up to its first
+ * yield or return. */
+static PySendResult
+rcv_match_start(Receive *r, Task *p, PyObject **result)
+{
+    PyObject *patterns = r->patterns;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(patterns); i++) {
+        if (!pattern_is_fast(PyTuple_GET_ITEM(patterns, i), 0)) {
+            return rcv_delegate_patterns(r, result);
+        }
+    }
+    if (!timeout_is_fast(r->timeout)) {
+        return rcv_delegate_patterns(r, result); /* it says what is wrong with the timeout */
+    }
+    PyObject *box = p->mailbox;
+    r->start = 0;
+    if (box != NULL && box != Py_None) {
+        int full = PyObject_IsTrue(box);
+        if (full < 0) {
+            return rcv_error(r, result);
+        }
+        if (full) {
+            PyObject *msg = NULL;
+            Py_INCREF(box);
+            int found = rcv_scan(r, box, 0, &msg);
+            Py_DECREF(box);
+            if (found != 0) {
+                return rcv_match_done(r, msg, result);
+            }
+        }
+    }
+    if (r->timeout != NULL) {
+        int now = PyObject_RichCompareBool(r->timeout, zero, Py_EQ);
+        if (now != 0) { /* timeout=0: only look */
+            return rcv_match_done(r, now < 0 ? NULL : rcv_timed_out(r), result);
+        }
+        PyObject *args[] = {(PyObject *)p->kernel, r->timeout, (PyObject *)p};
+        r->timer = PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+        if (r->timer == NULL) {
+            return rcv_error(r, result);
+        }
+    }
+    Py_INCREF(SCAN);
+    Py_XSETREF(p->waiting, SCAN);
+    Py_INCREF(p);
+    r->proc = p;
+    r->state = S_PARKED;
+    Py_INCREF(PARK);
+    *result = PARK;
+    return PYGEN_NEXT;
+}
+
+/* Woken, with patterns: what the general path's loop does after its `yield PARK`. */
+static PySendResult
+rcv_match_resume(Receive *r, PyObject *arg, PyObject **result)
+{
+    Task *p = r->proc;
+    if (arg == TIMED_OUT) {
+        Py_CLEAR(r->timer); /* it fired: nothing to cancel */
+        return rcv_match_done(r, rcv_timed_out(r), result);
+    }
+    if (p->waiting == DELIVERED) { /* handed over directly: matches by construction */
+        Py_INCREF(Py_None);
+        Py_XSETREF(p->waiting, Py_None);
+        Py_INCREF(arg);
+        return rcv_match_done(r, arg, result);
+    }
+    PyObject *box = p->mailbox;
+    if (box != NULL && box != Py_None) {
+        PyObject *msg = NULL;
+        Py_INCREF(box);
+        int found = rcv_scan(r, box, r->start, &msg);
+        Py_DECREF(box);
+        if (found != 0) {
+            return rcv_match_done(r, msg, result);
+        }
+    }
+    Py_INCREF(SCAN);
+    Py_XSETREF(p->waiting, SCAN);
+    Py_INCREF(PARK);
+    *result = PARK;
+    return PYGEN_NEXT;
+}
+
 /* Woken: what receive's fast path does after its `yield PARK`. */
 static PySendResult
 rcv_resume(Receive *r, PyObject *arg, PyObject **result)
@@ -1458,6 +1786,9 @@ rcv_am_send(Receive *r, PyObject *arg, PyObject **result)
     case S_PARKED:
         if (r->mode == R_DELEGATE) {
             return rcv_delegate_send(r, arg, result);
+        }
+        if (r->mode == R_MATCH) {
+            return rcv_match_resume(r, arg, result);
         }
         return rcv_resume(r, arg, result);
     case S_RESCHEDULED: {
@@ -1619,6 +1950,7 @@ rcv_get_delegate(Receive *r, void *closure)
 
 static PyMemberDef rcv_members[] = {
     {"timeout", T_OBJECT, offsetof(Receive, timeout), READONLY, "its timeout, or None"},
+    {"patterns", T_OBJECT, offsetof(Receive, patterns), READONLY, "its patterns (a tuple), or None"},
     {NULL},
 };
 
@@ -1657,21 +1989,39 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
     if (!ready_for_mail()) {
         return NULL;
     }
-    if (PyVectorcall_NARGS(nargsf) == 0) {
-        PyObject *timeout = Py_None;
-        Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
-        if (nkw == 1) {
-            PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
-            if (name == kw_timeout || PyUnicode_Compare(name, kw_timeout) == 0) {
-                timeout = args[0];
-            }
-            else {
-                timeout = NULL;
-            }
+    Py_ssize_t n = PyVectorcall_NARGS(nargsf);
+    PyObject *timeout = Py_None; /* NULL: a keyword the C receive leaves to mailbox.receive */
+    Py_ssize_t nkw = kwnames != NULL ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nkw == 1) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, 0);
+        if (name == kw_timeout || PyUnicode_Compare(name, kw_timeout) == 0) {
+            timeout = args[n];
         }
-        else if (nkw > 1) {
+        else {
             timeout = NULL;
         }
+    }
+    else if (nkw > 1) {
+        timeout = NULL;
+    }
+    if (n > 0 && timeout != NULL && ANY_pattern != NULL) { /* patterns: R_MATCH looks at them when awaited */
+        PyObject *patterns = PyTuple_New(n);
+        if (patterns == NULL) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            Py_INCREF(args[i]);
+            PyTuple_SET_ITEM(patterns, i, args[i]);
+        }
+        Receive *r = (Receive *)rcv_new(R_MATCH, timeout != Py_None ? timeout : NULL);
+        if (r == NULL) {
+            Py_DECREF(patterns);
+            return NULL;
+        }
+        r->patterns = patterns;
+        return (PyObject *)r;
+    }
+    if (n == 0) {
         if (timeout == Py_None) {
             return rcv_new(R_ANY, NULL);
         }
@@ -2663,6 +3013,7 @@ static PyMethodDef module_methods[] = {
     {"init_mailbox", init_mailbox, METH_VARARGS,
      "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "
      "_timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received)"},
+    {"init_patterns", init_patterns, METH_O, "init_patterns(ANY)"},
     {"current_task", current_task, METH_NOARGS, "The task running on this thread, or None outside any task."},
     {NULL},
 };

@@ -255,7 +255,7 @@ def _waiting_for(proc, chain, awaited) -> str | None:
             return f"call({here.get('pid', here.get('dest'))}, {_cut(repr(here.get('msg')))})"
     if awaited is not None and awaited.__class__ in _C_AWAITABLES:  # the C kernel's receive() or call(), parked
         if awaited.__class__ is _core.Receive:
-            return _receive_text({"timeout": awaited.timeout})
+            return _receive_text({"patterns": awaited.patterns or (), "timeout": awaited.timeout})
         return f"call({awaited.dest}, {_cut(repr(awaited.msg))})"
     if waiting is REPLY:
         return "a reply to a call"

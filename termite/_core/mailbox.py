@@ -16,8 +16,9 @@ a sender must not mutate a message after sending it.
 
 With the C kernel (termite/_core/kernel.py), ``deliver``, ``send`` and
 ``receive`` are its C functions: they do what the Python ones here do for
-the common cases (a local pid; receive with no pattern, and with only a
-timeout) and call these for the rest.
+the common cases (a local pid; receive with no pattern, with only a
+timeout, and with patterns made of classes, ANY, plain values and tuples
+of them, as a tag or a tuple's head) and call these for the rest.
 
 What introspection needs costs the path of a message one increment and one
 attribute test at each end: a process counts what it sends (``sent``) and
@@ -37,7 +38,7 @@ from collections import deque
 from termite._core.errors import NoSuchName, NotInProcess, Timeout
 from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import TIMED_OUT, _core, _local
-from termite._core.patterns import compile_patterns
+from termite._core.patterns import ANY, compile_patterns
 from termite._core.process import (
     ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, Trace, current,
 )
@@ -398,6 +399,7 @@ def _install_c_kernel(core) -> None:
         ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque,
         send, receive, _timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received,
     )
+    core.init_patterns(ANY)
     deliver = functools.update_wrapper(core.deliver, deliver)
     send = functools.update_wrapper(core.send, send)
     receive = functools.update_wrapper(core.receive, receive)
