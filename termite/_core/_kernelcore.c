@@ -395,6 +395,7 @@ typedef struct {
     long fairness;     /* countdown of switch-free receives */
     long long steps;   /* tasks resumed so far */
     PyObject *task;    /* the task running now, or NULL (kernel.task: current_task()) */
+    PyObject *monitored; /* its table's `monitored` dict, once a call read it (never rebound) */
 } KernelCore;
 
 static PyTypeObject KernelCore_Type;
@@ -574,6 +575,7 @@ kernel_traverse(KernelCore *k, visitproc visit, void *arg)
     Py_VISIT(k->ready);
     Py_VISIT(k->yielded);
     Py_VISIT(k->task);
+    Py_VISIT(k->monitored);
     return 0;
 }
 
@@ -588,6 +590,7 @@ kernel_clear(KernelCore *k)
         rq_clear(k->yielded);
     }
     Py_CLEAR(k->task);
+    Py_CLEAR(k->monitored);
     return 0;
 }
 
@@ -599,6 +602,7 @@ kernel_dealloc(KernelCore *k)
     Py_CLEAR(k->ready);
     Py_CLEAR(k->yielded);
     Py_CLEAR(k->task);
+    Py_CLEAR(k->monitored);
     type->tp_free((PyObject *)k);
 }
 
@@ -2228,6 +2232,7 @@ typedef struct {
     PyObject_HEAD
     int mode, state;
     PyObject *dest, *msg, *timeout; /* timeout: NULL for None */
+    Py_hash_t hash;                 /* the tag's, computed once for its four dict operations */
     Task *proc;
     PyObject *tag, *timer, *sub;
 } Call;
@@ -2318,42 +2323,74 @@ call_dealloc(Call *c)
     PyObject_GC_Del(c);
 }
 
+
+/* Dict operations on a key whose hash is known: a call's tag goes in and out of two dicts. */
+#if PY_VERSION_HEX < 0x030D0000
+#define dict_set_hashed(d, k, v, h) _PyDict_SetItem_KnownHash((d), (k), (v), (h))
+#define dict_del_hashed(d, k, h) _PyDict_DelItem_KnownHash((d), (k), (h))
+#else
+#define dict_set_hashed(d, k, v, h) PyDict_SetItem((d), (k), (v))
+#define dict_del_hashed(d, k, h) PyDict_DelItem((d), (k))
+#endif
+
+/* table.monitored for a process of kernel k (a borrowed reference), read once per kernel:
+ * ProcessTable never rebinds it. */
+static PyObject *
+monitored_of(KernelCore *k, PyObject *table)
+{
+    if (k->monitored == NULL) {
+        PyObject *monitored = PyObject_GetAttr(table, s_monitored);
+        if (monitored == NULL) {
+            return NULL;
+        }
+        if (!PyDict_CheckExact(monitored)) {
+            Py_DECREF(monitored);
+            PyErr_SetString(PyExc_TypeError, "a process table's `monitored` must be a dict");
+            return NULL;
+        }
+        k->monitored = monitored;
+    }
+    return k->monitored;
+}
+
 /* demonitor(tag) for the process that made the call: the local case here, the rest in links.py. */
 static int
 call_demonitor(Call *c)
 {
     PyObject *table = SLOT(c->proc, proc_table_off);
-    PyObject *monitored = table != NULL ? PyObject_GetAttr(table, s_monitored) : NULL;
-    if (monitored == NULL || !PyDict_Check(monitored)) {
-        Py_XDECREF(monitored);
+    PyObject *monitored = table != NULL ? monitored_of(c->proc->kernel, table) : NULL;
+    if (monitored == NULL) {
         PyErr_Clear();
         goto python;
     }
-    PyObject *target = PyDict_GetItemWithError(monitored, c->tag);
-    if (target != NULL) {
-        Py_INCREF(target);
-        if (PyDict_DelItem(monitored, c->tag) < 0) {
-            Py_DECREF(target);
-            Py_DECREF(monitored);
+    PyObject *target = _PyDict_GetItem_KnownHash(monitored, c->tag, c->hash);
+    if (target == NULL) {
+        if (PyErr_Occurred()) {
             return -1;
         }
-    }
-    else if (PyErr_Occurred()) {
-        Py_DECREF(monitored);
-        return -1;
-    }
-    Py_DECREF(monitored);
-    if (target == NULL) {
         goto python; /* not a local process's monitor: links.demonitor tells the node it watches */
     }
-    PyObject *monitors = PyObject_GetAttr(target, s_monitors);
+    Py_INCREF(target);
+    if (dict_del_hashed(monitored, c->tag, c->hash) < 0) {
+        Py_DECREF(target);
+        return -1;
+    }
+    PyObject *monitors;
+    if (Py_TYPE(target) == Process_type && SLOT(target, proc_monitors_off) != NULL) {
+        monitors = SLOT(target, proc_monitors_off);
+        Py_INCREF(monitors);
+    }
+    else {
+        monitors = PyObject_GetAttr(target, s_monitors);
+    }
     Py_DECREF(target);
     if (monitors == NULL) {
         return -1;
     }
     int truth = PyObject_IsTrue(monitors);
     if (truth > 0 && PyDict_CheckExact(monitors)) {
-        truth = dict_discard(monitors, c->tag);
+        PyObject *found = _PyDict_GetItem_KnownHash(monitors, c->tag, c->hash);
+        truth = found != NULL ? dict_del_hashed(monitors, c->tag, c->hash) : (PyErr_Occurred() ? -1 : 0);
     }
     else if (truth > 0) {
         PyObject *args[] = {monitors, c->tag, Py_None};
@@ -2464,7 +2501,7 @@ call_start(Call *c, PyObject *arg, PyObject **result)
     Py_INCREF(p);
     c->proc = p;
     c->tag = make_tag();
-    if (c->tag == NULL) {
+    if (c->tag == NULL || (c->hash = PyObject_Hash(c->tag)) == -1) {
         return call_error(c, result);
     }
     PyObject *box = p->mailbox;
@@ -2476,7 +2513,7 @@ call_start(Call *c, PyObject *arg, PyObject **result)
     PyObject *target = *(PyObject **)((char *)c->dest + pid_proc_offset);
     PyObject *table = SLOT(me, proc_table_off);
     if (target != NULL && Py_TYPE(target) == Process_type && SLOT(target, proc_monitors_off) != NULL) {
-        PyObject *monitored = PyObject_GetAttr(table, s_monitored);
+        PyObject *monitored = monitored_of(p->kernel, table);
         if (monitored == NULL) {
             return call_error(c, result);
         }
@@ -2484,16 +2521,15 @@ call_start(Call *c, PyObject *arg, PyObject **result)
         if (monitors == Py_None) {
             monitors = PyDict_New();
             if (monitors == NULL) {
-                Py_DECREF(monitored);
                 return call_error(c, result);
             }
             Py_XSETREF(SLOT(target, proc_monitors_off), monitors);
         }
-        int err = PyObject_SetItem(monitors, c->tag, SLOT(me, proc_pid_off));
+        int err = PyDict_CheckExact(monitors) ? dict_set_hashed(monitors, c->tag, SLOT(me, proc_pid_off), c->hash)
+                                              : PyObject_SetItem(monitors, c->tag, SLOT(me, proc_pid_off));
         if (err == 0) {
-            err = PyObject_SetItem(monitored, c->tag, target);
+            err = dict_set_hashed(monitored, c->tag, target, c->hash);
         }
-        Py_DECREF(monitored);
         if (err < 0) {
             return call_error(c, result);
         }
