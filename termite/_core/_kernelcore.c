@@ -110,6 +110,7 @@ static PyObject *deque_type, *deque_append, *deque_popleft;
 static PyObject *py_send, *py_receive, *timeout_result, *NotInProcess, *NO_DEFAULT;
 static PyObject *py_trace_sent, *py_trace_received; /* mailbox._trace_sent, _trace_received */
 static long FAIRNESS = 64;
+static Py_ssize_t SPAWN_BURST = 4096; /* kernel.SPAWN_BURST, from init_kernel */
 static int mailbox_ready;
 
 static PyObject *s_BUDGET, *s_TURN_SECONDS, *s_on_exit, *s_trap_handlers, *s_stashed, *s_after_turn,
@@ -396,6 +397,7 @@ typedef struct {
     long long steps;   /* tasks resumed so far */
     PyObject *task;    /* the task running now, or NULL (kernel.task: current_task()) */
     PyObject *monitored; /* its table's `monitored` dict, once a call read it (never rebound) */
+    Py_ssize_t spawned;  /* processes spawned since the turn began (kernel.SPAWN_BURST) */
 } KernelCore;
 
 static PyTypeObject KernelCore_Type;
@@ -850,6 +852,7 @@ static PyMemberDef kernel_members[] = {
     {"fairness", T_LONG, offsetof(KernelCore, fairness), 0, "countdown of switch-free receives"},
     {"steps", T_LONGLONG, offsetof(KernelCore, steps), 0, "tasks resumed so far"},
     {"task", T_OBJECT, offsetof(KernelCore, task), 0, "the task running now, or None"},
+    {"spawned", T_PYSSIZET, offsetof(KernelCore, spawned), 0, "processes spawned since the turn began"},
     {NULL},
 };
 
@@ -2132,12 +2135,22 @@ fast_spawn(PyObject *table, PyObject *fn, PyObject *const *args, Py_ssize_t n)
     if (PyDict_SetItem(procs, serial, proc) < 0 || rq_push(((KernelCore *)kernel)->ready, proc) < 0) {
         goto fail;
     }
+
     Py_DECREF(ref);
     Py_DECREF(serials);
     Py_DECREF(procs);
-    Py_DECREF(kernel);
     Py_DECREF(serial);
     Py_DECREF(proc);
+    if (++((KernelCore *)kernel)->spawned == SPAWN_BURST) { /* spawn_in's count: kernel._spawn_burst() */
+        PyObject *r = PyObject_CallMethod(kernel, "_spawn_burst", NULL);
+        if (r == NULL) { /* spawned all the same, as spawn_in's error would leave it */
+            Py_DECREF(kernel);
+            Py_DECREF(pid);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    Py_DECREF(kernel);
     return pid;
 fail:
     if (coro != NULL) { /* never started: close it so Python does not warn it was never awaited */
@@ -2884,7 +2897,7 @@ static PyObject *
 init_kernel(PyObject *module, PyObject *args)
 {
     PyObject *park, *reschedule, *signal, *timed_out;
-    if (!PyArg_ParseTuple(args, "OOOO:init_kernel", &park, &reschedule, &signal, &timed_out)) {
+    if (!PyArg_ParseTuple(args, "OOOOn:init_kernel", &park, &reschedule, &signal, &timed_out, &SPAWN_BURST)) {
         return NULL;
     }
     if (keep_type(&Signal_type, signal, "Signal") < 0) {
@@ -3045,7 +3058,7 @@ static PyMethodDef module_methods[] = {
     {"init_exit", init_exit, METH_O, "init_exit(process_exited)"},
     {"init_call", init_call, METH_VARARGS,
      "init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)"},
-    {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT)"},
+    {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT, SPAWN_BURST)"},
     {"init_mailbox", init_mailbox, METH_VARARGS,
      "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "
      "_timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received)"},

@@ -6,7 +6,7 @@ import functools
 import inspect
 
 from termite._core.ids import Pid
-from termite._core.kernel import _core
+from termite._core.kernel import SPAWN_BURST, _core
 from termite._core.links import add_link
 from termite._core.process import Process, ProcessTable, current
 from termite._core.registry import register_in
@@ -68,7 +68,11 @@ def spawn_in(
         parent = table.resolve(link_to)
         if parent is not None:
             add_link(parent, pid)
-    table.kernel.wake(proc)  # its first step, counted as a wake-up
+    kernel = table.kernel
+    kernel.wake(proc)  # its first step, counted as a wake-up
+    kernel.spawned += 1
+    if kernel.spawned == SPAWN_BURST:
+        kernel._spawn_burst()  # the cyclic collector pauses for the rest of the turn (kernel.py)
     return pid
 
 
