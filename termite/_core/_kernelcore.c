@@ -1424,7 +1424,8 @@ rcv_finalize(Receive *r)
 static void
 rcv_dealloc(Receive *r)
 {
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)r) < 0) {
+    /* only a parked receive has a finally to run (rcv_finalize) */
+    if (r->state == S_PARKED && PyObject_CallFinalizerFromDealloc((PyObject *)r) < 0) {
         return; /* resurrected */
     }
     PyObject_GC_UnTrack(r);
@@ -2199,15 +2200,34 @@ k_spawn(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 
 /* -- call ----------------------------------------------------------------------- */
 
-/* ids.make_tag(): Tag((_origin, next(_tag_serials))), from ids.py's current globals (a fork draws new ones). */
+/* ids.py's _origin and _tag_serials, which it binds once and again in a forked child: forget_tag_origin(),
+ * registered with os.register_at_fork after ids.py's own hook, drops them there. */
+static PyObject *tag_origin, *tag_serials;
+
+static PyObject *
+forget_tag_origin(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    Py_CLEAR(tag_origin);
+    Py_CLEAR(tag_serials);
+    Py_RETURN_NONE;
+}
+
+/* ids.make_tag(): Tag((_origin, next(_tag_serials))), from ids.py's globals. */
 static PyObject *
 make_tag(void)
 {
-    PyObject *origin = PyDict_GetItemWithError(ids_globals, s_origin);
-    PyObject *serials = origin != NULL ? PyDict_GetItemWithError(ids_globals, s_tag_serials) : NULL;
-    if (serials == NULL || Tag_type->tp_new != PyTuple_Type.tp_new) {
-        return PyErr_Occurred() ? NULL : PyObject_CallNoArgs(py_make_tag);
+    if (tag_origin == NULL) { /* read once, and again after a fork (forget_tag_origin) */
+        PyObject *origin = PyDict_GetItemWithError(ids_globals, s_origin);
+        PyObject *serials = origin != NULL ? PyDict_GetItemWithError(ids_globals, s_tag_serials) : NULL;
+        if (serials == NULL || Tag_type->tp_new != PyTuple_Type.tp_new) {
+            return PyErr_Occurred() ? NULL : PyObject_CallNoArgs(py_make_tag);
+        }
+        Py_INCREF(origin);
+        Py_INCREF(serials);
+        tag_origin = origin;
+        tag_serials = serials;
     }
+    PyObject *origin = tag_origin, *serials = tag_serials;
     Py_INCREF(serials);
     PyObject *serial = PyIter_Next(serials);
     Py_DECREF(serials);
@@ -2328,7 +2348,7 @@ call_finalize(Call *c)
 static void
 call_dealloc(Call *c)
 {
-    if (PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) {
+    if (c->state == S_PARKED && PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) { /* see call_finalize */
         return;
     }
     PyObject_GC_UnTrack(c);
@@ -3063,6 +3083,7 @@ static PyMethodDef module_methods[] = {
      "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "
      "_timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received)"},
     {"init_patterns", init_patterns, METH_O, "init_patterns(ANY)"},
+    {"forget_tag_origin", forget_tag_origin, METH_NOARGS, "After a fork: read ids.py's tag origin again."},
     {"current_task", current_task, METH_NOARGS, "The task running on this thread, or None outside any task."},
     {NULL},
 };

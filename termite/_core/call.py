@@ -7,6 +7,7 @@ to a process that ends does not wait forever.
 from __future__ import annotations
 
 import functools
+import os
 import time
 import types
 
@@ -125,4 +126,7 @@ def _outcome(pid: Pid, tag: Tag, answer, timeout, default):
 if _core is not None:
     # call(pid, msg[, timeout]) in C; it calls the functions above for the rest.
     _core.init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)
+    # The C make_tag keeps ids.py's tag origin; a forked child draws a new one (after ids.py's hook, which
+    # was registered first).
+    os.register_at_fork(after_in_child=_core.forget_tag_origin)
     call = functools.update_wrapper(_core.call, call)
