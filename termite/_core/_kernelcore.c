@@ -401,7 +401,11 @@ typedef struct {
 } KernelCore;
 
 static PyTypeObject KernelCore_Type;
-#define KernelCore_Check(o) PyObject_TypeCheck(o, &KernelCore_Type)
+/* The types every hop checks are subclasses (kernel.Kernel, process.Process), which PyObject_TypeCheck
+ * finds by walking their MRO: the common one is compared first. */
+static PyTypeObject *Kernel_type;  /* the type of the last kernel attached (kernel.Kernel) */
+static PyTypeObject *Process_type; /* process.Process, from init_process */
+#define KernelCore_Check(o) (Py_TYPE(o) == Kernel_type || PyObject_TypeCheck(o, &KernelCore_Type))
 
 /* -- Task --------------------------------------------------------------------- */
 
@@ -416,7 +420,7 @@ typedef struct {
 } Task;
 
 static PyTypeObject Task_Type;
-#define Task_Check(o) PyObject_TypeCheck(o, &Task_Type)
+#define Task_Check(o) (Py_TYPE(o) == Process_type || PyObject_TypeCheck(o, &Task_Type))
 
 static PyObject *
 task_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
@@ -909,6 +913,10 @@ local_set_kernel(PyObject *self, PyObject *value, void *closure)
         return -1;
     }
     set_local(&cur_kernel, value);
+    if (value != Py_None && Py_TYPE(value) != Kernel_type) {
+        Py_INCREF(Py_TYPE(value));
+        Py_XSETREF(Kernel_type, Py_TYPE(value));
+    }
     return 0;
 }
 
@@ -2042,7 +2050,6 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 
 /* -- spawn ---------------------------------------------------------------------- */
 
-static PyTypeObject *Process_type;
 static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_links_off, proc_name_off;
 static Py_ssize_t pid_node_off, pid_serial_off;
 static int process_ready, call_ready;
