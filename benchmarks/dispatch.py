@@ -9,7 +9,10 @@ of its own that only dispatches.
   ``Client.map`` on a 2-worker LocalCluster in the same run, if
   ``dask[distributed]`` is installed (``pip install -e '.[bench]'``);
 - sequential ``await dispatch(...)`` round trips from one process;
-- CPU-bound calls (each burns 50 ms of CPU) on 2 nodes against 1 node.
+- CPU-bound calls (each burns 50 ms of CPU) on 2 nodes against 1 node;
+- the dispatcher's own work per job among 10, 100 and 1,000 simulated nodes
+  (``choice``: its methods called in this process, its sends going nowhere):
+  what its choice of a node costs as a cluster grows.
 
 Ray's figures quoted in the targets (about 1,250 tasks/s and 370 sequential
 round trips/s) were measured on this machine by the issue's author.
@@ -17,6 +20,7 @@ round trips/s) were measured on this machine by the issue's author.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import time
 
@@ -94,6 +98,88 @@ def _dask(count, repeats):
         return median(runs)
 
 
+CHOICE_SIZES = {False: (10, 100, 1_000), True: (10, 1_000)}
+CHOICE_JOBS = {False: 20_000, True: 4_000}
+
+
+class _Reply:
+    """A job's reply that takes every job and drops its results."""
+
+    def start(self):
+        return True
+
+    def finish(self, results):
+        pass
+
+    def abandon(self):
+        return False
+
+
+def choice(nodes: int, jobs: int, seed: int = 1) -> dict:
+    """The dispatcher's own work among ``nodes`` simulated nodes: seconds per job and per ``place``.
+
+    Its methods are called as its loop calls them, with a clock of its own and
+    ``send`` replaced by one that only notes where each job went.  Each node
+    holds 4 jobs (of one call); per job measured: the oldest job's answer, a
+    new job (the choice of its node) and one meter report (each node reports
+    once per interval, as many reports as jobs).  Timed in this process's CPU
+    time, which a loaded host's other work does not inflate.
+    """
+    import random
+
+    from termite import Load, NodeRef
+    from termite._balance import dispatch as module
+    from termite._balance.runner import runner_of
+
+    rng = random.Random(seed)
+    clock = [0.0]
+
+    class Loop:
+        def time(self):
+            return clock[0]
+
+    went = []
+    saved = module.send
+    module.send = lambda to, msg: went.append((msg[1], to.node)) if msg.__class__ is tuple and msg[0] == "run" else None
+    try:
+        d = module._Dispatcher(1.0, 16, False)
+        d.me, d.here, d.loop = None, NodeRef("127.0.0.1", 1, 1), Loop()
+        refs = [NodeRef(f"10.0.{i // 250}.{i % 250}", 7000 + i, 1) for i in range(nodes)]
+        for ref in refs:
+            d._add(ref)
+        assert runner_of(refs[0]).node == refs[0]
+
+        def report(ref):
+            queue = rng.randrange(0, 8)
+            return Load(ref, rng.random() * 2, queue, rng.random(), queue, 0, 0, 0, 0, 1.0, ref.host, 1, 64, 0.0)
+
+        for ref in refs:
+            d._heard(report(ref))
+        fn, calls, reply = (lambda: None), [()], _Reply()
+        for _ in range(nodes * 4):
+            d._submit(fn, calls, reply)
+        flying = collections.deque(went)
+        went.clear()
+        step = d.interval / nodes  # every node reports once per interval
+        start = time.process_time()
+        for i in range(jobs):
+            job_id, node = flying.popleft()
+            d._done(job_id, node, [(True, None)])
+            d._submit(fn, calls, reply)
+            flying.append(went.pop())
+            clock[0] += step
+            d._heard(report(refs[i % nodes]))
+        per_job = (time.process_time() - start) / jobs
+        places = max(1, jobs // 10)
+        start = time.process_time()
+        for _ in range(places):
+            d._request(None, None, "place")
+        per_place = (time.process_time() - start) / places
+    finally:
+        module.send = saved
+    return {"job": per_job, "place": per_place}
+
+
 def run(quick: bool = False) -> list[Result]:
     count, dispatches, cpu_calls, repeats = SIZES[quick]
     import termite
@@ -123,4 +209,13 @@ def run(quick: bool = False) -> list[Result]:
             Result("dispatch", f"Dask Client.map, x + 1, 2-worker LocalCluster ({how} × {dask_count:,})", dask, "/s"),
             Result("dispatch", "termite Executor.map (chunksize 1) / Dask Client.map", got["map1"] / dask, ""),
         ]
+    for nodes in CHOICE_SIZES[quick]:
+        got = choice(nodes, CHOICE_JOBS[quick])
+        results += [
+            Result("dispatch", f"the dispatcher's work per job (answer, choice, a report), {nodes:,} simulated nodes",
+                   got["job"] * 1e6, "µs"),
+            Result("dispatch", f"the dispatcher's place (least-loaded node), {nodes:,} simulated nodes",
+                   got["place"] * 1e6, "µs"),
+        ]
     return results
+

@@ -40,7 +40,6 @@ import contextlib
 import ctypes
 import json
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -54,6 +53,7 @@ import termite
 from termite import NodeRef
 from termite.executor import local_address_towards
 
+from termite_launcher.announce import read_announcement
 from termite_launcher.config import ClusterConfig, ConfigError, HostConfig, RestartPolicy
 from termite_launcher.remote import RemoteNode
 from termite_launcher.slurm import SlurmError, SlurmStep, in_allocation
@@ -64,7 +64,6 @@ __all__ = [
     "already_running", "running", "stop_from_state",
 ]
 
-_ANNOUNCE = "termite node "
 EXIT_GRACE = 0.5  # seconds a local node whose connection closed gets to be seen ended (its exit's reason)
 LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
 LAUNCHER_GRACE = 40.0  # seconds a launcher gets to stop its nodes (each gets 10 s, all at once; ssh is slow)
@@ -181,25 +180,13 @@ class _LocalNode:
         self.remote_pid = self.proc.pid
 
     def wait_announced(self, timeout: float) -> NodeRef:
-        deadline = time.monotonic() + timeout
-        stdout = self.proc.stdout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no announcement within {timeout:.0f} s")
-            ready, _, _ = select.select([stdout], [], [], left)
-            if ready:
-                line = stdout.readline().decode(errors="replace")
-                if not line:
-                    raise EOFError(f"the node exited with status {self.proc.wait()}")
-                if line.startswith(_ANNOUNCE):
-                    break
-                self.log.write(line.encode())
-        _, _, address, _, incarnation = line.split()
-        host, port = address.rsplit(":", 1)
+        try:
+            ref = read_announcement(self.proc.stdout, timeout, self.log.write)
+        except EOFError:
+            raise EOFError(f"the node {exit_reason(self.proc.wait())}") from None
         # The rest of its stdout (nothing, normally) goes to its log.
         threading.Thread(target=self._drain, daemon=True).start()
-        return NodeRef(host, int(port), int(incarnation, 16))
+        return ref
 
     def _drain(self) -> None:
         with contextlib.suppress(ValueError, OSError):

@@ -70,12 +70,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import sys
 from collections import deque
 
 from termite import Load, NodeRef
 
+from termite_launcher.announce import readable
 from termite_launcher.dashboard_render import load_bar, plain_lines, process_lines, render
 from termite_launcher.dashboard_snapshot import (
     CPU_SCALE,
@@ -589,7 +589,7 @@ class Keys:
     def poll(self) -> int:
         """Hand every key pressed since the last poll to the view; how many there were."""
         count = 0
-        while self._fd is not None and count < 64 and select.select([self._fd], [], [], 0)[0]:
+        while self._fd is not None and count < 64 and readable(self._fd, 0):
             data = os.read(self._fd, 64)
             if not data:
                 break

@@ -83,7 +83,6 @@ import ipaddress
 import json
 import os
 import queue
-import select
 import signal
 import socket
 import subprocess
@@ -100,6 +99,7 @@ import termite
 from termite import NodeRef
 from termite.executor import CLUSTER_ENVIRONMENT
 
+from termite_launcher.announce import read_announcement
 from termite_launcher.cluster import LaunchError, exit_reason
 from termite_launcher.config import RestartPolicy
 from termite_launcher.exits import FAILED, USAGE, Interrupted, held, job_status
@@ -120,7 +120,6 @@ DEFAULT_HEALTH_PORT = 8080
 DEFAULT_SECRET = "termite-key"
 KEY_FILE_NAME = "cluster.key"  # the key's name in the Secret, and so the file's name where it is mounted
 CONNECT_TIMEOUT = 5.0  # seconds a node gives a peer to answer a connect
-_ANNOUNCE = "termite node "
 MANIFEST = "deploy/kubernetes/termite.yaml"
 
 
@@ -605,33 +604,27 @@ class _Probes(http.server.BaseHTTPRequestHandler):
 
 def _announced(proc: subprocess.Popen, timeout: float) -> NodeRef:
     """The NodeRef a starting node prints (``termite node HOST:PORT incarnation HEX``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            proc.kill()
-            raise TimeoutError(f"no announcement within {timeout:g} s")
-        ready, _, _ = select.select([proc.stdout], [], [], left)
-        if not ready:
-            continue
-        line = proc.stdout.readline().decode(errors="replace")
-        if not line:
-            raise EOFError(f"the node {exit_reason(proc.wait())}")
-        if line.startswith(_ANNOUNCE):
-            break
-        sys.stdout.write(line)  # anything else it printed goes where a container's output goes
-    _, _, address, _, incarnation = line.split()
-    host, port = address.rsplit(":", 1)
+    try:
+        ref = read_announcement(proc.stdout, timeout, _write_out)  # anything else it printed: the container's output
+    except TimeoutError:
+        proc.kill()
+        raise
+    except EOFError:
+        raise EOFError(f"the node {exit_reason(proc.wait())}") from None
     threading.Thread(target=_pass_on, args=(proc.stdout,), daemon=True).start()
-    return NodeRef(host, int(port), int(incarnation, 16))
+    return ref
+
+
+def _write_out(data: bytes) -> None:
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
 
 
 def _pass_on(stream) -> None:
     """A node's further stdout (a process's print goes there): to the container's output."""
     try:
         for line in stream:
-            sys.stdout.buffer.write(line)
-            sys.stdout.buffer.flush()
+            _write_out(line)
     except (ValueError, OSError):
         pass
 

@@ -41,6 +41,7 @@ import uuid
 import termite
 
 from termite_launcher import ssh
+from termite_launcher.announce import ANNOUNCE, parse_announcement
 from termite_launcher.ssh import (
     COPY_EXCLUDES,
     RemoteError,
@@ -54,7 +55,6 @@ from termite_launcher.ssh import (
 __all__ = ["COPY_EXCLUDES", "RemoteError", "RemoteNode", "copy_folder", "install_keys", "remote_cores", "ssh_command"]
 
 _PID_LINE = "termite-remote-pid "
-_ANNOUNCE = "termite node "
 _TAIL_LINES = 200  # lines of a node's output kept for error messages
 
 
@@ -148,7 +148,7 @@ class RemoteNode:
             + f'echo "{_PID_LINE}$pid"\n'
             + "i=0\n"
             + "while :; do\n"
-            + f"  line=$(grep -m 1 '^{_ANNOUNCE}' \"$log\" 2>/dev/null) && {{ echo \"$line\"; exit 0; }}\n"
+            + f"  line=$(grep -m 1 '^{ANNOUNCE}' \"$log\" 2>/dev/null) && {{ echo \"$line\"; exit 0; }}\n"
             + '  kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; wait "$pid"; exit $?; }\n'
             + '  i=$((i + 1)); [ "$i" -lt 3000 ] || { tail -n 50 "$log" >&2; exit 1; }\n'
             + "  sleep 0.1\n"
@@ -166,8 +166,8 @@ class RemoteNode:
                     self.remote_pid = int(line[len(_PID_LINE) :])
                     self._logged_in()
                 else:
-                    if is_stdout and self.ref is None and line.startswith(_ANNOUNCE):
-                        self.ref = _parse_announce(line)
+                    if is_stdout and self.ref is None and line.startswith(ANNOUNCE):
+                        self.ref = parse_announcement(line)
                     tail.append(line)
                     with self._log_lock:
                         if self._log is not None and not self._log.closed:
@@ -358,13 +358,6 @@ class RemoteNode:
     def __repr__(self) -> str:
         state = "running" if self.running() else f"ended ({self._proc.returncode})"
         return f"<RemoteNode {describe(self.host)} pid={self.remote_pid} ref={self.ref} {state}>"
-
-
-def _parse_announce(line: str) -> termite.NodeRef:
-    """``termite node HOST:PORT incarnation HEX`` -> NodeRef."""
-    _, _, address, _, incarnation = line.split()
-    host, port = address.rsplit(":", 1)
-    return termite.NodeRef(host, int(port), int(incarnation, 16))
 
 
 def _close(stream) -> None:

@@ -59,13 +59,13 @@ from pathlib import Path
 import termite
 from termite.executor import local_address_towards
 
+from termite_launcher.announce import ANNOUNCE, parse_announcement
 from termite_launcher.config import ClusterConfig, ConfigError, HostConfig
 
 __all__ = ["SlurmError", "SlurmStep", "SlurmTask", "cpus_per_node", "in_allocation", "job_of"]
 
 _TASK = "termite-slurm-task "
 _EXIT = "termite-slurm-exit "
-_ANNOUNCE = "termite node "
 _LABELLED = re.compile(r"^\s*(\d+): ?(.*)$")  # srun --label: "  3: text"
 _ABOUT_TASKS = re.compile(r"^srun: error: \S+: tasks? ([\d,\-]+): (.+)$")  # "srun: error: vm: tasks 0-1: Killed"
 _MESSAGES = 50  # lines of srun's own stderr kept for error messages
@@ -432,10 +432,8 @@ class SlurmTask:
             self._step.step = self._step.step or step
         elif stdout and text.startswith(_EXIT):
             self._ended(_status(int(text[len(_EXIT):])))
-        elif stdout and self.ref is None and text.startswith(_ANNOUNCE):
-            _, _, address, _, incarnation = text.split()
-            host, port = address.rsplit(":", 1)
-            self.ref = termite.NodeRef(host, int(port), int(incarnation, 16))
+        elif stdout and self.ref is None and text.startswith(ANNOUNCE):
+            self.ref = parse_announcement(text)
         else:
             self._log_line(text)
             return

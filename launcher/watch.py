@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import select
 import sys
 import threading
 import time
@@ -29,6 +28,7 @@ import time
 import termite
 from termite.console import serve_console
 
+from termite_launcher.announce import readable
 from termite_launcher.cluster import EXIT_GRACE, Cluster, NodeNews, launcher_host, read_state
 from termite_launcher.config import ClusterConfig
 from termite_launcher.dashboard import ClusterView, logging_to_events
@@ -333,8 +333,7 @@ def _pressed(keys: int | None, wait: float) -> bool:
     if keys is None:
         time.sleep(wait)  # the screen's frame rate
         return False
-    ready, _, _ = select.select([keys], [], [], wait)
-    if not ready:
+    if not readable(keys, wait):
         return False
     pressed = os.read(keys, 64)
     return not pressed or any(key in QUIT_KEYS for key in pressed)  # nothing: the terminal is gone

@@ -22,9 +22,8 @@ which the master redirects to its own.  Here:
 
 Order: the lines of one sender reach the console in the order said, as any
 messages between two processes do (one session between two nodes keeps
-order); lines of different senders interleave as they arrive.  A process
-that migrates says its next lines from its new node, which may overtake the
-last ones said from the old.  A line said while the console's node is
+order, and a process that migrates too); lines of different senders
+interleave as they arrive.  A line said while the console's node is
 unreachable is lost, as any message may be; once that node is down the name
 is gone and lines go to stderr again.
 """

@@ -1,9 +1,38 @@
-"""What the launcher's tests share: a tmux pane read as a person reads it, and whether a process lives."""
+"""What the launcher's tests share: a small cluster.yaml, the cluster's state file watched until it shows a
+change, a tmux pane read as a person reads it, and whether a process lives."""
 
+import json
 import os
 import subprocess
 import time
 from pathlib import Path
+
+import yaml
+
+#: Heartbeats and meters quick enough for a test to see a node go within a second or two.
+QUICK = {"heartbeat_timeout": 1.0, "heartbeat_interval": 0.1, "meter_interval": 0.2}
+
+
+def cluster_file(folder: Path, hosts: list | None = None, name: str = "cluster.yaml", **settings) -> Path:
+    """A cluster.yaml in ``folder``: ``hosts`` (by default 2 nodes on this host), QUICK, then ``settings``."""
+    config = {"hosts": [{"address": "localhost", "cores": 2}] if hosts is None else hosts, **QUICK, **settings}
+    path = folder / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def state_until(path: Path, test, timeout: float = 20.0) -> dict:
+    """The cluster's state file once ``test(state)`` holds; the launcher rewrites it on each change."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):  # between writes (it is replaced, never half written)
+            state = None
+        if state is not None and test(state):
+            return state
+        assert time.monotonic() < deadline, f"the state file never showed what was expected:\n{state}"
+        time.sleep(0.05)  # a file gives no event to wait on: look again
 
 
 def pane(session: str) -> str:

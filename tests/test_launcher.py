@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import termite
-from terminals import alive, until
+from terminals import alive, cluster_file, state_until, until
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
@@ -37,25 +37,11 @@ JOB = textwrap.dedent(
 
 
 
-def _write(tmp_path, text, name="cluster.yaml"):
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture
 def two_local(tmp_path):
-    return _write(
-        tmp_path,
-        """
-        hosts:
-          - address: localhost
-            cores: 2
-        heartbeat_timeout: 1.0
-        heartbeat_interval: 0.1
-        meter_interval: 0.2
-        """,
-    )
+    return cluster_file(tmp_path)
 
 
 @contextlib.contextmanager
@@ -144,18 +130,8 @@ def test_sigterm_stops_every_node_and_frees_their_ports(two_local, tmp_path):
 
 
 def test_a_host_that_cannot_start_nodes_is_named_with_its_error_and_nothing_is_left(tmp_path):
-    bad = _write(
-        tmp_path,
-        """
-        hosts:
-          - address: localhost
-            cores: 1
-          - address: 127.0.0.1
-            label: broken
-            cores: 1
-            python: /bin/false
-        """,
-    )
+    bad = cluster_file(tmp_path, [{"address": "localhost", "cores": 1},
+                                  {"address": "127.0.0.1", "label": "broken", "cores": 1, "python": "/bin/false"}])
     (tmp_path / "nothing.py").write_text("")
     done = subprocess.run([*LAUNCH, str(bad), "--plain", "--run", "nothing.py"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 1
@@ -165,7 +141,8 @@ def test_a_host_that_cannot_start_nodes_is_named_with_its_error_and_nothing_is_l
 
 
 def test_bad_config_gets_a_clear_error(tmp_path):
-    bad = _write(tmp_path, "hosts:\n  - address: localhost\n    cores: many\n")
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("hosts:\n  - address: localhost\n    cores: many\n")
     done = subprocess.run([*LAUNCH, str(bad)], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert done.returncode == 2
     assert "cluster.yaml:3" in done.stderr and "cores" in done.stderr and "many" in done.stderr
@@ -221,21 +198,7 @@ def test_one_cluster_over_two_ssh_hosts_and_a_host_whose_nodes_die_shows_down(ne
     import psutil
 
     hosts = netns_hosts.hosts
-    lines = ["hosts:"]
-    for host in hosts:
-        lines += [
-            f"  - address: {host.address}",
-            f"    label: {host.name}",
-            "    cores: 2",
-            f"    python: {sys.executable}",
-            "    ssh:",
-            "      user: root",
-            f"      key: {netns_hosts.client_key}",
-            f"      options: [UserKnownHostsFile={netns_hosts.known_hosts}, ConnectTimeout=5]",
-        ]
-    lines += ["heartbeat_timeout: 1.0", "heartbeat_interval: 0.1", "meter_interval: 0.2"]
-    cluster = tmp_path / "cluster.yaml"
-    cluster.write_text("\n".join(lines) + "\n")
+    cluster = cluster_file(tmp_path, [_over_ssh(netns_hosts, host) for host in hosts])
     with _launched(cluster, tmp_path, "--plain", "--every", "0.3") as launcher:
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         by_host = {host.address: [n for n in state["nodes"] if n["host"] == host.address] for host in hosts}
@@ -268,36 +231,23 @@ def test_one_cluster_over_two_ssh_hosts_and_a_host_whose_nodes_die_shows_down(ne
 
 # -- the launcher supervises its nodes (issue 16) ------------------------------------
 
-SUPERVISED = """
-hosts:
-  - address: localhost
-    cores: 2
-    python: {python}
-heartbeat_timeout: 1.0
-heartbeat_interval: 0.1
-meter_interval: 0.2
-restart: {{intensity: 1, period: 60, backoff: 0.2}}
-"""
+def _over_ssh(netns_hosts, host) -> dict:
+    """cluster.yaml's entry for a host of the netns_hosts fixture: 2 nodes, reached over ssh as root."""
+    return {"address": host.address, "label": host.name, "cores": 2, "python": sys.executable,
+            "ssh": {"user": "root", "key": str(netns_hosts.client_key),
+                    "options": [f"UserKnownHostsFile={netns_hosts.known_hosts}", "ConnectTimeout=5"]}}
+
+
+def _supervised(folder: Path, python=sys.executable, cores: int = 2, intensity: int = 1) -> Path:
+    """Local nodes restarted at once after an exit, given up on past ``intensity`` exits a minute."""
+    return cluster_file(folder, [{"address": "localhost", "cores": cores, "python": str(python)}],
+                        restart={"intensity": intensity, "period": 60, "backoff": 0.2})
 
 USES = (
     "import os, sys, termite\n"
     "with termite.Executor(cluster=sys.argv[1]) as pool:\n"
     "    print(sorted(set(pool.map(lambda _: os.getpid(), range(40)))))\n"
 )
-
-
-def _state_until(path: Path, test, timeout: float = 20.0) -> dict:
-    """The cluster's state file once ``test(state)`` holds; the launcher rewrites it on each change."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            state = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):  # between writes (it is replaced, never half written)
-            state = None
-        if state is not None and test(state):
-            return state
-        assert time.monotonic() < deadline, f"the state file never showed what was expected:\n{state}"
-        time.sleep(0.05)  # a file gives no event to wait on: look again
 
 
 def _plain_until(launcher, test, timeout: float = 20.0) -> str:
@@ -311,7 +261,7 @@ def _plain_until(launcher, test, timeout: float = 20.0) -> str:
 
 
 def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensity_it_stays_down(tmp_path):
-    cluster = _write(tmp_path, SUPERVISED.format(python=sys.executable))
+    cluster = _supervised(tmp_path)
     state_file = tmp_path / ".termite" / "cluster.json"
     with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
         first = json.loads(state_file.read_text())
@@ -320,7 +270,7 @@ def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensit
 
         line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
         assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line  # at once, not noconnection
-        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
+        state = state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
         again = next(n for n in state["nodes"] if n["restarts"] == 1)
         assert again["os_pid"] != victim["os_pid"] and alive(again["os_pid"]) and not alive(victim["os_pid"])
         assert again["label"] == "localhost" and again["address"] != victim["address"]  # a new port
@@ -337,7 +287,7 @@ def test_a_node_killed_with_sigkill_is_restarted_and_used_then_past_the_intensit
         os.kill(again["os_pid"], signal.SIGKILL)  # a second exit within the period: past intensity 1
         line = _plain_until(launcher, lambda line: again["address"] in line and " failed " in line)
         assert "restarts=1 why=killed by signal 9 (SIGKILL); gave up: 2 exits within 60 s" in line, line
-        state = _state_until(state_file, lambda s: s["down"])
+        state = state_until(state_file, lambda s: s["down"])
         assert [n["os_pid"] for n in state["nodes"]] == [other["os_pid"]]  # scripts use only the one that runs
         (down,) = state["down"]
         assert down["address"] == again["address"] and "gave up" in down["reason"]
@@ -388,8 +338,7 @@ def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_i
     flaky = tmp_path / "flaky.sh"
     flaky.write_text(FLAKY.format(python=sys.executable))
     flaky.chmod(0o755)
-    text = SUPERVISED.format(python=flaky).replace("cores: 2", "cores: 1").replace("intensity: 1,", "intensity: 2,")
-    config = load(_write(tmp_path, text))
+    config = load(_supervised(tmp_path, flaky, cores=1, intensity=2))
     cluster = Cluster(config)
     view = ClusterView(config.name, suspect_after=1.0, unresponsive_after=2.0)
     news: queue.SimpleQueue = queue.SimpleQueue()
@@ -444,21 +393,7 @@ def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_i
 @pytest.mark.timeout(120)
 def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
     h1 = netns_hosts.hosts[0]
-    cluster = _write(tmp_path, f"""
-        hosts:
-          - address: {h1.address}
-            label: {h1.name}
-            cores: 2
-            python: {sys.executable}
-            ssh:
-              user: root
-              key: {netns_hosts.client_key}
-              options: [UserKnownHostsFile={netns_hosts.known_hosts}, ConnectTimeout=5]
-        heartbeat_timeout: 1.0
-        heartbeat_interval: 0.1
-        meter_interval: 0.2
-        restart: {{intensity: 1, period: 60, backoff: 0.2}}
-        """)
+    cluster = cluster_file(tmp_path, [_over_ssh(netns_hosts, h1)], restart={"intensity": 1, "period": 60, "backoff": 0.2})
     state_file = tmp_path / ".termite" / "cluster.json"
     with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
         victim, other = json.loads(state_file.read_text())["nodes"]
@@ -466,7 +401,7 @@ def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_ho
         os.kill(victim["os_pid"], signal.SIGKILL)
         line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
         assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line  # told by the ssh session's end
-        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
+        state = state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
         again = next(n for n in state["nodes"] if n["restarts"] == 1)
         assert again["remote"] and again["host"] == h1.address and again["os_pid"] in h1.pids()
         assert again["os_pid"] != victim["os_pid"] and not alive(victim["os_pid"])
@@ -482,7 +417,7 @@ def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_ho
         os.kill(other["os_pid"], signal.SIGSTOP)
         line = _plain_until(launcher, lambda line: other["address"] in line and "why=lost its connection" in line)
         assert "while its ssh session lasted, so the launcher ended it; restarting in 0.2 s" in line, line
-        state = _state_until(state_file, lambda s: all(n["restarts"] == 1 for n in s["nodes"]) and len(s["nodes"]) == 2,
+        state = state_until(state_file, lambda s: all(n["restarts"] == 1 for n in s["nodes"]) and len(s["nodes"]) == 2,
                              timeout=40)
         renewed = next(n for n in state["nodes"] if n["os_pid"] != again["os_pid"])
         assert renewed["os_pid"] != other["os_pid"] and not alive(other["os_pid"])
@@ -509,7 +444,7 @@ def test_a_detached_cluster_is_supervised_in_the_background_and_stop_ends_that_l
     try:
         assert alive(launcher) and f"launcher pid {launcher} supervises it" in started.stderr, started.stderr
         os.kill(victim["os_pid"], signal.SIGKILL)
-        state = _state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
+        state = state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]))
         again = next(n for n in state["nodes"] if n["restarts"] == 1)
         assert again["os_pid"] != victim["os_pid"] and alive(again["os_pid"])
         script = tmp_path / "uses.py"

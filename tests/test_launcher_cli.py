@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import tomllib
 from pathlib import Path
@@ -20,19 +19,11 @@ import pytest
 import yaml
 
 import termite
-from terminals import alive
+from terminals import alive, cluster_file
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
 
-SMALL = """
-hosts:
-  - address: localhost
-    cores: 2
-heartbeat_timeout: 1.0
-heartbeat_interval: 0.1
-meter_interval: 0.2
-"""
 
 
 
@@ -43,9 +34,7 @@ def _launch(cwd, *args, timeout=60):
 
 @pytest.fixture
 def small(tmp_path):
-    path = tmp_path / "cluster.yaml"
-    path.write_text(textwrap.dedent(SMALL))
-    return path
+    return cluster_file(tmp_path)
 
 
 @pytest.fixture

@@ -26,6 +26,8 @@ from migrants import (
     wanderer,
     returns_from_afar,
     waits_there,
+    sends_across_a_move,
+    counts_in_order,
 )
 
 
@@ -136,6 +138,19 @@ def test_per_sender_order_holds_for_200_processes_migrating_under_4_streams(abc)
         moves += moved
     assert done == set(pids)
     assert moves == PROCESSES * (SENDERS * COUNT // EVERY)
+
+
+@pytest.mark.timeout(120)
+def test_a_migrants_later_messages_do_not_overtake_its_earlier_ones(abc):
+    """It sends 1,000 messages from B to C, moves here and sends 1,000 more: those from here took
+    another connection and overtook the last of B's in about one round in three, until the
+    commit waited for C to have read what it sent from B (a fence)."""
+    here, b, c = abc
+    count = 1000
+    for _ in range(10):
+        q = here.spawn_on(c, counts_in_order, here.pid, 2 * count)
+        here.spawn_on(b, sends_across_a_move, q, here.ref, count, 2000)
+        assert here.receive(("order", ...), timeout=30) == ("order", None, None)
 
 
 def test_senders_nodes_learn_where_a_process_went_and_forget_it_when_it_ends(abc):

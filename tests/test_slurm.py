@@ -40,6 +40,8 @@ from pathlib import Path
 
 import pytest
 
+from terminals import state_until
+
 ROOT = Path(__file__).resolve().parent.parent
 PI = ROOT / "examples" / "pi.py"
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
@@ -464,6 +466,10 @@ def test_pi_runs_on_nodes_that_slurm_started_as_a_job_step(slurm, allocation, tm
     assert len({node["state"]["slurm_step"] for node in nodes}) == 1  # one step, two tasks
 
 
+def _restarted_once(state: dict) -> bool:
+    return len(state["nodes"]) == 2 and any(node["restarts"] == 1 for node in state["nodes"])
+
+
 @pytest.mark.timeout(240)
 def test_a_killed_node_is_started_again_as_a_step_of_its_own(slurm, allocation, tmp_path):
     (tmp_path / "cluster.yaml").write_text("name: hpc\nhosts: slurm\nrestart: {backoff: 0.1}\n")
@@ -475,12 +481,7 @@ def test_a_killed_node_is_started_again_as_a_step_of_its_own(slurm, allocation, 
         first, other = state["nodes"]
         assert first["slurm_step"] == other["slurm_step"] == f"{allocation.job}.0"
         os.kill(first["os_pid"], signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the detached launcher rewrites the state file as it restarts it
-            nodes = json.loads(state_file.read_text())["nodes"]
-            if len(nodes) == 2 and any(node["restarts"] == 1 for node in nodes):
-                break
-            time.sleep(0.1)
+        nodes = state_until(state_file, _restarted_once, timeout=60)["nodes"]  # the detached launcher rewrites it
         again = next(node for node in nodes if node["restarts"] == 1)
         assert again["slurm_step"] == f"{allocation.job}.1" and again["os_pid"] != first["os_pid"]
         assert {node["address"] for node in nodes} >= {other["address"]}  # the other node ran on

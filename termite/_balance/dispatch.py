@@ -15,7 +15,9 @@ loaded.  A node whose report is late (older than 2.5 intervals) counts as busy:
 it gets work only when every node is late, and once its reports come again
 it is judged by them again.  At most ``window`` calls wait or run on a node
 at a time; the rest wait here and go to whichever node has room first, so a
-slow node is not handed a long queue.
+slow node is not handed a long queue.  The nodes are kept in the order of
+that rule (``_Ranking``: heaps re-ranked by each report, send and answer), so
+a choice costs O(log n), not a look at every node.
 
 Where thunks never run: in the dispatching node's own OS process, unless
 
@@ -63,6 +65,7 @@ the node's thread:
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import weakref
 from collections import deque
@@ -134,20 +137,114 @@ class _Job:
 class _Node:
     """What the dispatcher knows of one node."""
 
-    __slots__ = ("load", "heard", "added", "jobs", "calls", "picked")
+    __slots__ = ("load", "heard", "added", "jobs", "calls", "picked", "order", "version", "late")
 
-    def __init__(self, now: float):
+    def __init__(self, now: float, order: int):
         self.load: Load | None = None
         self.heard = self.added = now
         self.jobs: dict[int, _Job] = {}  # sent, not answered
         self.calls = 0  # in those jobs
         self.picked = 0
+        self.order = order  # when the dispatcher added it: the last tie-break
+        self.version = -1  # of its one live entry in the ranking
+        self.late = False  # as far as the ranking has seen: set when found late, cleared by a report
+
+
+class _Ranking:
+    """The dispatcher's nodes in the order of its choice rule, so that a choice is not a scan.
+
+    A node's key is ``(late, load, host load, picked, order)``, least first
+    (the rule is the module's).  Everything in it but lateness
+    changes only when the dispatcher hears or sends something, and then it
+    calls ``rank``; lateness comes with time alone.  So the nodes are in four
+    heaps, by lateness and by whether they are full (``window`` calls or more
+    sent and unanswered: no job fits), holding each node's key when last
+    ranked.  A fresh heap's top is checked against the clock and moved to
+    the late heap once late: nodes deeper down lose to it anyway.  A node
+    is fresh again only by a report, which ranks it again.
+
+    ``rank`` pushes a new entry and leaves the old one stale (lazy deletion:
+    an entry is live while its version is its node's); a heap is compacted
+    once it holds twice as many entries as there are nodes.  A job of n
+    calls skips the nodes with fewer than n places free (set aside while it
+    looks, then put back): none for a job of one call.
+    """
+
+    def __init__(self, nodes: dict, window: int, late_after: float):
+        self.nodes, self.window, self.late_after = nodes, window, late_after
+        self.heaps: list[list] = [[], [], [], []]  # fresh and open, fresh and full, late and open, late and full
+        self.versions = itertools.count()  # across nodes: a node added again never revives its old entries
+
+    def rank(self, node: NodeRef, state: _Node) -> None:
+        """``node``'s key changed (or it is new): place it by its key now."""
+        state.version = version = next(self.versions)
+        calls, load = state.calls, state.load
+        heap = self.heaps[2 * state.late + (calls >= self.window)]
+        # Its key, then which entry and whose.  Calls sent and unanswered are work there even before its
+        # meter counts them; with no report yet, they are all this dispatcher knows of its load.
+        if load is None:
+            heapq.heappush(heap, (calls, 0.0, state.picked, state.order, version, node))
+        else:
+            value = load.value + max(0, calls - load.run_queue)
+            heapq.heappush(heap, (value, load.host_load, state.picked, state.order, version, node))
+        if len(heap) > 2 * len(self.nodes) + 32:
+            heap[:] = [entry for entry in heap if self._live(entry)]
+            heapq.heapify(heap)
+
+    def _live(self, entry) -> bool:
+        state = self.nodes.get(entry[-1])
+        return state is not None and state.version == entry[-2]
+
+    def _top(self, which: int, now: float) -> tuple | None:
+        """The least live entry of one heap and its node's state (a fresh heap's late nodes go to the late heap)."""
+        heap = self.heaps[which]
+        while heap:
+            entry = heap[0]
+            state = self.nodes.get(entry[-1])
+            if state is None or state.version != entry[-2]:
+                heapq.heappop(heap)  # stale
+            elif which < 2 and now - state.heard > self.late_after:
+                heapq.heappop(heap)
+                state.late = True
+                heapq.heappush(self.heaps[which + 2], entry)
+            else:
+                return entry, state
+        return None
+
+    def least(self, now: float) -> NodeRef | None:
+        """The least-loaded node, full or not (None with no node)."""
+        for open_, full in ((0, 1), (2, 3)):  # the fresh heaps, then the late ones
+            tops = [top[0] for top in (self._top(open_, now), self._top(full, now)) if top is not None]
+            if tops:
+                return min(tops)[-1]
+        return None
+
+    def pick(self, now: float, calls: int) -> NodeRef | None:
+        """The least-loaded node with room for ``calls`` more (one with none in flight always has)."""
+        for which in (0, 2):  # the open heaps: fresh, then late
+            heap, aside, found = self.heaps[which], None, None
+            while (top := self._top(which, now)) is not None:
+                entry, state = top
+                if state.calls and state.calls + calls > self.window:  # no room for this job (for the next, maybe)
+                    aside = aside or []
+                    aside.append(heapq.heappop(heap))
+                    continue
+                found = entry[-1]
+                break
+            if aside:
+                for entry in aside:
+                    heapq.heappush(heap, entry)
+            if found is not None:
+                return found
+        return None
 
 
 class _Dispatcher:
     def __init__(self, interval: float, window: int, include_self: bool):
         self.interval, self.window, self.include_self = interval, window, include_self
         self.nodes: dict[NodeRef, _Node] = {}  # where calls may go: never this node unless asked, or local
+        self.ranking = _Ranking(self.nodes, window, LATE * interval)
+        self.orders = itertools.count()
         self.waiting: deque[_Job] = deque()
         self.ids = itertools.count(1)
         self.shipped: dict = {}  # modules sent by value to every node, before its first job
@@ -195,7 +292,8 @@ class _Dispatcher:
 
     def _add(self, node: NodeRef) -> None:
         if node not in self.nodes:
-            self.nodes[node] = _Node(self.loop.time())
+            state = self.nodes[node] = _Node(self.loop.time(), next(self.orders))
+            self.ranking.rank(node, state)
         if self.shipped and node != self.here:  # before any job: from here to its runner, in order
             send(runner_of(node), ("shipped", ShippedModules(self.shipped)))
         # Also for a node already known (a NodeUp after a down this dispatcher
@@ -213,7 +311,8 @@ class _Dispatcher:
         if load.__class__ is Load:
             state = self.nodes.get(load.node)
             if state is not None:  # a late node's reports count again as soon as they come
-                state.load, state.heard = load, self.loop.time()
+                state.load, state.heard, state.late = load, self.loop.time(), False
+                self.ranking.rank(load.node, state)
 
     def _lost(self, node: NodeRef) -> None:
         state = self.nodes.pop(node, None)
@@ -226,28 +325,6 @@ class _Dispatcher:
 
     def _late(self, state: _Node, now: float) -> bool:
         return now - state.heard > LATE * self.interval
-
-    def _key(self, state: _Node, now: float) -> tuple:
-        load = state.load
-        if load is None:  # no report yet: only what this dispatcher sent it
-            return (self._late(state, now), state.calls, 0.0, state.picked)
-        # Calls sent and unanswered are work there even before its meter counts them.
-        value = load.value + max(0, state.calls - load.run_queue)
-        return (self._late(state, now), value, load.host_load, state.picked)
-
-    def _least(self, now: float) -> NodeRef | None:
-        return min(self.nodes.items(), key=lambda item: self._key(item[1], now), default=(None, None))[0]
-
-    def _pick(self, calls: int) -> NodeRef | None:
-        now = self.loop.time()
-        best, best_key = None, None
-        for node, state in self.nodes.items():
-            if state.calls and state.calls + calls > self.window:
-                continue  # full: the job waits for room
-            key = self._key(state, now)
-            if best_key is None or key < best_key:
-                best, best_key = node, key
-        return best
 
     # -- jobs -------------------------------------------------------------------
 
@@ -267,7 +344,7 @@ class _Dispatcher:
         waiting = self.waiting
         while waiting:
             job = waiting[0]
-            node = self._pick(len(job.calls))
+            node = self.ranking.pick(self.loop.time(), len(job.calls))
             if node is None:
                 return  # no room, or no node: the jobs wait for a "done" or a NodeUp
             waiting.popleft()
@@ -284,6 +361,7 @@ class _Dispatcher:
             state.jobs[job.id] = job
             state.calls += len(job.calls)
             state.picked += 1
+            self.ranking.rank(node, state)
 
     def _done(self, job_id, node, results) -> None:
         state = self.nodes.get(node)
@@ -291,6 +369,7 @@ class _Dispatcher:
         if job is None:
             return  # run again elsewhere after its node was thought lost, and answered there
         state.calls -= len(job.calls)
+        self.ranking.rank(node, state)
         for i, result in enumerate(results):
             if result[1].__class__ is Unreadable:  # a value this node cannot unpickle: its error, not a stand-in
                 results[i] = (False, _unreadable_crash(result[1].reason))
@@ -305,11 +384,13 @@ class _Dispatcher:
             return self._submit(fn, calls, _ToProcess(sender, tag, deadline, self.loop))
         now = self.loop.time()
         if request == "minimum_load":
-            send(sender, (tag, self._least(now)))
+            send(sender, (tag, self.ranking.least(now)))
         elif request == "place":
-            best = self._least(now)
+            best = self.ranking.least(now)
             if best is not None:
-                self.nodes[best].picked += 1  # the next tie goes to another node
+                state = self.nodes[best]
+                state.picked += 1  # the next tie goes to another node
+                self.ranking.rank(best, state)
             send(sender, (tag, best))
         elif request == "average_load":
             fresh = [state.load.value for state in self.nodes.values() if state.load is not None and not self._late(state, now)]

@@ -101,6 +101,7 @@ _PROCESS_FIELDS = (
     "queued",
     "sent",
     "tracers",  # None, or the pids that get a Trace of each message it receives and sends (termite.trace)
+    "sent_to",  # None, or the nodes it sent frames to here: a migration fences them (termite._move.migration)
 )
 
 
@@ -121,13 +122,16 @@ class Process(Task):
         self.order = None
         self.handed = self.queued = self.sent = 0
         self.tracers = None
+        self.sent_to = None
 
     def __repr__(self):
         return f"<Process {self.pid}>"
 
 
 #: What Process.__init__ puts in the fields it takes no argument for (the C kernel's spawn too).
-_PROCESS_DEFAULTS = {"links": None, "monitors": None, "trap_exit": False, "name": None, "order": None}
+_PROCESS_DEFAULTS = {
+    "links": None, "monitors": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
+}
 
 if _core is not None:
     _core.init_process(Process, Pid, _PROCESS_DEFAULTS)

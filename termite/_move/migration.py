@@ -75,6 +75,7 @@ log = logging.getLogger("termite.migration")
 
 MIGRATE, READY, REFUSED, GONE, RELOCATED = range(16, 21)  # 21-23: termite._move.forwarding's
 COMMIT, ARRIVED, LOST_IN_HANDOFF = 24, 25, 26
+FENCE, FENCED = 27, 28
 MIGRATING = Sentinel("migrating")  # parked while the target rebuilds it
 
 
@@ -126,10 +127,13 @@ def _stay_here(proc: Process, request: _Request) -> None:
 class _Leaving:
     """A process parked while its target rebuilds it."""
 
-    __slots__ = ("proc", "target", "mailbox", "frames", "links", "monitors")
+    __slots__ = ("proc", "target", "mailbox", "frames", "links", "monitors", "fences", "ready")
 
-    def __init__(self, proc: Process, target: NodeRef, mailbox: list):
+    def __init__(self, proc: Process, target: NodeRef, mailbox: list, fences: set[NodeRef]):
         self.proc, self.target, self.mailbox = proc, target, mailbox
+        # The other nodes it sent frames to from here: the commit waits until each has read them (FENCED),
+        # so that what it sends from the target cannot overtake them.  ready: the target said READY.
+        self.fences, self.ready = fences, False
         self.frames: list[tuple[NodeRef, tuple]] = []  # numbered messages that came meanwhile, with their peer
         # The links and monitors that went with it: those gone by the commit (a node lost, an unlink) go there too.
         self.links, self.monitors = set(proc.links or ()), set(proc.monitors or ())
@@ -207,6 +211,8 @@ class Migration:
         kinds.register(REFUSED, "REFUSED", (is_pid, lambda r: r.__class__ is str), self._on_refused)
         kinds.register(GONE, "GONE", (is_pid,), self._on_gone)
         kinds.register(RELOCATED, "RELOCATED", (is_pid, is_node, is_count), self._on_relocated)
+        kinds.register(FENCE, "FENCE", (is_pid,), self._on_fence)
+        kinds.register(FENCED, "FENCED", (is_pid,), self._on_fenced)
         endpoint.on_peer_down(self._on_peer_down)
 
     # -- leaving --------------------------------------------------------------
@@ -250,15 +256,37 @@ class Migration:
         pid._proc = None  # local sends take the numbered path too
         proc.waiting = MIGRATING
         proc.mailbox = deque()  # what is delivered meanwhile
-        entry = self.leaving[pid] = _Leaving(proc, request.node, mailbox)
+        # Frames to the target go before MIGRATE on one connection; those to other nodes may still be
+        # on their way, and its next ones from the target would take other connections.
+        live = set(self.endpoint.transport.peers()) if proc.sent_to else ()  # a node lost since: its down said so
+        fences = {node for node in proc.sent_to or () if node != request.node and node in live}
+        entry = self.leaving[pid] = _Leaving(proc, request.node, mailbox, fences)
         self.forwarding.in_transit[pid] = entry.frames
         self.endpoint.post_encoded(request.node, frame)
+        for node in fences:
+            self.endpoint.post(node, (FENCE, pid))
+        proc.sent_to = None
+
+    def _on_fence(self, peer: NodeRef, frame) -> None:
+        """Every frame ``peer`` sent before this one has been read here: say so."""
+        self.endpoint.post(peer, (FENCED, frame[1]))
+
+    def _on_fenced(self, peer: NodeRef, frame) -> None:
+        entry = self.leaving.get(frame[1])
+        if entry is not None and peer in entry.fences:
+            entry.fences.discard(peer)
+            self._depart_when_fenced(entry)
+
+    def _depart_when_fenced(self, entry: _Leaving) -> None:
+        if entry.ready and not entry.fences:
+            self._unpark(entry.proc.pid)
+            self._depart(entry)
 
     def _on_ready(self, peer: NodeRef, frame) -> None:
         entry = self.leaving.get(frame[1])
         if entry is not None and entry.target == peer:
-            self._unpark(frame[1])
-            self._depart(entry)
+            entry.ready = True
+            self._depart_when_fenced(entry)
 
     def _unpark(self, pid: Pid) -> _Leaving | None:
         self.forwarding.in_transit.pop(pid, None)
@@ -480,5 +508,8 @@ class Migration:
         for pid, entry in list(self.leaving.items()):
             if entry.target == peer:
                 self._stay(pid, MigrationError(f"cannot migrate {pid}: node {peer} was lost before it answered"))
+            elif peer in entry.fences:  # what it sent there is lost with the session, and a down says so
+                entry.fences.discard(peer)
+                self._depart_when_fenced(entry)
         self.forwarding.release_held(peer)
         self.kernel.kick()

@@ -269,6 +269,13 @@ class Endpoint:
 
     def post_encoded(self, node: NodeRef, data: bytes) -> None:
         """Send an encoded frame to ``node`` with the others of this turn."""
+        proc = self.kernel.task
+        if proc is not None:  # a process's frame: if it migrates, its later ones must not overtake it
+            sent_to = proc.sent_to
+            if sent_to is None:
+                proc.sent_to = {node}
+            elif node not in sent_to:
+                sent_to.add(node)
         if self._one is None:
             if not self._out and len(data) < _BATCH_BYTES:
                 self._one = (node, data)  # the first of the turn: no batch until a second comes

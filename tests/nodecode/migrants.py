@@ -147,3 +147,25 @@ async def waits_there(node, reply_to):
     await termite.migrate(node)
     termite.send(reply_to, ("there", termite.self()))
     await termite.receive("never sent")
+
+
+async def sends_across_a_move(to, node, count, size):
+    """Send count numbers (with size bytes each) to ``to``, move to node, send count more."""
+    pad = bytes(size)
+    for i in range(count):
+        send(to, (i, pad))
+    await migrate(node)
+    for i in range(count, 2 * count):
+        send(to, (i, pad))
+
+
+async def counts_in_order(reply_to, total):
+    """Receive total numbers and tell reply_to the first one out of order (or None)."""
+    expected = 0
+    for _ in range(total):
+        got, _ = await receive()
+        if got != expected:
+            send(reply_to, ("order", got, expected))
+            return
+        expected += 1
+    send(reply_to, ("order", None, None))
