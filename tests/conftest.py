@@ -17,6 +17,16 @@ sys.path.insert(0, NODECODE)
 NODE_PATH = [NODECODE]
 
 
+# The kernel the suite runs on is chosen when termite is imported, by TERMITE_KERNEL: "c" (the
+# default where termite/_core/_kernelcore.c is built) or "python" (the reference). Run the suite, or
+# the kernel-sensitive files, once with each: `TERMITE_KERNEL=python pytest ...`. Nodes the tests
+# start inherit it. tests/test_kernel_parity.py compares the two directly.
+def pytest_report_header(config):
+    from termite._core.kernel import KERNEL
+
+    return f"termite kernel: {KERNEL} (TERMITE_KERNEL={os.environ.get('TERMITE_KERNEL', '')!r})"
+
+
 @pytest.fixture
 def node():
     """A node on a background thread, stopped at teardown."""

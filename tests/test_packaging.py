@@ -28,8 +28,8 @@ def test_every_termite_package_is_installed():
 def test_the_c_extensions_are_optional():
     # Without a C compiler the install goes on, in pure Python (live migration then says why it cannot run).
     modules = _setuptools()["ext-modules"]
-    assert {m["name"] for m in modules} == {"termite._move._framestate", "termite._net._fastcodec",
-                                            "termite._net._zmqcalls"}
+    assert {m["name"] for m in modules} == {"termite._core._kernelcore", "termite._move._framestate",
+                                            "termite._net._fastcodec", "termite._net._zmqcalls"}
     assert all(m.get("optional") is True for m in modules)
 
 
@@ -37,9 +37,12 @@ _PURE_PYTHON_CHECK = """
 import importlib.util, termite
 from termite._move import continuation
 assert not termite.__file__.startswith({root!r}), termite.__file__  # the installed copy, not the source tree
-missing = [m for m in ("termite._move._framestate", "termite._net._fastcodec", "termite._net._zmqcalls")
+missing = [m for m in ("termite._core._kernelcore", "termite._move._framestate", "termite._net._fastcodec",
+                       "termite._net._zmqcalls")
            if importlib.util.find_spec(m) is None]
-assert len(missing) == 3, missing
+assert len(missing) == 4, missing
+from termite._core.kernel import KERNEL
+assert KERNEL == "python", KERNEL  # the pure-Python kernel, in its place
 
 async def echo():
     me = termite.self()
@@ -85,7 +88,8 @@ def test_an_install_without_a_c_compiler_runs_in_pure_python(tmp_path):
             "NewConnectionError", "Could not find a version that satisfies the requirement setuptools")):
         pytest.skip("the package index is out of reach: pip cannot fetch setuptools to build with")
     assert install.returncode == 0, (install.stdout + install.stderr)[-3000:]
+    unset = {k: v for k, v in os.environ.items() if k != "TERMITE_KERNEL"}  # the default: whichever is built
     ran = subprocess.run([python, "-c", _PURE_PYTHON_CHECK.format(root=str(ROOT))], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+                         env=unset, capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0, ran.stderr[-3000:]
     assert "termite._move._framestate was not built" in ran.stdout and "C compiler" in ran.stdout, ran.stdout

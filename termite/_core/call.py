@@ -6,12 +6,14 @@ to a process that ends does not wait forever.
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 import types
 
 from termite._core.errors import DeadProcess, Timeout, UnreadableMessage
 from termite._core.ids import Pid, Tag, make_tag
-from termite._core.kernel import TIMED_OUT
+from termite._core.kernel import TIMED_OUT, _core
 from termite._core.links import _monitor_for_call, demonitor
 from termite._core.mailbox import NO_DEFAULT, _check_timeout, _is_reply, _named, _resolve_name, send
 from termite._core.process import DEAD, REPLY, Down, Process, Refused, current
@@ -99,6 +101,11 @@ async def call(dest, msg, timeout=None, default=NO_DEFAULT):
     _monitor_for_call(proc, pid, tag)
     send(pid, (proc.pid, tag, msg))
     answer = await _await_reply(proc, tag, start, timeout)
+    return _outcome(pid, tag, answer, timeout, default)
+
+
+def _outcome(pid: Pid, tag: Tag, answer, timeout, default):
+    """What ``call`` returns, or raises, for ``answer`` (what _await_reply returned)."""
     if answer.__class__ is tuple:
         demonitor(tag)
         return answer[1]
@@ -114,3 +121,12 @@ async def call(dest, msg, timeout=None, default=NO_DEFAULT):
     if default is NO_DEFAULT:
         raise DeadProcess(pid, answer.reason)
     return default
+
+
+if _core is not None:
+    # call(pid, msg[, timeout]) in C; it calls the functions above for the rest.
+    _core.init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)
+    # The C make_tag keeps ids.py's tag origin; a forked child draws a new one (after ids.py's hook, which
+    # was registered first).
+    os.register_at_fork(after_in_child=_core.forget_tag_origin)
+    call = functools.update_wrapper(_core.call, call)

@@ -41,7 +41,7 @@ from typing import NamedTuple
 
 from termite._core.errors import Crash, TermiteError, Timeout, remote_exception
 from termite._core.ids import NodeRef, Pid, make_tag
-from termite._core.kernel import FOREIGN
+from termite._core.kernel import FOREIGN, _core
 from termite._core.mailbox import receive, send, sleep
 from termite._core.patterns import ANY, where
 from termite._core.process import ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, ProcessTable, current
@@ -196,6 +196,11 @@ def _chain(coro) -> tuple[list, object]:
     for _ in range(FRAMES):
         frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None) or getattr(obj, "ag_frame", None)
         if frame is None:
+            # The C kernel's receive and call have no frame; one that drives its Python twin leads to it.
+            inner = getattr(obj, "_delegate", None) if obj.__class__ in _C_AWAITABLES else None
+            if inner is not None:
+                obj = inner
+                continue
             return chain, obj if obj is not coro else None
         chain.append((obj, frame))
         inner = getattr(obj, "cr_await", None)
@@ -225,8 +230,9 @@ def _short(path: str) -> str:
     return os.sep.join(parts[-3:]) if len(parts) > 3 else path
 
 
-_receive_code = receive.__code__
+_receive_code = getattr(receive, "__wrapped__", receive).__code__  # the C kernel's wears the Python one
 _sleep_code = sleep.__code__
+_C_AWAITABLES = (_core.Receive, _core.Call) if _core is not None else ()
 
 
 def _waiting_for(proc, chain, awaited) -> str | None:
@@ -247,6 +253,10 @@ def _waiting_for(proc, chain, awaited) -> str | None:
         if code.co_name == "call" and code.co_filename.startswith(_CORE):
             here = frame.f_locals
             return f"call({here.get('pid', here.get('dest'))}, {_cut(repr(here.get('msg')))})"
+    if awaited is not None and awaited.__class__ in _C_AWAITABLES:  # the C kernel's receive() or call(), parked
+        if awaited.__class__ is _core.Receive:
+            return _receive_text({"patterns": awaited.patterns or (), "timeout": awaited.timeout})
+        return f"call({awaited.dest}, {_cut(repr(awaited.msg))})"
     if waiting is REPLY:
         return "a reply to a call"
     if waiting is FOREIGN:

@@ -23,18 +23,29 @@ whoever parked it) while parked.  Every wake-up goes through the ready queue
 and sets ``value``, which the task gets back from its trap; a ``Signal`` value
 instead raises in the task, or closes it.
 
+Two kernels, one behaviour.  The hot path (the run queue, a turn's loop, the
+task's fields; mailbox.py's deliver, send and plain receive) has a C
+implementation, termite/_core/_kernelcore.c, used when it is built; the
+Python code here and in mailbox.py is the reference and the fallback.
+``TERMITE_KERNEL=python`` selects the Python kernel, ``TERMITE_KERNEL=c``
+insists on the C one; ``KERNEL`` says which runs.  Everything else (timers,
+the asyncio bridge, signals, flow control) is this module's in both.
+
 Every wake-up is also counted, where it is made: a task's ``woken`` counts
 them, but for a message handed straight to a process waiting for it, which
 its ``handed`` counts (termite/_core/mailbox.py).  So the steps a process ran
 are ``woken + handed``, with no count in the run loop: an increment there
-costs ping-pong 4 % (termite/_core/info.py reads them).
+costs ping-pong 4 % (termite/_core/info.py reads them).  The C kernel
+counts the same wake-ups at the same places.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -46,7 +57,35 @@ _heappush = heapq.heappush
 _perf_counter = time.perf_counter
 _INF = float("inf")
 
-__all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT"]
+__all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT", "KERNEL"]
+
+
+def _load_core():
+    """The C kernel's module, or None for the Python kernel (see the module doc)."""
+    choice = os.environ.get("TERMITE_KERNEL", "").strip().lower()
+    if choice not in ("", "c", "python"):
+        raise ValueError(
+            f"TERMITE_KERNEL={choice!r} names no kernel: set TERMITE_KERNEL=c (the C kernel, the default "
+            "when it is built) or TERMITE_KERNEL=python (the pure-Python kernel), or leave it unset"
+        )
+    if choice == "python":
+        return None
+    try:
+        from termite._core import _kernelcore
+    except ImportError:
+        if choice == "c":
+            raise ImportError(
+                "TERMITE_KERNEL=c, but the C kernel (termite/_core/_kernelcore.c) is not built: install "
+                "termite where a C compiler and Python's headers are, or unset TERMITE_KERNEL to run the "
+                "Python kernel"
+            ) from None
+        return None
+    return _kernelcore
+
+
+_core = _load_core()
+#: Which kernel runs in this interpreter: "c" or "python".
+KERNEL = "python" if _core is None else "c"
 
 # Which kernel runs on this thread.  Thread-local, because a program may run a
 # node in a background thread (termite.Node).  The task running now is the
@@ -63,6 +102,11 @@ def current_task():
     """The task running on this thread, or None outside any task."""
     kernel = _local.kernel
     return kernel.task if kernel is not None else None
+
+
+if _core is not None:
+    _local = _core.local  # the same field, kept in C where its receive and send read it
+    current_task = _core.current_task
 
 
 FOREIGN = Sentinel("waiting on an asyncio future")
@@ -84,7 +128,11 @@ class Signal:
 
 
 class Task:
-    """What the kernel runs: a coroutine and the value it resumes with."""
+    """What the kernel runs: a coroutine and the value it resumes with.
+
+    The C kernel's Task has the same fields, and holds the mailbox and
+    wait_for of a process (process.Process) too, since deliver reads them.
+    """
 
     __slots__ = ("coro", "value", "waiting", "foreign", "kernel", "held", "woken")
 
@@ -98,7 +146,90 @@ class Task:
         self.woken = 0  # wake-ups but for messages handed over (see the module's docstring)
 
 
-class Kernel:
+class _KernelCore:
+    """The part of the kernel that the C kernel implements: run queues and the loop of a turn."""
+
+    def __init__(self):
+        self.ready: deque[Task] = deque()
+        self.yielded: deque[Task] = deque()  # tasks that yielded their turn: ready in the next one
+        self.fairness = 64  # countdown of switch-free receives (termite/_core/mailbox.py)
+        self.steps = 0  # tasks resumed so far (load meters read it)
+        self.task = None  # the task running now (current_task())
+        self.spawned = 0  # processes spawned since the turn began (Kernel.SPAWN_BURST)
+
+    def _run_ready(self):
+        """Phase 1 of a turn: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.
+
+        Tasks that yield their turn wait for the next.
+        """
+        ready = self.ready
+        yielded = self.yielded
+        if yielded:  # they yielded in an earlier turn: the loop has run since
+            ready.extend(yielded)
+            yielded.clear()
+        popleft = ready.popleft
+        budget = full = self.BUDGET
+        deadline = _perf_counter() + self.TURN_SECONDS
+        try:
+            while ready and budget:
+                if budget & 15 == 1 and _perf_counter() > deadline:
+                    break  # every 16 steps (BUDGET & 15 is 0: not before the first, which most turns are)
+                budget -= 1
+                task = popleft()
+                if task.held is not None:  # flow control: it runs again on release
+                    self._stashed.add(task)
+                    continue
+                self.task = task
+                value = task.value
+                task.value = None  # don't keep the last message alive
+                try:
+                    if value.__class__ is Signal:
+                        trap = self._signal(task, value)
+                    else:
+                        trap = task.coro.send(value)
+                except StopIteration as stop:
+                    self.on_exit(task, stop.value, None)
+                    continue
+                except (KeyboardInterrupt, SystemExit) as exc:  # these stop the node too
+                    self.on_exit(task, None, exc)
+                    raise
+                except BaseException as exc:
+                    self.on_exit(task, None, exc)
+                    continue
+                if trap is PARK:
+                    continue
+                if trap is RESCHEDULE:
+                    task.woken += 1
+                    ready.append(task)
+                    continue
+                if trap is None:  # NEXT_TURN: sleep(0), asyncio.sleep(0)
+                    task.woken += 1
+                    yielded.append(task)
+                    continue
+                handler = self.trap_handlers.get(trap.__class__)
+                if handler is not None:
+                    handler(task, trap)
+                    continue
+                self._await_foreign(task, trap)
+        finally:
+            self.task = None
+            self.steps += full - budget
+            if self.after_turn is not None:
+                self.after_turn()
+
+
+#: A turn that spawns this many processes is a burst (a ring, a pool, a fan-out): the
+#: cyclic garbage collector pauses until the turn ends, then takes what the burst made
+#: into its oldest generation unexamined (Kernel._spawn_burst).
+SPAWN_BURST = 4096
+
+if _core is not None:
+    Task = _core.Task
+    _KernelCore = _core.KernelCore
+    _core.init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT, SPAWN_BURST)
+
+
+class Kernel(_KernelCore):
     #: How many steps one turn of the asyncio loop may take before the kernel
     #: lets the loop poll I/O and run its own callbacks, and for how long:
     #: steps that each send hundreds of messages would otherwise keep the
@@ -107,14 +238,10 @@ class Kernel:
     TURN_SECONDS = 0.02
 
     def __init__(self, loop):
+        _KernelCore.__init__(self)  # ready, yielded, fairness, steps
         self.loop = loop
-        self.ready: deque[Task] = deque()
-        self.yielded: deque[Task] = deque()  # tasks that yielded their turn: ready in the next one
         self.timers: list = []  # heap of [deadline, seq, task or None, value]
-        self.task = None  # the task running now (current_task())
         self.on_exit = None  # set by the process layer: on_exit(task, value, exc)
-        self.steps = 0  # tasks resumed so far (load meters read it)
-        self.fairness = 64  # countdown of switch-free receives (termite/_core/mailbox.py)
         self.table = None  # the process table of the node this kernel runs
         self.after_turn = None  # called at the end of every turn (distribution flushes its batches)
         # The node's send_after/send_interval/exit_after timers (termite._core.timers.NodeTimers),
@@ -229,71 +356,58 @@ class Kernel:
     # -- the run loop ---------------------------------------------------------
 
     def _run(self):
-        ready = self.ready
-        yielded = self.yielded
-        if yielded:  # they yielded in an earlier turn: the loop has run since
-            ready.extend(yielded)
-            yielded.clear()
-
-        # Phase 1: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most;
-        # tasks that yield their turn wait for the next.
-        popleft = ready.popleft
-        budget = full = self.BUDGET
-        deadline = _perf_counter() + self.TURN_SECONDS
+        # Phase 1: run ready tasks (_KernelCore._run_ready, in C or in Python).
         try:
-            while ready and budget:
-                if budget & 15 == 1 and _perf_counter() > deadline:
-                    break  # every 16 steps (BUDGET & 15 is 0: not before the first, which most turns are)
-                budget -= 1
-                task = popleft()
-                if task.held is not None:  # flow control: it runs again on release
-                    self._stashed.add(task)
-                    continue
-                self.task = task
-                value = task.value
-                task.value = None  # don't keep the last message alive
-                try:
-                    if value.__class__ is Signal:
-                        trap = self._signal(task, value)
-                    else:
-                        trap = task.coro.send(value)
-                except StopIteration as stop:
-                    self.on_exit(task, stop.value, None)
-                    continue
-                except (KeyboardInterrupt, SystemExit) as exc:  # these stop the node too
-                    self.on_exit(task, None, exc)
-                    raise
-                except BaseException as exc:
-                    self.on_exit(task, None, exc)
-                    continue
-                if trap is PARK:
-                    continue
-                if trap is RESCHEDULE:
-                    task.woken += 1
-                    ready.append(task)
-                    continue
-                if trap is None:  # NEXT_TURN: sleep(0), asyncio.sleep(0)
-                    task.woken += 1
-                    yielded.append(task)
-                    continue
-                handler = self.trap_handlers.get(trap.__class__)
-                if handler is not None:
-                    handler(task, trap)
-                    continue
-                self._await_foreign(task, trap)
+            self._run_ready()
         finally:
-            self.task = None
-            self.steps += full - budget
-            if self.after_turn is not None:
-                self.after_turn()
+            if self._gc_paused:
+                self._burst_over()
+            self.spawned = 0
 
         # Phase 2: arrange the next turn, and the timer even when tasks are
         # ready: processes that never park (CPU-bound ones that yield) must
         # not starve those waiting on a timeout (a meter's next report).
-        if ready or yielded:
+        if self.ready or self.yielded:
             self.kick()
         if self._timer_handle is None and self.timers:
             self._arm_timer()
+
+    # -- spawn bursts ---------------------------------------------------------
+    #
+    # Each process is three objects the cyclic collector tracks (process, pid,
+    # coroutine), nearly all of them long-lived: a turn that spawns 250,000
+    # spends more time in young-generation collections that find nothing than
+    # in spawning (about half of a ring's run, issue 20).  So when a turn has
+    # spawned SPAWN_BURST processes (spawn_in and the C spawn count them,
+    # _spawn_burst is called once), collection pauses; when the turn ends,
+    # gc.freeze() then gc.unfreeze() moves every tracked object into the
+    # oldest generation in O(1), unexamined, and collection resumes.  Cyclic
+    # garbage made during the burst waits for the next full collection; one
+    # is forced once bursts have promoted four times as many processes as
+    # the node has (so a node that keeps spawning and ending processes in
+    # bursts cannot hold its cycles forever).  Nothing is done if the program
+    # disabled the collector or froze objects itself.
+
+    _gc_paused = False
+    _promoted = 0  # processes spawned in bursts since the last full collection it forced
+
+    def _spawn_burst(self):
+        """This turn has spawned SPAWN_BURST processes: pause the cyclic collector until it ends."""
+        if not self._gc_paused and gc.isenabled() and gc.get_freeze_count() == 0:
+            gc.disable()
+            self._gc_paused = True
+
+    def _burst_over(self):
+        self._gc_paused = False
+        gc.freeze()
+        gc.unfreeze()  # the permanent generation goes back whole into the oldest one
+        gc.enable()
+        self._promoted += self.spawned
+        table = self.table
+        live = len(table.procs) + len(table.guests) if table is not None else 0
+        if self._promoted > 4 * live + SPAWN_BURST:
+            self._promoted = 0
+            gc.collect()
 
     #: Take a turn at once, from a loop callback (never from inside a turn):
     #: frames just read run their processes without another loop iteration.

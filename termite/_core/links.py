@@ -21,10 +21,12 @@ exit signal it did not handle.
 
 from __future__ import annotations
 
+import functools
 import logging
+
 from termite._core.errors import Crash, Exited
 from termite._core.ids import Pid, Tag, make_tag
-from termite._core.kernel import Signal
+from termite._core.kernel import Signal, _core
 from termite._core.mailbox import deliver, interrupt, send
 from termite._core.process import DEAD, Down, Exit, Process, current
 
@@ -249,3 +251,10 @@ def process_exited(proc: Process, value, exc) -> None:
     if waiters:
         for callback in waiters:
             callback(value, reason, exc)
+
+
+if _core is not None:
+    # The end of a process that nobody hears about (no link, monitor, name or waiter) in C;
+    # it calls the one above for every other.
+    _core.init_exit(process_exited)
+    process_exited = functools.update_wrapper(_core.process_exited, process_exited)

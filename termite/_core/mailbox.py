@@ -14,23 +14,31 @@ whether the message wakes its receiver:
 Messages between processes of one node are passed by reference, not copied:
 a sender must not mutate a message after sending it.
 
+With the C kernel (termite/_core/kernel.py), ``deliver``, ``send`` and
+``receive`` are its C functions: they do what the Python ones here do for
+the common cases (a local pid; receive with no pattern, with only a
+timeout, and with patterns made of classes, ANY, plain values and tuples
+of them, as a tag or a tuple's head) and call these for the rest.
+
 What introspection needs costs the path of a message one increment and one
 attribute test at each end: a process counts what it sends (``sent``) and
 what it receives, as ``handed`` or ``queued`` (its steps are derived from
 them: termite/_core/kernel.py); a process that nobody traces has ``tracers``
 None, and a traced one's messages are copied to its tracers here
 (:func:`_trace_sent`, :func:`_trace_received`; termite/_core/tracing.py).
+The C kernel counts the same and calls these two where the Python code does.
 """
 
 from __future__ import annotations
 
+import functools
 import types
 from collections import deque
 
 from termite._core.errors import NoSuchName, NotInProcess, Timeout
 from termite._core.ids import NodeRef, Pid, Tag
-from termite._core.kernel import TIMED_OUT, _local
-from termite._core.patterns import compile_patterns
+from termite._core.kernel import TIMED_OUT, _core, _local
+from termite._core.patterns import ANY, compile_patterns
 from termite._core.process import (
     ANY_MESSAGE, DEAD, DELIVERED, REPLY, SCAN, SLEEPING, Down, Process, Refused, Trace, current,
 )
@@ -378,3 +386,24 @@ def sleep(seconds: float):
     finally:
         if timer is not None:
             kernel.cancel_timer(timer)
+
+
+def _install_c_kernel(core) -> None:
+    """Put the C kernel's deliver, send and receive in place of the Python ones above.
+
+    Each falls back on its Python twin for what it does not do itself, and
+    wears its name, docstring and signature (``__wrapped__``).
+    """
+    global deliver, send, receive
+    core.init_mailbox(
+        ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque,
+        send, receive, _timeout_result, NotInProcess, NO_DEFAULT, FAIRNESS, _trace_sent, _trace_received,
+    )
+    core.init_patterns(ANY)
+    deliver = functools.update_wrapper(core.deliver, deliver)
+    send = functools.update_wrapper(core.send, send)
+    receive = functools.update_wrapper(core.receive, receive)
+
+
+if _core is not None:
+    _install_c_kernel(_core)

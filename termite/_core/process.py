@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from termite._core.errors import NotInProcess
 from termite._core.ids import NodeRef, Pid, Tag
-from termite._core.kernel import Kernel, Task, current_task
+from termite._core.kernel import Kernel, Task, _core, current_task
 from termite._core.traps import Sentinel
 
 __all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "Trace", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
@@ -85,25 +85,29 @@ MOVER_SERIAL = 3  # moves opted-in processes at their safe points (termite._bala
 PG_SERIAL = 4  # process groups: this node's replica of every group (termite._net.process_groups)
 
 
+_PROCESS_FIELDS = (
+    "pid",
+    "table",
+    "mailbox",  # deque of messages, made on the first one that must wait
+    "wait_for",  # the tag of a call in progress (waiting is REPLY)
+    "links",  # pids that get an exit signal when this process ends
+    "monitors",  # {ref: watcher pid}: who gets Down when this process ends
+    "trap_exit",
+    "name",
+    "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
+    # Counts since it started here (termite._core.info reads them): messages handed over as it
+    # waited for them, and put in its mailbox (each message is one or the other), messages it sent
+    "handed",
+    "queued",
+    "sent",
+    "tracers",  # None, or the pids that get a Trace of each message it receives and sends (termite.trace)
+    "sent_to",  # None, or the nodes it sent frames to here: a migration fences them (termite._move.migration)
+)
+
+
 class Process(Task):
-    __slots__ = (
-        "pid",
-        "table",
-        "mailbox",  # deque of messages, made on the first one that must wait
-        "wait_for",  # the tag of a call in progress (waiting is REPLY)
-        "links",  # pids that get an exit signal when this process ends
-        "monitors",  # {ref: watcher pid}: who gets Down when this process ends
-        "trap_exit",
-        "name",
-        "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
-        # Counts since it started here (termite._core.info reads them): messages handed over as it
-        # waited for them, and put in its mailbox (each message is one or the other), messages it sent
-        "handed",
-        "queued",
-        "sent",
-        "tracers",  # None, or the pids that get a Trace of each message it receives and sends (termite.trace)
-        "sent_to",  # None, or the nodes it sent frames to here: a migration fences them (termite._move.migration)
-    )
+    # The C kernel's Task already holds the fields its deliver and send read (mailbox, wait_for, counts, tracers).
+    __slots__ = tuple(field for field in _PROCESS_FIELDS if not hasattr(Task, field))
 
     def __init__(self, table: "ProcessTable", pid: Pid, coro):
         Task.__init__(self, table.kernel, coro)
@@ -122,6 +126,15 @@ class Process(Task):
 
     def __repr__(self):
         return f"<Process {self.pid}>"
+
+
+#: What Process.__init__ puts in the fields it takes no argument for (the C kernel's spawn too).
+_PROCESS_DEFAULTS = {
+    "links": None, "monitors": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
+}
+
+if _core is not None:
+    _core.init_process(Process, Pid, _PROCESS_DEFAULTS)
 
 
 class ProcessTable:

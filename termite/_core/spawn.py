@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 from termite._core.ids import Pid
+from termite._core.kernel import SPAWN_BURST, _core
 from termite._core.links import add_link
 from termite._core.process import Process, ProcessTable, current
 from termite._core.registry import register_in
@@ -66,7 +68,11 @@ def spawn_in(
         parent = table.resolve(link_to)
         if parent is not None:
             add_link(parent, pid)
-    table.kernel.wake(proc)  # its first step, counted as a wake-up
+    kernel = table.kernel
+    kernel.wake(proc)  # its first step, counted as a wake-up
+    kernel.spawned += 1
+    if kernel.spawned == SPAWN_BURST:
+        kernel._spawn_burst()  # the cyclic collector pauses for the rest of the turn (kernel.py)
     return pid
 
 
@@ -84,3 +90,9 @@ def spawn(fn, *args, link: bool = False, name: str | None = None, node=None) -> 
             raise ValueError(f"cannot spawn on {node}: this node is not connected to other nodes")
         return me.table.remote.spawn(fn, args, node, link_to=me.pid if link else None, name=name)
     return spawn_in(me.table, fn, args, link_to=me.pid if link else None, name=name)
+
+
+if _core is not None:
+    # spawn(fn, *args) of a coroutine function, without keywords, in C; it calls the one above for the rest.
+    _core.init_spawn(spawn)
+    spawn = functools.update_wrapper(_core.spawn, spawn)
