@@ -110,6 +110,8 @@ class Reporter:
             sys.stdout.write(f"[{worker.name}] {line}")
             return
         self.terminal.ensure_newline()
+        if self.terminal._tw.width_of_current_line:  # after a test's progress dot: ensure_newline only knows file names
+            self.terminal.line("")
         self.terminal.write(f"[{worker.name}] {line}")
         if not line.endswith("\n"):
             self.terminal.line("")

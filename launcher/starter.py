@@ -72,6 +72,7 @@ hosts:                         # the machines to start nodes on, each listed onc
 # state_dir: .termite           # where the running cluster's state and the nodes' logs go
 # heartbeat_interval: 0.5       # seconds between the heartbeats of each node to the others
 # heartbeat_timeout: 3.0        # seconds of silence before a node is down (more than heartbeat_interval)
+# idle_close: 300               # seconds a session with nothing in flight or held stays open (0: always)
 # meter_interval: 1.0           # seconds between the load reports of each node (dashboard, dispatch)
 # join_timeout: 30.0            # seconds to wait for every node to start and join
 # restart:                      # a node whose process ends is restarted, as an Erlang supervisor does:

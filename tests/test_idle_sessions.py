@@ -18,9 +18,9 @@ from termite import NodeDown, NodeUp
 from termite._net.transport import Transport
 from termite.testing import NodeProcess
 
-from conftest import NODE_PATH
 from idle import chatter, monitors, monitors_and_ends_on_stop, partner, watches_node, watches_node_and_tells, recorder, stall_on_go, stream_later, transport_stats
 
+NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what the nodes import
 IDLE = 0.5  # seconds of quiet before a session is suspended
 HB = ("--heartbeat-timeout", "1.0", "--heartbeat-interval", "0.1")
 
@@ -38,7 +38,7 @@ def pair(keyfile):
     """This node and a node process B, both closing idle sessions after IDLE s: (here, b, b_ref)."""
     started = []
     with termite.Node(port=0, keys=keyfile, heartbeat_timeout=1.0, heartbeat_interval=0.1, idle_close=IDLE) as here:
-        b = NodeProcess("--keys", keyfile, *HB, "--idle-close", str(IDLE), path=NODE_PATH)
+        b = NodeProcess("--keys", keyfile, *HB, "--idle-close", str(IDLE), path=[NODECODE])
         started.append(b)
         try:
             yield here, b, here.connect(*b.ref.address)
@@ -350,7 +350,7 @@ def test_soak_of_suspensions_and_resumptions(keyfile, fault):
     with termite.Node(port=0, keys=keyfile, heartbeat_timeout=1.0, heartbeat_interval=0.1, idle_close=0.2) as here:
         try:
             for _ in range(3):
-                nodes.append(NodeProcess("--keys", keyfile, *HB, "--idle-close", idle, path=NODE_PATH))
+                nodes.append(NodeProcess("--keys", keyfile, *HB, "--idle-close", idle, path=[NODECODE]))
             refs = [here.connect(*n.ref.address) for n in nodes]
             chatters = [here.spawn_on(ref, chatter, k, SOAK_SECONDS, 0.6, 20) for k, ref in enumerate(refs)]
             for k, pid in enumerate(chatters):

@@ -274,7 +274,9 @@ def test_a_local_worker_is_told_its_node_and_ends_with_it(project):
     ))  # fmt: skip
     run = pytest_run(project, *NO_CACHE, *TERMITE, "-s", "test_where.py")
     assert run.counts == {"passed": 1}, run
-    [(node, parent)] = re.findall(r"^\[tw[01]\] node (\d+) parent (\d+)$", run.output, re.MULTILINE)
+    found = re.findall(r"^\[tw[01]\] node (\d+) parent (\d+)$", run.output, re.MULTILINE)
+    assert len(found) == 1, run.output
+    [(node, parent)] = found
     assert node != parent, run
 
 
