@@ -166,7 +166,7 @@ def test_a_node_s_load_report_names_its_busiest_processes(cluster):
     assert 1 <= len(top) <= 10
     largest = max(top, key=lambda p: p.mailbox)
     assert (largest.pid, largest.name, largest.mailbox, largest.state) == (big, None, 40, "receiving")
-    assert largest.steps >= 2  # started, and woken by messages to scan them (several at a time)
+    assert largest.steps >= 1  # started; the messages may come in the spawn's own frame, scanned in that step
     assert all(p.pid.node == b.ref for p in top)
 
 
