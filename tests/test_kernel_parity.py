@@ -374,7 +374,9 @@ def asyncio_bridge() -> list:
         loop.call_later(0.01, fut.set_result, "from asyncio")
         out.append(await fut)
         await asyncio.sleep(0.001)
-        out.append(await asyncio.wait_for(asyncio.sleep(0, "slept"), 1))
+        # asyncio.wait_for needs an asyncio task from 3.12 on (its timeout asks for the current one):
+        # a process gives it one with ensure_future, as the guide says.
+        out.append(await asyncio.ensure_future(asyncio.wait_for(asyncio.sleep(0, "slept"), 1)))
         try:
             await Bad()
         except TypeError as exc:
