@@ -153,6 +153,17 @@ def test_a_migrants_later_messages_do_not_overtake_its_earlier_ones(abc):
         assert here.receive(("order", ...), timeout=30) == ("order", None, None)
 
 
+@pytest.mark.timeout(120)
+def test_a_migrant_that_sent_one_message_a_turn_is_fenced_too(abc):
+    """A turn's first frame takes a shorter path through the endpoint: it must be recorded as well."""
+    here, b, c = abc
+    count = 200
+    for _ in range(5):
+        q = here.spawn_on(c, counts_in_order, here.pid, 2 * count)
+        here.spawn_on(b, sends_across_a_move, q, here.ref, count, 20_000, True)
+        assert here.receive(("order", ...), timeout=30) == ("order", None, None)
+
+
 def test_senders_nodes_learn_where_a_process_went_and_forget_it_when_it_ends(abc):
     here, b, c = abc
     pid = here.spawn(move_along, here.pid, [b, c])

@@ -219,11 +219,7 @@ class Endpoint:
             flow.sending(pid)  # a full mailbox or socket there: this sender waits before its next step
         if self.numbered and pid in self.numbered:
             return self._router.send_numbered(pid, msg)
-        data = encode((SEND, pid, msg))
-        if self._one is None and not self._out and len(data) < _BATCH_BYTES:
-            self._one = (pid.node, data)  # post_encoded's first case, in line: the turn's first frame
-            return
-        self.post_encoded(pid.node, data)
+        self.post_encoded(pid.node, encode((SEND, pid, msg)))
 
     def send_named(self, name: str, node: NodeRef, msg) -> None:
         """``msg`` to the process registered as ``name`` on ``node`` (Erlang's ``{Name, Node} ! Msg``)."""

@@ -149,11 +149,13 @@ async def waits_there(node, reply_to):
     await termite.receive("never sent")
 
 
-async def sends_across_a_move(to, node, count, size):
+async def sends_across_a_move(to, node, count, size, one_per_turn=False):
     """Send count numbers (with size bytes each) to ``to``, move to node, send count more."""
     pad = bytes(size)
     for i in range(count):
         send(to, (i, pad))
+        if one_per_turn:  # each send is then its turn's first frame
+            await termite.sleep(0)
     await migrate(node)
     for i in range(count, 2 * count):
         send(to, (i, pad))
