@@ -389,7 +389,8 @@ def test_attach_in_a_terminal_shows_the_live_dashboard_and_leaves_the_cluster_ru
     assert started.returncode == 0, started.stderr
     try:
         # Whole frames only: a capture may catch the terminal halfway through drawing one.
-        screen = _screen_until(socket, lambda text: text.count(" up ") >= 2 and "attached to 'cluster'" in text)
+        # "2/2 up": an attach may first draw the header's "1/2 up" beside one node's " up " row.
+        screen = _screen_until(socket, lambda text: "2/2 up" in text and "attached to 'cluster'" in text)
         for node in detached["nodes"]:
             assert node["address"] in screen
         assert "events" in screen and "2/2 up" in screen
