@@ -310,6 +310,71 @@ def calls() -> list:
     return termite.run(main)
 
 
+def call_monitors() -> list:
+    """A call's monitor, kept on its target until read: seen by process_info, gone after a reply (with
+    the Down of a target that ended right after it), a timeout or the caller's end, fired by the
+    target's end, for calls answered in any order."""
+    out = []
+
+    def seen(pid):
+        info = termite.process_info(pid)
+        return info and (info.monitors, sorted(map(str, info.monitored_by)), sorted(map(str, info.monitoring)))
+
+    async def gather(n, order):
+        requests = [await receive((Pid, Tag, ANY)) for _ in range(n)]
+        out.append(("server sees", seen(termite.self())))
+        out.append(("first caller sees", seen(requests[0][0])))
+        for i in order:
+            sender, tag, msg = requests[i]
+            send(sender, (tag, msg))
+        await receive("stop")
+
+    async def caller(server, name, boss):
+        send(boss, (name, await termite.call(server, name)))
+
+    async def doomed(server, boss):
+        try:
+            await termite.call(server, "doomed")
+        except termite.DeadProcess as exc:
+            send(boss, ("dead", exc.reason))
+
+    async def answers_and_ends():
+        sender, tag, msg = await receive((Pid, Tag, ANY))
+        send(sender, (tag, msg))  # and ends in the same turn: its Down comes right behind the reply
+
+    async def main():
+        me = termite.self()
+        out.append(await termite.call(spawn(answers_and_ends), "last words"))
+        await termite.sleep(0.01)
+        out.append(("no Down after the reply", current().mailbox and list(current().mailbox)))
+        server = spawn(gather, 3, [1, 0, 2])  # the middle one answered first
+        for name in ("a", "b", "c"):
+            spawn(caller, server, name, me)
+        out.append(sorted([await receive() for _ in range(3)]))
+        out.append(("after replies", seen(server)))
+        send(server, "stop")
+
+        slow = spawn(gather, 1, [])
+        out.append(await termite.call(slow, "late", timeout=0.01, default="timed out"))
+        out.append(("after a timeout", seen(slow)))
+        victim = spawn(caller, slow, "killed", me)
+        await termite.sleep(0.01)
+        out.append(("while called", seen(slow)))
+        termite.kill(victim)
+        await termite.sleep(0)
+        out.append(("after the caller's end", seen(slow), bool(current().table.resolve(slow).callers)))
+        for _ in range(2):
+            spawn(doomed, slow, me)
+        await termite.sleep(0.01)
+        termite.exit(slow, "shut")
+        out.append(sorted([await receive() for _ in range(2)]))
+        out.append(("mailbox", current().mailbox and list(current().mailbox)))
+        out.append(("monitors", len(current().table.monitored)))
+        return out
+
+    return termite.run(main)
+
+
 def crashes() -> list:
     """How processes end: returns, raises, errors in receive, sends to nonsense."""
     out = []
@@ -539,7 +604,7 @@ def traced() -> list:
 
 PROGRAMS = {
     f.__name__: f
-    for f in (scheduling, receives, patterns, signals, calls, crashes, asyncio_bridge, flow, spawned, introspected,
+    for f in (scheduling, receives, patterns, signals, calls, call_monitors, crashes, asyncio_bridge, flow, spawned, introspected,
               traced)
 }
 

@@ -11,6 +11,7 @@ from termite.testing import relay, watch
 # Process bodies live in a module pytest does not rewrite: a node refuses a
 # continuation whose code differs from its own, and pytest rewrites asserts.
 from migrants import (
+    answers_after_moving,
     crash_after_migrating,
     holds_a_lock,
     hopper,
@@ -87,6 +88,22 @@ def test_links_and_monitors_follow_a_migrated_process(abc, watcher_on):
     assert msg.pid == pid and msg.reason.message == "crashed after moving"
     if watcher_on == "here":
         assert here.receive(Down, timeout=10) == Down(ref, pid, msg.reason)
+
+
+@pytest.mark.parametrize("ask", ["answer there", "end there"])
+def test_a_call_in_flight_follows_its_target_to_another_node(abc, ask):
+    """A call's monitor of a process here, noted on it and written only when read, goes with it when it moves."""
+    here, b, _ = abc
+    pid = here.spawn(answers_after_moving, b)
+    if ask == "answer there":
+        assert here.call(pid, ask, timeout=10) == (ask, b)
+    else:
+        with pytest.raises(termite.DeadProcess, match="ended after moving"):
+            here.call(pid, ask, timeout=10)
+    # Nothing of the call is left: its end (or the noproc of a monitor made after it) sends no Down for
+    # the call's monitor, which would come first.
+    ref = here.monitor(pid)
+    assert here.receive(Down, timeout=10).ref == ref
 
 
 def test_migrate_with_a_function_continues_by_calling_it_there(abc):

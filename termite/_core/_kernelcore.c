@@ -45,11 +45,17 @@
  *                                            lines, field by field.
  *   process_exited(proc, value, None)        links.process_exited for a
  *                                            process that returned with no
- *                                            links, monitors, name or waiter.
+ *                                            links, monitors, callers, name
+ *                                            or waiter.
  *   call(pid, msg[, timeout])                call.call for a pid, no default
  *                                            and a timeout of None or > 0:
- *                                            make_tag, the monitor, the send,
- *                                            _await_reply's wait, demonitor.
+ *                                            make_tag, _watch_call (the Call
+ *                                            object itself is the entry in
+ *                                            the target's `callers`, with
+ *                                            links.PendingCall's tag, watcher
+ *                                            and target), the send,
+ *                                            _await_reply's wait,
+ *                                            _unwatch_call or _drop_call.
  *   current_task()
  *
  * What it calls back into (all Python, none of it on the path of a message)
@@ -66,9 +72,10 @@
  *   dict, function, where(), a float) and a timeout that is not an int or
  *   float >= 0, which it refuses as Python does;
  *   spawn.py's spawn; call.py's call, _monitor_for_call (a pid not alive
- *   here), _await_reply (a reply already in the mailbox: a call to oneself),
- *   _outcome (anything but a reply: Down, Refused, a timeout) and demonitor
- *   (a monitor of another node); links.process_exited for every other end;
+ *   here, or a guest whose pid object does not point at it: the monitor is
+ *   written at once there), _await_reply (a reply already in the mailbox: a call to oneself),
+ *   _outcome (anything but a reply: Down, Refused, a timeout), links'
+ *   _undo_call_monitor (a monitor of another node, or one fired); links.process_exited for every other end;
  *   mailbox._timeout_result to raise Timeout.
  *
  * Invariants
@@ -2050,11 +2057,11 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 
 /* -- spawn ---------------------------------------------------------------------- */
 
-static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_links_off, proc_name_off;
+static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_callers_off, proc_links_off, proc_name_off;
 static Py_ssize_t pid_node_off, pid_serial_off;
 static int process_ready, call_ready;
 static PyObject *process_defaults; /* tuple of (offset, value): Process.__init__'s other slots */
-static PyObject *py_spawn, *py_call, *py_make_tag, *py_monitor_for_call, *py_demonitor, *py_outcome,
+static PyObject *py_spawn, *py_call, *py_make_tag, *py_monitor_for_call, *py_undo_call_monitor, *py_outcome,
     *py_await_reply;
 static PyObject *s_ref, *s_serials, *s_procs, *s_kernel, *s_monitored, *s_monitors, *s_pop;
 static PyObject *ids_globals, *s_origin, *s_tag_serials; /* ids.py's globals: make_tag reads _origin, _tag_serials */
@@ -2272,9 +2279,10 @@ typedef struct {
     PyObject_HEAD
     int mode, state;
     PyObject *dest, *msg, *timeout; /* timeout: NULL for None */
-    Py_hash_t hash;                 /* the tag's, computed once for its four dict operations */
+    Py_hash_t hash;                 /* the tag's, once its monitor is undone in the dicts */
     Task *proc;
     PyObject *tag, *timer, *sub;
+    PyObject *target; /* the local process called, while this is in its `callers` (links.py's PendingCall) */
 } Call;
 
 static PyTypeObject Call_Type;
@@ -2289,6 +2297,7 @@ call_traverse(Call *c, visitproc visit, void *arg)
     Py_VISIT(c->tag);
     Py_VISIT(c->timer);
     Py_VISIT(c->sub);
+    Py_VISIT(c->target);
     return 0;
 }
 
@@ -2302,13 +2311,47 @@ call_clear(Call *c)
     Py_CLEAR(c->tag);
     Py_CLEAR(c->timer);
     Py_CLEAR(c->sub);
+    Py_CLEAR(c->target);
     return 0;
+}
+
+/* links._drop_call: take this call off its target's `callers`; 1 if it was there, 0 if not (its monitor
+ * was settled: written into the dicts), -1 on error.  Its target is forgotten either way. */
+static int
+call_drop(Call *c)
+{
+    PyObject *target = c->target;
+    if (target == NULL) {
+        return 0;
+    }
+    c->target = NULL;
+    int found = 0;
+    PyObject *callers = SLOT(target, proc_callers_off);
+    if (callers != NULL && PyList_CheckExact(callers)) {
+        Py_ssize_t n = PyList_GET_SIZE(callers);
+        if (n > 0 && PyList_GET_ITEM(callers, n - 1) == (PyObject *)c) {
+            /* list.pop() without giving memory back: the next call puts one in again */
+            Py_SET_SIZE(callers, n - 1);
+            Py_DECREF(c);
+            found = 1;
+        }
+        for (Py_ssize_t i = n - 2; i >= 0 && !found; i--) {
+            if (PyList_GET_ITEM(callers, i) == (PyObject *)c) {
+                found = PyList_SetSlice(callers, i, i + 1, NULL) < 0 ? -1 : 1;
+            }
+        }
+    }
+    Py_DECREF(target);
+    return found;
 }
 
 static void
 call_done(Call *c)
 {
     c->state = S_DONE;
+    if (c->target != NULL && call_drop(c) < 0) { /* it ends unanswered (an error, an exit signal) */
+        PyErr_WriteUnraisable((PyObject *)c);
+    }
     call_clear(c);
 }
 
@@ -2393,7 +2436,8 @@ monitored_of(KernelCore *k, PyObject *table)
     return k->monitored;
 }
 
-/* demonitor(tag) for the process that made the call: the local case here, the rest in links.py. */
+/* links._undo_call_monitor(tag) for the process that made the call: a monitor in the dicts here, the rest
+ * (another node's process, a monitor that fired) in links.py. */
 static int
 call_demonitor(Call *c)
 {
@@ -2403,12 +2447,15 @@ call_demonitor(Call *c)
         PyErr_Clear();
         goto python;
     }
+    if ((c->hash = PyObject_Hash(c->tag)) == -1) {
+        return -1;
+    }
     PyObject *target = _PyDict_GetItem_KnownHash(monitored, c->tag, c->hash);
     if (target == NULL) {
         if (PyErr_Occurred()) {
             return -1;
         }
-        goto python; /* not a local process's monitor: links.demonitor tells the node it watches */
+        goto python; /* not a local process's monitor: links.py tells the node it watches, or flushes its Down */
     }
     Py_INCREF(target);
     if (dict_del_hashed(monitored, c->tag, c->hash) < 0) {
@@ -2441,22 +2488,30 @@ call_demonitor(Call *c)
     Py_DECREF(monitors);
     return truth < 0 ? -1 : 0;
 python: {
-    PyObject *r = PyObject_CallOneArg(py_demonitor, c->tag);
+    PyObject *r = PyObject_CallOneArg(py_undo_call_monitor, c->tag);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
 }
+}
+
+/* links._unwatch_call: the call's monitor undone, wherever it is. */
+static int
+call_unwatch(Call *c)
+{
+    int dropped = call_drop(c);
+    return dropped != 0 ? (dropped > 0 ? 0 : -1) : call_demonitor(c);
 }
 
 /* The answer is in: call.py's _outcome (a reply's value here). */
 static PySendResult
 call_finish(Call *c, PyObject *answer, PyObject **result)
 {
+    if (Py_TYPE(answer) != Down_type && call_unwatch(c) < 0) { /* a Down: the monitor fired, it is gone */
+        call_done(c);
+        *result = NULL;
+        return PYGEN_ERROR;
+    }
     if (Py_TYPE(answer) == &PyTuple_Type && PyTuple_GET_SIZE(answer) == 2) {
-        if (call_demonitor(c) < 0) {
-            call_done(c);
-            *result = NULL;
-            return PYGEN_ERROR;
-        }
         PyObject *value = PyTuple_GET_ITEM(answer, 1);
         Py_INCREF(value);
         call_done(c);
@@ -2541,7 +2596,7 @@ call_start(Call *c, PyObject *arg, PyObject **result)
     Py_INCREF(p);
     c->proc = p;
     c->tag = make_tag();
-    if (c->tag == NULL || (c->hash = PyObject_Hash(c->tag)) == -1) {
+    if (c->tag == NULL) {
         return call_error(c, result);
     }
     PyObject *box = p->mailbox;
@@ -2549,30 +2604,30 @@ call_start(Call *c, PyObject *arg, PyObject **result)
     if (start < 0) {
         return call_error(c, result);
     }
-    /* _monitor_for_call: the reply tag doubles as the monitor reference */
+    /* links._watch_call: the reply tag doubles as the monitor reference; on a live process here the call
+     * is only noted in its `callers` */
     PyObject *target = *(PyObject **)((char *)c->dest + pid_proc_offset);
-    PyObject *table = SLOT(me, proc_table_off);
-    if (target != NULL && Py_TYPE(target) == Process_type && SLOT(target, proc_monitors_off) != NULL) {
-        PyObject *monitored = monitored_of(p->kernel, table);
-        if (monitored == NULL) {
-            return call_error(c, result);
-        }
-        PyObject *monitors = SLOT(target, proc_monitors_off);
-        if (monitors == Py_None) {
-            monitors = PyDict_New();
-            if (monitors == NULL) {
+    if (target != NULL && Py_TYPE(target) == Process_type && SLOT(target, proc_callers_off) != NULL) {
+        PyObject *callers = SLOT(target, proc_callers_off);
+        if (PyList_CheckExact(callers)) {
+            if (PyList_Append(callers, (PyObject *)c) < 0) {
                 return call_error(c, result);
             }
-            Py_XSETREF(SLOT(target, proc_monitors_off), monitors);
         }
-        int err = PyDict_CheckExact(monitors) ? dict_set_hashed(monitors, c->tag, SLOT(me, proc_pid_off), c->hash)
-                                              : PyObject_SetItem(monitors, c->tag, SLOT(me, proc_pid_off));
-        if (err == 0) {
-            err = dict_set_hashed(monitored, c->tag, target, c->hash);
+        else if (callers == Py_None) {
+            if ((callers = PyList_New(1)) == NULL) {
+                return call_error(c, result);
+            }
+            Py_INCREF(c);
+            PyList_SET_ITEM(callers, 0, (PyObject *)c);
+            Py_XSETREF(SLOT(target, proc_callers_off), callers);
         }
-        if (err < 0) {
+        else {
+            PyErr_SetString(PyExc_TypeError, "a process's `callers` must be a list or None");
             return call_error(c, result);
         }
+        Py_INCREF(target);
+        c->target = target;
     }
     else {
         PyObject *args[] = {me, c->dest, c->tag};
@@ -2738,11 +2793,23 @@ call_get_delegate(Call *c, void *closure)
 static PyMemberDef call_members[] = {
     {"dest", T_OBJECT, offsetof(Call, dest), READONLY, "whom it calls (None once done)"},
     {"msg", T_OBJECT, offsetof(Call, msg), READONLY, "the request (None once done)"},
+    {"tag", T_OBJECT, offsetof(Call, tag), READONLY, "its tag, also its monitor's reference (None once done)"},
+    {"target", T_OBJECT, offsetof(Call, target), READONLY, "the local process it waits on, while in its callers"},
     {NULL},
 };
 
+/* The caller's pid: links.settle_calls writes it into the monitors of the process called. */
+static PyObject *
+call_get_watcher(Call *c, void *closure)
+{
+    PyObject *o = c->proc != NULL && SLOT(c->proc, proc_pid_off) != NULL ? SLOT(c->proc, proc_pid_off) : Py_None;
+    Py_INCREF(o);
+    return o;
+}
+
 static PyGetSetDef call_getset[] = {
     {"_delegate", (getter)call_get_delegate, NULL, "call.py's call, when this drives it", NULL},
+    {"watcher", (getter)call_get_watcher, NULL, "the caller's pid (None once done)", NULL},
     {NULL},
 };
 
@@ -2818,7 +2885,8 @@ static PyObject *py_process_exited, *s_exit_waiters, *s_remove;
 static int
 empty_or_none(PyObject *o)
 {
-    return o == Py_None || ((PyAnySet_CheckExact(o) || PyDict_CheckExact(o)) && PyObject_Size(o) == 0);
+    return o == Py_None || ((PyAnySet_CheckExact(o) || PyDict_CheckExact(o) || PyList_CheckExact(o)) &&
+                            PyObject_Size(o) == 0);
 }
 
 /* links.process_exited for a process that returned and that nobody hears about:
@@ -2837,9 +2905,9 @@ k_process_exited(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     PyObject *proc = args[0];
     PyObject *pid = SLOT(proc, proc_pid_off), *table = SLOT(proc, proc_table_off);
     PyObject *links = SLOT(proc, proc_links_off), *monitors = SLOT(proc, proc_monitors_off);
-    PyObject *name = SLOT(proc, proc_name_off);
-    if (pid == NULL || table == NULL || links == NULL || monitors == NULL || name != Py_None ||
-        Py_TYPE(pid) != Pid_type || !empty_or_none(links) || !empty_or_none(monitors)) {
+    PyObject *name = SLOT(proc, proc_name_off), *callers = SLOT(proc, proc_callers_off);
+    if (pid == NULL || table == NULL || links == NULL || monitors == NULL || callers == NULL || name != Py_None ||
+        Py_TYPE(pid) != Pid_type || !empty_or_none(links) || !empty_or_none(monitors) || !empty_or_none(callers)) {
         return PyObject_Vectorcall(py_process_exited, args, nargsf, kwnames);
     }
     Py_INCREF(pid);
@@ -3009,6 +3077,7 @@ init_process(PyObject *module, PyObject *args)
     if (keep_type(&Pid_type, pid, "Pid") < 0 || (proc_pid_off = slot_offset(process, "pid")) < 0 ||
         (proc_table_off = slot_offset(process, "table")) < 0 ||
         (proc_monitors_off = slot_offset(process, "monitors")) < 0 ||
+        (proc_callers_off = slot_offset(process, "callers")) < 0 ||
         (proc_links_off = slot_offset(process, "links")) < 0 || (proc_name_off = slot_offset(process, "name")) < 0 ||
         (pid_node_off = slot_offset(pid, "node")) < 0 || (pid_serial_off = slot_offset(pid, "serial")) < 0 ||
         (pid_proc_offset = slot_offset(pid, "_proc")) < 0) {
@@ -3053,9 +3122,9 @@ init_spawn(PyObject *module, PyObject *spawn)
 static PyObject *
 init_call(PyObject *module, PyObject *args)
 {
-    PyObject *call, *make_tag_fn, *monitor_for_call, *demonitor, *outcome, *await_reply;
-    if (!PyArg_ParseTuple(args, "OOOOOO:init_call", &call, &make_tag_fn, &monitor_for_call, &demonitor, &outcome,
-                          &await_reply)) {
+    PyObject *call, *make_tag_fn, *monitor_for_call, *undo_call_monitor, *outcome, *await_reply;
+    if (!PyArg_ParseTuple(args, "OOOOOO:init_call", &call, &make_tag_fn, &monitor_for_call, &undo_call_monitor,
+                          &outcome, &await_reply)) {
         return NULL;
     }
     PyObject *globals = PyObject_GetAttrString(make_tag_fn, "__globals__");
@@ -3072,7 +3141,7 @@ init_call(PyObject *module, PyObject *args)
     keep(&py_call, call);
     keep(&py_make_tag, make_tag_fn);
     keep(&py_monitor_for_call, monitor_for_call);
-    keep(&py_demonitor, demonitor);
+    keep(&py_undo_call_monitor, undo_call_monitor);
     keep(&py_outcome, outcome);
     keep(&py_await_reply, await_reply);
     call_ready = 1;
@@ -3084,7 +3153,7 @@ static PyMethodDef module_methods[] = {
     {"init_spawn", init_spawn, METH_O, "init_spawn(spawn)"},
     {"init_exit", init_exit, METH_O, "init_exit(process_exited)"},
     {"init_call", init_call, METH_VARARGS,
-     "init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)"},
+     "init_call(call, make_tag, _monitor_for_call, _undo_call_monitor, _outcome, _await_reply)"},
     {"init_kernel", init_kernel, METH_VARARGS, "init_kernel(PARK, RESCHEDULE, Signal, TIMED_OUT, SPAWN_BURST)"},
     {"init_mailbox", init_mailbox, METH_VARARGS,
      "init_mailbox(ANY_MESSAGE, SCAN, REPLY, DELIVERED, DEAD, Down, Refused, Tag, Pid, deque, send, receive, "

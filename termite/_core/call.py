@@ -14,7 +14,7 @@ import types
 from termite._core.errors import DeadProcess, Timeout, UnreadableMessage
 from termite._core.ids import Pid, Tag, make_tag
 from termite._core.kernel import TIMED_OUT, _core
-from termite._core.links import _monitor_for_call, demonitor
+from termite._core.links import _drop_call, _monitor_for_call, _undo_call_monitor, _unwatch_call, _watch_call
 from termite._core.mailbox import NO_DEFAULT, _check_timeout, _is_reply, _named, _resolve_name, send
 from termite._core.process import DEAD, REPLY, Down, Process, Refused, current
 from termite._core.traps import PARK
@@ -98,24 +98,29 @@ async def call(dest, msg, timeout=None, default=NO_DEFAULT):
     tag = make_tag()
     box = proc.mailbox
     start = len(box) if box else 0
-    _monitor_for_call(proc, pid, tag)
+    entry = _watch_call(proc, pid, tag)
     send(pid, (proc.pid, tag, msg))
-    answer = await _await_reply(proc, tag, start, timeout)
+    try:
+        answer = await _await_reply(proc, tag, start, timeout)
+    except BaseException:
+        _drop_call(entry)  # it ends here (an exit signal, a kill): its target need not tell it
+        raise
+    if answer.__class__ is Down:
+        _drop_call(entry)
+    else:
+        _unwatch_call(entry, tag)
     return _outcome(pid, tag, answer, timeout, default)
 
 
 def _outcome(pid: Pid, tag: Tag, answer, timeout, default):
-    """What ``call`` returns, or raises, for ``answer`` (what _await_reply returned)."""
+    """What ``call`` returns, or raises, for ``answer`` (what _await_reply returned; its monitor is undone)."""
     if answer.__class__ is tuple:
-        demonitor(tag)
         return answer[1]
     if answer is TIMED_OUT:
-        demonitor(tag)
         if default is NO_DEFAULT:
             raise Timeout(f"no reply from {pid} within {timeout} s")
         return default
     if answer.__class__ is Refused:
-        demonitor(tag)
         raise UnreadableMessage(answer.reason)
     assert answer.__class__ is Down
     if default is NO_DEFAULT:
@@ -125,7 +130,7 @@ def _outcome(pid: Pid, tag: Tag, answer, timeout, default):
 
 if _core is not None:
     # call(pid, msg[, timeout]) in C; it calls the functions above for the rest.
-    _core.init_call(call, make_tag, _monitor_for_call, demonitor, _outcome, _await_reply)
+    _core.init_call(call, make_tag, _monitor_for_call, _undo_call_monitor, _outcome, _await_reply)
     # The C make_tag keeps ids.py's tag origin; a forked child draws a new one (after ids.py's hook, which
     # was registered first).
     os.register_at_fork(after_in_child=_core.forget_tag_origin)

@@ -138,7 +138,8 @@ def info_in(table: ProcessTable, pid: Pid) -> ProcessInfo | None:
     status = "runnable" if waiting is None or waiting is DELIVERED else getattr(waiting, "name", None) or repr(waiting)
     chain, awaited = _chain(proc.coro)
     order = proc.order
-    monitors = proc.monitors or {}
+    monitors = dict(proc.monitors or ())
+    monitors.update((entry.tag, entry.watcher) for entry in proc.callers or ())  # calls in flight to it
     return ProcessInfo(
         pid=proc.pid,
         mailbox=len(proc.mailbox) if proc.mailbox else 0,
@@ -317,8 +318,16 @@ def _cut(text: str, limit: int = 80) -> str:
 def _monitoring(table: ProcessTable, pid: Pid) -> tuple[Pid, ...]:
     """The processes of this node that ``pid`` monitors (its monitors of other nodes' processes are
     kept by the network layer, under their nodes)."""
-    return tuple(target.pid for ref, target in table.monitored.items()
-                 if target.monitors and target.monitors.get(ref) == pid)
+    watched = tuple(target.pid for ref, target in table.monitored.items()
+                    if target.monitors and target.monitors.get(ref) == pid)
+    caller = table.resolve(pid)
+    if caller is None or caller.waiting is not REPLY:
+        return watched
+    # Its call in flight, if the monitor is not written yet (links.PendingCall): looked for on every
+    # process, only for a process that waits for a reply.
+    return watched + tuple(target.pid for procs in (table.procs.values(), table.guests.values())
+                           for target in procs if target.callers
+                           and any(entry.watcher == pid for entry in target.callers))
 
 
 _sizeof = sys.getsizeof

@@ -148,19 +148,102 @@ def _watch(me: Process, pid: Pid, ref: Tag) -> None:
 
 
 def _monitor_for_call(me: Process, pid: Pid, tag: Tag) -> None:
-    """``call``'s monitor: the reply tag doubles as the monitor reference."""
+    """``call``'s monitor, written at once: the reply tag doubles as the monitor reference."""
     _watch(me, pid, tag)
 
 
+# A call's monitor of a process of this node is only noted on its target (`callers`), and written into
+# `monitors` and the table's `monitored` only when something reads them (settle_calls): most calls are
+# answered first, and those four dict operations were a third of a call's cost.  An entry has the
+# call's `tag`, its `watcher` (the caller's pid) and its `target`: a PendingCall here, the C kernel's
+# call object there.
+
+
+class PendingCall:
+    """A call in flight to a process of this node: its monitor, not written yet."""
+
+    __slots__ = ("tag", "watcher", "target")
+
+    def __init__(self, tag: Tag, watcher: Pid, target: Process):
+        self.tag, self.watcher, self.target = tag, watcher, target
+
+
+def _watch_call(me: Process, pid: Pid, tag: Tag) -> PendingCall | None:
+    """``call``'s monitor: a PendingCall on a local target, else a monitor as ``monitor`` makes it."""
+    target = me.table.resolve(pid)
+    if target is None:
+        _watch(me, pid, tag)
+        return None
+    entry = PendingCall(tag, me.pid, target)
+    if target.callers is None:
+        target.callers = [entry]
+    else:
+        target.callers.append(entry)
+    return entry
+
+
+def _drop_call(entry: PendingCall | None) -> bool:
+    """Take ``entry`` off its target's calls in flight; False if it is not there (settled, or none)."""
+    if entry is None:
+        return False
+    callers = entry.target.callers
+    if not callers:
+        return False
+    if callers[-1] is entry:
+        callers.pop()
+        return True
+    for i, other in enumerate(callers):
+        if other is entry:
+            del callers[i]
+            return True
+    return False
+
+
+def _unwatch_call(entry: PendingCall | None, tag: Tag) -> None:
+    """``call``'s demonitor."""
+    if not _drop_call(entry):
+        _undo_call_monitor(tag)
+
+
+def settle_calls(proc: Process) -> None:
+    """Write the monitors of the calls in flight to ``proc`` where monitors are read."""
+    callers, proc.callers = proc.callers, None
+    if not callers:
+        return
+    if proc.monitors is None:
+        proc.monitors = {}
+    monitored = proc.table.monitored
+    for entry in callers:
+        proc.monitors[entry.tag] = entry.watcher
+        monitored[entry.tag] = proc
+
+
 def demonitor(ref: Tag) -> None:
-    """Stop a monitor; a ``Down`` it already delivered stays in the mailbox."""
-    me = current()
+    """Stop a monitor: no ``Down`` for it arrives after; one it already delivered stays in the mailbox."""
+    _demonitor(current(), ref)
+
+
+def _demonitor(me: Process, ref: Tag) -> bool:
+    """Stop monitor ``ref`` of ``me``; False if it was not held (it fired, or never was)."""
     target = me.table.monitored.pop(ref, None)
     if target is not None:
         if target.monitors:
             target.monitors.pop(ref, None)
-    elif me.table.remote is not None:
-        me.table.remote.demonitor(ref)
+        return True
+    return me.table.remote is not None and me.table.remote.demonitor(ref)
+
+
+def _undo_call_monitor(tag: Tag) -> None:
+    """``call``'s demonitor of a monitor in the dicts or the network: as Erlang's call does, with a flush
+    of the Down it may have delivered already (the called process answered and ended at once)."""
+    me = current()
+    if not _demonitor(me, tag):
+        box = me.mailbox
+        if box:
+            for i, msg in enumerate(box):
+                if msg.__class__ is Down and msg.ref == tag:
+                    del box[i]
+                    break
 
 
 # -- exit signals -------------------------------------------------------------
@@ -225,6 +308,8 @@ def process_exited(proc: Process, value, exc) -> None:
         if not waiters:  # a waiter (termite.run, node.run) raises it instead
             log.error("process %s crashed:\n%s", pid, reason.traceback.rstrip())
 
+    if proc.callers:
+        settle_calls(proc)
     proc.waiting = DEAD
     proc.coro = None
     proc.mailbox = None

@@ -92,6 +92,9 @@ _PROCESS_FIELDS = (
     "wait_for",  # the tag of a call in progress (waiting is REPLY)
     "links",  # pids that get an exit signal when this process ends
     "monitors",  # {ref: watcher pid}: who gets Down when this process ends
+    # None, or the calls in flight to it from processes of this node: their monitors, not yet in `monitors`
+    # (termite._core.links.settle_calls writes them there for whoever reads monitors)
+    "callers",
     "trap_exit",
     "name",
     "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
@@ -117,6 +120,7 @@ class Process(Task):
         self.wait_for = None
         self.links = None
         self.monitors = None
+        self.callers = None
         self.trap_exit = False
         self.name = None
         self.order = None
@@ -130,7 +134,7 @@ class Process(Task):
 
 #: What Process.__init__ puts in the fields it takes no argument for (the C kernel's spawn too).
 _PROCESS_DEFAULTS = {
-    "links": None, "monitors": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
+    "links": None, "monitors": None, "callers": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
 }
 
 if _core is not None:

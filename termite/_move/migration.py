@@ -57,7 +57,7 @@ from collections import deque
 from termite._core.errors import MigrationError
 from termite._core.ids import NodeRef, Pid
 from termite._core.kernel import Signal
-from termite._core.links import signal_exit
+from termite._core.links import settle_calls, signal_exit
 from termite._core.process import DEAD, Process, ProcessTable, current
 from termite._core.spawn import process_body
 from termite._core.traps import Sentinel
@@ -232,6 +232,7 @@ class Migration:
         order = proc.order or Order()
         if table.ref not in order.visited:
             order.visited.append(table.ref)
+        settle_calls(proc)  # its monitors go with it, those of calls in flight to it too
         try:
             if proc.name is not None:
                 raise MigrationError(f"{pid} is registered here as {proc.name!r}; unregister it before migrating")
@@ -304,6 +305,7 @@ class Migration:
         proc, target = entry.proc, entry.target
         table, endpoint = self.table, self.endpoint
         table.counters["migrations_out"] += 1
+        settle_calls(proc)  # calls to it made while it was in transit
         # First: the frames below are for the running process.  With it, what went and is gone since:
         # a link or monitor of a node lost meanwhile (it fired here), or undone.
         gone_links = [other for other in entry.links if other not in (proc.links or ())]

@@ -278,11 +278,14 @@ class Endpoint:
         self.watches.add_monitor(node, ref, watcher, pid)
         self.post(node, (MONITOR, watcher, pid, ref))
 
-    def demonitor(self, ref: Tag) -> None:
-        entry = self.watches.drop_monitor(ref)
-        if entry is not None:
-            node, target = entry
-            self.post(node, (DEMONITOR, target, ref))
+    def demonitor(self, ref: Tag) -> bool:
+        """Undo monitor ``ref`` of a process of another node; False if it is not held (its Down came)."""
+        entry = self.watches.cancel_monitor(ref)
+        if entry is None:
+            return False
+        node, target = entry
+        self.post(node, (DEMONITOR, target, ref))
+        return True
 
     def down(self, watcher: Pid, down: Down) -> None:
         """Monitored local process ``down.pid`` ended: ``down`` to its remote ``watcher``."""

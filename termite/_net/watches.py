@@ -185,6 +185,14 @@ class Watches:
         self._settle(links, monitors)
         return Lost(links, monitors, {})
 
+    def cancel_monitor(self, ref: Tag) -> tuple[NodeRef, Pid] | None:
+        """Forget monitor ``ref`` as its watcher undoes it: a Down for it still on its way is dropped when it
+        comes (as Erlang's demonitor promises).  Return its node and target, or None if unknown."""
+        entry = self.drop_monitor(ref)
+        if entry is not None:
+            self._settle((), (ref,))
+        return entry
+
     def settled(self, key) -> bool:
         """Whether a Down (by its ref) or a link's exit (local, remote) already fired here; forgets it."""
         return bool(self._settled) and self._settled.pop(key, 0) is None

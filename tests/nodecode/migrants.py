@@ -171,3 +171,12 @@ async def counts_in_order(reply_to, total):
             return
         expected += 1
     send(reply_to, ("order", None, None))
+
+
+async def answers_after_moving(node):
+    """Takes one call, moves to ``node`` with it unanswered, and there answers it, or ends if asked to."""
+    sender, tag, msg = await receive((termite.Pid, termite.Tag, ...))
+    await migrate(node)
+    if msg == "end there":
+        raise RuntimeError("ended after moving, a call unanswered")
+    send(sender, (tag, (msg, termite.current_node())))
