@@ -610,7 +610,8 @@ PROGRAMS = {
 
 
 def _observe(name: str, kernel: str) -> str:
-    env = dict(os.environ, TERMITE_KERNEL=kernel)
+    # The debug allocator fills new memory with a pattern: a field the C kernel forgot to set crashes here.
+    env = dict(os.environ, TERMITE_KERNEL=kernel, PYTHONMALLOC="debug")
     ran = subprocess.run([sys.executable, __file__, name], env=env, capture_output=True, text=True, timeout=60,
                          cwd=HERE)
     assert ran.returncode == 0, ran.stderr[-3000:]

@@ -2874,7 +2874,7 @@ k_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     c->msg = args[1];
     c->timeout = timeout != Py_None ? (Py_INCREF(timeout), timeout) : NULL;
     c->proc = NULL;
-    c->tag = c->timer = c->sub = NULL;
+    c->tag = c->timer = c->sub = c->target = NULL;
     PyObject_GC_Track(c);
     return (PyObject *)c;
 }
