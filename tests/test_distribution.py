@@ -26,6 +26,31 @@ def test_remote_spawn_call_and_ordered_sends(cluster):
     assert here.receive(("collected", list), timeout=10) == ("collected", list(range(1000)))
 
 
+async def _monitors_of(pid):
+    return termite.process_info(pid).monitors
+
+
+def test_the_monitors_of_processes_that_ended_on_another_node_are_undone(cluster):
+    """A server here that outlives 200 watchers of another node keeps none of their monitors."""
+    here, start = cluster
+    ref = here.connect(*start().ref.address)
+    server = here.spawn(echo)
+
+    async def watchers(target, count, reply_to):
+        async def watch_and_end():
+            termite.monitor(target)
+
+        for _ in range(count):
+            termite.monitor(termite.spawn(watch_and_end))
+        for _ in range(count):
+            await termite.receive(Down, timeout=10)
+        termite.send(reply_to, "all ended")  # after their DEMONITORs, on the same connection
+
+    here.spawn_on(ref, watchers, server, 200, here.pid)
+    assert here.receive("all ended", timeout=10) == "all ended"
+    assert here.run(_monitors_of, server, timeout=10) == 0
+
+
 def test_closures_travel_by_value(cluster):
     here, start = cluster
     ref = here.connect(*start().ref.address)

@@ -148,6 +148,30 @@ def test_demonitor_stops_the_down():
     assert run(main) == "no down"
 
 
+def test_a_process_end_undoes_the_monitors_it_holds_and_fired_ones_are_not_kept():
+    """As in Erlang: a server that outlives 1,000 short-lived watchers keeps none of their monitors, and a
+    process that watched 1,000 processes end keeps nothing of those monitors either."""
+
+    async def main():
+        from termite._core.links import _FIRST_LOOK
+        from termite._core.process import current
+
+        server = spawn(wait_forever)
+
+        async def watch_and_end():
+            monitor(server)
+
+        for _ in range(1000):
+            ref = monitor(spawn(watch_and_end))
+            assert (await receive(Down, timeout=5)).ref == ref
+        me = current()
+        return len(me.watching), 2 * _FIRST_LOOK, termite.process_info(server).monitors, len(me.table.monitored)
+
+    held, bound, server_monitors, monitored = run(main)
+    assert server_monitors == 0 and monitored == 0
+    assert held <= bound
+
+
 def test_kill_cannot_be_trapped_and_runs_finally_blocks():
     async def main():
         me = termite.self()

@@ -45,8 +45,8 @@
  *                                            lines, field by field.
  *   process_exited(proc, value, None)        links.process_exited for a
  *                                            process that returned with no
- *                                            links, monitors, callers, name
- *                                            or waiter.
+ *                                            links, monitors (either way),
+ *                                            callers, name or waiter.
  *   call(pid, msg[, timeout])                call.call for a pid, no default
  *                                            and a timeout of None or > 0:
  *                                            make_tag, _watch_call (the Call
@@ -2057,7 +2057,8 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 
 /* -- spawn ---------------------------------------------------------------------- */
 
-static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_callers_off, proc_links_off, proc_name_off;
+static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_callers_off, proc_watching_off, proc_links_off,
+    proc_name_off;
 static Py_ssize_t pid_node_off, pid_serial_off;
 static int process_ready, call_ready;
 static PyObject *process_defaults; /* tuple of (offset, value): Process.__init__'s other slots */
@@ -2906,8 +2907,10 @@ k_process_exited(PyObject *self, PyObject *const *args, size_t nargsf, PyObject 
     PyObject *pid = SLOT(proc, proc_pid_off), *table = SLOT(proc, proc_table_off);
     PyObject *links = SLOT(proc, proc_links_off), *monitors = SLOT(proc, proc_monitors_off);
     PyObject *name = SLOT(proc, proc_name_off), *callers = SLOT(proc, proc_callers_off);
-    if (pid == NULL || table == NULL || links == NULL || monitors == NULL || callers == NULL || name != Py_None ||
-        Py_TYPE(pid) != Pid_type || !empty_or_none(links) || !empty_or_none(monitors) || !empty_or_none(callers)) {
+    PyObject *watching = SLOT(proc, proc_watching_off);
+    if (pid == NULL || table == NULL || links == NULL || monitors == NULL || callers == NULL || watching == NULL ||
+        name != Py_None || Py_TYPE(pid) != Pid_type || !empty_or_none(links) || !empty_or_none(monitors) ||
+        !empty_or_none(callers) || watching != Py_None) {
         return PyObject_Vectorcall(py_process_exited, args, nargsf, kwnames);
     }
     Py_INCREF(pid);
@@ -3078,6 +3081,7 @@ init_process(PyObject *module, PyObject *args)
         (proc_table_off = slot_offset(process, "table")) < 0 ||
         (proc_monitors_off = slot_offset(process, "monitors")) < 0 ||
         (proc_callers_off = slot_offset(process, "callers")) < 0 ||
+        (proc_watching_off = slot_offset(process, "watching")) < 0 ||
         (proc_links_off = slot_offset(process, "links")) < 0 || (proc_name_off = slot_offset(process, "name")) < 0 ||
         (pid_node_off = slot_offset(pid, "node")) < 0 || (pid_serial_off = slot_offset(pid, "serial")) < 0 ||
         (pid_proc_offset = slot_offset(pid, "_proc")) < 0) {

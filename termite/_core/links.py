@@ -140,11 +140,39 @@ def _watch(me: Process, pid: Pid, ref: Tag) -> None:
             target.monitors = {}
         target.monitors[ref] = me.pid
         table.monitored[ref] = target
+        _hold(me, ref, pid)
     elif table.is_local(pid):
         deliver(me, Down(ref, pid, "noproc"))
     elif table.remote is not None:
         table.remote.monitor(me.pid, pid, ref)
+        _hold(me, ref, pid)
     # else: a node this one cannot reach; a transport will report it.
+
+
+class _Watching(dict):
+    """The monitors a process holds, {ref: pid}: those it did not undo are undone when it ends, as Erlang
+    does (else a long-lived process would keep one for each short-lived watcher it outlived).  Those that
+    fired stay until a look at all of them, when the dict has doubled since the last."""
+
+    __slots__ = ("look_at",)
+
+
+_FIRST_LOOK = 64
+
+
+def _hold(me: Process, ref: Tag, pid: Pid) -> None:
+    watching = me.watching
+    if watching is None:
+        watching = me.watching = _Watching()
+        watching.look_at = _FIRST_LOOK
+    watching[ref] = pid
+    if len(watching) > watching.look_at:
+        table = me.table
+        monitored, remote = table.monitored, table.remote
+        for old in [old for old in watching if old not in monitored
+                    and (remote is None or not remote.holds_monitor(old))]:
+            del watching[old]
+        watching.look_at = max(_FIRST_LOOK, 2 * len(watching))
 
 
 def _monitor_for_call(me: Process, pid: Pid, tag: Tag) -> None:
@@ -212,10 +240,13 @@ def settle_calls(proc: Process) -> None:
         return
     if proc.monitors is None:
         proc.monitors = {}
-    monitored = proc.table.monitored
+    table = proc.table
     for entry in callers:
         proc.monitors[entry.tag] = entry.watcher
-        monitored[entry.tag] = proc
+        table.monitored[entry.tag] = proc
+        caller = table.resolve(entry.watcher)
+        if caller is not None:
+            _hold(caller, entry.tag, proc.pid)
 
 
 def demonitor(ref: Tag) -> None:
@@ -225,6 +256,8 @@ def demonitor(ref: Tag) -> None:
 
 def _demonitor(me: Process, ref: Tag) -> bool:
     """Stop monitor ``ref`` of ``me``; False if it was not held (it fired, or never was)."""
+    if me.watching:
+        me.watching.pop(ref, None)
     target = me.table.monitored.pop(ref, None)
     if target is not None:
         if target.monitors:
@@ -310,6 +343,8 @@ def process_exited(proc: Process, value, exc) -> None:
 
     if proc.callers:
         settle_calls(proc)
+    watching = proc.watching
+    proc.watching = None
     proc.waiting = DEAD
     proc.coro = None
     proc.mailbox = None
@@ -333,6 +368,9 @@ def process_exited(proc: Process, value, exc) -> None:
                 table.remote.down(watcher, Down(ref, pid, reason))  # the endpoint forgets the watcher too
             else:
                 send(watcher, Down(ref, pid, reason))
+    if watching:
+        for ref in watching:
+            _demonitor(proc, ref)
     if waiters:
         for callback in waiters:
             callback(value, reason, exc)

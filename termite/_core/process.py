@@ -95,6 +95,7 @@ _PROCESS_FIELDS = (
     # None, or the calls in flight to it from processes of this node: their monitors, not yet in `monitors`
     # (termite._core.links.settle_calls writes them there for whoever reads monitors)
     "callers",
+    "watching",  # None, or {ref: pid} of the monitors it holds: undone when it ends (termite._core.links)
     "trap_exit",
     "name",
     "order",  # a process that migrated: how its messages are put back in order (termite._move.migration)
@@ -121,6 +122,7 @@ class Process(Task):
         self.links = None
         self.monitors = None
         self.callers = None
+        self.watching = None
         self.trap_exit = False
         self.name = None
         self.order = None
@@ -134,7 +136,7 @@ class Process(Task):
 
 #: What Process.__init__ puts in the fields it takes no argument for (the C kernel's spawn too).
 _PROCESS_DEFAULTS = {
-    "links": None, "monitors": None, "callers": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
+    "links": None, "monitors": None, "callers": None, "watching": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
 }
 
 if _core is not None:

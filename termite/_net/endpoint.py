@@ -164,7 +164,6 @@ class Endpoint:
         higher layer's state.  ``monitor_node(None)`` (any node) holds none: it hears of a
         suspended node's loss when a frame next goes there."""
         if self.watches.involves(peer):
-            self._drop_orphan_monitors(peer)
             return True
         for ref, (watcher, node) in list(self.node_watchers.items()):
             if node is not None and node.port == peer.port and node.host == peer.host:
@@ -178,20 +177,6 @@ class Endpoint:
         if moved and any(node == peer for node in moved.values()):
             return True
         return any(fn(peer) for fn in self._holders)
-
-    def _drop_orphan_monitors(self, peer: NodeRef) -> None:
-        """Monitors on ``peer``'s processes whose local watcher ended without demonitor (a process's
-        end does not drop the monitors it holds) would hold the session for ever: demonitored now,
-        so that the next look finds it free (a Down for them would only be dropped)."""
-        table = self.table
-        moved = table.moved
-        dropped = False
-        for ref, watcher in self.watches.monitors_held(peer):
-            if table.resolve(watcher) is None and not (moved and watcher in moved):
-                self.demonitor(ref)
-                dropped = True
-        if dropped:
-            self.kernel.kick()  # the DEMONITORs leave with the next turn
 
     def route_migrants(self, router: MigrantRouter) -> None:
         self._router = router
@@ -277,6 +262,10 @@ class Endpoint:
         node = self.route(pid)
         self.watches.add_monitor(node, ref, watcher, pid)
         self.post(node, (MONITOR, watcher, pid, ref))
+
+    def holds_monitor(self, ref: Tag) -> bool:
+        """Whether monitor ``ref`` of another node's process is held here (not undone, not fired)."""
+        return self.watches.holds_monitor(ref)
 
     def demonitor(self, ref: Tag) -> bool:
         """Undo monitor ``ref`` of a process of another node; False if it is not held (its Down came)."""

@@ -106,10 +106,6 @@ class Watches:
         (its loss would not be seen, and they would never fire)."""
         return bool(self._links.get(node) or self._monitors.get(node) or self._watchers.get(node))
 
-    def monitors_held(self, node: NodeRef) -> list[tuple[Tag, Pid]]:
-        """The monitors local processes hold on processes of ``node``: (ref, local watcher)."""
-        return [(ref, watcher) for ref, (watcher, _) in self._monitors.get(node, {}).items()]
-
     # -- a node lost, a process moved or ended ----------------------------------------
 
     def take_node(self, node: NodeRef) -> Lost:
@@ -184,6 +180,9 @@ class Watches:
                 monitors[ref] = entry
         self._settle(links, monitors)
         return Lost(links, monitors, {})
+
+    def holds_monitor(self, ref: Tag) -> bool:
+        return ref in self._node_of
 
     def cancel_monitor(self, ref: Tag) -> tuple[NodeRef, Pid] | None:
         """Forget monitor ``ref`` as its watcher undoes it: a Down for it still on its way is dropped when it
