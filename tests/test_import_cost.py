@@ -5,7 +5,8 @@ taken from the work it runs (issue 20: ``pytest --termite``'s nodes start
 while its tests run).  The executor and its progress bars pull in rich, and
 ``__version__`` importlib.metadata, so ``termite.Executor``,
 ``termite.progress`` and ``termite.__version__`` import their modules when
-first read (termite/__init__.py).  A module the bare interpreter imports by
+first read (termite/__init__.py), and the executor imports the bars only to
+draw one.  A module the bare interpreter imports by
 itself (a site hook) does not count.
 """
 
@@ -55,6 +56,20 @@ def test_import_termite_leaves_out_the_executor_rich_and_the_version():
     imported = set(json.loads(done.stdout)) - _bare_modules()
     assert "termite._runtime.node" in imported  # the check sees termite's own imports
     assert not _dear(imported), f"import termite imported {_dear(imported)}: import them on first use"
+
+
+def test_the_executor_imports_rich_only_to_draw_a_bar():
+    """The launcher and pytest --termite import termite.executor (local_address_towards), and draw no bar."""
+    done = _python(
+        "import json, sys\n"
+        "import termite\n"
+        "termite.Executor\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    assert done.returncode == 0, done.stderr
+    imported = set(json.loads(done.stdout)) - _bare_modules()
+    assert "termite.executor" in imported
+    assert "rich" not in imported and "termite.progress_bars" not in imported, "rich is for the bars alone"
 
 
 @pytest.mark.timeout(60)
