@@ -16,7 +16,9 @@
     assert termite.run(main) == "pong"
 """
 
-from termite._version import __version__
+import importlib as _importlib
+import typing as _typing
+
 from termite._core.errors import (
     Crash,
     DeadProcess,
@@ -53,8 +55,6 @@ from termite._balance.meter import LOAD_REPORT, Load, node_load, subscribe_load,
 from termite._balance.safepoint import balanceable, checkpoint
 from termite._balance.balancer import BalancerStatistics, balancer_statistics
 from termite._balance.dispatch import average_load, dispatch, dispatch_async, loads, minimum_load, ship, start_dispatcher
-from termite.executor import Executor
-from termite.progress_bars import progress
 from termite.console import say
 from termite._core.process import current as _current
 from termite._core.registry import register, registered, unregister, whereis
@@ -70,6 +70,17 @@ from termite import pg
 from termite import io  # termite.io; kept out of __all__: `from termite import *` must not hide the stdlib's io
 from termite._behaviours.balancing import balancer_spec, start_balancer
 from termite.supervisor import LEAST_LOADED, SPREAD, ChildSpec, ChildSpecError, SupervisorError, spawn_thunk_supervised
+
+# Imported on first use (PEP 562, see __getattr__ below), not with termite: a node never needs them and they
+# are dear to import on every node and client (the executor and its progress bars pull in rich, the
+# version importlib.metadata).  Here for type checkers and the API reference, which read this file.
+if _typing.TYPE_CHECKING:
+    from termite._version import __version__
+    from termite.executor import Executor
+    from termite.progress_bars import progress
+
+#: Public name -> the module that defines it, imported when the name is first read.
+_ON_FIRST_USE = {"__version__": "termite._version", "Executor": "termite.executor", "progress": "termite.progress_bars"}
 
 
 def self() -> Pid:
@@ -211,12 +222,32 @@ __all__ = [
     "RemoteTraceback",
 ]
 
-# Public names live at termite.X, whatever private module defines them.
-for _name in __all__:
-    _obj = globals()[_name]
-    if getattr(_obj, "__module__", "termite").startswith("termite."):
+
+def _at_termite(obj: object) -> None:
+    """Public names live at termite.X, whatever private module defines them."""
+    if getattr(obj, "__module__", "termite").startswith("termite."):
         try:
-            _obj.__module__ = "termite"
+            obj.__module__ = "termite"
         except (AttributeError, TypeError):
             pass
-del _name, _obj
+
+
+for _name in __all__:
+    if _name not in _ON_FIRST_USE:
+        _at_termite(globals()[_name])
+del _name
+
+
+def __getattr__(name: str) -> object:
+    """A name of _ON_FIRST_USE, read for the first time: import its module (PEP 562)."""
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'termite' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    _at_termite(value)
+    globals()[name] = value  # read once: the next read finds it without calling this
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ON_FIRST_USE))

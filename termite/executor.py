@@ -43,7 +43,9 @@ from termite._net.shipping import collect
 from termite._core.links import Down, monitor
 from termite._core.mailbox import receive, send
 from termite._runtime.node import Node
-from termite.progress_bars import Bar, as_completed
+
+# termite.progress_bars is imported where a bar is drawn, not here: it pulls in rich (~30 ms), which
+# the launcher and pytest --termite, importing this module for local_address_towards, never use.
 
 __all__ = ["CLUSTER_ENVIRONMENT", "Executor", "local_address_towards"]
 
@@ -320,6 +322,8 @@ class Executor(concurrent.futures.Executor):
             sizes.append(len(chunk))
         bar = None
         if progress and futures:
+            from termite.progress_bars import Bar
+
             bar = Bar(sum(sizes), progress if isinstance(progress, str) else _label(fn))
             for future, size in zip(futures, sizes):
                 bar.watch(future, size, functools.partial(_failed_calls, size))
@@ -347,6 +351,8 @@ class Executor(concurrent.futures.Executor):
         ``progress``: True, or the bar's label.  Any concurrent futures will
         do, this executor's or others'.
         """
+        from termite.progress_bars import as_completed
+
         return as_completed(futures, timeout, progress=progress)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
