@@ -24,7 +24,8 @@ consecutive runs).  So:
   threads) is kept on one core.  The targets are for *one node per core*,
   as a cluster runs (node A and the DEALER on the first core, node B and the
   ROUTER on the second); ping-pong is also run with *both on one core*,
-  where the rate is CPU time alone, with no wake-up across cores.
+  where the rate is CPU time alone, with no wake-up across cores, and
+  *unpinned*, as before, whose pair ratios show how widely it scatters.
 - The four setups (raw or termite, clear or CURVE) of a placement are
   started once, each pair of processes set up and warmed up, and kept
   alive; then they are timed in short *windows* that take turns: in each of
@@ -205,12 +206,14 @@ def _side(side, kind, warmup, keyfile, placement):
 
 
 def _placements(kind):
-    """label -> (node A's CPUs, node B's CPUs), the first the one targets are for."""
+    """label -> (node A's CPUs, node B's CPUs); the first is the one targets are for."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     if len(cpus) < 2:  # nothing to choose: where the scheduler puts them
         return {"": (None, None)}
     across = {"one node per core": ({cpus[0]}, {cpus[1]})}
-    return across | {"both on one core": ({cpus[0]}, {cpus[0]})} if kind == "pingpong" else across
+    if kind != "pingpong":
+        return across
+    return across | {"both on one core": ({cpus[0]}, {cpus[0]}), "unpinned": (None, None)}
 
 
 def _windows_of(kind, window, warmup, pairs, keyfile, placement):
@@ -270,8 +273,8 @@ def _run(name, kind, quick):
                                 **({"target": TARGET_VS_RAW, "op": ">="} if kind == "pingpong" and n == 0 else {}))
                           for curve in (False, True)]
         cpus = [cpu(side, curve) for curve in (False, True) for side in ("raw", "termite")]
-        if n:  # another placement: how the ratios and the costs move with it
-            results += termite_vs_raw + cpus
+        if n:  # another placement: how the ratios and the costs (with CURVE) move with it
+            results += termite_vs_raw + cpus[2:]
             continue
         stream = {"target": TARGET_STREAM, "op": ">="} if kind == "stream" else {}
         results += [
