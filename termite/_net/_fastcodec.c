@@ -43,6 +43,16 @@
  *       `decoded` the messages of the batch before (decode_frame's
  *       MalformedMessage.decoded).  What deliver or full raise propagates.
  *
+ *   Counter(flows, cls, count, mark, room, slow) -> counter
+ *       termite/_net/flow.py's FlowControl.wrote and .got, the common case.
+ *       counter(node, size): if the dict `flows` holds an object at
+ *       id(node), whose `count` and `mark` attributes (descriptors of
+ *       `cls`, its slots) are ints, and `size` is an int, with
+ *       count + size - mark < room, then that object's `count` becomes
+ *       count + size, and None.  In every other case (no such object,
+ *       past the room, numbers C's long long cannot hold): slow(node,
+ *       size)'s result, nothing done before.
+ *
  * The budget bounds what decoding may allocate: each object is charged an
  * estimate of its CPython size (the COST_ table below; codec.py's _Budget
  * charges the msgpack path the same), and OverBudget is raised as soon as
@@ -60,6 +70,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -1538,6 +1550,162 @@ fast_init(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* -- Counter: flow.py's byte counts, the common case ---------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *flows;         /* dict: id(node) -> the node's counts */
+    PyObject *count, *mark;  /* descriptors of the counts' class */
+    long long room;
+    PyObject *slow;
+    vectorcallfunc vectorcall;
+} Counter;
+
+/* A descriptor's value on `obj` as a long long; 0 if it is not an int that fits (or on an error, set). */
+static int
+count_of(PyObject *descr, PyObject *obj, long long *value)
+{
+    PyObject *v = Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    if (v == NULL) {
+        return 0;
+    }
+    int overflow = 0;
+    *value = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : 0;
+    int ok = PyLong_CheckExact(v) && !overflow && !(*value == -1 && PyErr_Occurred());
+    Py_DECREF(v);
+    return ok;
+}
+
+static PyObject *
+counter_call(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Counter *self = (Counter *)obj;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a Counter takes (node, size)");
+        return NULL;
+    }
+    PyObject *key = PyLong_FromVoidPtr(args[0]);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *counts = PyDict_GetItemWithError(self->flows, key); /* borrowed */
+    Py_DECREF(key);
+    if (counts == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (counts != NULL && PyLong_CheckExact(args[1])) {
+        Py_INCREF(counts);
+        int overflow = 0;
+        long long size = PyLong_AsLongLongAndOverflow(args[1], &overflow), count, mark;
+        int common = !overflow && !(size == -1 && PyErr_Occurred()) && count_of(self->count, counts, &count) &&
+                     count_of(self->mark, counts, &mark) && size >= 0 && count <= LLONG_MAX - size &&
+                     (count + size) - mark < self->room;
+        if (PyErr_Occurred()) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+        if (common) {
+            PyObject *value = PyLong_FromLongLong(count + size);
+            int rc = value == NULL ? -1 : Py_TYPE(self->count)->tp_descr_set(self->count, counts, value);
+            Py_XDECREF(value);
+            Py_DECREF(counts);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        Py_DECREF(counts);
+    }
+    return PyObject_Vectorcall(self->slow, args, 2, NULL);
+}
+
+static PyObject *
+counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *flows, *cls, *count_name, *mark_name, *slow;
+    long long room;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Counter(flows, cls, count, mark, room, slow) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OUULO:Counter", &PyDict_Type, &flows, &cls, &count_name, &mark_name, &room,
+                          &slow)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "Counter(...): slow must be callable");
+        return NULL;
+    }
+    PyObject *count = PyObject_GetAttr(cls, count_name);
+    PyObject *mark = count == NULL ? NULL : PyObject_GetAttr(cls, mark_name);
+    if (mark == NULL || Py_TYPE(count)->tp_descr_get == NULL || Py_TYPE(count)->tp_descr_set == NULL ||
+        Py_TYPE(mark)->tp_descr_get == NULL) {
+        if (mark != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "Counter(...): cls must define count and mark as descriptors "
+                                             "(as __slots__ do)");
+        }
+        Py_XDECREF(count);
+        Py_XDECREF(mark);
+        return NULL;
+    }
+    Counter *self = (Counter *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(count);
+        Py_DECREF(mark);
+        return NULL;
+    }
+    self->flows = Py_NewRef(flows);
+    self->count = count;
+    self->mark = mark;
+    self->room = room;
+    self->slow = Py_NewRef(slow);
+    self->vectorcall = counter_call;
+    return (PyObject *)self;
+}
+
+static int
+counter_traverse(Counter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->flows);
+    Py_VISIT(self->count);
+    Py_VISIT(self->mark);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int
+counter_clear(Counter *self)
+{
+    Py_CLEAR(self->flows);
+    Py_CLEAR(self->count);
+    Py_CLEAR(self->mark);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void
+counter_dealloc(Counter *self)
+{
+    PyObject_GC_UnTrack(self);
+    counter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject Counter_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._fastcodec.Counter",
+    .tp_doc = "Counter(flows, cls, count, mark, room, slow): flow.py's byte counts, the common case",
+    .tp_basicsize = sizeof(Counter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Counter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = counter_new,
+    .tp_dealloc = (destructor)counter_dealloc,
+    .tp_traverse = (traverseproc)counter_traverse,
+    .tp_clear = (inquiry)counter_clear,
+};
+
 static PyMethodDef methods[] = {
     {"init", fast_init, METH_VARARGS,
      "init(Pid, Tag, NodeRef, TUPLE_MARK, node_payloads, nodes, node_payload, node, ext, ext_untrusted, "
@@ -1572,6 +1740,7 @@ PyInit__fastcodec(void)
     Truncated = PyErr_NewException("termite._net._fastcodec.Truncated", PyExc_ValueError, NULL);
     OverBudget = PyErr_NewException("termite._net._fastcodec.OverBudget", PyExc_ValueError, NULL);
     if (empty_tuple == NULL || str_order == NULL || str_mailbox == NULL || Truncated == NULL || OverBudget == NULL ||
+        PyType_Ready(&Counter_type) < 0 || PyModule_AddObjectRef(module, "Counter", (PyObject *)&Counter_type) < 0 ||
         PyModule_AddObjectRef(module, "Truncated", Truncated) < 0 ||
         PyModule_AddObjectRef(module, "OverBudget", OverBudget) < 0) {
         Py_DECREF(module);
