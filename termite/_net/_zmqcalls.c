@@ -35,6 +35,20 @@
  *       went, stats.frames_out += 1 and stats.bytes_out += len(data), and
  *       None.  In every other case (another peer, none aimed, a larger
  *       frame, the send failed): fallback(peer, data)'s result.
+ *   Reader(transport, handle, heard, stats) -> reader
+ *       Transport._read_one (termite/_net/transport.py), step for step, on
+ *       the ROUTER `handle`, for the loop's thread: reader() reads one
+ *       message without waiting (False if there is none, else True).  A
+ *       message of other than two parts, or whose identity the dict `heard`
+ *       does not hold, goes whole to transport._read_unusual(message).
+ *       Else, with entry = heard[identity] (a [peer, heard at] list) and
+ *       now = CLOCK_MONOTONIC (time.monotonic()): if now -
+ *       transport._read_at > transport._gap, transport._attentive_since =
+ *       now; entry[1] = transport._read_at = now; an empty part (a
+ *       heartbeat) ends there; one over transport.max_frame goes to
+ *       transport._too_large(peer, part); else stats.bytes_in += its size,
+ *       stats.frames_in += 1, and transport.on_frames(peer, [part]).
+ *       What those calls raise propagates.
  *   wait_idle(loop, handle, fd, clock, read_one, run) -> bool
  *       termite/_net/zmq_native.py's _wait_idle_py with this poll, step for
  *       step: while the asyncio loop has nothing else to do (its _ready,
@@ -734,6 +748,259 @@ static PyTypeObject FrameSender_type = {
     .tp_members = sender_members,
 };
 
+/* -- Reader: Transport._read_one on the loop's thread ----------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *transport, *heard, *stats;
+    PyObject *frames_in, *bytes_in; /* type(stats)'s descriptors of those counters */
+    void *handle;
+    vectorcallfunc vectorcall;
+} Reader;
+
+static PyObject *str_read_at, *str_gap, *str_attentive_since, *str_max_frame, *str_on_frames, *str_read_unusual,
+    *str_too_large, *str_frames_in, *str_bytes_in;
+
+/* A counter's descriptor on `cls`, checked: a new reference, or NULL with TypeError. */
+static PyObject *
+counter_descr(PyObject *cls, PyObject *name, const char *who)
+{
+    PyObject *descr = PyObject_GetAttr(cls, name);
+    if (descr != NULL && Py_TYPE(descr)->tp_descr_get != NULL && Py_TYPE(descr)->tp_descr_set != NULL) {
+        return descr;
+    }
+    if (descr != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: stats's class must define %U as a descriptor (as __slots__ do)", who,
+                     name);
+    }
+    Py_XDECREF(descr);
+    return NULL;
+}
+
+/* The whole message, the two parts read and the rest, as a tuple; NULL with an exception. */
+static PyObject *
+whole_message(void *sock, PyObject *identity, PyObject *part, int more)
+{
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL || PyList_Append(parts, identity) < 0 || (part != NULL && PyList_Append(parts, part) < 0)) {
+        Py_XDECREF(parts);
+        return NULL;
+    }
+    while (more) {
+        PyObject *next = recv_part(sock, ZMQ_DONTWAIT, &more, NULL);
+        if (next == NULL || PyList_Append(parts, next) < 0) {
+            Py_XDECREF(next);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(next);
+    }
+    PyObject *message = PyList_AsTuple(parts);
+    Py_DECREF(parts);
+    return message;
+}
+
+/* transport.<name>(*args) -> True; NULL with an exception. */
+static PyObject *
+hand_to(PyObject *transport, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *args[3] = {transport, a, b};
+    PyObject *r = PyObject_VectorcallMethod(name, args, (b == NULL ? 2 : 3) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+reader_read(Reader *self)
+{
+    if (!ready()) {
+        return NULL;
+    }
+    int more = 0, again = 0;
+    PyObject *identity = recv_part(self->handle, ZMQ_DONTWAIT, &more, &again), *part = NULL, *result = NULL;
+    if (identity == NULL) {
+        if (again) {
+            Py_RETURN_FALSE;
+        }
+        return NULL;
+    }
+    if (more) { /* a ROUTER message has at least one part after the id */
+        part = recv_part(self->handle, ZMQ_DONTWAIT, &more, NULL);
+        if (part == NULL) {
+            goto done;
+        }
+    }
+    PyObject *entry = more || part == NULL ? NULL : PyDict_GetItemWithError(self->heard, identity); /* borrowed */
+    if (entry == NULL) {
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        PyObject *message = whole_message(self->handle, identity, part, more);
+        if (message != NULL) {
+            result = hand_to(self->transport, str_read_unusual, message, NULL);
+            Py_DECREF(message);
+        }
+        goto done;
+    }
+    Py_INCREF(entry);
+    PyObject *transport = self->transport, *now = NULL, *peer = NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    PyObject *read_at = PyObject_GetAttr(transport, str_read_at);
+    PyObject *gap = read_at == NULL ? NULL : PyObject_GetAttr(transport, str_gap);
+    double last = read_at == NULL ? 0.0 : PyFloat_AsDouble(read_at), longest = gap == NULL ? 0.0 : PyFloat_AsDouble(gap);
+    Py_XDECREF(read_at);
+    Py_XDECREF(gap);
+    if (gap == NULL || PyErr_Occurred() || (now = PyFloat_FromDouble(t)) == NULL) {
+        goto entry_done;
+    }
+    if (t - last > longest && PyObject_SetAttr(transport, str_attentive_since, now) < 0) {
+        goto entry_done;
+    }
+    if (PySequence_SetItem(entry, 1, now) < 0 || PyObject_SetAttr(transport, str_read_at, now) < 0) {
+        goto entry_done;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(part);
+    if (size == 0) { /* a heartbeat */
+        result = Py_NewRef(Py_True);
+        goto entry_done;
+    }
+    if ((peer = PySequence_GetItem(entry, 0)) == NULL) {
+        goto entry_done;
+    }
+    PyObject *limit = PyObject_GetAttr(transport, str_max_frame);
+    PyObject *size_obj = limit == NULL ? NULL : PyLong_FromSsize_t(size);
+    int over = size_obj == NULL ? -1 : PyObject_RichCompareBool(size_obj, limit, Py_GT);
+    Py_XDECREF(limit);
+    Py_XDECREF(size_obj);
+    if (over < 0) {
+        goto entry_done;
+    }
+    if (over) {
+        result = hand_to(transport, str_too_large, peer, part);
+        goto entry_done;
+    }
+    if (add_to(self->stats, self->bytes_in, size) < 0 || add_to(self->stats, self->frames_in, 1) < 0) {
+        goto entry_done;
+    }
+    PyObject *frames = PyList_New(1);
+    if (frames == NULL) {
+        goto entry_done;
+    }
+    PyList_SET_ITEM(frames, 0, Py_NewRef(part));
+    PyObject *on_frames = PyObject_GetAttr(transport, str_on_frames);
+    if (on_frames != NULL) {
+        PyObject *args[2] = {peer, frames};
+        PyObject *r = PyObject_Vectorcall(on_frames, args, 2, NULL);
+        Py_DECREF(on_frames);
+        if (r != NULL) {
+            Py_DECREF(r);
+            result = Py_NewRef(Py_True);
+        }
+    }
+    Py_DECREF(frames);
+entry_done:
+    Py_DECREF(entry);
+    Py_XDECREF(now);
+    Py_XDECREF(peer);
+done:
+    Py_DECREF(identity);
+    Py_XDECREF(part);
+    return result;
+}
+
+static PyObject *
+reader_call(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a Reader takes no arguments");
+        return NULL;
+    }
+    return reader_read((Reader *)obj);
+}
+
+static PyObject *
+reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *transport, *handle_obj, *heard, *stats;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) ||
+        !PyArg_ParseTuple(args, "OOO!O:Reader", &transport, &handle_obj, &PyDict_Type, &heard, &stats)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "Reader(transport, handle, heard, stats) takes no keywords");
+        }
+        return NULL;
+    }
+    void *handle = handle_of(handle_obj);
+    if (handle == NULL) {
+        return NULL;
+    }
+    PyObject *frames_in = counter_descr((PyObject *)Py_TYPE(stats), str_frames_in, "Reader");
+    PyObject *bytes_in = frames_in == NULL ? NULL : counter_descr((PyObject *)Py_TYPE(stats), str_bytes_in, "Reader");
+    Reader *self = bytes_in == NULL ? NULL : (Reader *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_XDECREF(frames_in);
+        Py_XDECREF(bytes_in);
+        return NULL;
+    }
+    self->transport = Py_NewRef(transport);
+    self->heard = Py_NewRef(heard);
+    self->stats = Py_NewRef(stats);
+    self->frames_in = frames_in;
+    self->bytes_in = bytes_in;
+    self->handle = handle;
+    self->vectorcall = reader_call;
+    return (PyObject *)self;
+}
+
+static int
+reader_traverse(Reader *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->transport);
+    Py_VISIT(self->heard);
+    Py_VISIT(self->stats);
+    Py_VISIT(self->frames_in);
+    Py_VISIT(self->bytes_in);
+    return 0;
+}
+
+static int
+reader_clear(Reader *self)
+{
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->heard);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->frames_in);
+    Py_CLEAR(self->bytes_in);
+    return 0;
+}
+
+static void
+reader_dealloc(Reader *self)
+{
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject Reader_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._zmqcalls.Reader",
+    .tp_doc = "Reader(transport, handle, heard, stats): Transport._read_one in C (see the module's doc)",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Reader, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = reader_new,
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+};
+
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS, "init(libzmq_path, error_for) -> (major, minor, patch)"},
     {"recv", recv, METH_O, "recv(handle) -> (identity, part, ...) or None, without waiting"},
@@ -756,20 +1023,24 @@ PyInit__zmqcalls(void)
         {&str_resolution, "_clock_resolution"}, {&str_stopping, "_stopping"}, {&str_selector, "_selector"},
         {&str_fd_to_key, "_fd_to_key"}, {&str_when, "_when"}, {&str_acquire, "acquire"}, {&str_release, "release"},
         {&str_underlying, "underlying"}, {&str_frames_out, "frames_out"}, {&str_bytes_out, "bytes_out"},
+        {&str_read_at, "_read_at"}, {&str_gap, "_gap"}, {&str_attentive_since, "_attentive_since"},
+        {&str_max_frame, "max_frame"}, {&str_on_frames, "on_frames"}, {&str_read_unusual, "_read_unusual"},
+        {&str_too_large, "_too_large"}, {&str_frames_in, "frames_in"}, {&str_bytes_in, "bytes_in"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((*names[i].var = PyUnicode_InternFromString(names[i].text)) == NULL) {
             return NULL;
         }
     }
-    if (PyType_Ready(&FrameSender_type) < 0) {
+    if (PyType_Ready(&FrameSender_type) < 0 || PyType_Ready(&Reader_type) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "FrameSender", (PyObject *)&FrameSender_type) < 0) {
+    if (PyModule_AddObjectRef(module, "FrameSender", (PyObject *)&FrameSender_type) < 0 ||
+        PyModule_AddObjectRef(module, "Reader", (PyObject *)&Reader_type) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -278,6 +278,9 @@ class Transport:
                 self._handle = self.router.underlying
                 self._recv_message = _native.recv
                 self._poll = _native.poll
+                reader = getattr(_native, "Reader", None)  # _read_one in C, with no Python on the way
+                if reader is not None:
+                    self._read_one = reader(self, self._handle, self._heard, self.stats)
             self._tick_handle = loop.call_soon(self._tick)
             self._gap = max(2 * self.heartbeat_interval, 0.2)
         self._thread.start()
@@ -550,29 +553,33 @@ class Transport:
             return False
         entry = self._heard.get(message[0])
         if entry is None or len(message) != 2:
-            peer, frames = self._unusual(message)
-            if not frames:
-                return True
-            self.stats.frames_in += len(frames)
-        else:  # what termite nodes send: one part, from a peer already known
-            now = _monotonic()
-            if now - self._read_at > self._gap:  # _attend, inline: this runs per message
-                self._attentive_since = now
-            entry[1] = self._read_at = now
-            frame = message[1]
-            size = len(frame)
-            if not size:
-                return True  # heartbeat
-            peer = entry[0]
-            if size > self.max_frame:
-                self._too_large(peer, frame)
-                return True
-            frames = [frame]
-            stats = self.stats
-            stats.bytes_in += size
-            stats.frames_in += 1
-        self.on_frames(peer, frames)
+            self._read_unusual(message)
+            return True
+        # What termite nodes send: one part, from a peer already known.
+        now = _monotonic()
+        if now - self._read_at > self._gap:  # _attend, inline: this runs per message
+            self._attentive_since = now
+        entry[1] = self._read_at = now
+        frame = message[1]
+        size = len(frame)
+        if not size:
+            return True  # heartbeat
+        peer = entry[0]
+        if size > self.max_frame:
+            self._too_large(peer, frame)
+            return True
+        stats = self.stats
+        stats.bytes_in += size
+        stats.frames_in += 1
+        self.on_frames(peer, [frame])
         return True
+
+    def _read_unusual(self, message: tuple) -> None:
+        """Hand on the frames of a message from a sender not known yet, or of several parts."""
+        peer, frames = self._unusual(message)
+        if frames:
+            self.stats.frames_in += len(frames)
+            self.on_frames(peer, frames)
 
     def _unusual(self, message: tuple) -> tuple[NodeRef | None, list[bytes]]:
         """A message from a sender not known yet (parse its id, greet it), or
