@@ -85,7 +85,6 @@ class Driver:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self._errors = tempfile.TemporaryFile("w+")  # a file, not a pipe: a chatty child never blocks
         self.what = f"{module}.{func}{tuple(args)}"
-        self.wait = wait
         self.proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(lifetime), module, func, json.dumps(args)],
                                      cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self._errors, preexec_fn=pinned(cpus))
