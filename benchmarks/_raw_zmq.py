@@ -2,7 +2,8 @@
 
 Two Python processes and nothing else: a ROUTER that binds (``python -m
 benchmarks._raw_zmq router [KEYFILE]``, which prints ``raw router PORT``) and
-a DEALER that connects (:func:`dealer`, run as a child by run_child).  Each
+a DEALER that connects (:func:`dealer`, a child that times the windows
+benchmarks/nodes.py asks for, see benchmarks/_windows.py).  Each
 message is one msgpack-encoded small tuple in one zmq send, as termite sends
 one encoded frame per message.  With a key file both ends use CURVE with the
 cluster's key pair; the ROUTER runs no ZAP handler (no admission check).
@@ -19,6 +20,8 @@ import time
 import msgpack
 import zmq
 import zmq.auth
+
+from benchmarks import _windows
 
 TIMEOUT_MS = 10_000  # no send or receive of the dealer waits longer
 
@@ -66,29 +69,34 @@ def _dealer_socket(ctx, port, keyfile):
     return sock
 
 
-def dealer(kind: str, port: int, count: int, warmup: int, keyfile=None) -> float:
-    """After a warm-up, round trips/s (pingpong) or messages/s at the router (stream)."""
+def _window(kind, send, recv, n) -> float:
+    """``n`` exchanges: round trips/s (pingpong) or messages/s at the router (stream)."""
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    if kind == "pingpong":
+        start = time.perf_counter()
+        for i in range(n):
+            send(packb(("ping", i)))
+            unpackb(recv())
+        return n / (time.perf_counter() - start)
+    for i in range(n):
+        send(packb(("data", i)))
+    send(packb(("end",)))
+    got, seconds = unpackb(recv())
+    if got != n:
+        raise RuntimeError(f"the router counted {got} of {n} messages")
+    return n / seconds
+
+
+def dealer(kind: str, port: int, warmup: int, keyfile=None) -> None:
+    """After a warm-up, time the windows the parent asks for (benchmarks/_windows.py)."""
     ctx = zmq.Context()
     try:
         sock = _dealer_socket(ctx, port, keyfile)
         send, recv = sock.send, sock.recv
-        packb, unpackb = msgpack.packb, msgpack.unpackb
-        for n in (warmup, count):
-            if kind == "pingpong":
-                start = time.perf_counter()
-                for i in range(n):
-                    send(packb(("ping", i)))
-                    unpackb(recv())
-                rate = n / (time.perf_counter() - start)
-            else:
-                for i in range(n):
-                    send(packb(("data", i)))
-                send(packb(("end",)))
-                got, seconds = unpackb(recv())
-                if got != n:
-                    raise RuntimeError(f"the router counted {got} of {n} messages")
-                rate = n / seconds
-        return rate
+        _window(kind, send, recv, warmup)
+        _windows.ready()
+        while (n := _windows.next_window()) is not None:
+            _windows.report(_window(kind, send, recv, n))
     finally:
         ctx.destroy(linger=0)
 

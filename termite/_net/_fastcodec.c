@@ -43,6 +43,26 @@
  *       `decoded` the messages of the batch before (decode_frame's
  *       MalformedMessage.decoded).  What deliver or full raise propagates.
  *
+ *   Counter(flows, cls, count, mark, room, slow) -> counter
+ *       termite/_net/flow.py's FlowControl.wrote and .got, the common case.
+ *       counter(node, size): if the dict `flows` holds an object at
+ *       id(node), whose `count` and `mark` attributes (descriptors of
+ *       `cls`, its slots) are ints, and `size` is an int, with
+ *       count + size - mark < room, then that object's `count` becomes
+ *       count + size, and None.  In every other case (no such object,
+ *       past the room, numbers C's long long cannot hold): slow(node,
+ *       size)'s result, nothing done before.
+ *
+ *   Outbox(kernel, pids, peers, numbered, kind, send_frame, wrote, slow_send,
+ *          batch, flush_batches, out, batch_bytes) -> outbox
+ *       termite/_net/endpoint.py's _Outbox, step for step: outbox.send(pid,
+ *       msg), outbox.post(node, data), outbox.flush(), outbox.one (the frame
+ *       held, or None) and outbox.numbered (settable) as that class's
+ *       docstring says.  send encodes as encode_message does.  One step
+ *       less than the Python: post remembers the last (sent_to set, node)
+ *       it noted, and does not look that node up in that same set again
+ *       (sent_to sets only grow; a migration replaces them by None).
+ *
  * The budget bounds what decoding may allocate: each object is charged an
  * estimate of its CPython size (the COST_ table below; codec.py's _Budget
  * charges the msgpack path the same), and OverBudget is raised as soon as
@@ -60,6 +80,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -1538,6 +1560,507 @@ fast_init(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* -- Counter: flow.py's byte counts, the common case ---------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *flows;         /* dict: id(node) -> the node's counts */
+    PyObject *count, *mark;  /* descriptors of the counts' class */
+    long long room;
+    PyObject *slow;
+    vectorcallfunc vectorcall;
+} Counter;
+
+/* A descriptor's value on `obj` as a long long; 0 if it is not an int that fits (or on an error, set). */
+static int
+count_of(PyObject *descr, PyObject *obj, long long *value)
+{
+    PyObject *v = Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    if (v == NULL) {
+        return 0;
+    }
+    int overflow = 0;
+    *value = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : 0;
+    int ok = PyLong_CheckExact(v) && !overflow && !(*value == -1 && PyErr_Occurred());
+    Py_DECREF(v);
+    return ok;
+}
+
+static PyObject *
+counter_call(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Counter *self = (Counter *)obj;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a Counter takes (node, size)");
+        return NULL;
+    }
+    PyObject *key = PyLong_FromVoidPtr(args[0]);
+    if (key == NULL) {
+        return NULL;
+    }
+    PyObject *counts = PyDict_GetItemWithError(self->flows, key); /* borrowed */
+    Py_DECREF(key);
+    if (counts == NULL && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (counts != NULL && PyLong_CheckExact(args[1])) {
+        Py_INCREF(counts);
+        int overflow = 0;
+        long long size = PyLong_AsLongLongAndOverflow(args[1], &overflow), count, mark;
+        int common = !overflow && !(size == -1 && PyErr_Occurred()) && count_of(self->count, counts, &count) &&
+                     count_of(self->mark, counts, &mark) && size >= 0 && count <= LLONG_MAX - size &&
+                     (count + size) - mark < self->room;
+        if (PyErr_Occurred()) {
+            Py_DECREF(counts);
+            return NULL;
+        }
+        if (common) {
+            PyObject *value = PyLong_FromLongLong(count + size);
+            int rc = value == NULL ? -1 : Py_TYPE(self->count)->tp_descr_set(self->count, counts, value);
+            Py_XDECREF(value);
+            Py_DECREF(counts);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        Py_DECREF(counts);
+    }
+    return PyObject_Vectorcall(self->slow, args, 2, NULL);
+}
+
+static PyObject *
+counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *flows, *cls, *count_name, *mark_name, *slow;
+    long long room;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Counter(flows, cls, count, mark, room, slow) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OUULO:Counter", &PyDict_Type, &flows, &cls, &count_name, &mark_name, &room,
+                          &slow)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError, "Counter(...): slow must be callable");
+        return NULL;
+    }
+    PyObject *count = PyObject_GetAttr(cls, count_name);
+    PyObject *mark = count == NULL ? NULL : PyObject_GetAttr(cls, mark_name);
+    if (mark == NULL || Py_TYPE(count)->tp_descr_get == NULL || Py_TYPE(count)->tp_descr_set == NULL ||
+        Py_TYPE(mark)->tp_descr_get == NULL) {
+        if (mark != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "Counter(...): cls must define count and mark as descriptors "
+                                             "(as __slots__ do)");
+        }
+        Py_XDECREF(count);
+        Py_XDECREF(mark);
+        return NULL;
+    }
+    Counter *self = (Counter *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(count);
+        Py_DECREF(mark);
+        return NULL;
+    }
+    self->flows = Py_NewRef(flows);
+    self->count = count;
+    self->mark = mark;
+    self->room = room;
+    self->slow = Py_NewRef(slow);
+    self->vectorcall = counter_call;
+    return (PyObject *)self;
+}
+
+static int
+counter_traverse(Counter *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->flows);
+    Py_VISIT(self->count);
+    Py_VISIT(self->mark);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int
+counter_clear(Counter *self)
+{
+    Py_CLEAR(self->flows);
+    Py_CLEAR(self->count);
+    Py_CLEAR(self->mark);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void
+counter_dealloc(Counter *self)
+{
+    PyObject_GC_UnTrack(self);
+    counter_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject Counter_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._fastcodec.Counter",
+    .tp_doc = "Counter(flows, cls, count, mark, room, slow): flow.py's byte counts, the common case",
+    .tp_basicsize = sizeof(Counter),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Counter, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = counter_new,
+    .tp_dealloc = (destructor)counter_dealloc,
+    .tp_traverse = (traverseproc)counter_traverse,
+    .tp_clear = (inquiry)counter_clear,
+};
+
+/* -- Outbox: endpoint.py's _Outbox, the frames of a kernel turn ------------ */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *kernel, *task;        /* the kernel, and its class's `task` descriptor (or NULL) */
+    PyObject *pids, *peers;         /* flow control's: sends go the slow way while either holds any */
+    PyObject *numbered;             /* pids that migrated: their sends too */
+    PyObject *kind;                 /* SEND */
+    PyObject *send_frame, *wrote, *slow_send, *batch, *flush_batches;
+    PyObject *out;                  /* the batches of the turn (a dict) */
+    Py_ssize_t batch_bytes;
+    PyObject *one;                  /* (node, data), or None */
+    PyObject *noted_set, *noted_node; /* the last node noted in a sent_to set (or NULL) */
+} Outbox;
+
+static PyObject *str_task, *str_sent_to, *str_node, *str_add;
+
+static PyObject *
+outbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *kernel, *pids, *peers, *numbered, *kind, *send_frame, *wrote, *slow_send, *batch, *flush_batches, *out;
+    Py_ssize_t batch_bytes;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Outbox(...) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!O!OOOOOOOO!n:Outbox", &kernel, &PyDict_Type, &pids, &PyDict_Type, &peers,
+                          &numbered, &kind, &send_frame, &wrote, &slow_send, &batch, &flush_batches, &PyDict_Type,
+                          &out, &batch_bytes)) {
+        return NULL;
+    }
+    /* The C kernel's task is a member, read by its descriptor; the Python kernel's an attribute. */
+    PyObject *task = PyObject_GetAttr((PyObject *)Py_TYPE(kernel), str_task);
+    if (task == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    else if (Py_TYPE(task)->tp_descr_get == NULL || Py_TYPE(task)->tp_descr_set == NULL) {
+        Py_CLEAR(task);
+    }
+    Outbox *self = (Outbox *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_XDECREF(task);
+        return NULL;
+    }
+    self->kernel = Py_NewRef(kernel);
+    self->task = task; /* or NULL */
+    self->pids = Py_NewRef(pids);
+    self->peers = Py_NewRef(peers);
+    self->numbered = Py_NewRef(numbered);
+    self->kind = Py_NewRef(kind);
+    self->send_frame = Py_NewRef(send_frame);
+    self->wrote = Py_NewRef(wrote);
+    self->slow_send = Py_NewRef(slow_send);
+    self->batch = Py_NewRef(batch);
+    self->flush_batches = Py_NewRef(flush_batches);
+    self->out = Py_NewRef(out);
+    self->batch_bytes = batch_bytes;
+    self->one = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+static int
+outbox_traverse(Outbox *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->kernel);
+    Py_VISIT(self->task);
+    Py_VISIT(self->pids);
+    Py_VISIT(self->peers);
+    Py_VISIT(self->numbered);
+    Py_VISIT(self->kind);
+    Py_VISIT(self->send_frame);
+    Py_VISIT(self->wrote);
+    Py_VISIT(self->slow_send);
+    Py_VISIT(self->batch);
+    Py_VISIT(self->flush_batches);
+    Py_VISIT(self->out);
+    Py_VISIT(self->one);
+    Py_VISIT(self->noted_set);
+    Py_VISIT(self->noted_node);
+    return 0;
+}
+
+static int
+outbox_clear(Outbox *self)
+{
+    Py_CLEAR(self->kernel);
+    Py_CLEAR(self->task);
+    Py_CLEAR(self->pids);
+    Py_CLEAR(self->peers);
+    Py_CLEAR(self->numbered);
+    Py_CLEAR(self->kind);
+    Py_CLEAR(self->send_frame);
+    Py_CLEAR(self->wrote);
+    Py_CLEAR(self->slow_send);
+    Py_CLEAR(self->batch);
+    Py_CLEAR(self->flush_batches);
+    Py_CLEAR(self->out);
+    Py_CLEAR(self->one);
+    Py_CLEAR(self->noted_set);
+    Py_CLEAR(self->noted_node);
+    return 0;
+}
+
+static void
+outbox_dealloc(Outbox *self)
+{
+    PyObject_GC_UnTrack(self);
+    outbox_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* fn(a, b); 0, or -1 with an exception. */
+static int
+call2(PyObject *fn, PyObject *a, PyObject *b)
+{
+    PyObject *args[2] = {a, b};
+    PyObject *r = PyObject_Vectorcall(fn, args, 2, NULL);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* The running process notes `node` in its sent_to set; 0, or -1 with an exception. */
+static int
+note_node(Outbox *self, PyObject *node)
+{
+    PyObject *proc = self->task == NULL ? PyObject_GetAttr(self->kernel, str_task)
+                                        : Py_TYPE(self->task)->tp_descr_get(self->task, self->kernel,
+                                                                            (PyObject *)Py_TYPE(self->kernel));
+    if (proc == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    if (proc != Py_None) {
+        PyObject *sent_to = PyObject_GetAttr(proc, str_sent_to);
+        if (sent_to == NULL) {
+            rc = -1;
+        }
+        else if (sent_to == Py_None) {
+            PyObject *set = PySet_New(NULL);
+            rc = set == NULL || PySet_Add(set, node) < 0 || PyObject_SetAttr(proc, str_sent_to, set) < 0 ? -1 : 0;
+            if (rc == 0) {
+                Py_XSETREF(self->noted_set, Py_NewRef(set));
+                Py_XSETREF(self->noted_node, Py_NewRef(node));
+            }
+            Py_XDECREF(set);
+        }
+        else if (sent_to != self->noted_set || node != self->noted_node) {
+            int in = PySequence_Contains(sent_to, node);
+            if (in < 0) {
+                rc = -1;
+            }
+            else if (!in) {
+                PyObject *r = PySet_Check(sent_to) ? (PySet_Add(sent_to, node) < 0 ? NULL : Py_NewRef(Py_None))
+                                                   : PyObject_CallMethodOneArg(sent_to, str_add, node);
+                rc = r == NULL ? -1 : 0;
+                Py_XDECREF(r);
+            }
+            if (rc == 0) {
+                Py_XSETREF(self->noted_set, Py_NewRef(sent_to));
+                Py_XSETREF(self->noted_node, Py_NewRef(node));
+            }
+        }
+        Py_XDECREF(sent_to);
+    }
+    Py_DECREF(proc);
+    return rc;
+}
+
+static int
+outbox_post_one(Outbox *self, PyObject *node, PyObject *data)
+{
+    if (note_node(self, node) < 0) {
+        return -1;
+    }
+    if (self->one == Py_None) {
+        Py_ssize_t size = PyObject_Length(data);
+        if (size < 0) {
+            return -1;
+        }
+        if (PyDict_GET_SIZE(self->out) == 0 && size < self->batch_bytes) {
+            PyObject *one = PyTuple_Pack(2, node, data);
+            if (one == NULL) {
+                return -1;
+            }
+            Py_SETREF(self->one, one);
+            return 0;
+        }
+    }
+    else {
+        PyObject *held = self->one;
+        self->one = Py_NewRef(Py_None);
+        int rc = PyTuple_CheckExact(held) && PyTuple_GET_SIZE(held) == 2
+                     ? call2(self->batch, PyTuple_GET_ITEM(held, 0), PyTuple_GET_ITEM(held, 1))
+                     : (PyErr_SetString(PyExc_TypeError, "Outbox.one must be a (node, data) tuple"), -1);
+        Py_DECREF(held);
+        if (rc < 0) {
+            return -1;
+        }
+    }
+    return call2(self->batch, node, data);
+}
+
+static PyObject *
+outbox_post(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "post(node, data)");
+        return NULL;
+    }
+    if (outbox_post_one(self, args[0], args[1]) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+outbox_send(Outbox *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "send(pid, msg)");
+        return NULL;
+    }
+    PyObject *pid = args[0], *msg = args[1];
+    int slow = PyDict_GET_SIZE(self->pids) != 0 || PyDict_GET_SIZE(self->peers) != 0;
+    if (!slow) {
+        int numbered = PyObject_IsTrue(self->numbered);
+        if (numbered > 0) {
+            numbered = PySequence_Contains(self->numbered, pid);
+        }
+        if (numbered < 0) {
+            return NULL;
+        }
+        slow = numbered;
+    }
+    if (slow) {
+        return PyObject_Vectorcall(self->slow_send, args, 2, NULL);
+    }
+    PyObject *frame = PyTuple_Pack(3, self->kind, pid, msg);
+    PyObject *data = frame == NULL ? NULL : fast_encode_message(NULL, frame);
+    Py_XDECREF(frame);
+    PyObject *node = data == NULL ? NULL : PyObject_GetAttr(pid, str_node);
+    int rc = node == NULL ? -1 : outbox_post_one(self, node, data);
+    Py_XDECREF(data);
+    Py_XDECREF(node);
+    if (rc < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+outbox_flush(Outbox *self, PyObject *unused)
+{
+    if (self->one != Py_None) {
+        PyObject *held = self->one;
+        self->one = Py_NewRef(Py_None);
+        int rc = -1;
+        if (!PyTuple_CheckExact(held) || PyTuple_GET_SIZE(held) != 2) {
+            PyErr_SetString(PyExc_TypeError, "Outbox.one must be a (node, data) tuple");
+        }
+        else {
+            PyObject *node = PyTuple_GET_ITEM(held, 0), *data = PyTuple_GET_ITEM(held, 1);
+            Py_ssize_t size = -1;
+            if (call2(self->send_frame, node, data) == 0 && (size = PyObject_Length(data)) >= 0) {
+                PyObject *n = PyLong_FromSsize_t(size);
+                rc = n == NULL ? -1 : call2(self->wrote, node, n);
+                Py_XDECREF(n);
+            }
+        }
+        Py_DECREF(held);
+        if (rc < 0) {
+            return NULL;
+        }
+    }
+    if (PyDict_GET_SIZE(self->out) != 0) {
+        return PyObject_CallNoArgs(self->flush_batches);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+outbox_get_one(Outbox *self, void *closure)
+{
+    return Py_NewRef(self->one);
+}
+
+static int
+outbox_set_one(Outbox *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "Outbox.one cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->one, Py_NewRef(value));
+    return 0;
+}
+
+static PyObject *
+outbox_get_numbered(Outbox *self, void *closure)
+{
+    return Py_NewRef(self->numbered);
+}
+
+static int
+outbox_set_numbered(Outbox *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "Outbox.numbered cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->numbered, Py_NewRef(value));
+    return 0;
+}
+
+static PyMethodDef outbox_methods[] = {
+    {"send", (PyCFunction)(void (*)(void))outbox_send, METH_FASTCALL, "send(pid, msg): see _Outbox"},
+    {"post", (PyCFunction)(void (*)(void))outbox_post, METH_FASTCALL, "post(node, data): see _Outbox"},
+    {"flush", (PyCFunction)outbox_flush, METH_NOARGS, "flush(): see _Outbox"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef outbox_getset[] = {
+    {"one", (getter)outbox_get_one, (setter)outbox_set_one, "the turn's only frame so far, (node, data), or None"},
+    {"numbered", (getter)outbox_get_numbered, (setter)outbox_set_numbered, "pids whose sends take the slow path"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Outbox_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._fastcodec.Outbox",
+    .tp_doc = "Outbox(kernel, pids, peers, numbered, kind, send_frame, wrote, slow_send, batch, flush_batches, out, "
+              "batch_bytes): endpoint.py's _Outbox in C",
+    .tp_basicsize = sizeof(Outbox),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = outbox_new,
+    .tp_dealloc = (destructor)outbox_dealloc,
+    .tp_traverse = (traverseproc)outbox_traverse,
+    .tp_clear = (inquiry)outbox_clear,
+    .tp_methods = outbox_methods,
+    .tp_getset = outbox_getset,
+};
+
 static PyMethodDef methods[] = {
     {"init", fast_init, METH_VARARGS,
      "init(Pid, Tag, NodeRef, TUPLE_MARK, node_payloads, nodes, node_payload, node, ext, ext_untrusted, "
@@ -1572,6 +2095,12 @@ PyInit__fastcodec(void)
     Truncated = PyErr_NewException("termite._net._fastcodec.Truncated", PyExc_ValueError, NULL);
     OverBudget = PyErr_NewException("termite._net._fastcodec.OverBudget", PyExc_ValueError, NULL);
     if (empty_tuple == NULL || str_order == NULL || str_mailbox == NULL || Truncated == NULL || OverBudget == NULL ||
+        PyType_Ready(&Counter_type) < 0 || PyModule_AddObjectRef(module, "Counter", (PyObject *)&Counter_type) < 0 ||
+        PyType_Ready(&Outbox_type) < 0 || PyModule_AddObjectRef(module, "Outbox", (PyObject *)&Outbox_type) < 0 ||
+        (str_task = PyUnicode_InternFromString("task")) == NULL ||
+        (str_sent_to = PyUnicode_InternFromString("sent_to")) == NULL ||
+        (str_node = PyUnicode_InternFromString("node")) == NULL ||
+        (str_add = PyUnicode_InternFromString("add")) == NULL ||
         PyModule_AddObjectRef(module, "Truncated", Truncated) < 0 ||
         PyModule_AddObjectRef(module, "OverBudget", OverBudget) < 0) {
         Py_DECREF(module);

@@ -17,8 +17,38 @@
  *       one part without waiting (copied, as pyzmq does for small frames).
  *   poll(handle, fd, timeout_ms) -> bits
  *       wait, without the GIL, until the socket has a message (bit 1) or
- *       the file descriptor is readable (bit 2), or timeout_ms passed (-1:
- *       no limit); 0 when interrupted by a signal or timed out.
+ *       the file descriptor is readable (bit 2: a read would not block,
+ *       hang-up and error included), or timeout_ms passed (-1: no limit);
+ *       0 when interrupted by a signal or timed out.  As zmq_poll does, but
+ *       with one system call less when the socket has nothing yet: it asks
+ *       the socket (ZMQ_EVENTS) before it sleeps in poll(2) on the socket's
+ *       ZMQ_FD and the file descriptor, not after a first poll(2) that
+ *       does not sleep.
+ *   FrameSender(lock, stats, fallback) -> sender
+ *       Transport.send_frame's common case (its Python twin: transport.py's
+ *       _FrameSender, step for step).  sender.aim(peer, sock) makes `peer`
+ *       (its pyzmq DEALER `sock`) the one aimed at, sender.forget() none;
+ *       sender.peer and sender.sock say which.  sender(peer, data): if
+ *       `peer` is the very object aimed at and `data` bytes shorter than
+ *       4096, then with `lock` held (lock.acquire(), lock.release()) and
+ *       `peer` still aimed at, one zmq_send without waiting (copied); if it
+ *       went, stats.frames_out += 1 and stats.bytes_out += len(data), and
+ *       None.  In every other case (another peer, none aimed, a larger
+ *       frame, the send failed): fallback(peer, data)'s result.
+ *   Reader(transport, handle, heard, stats) -> reader
+ *       Transport._read_one (termite/_net/transport.py), step for step, on
+ *       the ROUTER `handle`, for the loop's thread: reader() reads one
+ *       message without waiting (False if there is none, else True).  A
+ *       message of other than two parts, or whose identity the dict `heard`
+ *       does not hold, goes whole to transport._read_unusual(message).
+ *       Else, with entry = heard[identity] (a [peer, heard at] list) and
+ *       now = CLOCK_MONOTONIC (time.monotonic()): if now -
+ *       transport._read_at > transport._gap, transport._attentive_since =
+ *       now; entry[1] = transport._read_at = now; an empty part (a
+ *       heartbeat) ends there; one over transport.max_frame goes to
+ *       transport._too_large(peer, part); else stats.bytes_in += its size,
+ *       stats.frames_in += 1, and transport.on_frames(peer, [part]).
+ *       What those calls raise propagates.
  *   wait_idle(loop, handle, fd, clock, read_one, run) -> bool
  *       termite/_net/zmq_native.py's _wait_idle_py with this poll, step for
  *       step: while the asyncio loop has nothing else to do (its _ready,
@@ -34,23 +64,22 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <stddef.h>
+#include <time.h>
 
 /* From zmq.h (stable since libzmq 4.0). */
 typedef struct {
     unsigned char _[64] __attribute__((aligned(sizeof(void *))));
 } zmq_msg_t;
-typedef struct {
-    void *socket;
-    int fd;
-    short events;
-    short revents;
-} zmq_pollitem_t;
 #define ZMQ_DONTWAIT 1
 #define ZMQ_POLLIN 1
+#define ZMQ_FD 14
+#define ZMQ_EVENTS 15
 
 static int (*z_msg_init)(zmq_msg_t *);
 static int (*z_msg_recv)(zmq_msg_t *, void *, int);
@@ -59,7 +88,7 @@ static void *(*z_msg_data)(zmq_msg_t *);
 static size_t (*z_msg_size)(const zmq_msg_t *);
 static int (*z_msg_more)(const zmq_msg_t *);
 static int (*z_send)(void *, const void *, size_t, int);
-static int (*z_poll)(zmq_pollitem_t *, int, long);
+static int (*z_getsockopt)(void *, int, void *, size_t *);
 static int (*z_errno)(void);
 static void (*z_version)(int *, int *, int *);
 
@@ -117,7 +146,7 @@ init(PyObject *module, PyObject *args)
     FIND(z_msg_size, "zmq_msg_size");
     FIND(z_msg_more, "zmq_msg_more");
     FIND(z_send, "zmq_send");
-    FIND(z_poll, "zmq_poll");
+    FIND(z_getsockopt, "zmq_getsockopt");
     FIND(z_errno, "zmq_errno");
     FIND(z_version, "zmq_version");
 #undef FIND
@@ -223,32 +252,103 @@ send(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* zmq_poll on the socket and the file descriptor, without the GIL: the bits
- * of poll() below, 0 when interrupted by a signal (whose handlers have run);
- * -1 with an exception. */
+/* Whether the socket has a message now: 1 or 0, or -1 with *err set.  ZMQ_EVENTS first runs
+ * the commands waiting for the socket (a pipe activated, ...), so afterwards its ZMQ_FD is
+ * readable again only when another comes: then poll(2) on it may sleep. */
+static int
+sock_readable(void *sock, int *err)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    if (z_getsockopt(sock, ZMQ_EVENTS, &events, &size) < 0) {
+        *err = z_errno();
+        return -1;
+    }
+    return (events & ZMQ_POLLIN) != 0;
+}
+
+static long
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The bits of poll() below, without the GIL; rc -1 with *err when a call failed. */
+static int
+poll_nogil(void *sock, int fd, long timeout, int *err)
+{
+    int zfd = -1;
+    size_t size = sizeof zfd;
+    if (z_getsockopt(sock, ZMQ_FD, &zfd, &size) < 0) {
+        *err = z_errno();
+        return -1;
+    }
+    const short ready = POLLIN | POLLHUP | POLLERR; /* for fd: a read would not block */
+    struct pollfd items[2] = {{zfd, POLLIN, 0}, {fd, POLLIN, 0}};
+    int readable = sock_readable(sock, err);
+    if (readable < 0) {
+        return -1;
+    }
+    if (readable) { /* and fd, now: a socket always readable must not hide it */
+        int rc = poll(items + 1, 1, 0);
+        if (rc < 0) {
+            *err = errno;
+            return -1;
+        }
+        return 1 | (items[1].revents & ready ? 2 : 0);
+    }
+    long deadline = timeout > 0 ? now_ms() + timeout : 0;
+    for (;;) {
+        items[0].revents = items[1].revents = 0;
+        int rc = poll(items, 2, timeout < 0 ? -1 : (int)(timeout > INT_MAX ? INT_MAX : timeout));
+        if (rc < 0) {
+            *err = errno;
+            return -1;
+        }
+        int bits = items[1].revents & ready ? 2 : 0;
+        if (items[0].revents) {
+            readable = sock_readable(sock, err);
+            if (readable < 0) {
+                return -1;
+            }
+            bits |= readable;
+        }
+        if (bits || rc == 0 || timeout == 0) {
+            return bits;
+        }
+        /* The socket's FD signalled commands, not a message: wait on, for what time is left. */
+        if (timeout > 0) {
+            timeout = deadline - now_ms();
+            if (timeout <= 0) {
+                return 0;
+            }
+        }
+    }
+}
+
+/* Wait on the socket and the file descriptor, without the GIL: the bits of poll() below,
+ * 0 when interrupted by a signal (whose handlers have run); -1 with an exception. */
 static int
 poll_bits(void *sock, int fd, long timeout)
 {
-    zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, fd, ZMQ_POLLIN, 0}};
-    int rc, err = 0;
+    int bits, err = 0;
     Py_BEGIN_ALLOW_THREADS
-    rc = z_poll(items, 2, timeout);
-    if (rc < 0) {
-        err = z_errno();
-    }
+    bits = poll_nogil(sock, fd, timeout, &err);
     Py_END_ALLOW_THREADS
-    if (rc < 0) {
+    if (bits < 0) {
         if (err == EINTR) {
             return PyErr_CheckSignals() < 0 ? -1 : 0;
         }
         raise_errno(err);
         return -1;
     }
-    return (items[0].revents & ZMQ_POLLIN ? 1 : 0) | (items[1].revents & ZMQ_POLLIN ? 2 : 0);
+    return bits;
 }
 
 static PyObject *
-poll(PyObject *module, PyObject *args)
+poll_method(PyObject *module, PyObject *args)
 {
     PyObject *handle;
     int fd;
@@ -420,11 +520,492 @@ done:
     return result;
 }
 
+/* -- FrameSender: Transport.send_frame's common case ----------------------- */
+
+#define SMALL_FRAME 4096 /* shorter frames are copied; longer ones go by the fallback */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *lock, *stats, *fallback;
+    PyObject *acquire, *release;       /* lock's, bound */
+    PyObject *frames_out, *bytes_out;  /* type(stats)'s descriptors of those counters */
+    PyObject *peer; /* aimed at, or None */
+    PyObject *sock; /* its DEALER, or None */
+    void *handle;   /* that DEALER's, or NULL */
+    vectorcallfunc vectorcall;
+} FrameSender;
+
+static PyObject *str_acquire, *str_release, *str_underlying, *str_frames_out, *str_bytes_out;
+
+static int
+sender_init(FrameSender *self, PyObject *args, PyObject *kwds)
+{
+    PyObject *lock, *stats, *fallback;
+    if (!PyArg_ParseTuple(args, "OOO:FrameSender", &lock, &stats, &fallback)) {
+        return -1;
+    }
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "FrameSender(lock, stats, fallback): fallback must be callable");
+        return -1;
+    }
+    PyObject *acquire = PyObject_GetAttr(lock, str_acquire);
+    PyObject *release = acquire == NULL ? NULL : PyObject_GetAttr(lock, str_release);
+    /* The counters' descriptors (slots), found once: no attribute lookup per frame. */
+    PyObject *frames_out = release == NULL ? NULL : PyObject_GetAttr((PyObject *)Py_TYPE(stats), str_frames_out);
+    PyObject *bytes_out = frames_out == NULL ? NULL : PyObject_GetAttr((PyObject *)Py_TYPE(stats), str_bytes_out);
+    if (bytes_out == NULL || Py_TYPE(frames_out)->tp_descr_get == NULL || Py_TYPE(frames_out)->tp_descr_set == NULL ||
+        Py_TYPE(bytes_out)->tp_descr_get == NULL || Py_TYPE(bytes_out)->tp_descr_set == NULL) {
+        if (bytes_out != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "FrameSender(lock, stats, fallback): stats's class must define "
+                                             "frames_out and bytes_out as descriptors (as __slots__ do)");
+        }
+        Py_XDECREF(acquire);
+        Py_XDECREF(release);
+        Py_XDECREF(frames_out);
+        Py_XDECREF(bytes_out);
+        return -1;
+    }
+    Py_XSETREF(self->acquire, acquire);
+    Py_XSETREF(self->release, release);
+    Py_XSETREF(self->frames_out, frames_out);
+    Py_XSETREF(self->bytes_out, bytes_out);
+    Py_XSETREF(self->lock, Py_NewRef(lock));
+    Py_XSETREF(self->stats, Py_NewRef(stats));
+    Py_XSETREF(self->fallback, Py_NewRef(fallback));
+    Py_XSETREF(self->peer, Py_NewRef(Py_None));
+    Py_XSETREF(self->sock, Py_NewRef(Py_None));
+    self->handle = NULL;
+    return 0;
+}
+
+static int
+sender_traverse(FrameSender *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->lock);
+    Py_VISIT(self->acquire);
+    Py_VISIT(self->release);
+    Py_VISIT(self->frames_out);
+    Py_VISIT(self->bytes_out);
+    Py_VISIT(self->stats);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->peer);
+    Py_VISIT(self->sock);
+    return 0;
+}
+
+static int
+sender_clear(FrameSender *self)
+{
+    Py_CLEAR(self->lock);
+    Py_CLEAR(self->acquire);
+    Py_CLEAR(self->release);
+    Py_CLEAR(self->frames_out);
+    Py_CLEAR(self->bytes_out);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->peer);
+    Py_CLEAR(self->sock);
+    self->handle = NULL;
+    return 0;
+}
+
+static void
+sender_dealloc(FrameSender *self)
+{
+    PyObject_GC_UnTrack(self);
+    sender_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+sender_aim(FrameSender *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "aim(peer, sock)");
+        return NULL;
+    }
+    PyObject *underlying = PyObject_GetAttr(args[1], str_underlying);
+    void *handle = underlying == NULL ? NULL : handle_of(underlying);
+    Py_XDECREF(underlying);
+    if (handle == NULL) {
+        return NULL;
+    }
+    Py_SETREF(self->peer, Py_NewRef(args[0]));
+    Py_SETREF(self->sock, Py_NewRef(args[1]));
+    self->handle = handle;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+sender_forget(FrameSender *self, PyObject *unused)
+{
+    Py_SETREF(self->peer, Py_NewRef(Py_None));
+    Py_SETREF(self->sock, Py_NewRef(Py_None));
+    self->handle = NULL;
+    Py_RETURN_NONE;
+}
+
+/* stats.<counter> += n, by the counter's descriptor; 0, or -1 with an exception. */
+static int
+add_to(PyObject *stats, PyObject *descr, Py_ssize_t n)
+{
+    PyObject *old = Py_TYPE(descr)->tp_descr_get(descr, stats, (PyObject *)Py_TYPE(stats));
+    if (old == NULL) {
+        return -1;
+    }
+    PyObject *step = PyLong_FromSsize_t(n);
+    PyObject *new = step == NULL ? NULL : PyNumber_Add(old, step);
+    Py_DECREF(old);
+    Py_XDECREF(step);
+    if (new == NULL) {
+        return -1;
+    }
+    int rc = Py_TYPE(descr)->tp_descr_set(descr, stats, new);
+    Py_DECREF(new);
+    return rc;
+}
+
+static PyObject *
+sender_call(FrameSender *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "FrameSender(peer, data): two positional arguments");
+        return NULL;
+    }
+    PyObject *peer = args[0], *data = args[1];
+    if (peer == self->peer && self->handle != NULL && PyBytes_CheckExact(data) &&
+        PyBytes_GET_SIZE(data) < SMALL_FRAME && ready()) {
+        PyObject *release = Py_NewRef(self->release); /* the sender is not cleared while the lock is awaited */
+        PyObject *r = PyObject_CallNoArgs(self->acquire);
+        if (r == NULL) {
+            Py_DECREF(release);
+            return NULL;
+        }
+        Py_DECREF(r);
+        Py_ssize_t size = PyBytes_GET_SIZE(data);
+        int sent = peer == self->peer && self->handle != NULL &&
+                   z_send(self->handle, PyBytes_AS_STRING(data), (size_t)size, ZMQ_DONTWAIT) >= 0;
+        r = PyObject_CallNoArgs(release);
+        Py_DECREF(release);
+        if (r == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+        if (sent) {
+            if (add_to(self->stats, self->frames_out, 1) < 0 || add_to(self->stats, self->bytes_out, size) < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+}
+
+static PyObject *
+sender_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return sender_call((FrameSender *)self, args, nargsf, kwnames);
+}
+
+static PyObject *
+sender_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    FrameSender *self = (FrameSender *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->vectorcall = sender_vectorcall;
+    }
+    return (PyObject *)self;
+}
+
+static PyMethodDef sender_methods[] = {
+    {"aim", (PyCFunction)(void (*)(void))sender_aim, METH_FASTCALL, "aim(peer, sock): send to peer by sock"},
+    {"forget", (PyCFunction)sender_forget, METH_NOARGS, "forget(): aim at no peer"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef sender_members[] = {
+    {"peer", T_OBJECT, offsetof(FrameSender, peer), READONLY, "the peer aimed at, or None"},
+    {"sock", T_OBJECT, offsetof(FrameSender, sock), READONLY, "its DEALER, or None"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FrameSender_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._zmqcalls.FrameSender",
+    .tp_doc = "FrameSender(lock, stats, fallback): Transport.send_frame's common case (see the module's doc)",
+    .tp_basicsize = sizeof(FrameSender),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(FrameSender, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = sender_new,
+    .tp_init = (initproc)sender_init,
+    .tp_dealloc = (destructor)sender_dealloc,
+    .tp_traverse = (traverseproc)sender_traverse,
+    .tp_clear = (inquiry)sender_clear,
+    .tp_methods = sender_methods,
+    .tp_members = sender_members,
+};
+
+/* -- Reader: Transport._read_one on the loop's thread ----------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *transport, *heard, *stats;
+    PyObject *frames_in, *bytes_in; /* type(stats)'s descriptors of those counters */
+    void *handle;
+    vectorcallfunc vectorcall;
+} Reader;
+
+static PyObject *str_read_at, *str_gap, *str_attentive_since, *str_max_frame, *str_on_frames, *str_read_unusual,
+    *str_too_large, *str_frames_in, *str_bytes_in;
+
+/* A counter's descriptor on `cls`, checked: a new reference, or NULL with TypeError. */
+static PyObject *
+counter_descr(PyObject *cls, PyObject *name, const char *who)
+{
+    PyObject *descr = PyObject_GetAttr(cls, name);
+    if (descr != NULL && Py_TYPE(descr)->tp_descr_get != NULL && Py_TYPE(descr)->tp_descr_set != NULL) {
+        return descr;
+    }
+    if (descr != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: stats's class must define %U as a descriptor (as __slots__ do)", who,
+                     name);
+    }
+    Py_XDECREF(descr);
+    return NULL;
+}
+
+/* The whole message, the two parts read and the rest, as a tuple; NULL with an exception. */
+static PyObject *
+whole_message(void *sock, PyObject *identity, PyObject *part, int more)
+{
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL || PyList_Append(parts, identity) < 0 || (part != NULL && PyList_Append(parts, part) < 0)) {
+        Py_XDECREF(parts);
+        return NULL;
+    }
+    while (more) {
+        PyObject *next = recv_part(sock, ZMQ_DONTWAIT, &more, NULL);
+        if (next == NULL || PyList_Append(parts, next) < 0) {
+            Py_XDECREF(next);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(next);
+    }
+    PyObject *message = PyList_AsTuple(parts);
+    Py_DECREF(parts);
+    return message;
+}
+
+/* transport.<name>(*args) -> True; NULL with an exception. */
+static PyObject *
+hand_to(PyObject *transport, PyObject *name, PyObject *a, PyObject *b)
+{
+    PyObject *args[3] = {transport, a, b};
+    PyObject *r = PyObject_VectorcallMethod(name, args, (b == NULL ? 2 : 3) | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+reader_read(Reader *self)
+{
+    if (!ready()) {
+        return NULL;
+    }
+    int more = 0, again = 0;
+    PyObject *identity = recv_part(self->handle, ZMQ_DONTWAIT, &more, &again), *part = NULL, *result = NULL;
+    if (identity == NULL) {
+        if (again) {
+            Py_RETURN_FALSE;
+        }
+        return NULL;
+    }
+    if (more) { /* a ROUTER message has at least one part after the id */
+        part = recv_part(self->handle, ZMQ_DONTWAIT, &more, NULL);
+        if (part == NULL) {
+            goto done;
+        }
+    }
+    PyObject *entry = more || part == NULL ? NULL : PyDict_GetItemWithError(self->heard, identity); /* borrowed */
+    if (entry == NULL) {
+        if (PyErr_Occurred()) {
+            goto done;
+        }
+        PyObject *message = whole_message(self->handle, identity, part, more);
+        if (message != NULL) {
+            result = hand_to(self->transport, str_read_unusual, message, NULL);
+            Py_DECREF(message);
+        }
+        goto done;
+    }
+    Py_INCREF(entry);
+    PyObject *transport = self->transport, *now = NULL, *peer = NULL;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    PyObject *read_at = PyObject_GetAttr(transport, str_read_at);
+    PyObject *gap = read_at == NULL ? NULL : PyObject_GetAttr(transport, str_gap);
+    double last = read_at == NULL ? 0.0 : PyFloat_AsDouble(read_at), longest = gap == NULL ? 0.0 : PyFloat_AsDouble(gap);
+    Py_XDECREF(read_at);
+    Py_XDECREF(gap);
+    if (gap == NULL || PyErr_Occurred() || (now = PyFloat_FromDouble(t)) == NULL) {
+        goto entry_done;
+    }
+    if (t - last > longest && PyObject_SetAttr(transport, str_attentive_since, now) < 0) {
+        goto entry_done;
+    }
+    if (PySequence_SetItem(entry, 1, now) < 0 || PyObject_SetAttr(transport, str_read_at, now) < 0) {
+        goto entry_done;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(part);
+    if (size == 0) { /* a heartbeat */
+        result = Py_NewRef(Py_True);
+        goto entry_done;
+    }
+    if ((peer = PySequence_GetItem(entry, 0)) == NULL) {
+        goto entry_done;
+    }
+    PyObject *limit = PyObject_GetAttr(transport, str_max_frame);
+    PyObject *size_obj = limit == NULL ? NULL : PyLong_FromSsize_t(size);
+    int over = size_obj == NULL ? -1 : PyObject_RichCompareBool(size_obj, limit, Py_GT);
+    Py_XDECREF(limit);
+    Py_XDECREF(size_obj);
+    if (over < 0) {
+        goto entry_done;
+    }
+    if (over) {
+        result = hand_to(transport, str_too_large, peer, part);
+        goto entry_done;
+    }
+    if (add_to(self->stats, self->bytes_in, size) < 0 || add_to(self->stats, self->frames_in, 1) < 0) {
+        goto entry_done;
+    }
+    PyObject *frames = PyList_New(1);
+    if (frames == NULL) {
+        goto entry_done;
+    }
+    PyList_SET_ITEM(frames, 0, Py_NewRef(part));
+    PyObject *on_frames = PyObject_GetAttr(transport, str_on_frames);
+    if (on_frames != NULL) {
+        PyObject *args[2] = {peer, frames};
+        PyObject *r = PyObject_Vectorcall(on_frames, args, 2, NULL);
+        Py_DECREF(on_frames);
+        if (r != NULL) {
+            Py_DECREF(r);
+            result = Py_NewRef(Py_True);
+        }
+    }
+    Py_DECREF(frames);
+entry_done:
+    Py_DECREF(entry);
+    Py_XDECREF(now);
+    Py_XDECREF(peer);
+done:
+    Py_DECREF(identity);
+    Py_XDECREF(part);
+    return result;
+}
+
+static PyObject *
+reader_call(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 0 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "a Reader takes no arguments");
+        return NULL;
+    }
+    return reader_read((Reader *)obj);
+}
+
+static PyObject *
+reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *transport, *handle_obj, *heard, *stats;
+    if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) ||
+        !PyArg_ParseTuple(args, "OOO!O:Reader", &transport, &handle_obj, &PyDict_Type, &heard, &stats)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "Reader(transport, handle, heard, stats) takes no keywords");
+        }
+        return NULL;
+    }
+    void *handle = handle_of(handle_obj);
+    if (handle == NULL) {
+        return NULL;
+    }
+    PyObject *frames_in = counter_descr((PyObject *)Py_TYPE(stats), str_frames_in, "Reader");
+    PyObject *bytes_in = frames_in == NULL ? NULL : counter_descr((PyObject *)Py_TYPE(stats), str_bytes_in, "Reader");
+    Reader *self = bytes_in == NULL ? NULL : (Reader *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_XDECREF(frames_in);
+        Py_XDECREF(bytes_in);
+        return NULL;
+    }
+    self->transport = Py_NewRef(transport);
+    self->heard = Py_NewRef(heard);
+    self->stats = Py_NewRef(stats);
+    self->frames_in = frames_in;
+    self->bytes_in = bytes_in;
+    self->handle = handle;
+    self->vectorcall = reader_call;
+    return (PyObject *)self;
+}
+
+static int
+reader_traverse(Reader *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->transport);
+    Py_VISIT(self->heard);
+    Py_VISIT(self->stats);
+    Py_VISIT(self->frames_in);
+    Py_VISIT(self->bytes_in);
+    return 0;
+}
+
+static int
+reader_clear(Reader *self)
+{
+    Py_CLEAR(self->transport);
+    Py_CLEAR(self->heard);
+    Py_CLEAR(self->stats);
+    Py_CLEAR(self->frames_in);
+    Py_CLEAR(self->bytes_in);
+    return 0;
+}
+
+static void
+reader_dealloc(Reader *self)
+{
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject Reader_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._zmqcalls.Reader",
+    .tp_doc = "Reader(transport, handle, heard, stats): Transport._read_one in C (see the module's doc)",
+    .tp_basicsize = sizeof(Reader),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Reader, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_new = reader_new,
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
+};
+
 static PyMethodDef methods[] = {
     {"init", init, METH_VARARGS, "init(libzmq_path, error_for) -> (major, minor, patch)"},
     {"recv", recv, METH_O, "recv(handle) -> (identity, part, ...) or None, without waiting"},
     {"send", send, METH_VARARGS, "send(handle, data): one part, without waiting"},
-    {"poll", poll, METH_VARARGS, "poll(handle, fd, timeout_ms) -> 1 (socket) | 2 (fd), or 0"},
+    {"poll", poll_method, METH_VARARGS, "poll(handle, fd, timeout_ms) -> 1 (socket) | 2 (fd), or 0"},
     {"wait_idle", (PyCFunction)(void (*)(void))wait_idle, METH_FASTCALL,
      "wait_idle(loop, handle, self_pipe, clock, read_one, run) -> bool: termite._net.zmq_native's, in C"},
     {NULL, NULL, 0, NULL},
@@ -440,12 +1021,28 @@ PyInit__zmqcalls(void)
     static const struct { PyObject **var; const char *text; } names[] = {
         {&str_debug, "_debug"}, {&str_ready, "_ready"}, {&str_scheduled, "_scheduled"},
         {&str_resolution, "_clock_resolution"}, {&str_stopping, "_stopping"}, {&str_selector, "_selector"},
-        {&str_fd_to_key, "_fd_to_key"}, {&str_when, "_when"},
+        {&str_fd_to_key, "_fd_to_key"}, {&str_when, "_when"}, {&str_acquire, "acquire"}, {&str_release, "release"},
+        {&str_underlying, "underlying"}, {&str_frames_out, "frames_out"}, {&str_bytes_out, "bytes_out"},
+        {&str_read_at, "_read_at"}, {&str_gap, "_gap"}, {&str_attentive_since, "_attentive_since"},
+        {&str_max_frame, "max_frame"}, {&str_on_frames, "on_frames"}, {&str_read_unusual, "_read_unusual"},
+        {&str_too_large, "_too_large"}, {&str_frames_in, "frames_in"}, {&str_bytes_in, "bytes_in"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((*names[i].var = PyUnicode_InternFromString(names[i].text)) == NULL) {
             return NULL;
         }
     }
-    return PyModule_Create(&module_def);
+    if (PyType_Ready(&FrameSender_type) < 0 || PyType_Ready(&Reader_type) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&module_def);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "FrameSender", (PyObject *)&FrameSender_type) < 0 ||
+        PyModule_AddObjectRef(module, "Reader", (PyObject *)&Reader_type) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -59,6 +59,11 @@ from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT, FlowC
 from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
 from termite._net.watches import Lost, Watches
 
+try:  # send, post_encoded and flush with no Python on the way (None: not built)
+    from termite._net._fastcodec import Outbox as _NativeOutbox
+except ImportError:
+    _NativeOutbox = None
+
 #: SEVERED frames kept for one node until its next session, at most.
 _SEVERED_HELD = 4096
 
@@ -104,6 +109,66 @@ class MigrantRouter(Protocol):
         """A plain SEND from ``peer`` for ``pid``, which migrated (here or from here)."""
 
 
+class _Outbox:
+    """The frames of a kernel turn, held until it ends: the first alone (a turn of a ping-pong
+    sends one), the others by the endpoint's batches (``batch(node, data)``, sent by
+    ``flush_batches()``).  termite._net._fastcodec.Outbox is its C twin, step for step.
+
+    - ``send(pid, msg)``: a message to a process of another node, encoded as ``(kind, pid,
+      msg)``, unless flow control holds anything back (``pids`` or ``peers`` not empty) or
+      ``pid`` is ``numbered`` (it migrated): then ``slow_send(pid, msg)`` does it all.
+    - ``post(node, data)``: an encoded frame to ``node``.  The running process (``kernel.task``)
+      notes ``node`` in its ``sent_to`` set (a migration fences those nodes); then the frame is
+      held alone if it is the turn's first and no batch waits (and it is shorter than
+      ``batch_bytes``), else the one held and this one go to ``batch``.
+    - ``flush()``: the end of the turn: the frame held alone goes by ``send_frame(node, data)``,
+      then ``wrote(node, len(data))``; then ``flush_batches()`` if ``out`` (the batches) holds any.
+    """
+
+    __slots__ = ("kernel", "pids", "peers", "numbered", "kind", "send_frame", "wrote", "slow_send", "batch",
+                 "flush_batches", "out", "batch_bytes", "one")
+
+    def __init__(self, kernel, pids: dict, peers: dict, numbered: dict, kind: int, send_frame, wrote, slow_send,
+                 batch, flush_batches, out: dict, batch_bytes: int):
+        self.kernel, self.pids, self.peers, self.numbered, self.kind = kernel, pids, peers, numbered, kind
+        self.send_frame, self.wrote, self.slow_send = send_frame, wrote, slow_send
+        self.batch, self.flush_batches, self.out, self.batch_bytes = batch, flush_batches, out, batch_bytes
+        self.one: tuple[NodeRef, bytes] | None = None  # the turn's only frame so far
+
+    def send(self, pid: Pid, msg) -> None:
+        if self.pids or self.peers or (self.numbered and pid in self.numbered):
+            return self.slow_send(pid, msg)
+        self.post(pid.node, encode((self.kind, pid, msg)))
+
+    def post(self, node: NodeRef, data: bytes) -> None:
+        proc = self.kernel.task
+        if proc is not None:  # a process's frame: if it migrates, its later ones must not overtake it
+            sent_to = proc.sent_to
+            if sent_to is None:
+                proc.sent_to = {node}
+            elif node not in sent_to:
+                sent_to.add(node)
+        one = self.one
+        if one is None:
+            if not self.out and len(data) < self.batch_bytes:
+                self.one = (node, data)  # the first of the turn: no batch until a second comes
+                return
+        else:
+            self.one = None
+            self.batch(*one)
+        self.batch(node, data)
+
+    def flush(self) -> None:
+        one = self.one
+        if one is not None:
+            self.one = None
+            node, data = one
+            self.send_frame(node, data)
+            self.wrote(node, len(data))  # after the send: its reply may be on the way meanwhile
+        if self.out:
+            self.flush_batches()
+
+
 class Endpoint:
     def __init__(self, table: ProcessTable, transport, mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
                  buffer_limit: int = DEFAULT_BUFFER_LIMIT, *, max_decoded: int | None = MAX_DECODED):
@@ -122,7 +187,6 @@ class Endpoint:
         self._spawn_serials = spawn_serials(table.ref)
         self._unborn = Unborn(table.ref, self.kernel.loop, self._apply, self.kernel.kick)
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
-        self._one: tuple[NodeRef, bytes] | None = None  # or a turn's only frame so far, held alone
         self._here = table.ref  # the NodeRef object decoded pids of this node last came with
         self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
         self._severed: dict[NodeRef, list[tuple]] = {}  # SEVERED frames for a node's next session
@@ -130,6 +194,12 @@ class Endpoint:
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
         self.flow = FlowControl(table, self.kinds, self.post, mailbox_limit, buffer_limit)
+        # send(pid, msg), post_encoded(node, data) and flush(): the outbox's (see _Outbox), in C if
+        # built, with this class's _send, _batch and _flush_batches for all but the common case.
+        self._outbox = (_Outbox if _NativeOutbox is None else _NativeOutbox)(
+            self.kernel, self.flow.pids, self.flow.peers, self.numbered, SEND, transport.send_frame, self.flow.wrote,
+            self._send, self._batch, self._flush_batches, self._out, _BATCH_BYTES)
+        self.send, self.post_encoded, self.flush = self._outbox.send, self._outbox.post, self._outbox.flush
         self._limit = mailbox_limit  # read per message delivered from another node
         # The transport reads on the kernel's thread: frames, sessions begun and
         # ended come here directly, in the order of the streams they end and begin.
@@ -180,7 +250,7 @@ class Endpoint:
 
     def route_migrants(self, router: MigrantRouter) -> None:
         self._router = router
-        self.numbered = router.numbered
+        self.numbered = self._outbox.numbered = router.numbered
 
     def route(self, pid: Pid) -> NodeRef:
         """Where to send for ``pid``: its node, or where it migrated to from here."""
@@ -198,7 +268,10 @@ class Endpoint:
 
     # -- out: what local processes do to remote pids --------------------------------
 
-    def send(self, pid: Pid, msg) -> None:
+    # send(pid, msg): the outbox's (see __init__), which leaves to _send what it does not do itself.
+
+    def _send(self, pid: Pid, msg) -> None:
+        """``send``'s general path: senders held back by flow control, or a pid that migrated."""
         flow = self.flow
         if flow.pids or flow.peers:
             flow.sending(pid)  # a full mailbox or socket there: this sender waits before its next step
@@ -305,23 +378,8 @@ class Endpoint:
 
     # -- batching: frames wait for the end of the kernel's turn -----------------------
 
-    def post_encoded(self, node: NodeRef, data: bytes) -> None:
-        """Send an encoded frame to ``node`` with the others of this turn."""
-        proc = self.kernel.task
-        if proc is not None:  # a process's frame: if it migrates, its later ones must not overtake it
-            sent_to = proc.sent_to
-            if sent_to is None:
-                proc.sent_to = {node}
-            elif node not in sent_to:
-                sent_to.add(node)
-        if self._one is None:
-            if not self._out and len(data) < _BATCH_BYTES:
-                self._one = (node, data)  # the first of the turn: no batch until a second comes
-                return
-        else:
-            held, self._one = self._one, None
-            self._batch(*held)
-        self._batch(node, data)
+    # post_encoded(node, data): the outbox's (see __init__); it holds a turn's first frame alone
+    # and leaves every later one to _batch.
 
     def _batch(self, node: NodeRef, data: bytes) -> None:
         key = (node.host, node.port)
@@ -337,16 +395,15 @@ class Endpoint:
             del self._out[key]
             self._send_batch(entry[0], batch)
 
-    def flush(self) -> None:
-        """Send every held frame: many to one node go as one batch frame."""
-        if self._one is not None:
-            (node, data), self._one = self._one, None
-            self.transport.send_frame(node, data)
-            self.flow.wrote(node, len(data))  # after the send: its reply may be on the way meanwhile
-        if self._out:
-            out, self._out = self._out, {}
-            for node, batch, _ in out.values():
-                self._send_batch(node, batch)
+    # flush(): the outbox's (see __init__), the kernel's after_turn; it sends the frame held alone
+    # and leaves the batches to _flush_batches.
+
+    def _flush_batches(self) -> None:
+        """Send the batches of this turn: many frames to one node as one batch frame."""
+        out = list(self._out.values())
+        self._out.clear()  # the outbox holds this very dict
+        for node, batch, _ in out:
+            self._send_batch(node, batch)
 
     def _send_batch(self, node: NodeRef, batch: list[bytes]) -> None:
         data = batch[0] if len(batch) == 1 else encode_batch(batch)

@@ -30,6 +30,11 @@ from termite._core.kernel import current_task
 from termite._core.process import ProcessTable
 from termite._net.frames import FrameKinds, is_count, is_pid
 
+try:  # wrote() and got() without a Python frame per frame sent or read (None: not built)
+    from termite._net._fastcodec import Counter as _Counter
+except ImportError:
+    _Counter = None
+
 __all__ = ["FlowControl", "BUSY", "UNBUSY", "ACK", "DEFAULT_MAILBOX_LIMIT", "DEFAULT_BUFFER_LIMIT"]
 
 BUSY, UNBUSY, ACK = 30, 31, 32
@@ -70,6 +75,12 @@ class FlowControl:
         self._flows: dict[int, _PeerFlow] = {}
         self.peers: dict[NodeRef, None] = {}  # those with more than buffer_limit unread
         self._checking = None
+        # wrote(node, size) and got(peer, size), called per frame: in C (_fastcodec.Counter) the common
+        # case, which leaves the rest to _wrote and _got; in Python those two.
+        self.wrote, self.got = self._wrote, self._got
+        if _Counter is not None:
+            self.wrote = _Counter(self._flows, _PeerFlow, "sent", "acked", buffer_limit + 1, self._wrote)
+            self.got = _Counter(self._flows, _PeerFlow, "read", "read_acked", _ACK_EVERY, self._got)
         kinds.register(BUSY, "BUSY", (is_pid,), self._on_busy)
         kinds.register(UNBUSY, "UNBUSY", (is_pid,), self._on_unbusy)
         kinds.register(ACK, "ACK", (is_count,), self._on_ack)
@@ -95,8 +106,8 @@ class FlowControl:
         flow.names.append(node)  # held, so that its id stays its own
         return flow
 
-    def wrote(self, node: NodeRef, size: int) -> None:
-        """``size`` bytes went to ``node``'s socket."""
+    def _wrote(self, node: NodeRef, size: int) -> None:
+        """``size`` bytes went to ``node``'s socket (``wrote``)."""
         flow = self._flows.get(id(node))
         if flow is None:
             if node.incarnation is None:
@@ -122,8 +133,8 @@ class FlowControl:
 
     # -- the reader's side --------------------------------------------------------------
 
-    def got(self, peer: NodeRef, size: int) -> None:
-        """``size`` bytes were read from ``peer``: acknowledge them now and then."""
+    def _got(self, peer: NodeRef, size: int) -> None:
+        """``size`` bytes were read from ``peer``: acknowledge them now and then (``got``)."""
         flow = self._flows.get(id(peer)) or self._flow(peer)
         flow.read += size
         if flow.read - flow.read_acked >= _ACK_EVERY:

@@ -37,7 +37,9 @@ empty frame is a heartbeat and is not handed on.
 On the loop's thread, frames handed on are followed by ``on_read_done()``
 (the kernel's turn).  While the loop is idle, its thread waits for the next
 message in zmq_poll and runs a turn after each one; there, and for small
-frames sent, the calls go straight to libzmq (termite._net.zmq_native).
+frames sent, the calls go straight to libzmq (termite._net.zmq_native; a
+small frame to the peer last sent to goes by termite._net._zmqcalls'
+FrameSender, with no Python on the way).
 """
 
 from __future__ import annotations
@@ -83,8 +85,7 @@ _NOBLOCK = int(zmq.NOBLOCK)
 # around this one.
 _send = zmq.backend.Socket.send
 _monotonic = time.monotonic
-# termite._net._zmqcalls, or None.  Assigned, not imported by name: CPython 3.11
-# compiles ``name.send(...)`` on an imported name otherwise than send_frame did.
+# termite._net._zmqcalls, or None.
 _native = _zmq_native.native
 
 
@@ -99,6 +100,42 @@ class TransportStats:
         self.bytes_in = self.bytes_out = 0
         self.suspended = 0  # sessions this node suspended (idle close), as asker or answerer
         self.resumed = 0  # connections this node reopened to resume a suspended session
+
+
+class _FrameSender:
+    """send_frame's common case (termite._net._zmqcalls.FrameSender, its C twin, does the same):
+    a frame under 4096 bytes to the very peer aimed at (``aim(peer, sock)``: the last one sent
+    to), sent with ``lock`` held and counted in ``stats``; anything else, and a send that failed,
+    goes to ``fallback(peer, data)``."""
+
+    __slots__ = ("lock", "stats", "fallback", "peer", "sock")
+
+    def __init__(self, lock: threading.Lock, stats: TransportStats, fallback):
+        self.lock, self.stats, self.fallback = lock, stats, fallback
+        self.peer = self.sock = None
+
+    def aim(self, peer: NodeRef, sock: zmq.Socket) -> None:
+        self.peer, self.sock = peer, sock
+
+    def forget(self) -> None:
+        self.peer = self.sock = None
+
+    def __call__(self, peer: NodeRef, data: bytes) -> None:
+        if peer is self.peer and data.__class__ is bytes and len(data) < 4096:
+            with self.lock:
+                sent = False
+                if peer is self.peer:
+                    try:
+                        _send(self.sock, data, _NOBLOCK, True)
+                        sent = True
+                    except zmq.ZMQError:
+                        pass
+            if sent:
+                stats = self.stats
+                stats.frames_out += 1
+                stats.bytes_out += len(data)
+                return None
+        return self.fallback(peer, data)
 
 
 #: The most ZeroMQ sockets (and open files) a node asks for: a peer takes about 4 sockets and 8 files.
@@ -192,7 +229,10 @@ class Transport:
         self._downs: list[NodeRef] = []  # peers declared down, to be handed on by the reading thread
         self._stale: set[bytes] = set()  # routing ids of ended sessions, each logged once
         self._clients: set[NodeRef] = set()  # peers admitted whose routing ids say they are clients
-        self._to, self._to_sock, self._to_handle = None, None, None  # send_frame's last peer, its DEALER and its handle
+        # send_frame: a small frame to the peer last sent to by its C twin or its Python one, the
+        # rest by _send_frame.  An attribute, not a method: no Python frame on the way in C.
+        self._aimed = (getattr(_native, "FrameSender", None) or _FrameSender)(self._lock, self.stats, self._send_frame)
+        self.send_frame = self._aimed
         self._last_seen: dict[NodeRef, float] = {}  # peers up or being connected to: when last heard
         self._wake_in = self.ctx.socket(zmq.PAIR)
         self._wake_in.bind(f"inproc://termite-wake-{id(self)}")
@@ -238,6 +278,9 @@ class Transport:
                 self._handle = self.router.underlying
                 self._recv_message = _native.recv
                 self._poll = _native.poll
+                reader = getattr(_native, "Reader", None)  # _read_one in C, with no Python on the way
+                if reader is not None:
+                    self._read_one = reader(self, self._handle, self._heard, self.stats)
             self._tick_handle = loop.call_soon(self._tick)
             self._gap = max(2 * self.heartbeat_interval, 0.2)
         self._thread.start()
@@ -257,7 +300,7 @@ class Transport:
         self._thread.join(5)
         self.router.close(linger=0)
         with self._lock:
-            self._to = None
+            self._aimed.forget()
             self._conns.close_all()
             self._wake_out.close(linger=0)
         self.ctx.term()
@@ -275,7 +318,7 @@ class Transport:
         epoch = self._sessions.epoch(peer)
         sock = self._conns.current(peer, epoch)
         if sock is None:
-            self._to = None
+            self._aimed.forget()
             resume = status == SUSPENDED
             sock = self._conns.open(peer, epoch, resume)
             self._wake_out.send(b"monitor")  # the I/O thread watches its connection from now on
@@ -292,7 +335,7 @@ class Transport:
 
     def _close_dealer(self, key: tuple[str, int], linger: int = 0) -> None:
         self._conns.close(key, linger)
-        self._to = None
+        self._aimed.forget()
 
     def send(self, peer: NodeRef, frames: list[bytes]) -> None:
         """Send frames to ``peer`` in order, without blocking; lost if the peer is gone."""
@@ -324,15 +367,14 @@ class Transport:
         stats.frames_out += len(frames)
         stats.bytes_out += sum(map(len, frames))
 
-    def send_frame(self, peer: NodeRef, data: bytes) -> None:
-        """``send(peer, [data])``, with less to do on the way."""
+    # send_frame(peer, data): ``send(peer, [data])``, with less to do on the way (see __init__).
+
+    def _send_frame(self, peer: NodeRef, data: bytes) -> None:
+        """send_frame's general path: a peer other than the last, a large frame, a send that failed."""
         with self._lock:
-            if peer is self._to or self._aim(peer):
+            if peer is self._aimed.peer or self._aim(peer):
                 try:
-                    if _native is not None and len(data) < 4096:
-                        _native.send(self._to_handle, data)
-                    else:
-                        _send(self._to_sock, data, _NOBLOCK, len(data) < 4096)
+                    _send(self._aimed.sock, data, _NOBLOCK, len(data) < 4096)
                 except zmq.ZMQError as exc:
                     self.stats.dropped_out += 1
                     log.warning("dropped a frame to %s: %s", peer, exc)
@@ -349,7 +391,7 @@ class Transport:
         if sock is None:
             return False
         self._sessions.sending(peer)
-        self._to, self._to_sock, self._to_handle = peer, sock, sock.underlying
+        self._aimed.aim(peer, sock)
         return True
 
     def _forget_heard(self, peers: list[NodeRef]) -> None:
@@ -511,29 +553,33 @@ class Transport:
             return False
         entry = self._heard.get(message[0])
         if entry is None or len(message) != 2:
-            peer, frames = self._unusual(message)
-            if not frames:
-                return True
-            self.stats.frames_in += len(frames)
-        else:  # what termite nodes send: one part, from a peer already known
-            now = _monotonic()
-            if now - self._read_at > self._gap:  # _attend, inline: this runs per message
-                self._attentive_since = now
-            entry[1] = self._read_at = now
-            frame = message[1]
-            size = len(frame)
-            if not size:
-                return True  # heartbeat
-            peer = entry[0]
-            if size > self.max_frame:
-                self._too_large(peer, frame)
-                return True
-            frames = [frame]
-            stats = self.stats
-            stats.bytes_in += size
-            stats.frames_in += 1
-        self.on_frames(peer, frames)
+            self._read_unusual(message)
+            return True
+        # What termite nodes send: one part, from a peer already known.
+        now = _monotonic()
+        if now - self._read_at > self._gap:  # _attend, inline: this runs per message
+            self._attentive_since = now
+        entry[1] = self._read_at = now
+        frame = message[1]
+        size = len(frame)
+        if not size:
+            return True  # heartbeat
+        peer = entry[0]
+        if size > self.max_frame:
+            self._too_large(peer, frame)
+            return True
+        stats = self.stats
+        stats.bytes_in += size
+        stats.frames_in += 1
+        self.on_frames(peer, [frame])
         return True
+
+    def _read_unusual(self, message: tuple) -> None:
+        """Hand on the frames of a message from a sender not known yet, or of several parts."""
+        peer, frames = self._unusual(message)
+        if frames:
+            self.stats.frames_in += len(frames)
+            self.on_frames(peer, frames)
 
     def _unusual(self, message: tuple) -> tuple[NodeRef | None, list[bytes]]:
         """A message from a sender not known yet (parse its id, greet it), or
@@ -792,7 +838,7 @@ class Transport:
             sock = self._conns.park(key)
             if sock is None:
                 return False
-            self._to = None
+            self._aimed.forget()
             try:
                 sock.send_multipart([b"", _SUSPEND], flags=_NOBLOCK)
             except zmq.ZMQError:
