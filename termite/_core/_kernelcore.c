@@ -65,7 +65,9 @@
  *   the exception as sys.exc_info(), as the Python kernel's `except` has it)
  *   and kernel.after_turn; kernel.add_timer and cancel_timer; each function's
  *   Python twin for what it does not do itself: mailbox's send for any other
- *   destination; mailbox's receive for where= and default=, and for
+ *   destination (a pid of another node goes from here straight to
+ *   table.remote.send, as mailbox._send_slow's first case does, unless the
+ *   sender is traced or the node holds guests); mailbox's receive for where= and default=, and for
  *   timeout=t when messages wait or t is not > 0 (a receive object then
  *   drives that generator, started at the step it would have started);
  *   mailbox's receive also for any other pattern (a namedtuple, list,
@@ -1184,6 +1186,9 @@ k_deliver(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 /* mailbox.send: a pid of a live process of this thread's kernel gets the
  * message here; anything else goes to the Python send, which does the same
  * test again and takes its slow path. */
+#define NOT_HANDLED Py_Ellipsis /* send_remote's "not mine": never returned to Python */
+static PyObject *send_remote(PyObject *dest, PyObject *msg);
+
 static PyObject *
 k_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -1215,6 +1220,12 @@ k_send(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
                 return NULL;
             }
             Py_RETURN_NONE;
+        }
+        if (proc == NULL || proc == Py_None) {
+            PyObject *r = send_remote(args[0], args[1]);
+            if (r != NOT_HANDLED) {
+                return r;
+            }
         }
     }
     return PyObject_Vectorcall(py_send, args, nargsf, kwnames);
@@ -2065,6 +2076,7 @@ static PyObject *process_defaults; /* tuple of (offset, value): Process.__init__
 static PyObject *py_spawn, *py_call, *py_make_tag, *py_monitor_for_call, *py_undo_call_monitor, *py_outcome,
     *py_await_reply;
 static PyObject *s_ref, *s_serials, *s_procs, *s_kernel, *s_monitored, *s_monitors, *s_pop;
+static PyObject *s_table, *s_remote, *s_guests, *s_incarnation, *s_send;
 static PyObject *ids_globals, *s_origin, *s_tag_serials; /* ids.py's globals: make_tag reads _origin, _tag_serials */
 static int spawn_ready;
 
@@ -2211,6 +2223,52 @@ k_spawn(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         }
     }
     return PyObject_Vectorcall(py_spawn, args, nargsf, kwnames);
+}
+
+/* mailbox._send_slow's first case, from a process: a pid of another node (its incarnation is not this
+ * node's) goes to table.remote.send (the endpoint's outbox, itself C when built), counted and traced as
+ * mailbox.send does.  NOT_HANDLED (borrowed, never returned to Python) for anything else: no process
+ * running, no network, guests here (a migrant's pid must be looked up), a pid of this node. */
+static PyObject *
+send_remote(PyObject *dest, PyObject *msg)
+{
+    PyObject *sender = running_task();
+    if (sender == NULL || !Task_Check(sender) || (((Task *)sender)->tracers != Py_None &&
+                                                  ((Task *)sender)->tracers != NULL)) {
+        return NOT_HANDLED;
+    }
+    PyObject *table = PyObject_GetAttr(cur_kernel, s_table), *remote = NULL, *guests = NULL, *ref = NULL;
+    PyObject *here_inc = NULL, *dest_inc = NULL, *result = NOT_HANDLED;
+    if (table == NULL || table == Py_None || (remote = PyObject_GetAttr(table, s_remote)) == NULL ||
+        remote == Py_None || (guests = PyObject_GetAttr(table, s_guests)) == NULL ||
+        (ref = PyObject_GetAttr(table, s_ref)) == NULL) {
+        goto done;
+    }
+    int has_guests = PyObject_IsTrue(guests);
+    PyObject *node = SLOT(dest, pid_node_off);
+    if (has_guests != 0 || node == NULL || node == ref || (dest_inc = PyObject_GetAttr(node, s_incarnation)) == NULL ||
+        (here_inc = PyObject_GetAttr(ref, s_incarnation)) == NULL) {
+        goto done;
+    }
+    int other = PyObject_RichCompareBool(dest_inc, here_inc, Py_NE);
+    if (other == 1) {
+        ((Task *)sender)->sent++;
+        result = PyObject_VectorcallMethod(s_send, (PyObject *[]){remote, dest, msg}, 3, NULL);
+    }
+    else if (other < 0) {
+        result = NULL;
+    }
+done:
+    if (result == NOT_HANDLED && PyErr_Occurred()) {
+        PyErr_Clear(); /* mailbox.send says what is wrong, or does what is right */
+    }
+    Py_XDECREF(table);
+    Py_XDECREF(remote);
+    Py_XDECREF(guests);
+    Py_XDECREF(ref);
+    Py_XDECREF(dest_inc);
+    Py_XDECREF(here_inc);
+    return result;
 }
 
 /* -- call ----------------------------------------------------------------------- */
@@ -3195,7 +3253,9 @@ PyInit__kernelcore(void)
         intern(&s_ref, "ref") || intern(&s_serials, "serials") || intern(&s_procs, "procs") ||
         intern(&s_kernel, "kernel") || intern(&s_monitored, "monitored") || intern(&s_monitors, "monitors") ||
         intern(&s_pop, "pop") || intern(&s_exit_waiters, "exit_waiters") || intern(&s_remove, "remove") ||
-        intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials")) {
+        intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials") || intern(&s_table, "table") ||
+        intern(&s_remote, "remote") || intern(&s_guests, "guests") || intern(&s_incarnation, "incarnation") ||
+        intern(&s_send, "send")) {
         return NULL;
     }
     kw_timeout = s_timeout;
