@@ -2338,7 +2338,6 @@ typedef struct {
     PyObject_HEAD
     int mode, state;
     PyObject *dest, *msg, *timeout; /* timeout: NULL for None */
-    Py_hash_t hash;                 /* the tag's, once its monitor is undone in the dicts */
     Task *proc;
     PyObject *tag, *timer, *sub;
     PyObject *target; /* the local process called, while this is in its `callers` (links.py's PendingCall) */
@@ -2466,12 +2465,10 @@ call_dealloc(Call *c)
 }
 
 
-/* Dict operations on a key whose hash is known: a call's tag goes in and out of two dicts. */
+/* A dict deletion on a key whose hash is known: a settled call's tag goes out of two dicts. */
 #if PY_VERSION_HEX < 0x030D0000
-#define dict_set_hashed(d, k, v, h) _PyDict_SetItem_KnownHash((d), (k), (v), (h))
 #define dict_del_hashed(d, k, h) _PyDict_DelItem_KnownHash((d), (k), (h))
 #else
-#define dict_set_hashed(d, k, v, h) PyDict_SetItem((d), (k), (v))
 #define dict_del_hashed(d, k, h) PyDict_DelItem((d), (k))
 #endif
 
@@ -2506,10 +2503,11 @@ call_demonitor(Call *c)
         PyErr_Clear();
         goto python;
     }
-    if ((c->hash = PyObject_Hash(c->tag)) == -1) {
+    Py_hash_t hash = PyObject_Hash(c->tag);
+    if (hash == -1) {
         return -1;
     }
-    PyObject *target = _PyDict_GetItem_KnownHash(monitored, c->tag, c->hash);
+    PyObject *target = _PyDict_GetItem_KnownHash(monitored, c->tag, hash);
     if (target == NULL) {
         if (PyErr_Occurred()) {
             return -1;
@@ -2517,7 +2515,7 @@ call_demonitor(Call *c)
         goto python; /* not a local process's monitor: links.py tells the node it watches, or flushes its Down */
     }
     Py_INCREF(target);
-    if (dict_del_hashed(monitored, c->tag, c->hash) < 0) {
+    if (dict_del_hashed(monitored, c->tag, hash) < 0) {
         Py_DECREF(target);
         return -1;
     }
@@ -2535,8 +2533,8 @@ call_demonitor(Call *c)
     }
     int truth = PyObject_IsTrue(monitors);
     if (truth > 0 && PyDict_CheckExact(monitors)) {
-        PyObject *found = _PyDict_GetItem_KnownHash(monitors, c->tag, c->hash);
-        truth = found != NULL ? dict_del_hashed(monitors, c->tag, c->hash) : (PyErr_Occurred() ? -1 : 0);
+        PyObject *found = _PyDict_GetItem_KnownHash(monitors, c->tag, hash);
+        truth = found != NULL ? dict_del_hashed(monitors, c->tag, hash) : (PyErr_Occurred() ? -1 : 0);
     }
     else if (truth > 0) {
         PyObject *args[] = {monitors, c->tag, Py_None};

@@ -192,6 +192,29 @@ recv_part(void *sock, int flags, int *more, int *again)
     return part;
 }
 
+/* The whole message: `identity`, `part` (if read: not NULL) and the rest, as a tuple; NULL with an exception. */
+static PyObject *
+whole_message(void *sock, PyObject *identity, PyObject *part, int more)
+{
+    PyObject *parts = PyList_New(0);
+    if (parts == NULL || PyList_Append(parts, identity) < 0 || (part != NULL && PyList_Append(parts, part) < 0)) {
+        Py_XDECREF(parts);
+        return NULL;
+    }
+    while (more) {
+        PyObject *next = recv_part(sock, ZMQ_DONTWAIT, &more, NULL);
+        if (next == NULL || PyList_Append(parts, next) < 0) {
+            Py_XDECREF(next);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(next);
+    }
+    PyObject *message = PyList_AsTuple(parts);
+    Py_DECREF(parts);
+    return message;
+}
+
 static PyObject *
 recv(PyObject *module, PyObject *arg)
 {
@@ -212,23 +235,8 @@ recv(PyObject *module, PyObject *arg)
     }
     /* The parts of a message arrive together: once the first is here, so are
      * the others.  Most messages are an identity and one part. */
-    PyObject *parts = PyList_New(1);
-    if (parts == NULL) {
-        Py_DECREF(identity);
-        return NULL;
-    }
-    PyList_SET_ITEM(parts, 0, identity);
-    while (more) {
-        PyObject *part = recv_part(sock, ZMQ_DONTWAIT, &more, NULL);
-        if (part == NULL || PyList_Append(parts, part) < 0) {
-            Py_XDECREF(part);
-            Py_DECREF(parts);
-            return NULL;
-        }
-        Py_DECREF(part);
-    }
-    PyObject *message = PyList_AsTuple(parts);
-    Py_DECREF(parts);
+    PyObject *message = whole_message(sock, identity, NULL, more);
+    Py_DECREF(identity);
     return message;
 }
 
@@ -776,29 +784,6 @@ counter_descr(PyObject *cls, PyObject *name, const char *who)
     }
     Py_XDECREF(descr);
     return NULL;
-}
-
-/* The whole message, the two parts read and the rest, as a tuple; NULL with an exception. */
-static PyObject *
-whole_message(void *sock, PyObject *identity, PyObject *part, int more)
-{
-    PyObject *parts = PyList_New(0);
-    if (parts == NULL || PyList_Append(parts, identity) < 0 || (part != NULL && PyList_Append(parts, part) < 0)) {
-        Py_XDECREF(parts);
-        return NULL;
-    }
-    while (more) {
-        PyObject *next = recv_part(sock, ZMQ_DONTWAIT, &more, NULL);
-        if (next == NULL || PyList_Append(parts, next) < 0) {
-            Py_XDECREF(next);
-            Py_DECREF(parts);
-            return NULL;
-        }
-        Py_DECREF(next);
-    }
-    PyObject *message = PyList_AsTuple(parts);
-    Py_DECREF(parts);
-    return message;
 }
 
 /* transport.<name>(*args) -> True; NULL with an exception. */
