@@ -144,14 +144,15 @@ def test_erlang_ring_runs_and_reports_its_times():
 def test_erlang_pingpong_runs_and_reports_its_rates():
     q = pingpong.QUICK
     with _erlang.compiled("pingpong") as erlang:
-        for mode in ("plain", "call"):
-            figures = erlang.run("pingpong", mode, round(q["window"] * 1e6), q["min_trips"], 2, q["warmup"],
-                                 pingpong.CHUNK, timeout=60)
-            rates, trips = figures["rates"], figures["round_trips"]
-            assert len(rates) == len(trips) == 2, figures
-            assert all(t >= q["min_trips"] and t % pingpong.CHUNK == 0 for t in trips), figures
-            # a window lasts at least its length: no more trips than that rate allows in it
-            assert all(0 < r <= t / q["window"] for r, t in zip(rates, trips)), figures
+        figures = erlang.run("pingpong", round(q["window"] * 1e6), q["min_trips"], 3, q["warmup"], pingpong.CHUNK,
+                             timeout=60)
+    assert figures["schedulers"] >= 1
+    for mode in pingpong.MODES:  # three windows of each, taking turns
+        rates, trips = figures[f"{mode}_rates"], figures[f"{mode}_round_trips"]
+        assert len(rates) == len(trips) == 3, figures
+        assert all(t >= q["min_trips"] and t % pingpong.CHUNK == 0 for t in trips), figures
+        # a window lasts at least its length: no more trips than that rate allows in it
+        assert all(0 < r <= t / q["window"] for r, t in zip(rates, trips)), figures
 
 
 @pytest.mark.timeout(120)

@@ -1,47 +1,53 @@
 %% The same-node ping-pong benchmark (Termite paper, section 7.2), as
 %% benchmarks/pingpong.py runs it.
 %%
-%% Mode plain: ping sends {self(), N} and waits for any message; pong answers N.
-%% Mode call: what termite.call and gen_server:call do: monitor the server, send
+%% Plain: ping sends {self(), N} and waits for any message; pong answers N.
+%% Call: what termite.call and gen_server:call do: monitor the server, send
 %% {self(), Ref, N}, take only {Ref, Reply} (or the 'DOWN'), demonitor; the echo
 %% server answers {Ref, N}.
 %%
-%% After Warmup round trips, Windows measurements each run chunks of Chunk
-%% round trips until at least WindowUs microseconds and MinTrips round trips
-%% have passed; each gives round trips per second.
+%% Both servers live for the whole run.  After Warmup round trips of each,
+%% Pairs rounds each time a plain window and a call window, plain first in one
+%% round and call first in the next, so that a pair shares the machine's
+%% moment.  A window runs chunks of Chunk round trips until at least WindowUs
+%% microseconds and MinTrips round trips have passed; each gives round trips
+%% per second.
 %%
-%% Run: erl -noshell -pa DIR -run pingpong main Mode WindowUs MinTrips Windows Warmup Chunk
-%% Prints one line: @@ERLANG@@ rates=R,R,.. round_trips=N,N,.. schedulers=N
+%% Run: erl -noshell -pa DIR -run pingpong main WindowUs MinTrips Pairs Warmup Chunk
+%% Prints one line: @@ERLANG@@ plain_rates=R,.. plain_round_trips=N,..
+%%                  call_rates=R,.. call_round_trips=N,.. schedulers=N
 -module(pingpong).
 -export([main/1]).
 
-main([ModeText, WindowText, MinTripsText, WindowsText, WarmupText, ChunkText]) ->
-    Mode = list_to_atom(ModeText),
-    [WindowUs, MinTrips, Windows, Warmup, Chunk] =
-        [list_to_integer(T) || T <- [WindowText, MinTripsText, WindowsText, WarmupText, ChunkText]],
+main(Texts) ->
+    [WindowUs, MinTrips, Pairs, Warmup, Chunk] = [list_to_integer(T) || T <- Texts],
     Window = erlang:convert_time_unit(WindowUs, microsecond, native),
     Parent = self(),
     {Pid, Ref} = spawn_monitor(fun() ->
-        Parent ! {self(), measure(Mode, Window, MinTrips, Windows, Warmup, Chunk)}
+        Parent ! {self(), measure(Window, MinTrips, Pairs, Warmup, Chunk)}
     end),
     receive
-        {Pid, Measured} ->
-            io:format("@@ERLANG@@ rates=~s round_trips=~s schedulers=~b~n",
-                      [join([float_to_list(Rate, [{decimals, 1}]) || {Rate, _} <- Measured]),
-                       join([integer_to_list(Done) || {_, Done} <- Measured]),
-                       erlang:system_info(schedulers_online)]),
+        {Pid, {Plain, Call}} ->
+            io:format("@@ERLANG@@ plain_rates=~s plain_round_trips=~s call_rates=~s call_round_trips=~s "
+                      "schedulers=~b~n",
+                      [rates(Plain), counts(Plain), rates(Call), counts(Call), erlang:system_info(schedulers_online)]),
             halt(0);
         {'DOWN', Ref, process, Pid, Reason} ->
             io:format(standard_error, "pingpong failed: ~p~n", [Reason]),
             halt(1)
     end.
 
-measure(Mode, Window, MinTrips, Windows, Warmup, Chunk) ->
-    Server = spawn(fun() -> serve(Mode) end),
-    trips(Mode, Server, Warmup),
-    Measured = [window(Mode, Server, Window, MinTrips, Chunk) || _ <- lists:seq(1, Windows)],
-    exit(Server, kill),
-    Measured.
+measure(Window, MinTrips, Pairs, Warmup, Chunk) ->
+    Servers = #{plain => spawn(fun() -> serve(plain) end), call => spawn(fun() -> serve(call) end)},
+    [trips(Mode, Server, Warmup) || {Mode, Server} <- maps:to_list(Servers)],
+    Rounds = [pair(I, Servers, Window, MinTrips, Chunk) || I <- lists:seq(1, Pairs)],
+    [exit(Server, kill) || Server <- maps:values(Servers)],
+    {[P || #{plain := P} <- Rounds], [C || #{call := C} <- Rounds]}.
+
+%% One round: a window of each mode, in the order of this round.
+pair(I, Servers, Window, MinTrips, Chunk) ->
+    Order = case I rem 2 of 1 -> [plain, call]; 0 -> [call, plain] end,
+    maps:from_list([{Mode, window(Mode, maps:get(Mode, Servers), Window, MinTrips, Chunk)} || Mode <- Order]).
 
 window(Mode, Server, Window, MinTrips, Chunk) ->
     window(Mode, Server, Window, MinTrips, Chunk, erlang:monotonic_time(), 0).
@@ -81,5 +87,8 @@ serve(plain) ->
 serve(call) ->
     receive {Sender, Tag, N} -> Sender ! {Tag, N} end,
     serve(call).
+
+rates(Windows) -> join([float_to_list(Rate, [{decimals, 1}]) || {Rate, _} <- Windows]).
+counts(Windows) -> join([integer_to_list(Done) || {_, Done} <- Windows]).
 
 join(Texts) -> lists:join($,, Texts).
