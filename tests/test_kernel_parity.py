@@ -602,10 +602,67 @@ def traced() -> list:
     return termite.run(main)
 
 
+def timeouts() -> list:
+    """Receive and call timeouts: which fire, in what order (equal deadlines too), the heap they
+    leave after many are answered first, a timer earlier than the one armed, a bad entry refused."""
+
+    async def waiter(me, label, timeout):
+        try:
+            await receive(("never", ANY), timeout=timeout)
+        except termite.Timeout:
+            send(me, ("timed out", label))
+
+    async def echo():
+        while True:
+            sender, tag, msg = await receive((Pid, Tag, ANY))
+            send(sender, (tag, msg))
+
+    async def pong():
+        while True:
+            sender, n = await receive()
+            send(sender, n)
+
+    async def main():
+        me, out, kernel = termite.self(), [], _kernel()
+        # Three with the same timeout, set in one turn: the same deadline to within the clock's
+        # step, so the seq decides; then one shorter, set last, which must fire first.
+        for label in ("a", "b", "c"):
+            spawn(waiter, me, label, 0.05)
+        spawn(waiter, me, "first", 0.01)
+        out.append([await receive(("timed out", ANY), timeout=10) for _ in range(4)])
+        # Thousands answered before their timeout: cancelled entries do not pile up.
+        server, ponger = spawn(echo), spawn(pong)
+        for i in range(3000):
+            assert await termite.call(server, i, timeout=60) == i
+            send(ponger, (me, i))
+            assert await receive(timeout=60) == i
+        out.append(("live timers", sum(1 for e in kernel.timers if e[2] is not None)))
+        out.append(("heap bounded", len(kernel.timers) < 3000, kernel._stale_timers <= len(kernel.timers)))
+        # A long timeout armed first, then a short one: the short one still fires on time.
+        spawn(waiter, me, "long", 30)
+        await termite.sleep(0)
+        spawn(waiter, me, "short", 0.02)
+        out.append(await receive(("timed out", ANY), timeout=10))
+        # The heap's entries, as both kernels make them.
+        task = current()
+        entry = kernel.add_timer(100, task, "value")
+        out.append((type(entry).__name__, len(entry), entry[2] is task, entry[3], entry[0] > kernel._clock()))
+        kernel.cancel_timer(entry)
+        kernel.cancel_timer(entry)  # twice: nothing more
+        out.append((entry[2], kernel._stale_timers > 0))
+        try:
+            kernel.add_timer("soon", task)
+        except TypeError as exc:
+            out.append(("refused", type(exc).__name__))
+        return out
+
+    return termite.run(main)
+
+
 PROGRAMS = {
     f.__name__: f
     for f in (scheduling, receives, patterns, signals, calls, call_monitors, crashes, asyncio_bridge, flow, spawned, introspected,
-              traced)
+              traced, timeouts)
 }
 
 

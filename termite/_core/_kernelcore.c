@@ -23,7 +23,12 @@
  *                `fairness` and `steps`, and `_run_ready()`, phase 1 of a turn
  *                (kernel._KernelCore._run_ready in Python): resume ready tasks
  *                with PyIter_Send, at most BUDGET of them for TURN_SECONDS,
- *                and act on the trap each yields.
+ *                and act on the trap each yields.  Also the timers of
+ *                receives and calls, `add_timer` and `cancel_timer`
+ *                (kernel._KernelCore's): the heap `timers`, `_clock`,
+ *                `_stale_timers` and `_armed_for` are its fields, which
+ *                Kernel's __init__, _arm_timer and _on_timer use as before;
+ *                the entries' seq is a counter of its own.
  *   local        which task runs and which kernel is attached, per thread
  *                (kernel._local, a threading.local in Python).
  *   deliver(proc, msg)                       mailbox.deliver, all of it.
@@ -63,7 +68,8 @@
  *   kernel.trap_handlers[type(trap)] and kernel._await_foreign for traps
  *   other than PARK, RESCHEDULE and NEXT_TURN (None); kernel.on_exit (with
  *   the exception as sys.exc_info(), as the Python kernel's `except` has it)
- *   and kernel.after_turn; kernel.add_timer and cancel_timer; each function's
+ *   and kernel.after_turn; kernel._arm_timer when a timer is due before the
+ *   loop's, kernel._rebuild_timers when cancelled ones are most of the heap; each function's
  *   Python twin for what it does not do itself: mailbox's send for any other
  *   destination (a pid of another node goes from here straight to
  *   table.remote.send, as mailbox._send_slow's first case does, unless the
@@ -407,6 +413,12 @@ typedef struct {
     PyObject *task;    /* the task running now, or NULL (kernel.task: current_task()) */
     PyObject *monitored; /* its table's `monitored` dict, once a call read it (never rebound) */
     Py_ssize_t spawned;  /* processes spawned since the turn began (kernel.SPAWN_BURST) */
+    /* Receive and call timeouts (kernel.py's add_timer): a heap of [deadline, seq, task or None, value]. */
+    PyObject *timers;
+    PyObject *clock;         /* kernel._clock: time.monotonic or the loop's time */
+    long long timer_seq;     /* the next timer's seq: equal deadlines fire in the order set */
+    Py_ssize_t stale_timers; /* cancelled entries still in the heap */
+    double armed_for;        /* when the loop's timer fires (inf if none) */
 } KernelCore;
 
 static PyTypeObject KernelCore_Type;
@@ -575,6 +587,7 @@ kernel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     k->fairness = FAIRNESS;
     k->steps = 0;
+    k->armed_for = Py_HUGE_VAL;
     k->ready = rq_new();
     k->yielded = rq_new();
     if (k->ready == NULL || k->yielded == NULL) {
@@ -591,6 +604,8 @@ kernel_traverse(KernelCore *k, visitproc visit, void *arg)
     Py_VISIT(k->yielded);
     Py_VISIT(k->task);
     Py_VISIT(k->monitored);
+    Py_VISIT(k->timers);
+    Py_VISIT(k->clock);
     return 0;
 }
 
@@ -606,6 +621,8 @@ kernel_clear(KernelCore *k)
     }
     Py_CLEAR(k->task);
     Py_CLEAR(k->monitored);
+    Py_CLEAR(k->timers);
+    Py_CLEAR(k->clock);
     return 0;
 }
 
@@ -618,6 +635,8 @@ kernel_dealloc(KernelCore *k)
     Py_CLEAR(k->yielded);
     Py_CLEAR(k->task);
     Py_CLEAR(k->monitored);
+    Py_CLEAR(k->timers);
+    Py_CLEAR(k->clock);
     type->tp_free((PyObject *)k);
 }
 
@@ -859,6 +878,154 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* -- KernelCore: receive and call timeouts ------------------------------------ */
+
+static PyObject *heappush, *monotonic, *s_arm_timer, *s_rebuild_timers; /* heapq.heappush, time.monotonic */
+
+/* kernel._clock(), as a double; -1.0 with an exception.  time.monotonic is read here as it
+ * reads itself (CLOCK_MONOTONIC in ns, then seconds as _PyTime_AsSecondsDouble makes them), so
+ * a deadline set here and the loop's time() compare as if both were Python's. */
+static double
+kernel_now(KernelCore *k)
+{
+    if (k->clock == monotonic) {
+        struct timespec ts;
+        if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0) {
+            long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+            return ns % 1000000000LL == 0 ? (double)(ns / 1000000000LL) : (double)ns / 1e9;
+        }
+    }
+    PyObject *now = k->clock != NULL ? PyObject_CallNoArgs(k->clock) : NULL;
+    if (now == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_RuntimeError, "the kernel's clock is not set (Kernel.__init__ sets _clock)");
+        }
+        return -1.0;
+    }
+    double t = PyFloat_AsDouble(now);
+    Py_DECREF(now);
+    return t;
+}
+
+/* kernel.add_timer(delay, task, value): wake `task` with `value` after `delay` seconds, unless
+ * cancelled; the heap's entry, or NULL with an exception. */
+static PyObject *
+timer_add(KernelCore *k, PyObject *delay, PyObject *task, PyObject *value)
+{
+    if (k->timers == NULL || !PyList_CheckExact(k->timers)) {
+        PyErr_SetString(PyExc_TypeError, "the kernel's timers must be a list (Kernel.__init__ sets it)");
+        return NULL;
+    }
+    double seconds = PyFloat_AsDouble(delay);
+    if (seconds == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double now = kernel_now(k);
+    if (now == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    double when = now + seconds;
+    PyObject *entry = PyList_New(4);
+    PyObject *deadline = entry == NULL ? NULL : PyFloat_FromDouble(when);
+    PyObject *seq = deadline == NULL ? NULL : PyLong_FromLongLong(k->timer_seq);
+    if (seq == NULL) {
+        Py_XDECREF(deadline);
+        Py_XDECREF(entry);
+        return NULL;
+    }
+    k->timer_seq++;
+    PyList_SET_ITEM(entry, 0, deadline);
+    PyList_SET_ITEM(entry, 1, seq);
+    PyList_SET_ITEM(entry, 2, Py_NewRef(task));
+    PyList_SET_ITEM(entry, 3, Py_NewRef(value));
+    PyObject *args[] = {k->timers, entry};
+    PyObject *r = PyObject_Vectorcall(heappush, args, 2, NULL);
+    if (r == NULL) {
+        Py_DECREF(entry);
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (when < k->armed_for) {
+        r = PyObject_CallMethodNoArgs((PyObject *)k, s_arm_timer);
+        if (r == NULL) {
+            Py_DECREF(entry);
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    return entry;
+}
+
+/* kernel.cancel_timer(entry): 0, or -1 with an exception.  Cancelled entries stay in the heap until
+ * they reach its top; when they are most of it (many receives answered before their timeout),
+ * kernel._rebuild_timers() drops them, so memory does not grow. */
+static int
+timer_cancel(KernelCore *k, PyObject *entry)
+{
+    if (!PyList_CheckExact(entry) || PyList_GET_SIZE(entry) != 4) {
+        PyErr_Format(PyExc_TypeError, "cancel_timer(): %.200R is not a timer of this kernel", entry);
+        return -1;
+    }
+    if (PyList_GET_ITEM(entry, 2) == Py_None) {
+        return 0;
+    }
+    PyObject *task = PyList_GET_ITEM(entry, 2);
+    PyList_SET_ITEM(entry, 2, Py_NewRef(Py_None));
+    Py_DECREF(task);
+    k->stale_timers++;
+    if (k->stale_timers > 1024 && k->timers != NULL && PyList_Check(k->timers) &&
+        k->stale_timers * 2 > PyList_GET_SIZE(k->timers)) {
+        PyObject *r = PyObject_CallMethodNoArgs((PyObject *)k, s_rebuild_timers);
+        if (r == NULL) {
+            return -1;
+        }
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static PyObject *
+kernel_add_timer(KernelCore *k, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "add_timer(delay, task[, value])");
+        return NULL;
+    }
+    return timer_add(k, args[0], args[1], nargs == 3 ? args[2] : TIMED_OUT);
+}
+
+static PyObject *
+kernel_cancel_timer(KernelCore *k, PyObject *entry)
+{
+    if (timer_cancel(k, entry) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* A timer for a receive or a call of a task of `kernel`: straight to C for a KernelCore. */
+static PyObject *
+task_timer(PyObject *kernel, PyObject *delay, PyObject *task)
+{
+    if (KernelCore_Check(kernel)) {
+        return timer_add((KernelCore *)kernel, delay, task, TIMED_OUT);
+    }
+    PyObject *args[] = {kernel, delay, task};
+    return PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+}
+
+static int
+task_timer_cancel(PyObject *kernel, PyObject *entry)
+{
+    if (KernelCore_Check(kernel)) {
+        return timer_cancel((KernelCore *)kernel, entry);
+    }
+    PyObject *args[] = {kernel, entry};
+    PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
 static PyMemberDef kernel_members[] = {
     {"ready", T_OBJECT, offsetof(KernelCore, ready), READONLY, "the tasks that run next, in order"},
     {"yielded", T_OBJECT, offsetof(KernelCore, yielded), READONLY, "tasks that yielded their turn"},
@@ -866,12 +1033,19 @@ static PyMemberDef kernel_members[] = {
     {"steps", T_LONGLONG, offsetof(KernelCore, steps), 0, "tasks resumed so far"},
     {"task", T_OBJECT, offsetof(KernelCore, task), 0, "the task running now, or None"},
     {"spawned", T_PYSSIZET, offsetof(KernelCore, spawned), 0, "processes spawned since the turn began"},
+    {"timers", T_OBJECT, offsetof(KernelCore, timers), 0, "heap of [deadline, seq, task or None, value]"},
+    {"_clock", T_OBJECT, offsetof(KernelCore, clock), 0, "time.monotonic, or the loop's time"},
+    {"_stale_timers", T_PYSSIZET, offsetof(KernelCore, stale_timers), 0, "cancelled entries still in the heap"},
+    {"_armed_for", T_DOUBLE, offsetof(KernelCore, armed_for), 0, "when the loop's timer fires (inf if none)"},
     {NULL},
 };
 
 static PyMethodDef kernel_methods[] = {
     {"_run_ready", (PyCFunction)kernel_run_ready, METH_NOARGS,
      "Phase 1 of a turn: run the ready tasks, within the budget (Kernel._run_ready)."},
+    {"add_timer", (PyCFunction)(void (*)(void))kernel_add_timer, METH_FASTCALL,
+     "add_timer(delay, task, value=TIMED_OUT) -> entry: wake task with value after delay seconds, unless cancelled."},
+    {"cancel_timer", (PyCFunction)kernel_cancel_timer, METH_O, "cancel_timer(entry): the timer will not fire."},
     {NULL},
 };
 
@@ -1423,13 +1597,7 @@ rcv_unwind(Receive *r)
     if (r->mode == R_MATCH && r->timer == NULL) { /* receive(patterns) with no timeout: no timer */
         return 0;
     }
-    PyObject *args[] = {(PyObject *)p->kernel, r->timer != NULL ? r->timer : Py_None};
-    PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
-    if (res == NULL) {
-        return -1;
-    }
-    Py_DECREF(res);
-    return 0;
+    return task_timer_cancel((PyObject *)p->kernel, r->timer != NULL ? r->timer : Py_None);
 }
 
 static void
@@ -1577,8 +1745,7 @@ rcv_start(Receive *r, PyObject *arg, PyObject **result)
         return rcv_error(r, result);
     }
     if (later) {
-        PyObject *args[] = {(PyObject *)p->kernel, r->timeout, (PyObject *)p};
-        PyObject *timer = PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+        PyObject *timer = task_timer((PyObject *)p->kernel, r->timeout, (PyObject *)p);
         if (timer == NULL) {
             return rcv_error(r, result);
         }
@@ -1732,8 +1899,7 @@ rcv_match_start(Receive *r, Task *p, PyObject **result)
         if (now != 0) { /* timeout=0: only look */
             return rcv_match_done(r, now < 0 ? NULL : rcv_timed_out(r), result);
         }
-        PyObject *args[] = {(PyObject *)p->kernel, r->timeout, (PyObject *)p};
-        r->timer = PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+        r->timer = task_timer((PyObject *)p->kernel, r->timeout, (PyObject *)p);
         if (r->timer == NULL) {
             return rcv_error(r, result);
         }
@@ -1795,12 +1961,9 @@ rcv_resume(Receive *r, PyObject *arg, PyObject **result)
             *result = v;
             return v != NULL ? PYGEN_RETURN : PYGEN_ERROR;
         }
-        PyObject *args[] = {(PyObject *)p->kernel, r->timer};
-        PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
-        if (res == NULL) {
+        if (task_timer_cancel((PyObject *)p->kernel, r->timer) < 0) {
             return rcv_error(r, result);
         }
-        Py_DECREF(res);
     }
     rcv_done(r);
     Py_INCREF(arg);
@@ -2428,12 +2591,9 @@ call_unwind(Call *c, int timed_out)
         Py_XSETREF(p->waiting, Py_None);
     }
     if (c->timer != NULL && !timed_out) {
-        PyObject *args[] = {(PyObject *)p->kernel, c->timer};
-        PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
-        if (res == NULL) {
+        if (task_timer_cancel((PyObject *)p->kernel, c->timer) < 0) {
             return -1;
         }
-        Py_DECREF(res);
     }
     return 0;
 }
@@ -2727,8 +2887,7 @@ call_start(Call *c, PyObject *arg, PyObject **result)
         return call_sub_send(c, Py_None, result);
     }
     if (c->timeout != NULL) {
-        PyObject *args[] = {(PyObject *)p->kernel, c->timeout, me};
-        c->timer = PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+        c->timer = task_timer((PyObject *)p->kernel, c->timeout, me);
         if (c->timer == NULL) {
             return call_error(c, result);
         }
@@ -3253,7 +3412,16 @@ PyInit__kernelcore(void)
         intern(&s_pop, "pop") || intern(&s_exit_waiters, "exit_waiters") || intern(&s_remove, "remove") ||
         intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials") || intern(&s_table, "table") ||
         intern(&s_remote, "remote") || intern(&s_guests, "guests") || intern(&s_incarnation, "incarnation") ||
-        intern(&s_send, "send")) {
+        intern(&s_send, "send") || intern(&s_arm_timer, "_arm_timer") ||
+        intern(&s_rebuild_timers, "_rebuild_timers")) {
+        return NULL;
+    }
+    PyObject *heapq = PyImport_ImportModule("heapq"), *time_module = PyImport_ImportModule("time");
+    heappush = heapq == NULL ? NULL : PyObject_GetAttrString(heapq, "heappush");
+    monotonic = time_module == NULL ? NULL : PyObject_GetAttrString(time_module, "monotonic");
+    Py_XDECREF(heapq);
+    Py_XDECREF(time_module);
+    if (heappush == NULL || monotonic == NULL) {
         return NULL;
     }
     kw_timeout = s_timeout;

@@ -156,6 +156,25 @@ class _KernelCore:
         self.steps = 0  # tasks resumed so far (load meters read it)
         self.task = None  # the task running now (current_task())
         self.spawned = 0  # processes spawned since the turn began (Kernel.SPAWN_BURST)
+        self._timer_seq = itertools.count()  # equal deadlines fire in the order set
+
+    # The timers of receives and calls.  Kernel.__init__ sets the heap (timers),
+    # _clock, _stale_timers and _armed_for; Kernel._arm_timer and _on_timer use them.
+
+    def add_timer(self, delay: float, task: Task, value=TIMED_OUT) -> list:
+        """Wake ``task`` with ``value`` after ``delay`` seconds, unless cancelled."""
+        entry = [self._clock() + delay, next(self._timer_seq), task, value]
+        _heappush(self.timers, entry)
+        if entry[0] < self._armed_for:
+            self._arm_timer()
+        return entry
+
+    def cancel_timer(self, entry: list) -> None:
+        if entry[2] is not None:
+            entry[2] = None
+            self._stale_timers += 1
+            if self._stale_timers > 1024 and self._stale_timers * 2 > len(self.timers):
+                self._rebuild_timers()
 
     def _run_ready(self):
         """Phase 1 of a turn: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.
@@ -252,7 +271,6 @@ class Kernel(_KernelCore):
         self.trap_handlers: dict[type, object] = {}
         self._holding: dict[object, list[Task]] = {}  # key -> tasks held until release(key)
         self._stashed: set[Task] = set()  # held tasks that were due to run, out of the ready queue
-        self._timer_seq = itertools.count()
         self._stale_timers = 0
         self._scheduled = False
         self._timer_handle = None
@@ -302,25 +320,13 @@ class Kernel(_KernelCore):
 
     # -- timers ---------------------------------------------------------------
 
-    def add_timer(self, delay: float, task: Task, value=TIMED_OUT) -> list:
-        """Wake ``task`` with ``value`` after ``delay`` seconds, unless cancelled."""
-        entry = [self._clock() + delay, next(self._timer_seq), task, value]
-        _heappush(self.timers, entry)
-        if entry[0] < self._armed_for:
-            self._arm_timer()
-        return entry
-
-    def cancel_timer(self, entry: list) -> None:
-        if entry[2] is not None:
-            entry[2] = None
-            # Cancelled entries stay in the heap until they reach its top; when
-            # they are most of it (many receives answered before their
-            # timeout), rebuild it so memory does not grow.
-            self._stale_timers += 1
-            if self._stale_timers > 1024 and self._stale_timers * 2 > len(self.timers):
-                self.timers = [e for e in self.timers if e[2] is not None]
-                heapq.heapify(self.timers)
-                self._stale_timers = 0
+    def _rebuild_timers(self) -> None:
+        # Cancelled entries stay in the heap until they reach its top; when they are
+        # most of it (many receives answered before their timeout), cancel_timer calls
+        # this, so memory does not grow.
+        self.timers = [e for e in self.timers if e[2] is not None]
+        heapq.heapify(self.timers)
+        self._stale_timers = 0
 
     def _arm_timer(self):
         if self._timer_handle is not None:
