@@ -1,6 +1,6 @@
 """termite._net._fastcodec.take_sends: a frame read and its plain SENDs to local processes
 delivered in C, exactly as the endpoint's Python loop does (termite/_net/endpoint.py,
-_on_frames); the reference below is that loop, written out."""
+_Inbox and _apply_frame); the reference below is that loop, written out."""
 
 import pytest
 from hypothesis import HealthCheck, given, settings

@@ -28,7 +28,7 @@
  *       for the first), given back for the next.
  *   take_sends(data, here, procs, deliver, Down, limit, full, peer, max_decoded)
  *       -> None, a list, or False
- *       termite/_net/endpoint.py's _on_frames for one frame, the common
+ *       termite/_net/endpoint.py's _Inbox for one frame, the common
  *       part: data decoded as codec.decode_frame does (trusted), then each
  *       message, from the first, that is a plain SEND (the exact tuple
  *       (1, pid, msg)) to a pid whose node is `here` (the very object) and
@@ -42,6 +42,17 @@
  *       A frame past its budget raises OverBudget, nothing delivered, with
  *       `decoded` the messages of the batch before (decode_frame's
  *       MalformedMessage.decoded).  What deliver or full raise propagates.
+ *
+ *   Inbox(here, procs, moved, deliver, Down, limit, full, max_decoded, got,
+ *         apply) -> inbox
+ *       termite/_net/endpoint.py's _Inbox, step for step: inbox(peer,
+ *       frames), for each frame `data` in turn: got(peer, len(data)); then,
+ *       if the dict `moved` is empty, take_sends(data, inbox.here, procs,
+ *       deliver, Down, limit, full, peer, max_decoded), and taken is what it
+ *       returned or the OverBudget it raised; else taken is False.  Unless
+ *       taken is None, apply(peer, data, taken).  inbox.here is settable.
+ *       What got, take_sends (but OverBudget) and apply raise propagates,
+ *       and the frames after are not read.
  *
  *   Counter(flows, cls, count, mark, room, slow) -> counter
  *       termite/_net/flow.py's FlowControl.wrote and .got, the common case.
@@ -1354,7 +1365,7 @@ static PyObject *str_order, *str_mailbox;
 
 /* The process a frame is a plain SEND to, if it is one to a process of this
  * node that never migrated, with a message the endpoint need not look at:
- * what endpoint._on_frames delivers in line.  A borrowed reference; NULL
+ * what endpoint._apply_frame delivers in line.  A borrowed reference; NULL
  * (no error) for any other frame, NULL with an error if a lookup failed. */
 static PyObject *
 plain_send_to(PyObject *frame, PyObject *here, PyObject *procs, PyObject *down_type)
@@ -2061,6 +2072,210 @@ static PyTypeObject Outbox_type = {
     .tp_getset = outbox_getset,
 };
 
+/* -- Inbox: endpoint.py's _Inbox -------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *here;                  /* the NodeRef object pids of this node come with (settable) */
+    PyObject *procs, *moved;         /* the table's dicts: serial -> process; pid -> node it left for */
+    PyObject *deliver, *down, *full; /* take_sends' */
+    PyObject *max_decoded;           /* int or None */
+    PyObject *got, *apply;           /* flow control's per-frame count; the Python path for the rest */
+    PyObject *limit;                 /* an int: a mailbox longer than this asks flow control to hold */
+} Inbox;
+
+static PyObject *inbox_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+static PyObject *
+inbox_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *here, *procs, *moved, *deliver, *down, *full, *max_decoded, *got, *apply, *limit_obj;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "Inbox(...) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!O!OOOOOOO:Inbox", &here, &PyDict_Type, &procs, &PyDict_Type, &moved, &deliver,
+                          &down, &limit_obj, &full, &max_decoded, &got, &apply)) {
+        return NULL;
+    }
+    if (!PyLong_CheckExact(limit_obj)) {
+        PyErr_SetString(PyExc_TypeError, "Inbox(): limit must be an int");
+        return NULL;
+    }
+    Inbox *self = (Inbox *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->here = Py_NewRef(here);
+    self->procs = Py_NewRef(procs);
+    self->moved = Py_NewRef(moved);
+    self->deliver = Py_NewRef(deliver);
+    self->down = Py_NewRef(down);
+    self->full = Py_NewRef(full);
+    self->max_decoded = Py_NewRef(max_decoded);
+    self->got = Py_NewRef(got);
+    self->apply = Py_NewRef(apply);
+    self->limit = Py_NewRef(limit_obj);
+    self->vectorcall = inbox_vectorcall;
+    return (PyObject *)self;
+}
+
+static int
+inbox_traverse(Inbox *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->here);
+    Py_VISIT(self->procs);
+    Py_VISIT(self->moved);
+    Py_VISIT(self->deliver);
+    Py_VISIT(self->down);
+    Py_VISIT(self->full);
+    Py_VISIT(self->max_decoded);
+    Py_VISIT(self->got);
+    Py_VISIT(self->apply);
+    Py_VISIT(self->limit);
+    return 0;
+}
+
+static int
+inbox_clear(Inbox *self)
+{
+    Py_CLEAR(self->here);
+    Py_CLEAR(self->procs);
+    Py_CLEAR(self->moved);
+    Py_CLEAR(self->deliver);
+    Py_CLEAR(self->down);
+    Py_CLEAR(self->full);
+    Py_CLEAR(self->max_decoded);
+    Py_CLEAR(self->got);
+    Py_CLEAR(self->apply);
+    Py_CLEAR(self->limit);
+    return 0;
+}
+
+static void
+inbox_dealloc(Inbox *self)
+{
+    PyObject_GC_UnTrack(self);
+    inbox_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* One frame from `peer`: counted, its plain SENDs delivered, the rest to apply(peer, data, taken).
+ * 0, or -1 with an exception. */
+static int
+inbox_frame(Inbox *self, PyObject *peer, PyObject *data)
+{
+    Py_ssize_t size = PyObject_Length(data);
+    if (size < 0) {
+        return -1;
+    }
+    PyObject *size_obj = PyLong_FromSsize_t(size);
+    if (size_obj == NULL || call2(self->got, peer, size_obj) < 0) {
+        Py_XDECREF(size_obj);
+        return -1;
+    }
+    Py_DECREF(size_obj);
+    PyObject *taken;
+    if (PyDict_GET_SIZE(self->moved) != 0) {
+        taken = Py_NewRef(Py_False);
+    }
+    else {
+        PyObject *args[9] = {data, self->here, self->procs, self->deliver, self->down, self->limit, self->full, peer,
+                             self->max_decoded};
+        taken = fast_take_sends(NULL, args, 9);
+        if (taken == NULL) {
+            if (!PyErr_ExceptionMatches(OverBudget)) {
+                return -1; /* what deliver or full raised */
+            }
+            PyObject *type, *value, *tb;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            Py_XDECREF(type);
+            Py_XDECREF(tb);
+            if (value == NULL) {
+                return -1;
+            }
+            taken = value;
+        }
+        else if (taken == Py_None) {
+            Py_DECREF(taken);
+            return 0;
+        }
+    }
+    PyObject *args[3] = {peer, data, taken};
+    PyObject *r = PyObject_Vectorcall(self->apply, args, 3, NULL);
+    Py_DECREF(taken);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static PyObject *
+inbox_call(Inbox *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "inbox(peer, frames)");
+        return NULL;
+    }
+    PyObject *peer = args[0], *frames = PySequence_Fast(args[1], "inbox(peer, frames): frames must be a sequence");
+    if (frames == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(frames); i++) {
+        if (inbox_frame(self, peer, PySequence_Fast_GET_ITEM(frames, i)) < 0) {
+            Py_DECREF(frames);
+            return NULL;
+        }
+    }
+    Py_DECREF(frames);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+inbox_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    return inbox_call((Inbox *)self, args, nargsf, kwnames);
+}
+
+static PyObject *
+inbox_get_here(Inbox *self, void *closure)
+{
+    return Py_NewRef(self->here);
+}
+
+static int
+inbox_set_here(Inbox *self, PyObject *value, void *closure)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "the inbox's here cannot be deleted");
+        return -1;
+    }
+    Py_SETREF(self->here, Py_NewRef(value));
+    return 0;
+}
+
+static PyGetSetDef inbox_getset[] = {
+    {"here", (getter)inbox_get_here, (setter)inbox_set_here, "the NodeRef object pids of this node come with"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Inbox_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._fastcodec.Inbox",
+    .tp_doc = "Inbox(here, procs, moved, deliver, Down, limit, full, max_decoded, got, apply): endpoint.py's "
+              "_Inbox in C",
+    .tp_basicsize = sizeof(Inbox),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = inbox_new,
+    .tp_dealloc = (destructor)inbox_dealloc,
+    .tp_traverse = (traverseproc)inbox_traverse,
+    .tp_clear = (inquiry)inbox_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Inbox, vectorcall),
+    .tp_getset = inbox_getset,
+};
+
 static PyMethodDef methods[] = {
     {"init", fast_init, METH_VARARGS,
      "init(Pid, Tag, NodeRef, TUPLE_MARK, node_payloads, nodes, node_payload, node, ext, ext_untrusted, "
@@ -2097,6 +2312,7 @@ PyInit__fastcodec(void)
     if (empty_tuple == NULL || str_order == NULL || str_mailbox == NULL || Truncated == NULL || OverBudget == NULL ||
         PyType_Ready(&Counter_type) < 0 || PyModule_AddObjectRef(module, "Counter", (PyObject *)&Counter_type) < 0 ||
         PyType_Ready(&Outbox_type) < 0 || PyModule_AddObjectRef(module, "Outbox", (PyObject *)&Outbox_type) < 0 ||
+        PyType_Ready(&Inbox_type) < 0 || PyModule_AddObjectRef(module, "Inbox", (PyObject *)&Inbox_type) < 0 ||
         (str_task = PyUnicode_InternFromString("task")) == NULL ||
         (str_sent_to = PyUnicode_InternFromString("sent_to")) == NULL ||
         (str_node = PyUnicode_InternFromString("node")) == NULL ||

@@ -59,10 +59,10 @@ from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT, FlowC
 from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
 from termite._net.watches import Lost, Watches
 
-try:  # send, post_encoded and flush with no Python on the way (None: not built)
-    from termite._net._fastcodec import Outbox as _NativeOutbox
+try:  # send, post_encoded and flush, and the frames read, with no Python on the way (None: not built)
+    from termite._net._fastcodec import Inbox as _NativeInbox, Outbox as _NativeOutbox
 except ImportError:
-    _NativeOutbox = None
+    _NativeInbox = _NativeOutbox = None
 
 #: SEVERED frames kept for one node until its next session, at most.
 _SEVERED_HELD = 4096
@@ -169,6 +169,41 @@ class _Outbox:
             self.flush_batches()
 
 
+class _Inbox:
+    """The frames a peer sent, as the transport hands them on: ``inbox(peer, frames)``.
+    termite._net._fastcodec.Inbox is its C twin, step for step.
+
+    Each frame is counted (flow control's ``got``); then, unless processes migrated from here
+    (``moved`` holds any, and their messages are passed on in order), its plain SENDs to
+    processes of this node are delivered by ``take_sends`` (in C), and whatever that leaves,
+    or the whole frame (taken is False), or its OverBudget, goes to ``apply(peer, data, taken)``.
+    ``here`` is the NodeRef object this node's pids come with (the endpoint keeps it current).
+    """
+
+    def __init__(self, here, procs, moved, deliver, down, limit, full, max_decoded, got, apply):
+        self.here = here
+        self.procs, self.moved = procs, moved
+        self.deliver, self.down, self.limit, self.full = deliver, down, limit, full
+        self.max_decoded = max_decoded
+        self.got, self.apply = got, apply
+
+    def __call__(self, peer: NodeRef, frames: list) -> None:
+        got = self.got
+        for data in frames:
+            got(peer, len(data))
+            if take_sends is None or self.moved:
+                taken = False
+            else:
+                try:
+                    taken = take_sends(data, self.here, self.procs, self.deliver, self.down, self.limit, self.full,
+                                       peer, self.max_decoded)
+                except OverBudget as exc:
+                    taken = exc
+                if taken is None:
+                    continue
+            self.apply(peer, data, taken)
+
+
 class Endpoint:
     def __init__(self, table: ProcessTable, transport, mailbox_limit: int = DEFAULT_MAILBOX_LIMIT,
                  buffer_limit: int = DEFAULT_BUFFER_LIMIT, *, max_decoded: int | None = MAX_DECODED):
@@ -203,7 +238,11 @@ class Endpoint:
         self._limit = mailbox_limit  # read per message delivered from another node
         # The transport reads on the kernel's thread: frames, sessions begun and
         # ended come here directly, in the order of the streams they end and begin.
-        transport.on_frames = self._on_frames
+        # The frames read: counted, plain SENDs delivered in C if built, the rest by _apply_frame.
+        self._inbox = (_Inbox if _NativeInbox is None else _NativeInbox)(
+            self._here, table.procs, table.moved, deliver, Down, mailbox_limit, self.flow.full, max_decoded,
+            self.flow.got, self._apply_frame)
+        transport.on_frames = self._inbox
         transport.on_read_done = self.kernel.run_now
         transport.on_peer_down = self._peer_down
         transport.on_peer_up = self._peer_up
@@ -412,76 +451,68 @@ class Endpoint:
 
     # -- in: frames read on the kernel's thread; lost peers from the I/O thread ----------
 
-    def _on_frames(self, peer: NodeRef, frames: list) -> None:
-        """Apply frames read on the kernel's thread; the transport then runs a turn.
+    def _apply_frame(self, peer: NodeRef, data: bytes, taken) -> None:
+        """Apply a frame read on the kernel's thread (the transport then runs a turn): what the inbox
+        (_Inbox) did not deliver itself.  ``taken`` is False (all of it: read here, and whatever is
+        wrong with it is said), the messages from the first it did not deliver on, or the OverBudget
+        that stopped its reading.
 
         A frame may be a batch: its good messages are applied, and a frame
         with any bad one counts once in ``malformed``, with one log line.
         """
         table = self.table
         procs = table.procs
-        got = self.flow.got
         max_decoded = self.max_decoded
-        for data in frames:
-            got(peer, len(data))
-            lenient, unreadable = False, None
-            if take_sends is None or table.moved:
-                messages = False
-            else:
-                # In C: the frame decoded, and its plain SENDs to local processes delivered as the loop
-                # below does in line; the rest (from the first other one on) comes back, in order.
-                try:
-                    messages = take_sends(data, self._here, procs, deliver, Down, self._limit, self.flow.full, peer,
-                                          max_decoded)
-                except OverBudget as exc:  # not read again: the limit is the point
-                    unreadable = over_budget(len(data), max_decoded, exc.decoded)
-                    messages = unreadable.decoded
-                if messages is None:
-                    continue
-            if messages is False:  # not read in C: read here, and whatever is wrong with the frame is said
-                try:
-                    messages = decode_frame(data, max_decoded)
-                except MalformedMessage as refused:
-                    messages, unreadable = refused.decoded, refused  # those before the bad one still count
-                    if not getattr(refused, "over_budget", False):
-                        # Read again, with what fails to unpickle in place: who waits gets an answer.
-                        lenient = True
-                        try:
-                            messages, unreadable = decode_frame_lenient(data, f"node {table.ref}", max_decoded), None
-                        except MalformedMessage as exc:
-                            messages, unreadable = exc.decoded, exc
-            problem = None
-            for frame in messages:
-                if lenient and first_unreadable(frame) is not None:
+        lenient, unreadable = False, None
+        if taken is False:
+            try:
+                messages = decode_frame(data, max_decoded)
+            except MalformedMessage as refused:
+                messages, unreadable = refused.decoded, refused  # those before the bad one still count
+                if not getattr(refused, "over_budget", False):
+                    # Read again, with what fails to unpickle in place: who waits gets an answer.
+                    lenient = True
                     try:
-                        self._unreadable(peer, frame)
-                    except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
-                        problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
-                    continue
-                # In line, the common frame: a message for a process of this node
-                # that never migrated.  _on_send is the same, for every other case.
-                if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
-                    pid = frame[1]
-                    if pid.__class__ is Pid and pid.node is self._here:
-                        proc = procs.get(pid.serial)
-                        msg = frame[2]
-                        if proc is not None and proc.order is None and msg.__class__ is not Down:
-                            deliver(proc, msg)
-                            box = proc.mailbox
-                            if box is not None and len(box) > self._limit:
-                                self.flow.full(proc, peer)
-                            continue
+                        messages, unreadable = decode_frame_lenient(data, f"node {table.ref}", max_decoded), None
+                    except MalformedMessage as exc:
+                        messages, unreadable = exc.decoded, exc
+        elif taken.__class__ is OverBudget:  # not read again: the limit is the point
+            unreadable = over_budget(len(data), max_decoded, taken.decoded)
+            messages = unreadable.decoded
+        else:
+            messages = taken
+        problem = None
+        for frame in messages:
+            if lenient and first_unreadable(frame) is not None:
                 try:
-                    self._apply(peer, frame)
-                except MalformedMessage as exc:
-                    problem = problem or exc
+                    self._unreadable(peer, frame)
                 except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
                     problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
-                    log.debug("the frame's failure", exc_info=True)
-            problem = problem or unreadable
-            if problem is not None:
-                self.malformed += 1
-                log.warning("dropped a frame from %s: %s", peer, problem)
+                continue
+            # In line, the common frame: a message for a process of this node
+            # that never migrated.  _on_send is the same, for every other case.
+            if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
+                pid = frame[1]
+                if pid.__class__ is Pid and pid.node is self._here:
+                    proc = procs.get(pid.serial)
+                    msg = frame[2]
+                    if proc is not None and proc.order is None and msg.__class__ is not Down:
+                        deliver(proc, msg)
+                        box = proc.mailbox
+                        if box is not None and len(box) > self._limit:
+                            self.flow.full(proc, peer)
+                        continue
+            try:
+                self._apply(peer, frame)
+            except MalformedMessage as exc:
+                problem = problem or exc
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the others
+                problem = problem or f"it could not be applied: {type(exc).__name__}: {exc}"
+                log.debug("the frame's failure", exc_info=True)
+        problem = problem or unreadable
+        if problem is not None:
+            self.malformed += 1
+            log.warning("dropped a frame from %s: %s", peer, problem)
 
     def _apply(self, peer: NodeRef, frame) -> None:
         kind = self.kinds.check(frame)
@@ -501,7 +532,7 @@ class Endpoint:
         if node is not self._here:  # the codec gives the pids it decodes one NodeRef object per node
             if node != self.table.ref:  # a guest, or of an earlier incarnation of this node (gone)
                 return self.table.guests.get(pid) if self.table.guests else None
-            self._here = node
+            self._here = self._inbox.here = node
         return self.table.procs.get(pid.serial)
 
     # -- the built-in kinds ---------------------------------------------------------------
