@@ -69,6 +69,9 @@ TARGET_CURVE = 0.7  # termite with CURVE / termite in clear
 CHILD_TIMEOUT = 120  # seconds node A (or the DEALER) may take to set up and warm up
 SERVER_LIFETIME = 300  # seconds: a server whose parent died still exits
 WAIT = 10  # seconds any one reply may take
+# The kernel counts a process's CPU time in clock ticks: windows that took less say nothing.
+_CPU_TICK = 1 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 0.01
+TOO_SHORT = "not measured, the windows took less CPU than one clock tick (run without --quick)"
 
 
 # -- what runs on the nodes (importable, so it travels by reference) ----------
@@ -263,11 +266,14 @@ def _run(name, kind, quick):
 
         def cpu(side, curve):
             label = "raw (DEALER + ROUTER)" if side == "raw" else "termite (node A + node B)"
+            measure = f"CPU per {one}, {label}, {_mode(curve)}{where}"
             done = window * len(windows[side, curve])
-            driver = sum(w.cpu_driver for w in windows[side, curve]) / done * 1e6
-            server = sum(w.cpu_server for w in windows[side, curve]) / done * 1e6
-            return Result(name, f"CPU per {one}, {label}, {_mode(curve)}{where}", driver + server, "µs",
-                          details={"driver_us": driver, "server_us": server})
+            driver = sum(w.cpu_driver for w in windows[side, curve])
+            server = sum(w.cpu_server for w in windows[side, curve])
+            if driver + server < _CPU_TICK:  # the windows were too short for the counters (--quick)
+                return Result(name, f"{measure}: {TOO_SHORT}", None, "µs")
+            return Result(name, measure, (driver + server) / done * 1e6, "µs",
+                          details={"driver_us": driver / done * 1e6, "server_us": server / done * 1e6})
 
         termite_vs_raw = [ratio(f"termite / raw, {_mode(curve)}", ("termite", curve), ("raw", curve),
                                 **({"target": TARGET_VS_RAW, "op": ">="} if kind == "pingpong" and n == 0 else {}))
