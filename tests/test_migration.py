@@ -5,6 +5,7 @@ import concurrent.futures
 import pytest
 
 import termite
+import termite.testing
 from termite import Down, Exit
 from termite.testing import relay, watch
 
@@ -29,6 +30,8 @@ from migrants import (
     waits_there,
     sends_across_a_move,
     counts_in_order,
+    monitors_on,
+    watches_then_moves,
 )
 
 
@@ -230,3 +233,32 @@ def test_node_run_of_a_process_whose_new_node_is_lost_raises_noconnection(cluste
         with pytest.raises(termite.Exited) as lost:
             running.result(timeout=20)
     assert lost.value.reason == "noconnection"
+
+
+async def _monitors_of(pid):
+    return termite.process_info(pid).monitors
+
+
+async def _monitor_entries():
+    """How many monitors of this node's processes are on record here (the table's ``monitored``)."""
+    return len(termite._core.process.current().table.monitored)
+
+
+def test_the_monitors_a_migrant_holds_are_undone_where_they_were_made(abc):
+    """A process that monitored two processes here and one of B moves to B: its demonitor there and its end
+    undo them here and on B, as if it had never moved (none is left on the watched processes)."""
+    here, b, _ = abc
+    first, second = here.spawn(termite.testing.echo), here.spawn(termite.testing.echo)
+    on_b = here.spawn_on(b, termite.testing.echo)
+    entries = here.run(_monitor_entries, timeout=10)
+    pid = here.spawn(watches_then_moves, [first, second, on_b], b, here.pid)
+    assert here.receive(("moved", termite.Pid), timeout=10) == ("moved", pid)  # after its DEMONITOR of first
+    assert here.run(_monitors_of, first, timeout=10) == 0
+    assert here.run(_monitors_of, second, timeout=10) == 1
+    ref = here.monitor(pid)
+    here.send(pid, "end")
+    assert here.receive(Down, timeout=10).ref == ref
+    here.spawn_on(b, monitors_on, on_b, here.pid)  # its answer comes after the DEMONITOR the end sent here
+    assert here.receive(("monitors", on_b, int), timeout=10) == ("monitors", on_b, 0)
+    assert here.run(_monitors_of, second, timeout=10) == 0
+    assert here.run(_monitor_entries, timeout=10) == entries

@@ -175,6 +175,13 @@ def _hold(me: Process, ref: Tag, pid: Pid) -> None:
         watching.look_at = max(_FIRST_LOOK, 2 * len(watching))
 
 
+def hold_monitors(me: Process, held) -> None:
+    """``me`` holds the monitors ``held``, (ref, pid) pairs made on the node it migrated from: undone when
+    it ends, as those it makes here (the endpoint's ``carried`` knows where)."""
+    for ref, pid in held:
+        _hold(me, ref, pid)
+
+
 def _monitor_for_call(me: Process, pid: Pid, tag: Tag) -> None:
     """``call``'s monitor, written at once: the reply tag doubles as the monitor reference."""
     _watch(me, pid, tag)

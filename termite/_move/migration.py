@@ -8,7 +8,10 @@ the node it leaves (source) and the node it goes to (target):
    continuation and state.  If something cannot travel, ``migrate`` raises
    ``MigrationError`` there and the process goes on where it was.
 2. The source sends MIGRATE(pid, continuation, mailbox, links, monitors,
-   trap_exit, order) and parks the process: what arrives for it now waits.
+   trap_exit, order, held) and parks the process: what arrives for it now
+   waits.  ``held``: the monitors it holds, which stay where they were made;
+   the target undoes them (DEMONITOR to the watched process's node) when the
+   process demonitors or ends there, as its own.
 3. The target rebuilds the process and holds it, not running, and answers
    READY; or REFUSED(reason) (another Python, other code): the source then
    raises ``MigrationError`` in the process, which keeps its messages and runs
@@ -57,13 +60,13 @@ from collections import deque
 from termite._core.errors import MigrationError
 from termite._core.ids import NodeRef, Pid
 from termite._core.kernel import Signal
-from termite._core.links import settle_calls, signal_exit
+from termite._core.links import hold_monitors, settle_calls, signal_exit
 from termite._core.process import DEAD, Process, ProcessTable, current
 from termite._core.spawn import process_body
 from termite._core.traps import Sentinel
 from termite._net.codec import MalformedMessage, UnserializableMessage, decode, decode_frame_lenient, encode, first_unreadable
 from termite._net.endpoint import Endpoint
-from termite._net.frames import LINK, MONITOR, is_count, is_node, is_pid
+from termite._net.frames import LINK, MONITOR, is_count, is_node, is_pid, is_tag
 from termite._move.continuation import abandon, capture, restore, supported
 from termite._move.forwarding import Forwarding
 from termite._move.ordering import Order
@@ -142,10 +145,17 @@ class _Leaving:
 class _Arriving:
     """A process rebuilt here, not running until its source commits."""
 
-    __slots__ = ("proc", "source", "value")
+    __slots__ = ("proc", "source", "value", "held")
 
-    def __init__(self, proc: Process, source: NodeRef, value):
+    def __init__(self, proc: Process, source: NodeRef, value, held: list):
         self.proc, self.source, self.value = proc, source, value
+        self.held = held  # [(ref, target)]: the monitors it holds, made before it came
+
+
+def _is_held(x) -> bool:
+    """A MIGRATE frame's monitors held: a list of [ref, target pid]."""
+    return x.__class__ is list and all(
+        m.__class__ in (list, tuple) and len(m) == 2 and is_tag(m[0]) and is_pid(m[1]) for m in x)
 
 
 def _drop(coro) -> None:
@@ -202,7 +212,7 @@ class Migration:
         self.kernel.trap_handlers[_Request] = self._on_request
         kinds = endpoint.kinds
         kinds.register(MIGRATE, "MIGRATE", (is_pid, _is_continuation, _is_list, _is_list, _is_list,
-                                            lambda t: t.__class__ is bool, _is_list), self._on_migrate)
+                                            lambda t: t.__class__ is bool, _is_list, _is_held), self._on_migrate)
         kinds.register(READY, "READY", (is_pid,), self._on_ready)
         kinds.register(COMMIT, "COMMIT", (is_pid, _is_list, _is_list, lambda a: a.__class__ is bool, _is_pids),
                        self._on_commit)
@@ -241,6 +251,9 @@ class Migration:
             else:
                 continuation = ("call", encode((request.fn, request.args)))
             mailbox = list(proc.mailbox or ())
+            # The monitors it holds and that have not fired: undone from where it ends (termite._core.links).
+            held = [(ref, target) for ref, target in (proc.watching or {}).items()
+                    if ref in table.monitored or self.endpoint.holds_monitor(ref)]
             frame = encode(
                 (
                     MIGRATE,
@@ -251,6 +264,7 @@ class Migration:
                     list((proc.monitors or {}).items()),
                     proc.trap_exit,
                     list(order.state()),
+                    held,
                 )
             )
         except (MigrationError, UnserializableMessage) as exc:
@@ -334,6 +348,8 @@ class Migration:
         # network.  Links and monitors made while it was in transit are not in
         # what went: repeat them all (the target adds each once).
         endpoint.watches.forget_local(pid)  # its links and watchers are the target's to keep now
+        for ref in proc.watching or ():  # those it brought here go on with it
+            endpoint.carried.pop(ref, None)
         for other in proc.links or ():
             if table.is_local(other):
                 endpoint.watches.add_link(target, other, pid)
@@ -387,7 +403,7 @@ class Migration:
     # -- arriving -------------------------------------------------------------
 
     def _on_migrate(self, peer: NodeRef, frame) -> None:
-        _, pid, (how, data), mailbox, links, monitors, trap_exit, state = frame
+        _, pid, (how, data), mailbox, links, monitors, trap_exit, state, held = frame
         table = self.table
         try:
             if table.resolve(pid) is not None or pid in self.arriving:
@@ -410,7 +426,7 @@ class Migration:
         proc.trap_exit = trap_exit
         proc.links = set(links) or None
         proc.monitors = {ref: watcher for ref, watcher in monitors} or None
-        self.arriving[pid] = _Arriving(proc, peer, value)
+        self.arriving[pid] = _Arriving(proc, peer, value, [tuple(m) for m in held])
         self.endpoint.post(peer, (READY, pid))
 
     def _on_commit(self, peer: NodeRef, frame) -> None:
@@ -441,6 +457,9 @@ class Migration:
         table.when_exits(pid, self._ends(proc))
         if order.held:
             self.forwarding.holding.add(proc)
+        if entry.held:
+            self.endpoint.carried.update(entry.held)
+            hold_monitors(proc, entry.held)
         lost = self._bind(proc, peer)
         if answer:  # after the RELOCATEDs: the source need not tell the other nodes any more
             self.endpoint.post(peer, (ARRIVED, pid))

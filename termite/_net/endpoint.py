@@ -225,6 +225,9 @@ class Endpoint:
         self._here = table.ref  # the NodeRef object decoded pids of this node last came with
         self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
         self._severed: dict[NodeRef, list[tuple]] = {}  # SEVERED frames for a node's next session
+        # Monitors that processes which migrated here hold, ref -> target, made on the node they came
+        # from: undone by a DEMONITOR to the target's node (demonitor, or the process's end).
+        self.carried: dict[Tag, Pid] = {}
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
@@ -376,16 +379,27 @@ class Endpoint:
         self.post(node, (MONITOR, watcher, pid, ref))
 
     def holds_monitor(self, ref: Tag) -> bool:
-        """Whether monitor ``ref`` of another node's process is held here (not undone, not fired)."""
-        return self.watches.holds_monitor(ref)
+        """Whether monitor ``ref`` of another node's process is held here (not undone, not fired), or was
+        brought here by a process that migrated holding it."""
+        return self.watches.holds_monitor(ref) or ref in self.carried
 
     def demonitor(self, ref: Tag) -> bool:
         """Undo monitor ``ref`` of a process of another node; False if it is not held (its Down came)."""
         entry = self.watches.cancel_monitor(ref)
-        if entry is None:
+        if entry is not None:
+            node, target = entry
+            self.post(node, (DEMONITOR, target, ref))
+            return True
+        target = self.carried.pop(ref, None)
+        if target is None:
             return False
-        node, target = entry
-        self.post(node, (DEMONITOR, target, ref))
+        # Brought by a migrant: its node of origin keeps the watch; the target's node undoes it.
+        if not self.table.is_local(target):
+            self.post(self.route(target), (DEMONITOR, target, ref))
+        elif (proc := self._local(target)) is not None:  # it watched a process of this node from afar
+            if proc.monitors:
+                proc.monitors.pop(ref, None)
+            self.watches.drop_watcher(ref)
         return True
 
     def down(self, watcher: Pid, down: Down) -> None:
@@ -605,6 +619,8 @@ class Endpoint:
         else:
             if proc.monitors:
                 proc.monitors.pop(ref, None)
+            if self.table.monitored.get(ref) is proc:  # its watcher lived here, and migrated since
+                del self.table.monitored[ref]
             self.watches.drop_watcher(ref)
 
     def _on_spawn(self, peer: NodeRef, frame) -> None:

@@ -180,3 +180,17 @@ async def answers_after_moving(node):
     if msg == "end there":
         raise RuntimeError("ended after moving, a call unanswered")
     send(sender, (tag, (msg, termite.current_node())))
+
+
+async def watches_then_moves(targets, node, reply_to):
+    """Monitors each of ``targets``, moves to ``node``, demonitors the first there, says so, and ends on "end"."""
+    refs = [termite.monitor(target) for target in targets]
+    await migrate(node)
+    termite.demonitor(refs[0])
+    send(reply_to, ("moved", termite.self()))
+    await receive("end")
+
+
+async def monitors_on(pid, reply_to):
+    """Tell ``reply_to`` how many monitors ``pid``, a process of this node, has."""
+    send(reply_to, ("monitors", pid, termite.process_info(pid).monitors))
