@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from decimal import Decimal
 import inspect
 import json
 import os
@@ -650,10 +651,11 @@ def timeouts() -> list:
         kernel.cancel_timer(entry)
         kernel.cancel_timer(entry)  # twice: nothing more
         out.append((entry[2], kernel._stale_timers > 0))
-        try:
-            kernel.add_timer("soon", task)
-        except TypeError as exc:
-            out.append(("refused", type(exc).__name__))
+        for delay in ("soon", Decimal(1)):
+            try:
+                kernel.add_timer(delay, task)
+            except TypeError as exc:
+                out.append(("refused", str(exc)))
         return out
 
     return termite.run(main)

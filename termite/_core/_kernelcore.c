@@ -916,6 +916,11 @@ timer_add(KernelCore *k, PyObject *delay, PyObject *task, PyObject *value)
         PyErr_SetString(PyExc_TypeError, "the kernel's timers must be a list (Kernel.__init__ sets it)");
         return NULL;
     }
+    if (!PyFloat_Check(delay) && !PyLong_Check(delay)) { /* as the Python twin's clock() + delay says */
+        PyErr_Format(PyExc_TypeError, "unsupported operand type(s) for +: 'float' and '%.200s'",
+                     Py_TYPE(delay)->tp_name);
+        return NULL;
+    }
     double seconds = PyFloat_AsDouble(delay);
     if (seconds == -1.0 && PyErr_Occurred()) {
         return NULL;
