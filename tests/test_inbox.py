@@ -4,28 +4,21 @@ node, hand the rest to the endpoint's _apply_frame)."""
 
 import pytest
 
-from termite import NodeRef, Pid
+from termite import Pid
 from termite._core.process import Down
 from termite._net import endpoint as _endpoint
 from termite._net.codec import OverBudget, decode, encode, encode_batch
 from termite._net.frames import LINK, SEND
+
+from test_take_sends import HERE, OTHER as ELSEWHERE, Proc  # the nodes and processes of take_sends' own test
 
 pytestmark = [
     pytest.mark.timeout(60),
     pytest.mark.skipif(_endpoint._NativeInbox is None, reason="termite._net._fastcodec did not load here"),
 ]
 
-HERE = NodeRef("127.0.0.1", 41000, incarnation=0x77)
-ELSEWHERE = NodeRef("127.0.0.1", 41001, incarnation=0x78)
 LIMIT = 2
 MAX_DECODED = 1 << 16
-
-
-class Proc:
-    """What the inbox reads of a process: ``order`` and ``mailbox``."""
-
-    def __init__(self, serial, order=None):
-        self.serial, self.order, self.mailbox = serial, order, None
 
 
 def node_object(node=HERE):
