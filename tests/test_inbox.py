@@ -22,7 +22,7 @@ MAX_DECODED = 1 << 16
 
 
 def node_object(node=HERE):
-    """The NodeRef object the codec gives decoded pids of ``node`` (the endpoint's ``_here`` for HERE)."""
+    """The NodeRef object the codec gives decoded pids of ``node`` (the endpoint's inbox's ``here`` for HERE)."""
     return decode(encode(Pid(node, 1))).node
 
 

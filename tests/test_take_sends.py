@@ -31,7 +31,7 @@ class Proc:
 
 
 def here_node():
-    """The NodeRef object the codec gives decoded pids of HERE (the endpoint's ``_here``)."""
+    """The NodeRef object the codec gives decoded pids of HERE (the endpoint's inbox's ``here``)."""
     return decode(encode(Pid(HERE, 1))).node
 
 

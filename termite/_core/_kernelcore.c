@@ -129,7 +129,7 @@ static Py_ssize_t SPAWN_BURST = 4096; /* kernel.SPAWN_BURST, from init_kernel */
 static int mailbox_ready;
 
 static PyObject *s_BUDGET, *s_TURN_SECONDS, *s_on_exit, *s_trap_handlers, *s_stashed, *s_after_turn,
-    *s_signal, *s_await_foreign, *s_add_timer, *s_cancel_timer, *s_timeout, *s_value, *s_throw, *s_close,
+    *s_signal, *s_await_foreign, *s_timeout, *s_value, *s_throw, *s_close,
     *s_qualname, *kw_timeout, *zero;
 
 /* Which kernel is attached on this thread (a strong ref to a KernelCore, or NULL).  The task
@@ -1008,27 +1008,27 @@ kernel_cancel_timer(KernelCore *k, PyObject *entry)
     Py_RETURN_NONE;
 }
 
-/* A timer for a receive or a call of a task of `kernel`: straight to C for a KernelCore. */
+/* A timer for a receive or a call of a task of `kernel` (a task of the C kernel has a KernelCore). */
+static int
+is_kernel(PyObject *kernel)
+{
+    if (KernelCore_Check(kernel)) {
+        return 1;
+    }
+    PyErr_Format(PyExc_TypeError, "the task's kernel is %.200R, not a kernel", kernel);
+    return 0;
+}
+
 static PyObject *
 task_timer(PyObject *kernel, PyObject *delay, PyObject *task)
 {
-    if (KernelCore_Check(kernel)) {
-        return timer_add((KernelCore *)kernel, delay, task, TIMED_OUT);
-    }
-    PyObject *args[] = {kernel, delay, task};
-    return PyObject_VectorcallMethod(s_add_timer, args, 3, NULL);
+    return is_kernel(kernel) ? timer_add((KernelCore *)kernel, delay, task, TIMED_OUT) : NULL;
 }
 
 static int
 task_timer_cancel(PyObject *kernel, PyObject *entry)
 {
-    if (KernelCore_Check(kernel)) {
-        return timer_cancel((KernelCore *)kernel, entry);
-    }
-    PyObject *args[] = {kernel, entry};
-    PyObject *res = PyObject_VectorcallMethod(s_cancel_timer, args, 2, NULL);
-    Py_XDECREF(res);
-    return res == NULL ? -1 : 0;
+    return is_kernel(kernel) ? timer_cancel((KernelCore *)kernel, entry) : -1;
 }
 
 static PyMemberDef kernel_members[] = {
@@ -3409,8 +3409,7 @@ PyInit__kernelcore(void)
     if (intern(&s_BUDGET, "BUDGET") || intern(&s_TURN_SECONDS, "TURN_SECONDS") || intern(&s_on_exit, "on_exit") ||
         intern(&s_trap_handlers, "trap_handlers") || intern(&s_stashed, "_stashed") ||
         intern(&s_after_turn, "after_turn") || intern(&s_signal, "_signal") ||
-        intern(&s_await_foreign, "_await_foreign") || intern(&s_add_timer, "add_timer") ||
-        intern(&s_cancel_timer, "cancel_timer") || intern(&s_timeout, "timeout") || intern(&s_value, "value") ||
+        intern(&s_await_foreign, "_await_foreign") || intern(&s_timeout, "timeout") || intern(&s_value, "value") ||
         intern(&s_throw, "throw") || intern(&s_close, "close") || intern(&s_qualname, "__qualname__") ||
         intern(&s_ref, "ref") || intern(&s_serials, "serials") || intern(&s_procs, "procs") ||
         intern(&s_kernel, "kernel") || intern(&s_monitored, "monitored") || intern(&s_monitors, "monitors") ||

@@ -180,6 +180,8 @@ class _Inbox:
     ``here`` is the NodeRef object this node's pids come with (the endpoint keeps it current).
     """
 
+    __slots__ = ("here", "procs", "moved", "deliver", "down", "limit", "full", "max_decoded", "got", "apply")
+
     def __init__(self, here, procs, moved, deliver, down, limit, full, max_decoded, got, apply):
         self.here = here
         self.procs, self.moved = procs, moved
@@ -222,7 +224,6 @@ class Endpoint:
         self._spawn_serials = spawn_serials(table.ref)
         self._unborn = Unborn(table.ref, self.kernel.loop, self._apply, self.kernel.kick)
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
-        self._here = table.ref  # the NodeRef object decoded pids of this node last came with
         self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
         self._severed: dict[NodeRef, list[tuple]] = {}  # SEVERED frames for a node's next session
         # Monitors that processes which migrated here hold, ref -> target, made on the node they came
@@ -243,7 +244,7 @@ class Endpoint:
         # ended come here directly, in the order of the streams they end and begin.
         # The frames read: counted, plain SENDs delivered in C if built, the rest by _apply_frame.
         self._inbox = (_Inbox if _NativeInbox is None else _NativeInbox)(
-            self._here, table.procs, table.moved, deliver, Down, mailbox_limit, self.flow.full, max_decoded,
+            table.ref, table.procs, table.moved, deliver, Down, mailbox_limit, self.flow.full, max_decoded,
             self.flow.got, self._apply_frame)
         transport.on_frames = self._inbox
         transport.on_read_done = self.kernel.run_now
@@ -397,9 +398,7 @@ class Endpoint:
         if not self.table.is_local(target):
             self.post(self.route(target), (DEMONITOR, target, ref))
         elif (proc := self._local(target)) is not None:  # it watched a process of this node from afar
-            if proc.monitors:
-                proc.monitors.pop(ref, None)
-            self.watches.drop_watcher(ref)
+            self._unwatch(proc, ref)
         return True
 
     def down(self, watcher: Pid, down: Down) -> None:
@@ -507,7 +506,7 @@ class Endpoint:
             # that never migrated.  _on_send is the same, for every other case.
             if frame.__class__ is tuple and len(frame) == 3 and frame[0] == SEND and not table.moved:
                 pid = frame[1]
-                if pid.__class__ is Pid and pid.node is self._here:
+                if pid.__class__ is Pid and pid.node is self._inbox.here:
                     proc = procs.get(pid.serial)
                     msg = frame[2]
                     if proc is not None and proc.order is None and msg.__class__ is not Down:
@@ -543,10 +542,10 @@ class Endpoint:
 
     def _local(self, pid: Pid) -> object | None:
         node = pid.node
-        if node is not self._here:  # the codec gives the pids it decodes one NodeRef object per node
+        if node is not self._inbox.here:  # the NodeRef object decoded pids of this node last came with
             if node != self.table.ref:  # a guest, or of an earlier incarnation of this node (gone)
                 return self.table.guests.get(pid) if self.table.guests else None
-            self._here = self._inbox.here = node
+            self._inbox.here = node  # the codec gives the pids it decodes one NodeRef object per node
         return self.table.procs.get(pid.serial)
 
     # -- the built-in kinds ---------------------------------------------------------------
@@ -617,11 +616,15 @@ class Endpoint:
         if proc is None:
             self._unborn.hold(peer, frame, pid)
         else:
-            if proc.monitors:
-                proc.monitors.pop(ref, None)
-            if self.table.monitored.get(ref) is proc:  # its watcher lived here, and migrated since
-                del self.table.monitored[ref]
-            self.watches.drop_watcher(ref)
+            self._unwatch(proc, ref)
+
+    def _unwatch(self, proc, ref: Tag) -> None:
+        """Monitor ``ref`` of local process ``proc``, whose watcher is elsewhere, is undone."""
+        if proc.monitors:
+            proc.monitors.pop(ref, None)
+        if self.table.monitored.get(ref) is proc:  # its watcher lived here, and migrated since
+            del self.table.monitored[ref]
+        self.watches.drop_watcher(ref)
 
     def _on_spawn(self, peer: NodeRef, frame) -> None:
         _, pid, fn, args, link_to, name = frame
