@@ -4,7 +4,9 @@ The items are numbered in collection order and wait in one queue.  A
 worker pulls: it asks ("need") before it runs dry, and :meth:`Schedule.serve`
 answers with a chunk of the queue, a share of what is left, so chunks shrink
 as the queue empties and the workers finish together (guided
-self-scheduling).  Once the queue is empty an idle worker's ask makes
+self-scheduling); when fewer are left than two for each worker holding
+none, those workers get one each (marked last: nothing follows for now).
+Once the queue is empty an idle worker's ask makes
 :meth:`Schedule.steal` take back half of the items another worker has not
 started; they come back ("unscheduled") to the queue and to the idle
 workers.  A lost worker's items go back to the queue's front, in order
@@ -83,16 +85,28 @@ class Schedule:
         if self.stopping or self.finishing:
             self.command(worker, {"cmd": "shutdown"})
         elif self.queue:
-            alive = sum(1 for w in self.workers.values() if w.alive) or 1
-            # Guided self-scheduling: a share of what is left, so chunks shrink towards the end
-            # and the workers finish together; at least 2, as a worker needs a next item.
-            size = max(2, min(MAX_CHUNK, len(self.queue) // (4 * alive)))
+            hungry = sum(1 for w in self.workers.values() if w.alive and not w.assigned)
+            if len(self.queue) < 2 * hungry:
+                # Too few left for two to each worker that has none (a short suite, or its
+                # end): one each, with "last" so it runs at once (nextitem=None) rather than
+                # wait for a next item another worker needs more, as pytest-xdist deals a short
+                # suite.  A worker still on its own items gets none now, and asks again.
+                if worker.assigned:
+                    self.command(worker, {"cmd": "none"})
+                    return
+                size = 1
+            else:
+                alive = sum(1 for w in self.workers.values() if w.alive) or 1
+                # Guided self-scheduling: a share of what is left, so chunks shrink towards the end
+                # and the workers finish together; at least 2, as a worker needs a next item.
+                size = max(2, min(MAX_CHUNK, len(self.queue) // (4 * alive)))
             chunk = [self.queue.popleft() for _ in range(min(size, len(self.queue)))]
             for index in chunk:
                 worker.assigned[index] = set()
             items = [[index, self.items[index].nodeid] for index in chunk]
             # Ask again when a third of it is left: the answer then comes before the worker runs dry.
-            self.command(worker, {"cmd": "run", "items": items, "last": not self.queue, "ask_below": len(chunk) // 3})
+            last = size == 1 or not self.queue
+            self.command(worker, {"cmd": "run", "items": items, "last": last, "ask_below": len(chunk) // 3})
         elif pending:
             self.command(worker, {"cmd": "none"})
         else:

@@ -201,6 +201,31 @@ def test_an_idle_worker_takes_the_tests_waiting_behind_a_long_one(project):
     assert len(slow) <= 2, run
 
 
+def test_two_tests_on_two_workers_run_at_once(project):
+    # Each waits for the other to start: on one worker (both in one chunk, the second
+    # kept back as the first's next item) the first would wait in vain.
+    (project / "test_pair.py").write_text(textwrap.dedent(
+        """
+        import time
+        from pathlib import Path
+
+        import pytest
+
+        @pytest.mark.parametrize("me", ["a", "b"])
+        def test_meet(me):
+            here = Path(__file__).parent
+            (here / f"started-{me}").touch()
+            other = here / ("started-b" if me == "a" else "started-a")
+            deadline = time.monotonic() + 20
+            while not other.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert other.exists(), "the other test did not start while this one ran"
+        """
+    ))  # fmt: skip
+    run = pytest_run(project, *NO_CACHE, *TERMITE, "test_pair.py")
+    assert run.counts == {"passed": 2}, run
+
+
 @pytest.mark.timeout(120)
 def test_under_s_what_tests_print_is_shown_named_by_worker(project):
     run = pytest_run(project, *NO_CACHE, *TERMITE, "-s", "-k", "test_prints or test_print_then_fail")
