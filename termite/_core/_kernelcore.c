@@ -28,7 +28,11 @@
  *                (kernel._KernelCore's): the heap `timers`, `_clock`,
  *                `_stale_timers` and `_armed_for` are its fields, which
  *                Kernel's __init__, _arm_timer and _on_timer use as before;
- *                the entries' seq is a counter of its own.
+ *                the entries' seq is a counter of its own.  The hooks a turn
+ *                calls (`on_exit`, `after_turn`, `trap_handlers`, `_stashed`)
+ *                are its fields too, set by Kernel's __init__ and its users;
+ *                BUDGET and TURN_SECONDS are read from the class once, when
+ *                the kernel is made.
  *   local        which task runs and which kernel is attached, per thread
  *                (kernel._local, a threading.local in Python).
  *   deliver(proc, msg)                       mailbox.deliver, all of it.
@@ -128,8 +132,7 @@ static long FAIRNESS = 64;
 static Py_ssize_t SPAWN_BURST = 4096; /* kernel.SPAWN_BURST, from init_kernel */
 static int mailbox_ready;
 
-static PyObject *s_BUDGET, *s_TURN_SECONDS, *s_on_exit, *s_trap_handlers, *s_stashed, *s_after_turn,
-    *s_signal, *s_await_foreign, *s_timeout, *s_value, *s_throw, *s_close,
+static PyObject *s_BUDGET, *s_TURN_SECONDS, *s_signal, *s_await_foreign, *s_timeout, *s_value, *s_throw, *s_close,
     *s_qualname, *kw_timeout, *zero;
 
 /* Which kernel is attached on this thread (a strong ref to a KernelCore, or NULL).  The task
@@ -419,6 +422,12 @@ typedef struct {
     long long timer_seq;     /* the next timer's seq: equal deadlines fire in the order set */
     Py_ssize_t stale_timers; /* cancelled entries still in the heap */
     double armed_for;        /* when the loop's timer fires (inf if none) */
+    /* The hooks a turn calls, set by kernel.py's Kernel (members, not attributes of the Python subclass:
+     * a turn reads them without a lookup); and its limits, Kernel.BUDGET and TURN_SECONDS, read once. */
+    PyObject *on_exit, *after_turn, *trap_handlers, *stashed;
+    PyObject *table; /* the process table of its node (kernel.table): every send to another node reads it */
+    long budget;
+    double turn_seconds;
 } KernelCore;
 
 static PyTypeObject KernelCore_Type;
@@ -588,6 +597,17 @@ kernel_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     k->fairness = FAIRNESS;
     k->steps = 0;
     k->armed_for = Py_HUGE_VAL;
+    /* the class's constants (kernel.Kernel's), as a turn of the Python kernel reads them */
+    PyObject *budget = PyObject_GetAttr((PyObject *)type, s_BUDGET);
+    PyObject *turn = budget != NULL ? PyObject_GetAttr((PyObject *)type, s_TURN_SECONDS) : NULL;
+    k->budget = turn != NULL ? PyLong_AsLong(budget) : -1;
+    k->turn_seconds = turn != NULL && !PyErr_Occurred() ? PyFloat_AsDouble(turn) : -1.0;
+    Py_XDECREF(budget);
+    Py_XDECREF(turn);
+    if (PyErr_Occurred()) {
+        Py_DECREF(k);
+        return NULL;
+    }
     k->ready = rq_new();
     k->yielded = rq_new();
     if (k->ready == NULL || k->yielded == NULL) {
@@ -606,6 +626,11 @@ kernel_traverse(KernelCore *k, visitproc visit, void *arg)
     Py_VISIT(k->monitored);
     Py_VISIT(k->timers);
     Py_VISIT(k->clock);
+    Py_VISIT(k->on_exit);
+    Py_VISIT(k->after_turn);
+    Py_VISIT(k->trap_handlers);
+    Py_VISIT(k->stashed);
+    Py_VISIT(k->table);
     return 0;
 }
 
@@ -623,6 +648,11 @@ kernel_clear(KernelCore *k)
     Py_CLEAR(k->monitored);
     Py_CLEAR(k->timers);
     Py_CLEAR(k->clock);
+    Py_CLEAR(k->on_exit);
+    Py_CLEAR(k->after_turn);
+    Py_CLEAR(k->trap_handlers);
+    Py_CLEAR(k->stashed);
+    Py_CLEAR(k->table);
     return 0;
 }
 
@@ -637,6 +667,11 @@ kernel_dealloc(KernelCore *k)
     Py_CLEAR(k->monitored);
     Py_CLEAR(k->timers);
     Py_CLEAR(k->clock);
+    Py_CLEAR(k->on_exit);
+    Py_CLEAR(k->after_turn);
+    Py_CLEAR(k->trap_handlers);
+    Py_CLEAR(k->stashed);
+    Py_CLEAR(k->table);
     type->tp_free((PyObject *)k);
 }
 
@@ -678,12 +713,6 @@ call_handling(PyObject *fn, PyObject *const *args, size_t n, PyObject *type, PyO
     PyObject *r = PyObject_Vectorcall(fn, args, n, NULL);
     PyErr_SetExcInfo(old_type, old_value, old_tb);
     return r;
-}
-
-static PyObject *
-kernel_attr(PyObject *k, PyObject *name)
-{
-    return PyObject_GetAttr(k, name);
 }
 
 /* What the turn needs of the kernel's Python side, read once a turn. */
@@ -786,7 +815,6 @@ step(KernelCore *k, PyObject *t, Hooks *hooks)
 static PyObject *
 kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *self = (PyObject *)k;
     RunQueue *ready = k->ready, *yielded = k->yielded;
     while (yielded->len) { /* they yielded in an earlier turn: the loop has run since */
         PyObject *t = rq_pop(yielded);
@@ -796,38 +824,18 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
             return NULL;
         }
     }
-    long budget, full;
-    double turn;
-    PyObject *o;
-    if ((o = kernel_attr(self, s_BUDGET)) == NULL) {
-        return NULL;
-    }
-    budget = PyLong_AsLong(o);
-    Py_DECREF(o);
-    if (budget == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if ((o = kernel_attr(self, s_TURN_SECONDS)) == NULL) {
-        return NULL;
-    }
-    turn = PyFloat_AsDouble(o);
-    Py_DECREF(o);
-    if (turn == -1.0 && PyErr_Occurred()) {
-        return NULL;
-    }
-    Hooks hooks = {NULL, NULL, NULL};
-    if ((hooks.on_exit = kernel_attr(self, s_on_exit)) == NULL ||
-        (hooks.handlers = kernel_attr(self, s_trap_handlers)) == NULL ||
-        (hooks.stashed = kernel_attr(self, s_stashed)) == NULL || !PyDict_Check(hooks.handlers) ||
+    long budget = k->budget, full;
+    double turn = k->turn_seconds;
+    /* held for the turn, as the Python kernel's locals hold them */
+    Hooks hooks = {k->on_exit != NULL ? k->on_exit : Py_None, k->trap_handlers, k->stashed};
+    if (hooks.handlers == NULL || hooks.stashed == NULL || !PyDict_Check(hooks.handlers) ||
         !PySet_Check(hooks.stashed)) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "kernel.trap_handlers must be a dict and kernel._stashed a set");
-        }
-        Py_XDECREF(hooks.on_exit);
-        Py_XDECREF(hooks.handlers);
-        Py_XDECREF(hooks.stashed);
+        PyErr_SetString(PyExc_TypeError, "kernel.trap_handlers must be a dict and kernel._stashed a set");
         return NULL;
     }
+    Py_INCREF(hooks.on_exit);
+    Py_INCREF(hooks.handlers);
+    Py_INCREF(hooks.stashed);
     full = budget;
     double deadline = now_seconds() + turn;
     int failed = 0;
@@ -858,10 +866,15 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
             PyException_SetTraceback(exc, tb);
         }
     }
-    PyObject *after = kernel_attr(self, s_after_turn);
-    PyObject *r = NULL;
-    if (after != NULL) {
-        r = after == Py_None ? (Py_INCREF(Py_None), Py_None) : call_handling(after, NULL, 0, type, exc, tb);
+    PyObject *after = k->after_turn;
+    PyObject *r;
+    if (after == NULL || after == Py_None) {
+        r = Py_None;
+        Py_INCREF(r);
+    }
+    else {
+        Py_INCREF(after);
+        r = call_handling(after, NULL, 0, type, exc, tb);
         Py_DECREF(after);
     }
     if (r == NULL) { /* raised in the finally block: it wins, the turn's error is its context */
@@ -1042,6 +1055,11 @@ static PyMemberDef kernel_members[] = {
     {"_clock", T_OBJECT, offsetof(KernelCore, clock), 0, "time.monotonic, or the loop's time"},
     {"_stale_timers", T_PYSSIZET, offsetof(KernelCore, stale_timers), 0, "cancelled entries still in the heap"},
     {"_armed_for", T_DOUBLE, offsetof(KernelCore, armed_for), 0, "when the loop's timer fires (inf if none)"},
+    {"on_exit", T_OBJECT, offsetof(KernelCore, on_exit), 0, "on_exit(task, value, exc): a task ended"},
+    {"after_turn", T_OBJECT, offsetof(KernelCore, after_turn), 0, "called at the end of every turn, or None"},
+    {"trap_handlers", T_OBJECT, offsetof(KernelCore, trap_handlers), 0, "request class -> handler(task, request)"},
+    {"_stashed", T_OBJECT, offsetof(KernelCore, stashed), 0, "held tasks that were due to run"},
+    {"table", T_OBJECT, offsetof(KernelCore, table), 0, "the process table of the node this kernel runs"},
     {NULL},
 };
 
@@ -2239,12 +2257,16 @@ k_receive(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwname
 static Py_ssize_t proc_pid_off, proc_table_off, proc_monitors_off, proc_callers_off, proc_watching_off, proc_links_off,
     proc_name_off;
 static Py_ssize_t pid_node_off, pid_serial_off;
+/* process.ProcessTable's and ids.NodeRef's slots, from init_table (types NULL until then) */
+static PyTypeObject *Table_type, *NodeRef_type;
+static Py_ssize_t table_ref_off, table_remote_off, table_guests_off, table_serials_off, table_procs_off,
+    table_kernel_off, noderef_incarnation_off;
 static int process_ready, call_ready;
 static PyObject *process_defaults; /* tuple of (offset, value): Process.__init__'s other slots */
 static PyObject *py_spawn, *py_call, *py_make_tag, *py_monitor_for_call, *py_undo_call_monitor, *py_outcome,
     *py_await_reply;
 static PyObject *s_ref, *s_serials, *s_procs, *s_kernel, *s_monitored, *s_monitors, *s_pop;
-static PyObject *s_table, *s_remote, *s_guests, *s_incarnation, *s_send;
+static PyObject *s_remote, *s_guests, *s_incarnation, *s_send;
 static PyObject *ids_globals, *s_origin, *s_tag_serials; /* ids.py's globals: make_tag reads _origin, _tag_serials */
 static int spawn_ready;
 
@@ -2274,6 +2296,19 @@ slot_offset(PyObject *type, const char *name)
     return offset;
 }
 
+/* obj.name (a new reference): its slot at `off` when obj is exactly `type`, else getattr. */
+static PyObject *
+slot_or_attr(PyObject *obj, PyTypeObject *type, Py_ssize_t off, PyObject *name)
+{
+    if (Py_TYPE(obj) == type && SLOT(obj, off) != NULL) {
+        Py_INCREF(SLOT(obj, off));
+        return SLOT(obj, off);
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+#define TABLE_GET(table, field) slot_or_attr(table, Table_type, table_##field##_off, s_##field)
+
 /* spawn_in(table, fn, args) for a coroutine function, no link and no name: what
  * process_body, Pid() and Process() make, set field by field. */
 static PyObject *
@@ -2284,8 +2319,8 @@ fast_spawn(PyObject *table, PyObject *fn, PyObject *const *args, Py_ssize_t n)
         return NULL;
     }
     PyObject *ref = NULL, *serials = NULL, *procs = NULL, *kernel = NULL, *serial = NULL, *pid = NULL, *proc = NULL;
-    if ((ref = PyObject_GetAttr(table, s_ref)) == NULL || (serials = PyObject_GetAttr(table, s_serials)) == NULL ||
-        (procs = PyObject_GetAttr(table, s_procs)) == NULL || (kernel = PyObject_GetAttr(table, s_kernel)) == NULL) {
+    if ((ref = TABLE_GET(table, ref)) == NULL || (serials = TABLE_GET(table, serials)) == NULL ||
+        (procs = TABLE_GET(table, procs)) == NULL || (kernel = TABLE_GET(table, kernel)) == NULL) {
         goto fail;
     }
     if (!KernelCore_Check(kernel)) {
@@ -2405,17 +2440,18 @@ send_remote(PyObject *dest, PyObject *msg)
                                                   ((Task *)sender)->tracers != NULL)) {
         return NOT_HANDLED;
     }
-    PyObject *table = PyObject_GetAttr(cur_kernel, s_table), *remote = NULL, *guests = NULL, *ref = NULL;
+    PyObject *table = ((KernelCore *)cur_kernel)->table, *remote = NULL, *guests = NULL, *ref = NULL;
     PyObject *here_inc = NULL, *dest_inc = NULL, *result = NOT_HANDLED;
-    if (table == NULL || table == Py_None || (remote = PyObject_GetAttr(table, s_remote)) == NULL ||
-        remote == Py_None || (guests = PyObject_GetAttr(table, s_guests)) == NULL ||
-        (ref = PyObject_GetAttr(table, s_ref)) == NULL) {
+    Py_XINCREF(table);
+    if (table == NULL || table == Py_None || (remote = TABLE_GET(table, remote)) == NULL || remote == Py_None ||
+        (guests = TABLE_GET(table, guests)) == NULL || (ref = TABLE_GET(table, ref)) == NULL) {
         goto done;
     }
     int has_guests = PyObject_IsTrue(guests);
     PyObject *node = SLOT(dest, pid_node_off);
-    if (has_guests != 0 || node == NULL || node == ref || (dest_inc = PyObject_GetAttr(node, s_incarnation)) == NULL ||
-        (here_inc = PyObject_GetAttr(ref, s_incarnation)) == NULL) {
+    if (has_guests != 0 || node == NULL || node == ref ||
+        (dest_inc = slot_or_attr(node, NodeRef_type, noderef_incarnation_off, s_incarnation)) == NULL ||
+        (here_inc = slot_or_attr(ref, NodeRef_type, noderef_incarnation_off, s_incarnation)) == NULL) {
         goto done;
     }
     int other = PyObject_RichCompareBool(dest_inc, here_inc, Py_NE);
@@ -3284,6 +3320,25 @@ init_mailbox(PyObject *module, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* init_table(ProcessTable, NodeRef): the slots the C kernel reads of a node's process table and of a NodeRef. */
+static PyObject *
+init_table(PyObject *module, PyObject *args)
+{
+    PyObject *table, *noderef;
+    if (!PyArg_ParseTuple(args, "OO:init_table", &table, &noderef)) {
+        return NULL;
+    }
+    if ((table_ref_off = slot_offset(table, "ref")) < 0 || (table_remote_off = slot_offset(table, "remote")) < 0 ||
+        (table_guests_off = slot_offset(table, "guests")) < 0 ||
+        (table_serials_off = slot_offset(table, "serials")) < 0 ||
+        (table_procs_off = slot_offset(table, "procs")) < 0 || (table_kernel_off = slot_offset(table, "kernel")) < 0 ||
+        (noderef_incarnation_off = slot_offset(noderef, "incarnation")) < 0 ||
+        keep_type(&Table_type, table, "ProcessTable") < 0 || keep_type(&NodeRef_type, noderef, "NodeRef") < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 /* init_process(Process, Pid, defaults): Process's own slots and what Process.__init__ puts in
  * those it does not take as arguments; Pid's slots. */
 static PyObject *
@@ -3374,6 +3429,7 @@ init_call(PyObject *module, PyObject *args)
 
 static PyMethodDef module_methods[] = {
     {"init_process", init_process, METH_VARARGS, "init_process(Process, Pid, defaults)"},
+    {"init_table", init_table, METH_VARARGS, "init_table(ProcessTable, NodeRef)"},
     {"init_spawn", init_spawn, METH_O, "init_spawn(spawn)"},
     {"init_exit", init_exit, METH_O, "init_exit(process_exited)"},
     {"init_call", init_call, METH_VARARGS,
@@ -3406,15 +3462,13 @@ intern(PyObject **slot, const char *s)
 PyMODINIT_FUNC
 PyInit__kernelcore(void)
 {
-    if (intern(&s_BUDGET, "BUDGET") || intern(&s_TURN_SECONDS, "TURN_SECONDS") || intern(&s_on_exit, "on_exit") ||
-        intern(&s_trap_handlers, "trap_handlers") || intern(&s_stashed, "_stashed") ||
-        intern(&s_after_turn, "after_turn") || intern(&s_signal, "_signal") ||
+    if (intern(&s_BUDGET, "BUDGET") || intern(&s_TURN_SECONDS, "TURN_SECONDS") || intern(&s_signal, "_signal") ||
         intern(&s_await_foreign, "_await_foreign") || intern(&s_timeout, "timeout") || intern(&s_value, "value") ||
         intern(&s_throw, "throw") || intern(&s_close, "close") || intern(&s_qualname, "__qualname__") ||
         intern(&s_ref, "ref") || intern(&s_serials, "serials") || intern(&s_procs, "procs") ||
         intern(&s_kernel, "kernel") || intern(&s_monitored, "monitored") || intern(&s_monitors, "monitors") ||
         intern(&s_pop, "pop") || intern(&s_exit_waiters, "exit_waiters") || intern(&s_remove, "remove") ||
-        intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials") || intern(&s_table, "table") ||
+        intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials") ||
         intern(&s_remote, "remote") || intern(&s_guests, "guests") || intern(&s_incarnation, "incarnation") ||
         intern(&s_send, "send") || intern(&s_arm_timer, "_arm_timer") ||
         intern(&s_rebuild_timers, "_rebuild_timers")) {

@@ -252,7 +252,8 @@ class Kernel(_KernelCore):
     #: How many steps one turn of the asyncio loop may take before the kernel
     #: lets the loop poll I/O and run its own callbacks, and for how long:
     #: steps that each send hundreds of messages would otherwise keep the
-    #: node deaf for seconds (the clock is read every 16 steps).
+    #: node deaf for seconds (the clock is read every 16 steps).  The C kernel
+    #: reads both once, when a kernel is made.
     BUDGET = 20_000
     TURN_SECONDS = 0.02
 

@@ -146,6 +146,11 @@ if _core is not None:
 class ProcessTable:
     """A node's live processes by serial, its registered names, and its kernel."""
 
+    # Slots: the C kernel reads ref, remote and guests on every send to another node, and ref,
+    # serials, procs and kernel on every spawn, at their offsets (init_table).
+    __slots__ = ("kernel", "ref", "procs", "guests", "moved", "names", "monitored", "serials", "exit_waiters",
+                 "remote", "dropped", "counters", "global_names", "send_to_migrant", "tracing", "__weakref__")
+
     def __init__(self, kernel: Kernel, ref: NodeRef):
         self.kernel = kernel
         kernel.table = self
@@ -213,6 +218,10 @@ class ProcessTable:
 
     def new_pid(self) -> Pid:
         return Pid(self.ref, next(self.serials))
+
+
+if _core is not None:
+    _core.init_table(ProcessTable, NodeRef)
 
 
 def current() -> Process:
