@@ -44,6 +44,29 @@ def test_run_ends_the_other_processes_running_their_finally_blocks():
     assert cleaned.is_set()
 
 
+@pytest.mark.timeout(20)
+def test_an_interrupted_run_still_ends_its_processes_as_processes(crash_log):
+    # Ctrl-C, or SIGTERM in python -m termite.node (which raises KeyboardInterrupt): the
+    # processes are killed by the kernel, their finally blocks running inside them.
+    ended = []
+
+    async def server():
+        try:
+            await receive()
+        finally:
+            ended.append(termite.self())  # NotInProcess outside a process
+
+    async def main():
+        pid = spawn(server)
+        await termite.sleep(0)
+        send(pid, "wake")  # it is due to run in the turn the interrupt ends
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        termite.run(main)
+    assert len(ended) == 1 and isinstance(ended[0], Pid)
+
+
 def test_run_inside_a_running_event_loop_explains_the_alternative():
     async def inside():
         termite.run(lambda: 1)

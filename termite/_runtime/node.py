@@ -218,7 +218,19 @@ def _run_main(loop, runtime, main, args):
     outcome = loop.create_future()
     pid = runtime.start(main, args)
     runtime.when_done(pid, lambda *done: outcome.done() or outcome.set_result(done))
-    value, reason, exc = loop.run_until_complete(outcome)
+    try:
+        value, reason, exc = loop.run_until_complete(outcome)
+    except BaseException:
+        # Interrupted (Ctrl-C; SIGTERM in python -m termite.node raises KeyboardInterrupt): the
+        # processes end now, killed in turns taken here while the kernel is attached (a killed one
+        # ends in the turn that kills it), not resumed by a turn left on the loop after it is
+        # detached, where each finds itself outside a process (NotInProcess, logged as a crash).
+        runtime.kill_all()
+        for _ in range(100):
+            if not runtime.table.procs and not runtime.table.guests:
+                break
+            runtime.kernel.run_now()
+        raise
     runtime.kill_all()
     for _ in range(100):  # killed processes may run finally blocks; bounded
         if not runtime.table.procs and not runtime.table.guests:
