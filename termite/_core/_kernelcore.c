@@ -20,8 +20,8 @@
  *                process's mailbox and wait_for (process.Process adds its
  *                other fields as Python slots).  `kernel` is a KernelCore.
  *   KernelCore   the base of kernel.Kernel: its ready and yielded queues,
- *                `fairness` and `steps`, and `_run_ready()`, phase 1 of a turn
- *                (kernel._KernelCore._run_ready in Python): resume ready tasks
+ *                `fairness` and `steps`, `_run()`, a turn, and `_run_ready()`,
+ *                its phase 1 (kernel._KernelCore's in Python): resume ready tasks
  *                with PyIter_Send, at most BUDGET of them for TURN_SECONDS,
  *                and act on the trap each yields.  Also the timers of
  *                receives and calls, `add_timer` and `cancel_timer`
@@ -72,8 +72,10 @@
  *   kernel.trap_handlers[type(trap)] and kernel._await_foreign for traps
  *   other than PARK, RESCHEDULE and NEXT_TURN (None); kernel.on_exit (with
  *   the exception as sys.exc_info(), as the Python kernel's `except` has it)
- *   and kernel.after_turn; kernel._arm_timer when a timer is due before the
- *   loop's, kernel._rebuild_timers when cancelled ones are most of the heap; each function's
+ *   and kernel.after_turn; at a turn's end kernel._burst_over after a spawn
+ *   burst, kernel.kick when tasks are left ready, kernel._arm_timer when no
+ *   loop timer is armed and timers wait (and when a timer is due before the
+ *   loop's), kernel._rebuild_timers when cancelled ones are most of the heap; each function's
  *   Python twin for what it does not do itself: mailbox's send for any other
  *   destination (a pid of another node goes from here straight to
  *   table.remote.send, as mailbox._send_slow's first case does, unless the
@@ -426,6 +428,8 @@ typedef struct {
      * a turn reads them without a lookup); and its limits, Kernel.BUDGET and TURN_SECONDS, read once. */
     PyObject *on_exit, *after_turn, *trap_handlers, *stashed;
     PyObject *table; /* the process table of its node (kernel.table): every send to another node reads it */
+    PyObject *timer_handle; /* kernel._timer_handle: the loop's timer for the earliest timeout, or None */
+    char gc_paused;         /* kernel._gc_paused: the cyclic collector waits for the turn's end */
     long budget;
     double turn_seconds;
 } KernelCore;
@@ -631,6 +635,7 @@ kernel_traverse(KernelCore *k, visitproc visit, void *arg)
     Py_VISIT(k->trap_handlers);
     Py_VISIT(k->stashed);
     Py_VISIT(k->table);
+    Py_VISIT(k->timer_handle);
     return 0;
 }
 
@@ -653,6 +658,7 @@ kernel_clear(KernelCore *k)
     Py_CLEAR(k->trap_handlers);
     Py_CLEAR(k->stashed);
     Py_CLEAR(k->table);
+    Py_CLEAR(k->timer_handle);
     return 0;
 }
 
@@ -672,6 +678,7 @@ kernel_dealloc(KernelCore *k)
     Py_CLEAR(k->trap_handlers);
     Py_CLEAR(k->stashed);
     Py_CLEAR(k->table);
+    Py_CLEAR(k->timer_handle);
     type->tp_free((PyObject *)k);
 }
 
@@ -891,9 +898,64 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *s_burst_over, *s_kick, *s_arm_timer;
+
+/* A turn, kernel.py's _KernelCore._run: phase 1 (_run_ready), then what its `finally` does, then
+ * phase 2, which arranges the next turn (kick) and the loop's timer (_arm_timer). */
+static PyObject *
+kernel_run(KernelCore *k, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *self = (PyObject *)k;
+    PyObject *r = kernel_run_ready(k, NULL);
+    /* finally: */
+    if (k->gc_paused) {
+        PyObject *type = NULL, *exc = NULL, *tb = NULL;
+        if (r == NULL) {
+            PyErr_Fetch(&type, &exc, &tb);
+            PyErr_NormalizeException(&type, &exc, &tb);
+        }
+        PyObject *fn = PyObject_GetAttr(self, s_burst_over);
+        PyObject *done = fn == NULL ? NULL : call_handling(fn, NULL, 0, type, exc, tb);
+        Py_XDECREF(fn);
+        if (done == NULL) { /* raised in the finally block: it wins, the turn's error is its context */
+            Py_XDECREF(type);
+            Py_XDECREF(exc);
+            Py_XDECREF(tb);
+            Py_XDECREF(r);
+            k->spawned = 0;
+            return NULL;
+        }
+        Py_DECREF(done);
+        if (r == NULL) {
+            PyErr_Restore(type, exc, tb);
+        }
+    }
+    k->spawned = 0;
+    if (r == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (k->ready->len || k->yielded->len) {
+        if ((r = PyObject_CallMethodNoArgs(self, s_kick)) == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+    }
+    if ((k->timer_handle == NULL || k->timer_handle == Py_None) && k->timers != NULL) {
+        int armed = PyObject_IsTrue(k->timers);
+        if (armed < 0 || (armed && (r = PyObject_CallMethodNoArgs(self, s_arm_timer)) == NULL)) {
+            return NULL;
+        }
+        if (armed) {
+            Py_DECREF(r);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* -- KernelCore: receive and call timeouts ------------------------------------ */
 
-static PyObject *heappush, *monotonic, *s_arm_timer, *s_rebuild_timers; /* heapq.heappush, time.monotonic */
+static PyObject *heappush, *monotonic, *s_rebuild_timers; /* heapq.heappush, time.monotonic */
 
 /* kernel._clock(), as a double; -1.0 with an exception.  time.monotonic is read here as it
  * reads itself (CLOCK_MONOTONIC in ns, then seconds as _PyTime_AsSecondsDouble makes them), so
@@ -1060,12 +1122,16 @@ static PyMemberDef kernel_members[] = {
     {"trap_handlers", T_OBJECT, offsetof(KernelCore, trap_handlers), 0, "request class -> handler(task, request)"},
     {"_stashed", T_OBJECT, offsetof(KernelCore, stashed), 0, "held tasks that were due to run"},
     {"table", T_OBJECT, offsetof(KernelCore, table), 0, "the process table of the node this kernel runs"},
+    {"_timer_handle", T_OBJECT, offsetof(KernelCore, timer_handle), 0, "the loop's timer for the earliest timeout"},
+    {"_gc_paused", T_BOOL, offsetof(KernelCore, gc_paused), 0, "the cyclic collector waits for the turn's end"},
     {NULL},
 };
 
 static PyMethodDef kernel_methods[] = {
     {"_run_ready", (PyCFunction)kernel_run_ready, METH_NOARGS,
      "Phase 1 of a turn: run the ready tasks, within the budget (Kernel._run_ready)."},
+    {"_run", (PyCFunction)kernel_run, METH_NOARGS,
+     "A turn: phase 1, then arrange the next turn and the loop's timer (Kernel._run)."},
     {"add_timer", (PyCFunction)(void (*)(void))kernel_add_timer, METH_FASTCALL,
      "add_timer(delay, task, value=TIMED_OUT) -> entry: wake task with value after delay seconds, unless cancelled."},
     {"cancel_timer", (PyCFunction)kernel_cancel_timer, METH_O, "cancel_timer(entry): the timer will not fire."},
@@ -3470,7 +3536,8 @@ PyInit__kernelcore(void)
         intern(&s_pop, "pop") || intern(&s_exit_waiters, "exit_waiters") || intern(&s_remove, "remove") ||
         intern(&s_origin, "_origin") || intern(&s_tag_serials, "_tag_serials") ||
         intern(&s_remote, "remote") || intern(&s_guests, "guests") || intern(&s_incarnation, "incarnation") ||
-        intern(&s_send, "send") || intern(&s_arm_timer, "_arm_timer") ||
+        intern(&s_send, "send") || intern(&s_arm_timer, "_arm_timer") || intern(&s_burst_over, "_burst_over") ||
+        intern(&s_kick, "kick") ||
         intern(&s_rebuild_timers, "_rebuild_timers")) {
         return NULL;
     }

@@ -156,6 +156,7 @@ class _KernelCore:
         self.steps = 0  # tasks resumed so far (load meters read it)
         self.task = None  # the task running now (current_task())
         self.spawned = 0  # processes spawned since the turn began (Kernel.SPAWN_BURST)
+        self._gc_paused = False  # the cyclic collector waits for this turn's end (Kernel._spawn_burst)
         self._timer_seq = itertools.count()  # equal deadlines fire in the order set
 
     # The timers of receives and calls.  Kernel.__init__ sets the heap (timers),
@@ -175,6 +176,23 @@ class _KernelCore:
             self._stale_timers += 1
             if self._stale_timers > 1024 and self._stale_timers * 2 > len(self.timers):
                 self._rebuild_timers()
+
+    def _run(self):
+        """A turn: run the ready tasks (phase 1), then arrange the next turn and the timer (phase 2)."""
+        try:
+            self._run_ready()
+        finally:
+            if self._gc_paused:
+                self._burst_over()
+            self.spawned = 0
+
+        # Phase 2: arrange the next turn, and the timer even when tasks are
+        # ready: processes that never park (CPU-bound ones that yield) must
+        # not starve those waiting on a timeout (a meter's next report).
+        if self.ready or self.yielded:
+            self.kick()
+        if self._timer_handle is None and self.timers:
+            self._arm_timer()
 
     def _run_ready(self):
         """Phase 1 of a turn: run ready tasks, at most BUDGET of them, for TURN_SECONDS at most.
@@ -360,25 +378,6 @@ class Kernel(_KernelCore):
             ready.append(task)
         self._run()
 
-    # -- the run loop ---------------------------------------------------------
-
-    def _run(self):
-        # Phase 1: run ready tasks (_KernelCore._run_ready, in C or in Python).
-        try:
-            self._run_ready()
-        finally:
-            if self._gc_paused:
-                self._burst_over()
-            self.spawned = 0
-
-        # Phase 2: arrange the next turn, and the timer even when tasks are
-        # ready: processes that never park (CPU-bound ones that yield) must
-        # not starve those waiting on a timeout (a meter's next report).
-        if self.ready or self.yielded:
-            self.kick()
-        if self._timer_handle is None and self.timers:
-            self._arm_timer()
-
     # -- spawn bursts ---------------------------------------------------------
     #
     # Each process is three objects the cyclic collector tracks (process, pid,
@@ -395,7 +394,6 @@ class Kernel(_KernelCore):
     # bursts cannot hold its cycles forever).  Nothing is done if the program
     # disabled the collector or froze objects itself.
 
-    _gc_paused = False
     _promoted = 0  # processes spawned in bursts since the last full collection it forced
 
     def _spawn_burst(self):
@@ -418,7 +416,7 @@ class Kernel(_KernelCore):
 
     #: Take a turn at once, from a loop callback (never from inside a turn):
     #: frames just read run their processes without another loop iteration.
-    run_now = _run
+    run_now = _KernelCore._run
 
     def _signal(self, task: Task, signal: Signal):
         if signal.force:
