@@ -28,8 +28,11 @@ def scenario(c_reader: bool):
                   **quiet).start(loop)
     b.on_skipped = lambda peer, size: skipped.append((peer == a.ref, size))
     try:
-        read = READER(b, b.router.underlying, b._heard, b.stats) if c_reader else Transport._read_one.__get__(b)
-        b._gap = 1.0
+        if c_reader:
+            read = READER(b, b.router.underlying, b._heard, b.stats, b._reading)
+        else:
+            read = Transport._read_one.__get__(b)
+        b._reading.gap = 1.0
         records = []
 
         def read_next(note):
@@ -40,8 +43,8 @@ def scenario(c_reader: bool):
                 raise AssertionError(f"nothing came: {note}")
             entry = b._heard.get(next(iter(b._heard), None))
             records.append((note, result, list(got), list(skipped), b.stats.frames_in, b.stats.bytes_in,
-                            b.stats.dropped_in, entry is not None and entry[1] == b._read_at,
-                            b._attentive_since == b._read_at))
+                            b.stats.dropped_in, entry is not None and entry[1] == b._reading.read_at,
+                            b._reading.attentive_since == b._reading.read_at))
 
         assert read() is False  # nothing yet, and no waiting
         a.send(b.ref, [b"hello"])  # from a sender not known yet: admitted, then handed on
@@ -56,7 +59,7 @@ def scenario(c_reader: bool):
         read_next("too large")
         a.send_frame(b.ref, b"y" * LIMIT)  # as large as allowed
         read_next("at the limit")
-        b._read_at = 0.0  # a long pause in reading: attentive again from now
+        b._reading.read_at = 0.0  # a long pause in reading: attentive again from now
         a.send_frame(b.ref, b"after a pause")
         read_next("after a pause")
         assert read() is False
@@ -83,12 +86,14 @@ def test_the_c_reader_does_what_read_one_does():
 
 
 @pytest.mark.skipif(READER is None, reason="termite._net._zmqcalls did not load here")
-def test_a_reader_wants_a_dict_of_heard_peers_and_counters():
+def test_a_reader_wants_a_dict_of_heard_peers_counters_and_a_read_clock():
     t = Transport(on_frames=lambda peer, frames: None).start()
     try:
         with pytest.raises(TypeError):
-            READER(t, t.router.underlying, [], t.stats)
+            READER(t, t.router.underlying, [], t.stats, t._reading)
         with pytest.raises(TypeError, match="frames_in"):
-            READER(t, t.router.underlying, {}, object())
+            READER(t, t.router.underlying, {}, object(), t._reading)
+        with pytest.raises(TypeError, match="read_at"):
+            READER(t, t.router.underlying, {}, t.stats, object())
     finally:
         t.stop()

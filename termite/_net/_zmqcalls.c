@@ -35,16 +35,17 @@
  *       went, stats.frames_out += 1 and stats.bytes_out += len(data), and
  *       None.  In every other case (another peer, none aimed, a larger
  *       frame, the send failed): fallback(peer, data)'s result.
- *   Reader(transport, handle, heard, stats) -> reader
+ *   Reader(transport, handle, heard, stats, reading) -> reader
  *       Transport._read_one (termite/_net/transport.py), step for step, on
  *       the ROUTER `handle`, for the loop's thread: reader() reads one
  *       message without waiting (False if there is none, else True).  A
  *       message of other than two parts, or whose identity the dict `heard`
  *       does not hold, goes whole to transport._read_unusual(message).
  *       Else, with entry = heard[identity] (a [peer, heard at] list) and
- *       now = CLOCK_MONOTONIC (time.monotonic()): if now -
- *       transport._read_at > transport._gap, transport._attentive_since =
- *       now; entry[1] = transport._read_at = now; an empty part (a
+ *       now = CLOCK_MONOTONIC (time.monotonic()), and `reading` the
+ *       transport's ReadClock (__slots__, written at their offsets): if
+ *       now - reading.read_at > reading.gap, reading.attentive_since =
+ *       now; entry[1] = reading.read_at = now; an empty part (a
  *       heartbeat) ends there; one over transport.max_frame goes to
  *       transport._too_large(peer, part); else stats.bytes_in += its size,
  *       stats.frames_in += 1, and transport.on_frames(peer, [part]).
@@ -762,11 +763,33 @@ typedef struct {
     PyObject_HEAD
     PyObject *transport, *heard, *stats;
     PyObject *frames_in, *bytes_in; /* type(stats)'s descriptors of those counters */
+    PyObject *reading;              /* transport._reading, a transport.ReadClock */
+    Py_ssize_t read_at, attentive_since, gap; /* where its slots are */
     void *handle;
     vectorcallfunc vectorcall;
 } Reader;
 
-static PyObject *str_read_at, *str_gap, *str_attentive_since, *str_max_frame, *str_on_frames, *str_read_unusual,
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* Where the __slots__ slot `name` of `obj`'s class lives in it; -1 with TypeError if it is none. */
+static Py_ssize_t
+slot_of(PyObject *obj, const char *name)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), name);
+    Py_ssize_t offset = -1;
+    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type &&
+        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX) {
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_XDECREF(descr);
+    if (offset < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "Reader: %R.%s must be a __slots__ slot", Py_TYPE(obj), name);
+    }
+    return offset;
+}
+
+static PyObject *str_max_frame, *str_on_frames, *str_read_unusual,
     *str_too_large, *str_frames_in, *str_bytes_in;
 
 /* A counter's descriptor on `cls`, checked: a new reference, or NULL with TypeError. */
@@ -836,20 +859,20 @@ reader_read(Reader *self)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     double t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-    PyObject *read_at = PyObject_GetAttr(transport, str_read_at);
-    PyObject *gap = read_at == NULL ? NULL : PyObject_GetAttr(transport, str_gap);
-    double last = read_at == NULL ? 0.0 : PyFloat_AsDouble(read_at), longest = gap == NULL ? 0.0 : PyFloat_AsDouble(gap);
-    Py_XDECREF(read_at);
-    Py_XDECREF(gap);
-    if (gap == NULL || PyErr_Occurred() || (now = PyFloat_FromDouble(t)) == NULL) {
+    /* transport._reading: _attend, inline */
+    PyObject *reading = self->reading, *read_at = SLOT(reading, self->read_at), *gap = SLOT(reading, self->gap);
+    if (read_at == NULL || gap == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "transport._reading has no read_at or gap");
         goto entry_done;
     }
-    if (t - last > longest && PyObject_SetAttr(transport, str_attentive_since, now) < 0) {
+    double last = PyFloat_AsDouble(read_at), longest = PyFloat_AsDouble(gap);
+    if (PyErr_Occurred() || (now = PyFloat_FromDouble(t)) == NULL || PySequence_SetItem(entry, 1, now) < 0) {
         goto entry_done;
     }
-    if (PySequence_SetItem(entry, 1, now) < 0 || PyObject_SetAttr(transport, str_read_at, now) < 0) {
-        goto entry_done;
+    if (t - last > longest) {
+        Py_XSETREF(SLOT(reading, self->attentive_since), Py_NewRef(now));
     }
+    Py_XSETREF(SLOT(reading, self->read_at), Py_NewRef(now));
     Py_ssize_t size = PyBytes_GET_SIZE(part);
     if (size == 0) { /* a heartbeat */
         result = Py_NewRef(Py_True);
@@ -912,16 +935,19 @@ reader_call(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwnam
 static PyObject *
 reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    PyObject *transport, *handle_obj, *heard, *stats;
+    PyObject *transport, *handle_obj, *heard, *stats, *reading;
     if ((kwds != NULL && PyDict_GET_SIZE(kwds) != 0) ||
-        !PyArg_ParseTuple(args, "OOO!O:Reader", &transport, &handle_obj, &PyDict_Type, &heard, &stats)) {
+        !PyArg_ParseTuple(args, "OOO!OO:Reader", &transport, &handle_obj, &PyDict_Type, &heard, &stats, &reading)) {
         if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_TypeError, "Reader(transport, handle, heard, stats) takes no keywords");
+            PyErr_SetString(PyExc_TypeError, "Reader(transport, handle, heard, stats, reading) takes no keywords");
         }
         return NULL;
     }
     void *handle = handle_of(handle_obj);
-    if (handle == NULL) {
+    Py_ssize_t read_at = handle == NULL ? -1 : slot_of(reading, "read_at");
+    Py_ssize_t attentive_since = read_at < 0 ? -1 : slot_of(reading, "attentive_since");
+    Py_ssize_t gap = attentive_since < 0 ? -1 : slot_of(reading, "gap");
+    if (gap < 0) {
         return NULL;
     }
     PyObject *frames_in = counter_descr((PyObject *)Py_TYPE(stats), str_frames_in, "Reader");
@@ -937,6 +963,10 @@ reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->stats = Py_NewRef(stats);
     self->frames_in = frames_in;
     self->bytes_in = bytes_in;
+    self->reading = Py_NewRef(reading);
+    self->read_at = read_at;
+    self->attentive_since = attentive_since;
+    self->gap = gap;
     self->handle = handle;
     self->vectorcall = reader_call;
     return (PyObject *)self;
@@ -950,6 +980,7 @@ reader_traverse(Reader *self, visitproc visit, void *arg)
     Py_VISIT(self->stats);
     Py_VISIT(self->frames_in);
     Py_VISIT(self->bytes_in);
+    Py_VISIT(self->reading);
     return 0;
 }
 
@@ -961,6 +992,7 @@ reader_clear(Reader *self)
     Py_CLEAR(self->stats);
     Py_CLEAR(self->frames_in);
     Py_CLEAR(self->bytes_in);
+    Py_CLEAR(self->reading);
     return 0;
 }
 
@@ -975,7 +1007,7 @@ reader_dealloc(Reader *self)
 static PyTypeObject Reader_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "termite._net._zmqcalls.Reader",
-    .tp_doc = "Reader(transport, handle, heard, stats): Transport._read_one in C (see the module's doc)",
+    .tp_doc = "Reader(transport, handle, heard, stats, reading): Transport._read_one in C (see the module's doc)",
     .tp_basicsize = sizeof(Reader),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_vectorcall_offset = offsetof(Reader, vectorcall),
@@ -1008,7 +1040,6 @@ PyInit__zmqcalls(void)
         {&str_resolution, "_clock_resolution"}, {&str_stopping, "_stopping"}, {&str_selector, "_selector"},
         {&str_fd_to_key, "_fd_to_key"}, {&str_when, "_when"}, {&str_acquire, "acquire"}, {&str_release, "release"},
         {&str_underlying, "underlying"}, {&str_frames_out, "frames_out"}, {&str_bytes_out, "bytes_out"},
-        {&str_read_at, "_read_at"}, {&str_gap, "_gap"}, {&str_attentive_since, "_attentive_since"},
         {&str_max_frame, "max_frame"}, {&str_on_frames, "on_frames"}, {&str_read_unusual, "_read_unusual"},
         {&str_too_large, "_too_large"}, {&str_frames_in, "frames_in"}, {&str_bytes_in, "bytes_in"},
     };

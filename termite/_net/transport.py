@@ -158,6 +158,24 @@ def _room_for_sockets() -> int:
     return max(1023, MAX_SOCKETS if soft == resource.RLIM_INFINITY else min(soft, MAX_SOCKETS))
 
 
+class ReadClock:
+    """When the loop's thread last read a message (or the ROUTER to its end), since when it has
+    read without a stall, and the longest pause in reading that is not a stall.
+
+    Stamped on every message read, by Transport._read_one or its C twin
+    (termite._net._zmqcalls.Reader, which writes these slots at their offsets).
+    """
+
+    __slots__ = ("read_at", "attentive_since", "gap")
+
+    def __init__(self, now: float):
+        self.read_at = now
+        # Since when that thread has read without a stall: just after one,
+        # what waited meanwhile is still to be read (see _beat).
+        self.attentive_since = now
+        self.gap = float("inf")  # with a loop: see start
+
+
 class Transport:
     def __init__(
         self,
@@ -247,11 +265,7 @@ class Transport:
         self._heard: dict[bytes, list] = {}
         self.on_read_done = lambda: None  # after frames were handed on
         self._loop = None  # the event loop whose thread reads the ROUTER, if any
-        self._read_at = time.monotonic()  # when that thread last read a message, or the ROUTER to its end
-        # Since when that thread has read without a stall: just after one,
-        # what waited meanwhile is still to be read (see _beat).
-        self._attentive_since = self._read_at
-        self._gap = float("inf")  # the longest pause in reading that is not a stall (with a loop: see start)
+        self._reading = ReadClock(time.monotonic())  # how that thread reads: when, and whether it stalled
         self._tick_handle = None
         self._fd = None  # the ROUTER's FD, which the loop watches
         self._self_pipe = None  # the loop's, which wait_idle polls with the ROUTER, if it may (see there)
@@ -280,9 +294,9 @@ class Transport:
                 self._poll = _native.poll
                 reader = getattr(_native, "Reader", None)  # _read_one in C, with no Python on the way
                 if reader is not None:
-                    self._read_one = reader(self, self._handle, self._heard, self.stats)
+                    self._read_one = reader(self, self._handle, self._heard, self.stats, self._reading)
             self._tick_handle = loop.call_soon(self._tick)
-            self._gap = max(2 * self.heartbeat_interval, 0.2)
+            self._reading.gap = max(2 * self.heartbeat_interval, 0.2)
         self._thread.start()
         return self
 
@@ -465,15 +479,18 @@ class Transport:
 
     def _attend(self, now: float) -> None:
         """The loop's thread reads (or found nothing to read) at ``now``."""
-        if now - self._read_at > self._gap:
-            self._attentive_since = now
-        self._read_at = now
+        reading = self._reading
+        if now - reading.read_at > reading.gap:
+            reading.attentive_since = now
+        reading.read_at = now
 
     def _deaf(self, now: float) -> bool:
         """True while the loop's thread is too busy to read (a process running
         CPU-bound code), and just after, while it reads what came meanwhile:
         silence from peers then proves nothing."""
-        return self._loop is not None and (now - self._read_at > self._gap or now - self._attentive_since <= self._gap)
+        reading = self._reading
+        stalled = now - reading.read_at > reading.gap
+        return self._loop is not None and (stalled or now - reading.attentive_since <= reading.gap)
 
     # -- the I/O thread -------------------------------------------------------
 
@@ -557,9 +574,10 @@ class Transport:
             return True
         # What termite nodes send: one part, from a peer already known.
         now = _monotonic()
-        if now - self._read_at > self._gap:  # _attend, inline: this runs per message
-            self._attentive_since = now
-        entry[1] = self._read_at = now
+        reading = self._reading
+        if now - reading.read_at > reading.gap:  # _attend, inline: this runs per message
+            reading.attentive_since = now
+        entry[1] = reading.read_at = now
         frame = message[1]
         size = len(frame)
         if not size:
