@@ -667,18 +667,9 @@ kernel_dealloc(KernelCore *k)
 {
     PyTypeObject *type = Py_TYPE(k);
     PyObject_GC_UnTrack(k);
+    kernel_clear(k);
     Py_CLEAR(k->ready);
     Py_CLEAR(k->yielded);
-    Py_CLEAR(k->task);
-    Py_CLEAR(k->monitored);
-    Py_CLEAR(k->timers);
-    Py_CLEAR(k->clock);
-    Py_CLEAR(k->on_exit);
-    Py_CLEAR(k->after_turn);
-    Py_CLEAR(k->trap_handlers);
-    Py_CLEAR(k->stashed);
-    Py_CLEAR(k->table);
-    Py_CLEAR(k->timer_handle);
     type->tp_free((PyObject *)k);
 }
 
