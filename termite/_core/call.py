@@ -122,7 +122,7 @@ def _outcome(pid: Pid, tag: Tag, answer, timeout, default):
         return default
     if answer.__class__ is Refused:
         raise UnreadableMessage(answer.reason)
-    assert answer.__class__ is Down
+    assert answer.__class__ is Down, repr(answer)
     if default is NO_DEFAULT:
         raise DeadProcess(pid, answer.reason)
     return default
