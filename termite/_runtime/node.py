@@ -163,6 +163,15 @@ class _Runtime:
                 signal_exit(proc, proc.pid, "kill")
         self.kernel.kick()
 
+    def end_all(self, step) -> None:
+        """kill_all, then ``step()`` until they have ended: a turn may not reach them all (it is
+        bounded), and killed processes may run finally blocks.  Bounded too."""
+        self.kill_all()
+        for _ in range(100):
+            if not self.table.procs and not self.table.guests:
+                break
+            step()
+
 
 def _result(value, reason, exc):
     """What waiting for a process gives: its value, or its exception raised."""
@@ -225,17 +234,9 @@ def _run_main(loop, runtime, main, args):
         # processes end now, killed in turns taken here while the kernel is attached (a killed one
         # ends in the turn that kills it), not resumed by a turn left on the loop after it is
         # detached, where each finds itself outside a process (NotInProcess, logged as a crash).
-        runtime.kill_all()
-        for _ in range(100):
-            if not runtime.table.procs and not runtime.table.guests:
-                break
-            runtime.kernel.run_now()
+        runtime.end_all(runtime.kernel.run_now)
         raise
-    runtime.kill_all()
-    for _ in range(100):  # killed processes may run finally blocks; bounded
-        if not runtime.table.procs and not runtime.table.guests:
-            break
-        loop.run_until_complete(asyncio.sleep(0))
+    runtime.end_all(lambda: loop.run_until_complete(asyncio.sleep(0)))
     return _result(value, reason, exc)
 
 
