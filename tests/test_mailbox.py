@@ -1,5 +1,7 @@
 """send, receive (? and ??), timeouts, call (!?), sleep."""
 
+import time
+
 import pytest
 
 import termite
@@ -96,6 +98,41 @@ def test_a_message_before_the_timeout_wins_and_the_timer_is_forgotten():
         return first, second
 
     assert run(main) == ("in time", "timed out")
+
+
+async def _busy_once(seconds):
+    await receive()
+    time.sleep(seconds)  # a step that holds the node's thread, as CPU-bound work does
+
+
+async def _wait_then_report(main, how):
+    if how == "call":
+        first = await call(main, "ready", timeout=0.05, default="timed out")
+    else:
+        send(main, (termite.self(), None, "ready"))
+        pattern = () if how == "receive" else (str,)
+        first = await receive(*pattern, timeout=0.05, default="timed out")
+    then = await receive(timeout=0.5, default="nothing more")
+    send(main, [first, then])
+
+
+@pytest.mark.parametrize("how", ["receive", "receive(pattern)", "call"])
+def test_a_message_queued_before_the_timeout_wins_though_the_timer_fires_first(how):
+    # Was (balance failover, ~1 run in 15): the message woke the waiter, but
+    # turns cut short by busy steps left it queued until its timer fell due.
+    # The timer woke it again: it took the timeout (the message lost), and
+    # its next wait took the second wake-up's None as a message.
+    async def main():
+        busy = [spawn(_busy_once, 0.003) for _ in range(40)]
+        spawn(_wait_then_report, termite.self(), how)
+        waiter, tag, _ = await receive((Pid, ANY, "ready"))
+        for pid in busy:  # ready before the waiter: two turns' worth of 3 ms steps
+            send(pid, "go")
+        send(waiter, "hello" if tag is None else (tag, "hello"))
+        time.sleep(0.1)  # a stall past the waiter's timeout, its message already handed over
+        return await receive(list, timeout=5)
+
+    assert run(main) == ["hello", "nothing more"]
 
 
 def test_bad_timeouts_and_a_default_without_timeout_are_refused():

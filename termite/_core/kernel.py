@@ -110,6 +110,9 @@ if _core is not None:
 
 
 FOREIGN = Sentinel("waiting on an asyncio future")
+# A parked task that a message woke: it is in the ready queue, the message its value.  (The
+# other wait states are the process layer's; this one is here because timers must see it.)
+DELIVERED = Sentinel("ready with a delivered message")
 TIMED_OUT = Sentinel("timed out")
 
 
@@ -372,6 +375,11 @@ class Kernel(_KernelCore):
                 self._stale_timers -= 1
                 continue
             entry[2] = None
+            waiting = task.waiting
+            if waiting is None or waiting is DELIVERED:
+                # Already woken (a message, a signal), and queued behind steps that
+                # ran past its deadline: the wake-up it has is the one it gets.
+                continue
             task.waiting = None
             task.value = entry[3]
             task.woken += 1

@@ -15,18 +15,18 @@ from typing import Any, NamedTuple
 
 from termite._core.errors import NotInProcess
 from termite._core.ids import NodeRef, Pid, Tag
-from termite._core.kernel import Kernel, Task, _core, current_task
+from termite._core.kernel import DELIVERED, Kernel, Task, _core, current_task
 from termite._core.traps import Sentinel
 
 __all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "Trace", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
 
 log = logging.getLogger("termite")
 
-# What a parked process waits for (Task.waiting).  None: running or ready.
+# What a parked process waits for (Task.waiting).  None: running or ready; DELIVERED (the
+# kernel's): ready with a message handed over.
 ANY_MESSAGE = Sentinel("waiting for any message")  # the next message wakes it, as its value
 SCAN = Sentinel("waiting for a matching message")  # any new message wakes it to rescan
 REPLY = Sentinel("waiting for a reply")  # only (tag, reply), Down(tag, ...) or Refused(tag, ...) wakes it
-DELIVERED = Sentinel("ready with a delivered message")  # in the ready queue; value is a message
 SLEEPING = Sentinel("sleeping")
 DEAD = Sentinel("dead")
 
