@@ -1,11 +1,14 @@
 """Three nodes (this one and two OS processes): traffic between the remote two,
 and the global registry."""
 
+import functools
+
 import pytest
 
 import termite
-from termite import Crash, Down, Exit, NameTaken
+from termite import ChildSpec, Crash, Down, Exit, NameTaken, supervisor
 from termite.testing import collect, crash_after, echo, hold_global, relay, watch
+from supervised import worker
 from cluster_bodies import contact_early, first_message, register_cut_off, spawn_on_and_call, stream, whereis_after_sync
 
 
@@ -181,3 +184,18 @@ def test_names_registered_apart_merge_when_nodes_meet_and_the_lower_pid_keeps_it
         assert here.receive(("relayed", ...), timeout=10) == ("relayed", winner)
     here.run(termite.sync_global, timeout=10)
     assert here.whereis_global("primary") == winner
+
+
+def test_a_supervisor_restarts_a_crashed_child_under_its_global_name_at_once(cluster):
+    # Was: the restart's claim was refused (NameTaken) while this node's name server had yet
+    # to take the release of the dead holder, and three quick restarts gave the supervisor up.
+    here, _ = cluster
+    spec = ChildSpec("g", worker, args=(here.pid, "g"), name=("global", "solo"))
+    sup = here.run(functools.partial(supervisor.start, [spec], intensity=10, period=10.0))
+    for _ in range(5):
+        _, _, pid, _ = here.receive(("started", "g", termite.Pid, termite.NodeRef), timeout=10)
+        # The supervisor answers once it has registered the name.
+        assert [info.pid for info in here.run(supervisor.which_children, sup)] == [pid]
+        assert here.whereis_global("solo") == pid
+        here.send(pid, "crash")
+    here.receive(("started", "g", termite.Pid, termite.NodeRef), timeout=10)

@@ -195,9 +195,9 @@ async def register_global(name: str, pid: Pid | None = None, timeout: float = 5.
     pid = me.pid if pid is None else pid
     if pid.__class__ is not Pid:
         raise TypeError(f"register_global() needs a Pid, got {type(pid).__name__}: {pid!r}")
-    holder = me.table.global_names.get(name)
-    if holder is not None and holder != pid:
-        raise NameTaken(f"{name!r} is already registered globally to {holder}; unregister_global({name!r}) first")
+    # No answer from this node's replica alone: the release of an ended holder (a
+    # supervisor's, just sent) or its Down may be queued at the name server, ahead of
+    # this claim, which the server answers in order.
     servers = _servers()
     me_pid = me.pid
     try:
