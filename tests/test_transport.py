@@ -160,6 +160,10 @@ def test_a_silent_peer_is_declared_down_within_the_timeout(transports):
     b.stop()
     assert down.wait(5)
     assert a.peers() == []
+    # Was listed again when a heartbeat b sent before it stopped came late (a opens a connection
+    # to tell b its session ended), and when a reaches for b after the down (as a sever does).
+    a.reach(b.ref)
+    assert a.peers() == []
 
 
 def test_an_oversized_frame_is_dropped_and_counted(transports):

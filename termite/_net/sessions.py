@@ -84,6 +84,12 @@ class Sessions:
         """Peers not down (up, or being connected to)."""
         return list(self._peers)
 
+    def listed(self) -> list[NodeRef]:
+        """Peers a node lists (``nodes()``): those not down, but for a connection opened only to be
+        heard (to tell a peer its session ended, or to reach one after a down): that peer stays down
+        until it answers, and is not reported if it never does."""
+        return [peer for peer, entry in self._peers.items() if entry.report or entry.status != CONNECTING]
+
     def ended(self, peer: NodeRef) -> bool:
         """A session with ``peer`` ended and no other has begun since."""
         return peer not in self._peers and self._epochs.get(peer, 0) > 0

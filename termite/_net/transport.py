@@ -424,9 +424,10 @@ class Transport:
             del heard[identity]
 
     def peers(self) -> list[NodeRef]:
-        """The peers up, or being connected to."""
+        """The peers up (or suspended), or being connected to for frames sent; not one only told
+        that its session ended (what it sent late in that session, after its down, makes that so)."""
         with self._lock:
-            return self._sessions.peers()
+            return self._sessions.listed()
 
     def is_client(self, peer: NodeRef) -> bool:
         """Whether ``peer`` said it is a client (``Network(client=True)``): hidden, as Erlang's hidden nodes."""
