@@ -7,21 +7,35 @@ import termite
 from termite._core.kernel import Kernel, Task
 
 
+async def _echo(timeout=None):
+    while True:
+        sender, tag, msg = await termite.receive((termite.Pid, termite.Tag, termite.ANY), timeout=timeout)
+        termite.send(sender, (tag, msg))
+
+
 def test_cancelled_timers_do_not_pile_up():
     # Many receives answered before their timeout leave cancelled timers
-    # behind; the heap must be rebuilt rather than grow without bound.
-    async def echo():
-        while True:
-            sender, tag, msg = await termite.receive((termite.Pid, termite.Tag, termite.ANY))
-            termite.send(sender, (tag, msg))
-
+    # behind; the heap must be rebuilt rather than grow without bound.  The
+    # server's receives have timeouts too, so each timer is cancelled after
+    # another was set: still in the heap.
     async def main():
-        server = termite.spawn(echo)
+        server = termite.spawn(_echo, 60)
         for i in range(5000):
             await termite.call(server, i, timeout=60)
         return len(termite._core.process.current().kernel.timers)
 
     assert termite.run(main) < 3000
+
+
+def test_a_timer_cancelled_before_another_is_set_leaves_the_heap_at_once():
+    # A call's timeout, the last timer set when its reply comes: nothing stays behind for a rebuild.
+    async def main():
+        server = termite.spawn(_echo)
+        for i in range(100):
+            await termite.call(server, i, timeout=60)
+        return len(termite._core.process.current().kernel.timers)
+
+    assert termite.run(main) == 0
 
 
 def test_timers_fire_in_deadline_order():

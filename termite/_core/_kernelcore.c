@@ -975,6 +975,26 @@ kernel_now(KernelCore *k)
 
 /* kernel.add_timer(delay, task, value): wake `task` with `value` after `delay` seconds, unless
  * cancelled; the heap's entry, or NULL with an exception. */
+/* heapq.heappush(timers, entry); without the call when entry is due no earlier than its parent
+ * would be (a receive's timeout, set after the others: the common case), as equal deadlines go in
+ * the order set (seq).  0, or -1 with an exception. */
+static int
+timer_append(PyObject *timers, PyObject *entry, double when)
+{
+    Py_ssize_t n = PyList_GET_SIZE(timers);
+    if (n > 0) {
+        PyObject *parent = PyList_GET_ITEM(timers, (n - 1) >> 1);
+        PyObject *due = PyList_CheckExact(parent) && PyList_GET_SIZE(parent) == 4 ? PyList_GET_ITEM(parent, 0) : NULL;
+        if (due == NULL || !PyFloat_CheckExact(due) || PyFloat_AS_DOUBLE(due) > when) {
+            PyObject *args[] = {timers, entry};
+            PyObject *r = PyObject_Vectorcall(heappush, args, 2, NULL);
+            Py_XDECREF(r);
+            return r == NULL ? -1 : 0;
+        }
+    }
+    return PyList_Append(timers, entry);
+}
+
 static PyObject *
 timer_add(KernelCore *k, PyObject *delay, PyObject *task, PyObject *value)
 {
@@ -1009,13 +1029,11 @@ timer_add(KernelCore *k, PyObject *delay, PyObject *task, PyObject *value)
     PyList_SET_ITEM(entry, 1, seq);
     PyList_SET_ITEM(entry, 2, Py_NewRef(task));
     PyList_SET_ITEM(entry, 3, Py_NewRef(value));
-    PyObject *args[] = {k->timers, entry};
-    PyObject *r = PyObject_Vectorcall(heappush, args, 2, NULL);
-    if (r == NULL) {
+    if (timer_append(k->timers, entry, when) < 0) {
         Py_DECREF(entry);
         return NULL;
     }
-    Py_DECREF(r);
+    PyObject *r;
     if (when < k->armed_for) {
         r = PyObject_CallMethodNoArgs((PyObject *)k, s_arm_timer);
         if (r == NULL) {
@@ -1043,6 +1061,12 @@ timer_cancel(KernelCore *k, PyObject *entry)
     PyObject *task = PyList_GET_ITEM(entry, 2);
     PyList_SET_ITEM(entry, 2, Py_NewRef(Py_None));
     Py_DECREF(task);
+    PyObject *timers = k->timers;
+    Py_ssize_t n = timers != NULL && PyList_CheckExact(timers) ? PyList_GET_SIZE(timers) : 0;
+    if (n > 0 && PyList_GET_ITEM(timers, n - 1) == entry) {
+        /* The last set, and still a leaf: out at once, as a heap may lose its last element. */
+        return PyList_SetSlice(timers, n - 1, n, NULL);
+    }
     k->stale_timers++;
     if (k->stale_timers > 1024 && k->timers != NULL && PyList_Check(k->timers) &&
         k->stale_timers * 2 > PyList_GET_SIZE(k->timers)) {

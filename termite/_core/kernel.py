@@ -176,6 +176,12 @@ class _KernelCore:
     def cancel_timer(self, entry: list) -> None:
         if entry[2] is not None:
             entry[2] = None
+            timers = self.timers
+            if timers[-1] is entry:
+                # The last set, and still a leaf (a receive's timer cancelled before any other was set):
+                # out at once, as a heap may lose its last element.
+                timers.pop()
+                return
             self._stale_timers += 1
             if self._stale_timers > 1024 and self._stale_timers * 2 > len(self.timers):
                 self._rebuild_timers()
