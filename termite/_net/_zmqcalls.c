@@ -32,8 +32,8 @@
  *       `peer` is the very object aimed at and `data` bytes shorter than
  *       4096, then with `lock` held (lock.acquire(), lock.release()) and
  *       `peer` still aimed at, one zmq_send without waiting (copied); if it
- *       went, stats.frames_out += 1 and stats.bytes_out += len(data), and
- *       None.  In every other case (another peer, none aimed, a larger
+ *       went, stats.frames_out += 1 and stats.bytes_out += len(data) (two
+ *       __slots__ of stats, added to at their offsets), and None.  In every other case (another peer, none aimed, a larger
  *       frame, the send failed): fallback(peer, data)'s result.
  *   Reader(transport, handle, heard, stats, reading) -> reader
  *       Transport._read_one (termite/_net/transport.py), step for step, on
@@ -48,7 +48,8 @@
  *       now; entry[1] = reading.read_at = now; an empty part (a
  *       heartbeat) ends there; one over transport.max_frame goes to
  *       transport._too_large(peer, part); else stats.bytes_in += its size,
- *       stats.frames_in += 1, and transport.on_frames(peer, [part]).
+ *       stats.frames_in += 1 (__slots__ too), and transport.on_frames(peer,
+ *       [part]).
  *       What those calls raise propagates.
  *   wait_idle(loop, handle, fd, clock, read_one, run) -> bool
  *       termite/_net/zmq_native.py's _wait_idle_py with this poll, step for
@@ -533,18 +534,72 @@ done:
 
 #define SMALL_FRAME 4096 /* shorter frames are copied; longer ones go by the fallback */
 
+/* Where the __slots__ slot `name` of `obj`'s class lives in it; -1 with TypeError if it is none. */
+static Py_ssize_t
+slot_of(PyObject *obj, const char *name, const char *who)
+{
+    PyObject *descr = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), name);
+    Py_ssize_t offset = -1;
+    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type &&
+        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX) {
+        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
+    }
+    Py_XDECREF(descr);
+    if (offset < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s: %R.%s must be a __slots__ slot", who, Py_TYPE(obj), name);
+    }
+    return offset;
+}
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
+
+/* obj.<the slot at offset> += n (a counter of stats): 0, or -1 with an exception. */
+static int
+add_to(PyObject *obj, Py_ssize_t offset, Py_ssize_t n)
+{
+    PyObject *old = SLOT(obj, offset);
+    if (old == NULL) {
+        PyErr_Format(PyExc_AttributeError, "a counter of %R is not set", Py_TYPE(obj));
+        return -1;
+    }
+    PyObject *new = NULL;
+    if (PyLong_CheckExact(old)) { /* the common case: no int object for n, no generic addition */
+        int overflow = 0;
+        long long value = PyLong_AsLongLongAndOverflow(old, &overflow);
+        if (!overflow && !(value == -1 && PyErr_Occurred()) && value <= LLONG_MAX - n) {
+            new = PyLong_FromLongLong(value + n);
+            if (new == NULL) {
+                return -1;
+            }
+        }
+        PyErr_Clear();
+    }
+    if (new == NULL) {
+        PyObject *step = PyLong_FromSsize_t(n);
+        new = step == NULL ? NULL : PyNumber_Add(old, step);
+        Py_XDECREF(step);
+        if (new == NULL) {
+            return -1;
+        }
+    }
+    SLOT(obj, offset) = new;
+    Py_DECREF(old);
+    return 0;
+}
+
 typedef struct {
     PyObject_HEAD
     PyObject *lock, *stats, *fallback;
     PyObject *acquire, *release;       /* lock's, bound */
-    PyObject *frames_out, *bytes_out;  /* type(stats)'s descriptors of those counters */
+    Py_ssize_t frames_out, bytes_out;  /* where those counters of stats are */
     PyObject *peer; /* aimed at, or None */
     PyObject *sock; /* its DEALER, or None */
     void *handle;   /* that DEALER's, or NULL */
     vectorcallfunc vectorcall;
 } FrameSender;
 
-static PyObject *str_acquire, *str_release, *str_underlying, *str_frames_out, *str_bytes_out;
+static PyObject *str_acquire, *str_release, *str_underlying;
 
 static int
 sender_init(FrameSender *self, PyObject *args, PyObject *kwds)
@@ -557,28 +612,19 @@ sender_init(FrameSender *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "FrameSender(lock, stats, fallback): fallback must be callable");
         return -1;
     }
-    PyObject *acquire = PyObject_GetAttr(lock, str_acquire);
+    /* The counters' slots, found once: no attribute lookup per frame. */
+    Py_ssize_t frames_out = slot_of(stats, "frames_out", "FrameSender");
+    Py_ssize_t bytes_out = frames_out < 0 ? -1 : slot_of(stats, "bytes_out", "FrameSender");
+    PyObject *acquire = bytes_out < 0 ? NULL : PyObject_GetAttr(lock, str_acquire);
     PyObject *release = acquire == NULL ? NULL : PyObject_GetAttr(lock, str_release);
-    /* The counters' descriptors (slots), found once: no attribute lookup per frame. */
-    PyObject *frames_out = release == NULL ? NULL : PyObject_GetAttr((PyObject *)Py_TYPE(stats), str_frames_out);
-    PyObject *bytes_out = frames_out == NULL ? NULL : PyObject_GetAttr((PyObject *)Py_TYPE(stats), str_bytes_out);
-    if (bytes_out == NULL || Py_TYPE(frames_out)->tp_descr_get == NULL || Py_TYPE(frames_out)->tp_descr_set == NULL ||
-        Py_TYPE(bytes_out)->tp_descr_get == NULL || Py_TYPE(bytes_out)->tp_descr_set == NULL) {
-        if (bytes_out != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "FrameSender(lock, stats, fallback): stats's class must define "
-                                             "frames_out and bytes_out as descriptors (as __slots__ do)");
-        }
+    if (release == NULL) {
         Py_XDECREF(acquire);
-        Py_XDECREF(release);
-        Py_XDECREF(frames_out);
-        Py_XDECREF(bytes_out);
         return -1;
     }
     Py_XSETREF(self->acquire, acquire);
     Py_XSETREF(self->release, release);
-    Py_XSETREF(self->frames_out, frames_out);
-    Py_XSETREF(self->bytes_out, bytes_out);
+    self->frames_out = frames_out;
+    self->bytes_out = bytes_out;
     Py_XSETREF(self->lock, Py_NewRef(lock));
     Py_XSETREF(self->stats, Py_NewRef(stats));
     Py_XSETREF(self->fallback, Py_NewRef(fallback));
@@ -594,8 +640,6 @@ sender_traverse(FrameSender *self, visitproc visit, void *arg)
     Py_VISIT(self->lock);
     Py_VISIT(self->acquire);
     Py_VISIT(self->release);
-    Py_VISIT(self->frames_out);
-    Py_VISIT(self->bytes_out);
     Py_VISIT(self->stats);
     Py_VISIT(self->fallback);
     Py_VISIT(self->peer);
@@ -609,8 +653,6 @@ sender_clear(FrameSender *self)
     Py_CLEAR(self->lock);
     Py_CLEAR(self->acquire);
     Py_CLEAR(self->release);
-    Py_CLEAR(self->frames_out);
-    Py_CLEAR(self->bytes_out);
     Py_CLEAR(self->stats);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->peer);
@@ -653,26 +695,6 @@ sender_forget(FrameSender *self, PyObject *unused)
     Py_SETREF(self->sock, Py_NewRef(Py_None));
     self->handle = NULL;
     Py_RETURN_NONE;
-}
-
-/* stats.<counter> += n, by the counter's descriptor; 0, or -1 with an exception. */
-static int
-add_to(PyObject *stats, PyObject *descr, Py_ssize_t n)
-{
-    PyObject *old = Py_TYPE(descr)->tp_descr_get(descr, stats, (PyObject *)Py_TYPE(stats));
-    if (old == NULL) {
-        return -1;
-    }
-    PyObject *step = PyLong_FromSsize_t(n);
-    PyObject *new = step == NULL ? NULL : PyNumber_Add(old, step);
-    Py_DECREF(old);
-    Py_XDECREF(step);
-    if (new == NULL) {
-        return -1;
-    }
-    int rc = Py_TYPE(descr)->tp_descr_set(descr, stats, new);
-    Py_DECREF(new);
-    return rc;
 }
 
 static PyObject *
@@ -762,52 +784,16 @@ static PyTypeObject FrameSender_type = {
 typedef struct {
     PyObject_HEAD
     PyObject *transport, *heard, *stats;
-    PyObject *frames_in, *bytes_in; /* type(stats)'s descriptors of those counters */
+    Py_ssize_t frames_in, bytes_in; /* where those counters of stats are */
     PyObject *reading;              /* transport._reading, a transport.ReadClock */
     Py_ssize_t read_at, attentive_since, gap; /* where its slots are */
     void *handle;
     vectorcallfunc vectorcall;
 } Reader;
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
-
-/* Where the __slots__ slot `name` of `obj`'s class lives in it; -1 with TypeError if it is none. */
-static Py_ssize_t
-slot_of(PyObject *obj, const char *name)
-{
-    PyObject *descr = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), name);
-    Py_ssize_t offset = -1;
-    if (descr != NULL && Py_TYPE(descr) == &PyMemberDescr_Type &&
-        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX) {
-        offset = ((PyMemberDescrObject *)descr)->d_member->offset;
-    }
-    Py_XDECREF(descr);
-    if (offset < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "Reader: %R.%s must be a __slots__ slot", Py_TYPE(obj), name);
-    }
-    return offset;
-}
 
 static PyObject *str_max_frame, *str_on_frames, *str_read_unusual,
-    *str_too_large, *str_frames_in, *str_bytes_in;
-
-/* A counter's descriptor on `cls`, checked: a new reference, or NULL with TypeError. */
-static PyObject *
-counter_descr(PyObject *cls, PyObject *name, const char *who)
-{
-    PyObject *descr = PyObject_GetAttr(cls, name);
-    if (descr != NULL && Py_TYPE(descr)->tp_descr_get != NULL && Py_TYPE(descr)->tp_descr_set != NULL) {
-        return descr;
-    }
-    if (descr != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s: stats's class must define %U as a descriptor (as __slots__ do)", who,
-                     name);
-    }
-    Py_XDECREF(descr);
-    return NULL;
-}
+    *str_too_large;
 
 /* transport.<name>(*args) -> True; NULL with an exception. */
 static PyObject *
@@ -944,18 +930,16 @@ reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         return NULL;
     }
     void *handle = handle_of(handle_obj);
-    Py_ssize_t read_at = handle == NULL ? -1 : slot_of(reading, "read_at");
-    Py_ssize_t attentive_since = read_at < 0 ? -1 : slot_of(reading, "attentive_since");
-    Py_ssize_t gap = attentive_since < 0 ? -1 : slot_of(reading, "gap");
+    Py_ssize_t read_at = handle == NULL ? -1 : slot_of(reading, "read_at", "Reader");
+    Py_ssize_t attentive_since = read_at < 0 ? -1 : slot_of(reading, "attentive_since", "Reader");
+    Py_ssize_t gap = attentive_since < 0 ? -1 : slot_of(reading, "gap", "Reader");
     if (gap < 0) {
         return NULL;
     }
-    PyObject *frames_in = counter_descr((PyObject *)Py_TYPE(stats), str_frames_in, "Reader");
-    PyObject *bytes_in = frames_in == NULL ? NULL : counter_descr((PyObject *)Py_TYPE(stats), str_bytes_in, "Reader");
-    Reader *self = bytes_in == NULL ? NULL : (Reader *)type->tp_alloc(type, 0);
+    Py_ssize_t frames_in = slot_of(stats, "frames_in", "Reader");
+    Py_ssize_t bytes_in = frames_in < 0 ? -1 : slot_of(stats, "bytes_in", "Reader");
+    Reader *self = bytes_in < 0 ? NULL : (Reader *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        Py_XDECREF(frames_in);
-        Py_XDECREF(bytes_in);
         return NULL;
     }
     self->transport = Py_NewRef(transport);
@@ -978,8 +962,6 @@ reader_traverse(Reader *self, visitproc visit, void *arg)
     Py_VISIT(self->transport);
     Py_VISIT(self->heard);
     Py_VISIT(self->stats);
-    Py_VISIT(self->frames_in);
-    Py_VISIT(self->bytes_in);
     Py_VISIT(self->reading);
     return 0;
 }
@@ -990,8 +972,6 @@ reader_clear(Reader *self)
     Py_CLEAR(self->transport);
     Py_CLEAR(self->heard);
     Py_CLEAR(self->stats);
-    Py_CLEAR(self->frames_in);
-    Py_CLEAR(self->bytes_in);
     Py_CLEAR(self->reading);
     return 0;
 }
@@ -1039,9 +1019,9 @@ PyInit__zmqcalls(void)
         {&str_debug, "_debug"}, {&str_ready, "_ready"}, {&str_scheduled, "_scheduled"},
         {&str_resolution, "_clock_resolution"}, {&str_stopping, "_stopping"}, {&str_selector, "_selector"},
         {&str_fd_to_key, "_fd_to_key"}, {&str_when, "_when"}, {&str_acquire, "acquire"}, {&str_release, "release"},
-        {&str_underlying, "underlying"}, {&str_frames_out, "frames_out"}, {&str_bytes_out, "bytes_out"},
+        {&str_underlying, "underlying"},
         {&str_max_frame, "max_frame"}, {&str_on_frames, "on_frames"}, {&str_read_unusual, "_read_unusual"},
-        {&str_too_large, "_too_large"}, {&str_frames_in, "frames_in"}, {&str_bytes_in, "bytes_in"},
+        {&str_too_large, "_too_large"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((*names[i].var = PyUnicode_InternFromString(names[i].text)) == NULL) {
