@@ -20,7 +20,7 @@ from termite._core.process import NAME_SERVER_SERIAL
 from termite._net.admission import identity_of
 from termite._net.codec import encode
 from termite._net.frames import SEND
-from termite.testing import NodeProcess
+from termite.testing import NodeProcess, relay
 
 NODE_PATH = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")]  # as tests/conftest.py's
 
@@ -100,8 +100,12 @@ def test_a_keyless_executor_admits_no_other_local_user(tmp_path):
         assert stat.S_IMODE(key.parent.stat().st_mode) == 0o700
         worker = NodeProcess("--keys", pool.keys, path=NODE_PATH)
         try:
-            pool.node.connect(worker.ref.host, worker.ref.port, timeout=10)
-            assert pool.submit(os.getpid).result(timeout=10) == worker.pid
+            here = pool.node
+            here.connect(worker.ref.host, worker.ref.port, timeout=10)
+            here.spawn_on(worker.ref, relay, here.pid, os.getpid)
+            assert here.receive(("relayed", int), timeout=10) == ("relayed", worker.pid)
+            # Calls go to the least loaded of the worker and this process (include_self): either.
+            assert pool.submit(os.getpid).result(timeout=10) in (worker.pid, os.getpid())
         finally:
             worker.stop()
     assert not ran.exists()
