@@ -103,7 +103,7 @@ def test_the_c_counter_leaves_what_it_cannot_do_to_the_slow_path():
     counts.mark = 50
     assert counter(node, 1) is None and counts.count == 100
     assert [size for _, size in slow] == [1, 1, 1.0, -1, 2**64, 1]
-    with pytest.raises(TypeError, match="descriptors"):
+    with pytest.raises(TypeError, match="count and mark as __slots__"):
         _flow._Counter(flows, object, "count", "mark", 1, print)
     with pytest.raises(TypeError, match="callable"):
         _flow._Counter(flows, Counts, "count", "mark", 1, None)

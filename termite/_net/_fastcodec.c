@@ -56,9 +56,9 @@
  *
  *   Counter(flows, cls, count, mark, room, slow) -> counter
  *       termite/_net/flow.py's FlowControl.wrote and .got, the common case.
- *       counter(node, size): if the dict `flows` holds an object at
- *       id(node), whose `count` and `mark` attributes (descriptors of
- *       `cls`, its slots) are ints, and `size` is an int, with
+ *       counter(node, size): if the dict `flows` holds an object of class
+ *       `cls` at id(node), whose `count` and `mark` (two __slots__ of `cls`,
+ *       read and written at their offsets) are ints, and `size` an int, with
  *       count + size - mark < room, then that object's `count` becomes
  *       count + size, and None.  In every other case (no such object,
  *       past the room, numbers C's long long cannot hold): slow(node,
@@ -91,6 +91,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -137,10 +138,12 @@ static PyObject *tuple_mark;
 static PyObject *node_payloads; /* dict: NodeRef -> bytes (msgpack [host, port, incarnation]) */
 static PyObject *nodes;         /* dict: bytes -> NodeRef */
 static PyObject *node_payload_fn, *node_fn, *ext_hook, *ext_untrusted_hook, *timestamp_fn;
-/* Pid's slots as member descriptors, read and written without an attribute
- * lookup; NULL if Pid is not a plain __slots__ class any more. */
-static PyObject *pid_node, *pid_serial, *pid_proc;
+/* Where Pid's slots are, read and written at their offsets without an attribute
+ * lookup; -1 if Pid is not a plain __slots__ class any more. */
+static Py_ssize_t pid_node = -1, pid_serial = -1, pid_proc = -1;
 static int pid_fast; /* Pid() == object.__new__(Pid) plus its three slots set */
+
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 static int tag_fast; /* Tag() == tuple(), in a Tag */
 static PyObject *empty_tuple;
 static PyObject *Truncated; /* ValueError: the data ends inside an object */
@@ -394,13 +397,14 @@ payload_of(PyObject *node)
     return data;
 }
 
+/* pid.<name> (a new reference): read at its slot's offset `off` when pid is a Pid, else getattr. */
 static PyObject *
-get_slot(PyObject *obj, PyObject *descr, const char *name)
+get_slot(PyObject *pid, Py_ssize_t off, const char *name)
 {
-    if (descr != NULL) {
-        return Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
+    if (off >= 0 && Py_TYPE(pid) == Pid_type && SLOT(pid, off) != NULL) {
+        return Py_NewRef(SLOT(pid, off));
     }
-    return PyObject_GetAttrString(obj, name);
+    return PyObject_GetAttrString(pid, name);
 }
 
 /* An ext of `head` (a pid's serial, or nothing) and a node's payload. */
@@ -959,12 +963,9 @@ make_pid(PyObject *node, PyObject *serial)
     if (pid == NULL) {
         return NULL;
     }
-    if (Py_TYPE(pid_node)->tp_descr_set(pid_node, pid, node) < 0 ||
-        Py_TYPE(pid_serial)->tp_descr_set(pid_serial, pid, serial) < 0 ||
-        Py_TYPE(pid_proc)->tp_descr_set(pid_proc, pid, Py_None) < 0) {
-        Py_DECREF(pid);
-        return NULL;
-    }
+    SLOT(pid, pid_node) = Py_NewRef(node); /* a new object's slots are empty */
+    SLOT(pid, pid_serial) = Py_NewRef(serial);
+    SLOT(pid, pid_proc) = Py_NewRef(Py_None);
     return pid;
 }
 
@@ -1509,21 +1510,20 @@ check_type(PyObject *obj, const char *what)
     return -1;
 }
 
-/* Pid's slot `name` as a member descriptor, or NULL (no error) if it is not. */
-static PyObject *
+/* Where the __slots__ slot `name` of `type` lives in its objects, or -1 (no error) if it is none. */
+static Py_ssize_t
 member(PyObject *type, const char *name)
 {
     PyObject *descr = PyObject_GetAttrString(type, name);
     if (descr == NULL) {
         PyErr_Clear();
-        return NULL;
+        return -1;
     }
-    if (Py_TYPE(descr) != &PyMemberDescr_Type || Py_TYPE(descr)->tp_descr_get == NULL ||
-        Py_TYPE(descr)->tp_descr_set == NULL) {
-        Py_DECREF(descr);
-        return NULL;
-    }
-    return descr;
+    Py_ssize_t offset = Py_TYPE(descr) == &PyMemberDescr_Type &&
+                        ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX
+                        ? ((PyMemberDescrObject *)descr)->d_member->offset : -1;
+    Py_DECREF(descr);
+    return offset;
 }
 
 static PyObject *
@@ -1565,7 +1565,7 @@ fast_init(PyObject *module, PyObject *args)
     pid_node = member(pid, "node");
     pid_serial = member(pid, "serial");
     pid_proc = member(pid, "_proc");
-    pid_fast = pid_node != NULL && pid_serial != NULL && pid_proc != NULL &&
+    pid_fast = pid_node >= 0 && pid_serial >= 0 && pid_proc >= 0 &&
                Pid_type->tp_new == PyBaseObject_Type.tp_new;
     tag_fast = Tag_type->tp_new == PyTuple_Type.tp_new && Tag_type->tp_init == PyBaseObject_Type.tp_init;
     Py_RETURN_NONE;
@@ -1575,26 +1575,25 @@ fast_init(PyObject *module, PyObject *args)
 
 typedef struct {
     PyObject_HEAD
-    PyObject *flows;         /* dict: id(node) -> the node's counts */
-    PyObject *count, *mark;  /* descriptors of the counts' class */
+    PyObject *flows;             /* dict: id(node) -> the node's counts */
+    PyObject *cls;               /* the counts' class */
+    Py_ssize_t count, mark;      /* where its two slots are */
     long long room;
     PyObject *slow;
     vectorcallfunc vectorcall;
 } Counter;
 
-/* A descriptor's value on `obj` as a long long; 0 if it is not an int that fits (or on an error, set). */
+/* The int in `obj`'s slot at `off` as a long long; 0 if it is unset, or not an int that fits (no error). */
 static int
-count_of(PyObject *descr, PyObject *obj, long long *value)
+count_of(PyObject *obj, Py_ssize_t off, long long *value)
 {
-    PyObject *v = Py_TYPE(descr)->tp_descr_get(descr, obj, (PyObject *)Py_TYPE(obj));
-    if (v == NULL) {
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL || !PyLong_CheckExact(v)) {
         return 0;
     }
     int overflow = 0;
-    *value = PyLong_CheckExact(v) ? PyLong_AsLongLongAndOverflow(v, &overflow) : 0;
-    int ok = PyLong_CheckExact(v) && !overflow && !(*value == -1 && PyErr_Occurred());
-    Py_DECREF(v);
-    return ok;
+    *value = PyLong_AsLongLongAndOverflow(v, &overflow);
+    return !overflow && !(*value == -1 && PyErr_Occurred());
 }
 
 static PyObject *
@@ -1614,28 +1613,20 @@ counter_call(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwna
     if (counts == NULL && PyErr_Occurred()) {
         return NULL;
     }
-    if (counts != NULL && PyLong_CheckExact(args[1])) {
-        Py_INCREF(counts);
+    if (counts != NULL && Py_TYPE(counts) == (PyTypeObject *)self->cls && PyLong_CheckExact(args[1])) {
         int overflow = 0;
         long long size = PyLong_AsLongLongAndOverflow(args[1], &overflow), count, mark;
-        int common = !overflow && !(size == -1 && PyErr_Occurred()) && count_of(self->count, counts, &count) &&
-                     count_of(self->mark, counts, &mark) && size >= 0 && count <= LLONG_MAX - size &&
+        int common = !overflow && !(size == -1 && PyErr_Occurred()) && count_of(counts, self->count, &count) &&
+                     count_of(counts, self->mark, &mark) && size >= 0 && count <= LLONG_MAX - size &&
                      (count + size) - mark < self->room;
-        if (PyErr_Occurred()) {
-            Py_DECREF(counts);
-            return NULL;
-        }
         if (common) {
             PyObject *value = PyLong_FromLongLong(count + size);
-            int rc = value == NULL ? -1 : Py_TYPE(self->count)->tp_descr_set(self->count, counts, value);
-            Py_XDECREF(value);
-            Py_DECREF(counts);
-            if (rc < 0) {
+            if (value == NULL) {
                 return NULL;
             }
+            Py_SETREF(SLOT(counts, self->count), value);
             Py_RETURN_NONE;
         }
-        Py_DECREF(counts);
     }
     return PyObject_Vectorcall(self->slow, args, 2, NULL);
 }
@@ -1657,26 +1648,19 @@ counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Counter(...): slow must be callable");
         return NULL;
     }
-    PyObject *count = PyObject_GetAttr(cls, count_name);
-    PyObject *mark = count == NULL ? NULL : PyObject_GetAttr(cls, mark_name);
-    if (mark == NULL || Py_TYPE(count)->tp_descr_get == NULL || Py_TYPE(count)->tp_descr_set == NULL ||
-        Py_TYPE(mark)->tp_descr_get == NULL) {
-        if (mark != NULL || PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "Counter(...): cls must define count and mark as descriptors "
-                                             "(as __slots__ do)");
-        }
-        Py_XDECREF(count);
-        Py_XDECREF(mark);
+    Py_ssize_t count = PyType_Check(cls) ? member(cls, PyUnicode_AsUTF8(count_name)) : -1;
+    Py_ssize_t mark = count < 0 ? -1 : member(cls, PyUnicode_AsUTF8(mark_name));
+    if (mark < 0) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_TypeError, "Counter(...): cls must be a class with count and mark as __slots__");
         return NULL;
     }
     Counter *self = (Counter *)type->tp_alloc(type, 0);
     if (self == NULL) {
-        Py_DECREF(count);
-        Py_DECREF(mark);
         return NULL;
     }
     self->flows = Py_NewRef(flows);
+    self->cls = Py_NewRef(cls);
     self->count = count;
     self->mark = mark;
     self->room = room;
@@ -1689,8 +1673,7 @@ static int
 counter_traverse(Counter *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->flows);
-    Py_VISIT(self->count);
-    Py_VISIT(self->mark);
+    Py_VISIT(self->cls);
     Py_VISIT(self->slow);
     return 0;
 }
@@ -1699,8 +1682,7 @@ static int
 counter_clear(Counter *self)
 {
     Py_CLEAR(self->flows);
-    Py_CLEAR(self->count);
-    Py_CLEAR(self->mark);
+    Py_CLEAR(self->cls);
     Py_CLEAR(self->slow);
     return 0;
 }
