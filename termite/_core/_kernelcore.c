@@ -698,10 +698,14 @@ signal_step(PyObject *kernel, PyObject *task, PyObject *signal, PyObject **resul
 }
 
 /* Call fn(*args) with `exc` as the exception being handled (sys.exc_info()),
- * as the Python kernel calls on_exit inside its `except` block. */
+ * as the Python kernel calls on_exit inside its `except` block; with none, as
+ * it is (a `finally` block left without one: after_turn, every turn). */
 static PyObject *
 call_handling(PyObject *fn, PyObject *const *args, size_t n, PyObject *type, PyObject *value, PyObject *tb)
 {
+    if (type == NULL && value == NULL) {
+        return PyObject_Vectorcall(fn, args, n, NULL);
+    }
     PyObject *old_type, *old_value, *old_tb;
     PyErr_GetExcInfo(&old_type, &old_value, &old_tb);
     Py_XINCREF(type);
