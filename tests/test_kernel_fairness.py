@@ -169,8 +169,8 @@ def test_asyncio_wait_for_times_out_and_returns():
 
 
 def test_asyncio_timeout_in_a_task_of_its_own():
-    # asyncio.timeout cancels the asyncio Task it runs in, and a process is
-    # not one: it runs in a task of its own, as the README says.
+    # asyncio.timeout in an asyncio Task the process awaits cancels that task, not the process
+    # (tests/test_asyncio_tasks.py has it in the process itself).
     async def bounded(seconds):
         async with asyncio.timeout(0.02):
             await asyncio.sleep(seconds)

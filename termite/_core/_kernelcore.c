@@ -30,7 +30,10 @@
  *                Kernel's __init__, _arm_timer and _on_timer use as before;
  *                the entries' seq is a counter of its own.  The hooks a turn
  *                calls (`on_exit`, `after_turn`, `trap_handlers`, `_stashed`)
- *                are its fields too, set by Kernel's __init__ and its users;
+ *                are its fields too, set by Kernel's __init__ and its users,
+ *                and so are `_asyncio_tasks` and `_asyncio_loop`: each step
+ *                makes its task asyncio's current task of that loop (the
+ *                dict's entry), and the turn's end puts back the one before;
  *                BUDGET and TURN_SECONDS are read from the class once, when
  *                the kernel is made.
  *   local        which task runs and which kernel is attached, per thread
@@ -430,6 +433,9 @@ typedef struct {
     PyObject *table; /* the process table of its node (kernel.table): every send to another node reads it */
     PyObject *timer_handle; /* kernel._timer_handle: the loop's timer for the earliest timeout, or None */
     char gc_paused;         /* kernel._gc_paused: the cyclic collector waits for the turn's end */
+    /* kernel._asyncio_tasks and _asyncio_loop: asyncio's dict of the task running on each loop, and
+     * this kernel's loop; while a task runs, asyncio sees it as the loop's current task (or NULL/None) */
+    PyObject *asyncio_tasks, *asyncio_loop;
     long budget;
     double turn_seconds;
 } KernelCore;
@@ -636,6 +642,8 @@ kernel_traverse(KernelCore *k, visitproc visit, void *arg)
     Py_VISIT(k->stashed);
     Py_VISIT(k->table);
     Py_VISIT(k->timer_handle);
+    Py_VISIT(k->asyncio_tasks);
+    Py_VISIT(k->asyncio_loop);
     return 0;
 }
 
@@ -659,6 +667,8 @@ kernel_clear(KernelCore *k)
     Py_CLEAR(k->stashed);
     Py_CLEAR(k->table);
     Py_CLEAR(k->timer_handle);
+    Py_CLEAR(k->asyncio_tasks);
+    Py_CLEAR(k->asyncio_loop);
     return 0;
 }
 
@@ -720,6 +730,7 @@ call_handling(PyObject *fn, PyObject *const *args, size_t n, PyObject *type, PyO
 /* What the turn needs of the kernel's Python side, read once a turn. */
 typedef struct {
     PyObject *on_exit, *handlers, *stashed;
+    PyObject *asyncio_tasks; /* asyncio's current tasks (a dict), or NULL */
 } Hooks;
 
 /* One step: resume `t` and act on what it yields; 0, or -1 with an error set
@@ -738,6 +749,9 @@ step(KernelCore *k, PyObject *t, Hooks *hooks)
     }
     Py_INCREF(t);
     Py_XSETREF(k->task, t);
+    if (hooks->asyncio_tasks != NULL && PyDict_SetItem(hooks->asyncio_tasks, k->asyncio_loop, t) < 0) {
+        return -1;
+    }
     PyObject *value = task->value; /* ours now: don't keep the last message alive */
     Py_INCREF(Py_None);
     task->value = Py_None;
@@ -829,11 +843,22 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
     long budget = k->budget, full;
     double turn = k->turn_seconds;
     /* held for the turn, as the Python kernel's locals hold them */
-    Hooks hooks = {k->on_exit != NULL ? k->on_exit : Py_None, k->trap_handlers, k->stashed};
+    Hooks hooks = {k->on_exit != NULL ? k->on_exit : Py_None, k->trap_handlers, k->stashed, NULL};
     if (hooks.handlers == NULL || hooks.stashed == NULL || !PyDict_Check(hooks.handlers) ||
         !PySet_Check(hooks.stashed)) {
         PyErr_SetString(PyExc_TypeError, "kernel.trap_handlers must be a dict and kernel._stashed a set");
         return NULL;
+    }
+    /* The loop's current task before the turn (a turn run from inside an asyncio task): back after it. */
+    PyObject *asyncio_was = NULL;
+    if (k->asyncio_tasks != NULL && PyDict_CheckExact(k->asyncio_tasks) && k->asyncio_loop != NULL) {
+        hooks.asyncio_tasks = Py_NewRef(k->asyncio_tasks);
+        asyncio_was = PyDict_GetItemWithError(hooks.asyncio_tasks, k->asyncio_loop);
+        if (asyncio_was == NULL && PyErr_Occurred()) {
+            Py_DECREF(hooks.asyncio_tasks);
+            return NULL;
+        }
+        Py_XINCREF(asyncio_was);
     }
     Py_INCREF(hooks.on_exit);
     Py_INCREF(hooks.handlers);
@@ -861,6 +886,18 @@ kernel_run_ready(KernelCore *k, PyObject *Py_UNUSED(ignored))
     Py_DECREF(hooks.handlers);
     Py_DECREF(hooks.stashed);
     PyObject *type = NULL, *exc = NULL, *tb = NULL;
+    if (hooks.asyncio_tasks != NULL) {
+        PyObject *et, *ev, *etb;
+        PyErr_Fetch(&et, &ev, &etb);
+        int r = asyncio_was != NULL ? PyDict_SetItem(hooks.asyncio_tasks, k->asyncio_loop, asyncio_was)
+                                    : PyDict_DelItem(hooks.asyncio_tasks, k->asyncio_loop);
+        if (r < 0) {
+            PyErr_Clear(); /* not there (a step's own asyncio code removed it): nothing to undo */
+        }
+        PyErr_Restore(et, ev, etb);
+        Py_XDECREF(asyncio_was);
+        Py_DECREF(hooks.asyncio_tasks);
+    }
     if (failed) {
         PyErr_Fetch(&type, &exc, &tb);
         PyErr_NormalizeException(&type, &exc, &tb);
@@ -1143,6 +1180,8 @@ static PyMemberDef kernel_members[] = {
     {"table", T_OBJECT, offsetof(KernelCore, table), 0, "the process table of the node this kernel runs"},
     {"_timer_handle", T_OBJECT, offsetof(KernelCore, timer_handle), 0, "the loop's timer for the earliest timeout"},
     {"_gc_paused", T_BOOL, offsetof(KernelCore, gc_paused), 0, "the cyclic collector waits for the turn's end"},
+    {"_asyncio_tasks", T_OBJECT, offsetof(KernelCore, asyncio_tasks), 0, "asyncio's current task of each loop, or None"},
+    {"_asyncio_loop", T_OBJECT, offsetof(KernelCore, asyncio_loop), 0, "the loop whose current task a task is as it runs"},
     {NULL},
 };
 

@@ -160,6 +160,8 @@ class _KernelCore:
         self.task = None  # the task running now (current_task())
         self.spawned = 0  # processes spawned since the turn began (Kernel.SPAWN_BURST)
         self._gc_paused = False  # the cyclic collector waits for this turn's end (Kernel._spawn_burst)
+        self._asyncio_tasks = None  # asyncio's current task of each loop (Kernel.__init__ sets it)
+        self._asyncio_loop = None
         self._timer_seq = itertools.count()  # equal deadlines fire in the order set
 
     # The timers of receives and calls.  Kernel.__init__ sets the heap (timers),
@@ -216,6 +218,10 @@ class _KernelCore:
         popleft = ready.popleft
         budget = full = self.BUDGET
         deadline = _perf_counter() + self.TURN_SECONDS
+        # While a task runs, asyncio sees it as the loop's current task (Kernel.__init__ says why);
+        # the one before the turn (a turn run from inside an asyncio task) is back after it.
+        current, loop = self._asyncio_tasks, self._asyncio_loop
+        was = current.get(loop) if current is not None else None
         try:
             while ready and budget:
                 if budget & 15 == 1 and _perf_counter() > deadline:
@@ -226,6 +232,8 @@ class _KernelCore:
                     self._stashed.add(task)
                     continue
                 self.task = task
+                if current is not None:
+                    current[loop] = task
                 value = task.value
                 task.value = None  # don't keep the last message alive
                 try:
@@ -259,6 +267,11 @@ class _KernelCore:
                 self._await_foreign(task, trap)
         finally:
             self.task = None
+            if current is not None:
+                if was is None:
+                    current.pop(loop, None)
+                else:
+                    current[loop] = was
             self.steps += full - budget
             if self.after_turn is not None:
                 self.after_turn()
@@ -307,6 +320,13 @@ class Kernel(_KernelCore):
         # a Python call less on every timed receive.
         self._clock = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
         self.thread = None
+        # asyncio.current_task() is the process running (a Process is a task enough for asyncio:
+        # cancel, cancelling, uncancel), so that asyncio.timeout, wait_for (3.12 on) and TaskGroup
+        # work in processes.  Where asyncio keeps its current tasks is private: without it, they
+        # raise there as before ("should be used inside a task").
+        current = getattr(asyncio.tasks, "_current_tasks", None)
+        self._asyncio_tasks = current if current.__class__ is dict else None
+        self._asyncio_loop = loop
 
     # -- entry points ---------------------------------------------------------
 

@@ -27,8 +27,8 @@ import logging
 from termite._core.errors import Crash, Exited
 from termite._core.ids import Pid, Tag, make_tag
 from termite._core.kernel import Signal, _core
-from termite._core.mailbox import deliver, interrupt, send
-from termite._core.process import DEAD, Down, Exit, Process, current
+from termite._core.mailbox import deliver, send
+from termite._core.process import DEAD, Down, Exit, Process, current, interrupt
 
 __all__ = [
     "Exit",

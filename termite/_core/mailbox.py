@@ -240,17 +240,6 @@ def _resolve_name(dest) -> Pid:
     )
 
 
-def interrupt(proc: Process, signal) -> None:
-    """Deliver a kernel ``Signal`` to ``proc``, keeping a message it was about to take."""
-    if proc.waiting is DELIVERED:
-        proc.waiting = None
-        box = proc.mailbox
-        if box is None:
-            box = proc.mailbox = deque()
-        box.append(proc.value)  # it arrived last, so it goes last
-    proc.kernel.interrupt(proc, signal)
-
-
 # -- receiving ----------------------------------------------------------------
 
 

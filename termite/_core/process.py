@@ -8,6 +8,7 @@ share and the table that resolves pids to live processes.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import itertools
 import logging
@@ -15,7 +16,7 @@ from typing import Any, NamedTuple
 
 from termite._core.errors import NotInProcess
 from termite._core.ids import NodeRef, Pid, Tag
-from termite._core.kernel import DELIVERED, Kernel, Task, _core, current_task
+from termite._core.kernel import DELIVERED, Kernel, Signal, Task, _core, current_task
 from termite._core.traps import Sentinel
 
 __all__ = ["SERVICE_SERIALS", "NAME_SERVER_SERIAL", "METER_SERIAL", "RUNNER_SERIAL", "MOVER_SERIAL", "PG_SERIAL", "Process", "ProcessTable", "Exit", "Down", "Refused", "Trace", "current", "ANY_MESSAGE", "SCAN", "REPLY", "DELIVERED", "SLEEPING", "DEAD"]
@@ -106,6 +107,7 @@ _PROCESS_FIELDS = (
     "sent",
     "tracers",  # None, or the pids that get a Trace of each message it receives and sends (termite.trace)
     "sent_to",  # None, or the nodes it sent frames to here: a migration fences them (termite._move.migration)
+    "cancels",  # asyncio's cancel requests not yet taken back (uncancel): see Process.cancel
 )
 
 
@@ -129,15 +131,65 @@ class Process(Task):
         self.handed = self.queued = self.sent = 0
         self.tracers = None
         self.sent_to = None
+        self.cancels = 0
 
     def __repr__(self):
         return f"<Process {self.pid}>"
+
+    # -- what asyncio asks of its current task (the kernel makes a running process that) ----------
+
+    def cancel(self, msg=None) -> bool:
+        """asyncio's ``Task.cancel``: ``CancelledError`` where the process waits now (as an exit
+        signal), or, if it cancels itself, at its next wait.  False once it has ended."""
+        if self.waiting is DEAD:
+            return False
+        self.cancels += 1
+        if self.kernel.task is self:
+            self.kernel.loop.call_soon(self._cancel_now, msg)
+        else:
+            self._cancel_now(msg)
+        return True
+
+    def _cancel_now(self, msg) -> None:
+        if self.waiting is not DEAD:
+            interrupt(self, Signal(asyncio.CancelledError() if msg is None else asyncio.CancelledError(msg)))
+            self.kernel.kick()
+
+    def cancelling(self) -> int:
+        """The cancel requests not taken back by ``uncancel`` (asyncio.timeout compares them)."""
+        return self.cancels
+
+    def uncancel(self) -> int:
+        if self.cancels > 0:
+            self.cancels -= 1
+        return self.cancels
+
+    def get_loop(self):
+        return self.kernel.loop
+
+    def get_name(self) -> str:
+        return str(self.pid)
+
+    def done(self) -> bool:
+        return self.waiting is DEAD
 
 
 #: What Process.__init__ puts in the fields it takes no argument for (the C kernel's spawn too).
 _PROCESS_DEFAULTS = {
     "links": None, "monitors": None, "callers": None, "watching": None, "trap_exit": False, "name": None, "order": None, "sent_to": None,
+    "cancels": 0,
 }
+
+
+def interrupt(proc: Process, signal) -> None:
+    """Deliver a kernel ``Signal`` to ``proc``, keeping a message it was about to take."""
+    if proc.waiting is DELIVERED:
+        proc.waiting = None
+        box = proc.mailbox
+        if box is None:
+            box = proc.mailbox = collections.deque()
+        box.append(proc.value)  # it arrived last, so it goes last
+    proc.kernel.interrupt(proc, signal)
 
 if _core is not None:
     _core.init_process(Process, Pid, _PROCESS_DEFAULTS)
