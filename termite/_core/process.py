@@ -191,6 +191,7 @@ def interrupt(proc: Process, signal) -> None:
         box.append(proc.value)  # it arrived last, so it goes last
     proc.kernel.interrupt(proc, signal)
 
+
 if _core is not None:
     _core.init_process(Process, Pid, _PROCESS_DEFAULTS)
 
