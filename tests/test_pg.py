@@ -271,7 +271,7 @@ def test_a_member_that_moves_to_a_node_just_met_keeps_its_groups_and_joins_more(
     e = cluster[1]("--log-level", "DEBUG")  # neither here nor b has met it: p's move opens b's session with it
     # b's group server has a backlog, so it tells e its groups (p in "g") only after p, there, joins "h":
     # e must hold that join until then, else it would give p's membership a version b already holds.
-    here.spawn_on(b.ref, relay, here.pid, keep_group_server_busy, 100_000)
+    here.spawn_on(b.ref, relay, here.pid, keep_group_server_busy, 300_000)
     here.receive(("relayed", None), timeout=WAIT)
     here.send(p, ("migrate", e.ref, ["h"]))
     assert here.receive(("moved", p, NodeRef), timeout=WAIT)[2] == e.ref
