@@ -16,6 +16,10 @@ pytestmark = pytest.mark.timeout(60)
 NATIVE = getattr(_zmq_native.native, "FrameSender", None)
 TWINS = [pytest.param(NATIVE, id="C", marks=pytest.mark.skipif(NATIVE is None, reason="_zmqcalls did not load")),
          pytest.param(_transport._FrameSender, id="Python")]
+# The transport's lock: _zmqcalls.Lock where it is built (the C sender takes it without a call), else threading's.
+NATIVE_LOCK = getattr(_zmq_native.native, "Lock", None)
+LOCKS = [pytest.param(threading.Lock, id="threading.Lock"),
+         pytest.param(NATIVE_LOCK, id="C Lock", marks=pytest.mark.skipif(NATIVE_LOCK is None, reason="_zmqcalls did not load"))]
 
 
 @contextlib.contextmanager
@@ -39,10 +43,10 @@ def sockets():
         yield made
 
 
-def scenario(cls, router, dealer, stray):
+def scenario(cls, router, dealer, stray, make_lock=threading.Lock):
     """Everything a sender can be asked, and what came of it: returns, fallbacks, counters, frames."""
     peer, twin, other = NodeRef("127.0.0.1", 1, 7), NodeRef("127.0.0.1", 1, 7), NodeRef("127.0.0.1", 2, 7)
-    stats, lock, fallbacks = TransportStats(), threading.Lock(), []
+    stats, lock, fallbacks = TransportStats(), make_lock(), []
 
     def fallback(to, data):
         fallbacks.append((to is peer, to is other, bytes(data)))
@@ -78,13 +82,14 @@ def scenario(cls, router, dealer, stray):
     return seen, results, fallbacks, counted, failed, received
 
 
-def test_the_c_and_python_senders_do_the_same():
+@pytest.mark.parametrize("make_lock", LOCKS)
+def test_the_c_and_python_senders_do_the_same(make_lock):
     if NATIVE is None:
         pytest.skip("termite._net._zmqcalls did not load here")
     outcomes = []
     for cls in (NATIVE, _transport._FrameSender):
         with real_sockets() as made:
-            outcomes.append(scenario(cls, *made))
+            outcomes.append(scenario(cls, *made, make_lock=make_lock))
     assert outcomes[0] == outcomes[1]
 
 
@@ -103,10 +108,12 @@ def test_a_small_frame_to_the_peer_aimed_at_is_sent_and_counted_and_nothing_else
     assert received == [(b"me", b"one", 3), (b"me", b"", 0), (b"me", b"x" * 8, 4095)]
 
 
+@pytest.mark.parametrize("make_lock", LOCKS)
 @pytest.mark.parametrize("cls", TWINS)
-def test_the_send_waits_for_the_lock(cls, sockets):
+def test_the_send_waits_for_the_lock(cls, make_lock, sockets):
+    # The waiting sender lets the GIL go: this thread runs meanwhile, and releases the lock.
     router, dealer, _ = sockets
-    peer, lock = NodeRef("127.0.0.1", 1, 7), threading.Lock()
+    peer, lock = NodeRef("127.0.0.1", 1, 7), make_lock()
     sender = cls(lock, TransportStats(), lambda to, data: pytest.fail("not the fallback's"))
     sender.aim(peer, dealer)
     done = threading.Event()

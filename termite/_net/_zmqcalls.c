@@ -24,6 +24,12 @@
  *       the socket (ZMQ_EVENTS) before it sleeps in poll(2) on the socket's
  *       ZMQ_FD and the file descriptor, not after a first poll(2) that
  *       does not sleep.
+ *   Lock() -> lock
+ *       A lock as threading.Lock is for `with lock:`, lock.acquire() and
+ *       lock.release(), the transport's when this module is built: a
+ *       FrameSender given one takes it without a Python call.  Waiting for
+ *       it lets the GIL go; it cannot be interrupted (it guards short
+ *       sections: a send, the peer table).
  *   FrameSender(lock, stats, fallback) -> sender
  *       Transport.send_frame's common case (its Python twin: transport.py's
  *       _FrameSender, step for step).  sender.aim(peer, sock) makes `peer`
@@ -530,6 +536,90 @@ done:
     return result;
 }
 
+/* -- Lock: the transport's lock, which FrameSender takes without a Python call -- */
+
+typedef struct {
+    PyObject_HEAD
+    PyThread_type_lock lock;
+} Lock;
+
+static PyTypeObject Lock_type;
+
+/* Take the lock; the GIL is let go only while another thread holds it. */
+static void
+lock_take(Lock *self)
+{
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static PyObject *
+lock_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kwds != NULL && PyDict_GET_SIZE(kwds) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Lock() takes no arguments");
+        return NULL;
+    }
+    Lock *self = (Lock *)type->tp_alloc(type, 0);
+    if (self != NULL && (self->lock = PyThread_allocate_lock()) == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void
+lock_dealloc(Lock *self)
+{
+    if (self->lock != NULL) {
+        PyThread_free_lock(self->lock);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+lock_acquire(Lock *self, PyObject *Py_UNUSED(ignored))
+{
+    lock_take(self);
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+lock_release(Lock *self, PyObject *Py_UNUSED(ignored))
+{
+    PyThread_release_lock(self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+lock_exit(Lock *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyThread_release_lock(self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef lock_methods[] = {
+    {"acquire", (PyCFunction)lock_acquire, METH_NOARGS, "acquire() -> True: take the lock, waiting for it"},
+    {"release", (PyCFunction)lock_release, METH_NOARGS, "release(): let it go (its holder only)"},
+    {"__enter__", (PyCFunction)lock_acquire, METH_NOARGS, "take the lock"},
+    {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, "let it go"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject Lock_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite._net._zmqcalls.Lock",
+    .tp_doc = "Lock(): a threading.Lock for `with` and acquire()/release() that FrameSender takes in C",
+    .tp_basicsize = sizeof(Lock),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = lock_new,
+    .tp_dealloc = (destructor)lock_dealloc,
+    .tp_methods = lock_methods,
+};
+
 /* -- FrameSender: Transport.send_frame's common case ----------------------- */
 
 #define SMALL_FRAME 4096 /* shorter frames are copied; longer ones go by the fallback */
@@ -708,17 +798,30 @@ sender_call(FrameSender *self, PyObject *const *args, size_t nargsf, PyObject *k
     PyObject *peer = args[0], *data = args[1];
     if (peer == self->peer && self->handle != NULL && PyBytes_CheckExact(data) &&
         PyBytes_GET_SIZE(data) < SMALL_FRAME && ready()) {
-        PyObject *release = Py_NewRef(self->release); /* the sender is not cleared while the lock is awaited */
-        PyObject *r = PyObject_CallNoArgs(self->acquire);
-        if (r == NULL) {
+        /* the sender is not cleared while the lock is awaited */
+        PyObject *lock = Py_NewRef(self->lock), *release = Py_NewRef(self->release);
+        int ours = Py_TYPE(lock) == &Lock_type; /* a Lock of this module: taken without a call */
+        PyObject *r = NULL;
+        if (ours) {
+            lock_take((Lock *)lock);
+        }
+        else if ((r = PyObject_CallNoArgs(self->acquire)) == NULL) {
+            Py_DECREF(lock);
             Py_DECREF(release);
             return NULL;
         }
-        Py_DECREF(r);
+        Py_XDECREF(r);
         Py_ssize_t size = PyBytes_GET_SIZE(data);
         int sent = peer == self->peer && self->handle != NULL &&
                    z_send(self->handle, PyBytes_AS_STRING(data), (size_t)size, ZMQ_DONTWAIT) >= 0;
-        r = PyObject_CallNoArgs(release);
+        if (ours) {
+            PyThread_release_lock(((Lock *)lock)->lock);
+            r = Py_NewRef(Py_None);
+        }
+        else {
+            r = PyObject_CallNoArgs(release);
+        }
+        Py_DECREF(lock);
         Py_DECREF(release);
         if (r == NULL) {
             return NULL;
@@ -1028,14 +1131,15 @@ PyInit__zmqcalls(void)
             return NULL;
         }
     }
-    if (PyType_Ready(&FrameSender_type) < 0 || PyType_Ready(&Reader_type) < 0) {
+    if (PyType_Ready(&Lock_type) < 0 || PyType_Ready(&FrameSender_type) < 0 || PyType_Ready(&Reader_type) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddObjectRef(module, "FrameSender", (PyObject *)&FrameSender_type) < 0 ||
+    if (PyModule_AddObjectRef(module, "Lock", (PyObject *)&Lock_type) < 0 ||
+        PyModule_AddObjectRef(module, "FrameSender", (PyObject *)&FrameSender_type) < 0 ||
         PyModule_AddObjectRef(module, "Reader", (PyObject *)&Reader_type) < 0) {
         Py_DECREF(module);
         return NULL;

@@ -237,7 +237,8 @@ class Transport:
         else:
             self.port = self.router.bind_to_random_port(f"tcp://{host}")
         self.ref = NodeRef.new(host, self.port)
-        self._lock = threading.Lock()  # guards the DEALERs and the peer table
+        # Guards the DEALERs and the peer table; the C one is taken by the C FrameSender without a call.
+        self._lock = (getattr(_native, "Lock", None) or threading.Lock)()
         self._conns = Connections(self.ctx, self.ref, keys, heartbeat_interval, heartbeat_timeout, client)
         self._dealers = self._conns.dealers  # read on every send
         # A connection refused is a down at once (its monitor says so); one that hangs (a host that
