@@ -64,8 +64,9 @@ def test_the_current_task_is_the_running_process_and_only_while_it_runs():
         other = termite.spawn(child, termite.self())
         theirs = await termite.receive()
         # A loop callback runs between turns: no process is running then.
-        asyncio.get_running_loop().call_soon(lambda: seen.append(asyncio.current_task()))
-        await asyncio.sleep(0.01)
+        ran = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(lambda: (seen.append(asyncio.current_task()), ran.set_result(None)))
+        await ran
         return me.pid == termite.self(), theirs.pid == other, me.get_name() == str(termite.self())
 
     assert termite.run(main) == (True, True, True)
