@@ -179,7 +179,7 @@ class _KernelCore:
         if entry[2] is not None:
             entry[2] = None
             timers = self.timers
-            if timers[-1] is entry:
+            if timers and timers[-1] is entry:
                 # The last set, and still a leaf (a receive's timer cancelled before any other was set):
                 # out at once, as a heap may lose its last element.
                 timers.pop()

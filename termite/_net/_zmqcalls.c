@@ -39,8 +39,9 @@
  *       4096, then with `lock` held (lock.acquire(), lock.release()) and
  *       `peer` still aimed at, one zmq_send without waiting (copied); if it
  *       went, stats.frames_out += 1 and stats.bytes_out += len(data) (two
- *       __slots__ of stats, added to at their offsets), and None.  In every other case (another peer, none aimed, a larger
- *       frame, the send failed): fallback(peer, data)'s result.
+ *       __slots__ of stats, added to at their offsets), and None.  In
+ *       every other case (another peer, none aimed, a larger frame, the
+ *       send failed): fallback(peer, data)'s result.
  *   Reader(transport, handle, heard, stats, reading) -> reader
  *       Transport._read_one (termite/_net/transport.py), step for step, on
  *       the ROUTER `handle`, for the loop's thread: reader() reads one
