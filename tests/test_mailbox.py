@@ -209,6 +209,37 @@ def test_call_finds_its_reply_past_a_backlog_and_leaves_the_backlog():
     assert backlog == [("unrelated", i) for i in range(10_000)]
 
 
+def test_a_call_dropped_while_it_waits_undoes_its_wait_every_time():
+    """A call awaitable thrown away unclosed while parked cleans up as it goes, however many times.
+
+    The C kernel keeps spent call objects for the next calls: one whose
+    clean-up ran on being dropped must not be handed out again, or the next
+    one dropped would skip its clean-up and leave its process waiting for a
+    reply.  (The target's `callers` is emptied first: it holds the C call
+    object, which would otherwise outlive the drop.)
+    """
+    from termite._core.process import current
+    from termite._core.traps import PARK
+
+    async def silent():
+        await receive("never sent")
+
+    async def main():
+        server = spawn(silent)
+        target = current().table.resolve(server)
+        seen = []
+        for _ in range(3):
+            waiting = call(server, "x")
+            parked = waiting.send(None) is PARK
+            target.callers.clear()
+            del waiting
+            seen.append((parked, current().waiting, current().wait_for))
+        seen.append(await call(spawn(echo), "after"))
+        return seen
+
+    assert run(main) == [(True, None, None)] * 3 + ["after"]
+
+
 def test_late_replies_do_not_confuse_the_next_call():
     async def slow_echo():
         while True:

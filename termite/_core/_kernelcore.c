@@ -2778,6 +2778,13 @@ call_finalize(Call *c)
     PyErr_Restore(type, value, tb);
 }
 
+/* Spent Call objects kept for the next calls, as CPython keeps tuples: a call's round trip then allocates
+ * and frees no memory for its awaitable.  Only one whose finalizer never ran goes here (the GC remembers a
+ * finalized object, and would not run call_finalize again for its next call). */
+#define CALL_SPARES 16
+static Call *call_spares[CALL_SPARES];
+static int n_call_spares;
+
 static void
 call_dealloc(Call *c)
 {
@@ -2786,6 +2793,10 @@ call_dealloc(Call *c)
     }
     PyObject_GC_UnTrack(c);
     call_clear(c);
+    if (n_call_spares < CALL_SPARES && !PyObject_GC_IsFinalized((PyObject *)c)) {
+        call_spares[n_call_spares++] = c;
+        return;
+    }
     PyObject_GC_Del(c);
 }
 
@@ -3242,8 +3253,12 @@ k_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     if (!fast) {
         return PyObject_Vectorcall(py_call, args, nargsf, kwnames);
     }
-    Call *c = PyObject_GC_New(Call, &Call_Type);
-    if (c == NULL) {
+    Call *c;
+    if (n_call_spares > 0) {
+        c = call_spares[--n_call_spares];
+        PyObject_Init((PyObject *)c, &Call_Type);
+    }
+    else if ((c = PyObject_GC_New(Call, &Call_Type)) == NULL) {
         return NULL;
     }
     c->mode = C_FAST;
