@@ -60,32 +60,8 @@ _INF = float("inf")
 __all__ = ["Kernel", "Task", "Signal", "current_task", "FOREIGN", "TIMED_OUT", "KERNEL"]
 
 
-def _load_core():
-    """The C kernel's module, or None for the Python kernel (see the module doc)."""
-    choice = os.environ.get("TERMITE_KERNEL", "").strip().lower()
-    if choice not in ("", "c", "python"):
-        raise ValueError(
-            f"TERMITE_KERNEL={choice!r} names no kernel: set TERMITE_KERNEL=c (the C kernel, the default "
-            "when it is built) or TERMITE_KERNEL=python (the pure-Python kernel), or leave it unset"
-        )
-    if choice == "python":
-        return None
-    try:
-        from termite._core import _kernelcore
-    except ImportError:
-        if choice == "c":
-            raise ImportError(
-                "TERMITE_KERNEL=c, but the C kernel (termite/_core/_kernelcore.c) is not built: install "
-                "termite where a C compiler and Python's headers are, or unset TERMITE_KERNEL to run the "
-                "Python kernel"
-            ) from None
-        return None
-    return _kernelcore
-
-
-_core = _load_core()
-#: Which kernel runs in this interpreter: "c" or "python".
-KERNEL = "python" if _core is None else "c"
+from termite._core.native import KERNEL  # noqa: E402  (re-exported: which kernel runs, "c" or "python")
+from termite._core.native import core as _core  # noqa: E402
 
 # Which kernel runs on this thread.  Thread-local, because a program may run a
 # node in a background thread (termite.Node).  The task running now is the
