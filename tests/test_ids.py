@@ -69,3 +69,55 @@ def test_a_crash_travels_with_its_exception_when_it_can():
     copy = pickle.loads(pickle.dumps(crash))
     assert copy.exception is None
     assert "Unpicklable" in copy.traceback and str(copy).endswith("holds a lock")
+
+
+def _tag_behaviour(cls) -> list:
+    """What a program can see of a Tag class: values, errors, pickling, matching, subclassing, churn."""
+    import copy
+    import gc
+
+    seen = []
+    tag = cls((0xABC, 5))
+    seen += [repr(tag), tag == (0xABC, 5), hash(tag) == hash((0xABC, 5)), isinstance(tag, tuple), len(tag)]
+    seen += [tag.__reduce__()[1], type(tag.__reduce__()[0]) is type, cls.__name__, cls.__doc__.split("\n")[0]]
+    seen += [gc.is_tracked(tag), tag.count(5), tag + (1,), tag[::-1], hash(tag) == hash(cls((0xABC, 5)))]
+    for odd in [(), (1,), (1, 2, 3), ("a", "b"), (1.5, 2), (-10, 3)]:
+        try:
+            seen.append((len(cls(odd)), repr(cls(odd))))
+        except Exception as exc:
+            seen.append((type(exc).__name__, str(exc)))
+    seen += [cls(x for x in (7, 8)) == (7, 8), cls([7, 8]) == (7, 8)]
+    try:
+        cls(5)
+    except TypeError as exc:
+        seen.append(str(exc))
+    for copied in (pickle.loads(pickle.dumps(tag)), copy.copy(tag), copy.deepcopy(tag)):
+        seen.append((type(copied).__name__, copied == tag))  # ids.Tag by name: the C one, while it runs
+    match tag:
+        case cls(whole):  # a tuple's subclass matches itself as its one positional sub-pattern
+            seen.append(("matched", whole is tag))
+
+    class Sub(cls):
+        pass
+
+    sub = Sub((1, 2))
+    seen += [repr(sub), type(sub).__name__, sub == (1, 2), type(sub.__reduce__()[0]) is type]
+    del sub
+    kept = [cls((i, i + 1)) for i in range(200)]  # more than the C type keeps spare
+    del kept[::2]
+    again = [cls((i, -i)) for i in range(200)]
+    seen += [sorted(kept)[:2], again[:2] == [(0, 0), (1, -1)], all(type(t) is cls for t in again)]
+    seen.append(cls.__dict__.get("__slots__", ()) == () and not hasattr(tag, "__dict__"))
+    return seen
+
+
+def test_the_c_tag_behaves_as_the_python_tag():
+    """ids.Tag is the C kernel's when it runs: everything a program can see of it is the Python class's."""
+    from termite._core import ids
+
+    if ids.Tag is ids.PythonTag:
+        import pytest
+
+        pytest.skip("the Python kernel runs: its Tag is the Python class")
+    assert _tag_behaviour(ids.Tag) == _tag_behaviour(ids.PythonTag)
+    assert type(make_tag()) is ids.Tag and pickle.loads(pickle.dumps(make_tag())).__class__ is ids.Tag

@@ -69,6 +69,10 @@
  *                                            _await_reply's wait,
  *                                            _unwatch_call or _drop_call.
  *   current_task()
+ *   Tag                                      ids.Tag while this kernel runs
+ *                                            (ids.PythonTag is its reference),
+ *                                            with spares kept; so are spent
+ *                                            Call objects.
  *
  * What it calls back into (all Python, none of it on the path of a message)
  *   kernel._signal(task, signal) for a Signal wake-up value (throw or close);
@@ -101,9 +105,10 @@
  *     wake-up goes through the ready queue with `value` set.
  *   - A mailbox is None or a collections.deque.
  *   - Pid, Process and Tag are what ids.py and process.py define: plain
- *     __slots__ classes (Tag a tuple with no constructor of its own), whose
- *     __init__ only stores its arguments (and process._PROCESS_DEFAULTS, which
- *     init_process() is given); init_* refuses classes that are not.
+ *     __slots__ classes (Tag a tuple with no constructor of its own: this
+ *     module's own while it runs), whose __init__ only stores its arguments
+ *     (and process._PROCESS_DEFAULTS, which init_process() is given); init_*
+ *     refuses classes that are not.
  *   - Nothing here runs user code the Python kernel would not run at the same
  *     point: the process's own coroutine, == between a reply's tag and a
  *     Down's ref, the hooks above.
@@ -2601,6 +2606,89 @@ done:
 
 /* -- call ----------------------------------------------------------------------- */
 
+/* ids.Tag while the C kernel runs: ids.py's Tag (a tuple, `<Tag origin/serial>`, pickled as
+ * Tag((origin, serial))) with spare objects kept as CPython keeps tuples.  Every call makes a tag and drops
+ * it with the reply; the Python class cost that call a heap allocation and subtype_dealloc (about 250
+ * instructions).  Only a Tag of this exact type, of two ints, is kept; anything else goes as a tuple goes. */
+#define TAG_SPARES 64
+static PyObject *tag_spares[TAG_SPARES];
+static int n_tag_spares;
+static PyTypeObject CTag_Type;
+
+static PyObject *
+ctag_alloc(PyTypeObject *type, Py_ssize_t n)
+{
+    if (type == &CTag_Type && n == 2 && n_tag_spares > 0) {
+        PyObject *tag = tag_spares[--n_tag_spares]; /* its items were cleared when it was kept */
+        PyObject_InitVar((PyVarObject *)tag, type, 2);
+        PyObject_GC_Track(tag);
+        return tag;
+    }
+    return PyType_GenericAlloc(type, n);
+}
+
+static void
+ctag_dealloc(PyObject *tag)
+{
+    if (Py_IS_TYPE(tag, &CTag_Type) && PyTuple_GET_SIZE(tag) == 2 && n_tag_spares < TAG_SPARES &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(tag, 0)) && PyLong_CheckExact(PyTuple_GET_ITEM(tag, 1))) {
+        PyObject_GC_UnTrack(tag);
+        for (Py_ssize_t i = 0; i < 2; i++) { /* ints: dropping them runs no code */
+            Py_DECREF(PyTuple_GET_ITEM(tag, i));
+            PyTuple_SET_ITEM(tag, i, NULL);
+        }
+        tag_spares[n_tag_spares++] = tag;
+        return;
+    }
+    PyTuple_Type.tp_dealloc(tag);
+}
+
+/* f"<Tag {self[0]:x}/{self[1]}>" */
+static PyObject *
+ctag_repr(PyObject *tag)
+{
+    if (PyTuple_GET_SIZE(tag) < 2) {
+        PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+        return NULL;
+    }
+    PyObject *hex = PyUnicode_FromString("x"), *plain = PyUnicode_FromString("");
+    PyObject *origin = hex != NULL ? PyObject_Format(PyTuple_GET_ITEM(tag, 0), hex) : NULL;
+    PyObject *serial = origin != NULL && plain != NULL ? PyObject_Format(PyTuple_GET_ITEM(tag, 1), plain) : NULL;
+    PyObject *repr = serial != NULL ? PyUnicode_FromFormat("<Tag %U/%U>", origin, serial) : NULL;
+    Py_XDECREF(hex);
+    Py_XDECREF(plain);
+    Py_XDECREF(origin);
+    Py_XDECREF(serial);
+    return repr;
+}
+
+/* (Tag, (tuple(self),)) */
+static PyObject *
+ctag_reduce(PyObject *tag, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *items = PyTuple_GetSlice(tag, 0, PyTuple_GET_SIZE(tag));
+    return items != NULL ? Py_BuildValue("O(N)", (PyObject *)&CTag_Type, items) : NULL;
+}
+
+static PyMethodDef ctag_methods[] = {
+    {"__reduce__", (PyCFunction)ctag_reduce, METH_NOARGS, NULL},
+    {NULL},
+};
+
+static PyTypeObject CTag_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "termite.Tag", /* where termite/__init__.py puts every public name */
+    .tp_doc = "A universally unique reference, used to match a reply to its request.\n\n"
+              "A tuple underneath, so equality and hashing run in C: ``call`` compares\n"
+              "tags on every reply it waits for.",
+    .tp_base = &PyTuple_Type,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_alloc = ctag_alloc,
+    .tp_dealloc = ctag_dealloc,
+    .tp_repr = ctag_repr,
+    .tp_methods = ctag_methods,
+};
+
 /* ids.py's _origin and _tag_serials, which it binds once and again in a forked child: forget_tag_origin(),
  * registered with os.register_at_fork after ids.py's own hook, drops them there. */
 static PyObject *tag_origin, *tag_serials;
@@ -3629,7 +3717,7 @@ PyInit__kernelcore(void)
         return NULL;
     }
     PyTypeObject *types[] = {&RunQueue_Type, &KernelCore_Type, &Task_Type, &Local_Type, &FastFunction_Type,
-                             &Receive_Type, &Call_Type};
+                             &Receive_Type, &Call_Type, &CTag_Type};
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
         if (PyType_Ready(types[i]) < 0) {
             return NULL;
@@ -3644,7 +3732,8 @@ PyInit__kernelcore(void)
         PyModule_AddObjectRef(m, "Task", (PyObject *)&Task_Type) < 0 ||
         PyModule_AddObjectRef(m, "FastFunction", (PyObject *)&FastFunction_Type) < 0 ||
         PyModule_AddObjectRef(m, "Receive", (PyObject *)&Receive_Type) < 0 ||
-        PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0) {
+        PyModule_AddObjectRef(m, "Call", (PyObject *)&Call_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Tag", (PyObject *)&CTag_Type) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,7 +1,8 @@
 """Identities that can be sent anywhere: node references, pids and tags.
 
 These sit below every other layer (the codec encodes them, the process layer
-resolves them), so this module imports nothing from termite.
+resolves them), so this module imports nothing from termite but native.py,
+which says whether the C kernel runs: its ``Tag`` is then this one's, in C.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+
+from termite._core.native import core as _core
 
 __all__ = ["NodeRef", "Pid", "Tag", "make_tag"]
 
@@ -112,6 +115,13 @@ class Tag(tuple):
 
     def __reduce__(self):
         return (Tag, (tuple(self),))
+
+
+#: The Python Tag: the reference for the C kernel's (tests/test_ids.py compares them).
+PythonTag = Tag
+if _core is not None:
+    # The same class in C, which keeps spare tags as CPython keeps tuples: every call makes one.
+    Tag = _core.Tag  # noqa: F811
 
 
 def _new_origin() -> None:
