@@ -142,3 +142,22 @@ def test_the_c_sender_wants_counters_it_can_set():
         NATIVE(threading.Lock(), NoSlots(), print)
     with pytest.raises(TypeError, match="callable"):
         NATIVE(threading.Lock(), TransportStats(), None)
+
+
+@pytest.mark.parametrize("make_lock", LOCKS)
+def test_the_lock_refuses_to_let_go_of_what_nobody_holds(make_lock):
+    """The C lock is threading.Lock's twin: a release that no acquire matched raises, as it would
+    otherwise leave the lock open to the next two takers at once."""
+    lock = make_lock()
+    seen = [lock.locked()]
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    with lock:
+        seen.append(lock.locked())
+    seen.append(lock.locked())
+    assert lock.acquire() is True
+    lock.release()
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        lock.release()
+    seen.append(lock.locked())
+    assert seen == [False, True, False, False]

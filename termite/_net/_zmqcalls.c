@@ -542,6 +542,7 @@ done:
 typedef struct {
     PyObject_HEAD
     PyThread_type_lock lock;
+    int held; /* written with the GIL held, right after taking and right before letting go */
 } Lock;
 
 static PyTypeObject Lock_type;
@@ -555,6 +556,21 @@ lock_take(Lock *self)
         PyThread_acquire_lock(self->lock, WAIT_LOCK);
         Py_END_ALLOW_THREADS
     }
+    self->held = 1;
+}
+
+/* Let the lock go; 0, or -1 with threading.Lock's RuntimeError if nobody held it (letting an unheld lock
+ * go would let the next two takers in at once). */
+static int
+lock_give(Lock *self)
+{
+    if (!self->held) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return -1;
+    }
+    self->held = 0;
+    PyThread_release_lock(self->lock);
+    return 0;
 }
 
 static PyObject *
@@ -591,20 +607,25 @@ lock_acquire(Lock *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 lock_release(Lock *self, PyObject *Py_UNUSED(ignored))
 {
-    PyThread_release_lock(self->lock);
-    Py_RETURN_NONE;
+    return lock_give(self) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 static PyObject *
 lock_exit(Lock *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyThread_release_lock(self->lock);
-    Py_RETURN_NONE;
+    return lock_give(self) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+lock_locked(Lock *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(self->held);
 }
 
 static PyMethodDef lock_methods[] = {
     {"acquire", (PyCFunction)lock_acquire, METH_NOARGS, "acquire() -> True: take the lock, waiting for it"},
     {"release", (PyCFunction)lock_release, METH_NOARGS, "release(): let it go (its holder only)"},
+    {"locked", (PyCFunction)lock_locked, METH_NOARGS, "locked() -> whether someone holds it"},
     {"__enter__", (PyCFunction)lock_acquire, METH_NOARGS, "take the lock"},
     {"__exit__", (PyCFunction)(void (*)(void))lock_exit, METH_FASTCALL, "let it go"},
     {NULL, NULL, 0, NULL},
@@ -816,8 +837,7 @@ sender_call(FrameSender *self, PyObject *const *args, size_t nargsf, PyObject *k
         int sent = peer == self->peer && self->handle != NULL &&
                    z_send(self->handle, PyBytes_AS_STRING(data), (size_t)size, ZMQ_DONTWAIT) >= 0;
         if (ours) {
-            PyThread_release_lock(((Lock *)lock)->lock);
-            r = Py_NewRef(Py_None);
+            r = lock_give((Lock *)lock) < 0 ? NULL : Py_NewRef(Py_None);
         }
         else {
             r = PyObject_CallNoArgs(release);
