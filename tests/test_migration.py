@@ -32,6 +32,7 @@ from migrants import (
     counts_in_order,
     monitors_on,
     watches_then_moves,
+    holds_a_monitor_across_moves,
 )
 
 
@@ -262,3 +263,43 @@ def test_the_monitors_a_migrant_holds_are_undone_where_they_were_made(abc):
     assert here.receive(("monitors", on_b, int), timeout=10) == ("monitors", on_b, 0)
     assert here.run(_monitors_of, second, timeout=10) == 0
     assert here.run(_monitor_entries, timeout=10) == entries
+
+
+async def _kill(pid):
+    termite.kill(pid)
+
+
+def test_a_migrant_s_monitor_of_a_third_node_s_process_fires_once_when_that_node_is_lost(cluster):
+    """Processes here monitor a process of node C and move to B (one on to D): when C is lost, each that
+    still holds its monitor gets one Down "noconnection" there; the one that undid it, and the one whose
+    Down came before, none.  The node where a monitor was made holds its watch; it alone sees C go."""
+    here, start = cluster
+    b, c, d = start(), start(), start()
+    b_ref, c_ref, d_ref = (here.connect(*node.ref.address) for node in (b, c, d))
+    target, short_lived = here.spawn_on(c_ref, termite.testing.echo), here.spawn_on(c_ref, termite.testing.echo)
+    movers = {}
+    for name, route, undo in (("keeps", [b_ref], False), ("undoes", [b_ref], True), ("hops", [b_ref, d_ref], False),
+                              ("outlives", [b_ref], False)):
+        pid = here.spawn(holds_a_monitor_across_moves, short_lived if name == "outlives" else target, route, undo,
+                         here.pid)
+        _, moved, ref = here.receive(("moved", pid, termite.Tag), timeout=10)
+        movers[name] = (pid, ref)
+    here.run(_kill, short_lived, timeout=10)  # its Down reaches "outlives" before C is lost, and no other after
+    pid, ref = movers["outlives"]
+    assert here.receive((pid, Down), timeout=10)[1] == Down(ref, short_lived, "killed")
+    mine = here.monitor(target)
+    c.kill()
+    assert here.receive(Down, timeout=10) == Down(mine, target, "noconnection")
+    seen = {name: [] for name in movers}
+    for rounds in range(2):  # a duplicate would come between the two pings
+        for name, (pid, _) in movers.items():
+            here.send(pid, ("ping", rounds))
+        for name, (pid, _) in movers.items():
+            while (msg := here.receive((pid, ...), timeout=10)[1]) != ("ping", rounds):
+                seen[name].append(msg)
+    assert seen == {
+        "keeps": [Down(movers["keeps"][1], target, "noconnection")],
+        "undoes": [],
+        "hops": [Down(movers["hops"][1], target, "noconnection")],
+        "outlives": [],
+    }

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from termite._core.ids import NodeRef, Pid
 from termite._core.mailbox import deliver
-from termite._core.process import DEAD, Process, ProcessTable
+from termite._core.process import DEAD, Down, Process, ProcessTable
 from termite._net.codec import encode
 from termite._net.endpoint import Endpoint
 from termite._net.frames import SEND, anything, is_count, is_node, is_pid
@@ -139,6 +139,8 @@ class Forwarding:
         if order is None:  # numbered by a node that expects it to move: it soon will
             order = proc.order = Order()
         for ready in order.take(pid.node, origin, via, n, msg):
+            if ready.__class__ is Down and self.endpoint.down_fired(ready.ref):
+                continue  # it fired here already (MONITOR_LOST)
             deliver(proc, ready)
         if order.held:
             self.holding.add(proc)

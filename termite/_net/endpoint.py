@@ -26,6 +26,10 @@ process to a process of that node fires with reason ``"noconnection"``, and
 ``monitor_node`` watchers get ``NodeDown``.  Those of a process that migrated
 may be held on the peer under the node it left: the peer is told in the next
 session which ones the down cut (SEVERED), and fires those it still holds.
+The monitors a migrant holds on processes of a third node stay with the node
+where it made them (``carried`` where it is now): that node's loss of the
+third node tells it (MONITOR_LOST), and its ``Down`` comes once, unless it
+came already or the migrant undid the monitor.
 
 A frame holding an object this node cannot unpickle (a function or class of
 a module it cannot import) is not dropped: whoever waits is told why.  A
@@ -52,8 +56,8 @@ from termite._net.codec import (
     first_unreadable, over_budget, take_sends, OverBudget,
 )
 from termite._net.frames import (
-    BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, NSEND, SEND, SEVERED, SPAWN, UNLINK,
-    WHEREIS,    FrameKinds, is_name,
+    BUILT_IN_ADDRESSEES, BUILT_IN_FIELDS, BUILT_IN_PASSES, DEMONITOR, EXIT, HELLO, LINK, MONITOR, MONITOR_LOST, NSEND, SEND,
+    SEVERED, SPAWN, UNLINK, WHEREIS, FrameKinds, is_name,
 )
 from termite._net.flow import DEFAULT_BUFFER_LIMIT, DEFAULT_MAILBOX_LIMIT, FlowControl
 from termite._net.unborn import REMOTE_SERIAL_BASE, Unborn, spawn_serials
@@ -401,6 +405,13 @@ class Endpoint:
             self._unwatch(proc, ref)
         return True
 
+    def down_fired(self, ref: Tag) -> bool:
+        """A ``Down`` for monitor ``ref`` came for a local process: its monitor is forgotten here, held
+        or carried; True if it fired already, and this copy is to be dropped."""
+        if self.carried:
+            self.carried.pop(ref, None)
+        return self.watches.drop_monitor(ref) is None and self.watches.settled(ref)
+
     def down(self, watcher: Pid, down: Down) -> None:
         """Monitored local process ``down.pid`` ended: ``down`` to its remote ``watcher``."""
         self.watches.drop_watcher(down.ref)
@@ -534,6 +545,8 @@ class Endpoint:
             to = moved.get(frame[kind.addressee])
             if to is not None:  # it migrated from here: pass it on, in order
                 if frame[0] == SEND:
+                    if frame[2].__class__ is Down:  # a monitor it holds from here fired: no watch here now
+                        self.watches.drop_monitor(frame[2].ref)
                     self._router.relay(peer, frame[1], frame[2])
                 else:
                     self.post(to, frame)
@@ -554,8 +567,8 @@ class Endpoint:
         _, pid, msg = frame
         proc = self._local(pid)
         if proc is not None:
-            if msg.__class__ is Down and self.watches.drop_monitor(msg.ref) is None and self.watches.settled(msg.ref):
-                return  # it fired already, when its process was lost in a handoff
+            if msg.__class__ is Down and self.down_fired(msg.ref):
+                return  # it fired already: its process was lost in a handoff, or its node (MONITOR_LOST)
             if proc.order is None:
                 deliver(proc, msg)
                 if proc.mailbox is not None and len(proc.mailbox) > self._limit:
@@ -727,6 +740,16 @@ class Endpoint:
             proc = table.resolve(watcher)
             if proc is not None:
                 deliver(proc, Down(ref, target, "noconnection"))
+            elif (to := table.moved.get(watcher)) is not None:  # it migrated holding the monitor: tell it there
+                self.post(to, (MONITOR_LOST, watcher, ref, target))
+
+    def _on_monitor_lost(self, peer: NodeRef, frame) -> None:
+        _, watcher, ref, target = frame
+        proc = self._local(watcher)
+        # Not if its Down came already (the carried entry went with it), nor if the monitor was undone.
+        if proc is not None and self.carried.pop(ref, None) is not None:
+            self.watches.fired(ref)  # a copy of its real Down still on its way is dropped
+            deliver(proc, Down(ref, target, "noconnection"))
 
     def _sever_migrants(self, peer: NodeRef, lost: Lost) -> None:
         """``peer`` may hold the watches of a local migrant under the node it came from, which its

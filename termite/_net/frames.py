@@ -20,6 +20,9 @@ HELLO         reply-to pid, tag                           reply (tag, NodeRef)
 NSEND         name, message                               deliver to the process registered so
 WHEREIS       reply-to pid, tag, name                     reply (tag, its pid or None)
 SEVERED       pid, monitor refs, linked pids              fire those still held
+MONITOR_LOST  watcher pid, ref, target pid                Down(ref, target,
+                                                          "noconnection") if
+                                                          still held
 ============  ==========================================  ====================
 
 Kinds 1-15 are the endpoint's; 16-31 migration's (termite._move.migration).
@@ -34,10 +37,11 @@ from termite._net.codec import MalformedMessage
 
 __all__ = [
     "SEND", "LINK", "UNLINK", "EXIT", "MONITOR", "DEMONITOR", "SPAWN", "HELLO", "NSEND", "WHEREIS", "SEVERED",
+    "MONITOR_LOST",
     "FrameKind", "FrameKinds", "is_pid", "is_tag", "is_node", "is_count", "anything",
 ]
 
-SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO, NSEND, WHEREIS, SEVERED = range(1, 12)
+SEND, LINK, UNLINK, EXIT, MONITOR, DEMONITOR, SPAWN, HELLO, NSEND, WHEREIS, SEVERED, MONITOR_LOST = range(1, 13)
 
 
 # -- field checks: one small predicate per kind of field ------------------------
@@ -100,13 +104,14 @@ BUILT_IN_FIELDS = {
     NSEND: ("NSEND", (is_name, anything)),
     WHEREIS: ("WHEREIS", (is_pid, is_tag, is_name)),
     SEVERED: ("SEVERED", (is_pid, is_tags, is_pids)),
+    MONITOR_LOST: ("MONITOR_LOST", (is_pid, is_tag, is_pid)),
 }
 
 #: kind -> one call that passes its common well-formed frames (the field checks then explain any other)
 BUILT_IN_PASSES = {SEND: lambda frame: len(frame) == 3 and frame[1].__class__ is Pid}
 
 #: kind -> the field naming the process a frame is for (one that migrated away has them passed on)
-BUILT_IN_ADDRESSEES = {SEND: 1, LINK: 2, UNLINK: 2, EXIT: 2, MONITOR: 2, DEMONITOR: 1}
+BUILT_IN_ADDRESSEES = {SEND: 1, LINK: 2, UNLINK: 2, EXIT: 2, MONITOR: 2, DEMONITOR: 1, MONITOR_LOST: 1}
 
 
 class FrameKind(NamedTuple):

@@ -192,6 +192,11 @@ class Watches:
             self._settle((), (ref,))
         return entry
 
+    def fired(self, ref: Tag) -> None:
+        """Monitor ``ref``, held on another node (a migrant's, made before it came), fired here: a
+        copy of its ``Down`` still on its way is dropped when it comes."""
+        self._settle((), (ref,))
+
     def settled(self, key) -> bool:
         """Whether a Down (by its ref) or a link's exit (local, remote) already fired here; forgets it."""
         return bool(self._settled) and self._settled.pop(key, 0) is None

@@ -194,3 +194,17 @@ async def watches_then_moves(targets, node, reply_to):
 async def monitors_on(pid, reply_to):
     """Tell ``reply_to`` how many monitors ``pid``, a process of this node, has."""
     send(reply_to, ("monitors", pid, termite.process_info(pid).monitors))
+
+
+async def holds_a_monitor_across_moves(target, route, undo, reply_to):
+    """Monitors ``target``, moves along ``route``, demonitors it there if ``undo``, says so, then relays to
+    ``reply_to`` what it receives, as ``(self(), message)``."""
+    ref = termite.monitor(target)
+    for node in route:
+        await migrate(node)
+    if undo:
+        termite.demonitor(ref)
+    me = termite.self()
+    send(reply_to, ("moved", me, ref))
+    while True:
+        send(reply_to, (me, await receive()))
