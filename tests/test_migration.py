@@ -303,3 +303,16 @@ def test_a_migrant_s_monitor_of_a_third_node_s_process_fires_once_when_that_node
         "hops": [Down(movers["hops"][1], target, "noconnection")],
         "outlives": [],
     }
+
+
+def test_a_migrant_s_monitor_of_a_process_of_the_node_it_left_fires_when_that_node_is_lost(cluster):
+    """A process of B monitors another process of B and moves to D: B, which held the watch, is lost,
+    and D gives it its Down "noconnection"."""
+    here, start = cluster
+    b, d = start(), start()
+    b_ref, d_ref = (here.connect(*node.ref.address) for node in (b, d))
+    target = here.spawn_on(b_ref, termite.testing.echo)
+    pid = here.spawn_on(b_ref, holds_a_monitor_across_moves, target, [d_ref], False, here.pid)
+    _, _, ref = here.receive(("moved", pid, termite.Tag), timeout=10)
+    b.kill()
+    assert here.receive((pid, ...), timeout=10) == (pid, Down(ref, target, "noconnection"))

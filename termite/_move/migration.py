@@ -458,7 +458,7 @@ class Migration:
         if order.held:
             self.forwarding.holding.add(proc)
         if entry.held:
-            self.endpoint.carried.update(entry.held)
+            self.endpoint.carried.update((ref, (target, pid)) for ref, target in entry.held)
             hold_monitors(proc, entry.held)
         lost = self._bind(proc, peer)
         if answer:  # after the RELOCATEDs: the source need not tell the other nodes any more

@@ -230,9 +230,9 @@ class Endpoint:
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
         self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
         self._severed: dict[NodeRef, list[tuple]] = {}  # SEVERED frames for a node's next session
-        # Monitors that processes which migrated here hold, ref -> target, made on the node they came
-        # from: undone by a DEMONITOR to the target's node (demonitor, or the process's end).
-        self.carried: dict[Tag, Pid] = {}
+        # Monitors that processes which migrated here hold, ref -> (target, watcher), made on the node they
+        # came from: undone by a DEMONITOR to the target's node (demonitor, or the process's end).
+        self.carried: dict[Tag, tuple[Pid, Pid]] = {}
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
@@ -395,9 +395,10 @@ class Endpoint:
             node, target = entry
             self.post(node, (DEMONITOR, target, ref))
             return True
-        target = self.carried.pop(ref, None)
-        if target is None:
+        entry = self.carried.pop(ref, None)
+        if entry is None:
             return False
+        target = entry[0]
         # Brought by a migrant: its node of origin keeps the watch; the target's node undoes it.
         if not self.table.is_local(target):
             self.post(self.route(target), (DEMONITOR, target, ref))
@@ -717,6 +718,7 @@ class Endpoint:
         """The session with ``peer`` ended: every link and monitor with its processes fires, once."""
         lost = self.watches.take_node(peer)
         self.fire(lost)
+        self._fire_carried(peer)
         self._sever_migrants(peer, lost)
         self.flow.new_session(peer)
         self._notify_nodes(peer, "noconnection")
@@ -742,6 +744,18 @@ class Endpoint:
                 deliver(proc, Down(ref, target, "noconnection"))
             elif (to := table.moved.get(watcher)) is not None:  # it migrated holding the monitor: tell it there
                 self.post(to, (MONITOR_LOST, watcher, ref, target))
+
+    def _fire_carried(self, peer: NodeRef) -> None:
+        """Monitors that migrants brought here, of processes of lost node ``peer``: their node of origin
+        holds the watch, but that may be ``peer`` itself (or have lost it unknown to this node): each
+        fires here, once (a copy of a Down from elsewhere is dropped when it comes)."""
+        carried, route = self.carried, self.route
+        for ref in [ref for ref, (target, _) in carried.items() if route(target) == peer]:
+            target, watcher = carried.pop(ref)
+            proc = self._local(watcher)
+            if proc is not None:
+                self.watches.fired(ref)
+                deliver(proc, Down(ref, target, "noconnection"))
 
     def _on_monitor_lost(self, peer: NodeRef, frame) -> None:
         _, watcher, ref, target = frame
