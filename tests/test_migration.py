@@ -316,3 +316,19 @@ def test_a_migrant_s_monitor_of_a_process_of_the_node_it_left_fires_when_that_no
     _, _, ref = here.receive(("moved", pid, termite.Tag), timeout=10)
     b.kill()
     assert here.receive((pid, ...), timeout=10) == (pid, Down(ref, target, "noconnection"))
+
+
+def test_a_migrant_s_monitor_outlives_the_node_it_was_made_on(cluster):
+    """A process of B monitors a process of C and moves to D; B, which held the watch, is lost: D takes
+    it over, and the process's end on C still reaches the migrant as a Down ("noproc" if it ended
+    before D could ask)."""
+    here, start = cluster
+    b, c, d = start(), start(), start()
+    b_ref, c_ref, d_ref = (here.connect(*node.ref.address) for node in (b, c, d))
+    target = here.spawn_on(c_ref, termite.testing.echo)
+    pid = here.spawn_on(b_ref, holds_a_monitor_across_moves, target, [d_ref], False, here.pid)
+    _, _, ref = here.receive(("moved", pid, termite.Tag), timeout=10)
+    b.kill()
+    here.run(_kill, target, timeout=10)
+    got = here.receive((pid, ...), timeout=10)
+    assert got[1] in (Down(ref, target, "killed"), Down(ref, target, "noproc")), got

@@ -58,7 +58,7 @@ import types
 from collections import deque
 
 from termite._core.errors import MigrationError
-from termite._core.ids import NodeRef, Pid
+from termite._core.ids import NodeRef, Pid, Tag
 from termite._core.kernel import Signal
 from termite._core.links import hold_monitors, settle_calls, signal_exit
 from termite._core.process import DEAD, Process, ProcessTable, current
@@ -68,7 +68,7 @@ from termite._net.codec import MalformedMessage, UnserializableMessage, decode, 
 from termite._net.endpoint import Endpoint
 from termite._net.frames import LINK, MONITOR, is_count, is_node, is_pid, is_tag
 from termite._move.continuation import abandon, capture, restore, supported
-from termite._move.forwarding import Forwarding
+from termite._move.forwarding import LOCATED, Forwarding
 from termite._move.ordering import Order
 from termite._move.outcome import hand_over, own, report
 
@@ -149,13 +149,13 @@ class _Arriving:
 
     def __init__(self, proc: Process, source: NodeRef, value, held: list):
         self.proc, self.source, self.value = proc, source, value
-        self.held = held  # [(ref, target)]: the monitors it holds, made before it came
+        self.held = held  # [(ref, target, holder)]: the monitors it holds, made before it came, and where watched
 
 
 def _is_held(x) -> bool:
-    """A MIGRATE frame's monitors held: a list of [ref, target pid]."""
+    """A MIGRATE frame's monitors held: a list of [ref, target pid, the node holding its watch]."""
     return x.__class__ is list and all(
-        m.__class__ in (list, tuple) and len(m) == 2 and is_tag(m[0]) and is_pid(m[1]) for m in x)
+        m.__class__ in (list, tuple) and len(m) == 3 and is_tag(m[0]) and is_pid(m[1]) and is_node(m[2]) for m in x)
 
 
 def _drop(coro) -> None:
@@ -251,9 +251,9 @@ class Migration:
             else:
                 continuation = ("call", encode((request.fn, request.args)))
             mailbox = list(proc.mailbox or ())
-            # The monitors it holds and that have not fired: undone from where it ends (termite._core.links).
-            held = [(ref, target) for ref, target in (proc.watching or {}).items()
-                    if ref in table.monitored or self.endpoint.holds_monitor(ref)]
+            # The monitors it holds and that have not fired: undone from where it ends (termite._core.links),
+            # each with the node that holds its watch (this one, or the one it was made on).
+            held = self._held(proc)
             frame = encode(
                 (
                     MIGRATE,
@@ -363,6 +363,17 @@ class Migration:
         for msg in waiting:  # exit signals and Downs delivered meanwhile: numbered now
             endpoint.send(pid, msg)
 
+    def _held(self, proc: Process) -> list[tuple[Tag, Pid, NodeRef]]:
+        """The monitors ``proc`` holds and that have not fired: (ref, target, the node holding its watch)."""
+        table, endpoint = self.table, self.endpoint
+        held = []
+        for ref, target in (proc.watching or {}).items():
+            if ref in table.monitored or endpoint.watches.holds_monitor(ref):
+                held.append((ref, target, table.ref))
+            elif (carried := endpoint.carried.get(ref)) is not None:
+                held.append((ref, target, carried[2]))
+        return held
+
     def _other_nodes(self, proc: Process, target: NodeRef) -> set[NodeRef]:
         """The nodes, besides this one and ``target``, of processes linked to or watching ``proc``."""
         table, route = self.table, self.endpoint.route
@@ -458,8 +469,8 @@ class Migration:
         if order.held:
             self.forwarding.holding.add(proc)
         if entry.held:
-            self.endpoint.carried.update((ref, (target, pid)) for ref, target in entry.held)
-            hold_monitors(proc, entry.held)
+            self.endpoint.carried.update((ref, (target, pid, holder)) for ref, target, holder in entry.held)
+            hold_monitors(proc, [(ref, target) for ref, target, _ in entry.held])
         lost = self._bind(proc, peer)
         if answer:  # after the RELOCATEDs: the source need not tell the other nodes any more
             self.endpoint.post(peer, (ARRIVED, pid))
@@ -523,6 +534,23 @@ class Migration:
     def _on_gone(self, peer: NodeRef, frame) -> None:
         self.forwarding.forget(frame[1])
 
+    def _watch_carried(self, lost: NodeRef) -> None:
+        """Node ``lost`` held the watch of monitors that migrants here hold of a third node's processes: this
+        node takes them over.  That node learns where the migrant is (LOCATED), so the Down of the
+        process's end comes here, and the monitor is made again from here (a process that ended
+        meanwhile answers "noproc"); this node's loss of that node fires it.  (Those of ``lost``'s own
+        processes fired already, in the endpoint's down; those of processes here need no watch.)"""
+        endpoint, table, here = self.endpoint, self.table, self.table.ref
+        for ref, (target, watcher, holder) in list(endpoint.carried.items()):
+            node = endpoint.route(target)
+            if holder != lost or node == here:
+                continue
+            del endpoint.carried[ref]
+            proc = table.resolve(watcher)
+            if proc is not None and proc.order is not None:
+                endpoint.post(node, (LOCATED, watcher, here, proc.order.gen))
+                endpoint.monitor(watcher, target, ref)
+
     def _on_peer_down(self, peer: NodeRef) -> None:
         for pid, entry in list(self.arriving.items()):
             if entry.source == peer:  # it never committed: the process runs on there, if anywhere
@@ -539,5 +567,6 @@ class Migration:
             elif peer in entry.fences:  # what it sent there is lost with the session, and a down says so
                 entry.fences.discard(peer)
                 self._depart_when_fenced(entry)
+        self._watch_carried(peer)
         self.forwarding.release_held(peer)
         self.kernel.kick()

@@ -230,9 +230,10 @@ class Endpoint:
         self._out: dict[tuple[str, int], tuple[NodeRef, list[bytes], list[int]]] = {}  # batches
         self._failed_spawns: dict[Pid, object] = {}  # pid -> why its spawn failed
         self._severed: dict[NodeRef, list[tuple]] = {}  # SEVERED frames for a node's next session
-        # Monitors that processes which migrated here hold, ref -> (target, watcher), made on the node they
-        # came from: undone by a DEMONITOR to the target's node (demonitor, or the process's end).
-        self.carried: dict[Tag, tuple[Pid, Pid]] = {}
+        # Monitors that processes which migrated here hold, made before they came: ref -> (target, watcher,
+        # the node holding its watch).  Undone by a DEMONITOR to the target's node (demonitor, or the
+        # process's end); the holder's loss hands the watch to this node (termite._move.migration).
+        self.carried: dict[Tag, tuple[Pid, Pid, NodeRef]] = {}
         for kind, (name, checks) in BUILT_IN_FIELDS.items():
             self.kinds.register(kind, name, checks, getattr(self, "_on_" + name.lower()),
                                 passes=BUILT_IN_PASSES.get(kind), addressee=BUILT_IN_ADDRESSEES.get(kind))
@@ -750,8 +751,8 @@ class Endpoint:
         holds the watch, but that may be ``peer`` itself (or have lost it unknown to this node): each
         fires here, once (a copy of a Down from elsewhere is dropped when it comes)."""
         carried, route = self.carried, self.route
-        for ref in [ref for ref, (target, _) in carried.items() if route(target) == peer]:
-            target, watcher = carried.pop(ref)
+        for ref in [ref for ref, (target, _, _) in carried.items() if route(target) == peer]:
+            target, watcher, _ = carried.pop(ref)
             proc = self._local(watcher)
             if proc is not None:
                 self.watches.fired(ref)

@@ -93,6 +93,9 @@ class Watches:
     # -- monitors remote processes hold on local ones --------------------------------
 
     def add_watcher(self, node: NodeRef, ref: Tag, target: Pid) -> None:
+        old = self._watcher_node.get(ref)
+        if old is not None and old != node:  # its watcher moved: the node it left is not its any more
+            self._watchers[old].pop(ref, None)
         self._watchers.setdefault(node, {})[ref] = target
         self._watcher_node[ref] = node
 
