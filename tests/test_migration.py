@@ -269,6 +269,11 @@ async def _kill(pid):
     termite.kill(pid)
 
 
+async def _watch_held(ref):
+    """Whether this node holds the watch of monitor ``ref`` (of another node's process)."""
+    return termite._core.process.current().table.remote.watches.holds_monitor(ref)
+
+
 def test_a_migrant_s_monitor_of_a_third_node_s_process_fires_once_when_that_node_is_lost(cluster):
     """Processes here monitor a process of node C and move to B (one on to D): when C is lost, each that
     still holds its monitor gets one Down "noconnection" there; the one that undid it, and the one whose
@@ -284,6 +289,8 @@ def test_a_migrant_s_monitor_of_a_third_node_s_process_fires_once_when_that_node
                          here.pid)
         _, moved, ref = here.receive(("moved", pid, termite.Tag), timeout=10)
         movers[name] = (pid, ref)
+    # This node holds the watches; the one undone on B is forgotten here too (B said so before "moved").
+    assert [here.run(_watch_held, movers[name][1], timeout=10) for name in movers] == [True, False, True, True]
     here.run(_kill, short_lived, timeout=10)  # its Down reaches "outlives" before C is lost, and no other after
     pid, ref = movers["outlives"]
     assert here.receive((pid, Down), timeout=10)[1] == Down(ref, short_lived, "killed")

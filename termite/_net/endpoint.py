@@ -399,12 +399,16 @@ class Endpoint:
         entry = self.carried.pop(ref, None)
         if entry is None:
             return False
-        target = entry[0]
-        # Brought by a migrant: its node of origin keeps the watch; the target's node undoes it.
+        target, _, holder = entry
+        self.watches.fired(ref)  # as cancel_monitor does: a Down still on its way is dropped when it comes
+        # Brought by a migrant: the target's node undoes it, and the node holding its watch forgets that.
+        node = self.route(target)
         if not self.table.is_local(target):
-            self.post(self.route(target), (DEMONITOR, target, ref))
+            self.post(node, (DEMONITOR, target, ref))
         elif (proc := self._local(target)) is not None:  # it watched a process of this node from afar
             self._unwatch(proc, ref)
+        if holder != node and holder != self.table.ref:
+            self.post(holder, (DEMONITOR, target, ref))
         return True
 
     def down_fired(self, ref: Tag) -> bool:
@@ -629,6 +633,8 @@ class Endpoint:
         _, pid, ref = frame
         proc = self._local(pid)
         if proc is None:
+            if pid.node != self.table.ref and self.watches.cancel_monitor(ref) is not None:
+                return  # a migrant undid a monitor it made here of a third node's process: its watch was here
             self._unborn.hold(peer, frame, pid)
         else:
             self._unwatch(proc, ref)
