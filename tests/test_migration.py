@@ -275,22 +275,22 @@ async def _watch_held(ref):
 
 
 def test_a_migrant_s_monitor_of_a_third_node_s_process_fires_once_when_that_node_is_lost(cluster):
-    """Processes here monitor a process of node C and move to B (one on to D): when C is lost, each that
-    still holds its monitor gets one Down "noconnection" there; the one that undid it, and the one whose
-    Down came before, none.  The node where a monitor was made holds its watch; it alone sees C go."""
+    """Processes here monitor a process of node C and move to B (one on to D, one back here): when C is
+    lost, each that still holds its monitor gets one Down "noconnection" where it is; the one that undid
+    it, and the one whose Down came before, none.  The node where a monitor was made holds its watch."""
     here, start = cluster
     b, c, d = start(), start(), start()
     b_ref, c_ref, d_ref = (here.connect(*node.ref.address) for node in (b, c, d))
     target, short_lived = here.spawn_on(c_ref, termite.testing.echo), here.spawn_on(c_ref, termite.testing.echo)
     movers = {}
     for name, route, undo in (("keeps", [b_ref], False), ("undoes", [b_ref], True), ("hops", [b_ref, d_ref], False),
-                              ("outlives", [b_ref], False)):
+                              ("outlives", [b_ref], False), ("returns", [b_ref, here.ref], False)):
         pid = here.spawn(holds_a_monitor_across_moves, short_lived if name == "outlives" else target, route, undo,
                          here.pid)
         _, moved, ref = here.receive(("moved", pid, termite.Tag), timeout=10)
         movers[name] = (pid, ref)
     # This node holds the watches; the one undone on B is forgotten here too (B said so before "moved").
-    assert [here.run(_watch_held, movers[name][1], timeout=10) for name in movers] == [True, False, True, True]
+    assert [here.run(_watch_held, movers[name][1], timeout=10) for name in movers] == [True, False, True, True, True]
     here.run(_kill, short_lived, timeout=10)  # its Down reaches "outlives" before C is lost, and no other after
     pid, ref = movers["outlives"]
     assert here.receive((pid, Down), timeout=10)[1] == Down(ref, short_lived, "killed")
@@ -309,6 +309,7 @@ def test_a_migrant_s_monitor_of_a_third_node_s_process_fires_once_when_that_node
         "undoes": [],
         "hops": [Down(movers["hops"][1], target, "noconnection")],
         "outlives": [],
+        "returns": [Down(movers["returns"][1], target, "noconnection")],  # once, though it came back
     }
 
 

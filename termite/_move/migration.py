@@ -469,7 +469,9 @@ class Migration:
         if order.held:
             self.forwarding.holding.add(proc)
         if entry.held:
-            self.endpoint.carried.update((ref, (target, pid, holder)) for ref, target, holder in entry.held)
+            here = table.ref  # back where it made some: those watches are this node's own again
+            self.endpoint.carried.update(
+                (ref, (target, pid, holder)) for ref, target, holder in entry.held if holder != here)
             hold_monitors(proc, [(ref, target) for ref, target, _ in entry.held])
         lost = self._bind(proc, peer)
         if answer:  # after the RELOCATEDs: the source need not tell the other nodes any more

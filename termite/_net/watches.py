@@ -196,8 +196,8 @@ class Watches:
         return entry
 
     def fired(self, ref: Tag) -> None:
-        """Monitor ``ref``, held on another node (a migrant's, made before it came), fired here: a
-        copy of its ``Down`` still on its way is dropped when it comes."""
+        """Monitor ``ref``, whose watch another node holds (a migrant's, made before it came), fired or
+        was undone here: a copy of its ``Down`` still on its way is dropped when it comes."""
         self._settle((), (ref,))
 
     def settled(self, key) -> bool:
