@@ -37,7 +37,10 @@ def scenario(c_reader: bool):
 
         def read_next(note):
             for _ in range(200):  # a message sent is soon there: the poll waits for it
+                before = (len(got), len(skipped), b.stats.frames_in)
                 if b.router.poll(5000, zmq.POLLIN) and (result := read()):
+                    if note != "heartbeat" and (len(got), len(skipped), b.stats.frames_in) == before:
+                        continue  # a heartbeat of a's I/O thread: its first beat comes late on a loaded machine
                     break
             else:
                 raise AssertionError(f"nothing came: {note}")
