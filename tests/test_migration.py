@@ -33,6 +33,9 @@ from migrants import (
     monitors_on,
     watches_then_moves,
     holds_a_monitor_across_moves,
+    moves_when_told,
+    undoes_when_told,
+    watches_for_a_down,
 )
 
 
@@ -340,3 +343,27 @@ def test_a_migrant_s_monitor_outlives_the_node_it_was_made_on(cluster):
     here.run(_kill, target, timeout=10)
     got = here.receive((pid, ...), timeout=10)
     assert got[1] in (Down(ref, target, "killed"), Down(ref, target, "noproc")), got
+
+
+def test_a_monitor_undone_after_its_target_came_to_the_watcher_s_node_stays_undone(cluster):
+    """A process here monitors T on C and moves to B; T moves to B too, and the watcher's demonitor
+    there goes by B's own records; T moves on to D, and D is lost: the watcher hears nothing."""
+    here, start = cluster
+    b, c, d = start(), start(), start()
+    b_ref, c_ref, d_ref = (here.connect(*node.ref.address) for node in (b, c, d))
+    target = here.spawn_on(c_ref, moves_when_told, here.pid)
+    pid = here.spawn(undoes_when_told, target, b_ref, here.pid)
+    here.receive(("moved", pid, termite.Tag), timeout=10)
+    here.send(target, ("go", b_ref))
+    here.receive(("at", target, b_ref), timeout=10)
+    here.send(pid, "demonitor")
+    assert here.receive((pid, ...), timeout=10) == (pid, "undone")
+    here.send(target, ("go", d_ref))
+    here.receive(("at", target, d_ref), timeout=10)
+    on_d = here.spawn_on(d_ref, termite.testing.echo)
+    witness = here.spawn_on(b_ref, watches_for_a_down, on_d, here.pid)  # B's down of D reaches it
+    here.receive(("watching", witness), timeout=10)
+    d.kill()
+    here.receive(("down seen", Down), timeout=10)
+    here.send(pid, "ping")
+    assert here.receive((pid, ...), timeout=10) == (pid, "ping")

@@ -65,7 +65,7 @@ from termite._core.process import DEAD, Process, ProcessTable, current
 from termite._core.spawn import process_body
 from termite._core.traps import Sentinel
 from termite._net.codec import MalformedMessage, UnserializableMessage, decode, decode_frame_lenient, encode, first_unreadable
-from termite._net.endpoint import Endpoint
+from termite._net.endpoint import Endpoint, still_holds
 from termite._net.frames import LINK, MONITOR, is_count, is_node, is_pid, is_tag
 from termite._move.continuation import abandon, capture, restore, supported
 from termite._move.forwarding import LOCATED, Forwarding
@@ -549,7 +549,7 @@ class Migration:
                 continue
             del endpoint.carried[ref]
             proc = table.resolve(watcher)
-            if proc is not None and proc.order is not None:
+            if proc is not None and proc.order is not None and still_holds(proc, ref):
                 endpoint.post(node, (LOCATED, watcher, here, proc.order.gen))
                 endpoint.monitor(watcher, target, ref)
 

@@ -71,7 +71,7 @@ except ImportError:
 #: SEVERED frames kept for one node until its next session, at most.
 _SEVERED_HELD = 4096
 
-__all__ = ["Endpoint", "MigrantRouter", "NodeUp", "NodeDown"]
+__all__ = ["Endpoint", "MigrantRouter", "NodeUp", "NodeDown", "still_holds"]
 
 log = logging.getLogger("termite.distribution")
 
@@ -83,6 +83,12 @@ _FAILED_SPAWNS = 1024
 #: the kernel's turn.  A single larger frame goes alone.
 _BATCH_FRAMES = 256
 _BATCH_BYTES = 256 * 1024
+
+
+def still_holds(proc, ref: Tag) -> bool:
+    """Whether ``proc`` has not undone monitor ``ref``: a carried entry can outlive a demonitor that went
+    by ``table.monitored`` (its target had migrated here meanwhile)."""
+    return bool(proc.watching) and ref in proc.watching
 
 
 class NodeUp(NamedTuple):
@@ -760,7 +766,7 @@ class Endpoint:
         for ref in [ref for ref, (target, _, _) in carried.items() if route(target) == peer]:
             target, watcher, _ = carried.pop(ref)
             proc = self._local(watcher)
-            if proc is not None:
+            if proc is not None and still_holds(proc, ref):
                 self.watches.fired(ref)
                 deliver(proc, Down(ref, target, "noconnection"))
 
@@ -768,7 +774,7 @@ class Endpoint:
         _, watcher, ref, target = frame
         proc = self._local(watcher)
         # Not if its Down came already (the carried entry went with it), nor if the monitor was undone.
-        if proc is not None and self.carried.pop(ref, None) is not None:
+        if self.carried.pop(ref, None) is not None and proc is not None and still_holds(proc, ref):
             self.watches.fired(ref)  # a copy of its real Down still on its way is dropped
             deliver(proc, Down(ref, target, "noconnection"))
 

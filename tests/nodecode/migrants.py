@@ -3,7 +3,7 @@
 import threading
 
 import termite
-from termite import MigrationError, migrate, receive, send
+from termite import MigrationError, NodeRef, migrate, receive, send
 
 
 async def hop(node, log):
@@ -208,3 +208,32 @@ async def holds_a_monitor_across_moves(target, route, undo, reply_to):
     send(reply_to, ("moved", me, ref))
     while True:
         send(reply_to, (me, await receive()))
+
+
+async def moves_when_told(reply_to):
+    """Moves to each node it is sent as ``("go", node)``, and says where it is."""
+    while True:
+        _, node = await receive(("go", NodeRef))
+        await migrate(node)
+        send(reply_to, ("at", termite.self(), node))
+
+
+async def undoes_when_told(target, node, reply_to):
+    """Monitors ``target``, moves to ``node``, then on "demonitor" undoes it; relays anything else."""
+    ref = termite.monitor(target)
+    await migrate(node)
+    me = termite.self()
+    send(reply_to, ("moved", me, ref))
+    while True:
+        msg = await receive()
+        if msg == "demonitor":
+            termite.demonitor(ref)
+            msg = "undone"
+        send(reply_to, (me, msg))
+
+
+async def watches_for_a_down(target, reply_to):
+    """Monitors ``target`` and tells ``reply_to`` of its Down."""
+    termite.monitor(target)
+    send(reply_to, ("watching", termite.self()))
+    send(reply_to, ("down seen", await receive(termite.Down)))
