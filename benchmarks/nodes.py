@@ -29,8 +29,16 @@ consecutive runs).  So:
 - The four setups (raw or termite, clear or CURVE) of a placement are
   started once, each pair of processes set up and warmed up, and kept
   alive; then they are timed in short *windows* that take turns: in each of
-  ``PAIRS`` rounds, raw and termite in clear, then raw and termite with
+  ``SIZES``' rounds, raw and termite in clear, then raw and termite with
   CURVE, raw first in one round and termite first in the next.
+- The windows are short and many (ping-pong: 96 rounds of 250 round
+  trips).  This machine's speed jumps between phases a few seconds long
+  (about 2,300 and 4,500 round trips a second, for raw and termite alike),
+  and a pair of windows that straddles a jump gives a ratio of 0.6 or 1.6.
+  With 12 rounds of 2,000 round trips, termite / raw (the median of the
+  pair ratios) moved from 0.81 to 1.03 over five runs of the same code,
+  clear and CURVE; with 96 of 250, the same number of round trips, from
+  0.94 to 0.97 over three.
 - Adjacent windows share the machine's moment, so every ratio reported
   (termite / raw, CURVE / clear) is the median of the ratios of windows
   taken together, pair by pair; its details hold every pair's ratio, the
@@ -58,11 +66,10 @@ from benchmarks import _windows
 from benchmarks._result import ROOT, Result, median
 from benchmarks._windows import Driver
 
-SIZES = {  # kind -> (window, warm-up), full and quick
-    "pingpong": {False: (2_000, 2_000), True: (200, 200)},
-    "stream": {False: (20_000, 20_000), True: (2_000, 2_000)},
+SIZES = {  # kind -> (window, warm-up, windows of each setup), full and quick
+    "pingpong": {False: (250, 2_000, 96), True: (200, 200, 3)},
+    "stream": {False: (20_000, 20_000, 12), True: (2_000, 2_000, 3)},
 }
-PAIRS = {False: 12, True: 3}  # full and quick: windows of each setup
 TARGET_VS_RAW = 0.9  # termite ping-pong / raw ping-pong, clear and with CURVE (issue 20)
 TARGET_STREAM = 100_000  # messages/s
 TARGET_CURVE = 0.7  # termite with CURVE / termite in clear
@@ -236,8 +243,7 @@ def _windows_of(kind, window, warmup, pairs, keyfile, placement):
 
 
 def _run(name, kind, quick):
-    window, warmup = SIZES[kind][quick]
-    pairs = PAIRS[quick]
+    window, warmup, pairs = SIZES[kind][quick]
     with tempfile.TemporaryDirectory() as tmp:
         import termite._net.keys
 
