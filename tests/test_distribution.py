@@ -1,5 +1,6 @@
 """Nodes in separate OS processes over real ZeroMQ sockets on loopback."""
 
+import logging
 import os
 
 import msgpack
@@ -9,7 +10,7 @@ import zmq
 import termite
 from termite import Crash, Down, Exit, NodeDown
 from termite._net.frames import SPAWN
-from termite.testing import burn_cpu, collect, crash_after, echo
+from termite.testing import burn_cpu, collect, crash_after, echo, watch
 
 
 def test_remote_spawn_call_and_ordered_sends(cluster):
@@ -106,6 +107,28 @@ def test_a_killed_node_fires_links_and_monitors_with_noconnection(cluster):
     assert (exit_msg.pid, exit_msg.reason) == (server, "noconnection")
     assert (down.ref, down.reason) == (monitor_ref, "noconnection")
     assert (node_down.ref, node_down.node) == (node_ref, ref)
+
+
+def test_a_pid_of_an_earlier_incarnation_of_this_node_is_of_a_down_node_reached_without_a_connection(
+        cluster, caplog):
+    # A pid kept from before this node's restart: this node listens at its node's address now, so
+    # that node has ended.  Reaching for it once connected this node to itself: it listed itself
+    # in nodes() and logged its own address as "another node" there.
+    here, _ = cluster
+    ref = here.ref
+    old = termite.Pid(termite.NodeRef(ref.host, ref.port, ref.incarnation ^ 1), 2)
+    node_ref = here.monitor_node(old.node)
+    here.spawn(watch, old, here.pid, "link")
+    monitor_ref = here.monitor(old)
+    here.send(old, "lost, as any message to an ended process is")
+    exits = here.receive(Exit, timeout=10)
+    down = here.receive(Down, timeout=10)
+    node_down = here.receive(NodeDown, timeout=10)
+    assert (exits.pid, exits.reason) == (old, "noconnection")
+    assert (down.ref, down.pid, down.reason) == (monitor_ref, old, "noconnection")
+    assert (node_down.ref, node_down.node) == (node_ref, old.node)
+    assert here.run(termite.nodes) == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("termite")] == []
 
 
 @pytest.mark.slow

@@ -354,6 +354,9 @@ class Transport:
 
     def send(self, peer: NodeRef, frames: list[bytes]) -> None:
         """Send frames to ``peer`` in order, without blocking; lost if the peer is gone."""
+        if self._earlier_self(peer):
+            self._lose_earlier_self(peer, len(frames))
+            return
         with self._lock:
             if self._stopping:
                 return
@@ -713,6 +716,8 @@ class Transport:
 
     def _tell(self, peer: NodeRef) -> None:
         """Open a connection to ``peer`` in this epoch, so it learns that its session ended (hold the lock)."""
+        if self._earlier_self(peer):  # it has ended: nothing to tell
+            return
         try:
             sock = self._dealer(peer, by_sender=False)
             if sock is not None:  # else this node asks to suspend the session: its answer will tell
@@ -731,8 +736,26 @@ class Transport:
             self.stats.dropped_out += sum(map(len, held))
         self._downs.append(peer)
 
-    def _lose(self, peer: NodeRef, why: str) -> None:
-        """``peer`` is down, seen from here first (any thread): end the session and say so."""
+    def _earlier_self(self, peer: NodeRef) -> bool:
+        """``peer`` is an earlier incarnation of this node (a pid kept from before a restart): it has
+        ended, as this node listens at its address.  A connection to it would reach this node."""
+        ref = self.ref
+        return (peer.port == ref.port and peer.host == ref.host and peer.incarnation != ref.incarnation
+                and peer.incarnation is not None)
+
+    def _lose_earlier_self(self, peer: NodeRef, frames: int) -> None:
+        """What is sent to an earlier incarnation of this node is lost with it, and its down
+        follows at once, as for any peer that cannot be reached (links, monitors: noconnection)."""
+        with self._lock:
+            if self._stopping:
+                return
+            self.stats.dropped_out += frames
+            self._sessions.opening(peer, time.monotonic(), True)
+        # Not news: this node's own restart ended it.
+        self._lose(peer, "an earlier incarnation of this node, which listens at its address now", logging.DEBUG)
+
+    def _lose(self, peer: NodeRef, why: str, level: int = logging.WARNING) -> None:
+        """``peer`` is down, seen from here first (any thread): end the session and say so (at ``level``)."""
         with self._lock:
             if self._sessions.status(peer) is None:
                 return
@@ -746,7 +769,7 @@ class Transport:
             if client:  # a script or a launcher that ended: it was never one of the cluster's nodes
                 log.info("client %s left: %s", peer, why)
             else:
-                log.warning("node %s is down: %s", peer, why)
+                log.log(level, "node %s is down: %s", peer, why)
             if self._loop is None:
                 self._report_downs()
             elif not self._stopping:
