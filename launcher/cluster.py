@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 EXIT_GRACE = 0.5  # seconds a local node whose connection closed gets to be seen ended (its exit's reason)
+SSH_EXIT_GRACE = 2.0  # the same over ssh: the node's status comes back with its session's end
 LOST_GRACE = 2.0  # seconds a remote node that lost its connection gets between SIGTERM and SIGKILL
 LAUNCHER_GRACE = 40.0  # seconds a launcher gets to stop its nodes (each gets 10 s, all at once; ssh is slow)
 
@@ -487,15 +488,30 @@ class Cluster:
         threading.Thread(target=_stop_quietly, args=(handle, LOST_GRACE), daemon=True, name="termite-end-lost").start()
         return True
 
+    def exit_grace(self, ref: NodeRef) -> float | None:
+        """How long ``ref``'s NodeDown is held for its process's end to be seen (see :meth:`exited`),
+        or None if this launcher would not see it end."""
+        node = self._ending_seen(ref)
+        return None if node is None else EXIT_GRACE if node.host.ssh is None else SSH_EXIT_GRACE
+
     def exited(self, ref: NodeRef) -> bool | None:
-        """Whether ``ref``'s process has ended, if it is a local or Slurm node this launcher supervises
-        (None if not): its supervisor is about to say why.  A killed node's connection closes as its
-        process ends, a moment before the process can be waited for, so its NodeDown can come first."""
-        with self._lock:
-            node = next((n for n in self.nodes if n.ref == ref and n.host.ssh is None), None)
-        if node is None or not self._supervised:
+        """Whether ``ref``'s process has ended, if this launcher supervises it and sees it end (None if
+        not): its supervisor is about to say why.  A killed node's connection closes as its process
+        ends, a moment before the process can be waited for (over ssh, before its session ends with
+        the node's status), so its NodeDown can come first."""
+        node = self._ending_seen(ref)
+        if node is None:
             return None
-        return node.handle.poll() is not None
+        return (node.handle.poll() if node.host.ssh is None else node.handle.returncode) is not None
+
+    def _ending_seen(self, ref: NodeRef) -> NodeInfo | None:
+        """``ref``'s node, if this launcher supervises it and sees its process end: a local or Slurm
+        node, or one over an ssh session that lasts as long as it (not a detached one's)."""
+        with self._lock:
+            node = next((n for n in self.nodes if n.ref == ref), None)
+        if node is None or not self._supervised or (node.host.ssh is not None and node.handle.detached):
+            return None
+        return node
 
     def _wait_exit(self, node: NodeInfo) -> str | None:
         """Block until the node's process ends; why it did, or None if the cluster is being stopped."""

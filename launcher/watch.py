@@ -29,7 +29,7 @@ import termite
 from termite.console import serve_console
 
 from termite_launcher.announce import readable
-from termite_launcher.cluster import EXIT_GRACE, Cluster, NodeNews, launcher_host, read_state
+from termite_launcher.cluster import Cluster, NodeNews, launcher_host, read_state
 from termite_launcher.config import ClusterConfig
 from termite_launcher.dashboard import ClusterView, logging_to_events
 from termite_launcher.exits import FAILED, OK
@@ -94,8 +94,9 @@ def feed(view: ClusterView, events: queue.SimpleQueue, at: float, cluster: Clust
         if event[0] == "load":
             view.report(event[1], at)
         elif event[0] == "down":
-            if cluster is not None and cluster.exited(event[1]) is not None:
-                cluster.held_downs[event[1]] = (event[2], at + EXIT_GRACE)  # its own process: did it end?
+            grace = cluster.exit_grace(event[1]) if cluster is not None else None
+            if grace is not None:
+                cluster.held_downs[event[1]] = (event[2], at + grace)  # its own process: did it end?
                 continue
             _lost(view, cluster, event[1], event[2], at, say)
         elif event[0] == "news":  # from the supervisor: an exit, a restart, or giving up

@@ -427,6 +427,32 @@ def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_ho
     assert not [pid for pid in h1.pids() if "termite.node" in _cmdline(pid)]
 
 
+@pytest.mark.timeout(120)
+def test_a_remote_node_killed_while_its_ssh_session_lags_is_told_by_that_session_not_as_lost(netns_hosts, tmp_path):
+    # The node's connection closes as it dies; its status comes later, with its ssh session's end.
+    # A NodeDown that came first showed the node down with "noconnection", and the launcher took it
+    # for one cut off while its session lasted: it said so, and ended a session that was ending.
+    import psutil
+
+    h1 = netns_hosts.hosts[0]
+    cluster = cluster_file(tmp_path, [_over_ssh(netns_hosts, h1)], restart={"intensity": 1, "period": 60, "backoff": 0.2})
+    state_file = tmp_path / ".termite" / "cluster.json"
+    with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
+        victim = json.loads(state_file.read_text())["nodes"][0]
+        sshd = next(p for p in psutil.Process(victim["os_pid"]).parents() if p.name() == "sshd")
+        sshd.suspend()  # the session's end waits for it
+        try:
+            os.kill(victim["os_pid"], signal.SIGKILL)
+            time.sleep(0.5)  # the lag under test: the node's connection has closed meanwhile
+        finally:
+            sshd.resume()
+        line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
+        assert "why=killed by signal 9 (SIGKILL); restarting in 0.2 s" in line, line
+        state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(30) == 143
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
