@@ -2,13 +2,14 @@
 
 import logging
 import os
+import socket
 
 import msgpack
 import pytest
 import zmq
 
 import termite
-from termite import Crash, Down, Exit, NodeDown
+from termite import Crash, Down, Exit, NodeDown, NodeUp
 from termite._net.frames import SPAWN
 from termite.testing import burn_cpu, collect, crash_after, echo, watch
 
@@ -129,6 +130,34 @@ def test_a_pid_of_an_earlier_incarnation_of_this_node_is_of_a_down_node_reached_
     assert (node_down.ref, node_down.node) == (node_ref, old.node)
     assert here.run(termite.nodes) == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("termite")] == []
+
+
+def test_monitor_node_of_a_node_not_reached_connects_and_says_nodedown_if_it_cannot(cluster):
+    # As Erlang's monitor_node: a node already lost, or one where nothing listens, gets a NodeDown at
+    # once, not a watch that waits for ever; a live node not yet reached is reached (NodeUp).
+    here, start = cluster
+    gone = start()
+    gone_ref = here.connect(*gone.ref.address)
+    first = here.monitor_node(gone_ref)
+    gone.kill()
+    assert here.receive(NodeDown, timeout=10).ref == first
+    here.run(termite.demonitor_node, first)
+    again = here.monitor_node(gone_ref)
+    assert here.receive(NodeDown, timeout=10) == NodeDown(again, gone_ref, "noconnection")
+
+    with socket.socket() as unused:  # a port nothing listens at
+        unused.bind(("127.0.0.1", 0))
+        nobody = termite.NodeRef("127.0.0.1", unused.getsockname()[1], 12345)
+        never = here.monitor_node(nobody)
+        assert here.receive(NodeDown, timeout=10) == NodeDown(never, nobody, "noconnection")
+
+    live = start()
+    live_ref = termite.NodeRef(*live.ref.address, live.ref.incarnation)
+    watch = here.monitor_node(live_ref)
+    assert here.receive(NodeUp, timeout=10) == NodeUp(watch, live_ref)
+    assert live_ref in here.run(termite.nodes)
+    live.kill()
+    assert here.receive(NodeDown, timeout=10) == NodeDown(watch, live_ref, "noconnection")
 
 
 @pytest.mark.slow

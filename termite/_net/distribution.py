@@ -37,7 +37,7 @@ def monitor_node(node: NodeRef | None = None) -> Tag:
     endpoint = _endpoint()
     endpoint.node_watchers[ref] = (me.pid, node)
     if node is not None and node.incarnation is not None:
-        endpoint.transport.wake(node)  # a suspended session is not heartbeated: watching it reopens it
+        endpoint.transport.watch(node)  # a suspended session is reopened; a node not reached, reached
     return ref
 
 

@@ -57,7 +57,7 @@ from termite._net import zmq_native as _zmq_native
 from termite._net.admission import REFUSAL_PERIOD, RoutingIds, ZapHandler, curve_server, is_client, reopened_of
 from termite._net.connections import Connections, Monitors
 from termite._net.keys import ClusterKeys
-from termite._net.sessions import ASKING, RESUMING, SUSPENDED, UP, Sessions
+from termite._net.sessions import ASKING, CONNECTING, RESUMING, SUSPENDED, UP, Sessions
 from termite._net.zmq_native import (
     idle_self_pipe as _idle_self_pipe,
     loop_clock,
@@ -707,12 +707,27 @@ class Transport:
             if not self._stopping and peer.incarnation is not None and self._sessions.status(peer) is None:
                 self._tell(peer)
 
-    def wake(self, peer: NodeRef) -> None:
-        """Reopen the session with ``peer`` if it is suspended: something here now needs its
-        heartbeats (``monitor_node(peer)``), with nothing to send."""
+    def watch(self, peer: NodeRef) -> None:
+        """Something here now needs ``peer``'s heartbeats (``monitor_node(peer)``), with nothing to
+        send: reopen its session if it is suspended, and if there is none, open one whose failure is
+        reported: as Erlang's monitor_node connects, and says nodedown at once if it cannot (a
+        node already lost, nothing listening): never a watch that waits for ever."""
+        if self._earlier_self(peer):
+            self._lose_earlier_self(peer, 0)
+            return
         with self._lock:
-            if not self._stopping and self._sessions.status(peer) == SUSPENDED:
+            if self._stopping:
+                return
+            status = self._sessions.status(peer)
+            if status == SUSPENDED:
                 self._tell(peer)
+            elif status is None or status == CONNECTING:  # then a connection opened only to be heard
+                try:
+                    sock = self._dealer(peer)  # its down is reported from now on
+                    if sock is not None and status is None:
+                        sock.send(_HEARTBEAT, flags=zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    pass
 
     def _tell(self, peer: NodeRef) -> None:
         """Open a connection to ``peer`` in this epoch, so it learns that its session ended (hold the lock)."""
