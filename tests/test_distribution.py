@@ -151,11 +151,12 @@ def test_monitor_node_of_a_node_not_reached_connects_and_says_nodedown_if_it_can
         never = here.monitor_node(nobody)
         assert here.receive(NodeDown, timeout=10) == NodeDown(never, nobody, "noconnection")
 
+    here.monitor_node(here.ref)  # this node is never down to itself, nor one of its nodes()
     live = start()
     live_ref = termite.NodeRef(*live.ref.address, live.ref.incarnation)
     watch = here.monitor_node(live_ref)
     assert here.receive(NodeUp, timeout=10) == NodeUp(watch, live_ref)
-    assert live_ref in here.run(termite.nodes)
+    assert here.run(termite.nodes) == [live_ref]
     live.kill()
     assert here.receive(NodeDown, timeout=10) == NodeDown(watch, live_ref, "noconnection")
 

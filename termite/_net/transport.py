@@ -711,7 +711,10 @@ class Transport:
         """Something here now needs ``peer``'s heartbeats (``monitor_node(peer)``), with nothing to
         send: reopen its session if it is suspended, and if there is none, open one whose failure is
         reported: as Erlang's monitor_node connects, and says nodedown at once if it cannot (a
-        node already lost, nothing listening): never a watch that waits for ever."""
+        node already lost, nothing listening): never a watch that waits for ever.  This node itself
+        is never down to itself: nothing to do."""
+        if peer == self.ref:
+            return
         if self._earlier_self(peer):
             self._lose_earlier_self(peer, 0)
             return
