@@ -390,13 +390,21 @@ def test_the_dashboard_shows_why_a_node_ended_counts_its_restarts_and_says_why_i
         cluster.stop()
 
 
-@pytest.mark.timeout(120)
-def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
+@contextlib.contextmanager
+def _supervised_over_ssh(netns_hosts, tmp_path):
+    """The first test host's nodes over ssh, each restarted once a minute at most, 0.2 s after its
+    end, launched with a plain dashboard line every 0.1 s: (cluster file, state file, launcher, nodes)."""
     h1 = netns_hosts.hosts[0]
     cluster = cluster_file(tmp_path, [_over_ssh(netns_hosts, h1)], restart={"intensity": 1, "period": 60, "backoff": 0.2})
     state_file = tmp_path / ".termite" / "cluster.json"
     with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
-        victim, other = json.loads(state_file.read_text())["nodes"]
+        yield cluster, state_file, launcher, json.loads(state_file.read_text())["nodes"]
+
+
+@pytest.mark.timeout(120)
+def test_a_remote_node_killed_or_cut_off_is_restarted_over_ssh_and_used(netns_hosts, tmp_path):
+    h1 = netns_hosts.hosts[0]
+    with _supervised_over_ssh(netns_hosts, tmp_path) as (cluster, state_file, launcher, (victim, other)):
         assert victim["remote"] and victim["os_pid"] in h1.pids()  # the hosts share this machine's pids
         os.kill(victim["os_pid"], signal.SIGKILL)
         line = _plain_until(launcher, lambda line: victim["address"] in line and " down " in line)
@@ -434,11 +442,7 @@ def test_a_remote_node_killed_while_its_ssh_session_lags_is_told_by_that_session
     # for one cut off while its session lasted: it said so, and ended a session that was ending.
     import psutil
 
-    h1 = netns_hosts.hosts[0]
-    cluster = cluster_file(tmp_path, [_over_ssh(netns_hosts, h1)], restart={"intensity": 1, "period": 60, "backoff": 0.2})
-    state_file = tmp_path / ".termite" / "cluster.json"
-    with _launched(cluster, tmp_path, "--plain", "--every", "0.1") as launcher:
-        victim = json.loads(state_file.read_text())["nodes"][0]
+    with _supervised_over_ssh(netns_hosts, tmp_path) as (_, state_file, launcher, (victim, _)):
         sshd = next(p for p in psutil.Process(victim["os_pid"]).parents() if p.name() == "sshd")
         sshd.suspend()  # the session's end waits for it
         try:
