@@ -38,6 +38,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import signal
@@ -331,8 +332,9 @@ class Cluster:
                     if host.local:
                         argv = self._node_args(host, str(keys))
                     else:
-                        remote_keys = f".termite/{config.name}.key"
-                        install_keys(host, keys.read_bytes(), remote_keys)
+                        key_bytes = keys.read_bytes()
+                        remote_keys = remote_key_path(config.name, key_bytes)
+                        install_keys(host, key_bytes, remote_keys)
                         argv = self._node_args(host, remote_keys)
                 except RemoteError as exc:
                     raise LaunchError(str(exc)) from None  # it names the host
@@ -603,6 +605,13 @@ class Cluster:
         self.nodes = []
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
+
+
+def remote_key_path(name: str, key_bytes: bytes) -> str:
+    """Where a host keeps the cluster's key file (from its workdir): named by the key as well as the
+    cluster, so that two clusters of one name (two checkouts' cluster.yaml) launched to the same host
+    and account do not overwrite each other's, which the next node (re)started there would read."""
+    return f".termite/{name}-{hashlib.sha256(key_bytes).hexdigest()[:12]}.key"
 
 
 def launcher_host(config: ClusterConfig) -> str:

@@ -457,6 +457,26 @@ def test_a_remote_node_killed_while_its_ssh_session_lags_is_told_by_that_session
         assert launcher.wait(30) == 143
 
 
+@pytest.mark.timeout(120)
+def test_two_clusters_of_one_name_launched_to_one_host_keep_their_own_key_files_there(netns_hosts, tmp_path):
+    # Two checkouts' cluster.yaml, both named "cluster", launched to the same host and account: the
+    # second wrote its key over the first's there, so the first's restarted node could not join it.
+    h1 = netns_hosts.hosts[0]
+    folders = [tmp_path / "a", tmp_path / "b"]
+    files = []
+    for folder in folders:
+        folder.mkdir()
+        files.append(cluster_file(folder, [_over_ssh(netns_hosts, h1)], restart={"intensity": 1, "period": 60, "backoff": 0.2}))
+    with _launched(files[0], folders[0], "--plain", "--every", "0.1") as first, \
+            _launched(files[1], folders[1], "--plain", "--every", "0.1"):
+        state_file = folders[0] / ".termite" / "cluster.json"
+        victim = json.loads(state_file.read_text())["nodes"][0]
+        os.kill(victim["os_pid"], signal.SIGKILL)
+        state = state_until(state_file, lambda s: any(n["restarts"] == 1 for n in s["nodes"]), timeout=30)
+        again = next(n for n in state["nodes"] if n["restarts"] == 1)
+        _plain_until(first, lambda line: again["address"] in line and " up " in line and "restarts=1" in line)
+
+
 def _cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
