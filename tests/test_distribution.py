@@ -9,7 +9,7 @@ import pytest
 import zmq
 
 import termite
-from termite import Crash, Down, Exit, NodeDown, NodeUp
+from termite import ANY, Crash, Down, Exit, NodeDown, NodeUp
 from termite._net.frames import SPAWN
 from termite.testing import burn_cpu, collect, crash_after, echo, watch
 
@@ -130,6 +130,14 @@ def test_a_pid_of_an_earlier_incarnation_of_this_node_is_of_a_down_node_reached_
     assert (node_down.ref, node_down.node) == (node_ref, old.node)
     assert here.run(termite.nodes) == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("termite")] == []
+    # Once nothing here watches it, sends to its pids are dropped, as to any ended process: not a
+    # down each, which every monitor_node() of all nodes would hear.
+    here.run(termite.demonitor_node, node_ref)
+    everyone = here.monitor_node()
+    for n in range(100):
+        here.send(old, n)
+    here.run(termite.nodes)  # a down would have been handed on before this ran: its turn came first
+    assert here.receive(NodeDown(everyone, old.node, ANY), timeout=0, default=None) is None
 
 
 def test_monitor_node_of_a_node_not_reached_connects_and_says_nodedown_if_it_cannot(cluster):

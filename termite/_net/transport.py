@@ -762,12 +762,16 @@ class Transport:
                 and peer.incarnation is not None)
 
     def _lose_earlier_self(self, peer: NodeRef, frames: int) -> None:
-        """What is sent to an earlier incarnation of this node is lost with it, and its down
-        follows at once, as for any peer that cannot be reached (links, monitors: noconnection)."""
+        """What is sent to an earlier incarnation of this node is lost with it, and its down follows at
+        once, as for any peer that cannot be reached (links, monitors: noconnection), if anything here
+        holds it: plain sends to its pids are dropped as to any ended process, without a down each."""
+        holds = self.holds(peer)
         with self._lock:
             if self._stopping:
                 return
             self.stats.dropped_out += frames
+            if not holds:
+                return
             self._sessions.opening(peer, time.monotonic(), True)
         # Not news: this node's own restart ended it.
         self._lose(peer, "an earlier incarnation of this node, which listens at its address now", logging.DEBUG)
