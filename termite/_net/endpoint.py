@@ -765,17 +765,20 @@ class Endpoint:
         carried, route = self.carried, self.route
         for ref in [ref for ref, (target, _, _) in carried.items() if route(target) == peer]:
             target, watcher, _ = carried.pop(ref)
-            proc = self._local(watcher)
-            if proc is not None and still_holds(proc, ref):
-                self.watches.fired(ref)
-                deliver(proc, Down(ref, target, "noconnection"))
+            self._carried_lost(watcher, ref, target)
 
     def _on_monitor_lost(self, peer: NodeRef, frame) -> None:
         _, watcher, ref, target = frame
+        # Not if its Down came already (the carried entry went with it).
+        if self.carried.pop(ref, None) is not None:
+            self._carried_lost(watcher, ref, target)
+
+    def _carried_lost(self, watcher: Pid, ref: Tag, target: Pid) -> None:
+        """Carried monitor ``ref`` of ``target`` fires with "noconnection", unless ``watcher`` undid it;
+        a copy of its real Down still on its way is dropped when it comes."""
         proc = self._local(watcher)
-        # Not if its Down came already (the carried entry went with it), nor if the monitor was undone.
-        if self.carried.pop(ref, None) is not None and proc is not None and still_holds(proc, ref):
-            self.watches.fired(ref)  # a copy of its real Down still on its way is dropped
+        if proc is not None and still_holds(proc, ref):
+            self.watches.fired(ref)
             deliver(proc, Down(ref, target, "noconnection"))
 
     def _sever_migrants(self, peer: NodeRef, lost: Lost) -> None:
