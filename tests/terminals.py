@@ -11,6 +11,9 @@ import yaml
 
 #: Heartbeats and meters quick enough for a test to see a node go within a second or two.
 QUICK = {"heartbeat_timeout": 1.0, "heartbeat_interval": 0.1, "meter_interval": 0.2}
+# tmux with a server of this test process's own: on the shared default server, a session started by
+# one pytest worker could meet the server exiting as another worker's last session ended.
+TMUX = ["tmux", "-L", f"termite-tests-{os.getpid()}"]
 
 
 def cluster_file(folder: Path, hosts: list | None = None, name: str = "cluster.yaml", **settings) -> Path:
@@ -36,7 +39,7 @@ def state_until(path: Path, test, timeout: float = 20.0) -> dict:
 
 
 def pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
+    return subprocess.run([*TMUX, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
 
 
 def until(session: str, test, timeout: float = 30.0) -> str:

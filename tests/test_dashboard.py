@@ -17,6 +17,7 @@ import termite
 from termite import Load, NodeRef
 from termite.console import Said
 from termite_launcher.dashboard import ClusterView, format_duration, format_rate, load_bar, logging_to_events, sparkline
+from terminals import TMUX
 
 A = NodeRef("10.0.0.1", 7001, 0xA1)
 B = NodeRef("10.0.0.2", 7002, 0xB2)
@@ -618,13 +619,13 @@ def test_keys_switch_the_process_view_of_the_live_dashboard_in_a_real_terminal(t
     command = (f"env -u COLUMNS -u LINES PYTHONPATH={shlex.quote(os.environ.get('PYTHONPATH', ''))} "
                f"{sys.executable} -m termite_launcher "
                f"{cluster}; echo EXITED $?; stty -a | tr ' ;' '\\n\\n' | grep -x -- '-\\?icanon'; sleep 60")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
+    subprocess.run([*TMUX, "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
                    check=True)
 
     def screen_until(test):
         deadline = time.monotonic() + 45
         while time.monotonic() < deadline:
-            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+            screen = subprocess.run([*TMUX, "capture-pane", "-p", "-t", session], capture_output=True,
                                     text=True).stdout
             if test(screen):
                 return screen
@@ -633,19 +634,19 @@ def test_keys_switch_the_process_view_of_the_live_dashboard_in_a_real_terminal(t
 
     try:
         screen_until(lambda s: s.count(" up ") >= 2 and "keys: p processes" in s)
-        subprocess.run(["tmux", "send-keys", "-t", session, "p"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "p"], check=True)
         screen = screen_until(lambda s: "processes by mailbox" in s and s.count("/1 ") >= 2)  # each node's meter
         assert "keys: p hide processes" in screen, screen
         assert not any(line.strip() in ("p", "^[p") for line in screen.splitlines())  # the key is not echoed
-        subprocess.run(["tmux", "send-keys", "-t", session, "c"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "c"], check=True)
         screen_until(lambda s: "processes by cpu (steps/s)" in s)
-        subprocess.run(["tmux", "send-keys", "-t", session, "p"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "p"], check=True)
         screen_until(lambda s: "processes by" not in s and "keys: p processes" in s)
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "C-c"], check=True)
         screen = screen_until(lambda s: "EXITED" in s and "icanon" in s)
         assert "icanon" in screen.split() and "-icanon" not in screen.split()  # the terminal as it was: line by line
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
 
 
 def test_the_live_process_view_fits_the_terminal(busy):

@@ -22,7 +22,7 @@ import termite
 NODECODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodecode")  # what the nodes import
 
 import sayers
-from terminals import alive, until
+from terminals import TMUX, alive, until
 
 pytestmark = pytest.mark.skipif(not shutil.which("tmux"), reason="tmux is not installed")
 
@@ -51,7 +51,7 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
     path = os.pathsep.join(filter(None, [NODECODE, os.environ.get("PYTHONPATH")]))
     command = (f"env PYTHONPATH={shlex.quote(path)} {sys.executable} -m termite_launcher {cluster};"
                " echo EXITED $?; sleep 60")
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
+    subprocess.run([*TMUX, "new-session", "-d", "-s", session, "-x", "120", "-y", "50", "-c", str(tmp_path), command],
                    check=True)
     state = {"nodes": []}  # the nodes it runs, from its state file
     try:
@@ -82,9 +82,9 @@ def test_log_records_and_lines_said_go_to_the_events_pane_not_over_the_dashboard
         assert all(line.split()[3].endswith("/2]") for line in pane)  # thunks: under their node's runner
 
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "C-c"], check=True)
         until(session, lambda text: "EXITED" in text)
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
     assert state["nodes"] and not any(alive(node["os_pid"]) for node in state["nodes"])  # it stopped them all
 

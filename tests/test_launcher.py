@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import termite
-from terminals import alive, cluster_file, state_until, until
+from terminals import TMUX, alive, cluster_file, state_until, until
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCH = [sys.executable, "-m", "termite_launcher"]
@@ -158,18 +158,18 @@ def test_in_a_terminal_the_live_dashboard_shows_the_nodes_and_ctrl_c_stops_them(
     # The PYTHONPATH given: a tmux server started before (by another test) has an environment of its own.
     python = f"env PYTHONPATH={os.environ.get('PYTHONPATH', '')} {sys.executable}"
     command = f"{python} -m termite_launcher {two_local}; echo EXITED $?; sleep 60"
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(tmp_path), command], check=True)
+    subprocess.run([*TMUX, "new-session", "-d", "-s", session, "-x", "120", "-y", "40", "-c", str(tmp_path), command], check=True)
     try:
         screen = until(session, lambda text: text.count(" up ") >= 2 and "cpu" in text)
         assert "cluster" in screen and "events" in screen
         state = json.loads((tmp_path / ".termite" / "cluster.json").read_text())
         for node in state["nodes"]:
             assert node["address"] in screen
-        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
+        subprocess.run([*TMUX, "send-keys", "-t", session, "C-c"], check=True)
         screen = until(session, lambda text: "EXITED" in text)
         assert "EXITED 130" in screen  # 128 + SIGINT, as the shell has it
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*TMUX, "kill-session", "-t", session], capture_output=True)
     assert not any(alive(node["os_pid"]) for node in state["nodes"])
 
 
